@@ -1,0 +1,299 @@
+//! Configuration: built-in defaults, overridden by an optional TOML file, overridden by `SWITCHYARD_*` environment
+//! variables, overridden by command-line flags. A bad value fails start-up with a message naming the setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Switchyard: a webhook router. Accepts events over a REST API, \
+    persists them, fans them out to subscribed endpoints and delivers them as signed HTTP POSTs with retries."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API and the delivery workers.
+    Serve(ServeArgs),
+}
+
+/// Every option can also be set in the TOML file (same name, `_` for `-`) or the environment variable shown.
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeArgs {
+    /// TOML configuration file. Its settings are overridden by environment variables and flags.
+    #[arg(long, env = "SWITCHYARD_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Address the API listens on [default: 127.0.0.1:8080].
+    #[arg(long, env = "SWITCHYARD_LISTEN")]
+    pub listen: Option<String>,
+
+    /// Directory for the embedded database and generated key files [default: ./switchyard-data].
+    #[arg(long, env = "SWITCHYARD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Database URL: `sqlite://PATH` or `postgres://…` [default: SQLite file `switchyard.db` in the data dir].
+    #[arg(long, env = "SWITCHYARD_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Bootstrap admin API key (at least 16 characters). If unset, one is generated into `<data dir>/admin.key`.
+    #[arg(long, env = "SWITCHYARD_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+
+    /// 32-byte key encrypting endpoint secrets at rest, as 64 hex characters or base64. If unset with the
+    /// embedded database, one is generated into `<data dir>/master.key`; required with PostgreSQL.
+    #[arg(long, env = "SWITCHYARD_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+
+    /// Development mode: allows plain http:// endpoint URLs on loopback addresses.
+    #[arg(long, env = "SWITCHYARD_DEV", num_args = 0..=1, default_missing_value = "true")]
+    pub dev: Option<bool>,
+
+    /// Largest accepted event payload in bytes [default: 1048576].
+    #[arg(long, env = "SWITCHYARD_MAX_PAYLOAD_BYTES")]
+    pub max_payload_bytes: Option<usize>,
+
+    /// Deliveries in flight at once in this process [default: 64].
+    #[arg(long, env = "SWITCHYARD_DISPATCH_CONCURRENCY")]
+    pub dispatch_concurrency: Option<usize>,
+
+    /// How long a claimed delivery stays leased before another worker may take it over, e.g. `6m`
+    /// [default: 6m; must exceed the longest endpoint timeout, 300 s].
+    #[arg(long, env = "SWITCHYARD_LEASE")]
+    pub lease: Option<String>,
+
+    /// Longest wait a receiver's Retry-After header can impose, e.g. `1h` [default: 1h].
+    #[arg(long, env = "SWITCHYARD_MAX_RETRY_AFTER")]
+    pub max_retry_after: Option<String>,
+
+    /// How often idle workers look for due deliveries written by other processes, e.g. `1s` [default: 1s].
+    #[arg(long, env = "SWITCHYARD_POLL_INTERVAL")]
+    pub poll_interval: Option<String>,
+
+    /// How long a rotated-out secret keeps signing unless the rotate request says otherwise [default: 24h].
+    #[arg(long, env = "SWITCHYARD_SECRET_GRACE")]
+    pub secret_grace: Option<String>,
+}
+
+/// Validated settings the server runs with.
+#[derive(Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub admin_key: Option<String>,
+    pub master_key: Option<String>,
+    pub dev_mode: bool,
+    pub max_payload_bytes: usize,
+    pub dispatch_concurrency: usize,
+    pub lease: Duration,
+    pub max_retry_after: Duration,
+    pub poll_interval: Duration,
+    pub secret_grace: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    // Hand-written so the admin and master keys never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database", &redact_url(&self.database_url))
+            .field("admin_key", &self.admin_key.as_ref().map(|_| "<set>"))
+            .field("master_key", &self.master_key.as_ref().map(|_| "<set>"))
+            .field("dev_mode", &self.dev_mode)
+            .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("dispatch_concurrency", &self.dispatch_concurrency)
+            .field("lease", &self.lease)
+            .field("max_retry_after", &self.max_retry_after)
+            .field("poll_interval", &self.poll_interval)
+            .field("secret_grace", &self.secret_grace)
+            .finish()
+    }
+}
+
+/// The URL without its password, for logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: `{setting}`: {problem}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub problem: String,
+}
+
+fn bad(setting: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError { setting, problem: problem.into() }
+}
+
+/// The longest per-endpoint timeout; a lease must outlast it or a slow attempt could be taken over mid-flight.
+pub const MAX_ENDPOINT_TIMEOUT: Duration = Duration::from_secs(300);
+
+impl Config {
+    /// Merges the flags/environment (`args`) over the TOML file named by `args.config`, then validates.
+    pub fn load(args: ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => ServeArgs::default(),
+        };
+        Self::from_layers(args, file)
+    }
+
+    fn from_layers(over: ServeArgs, under: ServeArgs) -> Result<Self, ConfigError> {
+        let listen_text = over.listen.or(under.listen).unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen = listen_text
+            .parse()
+            .map_err(|e| bad("listen", format!("`{listen_text}` is not an address such as 127.0.0.1:8080: {e}")))?;
+        let data_dir = over.data_dir.or(under.data_dir).unwrap_or_else(|| PathBuf::from("switchyard-data"));
+        let database_url = over
+            .database_url
+            .or(under.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("switchyard.db").display()));
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(bad("database_url", "must start with sqlite:, postgres:// or postgresql://"));
+        }
+        let admin_key = over.admin_key.or(under.admin_key);
+        if admin_key.as_ref().is_some_and(|k| k.trim().len() < 16) {
+            return Err(bad("admin_key", "must be at least 16 characters"));
+        }
+        let master_key = over.master_key.or(under.master_key);
+        if let Some(key) = &master_key {
+            crate::secrets::MasterKey::parse(key).map_err(|e| bad("master_key", e.to_string()))?;
+        }
+        let max_payload_bytes = over.max_payload_bytes.or(under.max_payload_bytes).unwrap_or(1 << 20);
+        if !(1024..=64 << 20).contains(&max_payload_bytes) {
+            return Err(bad("max_payload_bytes", "must be between 1024 and 67108864"));
+        }
+        let dispatch_concurrency = over.dispatch_concurrency.or(under.dispatch_concurrency).unwrap_or(64);
+        if !(1..=10_000).contains(&dispatch_concurrency) {
+            return Err(bad("dispatch_concurrency", "must be between 1 and 10000"));
+        }
+        let lease = duration("lease", over.lease.or(under.lease), "6m")?;
+        if lease <= MAX_ENDPOINT_TIMEOUT {
+            return Err(bad("lease", "must be longer than the longest endpoint timeout (300s)"));
+        }
+        let config = Config {
+            listen,
+            data_dir,
+            database_url,
+            admin_key,
+            master_key,
+            dev_mode: over.dev.or(under.dev).unwrap_or(false),
+            max_payload_bytes,
+            dispatch_concurrency,
+            lease,
+            max_retry_after: duration("max_retry_after", over.max_retry_after.or(under.max_retry_after), "1h")?,
+            poll_interval: duration("poll_interval", over.poll_interval.or(under.poll_interval), "1s")?,
+            secret_grace: duration("secret_grace", over.secret_grace.or(under.secret_grace), "24h")?,
+        };
+        if config.poll_interval.is_zero() {
+            return Err(bad("poll_interval", "must be greater than zero"));
+        }
+        Ok(config)
+    }
+
+    /// Defaults for tests and embedding: SQLite in `data_dir`, dev mode, everything else as shipped.
+    pub fn for_data_dir(data_dir: &Path) -> Self {
+        Self::from_layers(
+            ServeArgs { data_dir: Some(data_dir.to_path_buf()), dev: Some(true), ..Default::default() },
+            ServeArgs::default(),
+        )
+        .expect("built-in defaults are valid")
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url.starts_with("sqlite:")
+    }
+}
+
+fn read_file(path: &Path) -> Result<ServeArgs, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| bad("config", format!("{}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| bad("config", format!("{}: {e}", path.display())))
+}
+
+fn duration(setting: &'static str, value: Option<String>, default: &str) -> Result<Duration, ConfigError> {
+    let text = value.unwrap_or_else(|| default.to_string());
+    humantime::parse_duration(&text)
+        .map_err(|e| bad(setting, format!("`{text}` is not a duration such as 30s, 5m or 1h: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_embedded_sqlite_on_loopback() {
+        let config = Config::from_layers(ServeArgs::default(), ServeArgs::default()).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.database_url, "sqlite://switchyard-data/switchyard.db");
+        assert!(config.is_sqlite());
+        assert!(!config.dev_mode);
+        assert_eq!(config.max_payload_bytes, 1 << 20);
+        assert_eq!(config.secret_grace, Duration::from_secs(24 * 3600));
+    }
+
+    #[test]
+    fn environment_and_flags_override_the_file() {
+        let file: ServeArgs = toml::from_str("listen = \"0.0.0.0:9000\"\ndev = true\nlease = \"10m\"").unwrap();
+        let over = ServeArgs { listen: Some("127.0.0.1:7000".into()), ..Default::default() };
+        let config = Config::from_layers(over, file).unwrap();
+        assert_eq!(config.listen.port(), 7000);
+        assert!(config.dev_mode);
+        assert_eq!(config.lease, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let cases = [
+            (ServeArgs { listen: Some("nope".into()), ..Default::default() }, "listen"),
+            (ServeArgs { database_url: Some("mysql://x".into()), ..Default::default() }, "database_url"),
+            (ServeArgs { admin_key: Some("short".into()), ..Default::default() }, "admin_key"),
+            (ServeArgs { master_key: Some("zz".into()), ..Default::default() }, "master_key"),
+            (ServeArgs { lease: Some("1m".into()), ..Default::default() }, "lease"),
+            (ServeArgs { poll_interval: Some("soon".into()), ..Default::default() }, "poll_interval"),
+            (ServeArgs { max_payload_bytes: Some(10), ..Default::default() }, "max_payload_bytes"),
+        ];
+        for (args, setting) in cases {
+            let err = Config::from_layers(args, ServeArgs::default()).unwrap_err();
+            assert_eq!(err.setting, setting);
+            assert!(err.to_string().contains(setting));
+        }
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        assert!(toml::from_str::<ServeArgs>("listne = \"x\"").is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_keys_and_database_password() {
+        let mut config = Config::for_data_dir(Path::new("/tmp/x"));
+        config.admin_key = Some("super-secret-admin-key".into());
+        config.database_url = "postgres://u:hunter2@db/x".into();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("super-secret"));
+        assert!(!shown.contains("hunter2"));
+    }
+}

@@ -1,0 +1,165 @@
+//! Switchyard, a webhook router: the REST API accepts events, the store persists them with one delivery per
+//! subscribed endpoint, and the dispatcher sends each delivery as a signed HTTP POST, retrying until the receiver
+//! accepts it or it is dead-lettered.
+//!
+//! [`run`] wires the pieces together and is what both the binary and the integration tests start.
+
+pub mod api;
+pub mod config;
+pub mod dispatch;
+pub mod error;
+pub mod model;
+pub mod retry;
+pub mod routing;
+pub mod secrets;
+pub mod signing;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::secrets::{MasterKey, SecretError};
+use crate::store::sql::SqlStore;
+use crate::store::{Store, StoreError};
+
+/// What request handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub config: Arc<Config>,
+    pub master_key: MasterKey,
+    /// SHA-256 (hex) of the bootstrap admin key.
+    pub admin_key_hash: String,
+    /// Poked after a publish or requeue so idle dispatch workers look for work at once.
+    pub dispatch_wakeup: Arc<Notify>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error(
+        "configuration: `master_key`: it is not the key this database was created with; \
+         secrets stored under the old key could not be read"
+    )]
+    MasterKeyMismatch,
+    #[error("server: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// Runs the API on `listener` and the dispatcher until `shutdown` completes, then stops accepting requests,
+/// lets in-flight deliveries finish (or gives their leases back) and returns.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
+    let master_key = load_master_key(&config)?;
+    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&config.database_url).await?);
+    check_master_key(store.as_ref(), &master_key).await?;
+    let admin_key_hash = api::auth::hash_key(&load_admin_key(&config)?);
+
+    let node_id = model::new_id("node");
+    if config.is_sqlite() {
+        // The embedded database has one process by design, so leases left by a crashed run are stale now.
+        let released = store.release_foreign_leases(&node_id).await?;
+        if released > 0 {
+            tracing::info!(released, "took back deliveries leased by a previous run");
+        }
+    }
+
+    let config = Arc::new(config);
+    let state = AppState {
+        store: store.clone(),
+        config: config.clone(),
+        master_key: master_key.clone(),
+        admin_key_hash,
+        dispatch_wakeup: Arc::new(Notify::new()),
+    };
+
+    let stop = CancellationToken::new();
+    let dispatcher = dispatch::Dispatcher::new(
+        store,
+        master_key,
+        dispatch::Settings::from_config(&config),
+        node_id,
+        state.dispatch_wakeup.clone(),
+    );
+    let dispatcher = tokio::spawn(dispatcher.run(stop.clone()));
+
+    tracing::info!(address = %listener.local_addr()?, database = %config::redact_url(&config.database_url),
+        "switchyard listening");
+    let stop_on_signal = stop.clone();
+    let served = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new requests or claims; finishing deliveries in flight");
+            stop_on_signal.cancel();
+        })
+        .await;
+    stop.cancel();
+    if let Err(e) = dispatcher.await {
+        tracing::error!(error = %e, "dispatcher task failed");
+    }
+    served?;
+    Ok(())
+}
+
+fn load_master_key(config: &Config) -> Result<MasterKey, StartError> {
+    if let Some(text) = &config.master_key {
+        return Ok(MasterKey::parse(text)?);
+    }
+    if !config.is_sqlite() {
+        return Err(config::ConfigError {
+            setting: "master_key",
+            problem: "required with PostgreSQL: every node must encrypt with the same key".into(),
+        }
+        .into());
+    }
+    let path = config.data_dir.join("master.key");
+    let (key, created) = MasterKey::load_or_create(&path)?;
+    if created {
+        tracing::warn!(path = %path.display(), "generated a master key for endpoint secrets; back this file up \
+            (losing it makes stored secrets unreadable) or set SWITCHYARD_MASTER_KEY");
+    }
+    Ok(key)
+}
+
+async fn check_master_key(store: &dyn Store, key: &MasterKey) -> Result<(), StartError> {
+    match store.get_meta(secrets::KEY_CHECK_META).await? {
+        Some(stored) if secrets::verify_key_check(key, &stored) => Ok(()),
+        Some(_) => Err(StartError::MasterKeyMismatch),
+        None => Ok(store.put_meta(secrets::KEY_CHECK_META, &secrets::key_check_value(key)).await?),
+    }
+}
+
+fn load_admin_key(config: &Config) -> Result<String, StartError> {
+    if let Some(key) = &config.admin_key {
+        return Ok(key.trim().to_string());
+    }
+    let path = config.data_dir.join("admin.key");
+    match std::fs::read_to_string(&path) {
+        Ok(key) => Ok(key.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = api::auth::generate_key("sy_admin");
+            secrets::write_private_file(&path, &key)
+                .map_err(|source| SecretError::KeyFile { path: path.display().to_string(), source })?;
+            tracing::warn!(path = %path.display(), "generated the bootstrap admin API key into this file");
+            Ok(key)
+        }
+        Err(source) => Err(SecretError::KeyFile { path: path.display().to_string(), source }.into()),
+    }
+}

@@ -1,0 +1,297 @@
+//! Domain types shared by the store, the API and the dispatcher.
+//!
+//! Times are Unix milliseconds (`Millis`) everywhere below the API: both databases store them as BIGINT, they
+//! sort and compare cheaply, and the API alone renders them as RFC 3339.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+pub type Millis = i64;
+
+pub fn now_millis() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Generates a prefixed, time-ordered identifier (`ep_0192f…`). UUIDv7 keeps ids sortable by creation time,
+/// which is what cursor pagination orders by.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "unknown value `{other}`; expected one of: {}",
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum!(EndpointStatus {
+    Active => "active",
+    Paused => "paused",
+    Disabled => "disabled",
+});
+
+string_enum!(SignatureScheme {
+    Standard => "standard",
+    Stripe => "stripe",
+});
+
+string_enum!(
+    /// `Retiring` secrets still sign until `expires_at`, so receivers can roll over without dropping events.
+    SecretStatus {
+        Active => "active",
+        Retiring => "retiring",
+        Revoked => "revoked",
+    }
+);
+
+string_enum!(
+    /// `Failed` means "the last attempt failed and another is scheduled"; `Dead` is the dead-letter queue.
+    DeliveryStatus {
+        Pending => "pending",
+        Delivering => "delivering",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Dead => "dead",
+    }
+);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    /// The first characters of the key, kept in clear so a person can tell keys apart in a list.
+    pub prefix: String,
+    /// SHA-256 of the whole key; the key itself is never stored.
+    pub key_hash: String,
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
+}
+
+/// One subscription: an event-type pattern (`payment.succeeded`, `payment.*`, `*`) and an optional RFC 9535
+/// JSONPath predicate evaluated against `[envelope]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subscription {
+    pub event_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub id: String,
+    pub tenant_id: String,
+    pub url: String,
+    pub description: String,
+    pub status: EndpointStatus,
+    /// Why the endpoint is paused or disabled (e.g. "receiver answered 410 Gone").
+    pub status_reason: Option<String>,
+    pub timeout_ms: i64,
+    pub headers: BTreeMap<String, String>,
+    /// Delays between attempts, overriding the default schedule.
+    pub retry_schedule_ms: Option<Vec<i64>>,
+    /// Total attempts (first one included), overriding `schedule.len() + 1`.
+    pub max_attempts: Option<i64>,
+    pub signature_scheme: SignatureScheme,
+    pub metadata: BTreeMap<String, String>,
+    pub subscriptions: Vec<Subscription>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSecret {
+    pub id: String,
+    pub endpoint_id: String,
+    pub tenant_id: String,
+    pub version: i64,
+    pub status: SecretStatus,
+    /// AES-256-GCM ciphertext (nonce ‖ sealed secret); see `secrets`.
+    pub ciphertext: Vec<u8>,
+    /// A short, non-secret hint such as `whsec_AbCd…` for display.
+    pub hint: String,
+    pub created_at: Millis,
+    /// For `Retiring`: when the secret stops signing.
+    pub expires_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventType {
+    pub name: String,
+    pub description: String,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: String,
+    pub tenant_id: String,
+    pub event_type: String,
+    /// The payload as received, kept as raw JSON text so it is never re-serialised differently.
+    pub data: Box<RawValue>,
+    pub idempotency_key: Option<String>,
+    pub received_at: Millis,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.tenant_id == other.tenant_id
+            && self.event_type == other.event_type
+            && self.data.get() == other.data.get()
+            && self.idempotency_key == other.idempotency_key
+            && self.received_at == other.received_at
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: String,
+    pub tenant_id: String,
+    pub event_id: String,
+    pub endpoint_id: String,
+    pub event_type: String,
+    pub status: DeliveryStatus,
+    /// Attempts made over the delivery's whole life.
+    pub attempts: i64,
+    /// `attempts` when the delivery was last requeued by hand: the retry schedule restarts from there.
+    pub schedule_offset: i64,
+    pub next_attempt_at: Option<Millis>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<Millis>,
+    pub last_status_code: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub id: String,
+    pub tenant_id: String,
+    pub delivery_id: String,
+    /// 1-based, over the delivery's whole life.
+    pub attempt_number: i64,
+    pub started_at: Millis,
+    pub duration_ms: i64,
+    pub status_code: Option<i64>,
+    /// Truncated to 4 KiB.
+    pub response_body: Option<String>,
+    /// Truncated to 500 characters.
+    pub error: Option<String>,
+    /// What the dispatcher concluded: succeeded, retry, dead, gone.
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    pub id: String,
+    pub tenant_id: Option<String>,
+    /// `admin` or the API key id that acted.
+    pub actor: String,
+    pub action: String,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub details: serde_json::Value,
+    pub at: Millis,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    timestamp: String,
+    tenant_id: &'a str,
+    data: &'a RawValue,
+}
+
+impl Event {
+    /// The JSON document receivers get and JSONPath predicates see: `{id, type, timestamp, tenant_id, data}`,
+    /// with `timestamp` the RFC 3339 time the event was received.
+    pub fn envelope(&self) -> String {
+        serde_json::to_string(&Envelope {
+            id: &self.id,
+            event_type: &self.event_type,
+            timestamp: rfc3339(self.received_at),
+            tenant_id: &self.tenant_id,
+            data: &self.data,
+        })
+        .expect("an envelope of strings and valid raw JSON always serialises")
+    }
+}
+
+/// RFC 3339 in UTC with millisecond precision, the one format the API and payloads use for times.
+pub fn rfc3339(at: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(at).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_carries_the_raw_payload_and_rfc3339_time() {
+        let event = Event {
+            id: "evt_1".into(),
+            tenant_id: "ten_1".into(),
+            event_type: "payment.succeeded".into(),
+            data: RawValue::from_string(r#"{"amount": 1.50}"#.into()).unwrap(),
+            idempotency_key: None,
+            received_at: 1_700_000_000_123,
+        };
+        assert_eq!(
+            event.envelope(),
+            r#"{"id":"evt_1","type":"payment.succeeded","timestamp":"2023-11-14T22:13:20.123Z","tenant_id":"ten_1","data":{"amount": 1.50}}"#
+        );
+    }
+
+    #[test]
+    fn status_strings_round_trip() {
+        for status in DeliveryStatus::ALL {
+            assert_eq!(status.as_str().parse::<DeliveryStatus>().unwrap(), *status);
+        }
+        assert!("nope".parse::<EndpointStatus>().unwrap_err().contains("active, paused, disabled"));
+    }
+}

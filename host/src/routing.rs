@@ -1,0 +1,273 @@
+//! Which endpoints an event goes to: event-type names and patterns, and JSONPath subscription filters.
+//!
+//! A filter is an RFC 9535 query evaluated against a one-element array holding the delivery envelope
+//! `{id, type, timestamp, tenant_id, data}`. RFC 9535 filter selectors (`[?…]`) select *children*, so wrapping
+//! the envelope lets a merchant test the event itself (`$[?@.data.amount > 1000]`) as well as search inside it
+//! (`$..items[?@.qty > 2]`). The event matches when the query selects at least one node.
+
+use jsonpath_rust::parser::model::JpQuery;
+use jsonpath_rust::parser::parse_json_path;
+use jsonpath_rust::query::js_path_process;
+use serde_json::Value;
+
+use crate::model::{Endpoint, Event, Subscription};
+
+pub const MAX_EVENT_TYPE_LEN: usize = 100;
+pub const MAX_FILTER_LEN: usize = 1000;
+
+/// Event type names are `resource.action`: two or more dot-separated segments of lowercase ASCII letters,
+/// digits, `_` and `-`, at most 100 characters in all.
+pub fn validate_event_type(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_EVENT_TYPE_LEN {
+        return Err(format!("must be 1 to {MAX_EVENT_TYPE_LEN} characters"));
+    }
+    let segments: Vec<&str> = name.split('.').collect();
+    if segments.len() < 2 {
+        return Err(format!("`{name}` must have the form resource.action, e.g. payment.succeeded"));
+    }
+    if let Some(bad) = segments.iter().find(|s| !is_segment(s)) {
+        return Err(format!(
+            "segment `{bad}` of `{name}` must be non-empty lowercase letters, digits, `_` or `-`"
+        ));
+    }
+    Ok(())
+}
+
+fn is_segment(segment: &str) -> bool {
+    !segment.is_empty()
+        && segment.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// A parsed event-type pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pattern<'a> {
+    /// `*`: every event.
+    Any,
+    /// `payment.*`: every type below `payment.`; holds `payment.`.
+    Prefix(&'a str),
+    Exact(&'a str),
+}
+
+fn parse_pattern(pattern: &str) -> Result<Pattern<'_>, String> {
+    if pattern == "*" {
+        return Ok(Pattern::Any);
+    }
+    if let Some(prefix) = pattern.strip_suffix('*') {
+        let Some(resource) = prefix.strip_suffix('.') else {
+            return Err(format!("`{pattern}`: `*` may only stand alone or as a whole last segment, e.g. payment.*"));
+        };
+        if pattern.len() > MAX_EVENT_TYPE_LEN || resource.split('.').any(|s| !is_segment(s)) {
+            return Err(format!("`{pattern}`: the part before `.*` must be lowercase segments, e.g. payment.*"));
+        }
+        return Ok(Pattern::Prefix(prefix));
+    }
+    validate_event_type(pattern)?;
+    Ok(Pattern::Exact(pattern))
+}
+
+impl Pattern<'_> {
+    fn matches(&self, event_type: &str) -> bool {
+        match self {
+            Pattern::Any => true,
+            Pattern::Prefix(prefix) => event_type.starts_with(prefix),
+            Pattern::Exact(name) => *name == event_type,
+        }
+    }
+}
+
+fn parse_filter(filter: &str) -> Result<JpQuery, String> {
+    if filter.len() > MAX_FILTER_LEN {
+        return Err(format!("must be at most {MAX_FILTER_LEN} characters"));
+    }
+    parse_json_path(filter).map_err(|e| format!("invalid JSONPath `{filter}`: {e}"))
+}
+
+/// Checks a subscription before it is stored. On failure names the field at fault (`event_type` or `filter`).
+pub fn validate_subscription(sub: &Subscription) -> Result<(), (&'static str, String)> {
+    parse_pattern(&sub.event_type).map_err(|e| ("event_type", e))?;
+    if let Some(filter) = &sub.filter {
+        parse_filter(filter).map_err(|e| ("filter", e))?;
+    }
+    Ok(())
+}
+
+/// The endpoints among `endpoints` that have a subscription matching `event`, in the given order.
+pub fn matching_endpoints<'a>(endpoints: &'a [Endpoint], event: &Event) -> Vec<&'a Endpoint> {
+    // Built lazily: most subscriptions have no filter, and the envelope costs a parse of the payload.
+    let mut wrapped_envelope: Option<Value> = None;
+    endpoints
+        .iter()
+        .filter(|endpoint| {
+            endpoint.subscriptions.iter().any(|sub| {
+                let type_matches = parse_pattern(&sub.event_type).is_ok_and(|p| p.matches(&event.event_type));
+                type_matches
+                    && match &sub.filter {
+                        None => true,
+                        Some(filter) => {
+                            let doc = wrapped_envelope.get_or_insert_with(|| wrap_envelope(event));
+                            filter_selects(filter, doc, &endpoint.id)
+                        }
+                    }
+            })
+        })
+        .collect()
+}
+
+fn wrap_envelope(event: &Event) -> Value {
+    let envelope = serde_json::from_str(&event.envelope()).expect("the envelope is JSON that Switchyard wrote");
+    Value::Array(vec![envelope])
+}
+
+fn filter_selects(filter: &str, doc: &Value, endpoint_id: &str) -> bool {
+    match parse_filter(filter) {
+        Ok(query) => js_path_process(&query, doc).is_ok_and(|nodes| !nodes.is_empty()),
+        Err(error) => {
+            // Filters are validated before they are stored, so this means a row written by another version.
+            tracing::warn!(endpoint_id, %error, "stored subscription filter does not parse; treating as no match");
+            false
+        }
+    }
+}
+
+/// Whether `filter` selects anything in `event`: the single-subscription form of [`matching_endpoints`], for
+/// explaining a match.
+pub fn filter_matches(filter: &str, event: &Event) -> Result<bool, String> {
+    let query = parse_filter(filter)?;
+    Ok(js_path_process(&query, &wrap_envelope(event)).is_ok_and(|nodes| !nodes.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::value::RawValue;
+
+    use super::*;
+    use crate::model::{EndpointStatus, SignatureScheme};
+
+    fn event(event_type: &str, data: &str) -> Event {
+        Event {
+            id: "evt_1".into(),
+            tenant_id: "ten_1".into(),
+            event_type: event_type.into(),
+            data: RawValue::from_string(data.into()).unwrap(),
+            idempotency_key: None,
+            received_at: 0,
+        }
+    }
+
+    fn endpoint(id: &str, subscriptions: &[(&str, Option<&str>)]) -> Endpoint {
+        Endpoint {
+            id: id.into(),
+            tenant_id: "ten_1".into(),
+            url: "https://example.com".into(),
+            description: String::new(),
+            status: EndpointStatus::Active,
+            status_reason: None,
+            timeout_ms: 10_000,
+            headers: BTreeMap::new(),
+            retry_schedule_ms: None,
+            max_attempts: None,
+            signature_scheme: SignatureScheme::Standard,
+            metadata: BTreeMap::new(),
+            subscriptions: subscriptions
+                .iter()
+                .map(|(t, f)| Subscription { event_type: t.to_string(), filter: f.map(str::to_string) })
+                .collect(),
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn matched(endpoints: &[Endpoint], event: &Event) -> Vec<String> {
+        matching_endpoints(endpoints, event).into_iter().map(|e| e.id.clone()).collect()
+    }
+
+    #[test]
+    fn event_type_names() {
+        for good in ["payment.succeeded", "invoice.payment.failed", "a.b", "user_v2.created-now"] {
+            assert_eq!(validate_event_type(good), Ok(()), "{good}");
+        }
+        for bad in ["", "payment", "Payment.succeeded", "payment..x", ".x", "x.", "pay ment.x", "payment.*"] {
+            assert!(validate_event_type(bad).is_err(), "{bad}");
+        }
+        assert!(validate_event_type(&format!("a.{}", "b".repeat(98))).is_ok());
+        assert!(validate_event_type(&format!("a.{}", "b".repeat(99))).is_err());
+    }
+
+    #[test]
+    fn patterns_exact_prefix_and_star() {
+        let endpoints = [
+            endpoint("exact", &[("payment.succeeded", None)]),
+            endpoint("prefix", &[("payment.*", None)]),
+            endpoint("star", &[("*", None)]),
+            endpoint("other", &[("invoice.created", None), ("refund.*", None)]),
+        ];
+        assert_eq!(matched(&endpoints, &event("payment.succeeded", "{}")), ["exact", "prefix", "star"]);
+        assert_eq!(matched(&endpoints, &event("payment.refund.created", "{}")), ["prefix", "star"]);
+        assert_eq!(matched(&endpoints, &event("paymentx.created", "{}")), ["star"]);
+        assert_eq!(matched(&endpoints, &event("refund.created", "{}")), ["star", "other"]);
+    }
+
+    #[test]
+    fn pattern_validation() {
+        let check = |t: &str| validate_subscription(&Subscription { event_type: t.into(), filter: None });
+        for good in ["*", "payment.*", "invoice.payment.*", "payment.succeeded"] {
+            assert!(check(good).is_ok(), "{good}");
+        }
+        for bad in ["payment*", "*.succeeded", "pay*.x", "PAYMENT.*", "", ".*", "payment"] {
+            assert_eq!(check(bad).unwrap_err().0, "event_type", "{bad}");
+        }
+    }
+
+    // The two forms the README documents; if these break, so does the documentation.
+    #[test]
+    fn documented_filter_examples() {
+        let big_eur = r#"$[?@.data.amount > 1000 && @.data.currency == 'EUR']"#;
+        let bulk_items = r#"$..items[?@.qty > 2]"#;
+        let endpoints = [endpoint("big-eur", &[("payment.*", Some(big_eur))]), endpoint("bulk", &[("*", Some(bulk_items))])];
+
+        let big = event("payment.succeeded", r#"{"amount": 1500, "currency": "EUR"}"#);
+        let small = event("payment.succeeded", r#"{"amount": 500, "currency": "EUR"}"#);
+        let usd = event("payment.succeeded", r#"{"amount": 5000, "currency": "USD"}"#);
+        let order = event("order.created", r#"{"items": [{"sku": "a", "qty": 1}, {"sku": "b", "qty": 3}]}"#);
+        let small_order = event("order.created", r#"{"items": [{"sku": "a", "qty": 1}]}"#);
+
+        assert_eq!(matched(&endpoints, &big), ["big-eur"]);
+        assert!(matched(&endpoints, &small).is_empty());
+        assert!(matched(&endpoints, &usd).is_empty());
+        assert_eq!(matched(&endpoints, &order), ["bulk"]);
+        assert!(matched(&endpoints, &small_order).is_empty());
+    }
+
+    #[test]
+    fn filters_see_the_whole_envelope() {
+        let by_type = endpoint("t", &[("*", Some("$[?@.type == 'payment.failed']"))]);
+        let by_tenant = endpoint("n", &[("*", Some("$[?@.tenant_id == 'ten_1']"))]);
+        let missing_field = endpoint("m", &[("*", Some("$[?@.data.nope > 1]"))]);
+        let endpoints = [by_type, by_tenant, missing_field];
+        assert_eq!(matched(&endpoints, &event("payment.failed", "{}")), ["t", "n"]);
+    }
+
+    #[test]
+    fn any_one_subscription_is_enough_and_type_gates_the_filter() {
+        let endpoints = [endpoint(
+            "e",
+            &[("invoice.created", Some("$[?@.data.total > 10]")), ("payment.*", Some("$[?@.data.amount > 10]"))],
+        )];
+        assert_eq!(matched(&endpoints, &event("payment.succeeded", r#"{"amount": 11}"#)), ["e"]);
+        // The invoice filter would select this, but the type does not match that subscription.
+        assert!(matched(&endpoints, &event("payment.succeeded", r#"{"total": 11}"#)).is_empty());
+    }
+
+    #[test]
+    fn invalid_filters_are_rejected_with_the_problem() {
+        for bad in ["$[?@.amount >]", "amount > 5", "$[?(@.a ==]", "$.."] {
+            let err = validate_subscription(&Subscription { event_type: "*".into(), filter: Some(bad.into()) })
+                .unwrap_err();
+            assert_eq!(err.0, "filter", "{bad}");
+            assert!(err.1.contains("invalid JSONPath"), "{bad}: {}", err.1);
+        }
+        assert!(filter_matches("$[?@.data.x == 1]", &event("a.b", r#"{"x": 1}"#)).unwrap());
+    }
+}

@@ -1,0 +1,198 @@
+//! Endpoint signing secrets: generation, and AES-256-GCM encryption at rest under the master key.
+//!
+//! A sealed secret is `nonce (12 bytes) ‖ ciphertext+tag`. The endpoint id and secret version are bound in as
+//! associated data, so a ciphertext copied onto another endpoint's row fails to open instead of signing for it.
+
+use std::fmt;
+use std::path::Path;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use rand::RngCore;
+
+const NONCE_LEN: usize = 12;
+pub const SECRET_PREFIX: &str = "whsec_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("master key must be 32 bytes given as 64 hex characters or standard base64")]
+    BadMasterKey,
+    #[error("a stored secret could not be decrypted with the configured master key")]
+    Undecryptable,
+    #[error("could not read or write the master key file {path}: {source}")]
+    KeyFile { path: String, source: std::io::Error },
+}
+
+/// The master key. Debug output never shows the key.
+#[derive(Clone)]
+pub struct MasterKey(Aes256Gcm);
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
+}
+
+impl MasterKey {
+    /// Parses 32 bytes written as hex or base64.
+    pub fn parse(text: &str) -> Result<Self, SecretError> {
+        let text = text.trim();
+        let bytes = hex::decode(text)
+            .ok()
+            .or_else(|| STANDARD.decode(text).ok())
+            .filter(|b| b.len() == 32)
+            .ok_or(SecretError::BadMasterKey)?;
+        Ok(Self(Aes256Gcm::new_from_slice(&bytes).map_err(|_| SecretError::BadMasterKey)?))
+    }
+
+    /// Reads the key file, or creates it (mode 0600) with a fresh random key. Returns the key and whether the
+    /// file was created.
+    pub fn load_or_create(path: &Path) -> Result<(Self, bool), SecretError> {
+        let io_err = |source| SecretError::KeyFile { path: path.display().to_string(), source };
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok((Self::parse(&text)?, false)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut bytes = [0u8; 32];
+                rand::thread_rng().fill_bytes(&mut bytes);
+                let text = hex::encode(bytes);
+                write_private_file(path, &text).map_err(io_err)?;
+                Ok((Self::parse(&text)?, true))
+            }
+            Err(e) => Err(io_err(e)),
+        }
+    }
+
+    pub fn seal(&self, plaintext: &[u8], aad: &str) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let sealed = self
+            .0
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: aad.as_bytes() })
+            .expect("AES-GCM encryption of an in-memory buffer cannot fail");
+        let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    pub fn open(&self, sealed: &[u8], aad: &str) -> Result<Vec<u8>, SecretError> {
+        if sealed.len() < NONCE_LEN {
+            return Err(SecretError::Undecryptable);
+        }
+        let (nonce, body) = sealed.split_at(NONCE_LEN);
+        self.0
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad: aad.as_bytes() })
+            .map_err(|_| SecretError::Undecryptable)
+    }
+}
+
+/// Writes a file readable only by its owner, creating parent directories.
+pub fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}
+
+/// Associated data binding a sealed secret to its endpoint and version.
+pub fn secret_aad(endpoint_id: &str, version: i64) -> String {
+    format!("{endpoint_id}:{version}")
+}
+
+/// A new signing secret in the Standard Webhooks form `whsec_<base64 of 32 random bytes>`.
+pub fn generate_signing_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!("{SECRET_PREFIX}{}", STANDARD.encode(bytes))
+}
+
+/// What a list response may show of a secret: the prefix and four characters.
+pub fn secret_hint(secret: &str) -> String {
+    let shown: String = secret.chars().take(SECRET_PREFIX.len() + 4).collect();
+    format!("{shown}…")
+}
+
+/// The value stored to check at start-up that the configured master key is the one the database was created
+/// with; without it, a wrong key would only show up as failed deliveries.
+pub const KEY_CHECK_META: &str = "master_key_check";
+const KEY_CHECK_PLAINTEXT: &[u8] = b"switchyard master key check";
+
+pub fn key_check_value(key: &MasterKey) -> String {
+    STANDARD.encode(key.seal(KEY_CHECK_PLAINTEXT, KEY_CHECK_META))
+}
+
+pub fn verify_key_check(key: &MasterKey, stored: &str) -> bool {
+    STANDARD
+        .decode(stored)
+        .ok()
+        .and_then(|sealed| key.open(&sealed, KEY_CHECK_META).ok())
+        .is_some_and(|plain| plain == KEY_CHECK_PLAINTEXT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> MasterKey {
+        MasterKey::parse(&"ab".repeat(32)).unwrap()
+    }
+
+    #[test]
+    fn sealed_secret_opens_only_with_same_key_and_binding() {
+        let sealed = key().seal(b"whsec_x", "ep_1:1");
+        assert_eq!(key().open(&sealed, "ep_1:1").unwrap(), b"whsec_x");
+        assert!(key().open(&sealed, "ep_2:1").is_err());
+        let other = MasterKey::parse(&"cd".repeat(32)).unwrap();
+        assert!(other.open(&sealed, "ep_1:1").is_err());
+        assert!(key().open(&sealed[..5], "ep_1:1").is_err());
+    }
+
+    #[test]
+    fn master_key_accepts_hex_and_base64_of_32_bytes_only() {
+        assert!(MasterKey::parse(&"00".repeat(32)).is_ok());
+        assert!(MasterKey::parse(&STANDARD.encode([7u8; 32])).is_ok());
+        assert!(MasterKey::parse(&"00".repeat(16)).is_err());
+        assert!(MasterKey::parse("not a key").is_err());
+    }
+
+    #[test]
+    fn key_file_is_created_once_then_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/master.key");
+        let (first, created) = MasterKey::load_or_create(&path).unwrap();
+        assert!(created);
+        let (second, created) = MasterKey::load_or_create(&path).unwrap();
+        assert!(!created);
+        assert!(verify_key_check(&second, &key_check_value(&first)));
+        assert!(!verify_key_check(&key(), &key_check_value(&first)));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn generated_secrets_are_standard_webhooks_form_and_hint_hides_them() {
+        let secret = generate_signing_secret();
+        let body = secret.strip_prefix(SECRET_PREFIX).unwrap();
+        assert_eq!(STANDARD.decode(body).unwrap().len(), 32);
+        let hint = secret_hint(&secret);
+        assert!(hint.len() < secret.len());
+        assert!(secret.starts_with(hint.trim_end_matches('…')));
+        assert_ne!(generate_signing_secret(), secret);
+    }
+}

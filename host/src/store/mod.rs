@@ -1,0 +1,242 @@
+//! Persistence. Everything the router remembers goes through the [`Store`] trait.
+//!
+//! One SQL implementation ([`sql::SqlStore`]) serves both databases through sqlx's `Any` driver: the queries are
+//! portable (`$N` placeholders, `ON CONFLICT`, `RETURNING`), and the few places where SQLite and PostgreSQL must
+//! differ (connection set-up, migrations, claiming with `FOR UPDATE SKIP LOCKED`) live in [`sql::Dialect`].
+//! The conformance suite in `tests/store_conformance.rs` runs the same assertions against both.
+//!
+//! Invariants every implementation keeps:
+//! - every query that reads or changes tenant data is scoped by `tenant_id`; an object of another tenant is
+//!   indistinguishable from one that does not exist;
+//! - events and attempts are never updated after insert, the audit log is append-only;
+//! - an event and all of its deliveries are written in one transaction.
+
+pub mod sql;
+
+use async_trait::async_trait;
+
+use crate::model::{
+    ApiKey, Attempt, AuditEntry, Delivery, DeliveryStatus, Endpoint, EndpointSecret, EndpointStatus, Event, EventType,
+    Millis, Subscription, Tenant,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was broken (duplicate name, key, …).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A row held a value this version cannot read (e.g. an unknown status string).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Keyset pagination: results are ordered newest first by id (ids are time-ordered), `cursor` is the last id of
+/// the previous page.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    pub cursor: Option<String>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EndpointFilter {
+    pub status: Option<EndpointStatus>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub event_type: Option<String>,
+    pub since: Option<Millis>,
+    pub until: Option<Millis>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub endpoint_id: Option<String>,
+    pub event_id: Option<String>,
+    pub event_type: Option<String>,
+    pub status: Option<DeliveryStatus>,
+    /// On `created_at`, inclusive.
+    pub since: Option<Millis>,
+    /// On `created_at`, exclusive.
+    pub until: Option<Millis>,
+}
+
+/// Which dead letters to requeue.
+#[derive(Debug, Clone)]
+pub enum RequeueSelector {
+    Ids(Vec<String>),
+    Matching { endpoint_id: Option<String>, event_type: Option<String> },
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSecret {
+    pub id: String,
+    pub ciphertext: Vec<u8>,
+    pub hint: String,
+}
+
+/// One event to publish, with the endpoints it fans out to (already matched by the caller).
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event: Event,
+    /// `(delivery id, endpoint id)` for each matching endpoint.
+    pub deliveries: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub event_id: String,
+    pub deliveries: i64,
+    /// True when an earlier event with the same idempotency key was returned instead of storing this one.
+    pub replayed: bool,
+}
+
+/// A claimed delivery with what the dispatcher needs to send it.
+#[derive(Debug, Clone)]
+pub struct DispatchJob {
+    pub delivery: Delivery,
+    pub event: Event,
+    pub endpoint: Endpoint,
+}
+
+/// The result of one attempt, written atomically with the delivery's new state.
+#[derive(Debug, Clone)]
+pub struct AttemptOutcome {
+    pub attempt: Attempt,
+    /// `Succeeded`, `Failed` (another attempt at `next_attempt_at`) or `Dead`.
+    pub status: DeliveryStatus,
+    pub next_attempt_at: Option<Millis>,
+    /// Set when the receiver asked to stop (410 Gone): the endpoint is disabled with this reason.
+    pub disable_endpoint: Option<String>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Small key/value facts about the installation (e.g. the master-key check value).
+    async fn get_meta(&self, key: &str) -> StoreResult<Option<String>>;
+    async fn put_meta(&self, key: &str, value: &str) -> StoreResult<()>;
+
+    // Tenants and API keys.
+    async fn create_tenant(&self, tenant: &Tenant) -> StoreResult<()>;
+    async fn get_tenant(&self, id: &str) -> StoreResult<Option<Tenant>>;
+    async fn list_tenants(&self, page: &Page) -> StoreResult<Vec<Tenant>>;
+    async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()>;
+    async fn list_api_keys(&self, tenant_id: &str, page: &Page) -> StoreResult<Vec<ApiKey>>;
+    /// Returns false when no live key of that tenant has this id.
+    async fn revoke_api_key(&self, tenant_id: &str, id: &str, at: Millis) -> StoreResult<bool>;
+    /// A key that is not revoked, by the SHA-256 of its text.
+    async fn find_api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKey>>;
+
+    // Endpoints, subscriptions and secrets.
+    /// Stores the endpoint, its subscriptions and its first (active, version 1) secret.
+    async fn create_endpoint(&self, endpoint: &Endpoint, secret: &NewSecret) -> StoreResult<()>;
+    async fn get_endpoint(&self, tenant_id: &str, id: &str) -> StoreResult<Option<Endpoint>>;
+    async fn list_endpoints(&self, tenant_id: &str, filter: &EndpointFilter, page: &Page)
+        -> StoreResult<Vec<Endpoint>>;
+    /// Replaces every mutable field (url … metadata, status, subscriptions) and `updated_at`.
+    async fn update_endpoint(&self, endpoint: &Endpoint) -> StoreResult<bool>;
+    /// Deletes the endpoint with its subscriptions and secrets; its unfinished deliveries become dead letters
+    /// ("endpoint deleted") so the record of what was accepted survives.
+    async fn delete_endpoint(&self, tenant_id: &str, id: &str, at: Millis) -> StoreResult<bool>;
+    async fn set_endpoint_status(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        status: EndpointStatus,
+        reason: Option<&str>,
+        at: Millis,
+    ) -> StoreResult<bool>;
+    async fn replace_subscriptions(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+        subscriptions: &[Subscription],
+        at: Millis,
+    ) -> StoreResult<bool>;
+    /// Active endpoints of a tenant with their subscriptions: the candidates for fan-out.
+    async fn active_endpoints(&self, tenant_id: &str) -> StoreResult<Vec<Endpoint>>;
+    /// All versions, newest first.
+    async fn list_secrets(&self, tenant_id: &str, endpoint_id: &str) -> StoreResult<Vec<EndpointSecret>>;
+    /// Adds `secret` as the new active version; the previous active one becomes retiring until `retire_until`
+    /// (revoked at once when `retire_until <= at`). Returns the new version's row, or None for an unknown
+    /// endpoint.
+    async fn rotate_secret(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+        secret: &NewSecret,
+        retire_until: Millis,
+        at: Millis,
+    ) -> StoreResult<Option<EndpointSecret>>;
+    /// Secrets that sign at `at`: the active one and retiring ones not yet expired.
+    async fn signing_secrets(&self, endpoint_id: &str, at: Millis) -> StoreResult<Vec<EndpointSecret>>;
+
+    // Event types.
+    /// Creates the type or updates its description; returns the stored row.
+    async fn register_event_type(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        description: &str,
+        at: Millis,
+    ) -> StoreResult<EventType>;
+    async fn list_event_types(&self, tenant_id: &str, page: &Page) -> StoreResult<Vec<EventType>>;
+
+    // Events.
+    /// Stores each event and its deliveries in one transaction, registering unknown event types. An event whose
+    /// idempotency key the tenant already used is not stored again: the first event's result is returned with
+    /// `replayed`. Results are in input order.
+    async fn publish(&self, events: &[NewEvent]) -> StoreResult<Vec<Published>>;
+    async fn get_event(&self, tenant_id: &str, id: &str) -> StoreResult<Option<Event>>;
+    async fn list_events(&self, tenant_id: &str, filter: &EventFilter, page: &Page) -> StoreResult<Vec<Event>>;
+
+    // Deliveries and dead letters.
+    async fn get_delivery(&self, tenant_id: &str, id: &str) -> StoreResult<Option<Delivery>>;
+    async fn list_deliveries(
+        &self,
+        tenant_id: &str,
+        filter: &DeliveryFilter,
+        page: &Page,
+    ) -> StoreResult<Vec<Delivery>>;
+    /// Oldest first.
+    async fn list_attempts(&self, tenant_id: &str, delivery_id: &str) -> StoreResult<Vec<Attempt>>;
+    /// Schedules an immediate attempt of a delivery that is not being delivered right now, restarting its retry
+    /// schedule. Returns the updated delivery; None when unknown or currently `delivering`.
+    async fn retry_delivery(&self, tenant_id: &str, id: &str, at: Millis) -> StoreResult<Option<Delivery>>;
+    /// Moves dead deliveries back to pending (schedule restarted); returns how many moved.
+    async fn requeue_dead(&self, tenant_id: &str, selector: &RequeueSelector, at: Millis) -> StoreResult<u64>;
+
+    // Dispatch.
+    /// Leases up to `limit` due deliveries (pending or failed with `next_attempt_at <= now`, or delivering with
+    /// an expired lease) whose endpoint is active, oldest due first. Safe to call from several processes.
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: Millis,
+        lease_until: Millis,
+        limit: i64,
+    ) -> StoreResult<Vec<DispatchJob>>;
+    /// Records an attempt and the delivery's new state, if `owner` still holds the lease. Returns false (and
+    /// writes nothing) when the lease was lost.
+    async fn record_attempt(&self, owner: &str, outcome: &AttemptOutcome) -> StoreResult<bool>;
+    /// Gives leased deliveries back unchanged (graceful shutdown before an attempt started).
+    async fn release(&self, owner: &str, delivery_ids: &[String]) -> StoreResult<()>;
+    /// Gives back every lease not held by `owner`. Only for the embedded single-node database, at start-up: no
+    /// other process can be delivering, so a lease left by a crashed run need not wait to expire.
+    async fn release_foreign_leases(&self, owner: &str) -> StoreResult<u64>;
+    /// The earliest `next_attempt_at` among waiting deliveries of active endpoints, to know how long to sleep.
+    async fn next_due_at(&self) -> StoreResult<Option<Millis>>;
+
+    // Audit log.
+    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    async fn list_audit(&self, tenant_id: &str, page: &Page) -> StoreResult<Vec<AuditEntry>>;
+}
