@@ -103,6 +103,8 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_tenant ON deliveries (tenant_id, id);
 CREATE INDEX deliveries_endpoint ON deliveries (endpoint_id, status);
 CREATE INDEX deliveries_event ON deliveries (event_id);
+-- Listings by status (the dead-letter queue) and requeues: a tenant's deliveries in one status, newest first.
+CREATE INDEX deliveries_tenant_status ON deliveries (tenant_id, status, id);
 -- The dispatcher's claim query: waiting deliveries by due time, and leases by expiry.
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status IN ('pending', 'failed');
 CREATE INDEX deliveries_leased ON deliveries (lease_expires_at) WHERE status = 'delivering';

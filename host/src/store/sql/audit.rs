@@ -1,0 +1,30 @@
+//! The audit log: appended to, never changed (the schema's triggers refuse UPDATE and DELETE).
+
+use sqlx::AnyPool;
+
+use super::query::{conflict_on_unique, Order, SqlBuilder};
+use super::rows::{self, to_json, AUDIT_COLUMNS};
+use crate::model::AuditEntry;
+use crate::store::{Page, StoreResult};
+
+pub(super) async fn append_audit(pool: &AnyPool, entry: &AuditEntry) -> StoreResult<()> {
+    sqlx::query(&format!("INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
+        .bind(&entry.id)
+        .bind(entry.tenant_id.as_deref())
+        .bind(&entry.actor)
+        .bind(&entry.action)
+        .bind(&entry.resource_type)
+        .bind(&entry.resource_id)
+        .bind(to_json("details", &entry.details)?)
+        .bind(entry.at)
+        .execute(pool)
+        .await
+        .map_err(conflict_on_unique(|| format!("audit entry `{}` already exists", entry.id)))?;
+    Ok(())
+}
+
+pub(super) async fn list_audit(pool: &AnyPool, tenant_id: &str, page: &Page) -> StoreResult<Vec<AuditEntry>> {
+    let mut sql = SqlBuilder::new(format!("SELECT {AUDIT_COLUMNS} FROM audit_log"));
+    sql.compare("tenant_id", "=", tenant_id).keyset_page("id", Order::Descending, page);
+    rows::all(&sql.query().fetch_all(pool).await?, rows::audit_entry)
+}

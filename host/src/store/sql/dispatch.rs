@@ -1,0 +1,207 @@
+//! The dispatcher's side: leasing due deliveries, recording attempts, giving leases back.
+
+use std::collections::{BTreeSet, HashMap};
+
+use sqlx::{AnyConnection, AnyPool, Row};
+
+use super::endpoints::{lock_endpoint, with_subscriptions};
+use super::events::events_by_id;
+use super::query::{SqlBuilder, MAX_LIST};
+use super::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, ENDPOINT_COLUMNS};
+use super::Dialect;
+use crate::model::{Delivery, Endpoint, Event, Millis};
+use crate::store::{AttemptOutcome, DispatchJob, StoreError, StoreResult};
+
+/// Back to waiting: `failed` if an attempt was already made (so listings still say the last one failed),
+/// `pending` otherwise. `next_attempt_at` is kept, so the delivery is due again at once if it was due.
+const GIVE_BACK: &str = "status = CASE WHEN attempts > 0 THEN 'failed' ELSE 'pending' END, lease_owner = NULL, \
+    lease_expires_at = NULL";
+
+pub(super) async fn claim_due(
+    pool: &AnyPool,
+    dialect: Dialect,
+    owner: &str,
+    now: Millis,
+    lease_until: Millis,
+    limit: i64,
+) -> StoreResult<Vec<DispatchJob>> {
+    if limit <= 0 {
+        return Ok(Vec::new());
+    }
+    let mut tx = pool.begin().await?;
+    let claimed = sqlx::query(&format!(
+        "UPDATE deliveries SET status = 'delivering', lease_owner = $1, lease_expires_at = $2, updated_at = $3 \
+         WHERE id IN (\
+             SELECT d.id FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id AND e.tenant_id = d.tenant_id \
+             WHERE e.status = 'active' \
+             AND ((d.status IN ('pending', 'failed') AND d.next_attempt_at <= $3) \
+                  OR (d.status = 'delivering' AND d.lease_expires_at <= $3)) \
+             ORDER BY d.next_attempt_at, d.id LIMIT $4{}) \
+         RETURNING {DELIVERY_COLUMNS}",
+        dialect.claim_lock_clause()
+    ))
+    .bind(owner)
+    .bind(lease_until)
+    .bind(now)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut deliveries = rows::all(&claimed, rows::delivery)?;
+    // RETURNING has no order of its own.
+    deliveries.sort_by(|a, b| (a.next_attempt_at, &a.id).cmp(&(b.next_attempt_at, &b.id)));
+    let jobs = complete_jobs(&mut tx, deliveries).await?;
+    tx.commit().await?;
+    Ok(jobs)
+}
+
+/// Adds each claimed delivery's event and endpoint, loaded together rather than row by row. Both must exist:
+/// events are never deleted, and deleting an endpoint also changes its unfinished deliveries, so it cannot commit
+/// while this transaction holds them (row locks on PostgreSQL, the single connection on SQLite).
+async fn complete_jobs(connection: &mut AnyConnection, deliveries: Vec<Delivery>) -> StoreResult<Vec<DispatchJob>> {
+    if deliveries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let event_ids: Vec<String> =
+        deliveries.iter().map(|d| d.event_id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let endpoint_ids: Vec<String> =
+        deliveries.iter().map(|d| d.endpoint_id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let events: HashMap<String, Event> =
+        events_by_id(connection, &event_ids).await?.into_iter().map(|event| (event.id.clone(), event)).collect();
+    let endpoints: HashMap<String, Endpoint> = endpoints_by_id(connection, &endpoint_ids)
+        .await?
+        .into_iter()
+        .map(|endpoint| (endpoint.id.clone(), endpoint))
+        .collect();
+
+    let mut jobs = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        let missing = |what: &str, id: &str| {
+            StoreError::Corrupt(format!("claimed delivery `{}` refers to a missing {what} `{id}`", delivery.id))
+        };
+        let event = events.get(&delivery.event_id).cloned().ok_or_else(|| missing("event", &delivery.event_id))?;
+        let endpoint =
+            endpoints.get(&delivery.endpoint_id).cloned().ok_or_else(|| missing("endpoint", &delivery.endpoint_id))?;
+        jobs.push(DispatchJob { delivery, event, endpoint });
+    }
+    Ok(jobs)
+}
+
+async fn endpoints_by_id(connection: &mut AnyConnection, ids: &[String]) -> StoreResult<Vec<Endpoint>> {
+    let mut found = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(MAX_LIST) {
+        let mut sql = SqlBuilder::new(format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints"));
+        sql.in_list("id", chunk);
+        let rows = sql.query().fetch_all(&mut *connection).await?;
+        found.extend(with_subscriptions(connection, None, rows).await?);
+    }
+    Ok(found)
+}
+
+pub(super) async fn record_attempt(
+    pool: &AnyPool,
+    dialect: Dialect,
+    owner: &str,
+    outcome: &AttemptOutcome,
+) -> StoreResult<bool> {
+    let attempt = &outcome.attempt;
+    let finished_at = attempt.started_at + attempt.duration_ms;
+    let mut tx = pool.begin().await?;
+    // Endpoint before delivery, the order delete_endpoint locks them in, so the two cannot deadlock.
+    let mut endpoint_to_disable = None;
+    if let Some(reason) = &outcome.disable_endpoint {
+        let endpoint_id: Option<String> =
+            sqlx::query("SELECT endpoint_id FROM deliveries WHERE tenant_id = $1 AND id = $2")
+                .bind(&attempt.tenant_id)
+                .bind(&attempt.delivery_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|row| row.try_get("endpoint_id"))
+                .transpose()?;
+        let Some(endpoint_id) = endpoint_id else { return Ok(false) };
+        lock_endpoint(&mut tx, dialect, &attempt.tenant_id, &endpoint_id).await?;
+        endpoint_to_disable = Some((endpoint_id, reason));
+    }
+
+    let leased = sqlx::query(
+        "UPDATE deliveries SET status = $1, next_attempt_at = $2, attempts = $3, last_status_code = $4, \
+         last_error = $5, lease_owner = NULL, lease_expires_at = NULL, updated_at = $6 \
+         WHERE tenant_id = $7 AND id = $8 AND lease_owner = $9 AND status = 'delivering'",
+    )
+    .bind(outcome.status.as_str())
+    .bind(outcome.next_attempt_at)
+    .bind(attempt.attempt_number)
+    .bind(attempt.status_code)
+    .bind(attempt.error.as_deref())
+    .bind(finished_at)
+    .bind(&attempt.tenant_id)
+    .bind(&attempt.delivery_id)
+    .bind(owner)
+    .execute(&mut *tx)
+    .await?;
+    if leased.rows_affected() == 0 {
+        return Ok(false);
+    }
+
+    sqlx::query(&format!("INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
+        .bind(&attempt.id)
+        .bind(&attempt.tenant_id)
+        .bind(&attempt.delivery_id)
+        .bind(attempt.attempt_number)
+        .bind(attempt.started_at)
+        .bind(attempt.duration_ms)
+        .bind(attempt.status_code)
+        .bind(attempt.response_body.as_deref())
+        .bind(attempt.error.as_deref())
+        .bind(&attempt.outcome)
+        .execute(&mut *tx)
+        .await?;
+
+    if let Some((endpoint_id, reason)) = endpoint_to_disable {
+        sqlx::query(
+            "UPDATE endpoints SET status = 'disabled', status_reason = $3, updated_at = $4 \
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(&attempt.tenant_id)
+        .bind(&endpoint_id)
+        .bind(reason)
+        .bind(finished_at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+pub(super) async fn release(pool: &AnyPool, owner: &str, delivery_ids: &[String]) -> StoreResult<()> {
+    let mut tx = pool.begin().await?;
+    for chunk in delivery_ids.chunks(MAX_LIST) {
+        let mut sql = SqlBuilder::new(format!("UPDATE deliveries SET {GIVE_BACK}"));
+        sql.compare("lease_owner", "=", owner).condition().push("status = 'delivering'").in_list("id", chunk);
+        sql.query().execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn release_foreign_leases(pool: &AnyPool, owner: &str) -> StoreResult<u64> {
+    let released = sqlx::query(&format!(
+        "UPDATE deliveries SET {GIVE_BACK} \
+         WHERE status = 'delivering' AND (lease_owner IS NULL OR lease_owner <> $1)"
+    ))
+    .bind(owner)
+    .execute(pool)
+    .await?;
+    Ok(released.rows_affected())
+}
+
+pub(super) async fn next_due_at(pool: &AnyPool) -> StoreResult<Option<Millis>> {
+    // A lease counts at its expiry: if its holder dies, that is when the delivery becomes due again.
+    let row = sqlx::query(
+        "SELECT MIN(CASE WHEN d.status = 'delivering' THEN d.lease_expires_at ELSE d.next_attempt_at END) AS due \
+         FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id AND e.tenant_id = d.tenant_id \
+         WHERE e.status = 'active' AND d.status IN ('pending', 'failed', 'delivering')",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(row.try_get("due")?)
+}

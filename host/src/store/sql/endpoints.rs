@@ -1,0 +1,287 @@
+//! Endpoints and their subscriptions.
+
+use std::collections::HashMap;
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, AnyPool};
+
+use super::query::{conflict_on_unique, Order, SqlBuilder, MAX_LIST};
+use super::rows::{self, to_json, ENDPOINT_COLUMNS, SUBSCRIPTION_COLUMNS};
+use super::Dialect;
+use crate::model::{Endpoint, EndpointStatus, Millis, Subscription};
+use crate::store::{EndpointFilter, NewSecret, Page, StoreResult};
+
+pub(super) async fn create_endpoint(pool: &AnyPool, endpoint: &Endpoint, secret: &NewSecret) -> StoreResult<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(&format!(
+        "INSERT INTO endpoints ({ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+    ))
+    .bind(&endpoint.id)
+    .bind(&endpoint.tenant_id)
+    .bind(&endpoint.url)
+    .bind(&endpoint.description)
+    .bind(endpoint.status.as_str())
+    .bind(endpoint.status_reason.as_deref())
+    .bind(endpoint.timeout_ms)
+    .bind(to_json("headers", &endpoint.headers)?)
+    .bind(endpoint.retry_schedule_ms.as_ref().map(|schedule| to_json("retry_schedule_ms", schedule)).transpose()?)
+    .bind(endpoint.max_attempts)
+    .bind(endpoint.signature_scheme.as_str())
+    .bind(to_json("metadata", &endpoint.metadata)?)
+    .bind(endpoint.created_at)
+    .bind(endpoint.updated_at)
+    .execute(&mut *tx)
+    .await
+    .map_err(conflict_on_unique(|| format!("endpoint `{}` already exists", endpoint.id)))?;
+    insert_subscriptions(&mut tx, &endpoint.tenant_id, &endpoint.id, &endpoint.subscriptions).await?;
+    sqlx::query(
+        "INSERT INTO endpoint_secrets (id, endpoint_id, tenant_id, version, status, ciphertext, hint, created_at) \
+         VALUES ($1, $2, $3, 1, 'active', $4, $5, $6)",
+    )
+    .bind(&secret.id)
+    .bind(&endpoint.id)
+    .bind(&endpoint.tenant_id)
+    .bind(secret.ciphertext.clone())
+    .bind(&secret.hint)
+    .bind(endpoint.created_at)
+    .execute(&mut *tx)
+    .await
+    .map_err(conflict_on_unique(|| format!("secret `{}` already exists", secret.id)))?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn get_endpoint(pool: &AnyPool, tenant_id: &str, id: &str) -> StoreResult<Option<Endpoint>> {
+    let mut connection = pool.acquire().await?;
+    let row = sqlx::query(&format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = $1 AND id = $2"))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&mut *connection)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let endpoints = with_subscriptions(&mut connection, Some(tenant_id), vec![row]).await?;
+    Ok(endpoints.into_iter().next())
+}
+
+pub(super) async fn list_endpoints(
+    pool: &AnyPool,
+    tenant_id: &str,
+    filter: &EndpointFilter,
+    page: &Page,
+) -> StoreResult<Vec<Endpoint>> {
+    let mut connection = pool.acquire().await?;
+    let mut sql = SqlBuilder::new(format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints"));
+    sql.compare("tenant_id", "=", tenant_id)
+        .compare_if("status", "=", filter.status.map(EndpointStatus::as_str))
+        .keyset_page("id", Order::Descending, page);
+    let found = sql.query().fetch_all(&mut *connection).await?;
+    with_subscriptions(&mut connection, Some(tenant_id), found).await
+}
+
+pub(super) async fn update_endpoint(pool: &AnyPool, endpoint: &Endpoint) -> StoreResult<bool> {
+    let mut tx = pool.begin().await?;
+    let updated = sqlx::query(
+        "UPDATE endpoints SET url = $3, description = $4, status = $5, status_reason = $6, timeout_ms = $7, \
+         headers = $8, retry_schedule_ms = $9, max_attempts = $10, signature_scheme = $11, metadata = $12, \
+         updated_at = $13 WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(&endpoint.tenant_id)
+    .bind(&endpoint.id)
+    .bind(&endpoint.url)
+    .bind(&endpoint.description)
+    .bind(endpoint.status.as_str())
+    .bind(endpoint.status_reason.as_deref())
+    .bind(endpoint.timeout_ms)
+    .bind(to_json("headers", &endpoint.headers)?)
+    .bind(endpoint.retry_schedule_ms.as_ref().map(|schedule| to_json("retry_schedule_ms", schedule)).transpose()?)
+    .bind(endpoint.max_attempts)
+    .bind(endpoint.signature_scheme.as_str())
+    .bind(to_json("metadata", &endpoint.metadata)?)
+    .bind(endpoint.updated_at)
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Ok(false);
+    }
+    delete_subscriptions(&mut tx, &endpoint.tenant_id, &endpoint.id).await?;
+    insert_subscriptions(&mut tx, &endpoint.tenant_id, &endpoint.id, &endpoint.subscriptions).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+pub(super) async fn delete_endpoint(
+    pool: &AnyPool,
+    dialect: Dialect,
+    tenant_id: &str,
+    id: &str,
+    at: Millis,
+) -> StoreResult<bool> {
+    let mut tx = pool.begin().await?;
+    // Locked first, a concurrent publish to this endpoint commits before the deliveries below are read, so its
+    // deliveries are dead-lettered too rather than left waiting for an endpoint that is gone.
+    if !lock_endpoint(&mut tx, dialect, tenant_id, id).await? {
+        return Ok(false);
+    }
+    // A dispatcher holding one of these leases loses it: its record_attempt finds the row no longer delivering.
+    sqlx::query(
+        "UPDATE deliveries SET status = 'dead', last_error = 'endpoint deleted', next_attempt_at = NULL, \
+         lease_owner = NULL, lease_expires_at = NULL, updated_at = $3 \
+         WHERE tenant_id = $1 AND endpoint_id = $2 AND status IN ('pending', 'failed', 'delivering')",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(at)
+    .execute(&mut *tx)
+    .await?;
+    delete_subscriptions(&mut tx, tenant_id, id).await?;
+    for statement in [
+        "DELETE FROM endpoint_secrets WHERE tenant_id = $1 AND endpoint_id = $2",
+        "DELETE FROM endpoints WHERE tenant_id = $1 AND id = $2",
+    ] {
+        sqlx::query(statement).bind(tenant_id).bind(id).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+pub(super) async fn set_endpoint_status(
+    pool: &AnyPool,
+    tenant_id: &str,
+    id: &str,
+    status: EndpointStatus,
+    reason: Option<&str>,
+    at: Millis,
+) -> StoreResult<bool> {
+    let result = sqlx::query(
+        "UPDATE endpoints SET status = $3, status_reason = $4, updated_at = $5 WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(status.as_str())
+    .bind(reason)
+    .bind(at)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected() > 0)
+}
+
+pub(super) async fn replace_subscriptions(
+    pool: &AnyPool,
+    tenant_id: &str,
+    endpoint_id: &str,
+    subscriptions: &[Subscription],
+    at: Millis,
+) -> StoreResult<bool> {
+    let mut tx = pool.begin().await?;
+    let touched = sqlx::query("UPDATE endpoints SET updated_at = $3 WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant_id)
+        .bind(endpoint_id)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+    if touched.rows_affected() == 0 {
+        return Ok(false);
+    }
+    delete_subscriptions(&mut tx, tenant_id, endpoint_id).await?;
+    insert_subscriptions(&mut tx, tenant_id, endpoint_id, subscriptions).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+pub(super) async fn active_endpoints(pool: &AnyPool, tenant_id: &str) -> StoreResult<Vec<Endpoint>> {
+    let mut connection = pool.acquire().await?;
+    let found = sqlx::query(&format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = $1 AND status = 'active' ORDER BY id"
+    ))
+    .bind(tenant_id)
+    .fetch_all(&mut *connection)
+    .await?;
+    with_subscriptions(&mut connection, Some(tenant_id), found).await
+}
+
+/// Locks the tenant's endpoint for the rest of the transaction (see [`Dialect::for_update_clause`]); false when
+/// the tenant has no such endpoint.
+pub(super) async fn lock_endpoint(
+    connection: &mut AnyConnection,
+    dialect: Dialect,
+    tenant_id: &str,
+    id: &str,
+) -> StoreResult<bool> {
+    let found = sqlx::query(&format!(
+        "SELECT id FROM endpoints WHERE tenant_id = $1 AND id = $2{}",
+        dialect.for_update_clause()
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(&mut *connection)
+    .await?;
+    Ok(found.is_some())
+}
+
+/// Maps endpoint rows to endpoints with their subscriptions, keeping the rows' order. `tenant_id` narrows the
+/// subscription lookup when the caller is tenant-scoped; the dispatcher's lookup spans tenants.
+pub(super) async fn with_subscriptions(
+    connection: &mut AnyConnection,
+    tenant_id: Option<&str>,
+    endpoint_rows: Vec<AnyRow>,
+) -> StoreResult<Vec<Endpoint>> {
+    let ids =
+        endpoint_rows.iter().map(|row| sqlx::Row::try_get::<String, _>(row, "id")).collect::<Result<Vec<_>, _>>()?;
+    let mut subscriptions = load_subscriptions(connection, tenant_id, &ids).await?;
+    endpoint_rows
+        .iter()
+        .zip(&ids)
+        .map(|(row, id)| rows::endpoint(row, subscriptions.remove(id).unwrap_or_default()))
+        .collect()
+}
+
+async fn load_subscriptions(
+    connection: &mut AnyConnection,
+    tenant_id: Option<&str>,
+    endpoint_ids: &[String],
+) -> StoreResult<HashMap<String, Vec<Subscription>>> {
+    let mut by_endpoint: HashMap<String, Vec<Subscription>> = HashMap::new();
+    for chunk in endpoint_ids.chunks(MAX_LIST) {
+        let mut sql = SqlBuilder::new(format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions"));
+        sql.compare_if("tenant_id", "=", tenant_id)
+            .in_list("endpoint_id", chunk)
+            .push(" ORDER BY endpoint_id, position");
+        for row in sql.query().fetch_all(&mut *connection).await? {
+            let (endpoint_id, subscription) = rows::subscription(&row)?;
+            by_endpoint.entry(endpoint_id).or_default().push(subscription);
+        }
+    }
+    Ok(by_endpoint)
+}
+
+async fn insert_subscriptions(
+    connection: &mut AnyConnection,
+    tenant_id: &str,
+    endpoint_id: &str,
+    subscriptions: &[Subscription],
+) -> StoreResult<()> {
+    for (chunk_index, chunk) in subscriptions.chunks(MAX_LIST).enumerate() {
+        let mut sql =
+            SqlBuilder::new("INSERT INTO subscriptions (endpoint_id, tenant_id, position, event_type, filter) VALUES ");
+        let endpoint = sql.bind(endpoint_id);
+        let tenant = sql.bind(tenant_id);
+        for (index, subscription) in chunk.iter().enumerate() {
+            let position = sql.bind((chunk_index * MAX_LIST + index) as i64);
+            let event_type = sql.bind(subscription.event_type.as_str());
+            let filter = sql.bind(subscription.filter.as_deref());
+            let separator = if index == 0 { "" } else { ", " };
+            sql.push(&format!("{separator}({endpoint}, {tenant}, {position}, {event_type}, {filter})"));
+        }
+        sql.query().execute(&mut *connection).await?;
+    }
+    Ok(())
+}
+
+async fn delete_subscriptions(connection: &mut AnyConnection, tenant_id: &str, endpoint_id: &str) -> StoreResult<()> {
+    sqlx::query("DELETE FROM subscriptions WHERE tenant_id = $1 AND endpoint_id = $2")
+        .bind(tenant_id)
+        .bind(endpoint_id)
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
+}

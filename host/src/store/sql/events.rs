@@ -1,0 +1,198 @@
+//! Event types, publishing (events with their deliveries) and reading events back.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use sqlx::{AnyConnection, AnyPool, Row};
+
+use super::query::{conflict_on_unique, Order, SqlBuilder, MAX_LIST};
+use super::rows::{self, EVENT_COLUMNS, EVENT_TYPE_COLUMNS};
+use super::Dialect;
+use crate::model::{Event, EventType, Millis};
+use crate::store::{EventFilter, NewEvent, Page, Published, StoreError, StoreResult};
+
+pub(super) async fn register_event_type(
+    pool: &AnyPool,
+    tenant_id: &str,
+    name: &str,
+    description: &str,
+    at: Millis,
+) -> StoreResult<EventType> {
+    let row = sqlx::query(&format!(
+        "INSERT INTO event_types (tenant_id, name, description, created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (tenant_id, name) DO UPDATE SET description = excluded.description \
+         RETURNING {EVENT_TYPE_COLUMNS}"
+    ))
+    .bind(tenant_id)
+    .bind(name)
+    .bind(description)
+    .bind(at)
+    .fetch_one(pool)
+    .await?;
+    rows::event_type(&row)
+}
+
+pub(super) async fn list_event_types(pool: &AnyPool, tenant_id: &str, page: &Page) -> StoreResult<Vec<EventType>> {
+    let mut sql = SqlBuilder::new(format!("SELECT {EVENT_TYPE_COLUMNS} FROM event_types"));
+    sql.compare("tenant_id", "=", tenant_id).keyset_page("name", Order::Ascending, page);
+    rows::all(&sql.query().fetch_all(pool).await?, rows::event_type)
+}
+
+pub(super) async fn publish(pool: &AnyPool, dialect: Dialect, events: &[NewEvent]) -> StoreResult<Vec<Published>> {
+    let mut tx = pool.begin().await?;
+    let endpoints = existing_endpoints(&mut tx, dialect, events).await?;
+    let mut published = Vec::with_capacity(events.len());
+    for new in events {
+        published.push(publish_one(&mut tx, new, &endpoints).await?);
+    }
+    tx.commit().await?;
+    Ok(published)
+}
+
+/// The endpoints the events fan out to that exist, by tenant, held against deletion until the
+/// transaction ends (see [`Dialect::key_share_clause`]). An endpoint deleted after the caller matched it gets no
+/// delivery: one would wait forever, as nothing claims deliveries of a missing endpoint.
+async fn existing_endpoints(
+    connection: &mut AnyConnection,
+    dialect: Dialect,
+    events: &[NewEvent],
+) -> StoreResult<HashMap<String, HashSet<String>>> {
+    let mut wanted: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for new in events {
+        let ids = wanted.entry(new.event.tenant_id.as_str()).or_default();
+        ids.extend(new.deliveries.iter().map(|(_, endpoint_id)| endpoint_id.as_str()));
+    }
+    let mut existing: HashMap<String, HashSet<String>> = HashMap::new();
+    for (tenant_id, endpoint_ids) in wanted {
+        let endpoint_ids: Vec<&str> = endpoint_ids.into_iter().collect();
+        for chunk in endpoint_ids.chunks(MAX_LIST) {
+            let mut sql = SqlBuilder::new("SELECT id FROM endpoints");
+            sql.compare("tenant_id", "=", tenant_id).in_list("id", chunk.iter().copied());
+            // Sorted, so concurrent publishes take their locks in one order.
+            sql.push(" ORDER BY id").push(dialect.key_share_clause());
+            for row in sql.query().fetch_all(&mut *connection).await? {
+                existing.entry(tenant_id.to_string()).or_default().insert(row.try_get("id")?);
+            }
+        }
+    }
+    Ok(existing)
+}
+
+async fn publish_one(
+    connection: &mut AnyConnection,
+    new: &NewEvent,
+    existing_endpoints: &HashMap<String, HashSet<String>>,
+) -> StoreResult<Published> {
+    let event = &new.event;
+    let existing = existing_endpoints.get(&event.tenant_id);
+    let routed: Vec<&(String, String)> = new
+        .deliveries
+        .iter()
+        .filter(|(_, endpoint_id)| existing.is_some_and(|ids| ids.contains(endpoint_id)))
+        .collect();
+    let deliveries = routed.len() as i64;
+    // Inserting and letting the idempotency index reject a reused key, rather than looking first, is what makes
+    // two concurrent publishes with the same key safe on PostgreSQL: the second waits for the first to commit,
+    // inserts nothing, and then reads the first one's row. It also covers a key used twice in one batch.
+    let inserted = sqlx::query(&format!(
+        "INSERT INTO events ({EVENT_COLUMNS}, deliveries) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+    ))
+    .bind(&event.id)
+    .bind(&event.tenant_id)
+    .bind(&event.event_type)
+    .bind(event.data.get())
+    .bind(event.idempotency_key.as_deref())
+    .bind(event.received_at)
+    .bind(deliveries)
+    .execute(&mut *connection)
+    .await
+    .map_err(conflict_on_unique(|| format!("event `{}` already exists", event.id)))?;
+
+    if inserted.rows_affected() == 0 {
+        let first = sqlx::query("SELECT id, deliveries FROM events WHERE tenant_id = $1 AND idempotency_key = $2")
+            .bind(&event.tenant_id)
+            .bind(event.idempotency_key.as_deref())
+            .fetch_optional(&mut *connection)
+            .await?
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("event `{}` was neither stored nor found by its idempotency key", event.id))
+            })?;
+        return Ok(Published {
+            event_id: first.try_get("id")?,
+            deliveries: first.try_get("deliveries")?,
+            replayed: true,
+        });
+    }
+
+    sqlx::query(
+        "INSERT INTO event_types (tenant_id, name, description, created_at) VALUES ($1, $2, '', $3) \
+         ON CONFLICT (tenant_id, name) DO NOTHING",
+    )
+    .bind(&event.tenant_id)
+    .bind(&event.event_type)
+    .bind(event.received_at)
+    .execute(&mut *connection)
+    .await?;
+
+    for chunk in routed.chunks(MAX_LIST) {
+        let mut sql = SqlBuilder::new(
+            "INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, event_type, status, attempts, \
+             schedule_offset, next_attempt_at, created_at, updated_at) VALUES ",
+        );
+        let tenant = sql.bind(&event.tenant_id);
+        let event_id = sql.bind(&event.id);
+        let event_type = sql.bind(&event.event_type);
+        let received_at = sql.bind(event.received_at);
+        for (index, (delivery_id, endpoint_id)) in chunk.iter().enumerate() {
+            let delivery_id = sql.bind(delivery_id);
+            let endpoint_id = sql.bind(endpoint_id);
+            let separator = if index == 0 { "" } else { ", " };
+            sql.push(&format!(
+                "{separator}({delivery_id}, {tenant}, {event_id}, {endpoint_id}, {event_type}, 'pending', 0, 0, \
+                 {received_at}, {received_at}, {received_at})"
+            ));
+        }
+        sql.query()
+            .execute(&mut *connection)
+            .await
+            .map_err(conflict_on_unique(|| format!("a delivery of event `{}` reuses an existing id", event.id)))?;
+    }
+    Ok(Published { event_id: event.id.clone(), deliveries, replayed: false })
+}
+
+pub(super) async fn get_event(pool: &AnyPool, tenant_id: &str, id: &str) -> StoreResult<Option<Event>> {
+    let row = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND id = $2"))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(rows::event).transpose()
+}
+
+pub(super) async fn list_events(
+    pool: &AnyPool,
+    tenant_id: &str,
+    filter: &EventFilter,
+    page: &Page,
+) -> StoreResult<Vec<Event>> {
+    let mut sql = SqlBuilder::new(format!("SELECT {EVENT_COLUMNS} FROM events"));
+    sql.compare("tenant_id", "=", tenant_id)
+        .compare_if("event_type", "=", filter.event_type.as_deref())
+        .compare_if("received_at", ">=", filter.since)
+        .compare_if("received_at", "<", filter.until)
+        .keyset_page("id", Order::Descending, page);
+    rows::all(&sql.query().fetch_all(pool).await?, rows::event)
+}
+
+/// Events by id, in any order; used to complete claimed deliveries.
+pub(super) async fn events_by_id(connection: &mut AnyConnection, ids: &[String]) -> StoreResult<Vec<Event>> {
+    let mut found = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(MAX_LIST) {
+        let mut sql = SqlBuilder::new(format!("SELECT {EVENT_COLUMNS} FROM events"));
+        sql.in_list("id", chunk);
+        for row in sql.query().fetch_all(&mut *connection).await? {
+            found.push(rows::event(&row)?);
+        }
+    }
+    Ok(found)
+}

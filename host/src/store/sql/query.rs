@@ -1,0 +1,185 @@
+//! SQL assembled at run time (optional filters, keyset pages, `IN (…)` lists) with its numbered placeholders and
+//! their values kept in step, so no method counts `$N` by hand.
+
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use sqlx::Any;
+
+use crate::store::{Page, StoreError};
+
+/// Longest `IN (…)` list or multi-row `VALUES` sent in one statement. Both databases accept far more (SQLite
+/// 32,766 variables, PostgreSQL 65,535), this keeps statements small and their plans cacheable.
+pub(super) const MAX_LIST: usize = 500;
+
+/// A value the `Any` driver binds the same way on both databases.
+#[derive(Debug, Clone)]
+pub(super) enum Value {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+impl From<i64> for Value {
+    fn from(value: i64) -> Self {
+        Value::Int(Some(value))
+    }
+}
+
+impl From<Option<i64>> for Value {
+    fn from(value: Option<i64>) -> Self {
+        Value::Int(value)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(value: &str) -> Self {
+        Value::Text(Some(value.to_string()))
+    }
+}
+
+impl From<&String> for Value {
+    fn from(value: &String) -> Self {
+        Value::Text(Some(value.clone()))
+    }
+}
+
+impl From<Option<&str>> for Value {
+    fn from(value: Option<&str>) -> Self {
+        Value::Text(value.map(str::to_string))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Order {
+    /// Newest first: ids are time-ordered, so `id < cursor` continues after the previous page.
+    Descending,
+    Ascending,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct SqlBuilder {
+    sql: String,
+    values: Vec<Value>,
+    has_where: bool,
+}
+
+impl SqlBuilder {
+    pub(super) fn new(sql: impl Into<String>) -> Self {
+        SqlBuilder { sql: sql.into(), ..Default::default() }
+    }
+
+    /// Records `value` and returns its placeholder, for SQL that uses one value in several places.
+    pub(super) fn bind(&mut self, value: impl Into<Value>) -> String {
+        self.values.push(value.into());
+        format!("${}", self.values.len())
+    }
+
+    pub(super) fn push(&mut self, sql: &str) -> &mut Self {
+        self.sql.push_str(sql);
+        self
+    }
+
+    pub(super) fn push_bind(&mut self, value: impl Into<Value>) -> &mut Self {
+        let placeholder = self.bind(value);
+        self.sql.push_str(&placeholder);
+        self
+    }
+
+    /// Starts the next condition with ` WHERE ` or ` AND `.
+    pub(super) fn condition(&mut self) -> &mut Self {
+        self.sql.push_str(if self.has_where { " AND " } else { " WHERE " });
+        self.has_where = true;
+        self
+    }
+
+    /// `column op value`.
+    pub(super) fn compare(&mut self, column: &str, op: &str, value: impl Into<Value>) -> &mut Self {
+        self.condition().push(column).push(" ").push(op).push(" ").push_bind(value)
+    }
+
+    /// `column op value` when the filter is set; nothing otherwise.
+    pub(super) fn compare_if<V: Into<Value>>(&mut self, column: &str, op: &str, value: Option<V>) -> &mut Self {
+        if let Some(value) = value {
+            self.compare(column, op, value);
+        }
+        self
+    }
+
+    /// `column IN (…)`. An empty list matches nothing (`IN (NULL)`), as PostgreSQL rejects `IN ()`.
+    pub(super) fn in_list<V: Into<Value>>(&mut self, column: &str, values: impl IntoIterator<Item = V>) -> &mut Self {
+        self.condition().push(column).push(" IN (");
+        let mut empty = true;
+        for value in values {
+            if !empty {
+                self.push(", ");
+            }
+            self.push_bind(value);
+            empty = false;
+        }
+        if empty {
+            self.push("NULL");
+        }
+        self.push(")")
+    }
+
+    /// Continues after `page.cursor` on `column`, ordered and limited. Must come after every condition.
+    pub(super) fn keyset_page(&mut self, column: &str, order: Order, page: &Page) -> &mut Self {
+        let (after, direction) = match order {
+            Order::Descending => ("<", "DESC"),
+            Order::Ascending => (">", "ASC"),
+        };
+        self.compare_if(column, after, page.cursor.as_deref());
+        self.push(&format!(" ORDER BY {column} {direction} LIMIT ")).push_bind(page.limit.max(0))
+    }
+
+    pub(super) fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {
+        let mut query = sqlx::query(&self.sql);
+        for value in &self.values {
+            query = match value {
+                Value::Int(int) => query.bind(*int),
+                Value::Text(text) => query.bind(text.as_deref()),
+            };
+        }
+        query
+    }
+}
+
+/// Maps a unique-constraint violation to [`StoreError::Conflict`] with `message`; other errors pass through.
+pub(super) fn conflict_on_unique(message: impl FnOnce() -> String) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |error| match error.as_database_error() {
+        Some(db_error) if db_error.is_unique_violation() => StoreError::Conflict(message()),
+        _ => StoreError::Database(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_follow_the_values_and_filters_are_optional() {
+        let mut sql = SqlBuilder::new("SELECT id FROM deliveries");
+        sql.compare("tenant_id", "=", "ten_1")
+            .compare_if("status", "=", None::<&str>)
+            .compare_if("created_at", ">=", Some(5))
+            .in_list("endpoint_id", ["ep_1", "ep_2"])
+            .keyset_page("id", Order::Descending, &Page { cursor: Some("dlv_9".into()), limit: 10 });
+        assert_eq!(
+            sql.sql,
+            "SELECT id FROM deliveries WHERE tenant_id = $1 AND created_at >= $2 AND endpoint_id IN ($3, $4) \
+             AND id < $5 ORDER BY id DESC LIMIT $6"
+        );
+        assert_eq!(sql.values.len(), 6);
+    }
+
+    #[test]
+    fn empty_in_list_matches_nothing_and_first_page_has_no_cursor() {
+        let mut sql = SqlBuilder::new("SELECT name FROM event_types");
+        sql.in_list("name", Vec::<&str>::new()).keyset_page(
+            "name",
+            Order::Ascending,
+            &Page { cursor: None, limit: -3 },
+        );
+        assert_eq!(sql.sql, "SELECT name FROM event_types WHERE name IN (NULL) ORDER BY name ASC LIMIT $1");
+        assert!(matches!(sql.values[..], [Value::Int(Some(0))]));
+    }
+}

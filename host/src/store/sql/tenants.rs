@@ -1,0 +1,88 @@
+//! Installation facts (`meta`), tenants and API keys.
+
+use sqlx::{AnyPool, Row};
+
+use super::query::{conflict_on_unique, Order, SqlBuilder};
+use super::rows::{self, API_KEY_COLUMNS, TENANT_COLUMNS};
+use crate::model::{ApiKey, Millis, Tenant};
+use crate::store::{Page, StoreResult};
+
+pub(super) async fn get_meta(pool: &AnyPool, key: &str) -> StoreResult<Option<String>> {
+    let row = sqlx::query("SELECT value FROM meta WHERE key = $1").bind(key).fetch_optional(pool).await?;
+    Ok(row.map(|row| row.try_get("value")).transpose()?)
+}
+
+pub(super) async fn put_meta(pool: &AnyPool, key: &str, value: &str) -> StoreResult<()> {
+    sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+        .bind(key)
+        .bind(value)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn create_tenant(pool: &AnyPool, tenant: &Tenant) -> StoreResult<()> {
+    sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
+        .bind(&tenant.id)
+        .bind(&tenant.name)
+        .bind(tenant.created_at)
+        .execute(pool)
+        .await
+        .map_err(conflict_on_unique(|| format!("tenant `{}` already exists", tenant.id)))?;
+    Ok(())
+}
+
+pub(super) async fn get_tenant(pool: &AnyPool, id: &str) -> StoreResult<Option<Tenant>> {
+    let row = sqlx::query(&format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(rows::tenant).transpose()
+}
+
+pub(super) async fn list_tenants(pool: &AnyPool, page: &Page) -> StoreResult<Vec<Tenant>> {
+    let mut sql = SqlBuilder::new(format!("SELECT {TENANT_COLUMNS} FROM tenants"));
+    sql.keyset_page("id", Order::Descending, page);
+    rows::all(&sql.query().fetch_all(pool).await?, rows::tenant)
+}
+
+pub(super) async fn create_api_key(pool: &AnyPool, key: &ApiKey) -> StoreResult<()> {
+    sqlx::query(&format!("INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"))
+        .bind(&key.id)
+        .bind(&key.tenant_id)
+        .bind(&key.name)
+        .bind(&key.prefix)
+        .bind(&key.key_hash)
+        .bind(key.created_at)
+        .bind(key.revoked_at)
+        .execute(pool)
+        .await
+        .map_err(conflict_on_unique(|| format!("API key `{}` or a key with the same hash already exists", key.id)))?;
+    Ok(())
+}
+
+pub(super) async fn list_api_keys(pool: &AnyPool, tenant_id: &str, page: &Page) -> StoreResult<Vec<ApiKey>> {
+    let mut sql = SqlBuilder::new(format!("SELECT {API_KEY_COLUMNS} FROM api_keys"));
+    sql.compare("tenant_id", "=", tenant_id).keyset_page("id", Order::Descending, page);
+    rows::all(&sql.query().fetch_all(pool).await?, rows::api_key)
+}
+
+pub(super) async fn revoke_api_key(pool: &AnyPool, tenant_id: &str, id: &str, at: Millis) -> StoreResult<bool> {
+    let result =
+        sqlx::query("UPDATE api_keys SET revoked_at = $3 WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL")
+            .bind(tenant_id)
+            .bind(id)
+            .bind(at)
+            .execute(pool)
+            .await?;
+    Ok(result.rows_affected() > 0)
+}
+
+pub(super) async fn find_api_key(pool: &AnyPool, key_hash: &str) -> StoreResult<Option<ApiKey>> {
+    let row =
+        sqlx::query(&format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"))
+            .bind(key_hash)
+            .fetch_optional(pool)
+            .await?;
+    row.as_ref().map(rows::api_key).transpose()
+}

@@ -1,0 +1,1450 @@
+//! The store conformance suite: every case runs through `&dyn Store` against SQLite (a temporary file) and
+//! PostgreSQL (a fresh database per case, see `support/store_pg.rs`), so both backends keep the semantics the
+//! `Store` trait documents. Each case gets its own database, so cases may assert on global state (claims,
+//! `next_due_at`) without seeing each other's rows.
+
+#[path = "support/store_pg.rs"]
+mod store_pg;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+
+use serde_json::json;
+use serde_json::value::RawValue;
+use switchyard::model::{
+    new_id, ApiKey, Attempt, AuditEntry, Delivery, DeliveryStatus, Endpoint, EndpointStatus, Event, Millis,
+    SecretStatus, SignatureScheme, Subscription, Tenant,
+};
+use switchyard::store::{
+    AttemptOutcome, DeliveryFilter, DispatchJob, EndpointFilter, EventFilter, NewEvent, NewSecret, Page, Published,
+    RequeueSelector, Store, StoreError,
+};
+
+const T0: Millis = 1_700_000_000_000;
+const MINUTE: Millis = 60_000;
+
+/// Generates `sqlite::<case>` and `postgres::<case>` tests for each case, so a failure names both the case and
+/// the backend.
+macro_rules! conformance {
+    ($($case:ident),+ $(,)?) => {
+        mod sqlite {
+            use switchyard::store::sql::{Dialect, SqlStore};
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let url = format!("sqlite://{}", dir.path().join("switchyard.db").display());
+                    let store = SqlStore::connect(&url).await.unwrap();
+                    assert_eq!(store.dialect(), Dialect::Sqlite);
+                    super::$case(&store, &url).await;
+                    store.close().await;
+                }
+            )+
+        }
+
+        mod postgres {
+            use futures_util::FutureExt;
+            use switchyard::store::sql::{Dialect, SqlStore};
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let test_name = concat!("postgres::", stringify!($case));
+                    let Some(db) = super::store_pg::PostgresTestDatabase::create(test_name).await else { return };
+                    let store = SqlStore::connect(&db.url).await.unwrap();
+                    assert_eq!(store.dialect(), Dialect::Postgres);
+                    let outcome = std::panic::AssertUnwindSafe(super::$case(&store, &db.url)).catch_unwind().await;
+                    store.close().await;
+                    db.drop_database().await;
+                    if let Err(panic) = outcome {
+                        std::panic::resume_unwind(panic);
+                    }
+                }
+            )+
+        }
+    };
+}
+
+conformance! {
+    meta_and_ping,
+    tenants_create_get_and_page,
+    api_keys_find_list_and_revoke,
+    endpoint_create_get_update_and_status,
+    endpoints_list_by_status_in_disjoint_pages,
+    subscriptions_are_replaced_in_order,
+    deleting_an_endpoint_dead_letters_its_unfinished_deliveries,
+    active_endpoints_exclude_paused_and_disabled,
+    secret_rotation_retires_then_revokes,
+    event_types_upsert_and_page_by_name,
+    publish_stores_events_with_their_deliveries,
+    publish_replays_reused_idempotency_keys,
+    concurrent_publishes_of_one_idempotency_key_store_one_event,
+    publish_is_one_transaction,
+    endpoint_deletion_racing_with_other_changes,
+    events_list_by_filter_in_pages,
+    deliveries_list_by_each_filter,
+    claim_respects_due_time_and_endpoint_status,
+    claim_takes_expired_leases_and_respects_the_limit,
+    concurrent_claims_never_share_a_delivery,
+    record_attempt_updates_the_delivery_and_appends_the_attempt,
+    record_attempt_without_the_lease_writes_nothing,
+    record_attempt_can_disable_the_endpoint,
+    release_and_release_foreign_leases,
+    retry_delivery_is_refused_while_delivering,
+    requeue_dead_by_ids_and_by_filter,
+    next_due_at_follows_waiting_deliveries_and_leases,
+    audit_log_appends_and_pages,
+    database_refuses_to_change_history,
+    other_tenants_see_nothing,
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Fixtures
+
+async fn new_tenant(store: &dyn Store) -> Tenant {
+    let tenant = Tenant { id: new_id("ten"), name: "Acme".into(), created_at: T0 };
+    store.create_tenant(&tenant).await.unwrap();
+    tenant
+}
+
+fn endpoint_of(tenant: &Tenant) -> Endpoint {
+    Endpoint {
+        id: new_id("ep"),
+        tenant_id: tenant.id.clone(),
+        url: "https://receiver.example/hooks".into(),
+        description: "order updates".into(),
+        status: EndpointStatus::Active,
+        status_reason: None,
+        timeout_ms: 10_000,
+        headers: BTreeMap::from([("X-Team".into(), "payments".into())]),
+        retry_schedule_ms: Some(vec![1_000, MINUTE]),
+        max_attempts: Some(3),
+        signature_scheme: SignatureScheme::Standard,
+        metadata: BTreeMap::from([("owner".into(), "ops".into())]),
+        subscriptions: vec![
+            Subscription { event_type: "order.*".into(), filter: Some("$[?@.data.amount > 10]".into()) },
+            Subscription { event_type: "*".into(), filter: None },
+        ],
+        created_at: T0,
+        updated_at: T0,
+    }
+}
+
+fn new_secret(hint: &str) -> NewSecret {
+    NewSecret { id: new_id("sec"), ciphertext: [hint.as_bytes(), &[0, 255, 7]].concat(), hint: hint.into() }
+}
+
+async fn add_endpoint(store: &dyn Store, tenant: &Tenant) -> Endpoint {
+    let endpoint = endpoint_of(tenant);
+    store.create_endpoint(&endpoint, &new_secret("whsec_v1")).await.unwrap();
+    endpoint
+}
+
+async fn add_endpoint_with_status(store: &dyn Store, tenant: &Tenant, status: EndpointStatus) -> Endpoint {
+    let endpoint = Endpoint { status, ..endpoint_of(tenant) };
+    store.create_endpoint(&endpoint, &new_secret("whsec_v1")).await.unwrap();
+    endpoint
+}
+
+/// The payload keeps odd spacing and `12.50` so a re-serialised copy would not compare equal.
+fn event_of(tenant: &Tenant, event_type: &str, received_at: Millis) -> Event {
+    Event {
+        id: new_id("evt"),
+        tenant_id: tenant.id.clone(),
+        event_type: event_type.into(),
+        data: RawValue::from_string(r#"{"amount": 12.50,  "items": [1, 2]}"#.into()).unwrap(),
+        idempotency_key: None,
+        received_at,
+    }
+}
+
+fn fan_out(event: Event, endpoints: &[&Endpoint]) -> NewEvent {
+    NewEvent { deliveries: endpoints.iter().map(|endpoint| (new_id("dlv"), endpoint.id.clone())).collect(), event }
+}
+
+/// Publishes one event to `endpoints` and returns it with its delivery ids.
+async fn publish(
+    store: &dyn Store,
+    tenant: &Tenant,
+    event_type: &str,
+    endpoints: &[&Endpoint],
+    received_at: Millis,
+) -> NewEvent {
+    let new = fan_out(event_of(tenant, event_type, received_at), endpoints);
+    let published = store.publish(std::slice::from_ref(&new)).await.unwrap();
+    assert_eq!(
+        published,
+        vec![Published { event_id: new.event.id.clone(), deliveries: endpoints.len() as i64, replayed: false }]
+    );
+    new
+}
+
+fn delivery_ids(new: &NewEvent) -> Vec<String> {
+    new.deliveries.iter().map(|(id, _)| id.clone()).collect()
+}
+
+async fn delivery(store: &dyn Store, tenant: &Tenant, id: &str) -> Delivery {
+    store.get_delivery(&tenant.id, id).await.unwrap().expect("delivery exists")
+}
+
+async fn claim(store: &dyn Store, owner: &str, now: Millis) -> Vec<DispatchJob> {
+    store.claim_due(owner, now, now + MINUTE, 100).await.unwrap()
+}
+
+fn claimed_ids(jobs: &[DispatchJob]) -> BTreeSet<String> {
+    jobs.iter().map(|job| job.delivery.id.clone()).collect()
+}
+
+/// The next attempt of a claimed delivery, finished 120 ms after `started_at`, ending in `status`: a 200 for
+/// succeeded, a 500 otherwise; a failed one is retried a minute later.
+fn outcome(delivery: &Delivery, status: DeliveryStatus, started_at: Millis) -> AttemptOutcome {
+    let succeeded = status == DeliveryStatus::Succeeded;
+    AttemptOutcome {
+        attempt: Attempt {
+            id: new_id("att"),
+            tenant_id: delivery.tenant_id.clone(),
+            delivery_id: delivery.id.clone(),
+            attempt_number: delivery.attempts + 1,
+            started_at,
+            duration_ms: 120,
+            status_code: Some(if succeeded { 200 } else { 500 }),
+            response_body: Some(if succeeded { "ok".into() } else { "oops".into() }),
+            error: if succeeded { None } else { Some("HTTP 500".into()) },
+            outcome: match status {
+                DeliveryStatus::Succeeded => "succeeded",
+                DeliveryStatus::Failed => "retry",
+                _ => "dead",
+            }
+            .into(),
+        },
+        status,
+        next_attempt_at: (status == DeliveryStatus::Failed).then_some(started_at + MINUTE),
+        disable_endpoint: None,
+    }
+}
+
+/// Follows cursors until a short page, asserting no page exceeds `limit`.
+async fn all_pages<T, Fut>(
+    limit: i64,
+    cursor_of: impl Fn(&T) -> String,
+    mut fetch: impl FnMut(Page) -> Fut,
+) -> Vec<Vec<T>>
+where
+    Fut: Future<Output = Vec<T>>,
+{
+    let mut pages = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = fetch(Page { cursor: cursor.clone(), limit }).await;
+        assert!(page.len() as i64 <= limit, "a page holds at most `limit` items");
+        let full = page.len() as i64 == limit;
+        if let Some(last) = page.last() {
+            cursor = Some(cursor_of(last));
+            pages.push(page);
+        }
+        if !full {
+            return pages;
+        }
+        assert!(pages.len() < 100, "pagination does not end");
+    }
+}
+
+/// Ids newest first, the order every id-keyed listing uses.
+fn newest_first(ids: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut ids: Vec<String> = ids.into_iter().collect();
+    ids.sort_by(|a, b| b.cmp(a));
+    ids
+}
+
+fn page(limit: i64) -> Page {
+    Page { cursor: None, limit }
+}
+
+async fn raw_pool(url: &str) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::any::AnyPoolOptions::new().max_connections(1).connect(url).await.unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Cases
+
+async fn meta_and_ping(store: &dyn Store, _url: &str) {
+    store.ping().await.unwrap();
+    assert_eq!(store.get_meta("key_check").await.unwrap(), None);
+    store.put_meta("key_check", "first").await.unwrap();
+    store.put_meta("key_check", "second").await.unwrap();
+    store.put_meta("other", "x").await.unwrap();
+    assert_eq!(store.get_meta("key_check").await.unwrap().as_deref(), Some("second"));
+}
+
+async fn tenants_create_get_and_page(store: &dyn Store, _url: &str) {
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(new_tenant(store).await.id);
+    }
+    let first = store.get_tenant(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(first, Tenant { id: ids[0].clone(), name: "Acme".into(), created_at: T0 });
+    assert_eq!(store.get_tenant("ten_missing").await.unwrap(), None);
+
+    let duplicate = store.create_tenant(&first).await;
+    assert!(matches!(duplicate, Err(StoreError::Conflict(_))), "{duplicate:?}");
+
+    let pages =
+        all_pages(2, |t: &Tenant| t.id.clone(), |page| async move { store.list_tenants(&page).await.unwrap() }).await;
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1]);
+    let listed: Vec<String> = pages.concat().into_iter().map(|t| t.id).collect();
+    assert_eq!(listed, newest_first(ids));
+}
+
+async fn api_keys_find_list_and_revoke(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let tenant_id = tenant.id.as_str();
+    let other = new_tenant(store).await;
+    let key = |tenant: &Tenant, hash: &str| ApiKey {
+        id: new_id("key"),
+        tenant_id: tenant.id.clone(),
+        name: "ci".into(),
+        prefix: "sy_live_ab".into(),
+        key_hash: hash.into(),
+        created_at: T0,
+        revoked_at: None,
+    };
+    let first = key(&tenant, "hash-1");
+    let second = key(&tenant, "hash-2");
+    let foreign = key(&other, "hash-3");
+    for k in [&first, &second, &foreign] {
+        store.create_api_key(k).await.unwrap();
+    }
+    let same_hash = store.create_api_key(&key(&tenant, "hash-1")).await;
+    assert!(matches!(same_hash, Err(StoreError::Conflict(_))), "{same_hash:?}");
+
+    assert_eq!(store.find_api_key("hash-1").await.unwrap(), Some(first.clone()));
+    assert_eq!(store.find_api_key("hash-unknown").await.unwrap(), None);
+    assert_eq!(store.list_api_keys(&tenant.id, &page(10)).await.unwrap(), vec![second.clone(), first.clone()]);
+    let pages = all_pages(
+        1,
+        |k: &ApiKey| k.id.clone(),
+        |page| async move { store.list_api_keys(tenant_id, &page).await.unwrap() },
+    )
+    .await;
+    assert_eq!(pages, vec![vec![second.clone()], vec![first.clone()]]);
+    assert_eq!(store.list_api_keys(&other.id, &page(10)).await.unwrap(), vec![foreign]);
+
+    assert!(!store.revoke_api_key(&other.id, &first.id, T0 + 5).await.unwrap(), "another tenant's key");
+    assert!(store.revoke_api_key(&tenant.id, &first.id, T0 + 5).await.unwrap());
+    assert!(!store.revoke_api_key(&tenant.id, &first.id, T0 + 6).await.unwrap(), "already revoked");
+    assert_eq!(store.find_api_key("hash-1").await.unwrap(), None);
+    let listed = store.list_api_keys(&tenant.id, &page(10)).await.unwrap();
+    assert_eq!(listed, vec![second, ApiKey { revoked_at: Some(T0 + 5), ..first }]);
+}
+
+async fn endpoint_create_get_update_and_status(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let endpoint = add_endpoint(store, &tenant).await;
+    assert_eq!(store.get_endpoint(&tenant.id, &endpoint.id).await.unwrap(), Some(endpoint.clone()));
+    assert_eq!(store.get_endpoint(&other.id, &endpoint.id).await.unwrap(), None);
+
+    let plain = Endpoint {
+        retry_schedule_ms: None,
+        max_attempts: None,
+        headers: BTreeMap::new(),
+        metadata: BTreeMap::new(),
+        subscriptions: vec![],
+        ..endpoint_of(&tenant)
+    };
+    store.create_endpoint(&plain, &new_secret("whsec_p")).await.unwrap();
+    assert_eq!(store.get_endpoint(&tenant.id, &plain.id).await.unwrap(), Some(plain.clone()));
+
+    let duplicate = store.create_endpoint(&endpoint, &new_secret("whsec_dup")).await;
+    assert!(matches!(duplicate, Err(StoreError::Conflict(_))), "{duplicate:?}");
+
+    let secrets = store.list_secrets(&tenant.id, &endpoint.id).await.unwrap();
+    assert_eq!(secrets.len(), 1);
+    assert_eq!((secrets[0].version, secrets[0].status, secrets[0].created_at), (1, SecretStatus::Active, T0));
+    assert_eq!((secrets[0].hint.as_str(), secrets[0].expires_at), ("whsec_v1", None));
+    assert_eq!(secrets[0].ciphertext, [b"whsec_v1".as_slice(), &[0, 255, 7]].concat());
+    assert_eq!(
+        (secrets[0].endpoint_id.as_str(), secrets[0].tenant_id.as_str()),
+        (endpoint.id.as_str(), tenant.id.as_str())
+    );
+
+    let updated = Endpoint {
+        url: "https://elsewhere.example/in".into(),
+        description: "moved".into(),
+        status: EndpointStatus::Paused,
+        status_reason: Some("maintenance".into()),
+        timeout_ms: 3_000,
+        headers: BTreeMap::from([("Authorization".into(), "Bearer x".into())]),
+        retry_schedule_ms: None,
+        max_attempts: Some(7),
+        signature_scheme: SignatureScheme::Stripe,
+        metadata: BTreeMap::new(),
+        subscriptions: vec![Subscription { event_type: "invoice.paid".into(), filter: None }],
+        updated_at: T0 + 10,
+        ..endpoint.clone()
+    };
+    assert!(store.update_endpoint(&updated).await.unwrap());
+    assert_eq!(store.get_endpoint(&tenant.id, &endpoint.id).await.unwrap(), Some(updated.clone()));
+    let hijack = Endpoint { tenant_id: other.id.clone(), url: "https://attacker.example".into(), ..updated.clone() };
+    assert!(!store.update_endpoint(&hijack).await.unwrap(), "an endpoint of another tenant");
+    assert_eq!(store.get_endpoint(&tenant.id, &endpoint.id).await.unwrap(), Some(updated.clone()));
+
+    let gone = "receiver answered 410 Gone";
+    assert!(store
+        .set_endpoint_status(&tenant.id, &endpoint.id, EndpointStatus::Disabled, Some(gone), T0 + 20)
+        .await
+        .unwrap());
+    let disabled = store.get_endpoint(&tenant.id, &endpoint.id).await.unwrap().unwrap();
+    assert_eq!(
+        (disabled.status, disabled.status_reason.as_deref(), disabled.updated_at),
+        (EndpointStatus::Disabled, Some(gone), T0 + 20)
+    );
+    assert!(!store.set_endpoint_status(&other.id, &endpoint.id, EndpointStatus::Active, None, T0 + 30).await.unwrap());
+    assert!(!store.set_endpoint_status(&tenant.id, "ep_missing", EndpointStatus::Active, None, T0 + 30).await.unwrap());
+    assert!(store.set_endpoint_status(&tenant.id, &endpoint.id, EndpointStatus::Active, None, T0 + 40).await.unwrap());
+    let active = store.get_endpoint(&tenant.id, &endpoint.id).await.unwrap().unwrap();
+    assert_eq!(
+        active,
+        Endpoint { status: EndpointStatus::Active, status_reason: None, updated_at: T0 + 40, ..updated }
+    );
+}
+
+async fn endpoints_list_by_status_in_disjoint_pages(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let mut endpoints = Vec::new();
+    for _ in 0..5 {
+        endpoints.push(add_endpoint(store, &tenant).await);
+    }
+    add_endpoint(store, &other).await;
+    for paused in &endpoints[1..3] {
+        store
+            .set_endpoint_status(&tenant.id, &paused.id, EndpointStatus::Paused, Some("by hand"), T0 + 1)
+            .await
+            .unwrap();
+    }
+
+    let no_filter = EndpointFilter::default();
+    let pages = all_pages(
+        2,
+        |e: &Endpoint| e.id.clone(),
+        |page| {
+            let no_filter = &no_filter;
+            let tenant = &tenant;
+            async move { store.list_endpoints(&tenant.id, no_filter, &page).await.unwrap() }
+        },
+    )
+    .await;
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1]);
+    let listed = pages.concat();
+    assert_eq!(
+        listed.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+        newest_first(endpoints.iter().map(|e| e.id.clone()))
+    );
+    assert!(listed.iter().all(|e| e.subscriptions == endpoints[0].subscriptions), "listings carry subscriptions");
+
+    let with_status = |status| EndpointFilter { status: Some(status) };
+    let paused = store.list_endpoints(&tenant.id, &with_status(EndpointStatus::Paused), &page(10)).await.unwrap();
+    assert_eq!(
+        paused.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+        newest_first([endpoints[1].id.clone(), endpoints[2].id.clone()])
+    );
+    assert!(paused.iter().all(|e| e.status_reason.as_deref() == Some("by hand")));
+    let active = store.list_endpoints(&tenant.id, &with_status(EndpointStatus::Active), &page(10)).await.unwrap();
+    assert_eq!(active.len(), 3);
+    assert!(store
+        .list_endpoints(&tenant.id, &with_status(EndpointStatus::Disabled), &page(10))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.list_endpoints(&other.id, &no_filter, &page(10)).await.unwrap().len(), 1);
+}
+
+async fn subscriptions_are_replaced_in_order(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let endpoint = add_endpoint(store, &tenant).await;
+    let replacement: Vec<Subscription> = ["c.*", "a.created", "b.updated"]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Subscription { event_type: (*t).into(), filter: (i == 1).then(|| "$[?@.data.x == 1]".into()) })
+        .collect();
+    assert!(store.replace_subscriptions(&tenant.id, &endpoint.id, &replacement, T0 + 5).await.unwrap());
+    let stored = store.get_endpoint(&tenant.id, &endpoint.id).await.unwrap().unwrap();
+    assert_eq!((stored.subscriptions.clone(), stored.updated_at), (replacement.clone(), T0 + 5));
+
+    assert!(!store.replace_subscriptions(&other.id, &endpoint.id, &[], T0 + 6).await.unwrap());
+    assert!(!store.replace_subscriptions(&tenant.id, "ep_missing", &[], T0 + 6).await.unwrap());
+    assert_eq!(store.get_endpoint(&tenant.id, &endpoint.id).await.unwrap().unwrap().subscriptions, replacement);
+
+    assert!(store.replace_subscriptions(&tenant.id, &endpoint.id, &[], T0 + 7).await.unwrap());
+    assert!(store.get_endpoint(&tenant.id, &endpoint.id).await.unwrap().unwrap().subscriptions.is_empty());
+}
+
+async fn deleting_an_endpoint_dead_letters_its_unfinished_deliveries(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let doomed = add_endpoint(store, &tenant).await;
+    let kept = add_endpoint(store, &tenant).await;
+    let to_succeed = publish(store, &tenant, "order.created", &[&doomed], T0).await;
+    let to_fail = publish(store, &tenant, "order.created", &[&doomed], T0 + 1).await;
+    let in_flight = publish(store, &tenant, "order.created", &[&doomed], T0 + 2).await;
+    let elsewhere = publish(store, &tenant, "order.created", &[&kept], T0 + 3).await;
+    let never_tried = publish(store, &tenant, "order.created", &[&doomed], T0 + MINUTE * 10).await;
+
+    let jobs = claim(store, "node-a", T0 + 10).await;
+    assert_eq!(jobs.len(), 4);
+    let job = |new: &NewEvent| jobs.iter().find(|j| j.delivery.id == new.deliveries[0].0).unwrap().delivery.clone();
+    assert!(store
+        .record_attempt("node-a", &outcome(&job(&to_succeed), DeliveryStatus::Succeeded, T0 + 20))
+        .await
+        .unwrap());
+    assert!(store.record_attempt("node-a", &outcome(&job(&to_fail), DeliveryStatus::Failed, T0 + 20)).await.unwrap());
+    store.release("node-a", &delivery_ids(&elsewhere)).await.unwrap();
+    let succeeded_before = delivery(store, &tenant, &to_succeed.deliveries[0].0).await;
+
+    assert!(!store.delete_endpoint(&other.id, &doomed.id, T0 + 30).await.unwrap(), "another tenant's endpoint");
+    assert!(store.delete_endpoint(&tenant.id, &doomed.id, T0 + 30).await.unwrap());
+    assert!(!store.delete_endpoint(&tenant.id, &doomed.id, T0 + 31).await.unwrap(), "already deleted");
+    assert_eq!(store.get_endpoint(&tenant.id, &doomed.id).await.unwrap(), None);
+    assert!(store.list_secrets(&tenant.id, &doomed.id).await.unwrap().is_empty());
+    assert!(store.signing_secrets(&doomed.id, T0 + 30).await.unwrap().is_empty());
+
+    assert_eq!(delivery(store, &tenant, &to_succeed.deliveries[0].0).await, succeeded_before);
+    for new in [&to_fail, &in_flight, &never_tried] {
+        let d = delivery(store, &tenant, &new.deliveries[0].0).await;
+        assert_eq!((d.status, d.last_error.as_deref()), (DeliveryStatus::Dead, Some("endpoint deleted")));
+        assert_eq!((d.lease_owner, d.lease_expires_at, d.next_attempt_at, d.updated_at), (None, None, None, T0 + 30));
+    }
+    let kept_delivery = delivery(store, &tenant, &elsewhere.deliveries[0].0).await;
+    assert_eq!(kept_delivery.status, DeliveryStatus::Pending);
+
+    let in_flight_delivery = job(&in_flight);
+    let late = store.record_attempt("node-a", &outcome(&in_flight_delivery, DeliveryStatus::Succeeded, T0 + 40)).await;
+    assert!(!late.unwrap(), "the lease ended with the endpoint");
+    assert!(store.list_attempts(&tenant.id, &in_flight_delivery.id).await.unwrap().is_empty());
+    assert_eq!(claimed_ids(&claim(store, "node-b", T0 + MINUTE * 100).await), BTreeSet::from([kept_delivery.id]));
+}
+
+async fn active_endpoints_exclude_paused_and_disabled(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let active = add_endpoint(store, &tenant).await;
+    add_endpoint_with_status(store, &tenant, EndpointStatus::Paused).await;
+    add_endpoint_with_status(store, &tenant, EndpointStatus::Disabled).await;
+    let second_active = add_endpoint(store, &tenant).await;
+    add_endpoint(store, &other).await;
+
+    let mut found = store.active_endpoints(&tenant.id).await.unwrap();
+    found.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(found, vec![active, second_active]);
+    assert!(store.active_endpoints("ten_missing").await.unwrap().is_empty());
+}
+
+async fn secret_rotation_retires_then_revokes(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let endpoint = add_endpoint(store, &tenant).await;
+    let summary = |secrets: Vec<switchyard::model::EndpointSecret>| {
+        secrets.into_iter().map(|s| (s.version, s.status, s.expires_at)).collect::<Vec<_>>()
+    };
+
+    let v2 = store
+        .rotate_secret(&tenant.id, &endpoint.id, &new_secret("whsec_v2"), T0 + 100, T0 + 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((v2.version, v2.status, v2.created_at, v2.expires_at), (2, SecretStatus::Active, T0 + 10, None));
+    assert_eq!(
+        (v2.hint.as_str(), v2.endpoint_id.as_str(), v2.tenant_id.as_str()),
+        ("whsec_v2", endpoint.id.as_str(), tenant.id.as_str())
+    );
+    assert_eq!(v2.ciphertext, [b"whsec_v2".as_slice(), &[0, 255, 7]].concat());
+    assert_eq!(
+        summary(store.list_secrets(&tenant.id, &endpoint.id).await.unwrap()),
+        [(2, SecretStatus::Active, None), (1, SecretStatus::Retiring, Some(T0 + 100))]
+    );
+    assert_eq!(
+        summary(store.signing_secrets(&endpoint.id, T0 + 99).await.unwrap()),
+        [(2, SecretStatus::Active, None), (1, SecretStatus::Retiring, Some(T0 + 100))]
+    );
+    assert_eq!(
+        summary(store.signing_secrets(&endpoint.id, T0 + 100).await.unwrap()),
+        [(2, SecretStatus::Active, None)],
+        "expired at expires_at"
+    );
+
+    store.rotate_secret(&tenant.id, &endpoint.id, &new_secret("whsec_v3"), T0 + 300, T0 + 200).await.unwrap().unwrap();
+    assert_eq!(
+        summary(store.list_secrets(&tenant.id, &endpoint.id).await.unwrap()),
+        [
+            (3, SecretStatus::Active, None),
+            (2, SecretStatus::Retiring, Some(T0 + 300)),
+            (1, SecretStatus::Revoked, Some(T0 + 100))
+        ]
+    );
+
+    // No grace period: the previous secret is revoked at once, and v2's grace has ended too.
+    let v4 = store
+        .rotate_secret(&tenant.id, &endpoint.id, &new_secret("whsec_v4"), T0 + 400, T0 + 400)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v4.version, 4);
+    let statuses: Vec<_> = store
+        .list_secrets(&tenant.id, &endpoint.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.version, s.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        [(4, SecretStatus::Active), (3, SecretStatus::Revoked), (2, SecretStatus::Revoked), (1, SecretStatus::Revoked)]
+    );
+    let signing = store.signing_secrets(&endpoint.id, T0 + 400).await.unwrap();
+    assert_eq!(signing, vec![v4]);
+
+    assert_eq!(store.rotate_secret(&other.id, &endpoint.id, &new_secret("x"), T0 + 600, T0 + 500).await.unwrap(), None);
+    assert_eq!(
+        store.rotate_secret(&tenant.id, "ep_missing", &new_secret("x"), T0 + 600, T0 + 500).await.unwrap(),
+        None
+    );
+    assert!(store.list_secrets(&other.id, &endpoint.id).await.unwrap().is_empty());
+    assert_eq!(
+        store.list_secrets(&tenant.id, &endpoint.id).await.unwrap().len(),
+        4,
+        "refused rotations change nothing"
+    );
+}
+
+async fn event_types_upsert_and_page_by_name(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let tenant_id = tenant.id.as_str();
+    let other = new_tenant(store).await;
+    let created = store.register_event_type(&tenant.id, "order.created", "An order was placed", T0).await.unwrap();
+    assert_eq!(
+        (created.name.as_str(), created.description.as_str(), created.created_at),
+        ("order.created", "An order was placed", T0)
+    );
+    let updated = store.register_event_type(&tenant.id, "order.created", "Placed", T0 + 5).await.unwrap();
+    assert_eq!((updated.description.as_str(), updated.created_at), ("Placed", T0), "an upsert keeps created_at");
+    store.register_event_type(&tenant.id, "invoice.paid", "", T0 + 1).await.unwrap();
+    store.register_event_type(&tenant.id, "account.closed", "", T0 + 2).await.unwrap();
+    store.register_event_type(&other.id, "zzz.other", "", T0).await.unwrap();
+
+    // Publishing registers unknown types and leaves known ones alone.
+    let endpoint = add_endpoint(store, &tenant).await;
+    publish(store, &tenant, "payment.failed", &[&endpoint], T0 + 50).await;
+    publish(store, &tenant, "order.created", &[&endpoint], T0 + 60).await;
+
+    let pages = all_pages(
+        2,
+        |t: &switchyard::model::EventType| t.name.clone(),
+        |page| async move { store.list_event_types(tenant_id, &page).await.unwrap() },
+    )
+    .await;
+    let listed: Vec<(String, String, Millis)> =
+        pages.concat().into_iter().map(|t| (t.name, t.description, t.created_at)).collect();
+    assert_eq!(
+        listed,
+        [
+            ("account.closed".into(), "".into(), T0 + 2),
+            ("invoice.paid".into(), "".into(), T0 + 1),
+            ("order.created".into(), "Placed".into(), T0),
+            ("payment.failed".into(), "".into(), T0 + 50),
+        ]
+    );
+    assert_eq!(pages.len(), 2);
+    let others = store.list_event_types(&other.id, &page(10)).await.unwrap();
+    assert_eq!(others.into_iter().map(|t| t.name).collect::<Vec<_>>(), ["zzz.other"]);
+}
+
+async fn publish_stores_events_with_their_deliveries(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let first = add_endpoint(store, &tenant).await;
+    let second = add_endpoint(store, &tenant).await;
+    let fanned = fan_out(event_of(&tenant, "order.created", T0 + 7), &[&first, &second]);
+    let unrouted = fan_out(event_of(&tenant, "order.deleted", T0 + 8), &[]);
+    let published = store.publish(&[fanned.clone(), unrouted.clone()]).await.unwrap();
+    assert_eq!(
+        published,
+        [
+            Published { event_id: fanned.event.id.clone(), deliveries: 2, replayed: false },
+            Published { event_id: unrouted.event.id.clone(), deliveries: 0, replayed: false },
+        ]
+    );
+
+    let stored = store.get_event(&tenant.id, &fanned.event.id).await.unwrap().unwrap();
+    assert_eq!(stored, fanned.event);
+    assert_eq!(stored.data.get(), r#"{"amount": 12.50,  "items": [1, 2]}"#, "the payload is kept byte for byte");
+    assert_eq!(store.get_event(&other.id, &fanned.event.id).await.unwrap(), None);
+
+    for (delivery_id, endpoint_id) in &fanned.deliveries {
+        let d = delivery(store, &tenant, delivery_id).await;
+        let expected = Delivery {
+            id: delivery_id.clone(),
+            tenant_id: tenant.id.clone(),
+            event_id: fanned.event.id.clone(),
+            endpoint_id: endpoint_id.clone(),
+            event_type: "order.created".into(),
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            schedule_offset: 0,
+            next_attempt_at: Some(T0 + 7),
+            lease_owner: None,
+            lease_expires_at: None,
+            last_status_code: None,
+            last_error: None,
+            created_at: T0 + 7,
+            updated_at: T0 + 7,
+        };
+        assert_eq!(d, expected);
+    }
+    let by_event = |event_id: &str| DeliveryFilter { event_id: Some(event_id.into()), ..Default::default() };
+    assert_eq!(store.list_deliveries(&tenant.id, &by_event(&fanned.event.id), &page(10)).await.unwrap().len(), 2);
+    assert!(store.list_deliveries(&tenant.id, &by_event(&unrouted.event.id), &page(10)).await.unwrap().is_empty());
+
+    // Endpoints that vanished after matching, or never were the tenant's, get no delivery that would wait forever.
+    let deleted = add_endpoint(store, &tenant).await;
+    store.delete_endpoint(&tenant.id, &deleted.id, T0 + 8).await.unwrap();
+    let foreign = add_endpoint(store, &other).await;
+    let stale = fan_out(event_of(&tenant, "order.created", T0 + 9), &[&deleted, &first, &foreign]);
+    let published = store.publish(std::slice::from_ref(&stale)).await.unwrap();
+    assert_eq!(published, [Published { event_id: stale.event.id.clone(), deliveries: 1, replayed: false }]);
+    let created = store.list_deliveries(&tenant.id, &by_event(&stale.event.id), &page(10)).await.unwrap();
+    assert_eq!(created.into_iter().map(|d| d.endpoint_id).collect::<Vec<_>>(), [first.id.as_str()]);
+    assert!(store.list_deliveries(&other.id, &DeliveryFilter::default(), &page(10)).await.unwrap().is_empty());
+}
+
+async fn concurrent_publishes_of_one_idempotency_key_store_one_event(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let endpoint = add_endpoint(store, &tenant).await;
+    let attempts: Vec<NewEvent> = (0..8)
+        .map(|_| {
+            let event =
+                Event { idempotency_key: Some("same-request".into()), ..event_of(&tenant, "order.created", T0) };
+            fan_out(event, &[&endpoint])
+        })
+        .collect();
+    let results =
+        futures_util::future::join_all(attempts.iter().map(|new| store.publish(std::slice::from_ref(new)))).await;
+    let results: Vec<Published> = results.into_iter().map(|r| r.unwrap().remove(0)).collect();
+
+    let stored: Vec<&Published> = results.iter().filter(|p| !p.replayed).collect();
+    assert_eq!(stored.len(), 1, "exactly one publish stores the event: {results:?}");
+    assert!(results.iter().all(|p| p.event_id == stored[0].event_id && p.deliveries == 1));
+    assert_eq!(store.list_events(&tenant.id, &EventFilter::default(), &page(100)).await.unwrap().len(), 1);
+    assert_eq!(store.list_deliveries(&tenant.id, &DeliveryFilter::default(), &page(100)).await.unwrap().len(), 1);
+}
+
+async fn publish_replays_reused_idempotency_keys(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let endpoint = add_endpoint(store, &tenant).await;
+    let other_endpoint = add_endpoint(store, &other).await;
+    let keyed = |tenant: &Tenant, endpoints: &[&Endpoint], key: &str| {
+        fan_out(Event { idempotency_key: Some(key.into()), ..event_of(tenant, "order.created", T0) }, endpoints)
+    };
+
+    let original = keyed(&tenant, &[&endpoint], "order-17");
+    let first = store.publish(std::slice::from_ref(&original)).await.unwrap();
+    assert_eq!(first, [Published { event_id: original.event.id.clone(), deliveries: 1, replayed: false }]);
+
+    // A retry of the request, now matching two endpoints: the stored event and its one delivery stand.
+    let retried = keyed(&tenant, &[&endpoint, &endpoint], "order-17");
+    let replay = store.publish(std::slice::from_ref(&retried)).await.unwrap();
+    assert_eq!(replay, [Published { event_id: original.event.id.clone(), deliveries: 1, replayed: true }]);
+    assert_eq!(store.get_event(&tenant.id, &retried.event.id).await.unwrap(), None);
+    assert!(store.get_delivery(&tenant.id, &retried.deliveries[0].0).await.unwrap().is_none());
+
+    // The same key twice in one batch: the second is a replay of the first.
+    let one = keyed(&tenant, &[&endpoint], "batch-key");
+    let two = keyed(&tenant, &[&endpoint], "batch-key");
+    let plain = fan_out(event_of(&tenant, "order.created", T0), &[&endpoint]);
+    let batch = store.publish(&[one.clone(), two.clone(), plain.clone()]).await.unwrap();
+    assert_eq!(
+        batch,
+        [
+            Published { event_id: one.event.id.clone(), deliveries: 1, replayed: false },
+            Published { event_id: one.event.id.clone(), deliveries: 1, replayed: true },
+            Published { event_id: plain.event.id.clone(), deliveries: 1, replayed: false },
+        ]
+    );
+    assert_eq!(store.get_event(&tenant.id, &two.event.id).await.unwrap(), None);
+
+    // Keys belong to a tenant.
+    let foreign = keyed(&other, &[&other_endpoint], "order-17");
+    let theirs = store.publish(std::slice::from_ref(&foreign)).await.unwrap();
+    assert_eq!(theirs, [Published { event_id: foreign.event.id.clone(), deliveries: 1, replayed: false }]);
+
+    let all = store.list_deliveries(&tenant.id, &DeliveryFilter::default(), &page(100)).await.unwrap();
+    assert_eq!(all.len(), 3, "original, batch-key, plain");
+}
+
+async fn publish_is_one_transaction(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let endpoint = add_endpoint(store, &tenant).await;
+    let good = fan_out(event_of(&tenant, "brand.new", T0), &[&endpoint]);
+    let mut clashing = fan_out(event_of(&tenant, "order.created", T0), &[&endpoint]);
+    clashing.deliveries[0].0 = good.deliveries[0].0.clone();
+
+    let refused = store.publish(&[good.clone(), clashing]).await;
+    assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
+    assert_eq!(store.get_event(&tenant.id, &good.event.id).await.unwrap(), None);
+    assert!(store.get_delivery(&tenant.id, &good.deliveries[0].0).await.unwrap().is_none());
+    assert!(store.list_events(&tenant.id, &EventFilter::default(), &page(10)).await.unwrap().is_empty());
+    assert!(store.list_event_types(&tenant.id, &page(10)).await.unwrap().is_empty(), "type registration rolled back");
+
+    // An event id already stored is a conflict too, not a silent success.
+    publish(store, &tenant, "order.created", &[&endpoint], T0).await;
+    let stored = store.list_events(&tenant.id, &EventFilter::default(), &page(10)).await.unwrap();
+    let again = fan_out(stored[0].clone(), &[&endpoint]);
+    assert!(matches!(store.publish(&[again]).await, Err(StoreError::Conflict(_))));
+}
+
+/// Deleting endpoints while their deliveries are attempted (answered 410 Gone) and requeued, their secrets rotated
+/// and new events published to them: nothing deadlocks or fails, and no delivery is left waiting for an endpoint
+/// that is gone.
+async fn endpoint_deletion_racing_with_other_changes(store: &dyn Store, _url: &str) {
+    const ENDPOINTS: usize = 10;
+    let tenant = new_tenant(store).await;
+    let mut endpoints = Vec::new();
+    for _ in 0..ENDPOINTS {
+        endpoints.push(add_endpoint(store, &tenant).await);
+    }
+    for endpoint in &endpoints {
+        publish(store, &tenant, "order.created", &[endpoint], T0).await;
+    }
+    let jobs = store.claim_due("node", T0, T0 + MINUTE, 100).await.unwrap();
+    assert_eq!(jobs.len(), ENDPOINTS);
+
+    let race = |endpoint: &Endpoint| {
+        let job = jobs.iter().find(|j| j.endpoint.id == endpoint.id).unwrap();
+        let mut gone = outcome(&job.delivery, DeliveryStatus::Dead, T0 + 1);
+        gone.disable_endpoint = Some("receiver answered 410 Gone".into());
+        let late_event = fan_out(event_of(&tenant, "order.created", T0 + 2), &[endpoint]);
+        let (tenant_id, endpoint_id) = (tenant.id.clone(), endpoint.id.clone());
+        let rotated_secret = new_secret("whsec_v2");
+        let requeue = RequeueSelector::Matching { endpoint_id: Some(endpoint.id.clone()), event_type: None };
+        async move {
+            let (recorded, deleted, rotated, published, requeued) = tokio::join!(
+                store.record_attempt("node", &gone),
+                store.delete_endpoint(&tenant_id, &endpoint_id, T0 + 3),
+                store.rotate_secret(&tenant_id, &endpoint_id, &rotated_secret, T0 + 10, T0 + 3),
+                store.publish(std::slice::from_ref(&late_event)),
+                store.requeue_dead(&tenant_id, &requeue, T0 + 3),
+            );
+            recorded.unwrap();
+            assert!(deleted.unwrap());
+            rotated.unwrap();
+            published.unwrap();
+            requeued.unwrap();
+        }
+    };
+    futures_util::future::join_all(endpoints.iter().map(race)).await;
+
+    for endpoint in &endpoints {
+        assert_eq!(store.get_endpoint(&tenant.id, &endpoint.id).await.unwrap(), None);
+    }
+    let left = store.list_deliveries(&tenant.id, &DeliveryFilter::default(), &page(1_000)).await.unwrap();
+    assert!(left.len() >= ENDPOINTS);
+    for d in left {
+        assert_eq!(d.status, DeliveryStatus::Dead, "{d:?}");
+        assert_eq!(d.lease_owner, None);
+    }
+    assert_eq!(store.next_due_at().await.unwrap(), None);
+}
+
+async fn events_list_by_filter_in_pages(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let mut events = Vec::new();
+    for i in 0..6 {
+        let event_type = if i % 2 == 0 { "a.even" } else { "b.odd" };
+        events.push(publish(store, &tenant, event_type, &[], T0 + i * 1_000).await.event);
+    }
+    publish(store, &other, "a.even", &[], T0).await;
+    let ids = |found: Vec<Event>| found.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    let expect = |pick: &dyn Fn(usize) -> bool| {
+        newest_first(events.iter().enumerate().filter(|(i, _)| pick(*i)).map(|(_, e)| e.id.clone()))
+    };
+    let list = |filter: EventFilter| {
+        let tenant = &tenant;
+        async move { store.list_events(&tenant.id, &filter, &page(100)).await.unwrap() }
+    };
+
+    let everything = list(EventFilter::default()).await;
+    assert_eq!(everything.first(), Some(&events[5]), "whole events come back, newest first");
+    assert_eq!(ids(everything), expect(&|_| true));
+    assert_eq!(
+        ids(list(EventFilter { event_type: Some("a.even".into()), ..Default::default() }).await),
+        expect(&|i| i % 2 == 0)
+    );
+    assert_eq!(ids(list(EventFilter { since: Some(T0 + 2_000), ..Default::default() }).await), expect(&|i| i >= 2));
+    assert_eq!(ids(list(EventFilter { until: Some(T0 + 2_000), ..Default::default() }).await), expect(&|i| i < 2));
+    let window = EventFilter { event_type: Some("b.odd".into()), since: Some(T0 + 1_000), until: Some(T0 + 5_000) };
+    assert_eq!(ids(list(window).await), expect(&|i| i == 1 || i == 3));
+
+    let pages = all_pages(
+        4,
+        |e: &Event| e.id.clone(),
+        |page| {
+            let tenant = &tenant;
+            async move { store.list_events(&tenant.id, &EventFilter::default(), &page).await.unwrap() }
+        },
+    )
+    .await;
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [4, 2]);
+    assert_eq!(ids(pages.concat()), expect(&|_| true));
+    assert_eq!(store.list_events(&other.id, &EventFilter::default(), &page(100)).await.unwrap().len(), 1);
+}
+
+async fn deliveries_list_by_each_filter(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let first = add_endpoint(store, &tenant).await;
+    let second = add_endpoint(store, &tenant).await;
+    let early = publish(store, &tenant, "a.created", &[&first, &second], T0).await;
+    let late = publish(store, &tenant, "b.updated", &[&first], T0 + 1_000).await;
+    let succeeded =
+        claim(store, "node", T0 + 1_000).await.into_iter().find(|j| j.delivery.id == late.deliveries[0].0).unwrap();
+    store.record_attempt("node", &outcome(&succeeded.delivery, DeliveryStatus::Succeeded, T0 + 1_000)).await.unwrap();
+    store.release("node", &delivery_ids(&early)).await.unwrap();
+
+    let all: Vec<String> = [delivery_ids(&early), delivery_ids(&late)].concat();
+    let list = |filter: DeliveryFilter| {
+        let tenant = &tenant;
+        async move {
+            let found = store.list_deliveries(&tenant.id, &filter, &page(100)).await.unwrap();
+            found.into_iter().map(|d| d.id).collect::<Vec<_>>()
+        }
+    };
+    let f = DeliveryFilter::default;
+    assert_eq!(list(f()).await, newest_first(all.clone()));
+    assert_eq!(
+        list(DeliveryFilter { endpoint_id: Some(first.id.clone()), ..f() }).await,
+        newest_first([early.deliveries[0].0.clone(), late.deliveries[0].0.clone()])
+    );
+    assert_eq!(
+        list(DeliveryFilter { event_id: Some(early.event.id.clone()), ..f() }).await,
+        newest_first(delivery_ids(&early))
+    );
+    assert_eq!(list(DeliveryFilter { event_type: Some("b.updated".into()), ..f() }).await, delivery_ids(&late));
+    assert_eq!(list(DeliveryFilter { status: Some(DeliveryStatus::Succeeded), ..f() }).await, delivery_ids(&late));
+    assert_eq!(
+        list(DeliveryFilter { status: Some(DeliveryStatus::Pending), ..f() }).await,
+        newest_first(delivery_ids(&early))
+    );
+    assert!(list(DeliveryFilter { status: Some(DeliveryStatus::Dead), ..f() }).await.is_empty());
+    assert_eq!(
+        list(DeliveryFilter { since: Some(T0 + 1_000), ..f() }).await,
+        delivery_ids(&late),
+        "since is inclusive"
+    );
+    assert_eq!(
+        list(DeliveryFilter { until: Some(T0 + 1_000), ..f() }).await,
+        newest_first(delivery_ids(&early)),
+        "until is exclusive"
+    );
+    let combined = DeliveryFilter { endpoint_id: Some(second.id.clone()), event_type: Some("a.created".into()), ..f() };
+    assert_eq!(list(combined).await, vec![early.deliveries[1].0.clone()]);
+
+    let pages = all_pages(
+        2,
+        |d: &Delivery| d.id.clone(),
+        |page| {
+            let tenant = &tenant;
+            async move { store.list_deliveries(&tenant.id, &DeliveryFilter::default(), &page).await.unwrap() }
+        },
+    )
+    .await;
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [2, 1]);
+    assert_eq!(pages.concat().into_iter().map(|d| d.id).collect::<Vec<_>>(), newest_first(all));
+    assert!(store.list_deliveries(&other.id, &DeliveryFilter::default(), &page(100)).await.unwrap().is_empty());
+}
+
+async fn claim_respects_due_time_and_endpoint_status(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let active = add_endpoint(store, &tenant).await;
+    let paused = add_endpoint_with_status(store, &tenant, EndpointStatus::Paused).await;
+    let disabled = add_endpoint_with_status(store, &tenant, EndpointStatus::Disabled).await;
+    let now_due = publish(store, &tenant, "order.created", &[&active, &paused, &disabled], T0).await;
+    let later = publish(store, &tenant, "order.created", &[&active], T0 + 10_000).await;
+
+    assert!(claim(store, "node-a", T0 - 1).await.is_empty(), "nothing is due yet");
+    let jobs = store.claim_due("node-a", T0, T0 + 30_000, 10).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    let job = &jobs[0];
+    assert_eq!(job.delivery.id, now_due.deliveries[0].0);
+    assert_eq!(job.delivery.status, DeliveryStatus::Delivering);
+    assert_eq!(
+        (job.delivery.lease_owner.as_deref(), job.delivery.lease_expires_at),
+        (Some("node-a"), Some(T0 + 30_000))
+    );
+    assert_eq!((job.delivery.attempts, job.delivery.next_attempt_at, job.delivery.updated_at), (0, Some(T0), T0));
+    assert_eq!(job.event, now_due.event);
+    assert_eq!(job.endpoint, active, "the endpoint comes with its subscriptions");
+    assert_eq!(delivery(store, &tenant, &job.delivery.id).await, job.delivery, "the job shows the stored state");
+
+    assert!(claim(store, "node-b", T0 + 5_000).await.is_empty(), "leased, paused and disabled are not claimed");
+    let next = claim(store, "node-b", T0 + 10_000).await;
+    assert_eq!(claimed_ids(&next), BTreeSet::from([later.deliveries[0].0.clone()]));
+
+    store.set_endpoint_status(&tenant.id, &paused.id, EndpointStatus::Active, None, T0 + 10_001).await.unwrap();
+    let resumed = claim(store, "node-b", T0 + 10_001).await;
+    assert_eq!(claimed_ids(&resumed), BTreeSet::from([now_due.deliveries[1].0.clone()]));
+    assert_eq!(resumed[0].endpoint.status, EndpointStatus::Active);
+}
+
+async fn claim_takes_expired_leases_and_respects_the_limit(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let endpoint = add_endpoint(store, &tenant).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(publish(store, &tenant, "order.created", &[&endpoint], T0 + i).await.deliveries[0].0.clone());
+    }
+
+    let first = store.claim_due("node-a", T0 + 10, T0 + 1_000, 2).await.unwrap();
+    let order: Vec<String> = first.iter().map(|j| j.delivery.id.clone()).collect();
+    assert_eq!(order, ids[..2], "oldest due first, at most `limit`");
+    let rest = store.claim_due("node-b", T0 + 500, T0 + 1_500, 10).await.unwrap();
+    assert_eq!(rest.iter().map(|j| j.delivery.id.clone()).collect::<Vec<_>>(), ids[2..]);
+    assert!(store.claim_due("node-c", T0 + 999, T0 + 5_000, 10).await.unwrap().is_empty(), "leases still held");
+    assert!(store.claim_due("node-c", T0 + 999, T0 + 5_000, 0).await.unwrap().is_empty());
+
+    let taken_over = store.claim_due("node-c", T0 + 1_000, T0 + 5_000, 10).await.unwrap();
+    assert_eq!(claimed_ids(&taken_over), ids[..2].iter().cloned().collect(), "node-a's expired leases, not node-b's");
+    assert!(taken_over.iter().all(|j| j.delivery.lease_owner.as_deref() == Some("node-c")));
+    assert!(taken_over.iter().all(|j| j.delivery.lease_expires_at == Some(T0 + 5_000)));
+
+    let stale =
+        store.record_attempt("node-a", &outcome(&first[0].delivery, DeliveryStatus::Succeeded, T0 + 1_001)).await;
+    assert!(!stale.unwrap(), "node-a lost its lease");
+    assert_eq!(delivery(store, &tenant, &ids[0]).await.lease_owner.as_deref(), Some("node-c"));
+}
+
+async fn concurrent_claims_never_share_a_delivery(store: &dyn Store, _url: &str) {
+    const CLAIMERS: usize = 8;
+    let tenant = new_tenant(store).await;
+    let mut endpoints = Vec::new();
+    for _ in 0..4 {
+        endpoints.push(add_endpoint(store, &tenant).await);
+    }
+    let targets: Vec<&Endpoint> = endpoints.iter().collect();
+    let batch: Vec<NewEvent> = (0..50).map(|i| fan_out(event_of(&tenant, "order.created", T0 + i), &targets)).collect();
+    store.publish(&batch).await.unwrap();
+    let expected: BTreeSet<String> = batch.iter().flat_map(delivery_ids).collect();
+    assert_eq!(expected.len(), 200);
+
+    let claimer = |owner: String| async move {
+        let mut mine = Vec::new();
+        loop {
+            let jobs = store.claim_due(&owner, T0 + 100, T0 + 10 * MINUTE, 7).await.unwrap();
+            if jobs.is_empty() {
+                return mine;
+            }
+            assert!(jobs.iter().all(|j| j.delivery.lease_owner.as_deref() == Some(owner.as_str())));
+            mine.extend(jobs.into_iter().map(|j| j.delivery.id));
+        }
+    };
+    let claims = futures_util::future::join_all((0..CLAIMERS).map(|i| claimer(format!("node-{i}")))).await;
+
+    let all: Vec<&String> = claims.iter().flatten().collect();
+    let distinct: BTreeSet<String> = all.iter().map(|id| (*id).clone()).collect();
+    assert_eq!(all.len(), distinct.len(), "a delivery was claimed twice");
+    assert_eq!(distinct, expected, "every delivery was claimed");
+    assert!(claim(store, "late", T0 + 100).await.is_empty());
+}
+
+async fn record_attempt_updates_the_delivery_and_appends_the_attempt(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let endpoint = add_endpoint(store, &tenant).await;
+    let new = publish(store, &tenant, "order.created", &[&endpoint], T0).await;
+    let id = &new.deliveries[0].0;
+
+    let claimed = claim(store, "node-a", T0 + 5).await.remove(0).delivery;
+    let failure = outcome(&claimed, DeliveryStatus::Failed, T0 + 5);
+    assert!(store.record_attempt("node-a", &failure).await.unwrap());
+    let failed = delivery(store, &tenant, id).await;
+    assert_eq!(
+        failed,
+        Delivery {
+            status: DeliveryStatus::Failed,
+            attempts: 1,
+            next_attempt_at: Some(T0 + 5 + MINUTE),
+            lease_owner: None,
+            lease_expires_at: None,
+            last_status_code: Some(500),
+            last_error: Some("HTTP 500".into()),
+            updated_at: T0 + 125,
+            ..claimed.clone()
+        }
+    );
+    assert_eq!(store.list_attempts(&tenant.id, id).await.unwrap(), vec![failure.attempt.clone()]);
+    assert!(store.list_attempts(&other.id, id).await.unwrap().is_empty());
+
+    assert!(claim(store, "node-a", T0 + MINUTE).await.is_empty(), "the retry is not due yet");
+    let again = claim(store, "node-b", T0 + 5 + MINUTE).await.remove(0).delivery;
+    assert_eq!((again.attempts, again.status), (1, DeliveryStatus::Delivering));
+    let success = outcome(&again, DeliveryStatus::Succeeded, T0 + 10 + MINUTE);
+    assert!(store.record_attempt("node-b", &success).await.unwrap());
+    let succeeded = delivery(store, &tenant, id).await;
+    assert_eq!((succeeded.status, succeeded.attempts, succeeded.next_attempt_at), (DeliveryStatus::Succeeded, 2, None));
+    assert_eq!((succeeded.last_status_code, succeeded.last_error), (Some(200), None));
+    assert_eq!(
+        store.list_attempts(&tenant.id, id).await.unwrap(),
+        vec![failure.attempt, success.attempt],
+        "oldest first"
+    );
+    assert!(claim(store, "node-a", T0 + 100 * MINUTE).await.is_empty(), "finished deliveries are not claimed");
+
+    let doomed = publish(store, &tenant, "order.created", &[&endpoint], T0).await;
+    let leased = claim(store, "node-a", T0 + 100 * MINUTE).await.remove(0).delivery;
+    assert!(store.record_attempt("node-a", &outcome(&leased, DeliveryStatus::Dead, T0 + 100 * MINUTE)).await.unwrap());
+    let dead = delivery(store, &tenant, &doomed.deliveries[0].0).await;
+    assert_eq!(
+        (dead.status, dead.next_attempt_at, dead.last_error.as_deref()),
+        (DeliveryStatus::Dead, None, Some("HTTP 500"))
+    );
+}
+
+async fn record_attempt_without_the_lease_writes_nothing(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let endpoint = add_endpoint(store, &tenant).await;
+    let new = publish(store, &tenant, "order.created", &[&endpoint], T0).await;
+    let id = &new.deliveries[0].0;
+
+    let unclaimed = delivery(store, &tenant, id).await;
+    assert!(
+        !store.record_attempt("node-a", &outcome(&unclaimed, DeliveryStatus::Succeeded, T0)).await.unwrap(),
+        "never leased"
+    );
+
+    let leased = claim(store, "node-a", T0).await.remove(0).delivery;
+    assert!(!store.record_attempt("node-b", &outcome(&leased, DeliveryStatus::Succeeded, T0 + 1)).await.unwrap());
+    let mut foreign = outcome(&leased, DeliveryStatus::Succeeded, T0 + 1);
+    foreign.attempt.tenant_id = other.id.clone();
+    assert!(!store.record_attempt("node-a", &foreign).await.unwrap(), "an attempt claiming another tenant");
+    assert_eq!(delivery(store, &tenant, id).await, leased, "nothing changed");
+    assert!(store.list_attempts(&tenant.id, id).await.unwrap().is_empty());
+
+    assert!(store.record_attempt("node-a", &outcome(&leased, DeliveryStatus::Succeeded, T0 + 2)).await.unwrap());
+    let twice = outcome(&leased, DeliveryStatus::Failed, T0 + 3);
+    assert!(!store.record_attempt("node-a", &twice).await.unwrap(), "the lease ends with the first record");
+    assert_eq!(store.list_attempts(&tenant.id, id).await.unwrap().len(), 1);
+    assert_eq!(delivery(store, &tenant, id).await.status, DeliveryStatus::Succeeded);
+}
+
+async fn record_attempt_can_disable_the_endpoint(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let endpoint = add_endpoint(store, &tenant).await;
+    let gone = publish(store, &tenant, "order.created", &[&endpoint], T0).await;
+    let waiting = publish(store, &tenant, "order.created", &[&endpoint], T0 + MINUTE).await;
+
+    let leased = claim(store, "node-a", T0).await.remove(0).delivery;
+    assert_eq!(leased.id, gone.deliveries[0].0);
+    let mut answered_410 = outcome(&leased, DeliveryStatus::Dead, T0 + 1);
+    answered_410.attempt.status_code = Some(410);
+    answered_410.attempt.outcome = "gone".into();
+    answered_410.disable_endpoint = Some("receiver answered 410 Gone".into());
+    assert!(store.record_attempt("node-a", &answered_410).await.unwrap());
+
+    let disabled = store.get_endpoint(&tenant.id, &endpoint.id).await.unwrap().unwrap();
+    assert_eq!(disabled.status, EndpointStatus::Disabled);
+    assert_eq!(disabled.status_reason.as_deref(), Some("receiver answered 410 Gone"));
+    assert_eq!(disabled.updated_at, T0 + 121);
+    assert_eq!(delivery(store, &tenant, &leased.id).await.last_status_code, Some(410));
+    assert!(store.active_endpoints(&tenant.id).await.unwrap().is_empty());
+    assert!(claim(store, "node-a", T0 + 2 * MINUTE).await.is_empty(), "a disabled endpoint's deliveries wait");
+    assert_eq!(delivery(store, &tenant, &waiting.deliveries[0].0).await.status, DeliveryStatus::Pending);
+}
+
+async fn release_and_release_foreign_leases(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let endpoint = add_endpoint(store, &tenant).await;
+    let retried = publish(store, &tenant, "order.created", &[&endpoint], T0).await.deliveries[0].0.clone();
+    let fresh = publish(store, &tenant, "order.created", &[&endpoint], T0 + 1).await.deliveries[0].0.clone();
+    let stuck = publish(store, &tenant, "order.created", &[&endpoint], T0 + 2).await.deliveries[0].0.clone();
+
+    let first = store.claim_due("node-a", T0, T0 + MINUTE, 1).await.unwrap().remove(0).delivery;
+    let mut failure = outcome(&first, DeliveryStatus::Failed, T0);
+    failure.next_attempt_at = Some(T0);
+    store.record_attempt("node-a", &failure).await.unwrap();
+    assert_eq!(claim(store, "node-a", T0 + 10).await.len(), 3);
+    let before: Vec<Delivery> = vec![
+        delivery(store, &tenant, &retried).await,
+        delivery(store, &tenant, &fresh).await,
+        delivery(store, &tenant, &stuck).await,
+    ];
+
+    store.release("node-b", &[retried.clone(), fresh.clone()]).await.unwrap();
+    assert_eq!(delivery(store, &tenant, &retried).await, before[0], "only the lease holder can release");
+
+    store.release("node-a", &[retried.clone(), fresh.clone()]).await.unwrap();
+    let given_back = |d: &Delivery, status| Delivery { status, lease_owner: None, lease_expires_at: None, ..d.clone() };
+    assert_eq!(
+        delivery(store, &tenant, &retried).await,
+        given_back(&before[0], DeliveryStatus::Failed),
+        "it had an attempt"
+    );
+    assert_eq!(delivery(store, &tenant, &fresh).await, given_back(&before[1], DeliveryStatus::Pending));
+    assert_eq!(delivery(store, &tenant, &stuck).await, before[2]);
+    store.release("node-a", &[]).await.unwrap();
+
+    assert_eq!(store.release_foreign_leases("node-a").await.unwrap(), 0, "node-a's own lease stays");
+    assert_eq!(store.release_foreign_leases("node-restarted").await.unwrap(), 1);
+    assert_eq!(delivery(store, &tenant, &stuck).await, given_back(&before[2], DeliveryStatus::Pending));
+    assert_eq!(claim(store, "node-restarted", T0 + 10).await.len(), 3, "everything released is due again at once");
+    assert_eq!(store.release_foreign_leases("node-restarted").await.unwrap(), 0);
+}
+
+async fn retry_delivery_is_refused_while_delivering(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let endpoint = add_endpoint(store, &tenant).await;
+    let id = publish(store, &tenant, "order.created", &[&endpoint], T0).await.deliveries[0].0.clone();
+
+    let mut leased = claim(store, "node-a", T0).await.remove(0).delivery;
+    assert_eq!(store.retry_delivery(&tenant.id, &id, T0 + 1).await.unwrap(), None, "in flight");
+    for attempt in 1..=3 {
+        let status = if attempt == 3 { DeliveryStatus::Dead } else { DeliveryStatus::Failed };
+        let mut result = outcome(&leased, status, T0 + attempt);
+        result.next_attempt_at = result.next_attempt_at.map(|_| T0 + attempt);
+        assert!(store.record_attempt("node-a", &result).await.unwrap());
+        if attempt < 3 {
+            leased = claim(store, "node-a", T0 + attempt).await.remove(0).delivery;
+        }
+    }
+    let dead = delivery(store, &tenant, &id).await;
+    assert_eq!((dead.status, dead.attempts), (DeliveryStatus::Dead, 3));
+
+    assert_eq!(store.retry_delivery(&other.id, &id, T0 + 999).await.unwrap(), None);
+    assert_eq!(store.retry_delivery(&tenant.id, "dlv_missing", T0 + 999).await.unwrap(), None);
+    let retried = store.retry_delivery(&tenant.id, &id, T0 + 999).await.unwrap().unwrap();
+    let expected = Delivery {
+        status: DeliveryStatus::Pending,
+        next_attempt_at: Some(T0 + 999),
+        schedule_offset: 3,
+        updated_at: T0 + 999,
+        ..dead.clone()
+    };
+    assert_eq!(retried, expected, "attempts and last_error stay, the schedule restarts");
+    assert_eq!(delivery(store, &tenant, &id).await, expected);
+
+    // A succeeded delivery can be sent again too.
+    let resent = claim(store, "node-a", T0 + 999).await.remove(0).delivery;
+    store.record_attempt("node-a", &outcome(&resent, DeliveryStatus::Succeeded, T0 + 1_000)).await.unwrap();
+    let again = store.retry_delivery(&tenant.id, &id, T0 + 2_000).await.unwrap().unwrap();
+    assert_eq!((again.status, again.schedule_offset, again.attempts), (DeliveryStatus::Pending, 4, 4));
+}
+
+async fn requeue_dead_by_ids_and_by_filter(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let first = add_endpoint(store, &tenant).await;
+    let second = add_endpoint(store, &tenant).await;
+    let first_a = publish(store, &tenant, "a.created", &[&first], T0).await.deliveries[0].0.clone();
+    let first_b = publish(store, &tenant, "b.created", &[&first], T0).await.deliveries[0].0.clone();
+    let second_a = publish(store, &tenant, "a.created", &[&second], T0).await.deliveries[0].0.clone();
+    let second_b = publish(store, &tenant, "b.created", &[&second], T0).await.deliveries[0].0.clone();
+    for job in claim(store, "node", T0).await {
+        store.record_attempt("node", &outcome(&job.delivery, DeliveryStatus::Dead, T0 + 1)).await.unwrap();
+    }
+    let alive = publish(store, &tenant, "a.created", &[&first], T0 + 2).await.deliveries[0].0.clone();
+
+    assert_eq!(store.requeue_dead(&other.id, &RequeueSelector::Ids(vec![first_a.clone()]), T0 + 10).await.unwrap(), 0);
+    let by_ids = RequeueSelector::Ids(vec![first_a.clone(), alive.clone(), "dlv_missing".into()]);
+    assert_eq!(store.requeue_dead(&tenant.id, &by_ids, T0 + 10).await.unwrap(), 1, "only dead letters move");
+    let requeued = delivery(store, &tenant, &first_a).await;
+    assert_eq!(
+        (requeued.status, requeued.next_attempt_at, requeued.updated_at),
+        (DeliveryStatus::Pending, Some(T0 + 10), T0 + 10)
+    );
+    assert_eq!((requeued.schedule_offset, requeued.attempts, requeued.last_error.as_deref()), (1, 1, Some("HTTP 500")));
+    assert_eq!(delivery(store, &tenant, &alive).await.updated_at, T0 + 2, "a live delivery is untouched");
+
+    let by_endpoint = RequeueSelector::Matching { endpoint_id: Some(second.id.clone()), event_type: None };
+    assert_eq!(store.requeue_dead(&other.id, &by_endpoint, T0 + 20).await.unwrap(), 0);
+    assert_eq!(store.requeue_dead(&tenant.id, &by_endpoint, T0 + 20).await.unwrap(), 2);
+    assert_eq!(delivery(store, &tenant, &second_a).await.status, DeliveryStatus::Pending);
+    assert_eq!(delivery(store, &tenant, &second_b).await.status, DeliveryStatus::Pending);
+    assert_eq!(delivery(store, &tenant, &first_b).await.status, DeliveryStatus::Dead);
+
+    let by_type =
+        RequeueSelector::Matching { endpoint_id: Some(first.id.clone()), event_type: Some("b.created".into()) };
+    assert_eq!(store.requeue_dead(&tenant.id, &by_type, T0 + 30).await.unwrap(), 1);
+    assert_eq!(delivery(store, &tenant, &first_b).await.status, DeliveryStatus::Pending);
+    let everything = RequeueSelector::Matching { endpoint_id: None, event_type: None };
+    assert_eq!(store.requeue_dead(&tenant.id, &everything, T0 + 40).await.unwrap(), 0, "nothing dead is left");
+
+    // Dead letters of a deleted endpoint stay dead: requeued, they could never be delivered.
+    store.delete_endpoint(&tenant.id, &first.id, T0 + 50).await.unwrap();
+    assert_eq!(delivery(store, &tenant, &first_b).await.status, DeliveryStatus::Dead);
+    assert_eq!(store.requeue_dead(&tenant.id, &everything, T0 + 60).await.unwrap(), 0);
+    assert_eq!(store.requeue_dead(&tenant.id, &RequeueSelector::Ids(vec![first_b.clone()]), T0 + 60).await.unwrap(), 0);
+}
+
+async fn next_due_at_follows_waiting_deliveries_and_leases(store: &dyn Store, _url: &str) {
+    assert_eq!(store.next_due_at().await.unwrap(), None);
+    let tenant = new_tenant(store).await;
+    let active = add_endpoint(store, &tenant).await;
+    let paused = add_endpoint_with_status(store, &tenant, EndpointStatus::Paused).await;
+    publish(store, &tenant, "order.created", &[&paused], T0 + 1_000).await;
+    assert_eq!(store.next_due_at().await.unwrap(), None, "a paused endpoint's deliveries do not wake the dispatcher");
+
+    publish(store, &tenant, "order.created", &[&active], T0 + 5_000).await;
+    publish(store, &tenant, "order.created", &[&active], T0 + 9_000).await;
+    assert_eq!(store.next_due_at().await.unwrap(), Some(T0 + 5_000));
+
+    let leased = store.claim_due("node", T0 + 5_000, T0 + 8_000, 1).await.unwrap().remove(0).delivery;
+    assert_eq!(store.next_due_at().await.unwrap(), Some(T0 + 8_000), "a lease is due when it expires");
+
+    let mut failure = outcome(&leased, DeliveryStatus::Failed, T0 + 5_000);
+    failure.next_attempt_at = Some(T0 + 20_000);
+    store.record_attempt("node", &failure).await.unwrap();
+    assert_eq!(store.next_due_at().await.unwrap(), Some(T0 + 9_000));
+    let last = claim(store, "node", T0 + 9_000).await.remove(0).delivery;
+    store.record_attempt("node", &outcome(&last, DeliveryStatus::Succeeded, T0 + 9_000)).await.unwrap();
+    assert_eq!(store.next_due_at().await.unwrap(), Some(T0 + 20_000), "a failed delivery waits for its retry");
+}
+
+async fn audit_log_appends_and_pages(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let tenant_id = tenant.id.as_str();
+    let other = new_tenant(store).await;
+    let entry = |tenant_id: Option<&str>, action: &str| AuditEntry {
+        id: new_id("aud"),
+        tenant_id: tenant_id.map(str::to_string),
+        actor: "key_123".into(),
+        action: action.into(),
+        resource_type: "endpoint".into(),
+        resource_id: "ep_1".into(),
+        details: json!({"changed": ["url", "retry"], "nested": {"n": 1.5, "none": null}}),
+        at: T0,
+    };
+    let mut ours = Vec::new();
+    for action in ["endpoint.create", "endpoint.update", "endpoint.delete"] {
+        let e = entry(Some(&tenant.id), action);
+        store.append_audit(&e).await.unwrap();
+        ours.push(e);
+    }
+    store.append_audit(&entry(Some(&other.id), "endpoint.create")).await.unwrap();
+    store.append_audit(&entry(None, "tenant.create")).await.unwrap();
+    let duplicate = store.append_audit(&ours[0]).await;
+    assert!(matches!(duplicate, Err(StoreError::Conflict(_))), "{duplicate:?}");
+
+    ours.reverse();
+    assert_eq!(store.list_audit(&tenant.id, &page(10)).await.unwrap(), ours, "newest first, details intact");
+    let pages = all_pages(
+        2,
+        |e: &AuditEntry| e.id.clone(),
+        |page| async move { store.list_audit(tenant_id, &page).await.unwrap() },
+    )
+    .await;
+    assert_eq!(pages, vec![ours[..2].to_vec(), ours[2..].to_vec()]);
+    assert_eq!(store.list_audit(&other.id, &page(10)).await.unwrap().len(), 1);
+}
+
+async fn database_refuses_to_change_history(store: &dyn Store, url: &str) {
+    let tenant = new_tenant(store).await;
+    let endpoint = add_endpoint(store, &tenant).await;
+    let new = publish(store, &tenant, "order.created", &[&endpoint], T0).await;
+    let leased = claim(store, "node", T0).await.remove(0).delivery;
+    store.record_attempt("node", &outcome(&leased, DeliveryStatus::Succeeded, T0)).await.unwrap();
+    let audit = AuditEntry {
+        id: new_id("aud"),
+        tenant_id: Some(tenant.id.clone()),
+        actor: "admin".into(),
+        action: "tenant.create".into(),
+        resource_type: "tenant".into(),
+        resource_id: tenant.id.clone(),
+        details: json!({}),
+        at: T0,
+    };
+    store.append_audit(&audit).await.unwrap();
+
+    let raw = raw_pool(url).await;
+    for statement in [
+        "UPDATE events SET event_type = 'forged'",
+        "UPDATE attempts SET status_code = 299",
+        "UPDATE audit_log SET actor = 'someone else'",
+        "DELETE FROM audit_log",
+    ] {
+        let refused = sqlx::query(statement).execute(&raw).await;
+        assert!(refused.is_err(), "`{statement}` must be refused");
+    }
+    raw.close().await;
+
+    assert_eq!(store.get_event(&tenant.id, &new.event.id).await.unwrap(), Some(new.event.clone()));
+    assert_eq!(store.list_attempts(&tenant.id, &leased.id).await.unwrap()[0].status_code, Some(200));
+    assert_eq!(store.list_audit(&tenant.id, &page(10)).await.unwrap(), vec![audit]);
+}
+
+async fn other_tenants_see_nothing(store: &dyn Store, _url: &str) {
+    let owner = new_tenant(store).await;
+    let intruder = new_tenant(store).await;
+    let endpoint = add_endpoint(store, &owner).await;
+    store.register_event_type(&owner.id, "order.created", "", T0).await.unwrap();
+    let new = publish(store, &owner, "order.created", &[&endpoint], T0).await;
+    let leased = claim(store, "node", T0).await.remove(0).delivery;
+    store.record_attempt("node", &outcome(&leased, DeliveryStatus::Dead, T0)).await.unwrap();
+    let key = ApiKey {
+        id: new_id("key"),
+        tenant_id: owner.id.clone(),
+        name: "k".into(),
+        prefix: "sy_".into(),
+        key_hash: new_id("hash"),
+        created_at: T0,
+        revoked_at: None,
+    };
+    store.create_api_key(&key).await.unwrap();
+    let audit = AuditEntry {
+        id: new_id("aud"),
+        tenant_id: Some(owner.id.clone()),
+        actor: "admin".into(),
+        action: "endpoint.create".into(),
+        resource_type: "endpoint".into(),
+        resource_id: endpoint.id.clone(),
+        details: json!({"url": endpoint.url}),
+        at: T0,
+    };
+    store.append_audit(&audit).await.unwrap();
+    let endpoint_before = store.get_endpoint(&owner.id, &endpoint.id).await.unwrap().unwrap();
+    let delivery_before = delivery(store, &owner, &leased.id).await;
+
+    let them = intruder.id.as_str();
+    let all = Page { cursor: None, limit: 100 };
+    assert_eq!(store.get_endpoint(them, &endpoint.id).await.unwrap(), None);
+    assert!(store.list_endpoints(them, &EndpointFilter::default(), &all).await.unwrap().is_empty());
+    let moved = Endpoint { tenant_id: intruder.id.clone(), description: "mine now".into(), ..endpoint.clone() };
+    assert!(!store.update_endpoint(&moved).await.unwrap());
+    assert!(!store.set_endpoint_status(them, &endpoint.id, EndpointStatus::Paused, None, T0).await.unwrap());
+    assert!(!store.replace_subscriptions(them, &endpoint.id, &[], T0).await.unwrap());
+    assert!(!store.delete_endpoint(them, &endpoint.id, T0).await.unwrap());
+    assert!(store.active_endpoints(them).await.unwrap().is_empty());
+    assert!(store.list_secrets(them, &endpoint.id).await.unwrap().is_empty());
+    assert_eq!(store.rotate_secret(them, &endpoint.id, &new_secret("x"), T0 + 1, T0).await.unwrap(), None);
+    assert!(store.list_event_types(them, &all).await.unwrap().is_empty());
+    assert_eq!(store.get_event(them, &new.event.id).await.unwrap(), None);
+    assert!(store.list_events(them, &EventFilter::default(), &all).await.unwrap().is_empty());
+    assert_eq!(store.get_delivery(them, &leased.id).await.unwrap(), None);
+    let for_endpoint = DeliveryFilter { endpoint_id: Some(endpoint.id.clone()), ..Default::default() };
+    assert!(store.list_deliveries(them, &for_endpoint, &all).await.unwrap().is_empty());
+    assert!(store.list_attempts(them, &leased.id).await.unwrap().is_empty());
+    assert_eq!(store.retry_delivery(them, &leased.id, T0).await.unwrap(), None);
+    assert_eq!(store.requeue_dead(them, &RequeueSelector::Ids(vec![leased.id.clone()]), T0).await.unwrap(), 0);
+    let matching = RequeueSelector::Matching { endpoint_id: Some(endpoint.id.clone()), event_type: None };
+    assert_eq!(store.requeue_dead(them, &matching, T0).await.unwrap(), 0);
+    assert!(store.list_api_keys(them, &all).await.unwrap().is_empty());
+    assert!(!store.revoke_api_key(them, &key.id, T0).await.unwrap());
+    assert!(store.list_audit(them, &all).await.unwrap().is_empty());
+
+    assert_eq!(store.get_endpoint(&owner.id, &endpoint.id).await.unwrap(), Some(endpoint_before));
+    assert_eq!(store.list_secrets(&owner.id, &endpoint.id).await.unwrap().len(), 1);
+    assert_eq!(delivery(store, &owner, &leased.id).await, delivery_before);
+    assert_eq!(store.find_api_key(&key.key_hash).await.unwrap(), Some(key));
+}
