@@ -1,7 +1,9 @@
 //! Endpoint signing secrets: generation, and AES-256-GCM encryption at rest under the master key.
 //!
-//! A sealed secret is `nonce (12 bytes) ‖ ciphertext+tag`. The endpoint id and secret version are bound in as
-//! associated data, so a ciphertext copied onto another endpoint's row fails to open instead of signing for it.
+//! A sealed secret is `nonce (12 bytes) ‖ ciphertext+tag`. The endpoint id and the secret's own id are bound in
+//! as associated data, so a ciphertext copied onto another row fails to open instead of signing for it. The id
+//! (not the version number) is bound because the caller chooses it before sealing, while the store assigns
+//! versions; concurrent rotations therefore cannot seal under a number the store then gives to another secret.
 
 use std::fmt;
 use std::path::Path;
@@ -106,9 +108,9 @@ pub fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// Associated data binding a sealed secret to its endpoint and version.
-pub fn secret_aad(endpoint_id: &str, version: i64) -> String {
-    format!("{endpoint_id}:{version}")
+/// Associated data binding a sealed secret to its endpoint and its own id.
+pub fn secret_aad(endpoint_id: &str, secret_id: &str) -> String {
+    format!("{endpoint_id}:{secret_id}")
 }
 
 /// A new signing secret in the Standard Webhooks form `whsec_<base64 of 32 random bytes>`.

@@ -1,0 +1,237 @@
+//! An in-memory [`Store`] with just the dispatcher's side, for exercising the dispatch loop (leases lost, store
+//! errors, shutdown) in ways a real database makes awkward to provoke. The SQL store's own behaviour is covered
+//! by the store conformance suite and the end-to-end dispatcher test.
+
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use crate::model::{
+    ApiKey, Attempt, AuditEntry, Delivery, DeliveryStatus, Endpoint, EndpointSecret, EndpointStatus, Event, EventType,
+    Millis, Subscription, Tenant,
+};
+use crate::store::{
+    AttemptOutcome, DeliveryFilter, DispatchJob, EndpointFilter, EventFilter, NewEvent, NewSecret, Page, Published,
+    RequeueSelector, Store, StoreError, StoreResult,
+};
+
+#[derive(Default)]
+pub struct FakeState {
+    /// Waiting deliveries, due at `delivery.next_attempt_at`.
+    pub waiting: Vec<DispatchJob>,
+    pub leased: Vec<DispatchJob>,
+    pub secrets: Vec<EndpointSecret>,
+    pub recorded: Vec<AttemptOutcome>,
+    pub released: Vec<String>,
+    /// `record_attempt` answers "lease lost" while set.
+    pub lose_leases: bool,
+    /// This many upcoming `claim_due` calls fail.
+    pub failing_claims: usize,
+    pub claim_calls: usize,
+}
+
+#[derive(Default)]
+pub struct FakeStore {
+    pub state: Mutex<FakeState>,
+}
+
+impl FakeStore {
+    pub fn with(f: impl FnOnce(&mut FakeState)) -> Self {
+        let store = Self::default();
+        f(&mut store.state.lock().unwrap());
+        store
+    }
+
+    pub fn outcomes(&self) -> Vec<String> {
+        self.state.lock().unwrap().recorded.iter().map(|o| o.attempt.outcome.clone()).collect()
+    }
+}
+
+fn unused<T>() -> StoreResult<T> {
+    Err(StoreError::Corrupt("not part of the fake dispatcher store".into()))
+}
+
+#[async_trait]
+impl Store for FakeStore {
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: Millis,
+        lease_until: Millis,
+        limit: i64,
+    ) -> StoreResult<Vec<DispatchJob>> {
+        let mut state = self.state.lock().unwrap();
+        state.claim_calls += 1;
+        if state.failing_claims > 0 {
+            state.failing_claims -= 1;
+            return Err(StoreError::Corrupt("injected claim failure".into()));
+        }
+        let mut claimed = Vec::new();
+        let mut index = 0;
+        while index < state.waiting.len() && (claimed.len() as i64) < limit {
+            if state.waiting[index].delivery.next_attempt_at.is_some_and(|at| at <= now) {
+                let mut job = state.waiting.remove(index);
+                job.delivery.status = DeliveryStatus::Delivering;
+                job.delivery.lease_owner = Some(owner.to_string());
+                job.delivery.lease_expires_at = Some(lease_until);
+                claimed.push(job);
+            } else {
+                index += 1;
+            }
+        }
+        state.leased.extend(claimed.iter().cloned());
+        Ok(claimed)
+    }
+
+    async fn record_attempt(&self, _owner: &str, outcome: &AttemptOutcome) -> StoreResult<bool> {
+        let mut state = self.state.lock().unwrap();
+        let Some(position) = state.leased.iter().position(|j| j.delivery.id == outcome.attempt.delivery_id) else {
+            return Ok(false);
+        };
+        if state.lose_leases {
+            return Ok(false);
+        }
+        let mut job = state.leased.remove(position);
+        job.delivery.attempts = outcome.attempt.attempt_number;
+        job.delivery.status = outcome.status;
+        job.delivery.next_attempt_at = outcome.next_attempt_at;
+        job.delivery.lease_owner = None;
+        if outcome.status == DeliveryStatus::Failed {
+            state.waiting.push(job);
+        }
+        state.recorded.push(outcome.clone());
+        Ok(true)
+    }
+
+    async fn release(&self, _owner: &str, delivery_ids: &[String]) -> StoreResult<()> {
+        let mut state = self.state.lock().unwrap();
+        state.released.extend(delivery_ids.iter().cloned());
+        let (back, kept): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut state.leased).into_iter().partition(|j| delivery_ids.contains(&j.delivery.id));
+        state.leased = kept;
+        state.waiting.extend(back);
+        Ok(())
+    }
+
+    async fn next_due_at(&self) -> StoreResult<Option<Millis>> {
+        Ok(self.state.lock().unwrap().waiting.iter().filter_map(|j| j.delivery.next_attempt_at).min())
+    }
+
+    async fn signing_secrets(&self, endpoint_id: &str, _at: Millis) -> StoreResult<Vec<EndpointSecret>> {
+        Ok(self.state.lock().unwrap().secrets.iter().filter(|s| s.endpoint_id == endpoint_id).cloned().collect())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+    async fn get_meta(&self, _: &str) -> StoreResult<Option<String>> {
+        unused()
+    }
+    async fn put_meta(&self, _: &str, _: &str) -> StoreResult<()> {
+        unused()
+    }
+    async fn create_tenant(&self, _: &Tenant) -> StoreResult<()> {
+        unused()
+    }
+    async fn get_tenant(&self, _: &str) -> StoreResult<Option<Tenant>> {
+        unused()
+    }
+    async fn list_tenants(&self, _: &Page) -> StoreResult<Vec<Tenant>> {
+        unused()
+    }
+    async fn create_api_key(&self, _: &ApiKey) -> StoreResult<()> {
+        unused()
+    }
+    async fn list_api_keys(&self, _: &str, _: &Page) -> StoreResult<Vec<ApiKey>> {
+        unused()
+    }
+    async fn revoke_api_key(&self, _: &str, _: &str, _: Millis) -> StoreResult<bool> {
+        unused()
+    }
+    async fn find_api_key(&self, _: &str) -> StoreResult<Option<ApiKey>> {
+        unused()
+    }
+    async fn create_endpoint(&self, _: &Endpoint, _: &NewSecret) -> StoreResult<()> {
+        unused()
+    }
+    async fn get_endpoint(&self, _: &str, _: &str) -> StoreResult<Option<Endpoint>> {
+        unused()
+    }
+    async fn list_endpoints(&self, _: &str, _: &EndpointFilter, _: &Page) -> StoreResult<Vec<Endpoint>> {
+        unused()
+    }
+    async fn update_endpoint(&self, _: &Endpoint) -> StoreResult<bool> {
+        unused()
+    }
+    async fn delete_endpoint(&self, _: &str, _: &str, _: Millis) -> StoreResult<bool> {
+        unused()
+    }
+    async fn set_endpoint_status(
+        &self,
+        _: &str,
+        _: &str,
+        _: EndpointStatus,
+        _: Option<&str>,
+        _: Millis,
+    ) -> StoreResult<bool> {
+        unused()
+    }
+    async fn replace_subscriptions(&self, _: &str, _: &str, _: &[Subscription], _: Millis) -> StoreResult<bool> {
+        unused()
+    }
+    async fn active_endpoints(&self, _: &str) -> StoreResult<Vec<Endpoint>> {
+        unused()
+    }
+    async fn list_secrets(&self, _: &str, _: &str) -> StoreResult<Vec<EndpointSecret>> {
+        unused()
+    }
+    async fn rotate_secret(
+        &self,
+        _: &str,
+        _: &str,
+        _: &NewSecret,
+        _: Millis,
+        _: Millis,
+    ) -> StoreResult<Option<EndpointSecret>> {
+        unused()
+    }
+    async fn register_event_type(&self, _: &str, _: &str, _: &str, _: Millis) -> StoreResult<EventType> {
+        unused()
+    }
+    async fn list_event_types(&self, _: &str, _: &Page) -> StoreResult<Vec<EventType>> {
+        unused()
+    }
+    async fn publish(&self, _: &[NewEvent]) -> StoreResult<Vec<Published>> {
+        unused()
+    }
+    async fn get_event(&self, _: &str, _: &str) -> StoreResult<Option<Event>> {
+        unused()
+    }
+    async fn list_events(&self, _: &str, _: &EventFilter, _: &Page) -> StoreResult<Vec<Event>> {
+        unused()
+    }
+    async fn get_delivery(&self, _: &str, _: &str) -> StoreResult<Option<Delivery>> {
+        unused()
+    }
+    async fn list_deliveries(&self, _: &str, _: &DeliveryFilter, _: &Page) -> StoreResult<Vec<Delivery>> {
+        unused()
+    }
+    async fn list_attempts(&self, _: &str, _: &str) -> StoreResult<Vec<Attempt>> {
+        unused()
+    }
+    async fn retry_delivery(&self, _: &str, _: &str, _: Millis) -> StoreResult<Option<Delivery>> {
+        unused()
+    }
+    async fn requeue_dead(&self, _: &str, _: &RequeueSelector, _: Millis) -> StoreResult<u64> {
+        unused()
+    }
+    async fn release_foreign_leases(&self, _: &str) -> StoreResult<u64> {
+        unused()
+    }
+    async fn append_audit(&self, _: &AuditEntry) -> StoreResult<()> {
+        unused()
+    }
+    async fn list_audit(&self, _: &str, _: &Page) -> StoreResult<Vec<AuditEntry>> {
+        unused()
+    }
+}

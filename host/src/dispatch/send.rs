@@ -1,0 +1,224 @@
+//! The HTTP side of an attempt: the shared client, the request's headers, and a bounded read of the answer.
+//!
+//! Nothing here decides what an answer means (see `outcome`) or touches the store.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use reqwest::{redirect, Client};
+
+use super::outcome::{self, FailureKind, Verdict};
+use crate::config::MAX_ENDPOINT_TIMEOUT;
+use crate::model::Endpoint;
+
+/// At most this much of a response body is read and kept: enough to debug a rejection, bounded so a receiver
+/// cannot make us buffer an arbitrarily large answer.
+pub const MAX_RESPONSE_BODY: usize = 4096;
+/// Recorded error texts are cut to this many characters.
+pub const MAX_ERROR_CHARS: usize = 500;
+
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// The one client every attempt shares, so connections to a receiver are kept alive and reused. Redirects are
+/// never followed: that would send signed payloads to a URL the tenant did not configure.
+pub fn http_client() -> Client {
+    Client::builder()
+        .redirect(redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_keepalive(Duration::from_secs(60))
+        .build()
+        .expect("a client with static settings and bundled TLS roots builds")
+}
+
+/// Headers Switchyard sets or that frame the request. A tenant's custom header by one of these names is
+/// dropped: it must never replace a signature, and a stray `transfer-encoding` or `host` would corrupt the
+/// request itself. The API rejects most of these already; this is the sender's own guarantee.
+pub fn is_reserved_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    const EXACT: &[&str] = &[
+        "content-type",
+        "content-length",
+        "host",
+        "user-agent",
+        "idempotency-key",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+    ];
+    EXACT.contains(&name.as_str())
+        || name.starts_with("webhook-")
+        || name.starts_with("switchyard-")
+        || name.starts_with("proxy-")
+}
+
+/// All headers of one attempt: the endpoint's custom ones first, then ours, which always win.
+pub fn request_headers(endpoint: &Endpoint, event_id: &str, signature: Vec<(&'static str, String)>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in &endpoint.headers {
+        if is_reserved_header(name) {
+            continue;
+        }
+        // Validated by the API on write; an invalid pair read back from the database is skipped, not fatal.
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
+            headers.append(name, value);
+        }
+    }
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(USER_AGENT, HeaderValue::from_static(concat!("Switchyard/", env!("CARGO_PKG_VERSION"))));
+    if let Ok(value) = HeaderValue::try_from(event_id) {
+        headers.insert(IDEMPOTENCY_KEY, value);
+    }
+    for (name, value) in signature {
+        // Signature values are ids, digits, base64 and hex; `try_from` only guards against an odd event id.
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    headers
+}
+
+/// The endpoint's timeout as used for a request: at least 1 ms, at most the longest a lease allows for.
+pub fn request_timeout(endpoint: &Endpoint) -> Duration {
+    Duration::from_millis(u64::try_from(endpoint.timeout_ms).unwrap_or(0))
+        .clamp(Duration::from_millis(1), MAX_ENDPOINT_TIMEOUT)
+}
+
+/// What came back from one request.
+#[derive(Debug, Clone, Default)]
+pub struct Answer {
+    /// None when no status line arrived.
+    pub status: Option<u16>,
+    pub retry_after: Option<String>,
+    /// The first [`MAX_RESPONSE_BODY`] bytes as text; None when no status line arrived.
+    pub body: Option<String>,
+    /// Set when the request or the body read failed, with a short description (no URL, no payload).
+    pub failure: Option<(FailureKind, String)>,
+    pub duration: Duration,
+}
+
+impl Answer {
+    /// A failure that happened before any request was made (e.g. the secret could not be decrypted).
+    pub fn local_failure(text: &str) -> Self {
+        Self { failure: Some((FailureKind::Other, truncate_chars(text, MAX_ERROR_CHARS))), ..Self::default() }
+    }
+
+    pub fn verdict(&self, now: SystemTime) -> Verdict {
+        let retry_after = self.retry_after.as_deref();
+        match (&self.failure, self.status) {
+            (Some((kind, _)), _) => outcome::classify_failure(*kind, retry_after, now),
+            (None, Some(status)) => outcome::classify_status(status, retry_after, now),
+            (None, None) => outcome::classify_failure(FailureKind::Other, retry_after, now),
+        }
+    }
+
+    pub fn error_text(&self) -> Option<String> {
+        self.failure.as_ref().map(|(_, text)| text.clone())
+    }
+}
+
+/// POSTs `body` and reads at most [`MAX_RESPONSE_BODY`] bytes of the answer. `timeout` bounds everything from
+/// connecting to the last byte read.
+pub async fn send(client: &Client, url: &str, headers: HeaderMap, body: Vec<u8>, timeout: Duration) -> Answer {
+    let started = Instant::now();
+    let mut response = match client.post(url).headers(headers).body(body).timeout(timeout).send().await {
+        Ok(response) => response,
+        Err(e) => {
+            return Answer { failure: Some(describe(e, timeout)), duration: started.elapsed(), ..Answer::default() }
+        }
+    };
+    let status = response.status().as_u16();
+    let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let mut kept = Vec::new();
+    let mut failure = None;
+    while kept.len() < MAX_RESPONSE_BODY {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = MAX_RESPONSE_BODY - kept.len();
+                kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                failure = Some(describe(e, timeout));
+                break;
+            }
+        }
+    }
+    // Dropping the response here abandons whatever is left unread, which is the point of the cap.
+    drop(response);
+    Answer { status: Some(status), retry_after, body: Some(body_text(&kept)), failure, duration: started.elapsed() }
+}
+
+fn describe(error: reqwest::Error, timeout: Duration) -> (FailureKind, String) {
+    // The URL may carry a token in its query string; it is on the endpoint already and stays out of the record.
+    let error = error.without_url();
+    let (kind, text) = if error.is_timeout() {
+        (FailureKind::Timeout, format!("timed out after {} ms", timeout.as_millis()))
+    } else if error.is_connect() {
+        (FailureKind::Connect, format!("connection failed: {}", error_chain(&error)))
+    } else if error.is_body() || error.is_decode() {
+        (FailureKind::Other, format!("reading the response failed: {}", error_chain(&error)))
+    } else {
+        (FailureKind::Other, format!("request failed: {}", error_chain(&error)))
+    };
+    (kind, truncate_chars(&text, MAX_ERROR_CHARS))
+}
+
+/// The error with its causes, because reqwest's own message ("error sending request") hides the useful part.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
+}
+
+/// The kept bytes as text: a multi-byte character cut by the cap is dropped rather than shown as garbage,
+/// other invalid UTF-8 is replaced, and the result never exceeds [`MAX_RESPONSE_BODY`] bytes.
+pub fn body_text(bytes: &[u8]) -> String {
+    let bytes = if bytes.len() >= MAX_RESPONSE_BODY { without_cut_char(bytes) } else { bytes };
+    let mut text = String::from_utf8_lossy(bytes).into_owned();
+    if text.len() > MAX_RESPONSE_BODY {
+        let mut end = MAX_RESPONSE_BODY;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+fn without_cut_char(bytes: &[u8]) -> &[u8] {
+    for back in 1..=bytes.len().min(4) {
+        let byte = bytes[bytes.len() - back];
+        if byte & 0xC0 != 0x80 {
+            let width = match byte {
+                0xC0..=0xDF => 2,
+                0xE0..=0xEF => 3,
+                0xF0..=0xF7 => 4,
+                _ => 1,
+            };
+            return if width > back { &bytes[..bytes.len() - back] } else { bytes };
+        }
+    }
+    bytes
+}
+
+pub fn truncate_chars(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => text[..end].to_string(),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+#[path = "send_tests.rs"]
+mod tests;

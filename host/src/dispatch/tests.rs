@@ -1,0 +1,327 @@
+//! The dispatch loop against an in-memory store and a real local receiver: retries, dead letters, 410, secret
+//! failures, lost leases, store errors, concurrency, wake-ups and graceful shutdown.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use serde_json::value::RawValue;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::fake_store::{FakeState, FakeStore};
+use super::outcome::GONE_REASON;
+use super::{Dispatcher, Settings, UNDECRYPTABLE_SECRET};
+use crate::model::{
+    Delivery, DeliveryStatus, Endpoint, EndpointSecret, EndpointStatus, Event, SecretStatus, SignatureScheme,
+};
+use crate::secrets::{secret_aad, MasterKey};
+use crate::signing;
+use crate::store::DispatchJob;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn key() -> MasterKey {
+    MasterKey::parse(&"ab".repeat(32)).unwrap()
+}
+
+fn settings() -> Settings {
+    Settings {
+        concurrency: 4,
+        lease: Duration::from_secs(60),
+        poll_interval: Duration::from_millis(50),
+        max_retry_after: Duration::from_secs(3600),
+        shutdown_grace: Duration::from_secs(5),
+        error_backoff: Duration::from_millis(50),
+    }
+}
+
+/// A receiver answering with queued status codes (then 200), after `delay`.
+#[derive(Clone, Default)]
+pub(super) struct Receiver {
+    pub answers: Arc<Mutex<VecDeque<u16>>>,
+    pub delay: Duration,
+    pub requests: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
+    pub active: Arc<AtomicUsize>,
+    pub most_active: Arc<AtomicUsize>,
+}
+
+impl Receiver {
+    pub fn answering(codes: &[u16]) -> Self {
+        Self { answers: Arc::new(Mutex::new(codes.iter().copied().collect())), ..Self::default() }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
+    pub async fn serve(&self) -> String {
+        async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+            r.requests.lock().unwrap().push((headers, body));
+            let now = r.active.fetch_add(1, Ordering::SeqCst) + 1;
+            r.most_active.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(r.delay).await;
+            r.active.fetch_sub(1, Ordering::SeqCst);
+            let code = r.answers.lock().unwrap().pop_front().unwrap_or(200);
+            StatusCode::from_u16(code).unwrap()
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let router = Router::new().route("/hook", post(receive)).with_state(self.clone());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        format!("http://{address}/hook")
+    }
+}
+
+fn job(n: usize, url: &str, schedule: Option<Vec<i64>>, max_attempts: Option<i64>) -> DispatchJob {
+    let endpoint = Endpoint {
+        id: "ep_1".into(),
+        tenant_id: "ten_1".into(),
+        url: url.into(),
+        description: String::new(),
+        status: EndpointStatus::Active,
+        status_reason: None,
+        timeout_ms: 30_000,
+        headers: BTreeMap::new(),
+        retry_schedule_ms: schedule,
+        max_attempts,
+        signature_scheme: SignatureScheme::Standard,
+        metadata: BTreeMap::new(),
+        subscriptions: Vec::new(),
+        created_at: 0,
+        updated_at: 0,
+    };
+    let event = Event {
+        id: format!("evt_{n}"),
+        tenant_id: "ten_1".into(),
+        event_type: "payment.succeeded".into(),
+        data: RawValue::from_string(format!(r#"{{"n":{n}}}"#)).unwrap(),
+        idempotency_key: None,
+        received_at: 1_700_000_000_000,
+    };
+    let delivery = Delivery {
+        id: format!("dlv_{n}"),
+        tenant_id: "ten_1".into(),
+        event_id: event.id.clone(),
+        endpoint_id: endpoint.id.clone(),
+        event_type: event.event_type.clone(),
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        schedule_offset: 0,
+        next_attempt_at: Some(0),
+        lease_owner: None,
+        lease_expires_at: None,
+        last_status_code: None,
+        last_error: None,
+        created_at: 0,
+        updated_at: 0,
+    };
+    DispatchJob { delivery, event, endpoint }
+}
+
+fn secret(sealed_with: &MasterKey) -> EndpointSecret {
+    EndpointSecret {
+        id: "sec_1".into(),
+        endpoint_id: "ep_1".into(),
+        tenant_id: "ten_1".into(),
+        version: 1,
+        status: SecretStatus::Active,
+        ciphertext: sealed_with.seal(SECRET.as_bytes(), &secret_aad("ep_1", "sec_1")),
+        hint: "whsec_MfKQ…".into(),
+        created_at: 0,
+        expires_at: None,
+    }
+}
+
+fn store(jobs: Vec<DispatchJob>, f: impl FnOnce(&mut FakeState)) -> Arc<FakeStore> {
+    Arc::new(FakeStore::with(|state| {
+        state.waiting = jobs;
+        state.secrets.push(secret(&key()));
+        f(state);
+    }))
+}
+
+struct Running {
+    stop: CancellationToken,
+    wakeup: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+fn start(store: &Arc<FakeStore>, settings: Settings) -> Running {
+    let stop = CancellationToken::new();
+    let wakeup = Arc::new(Notify::new());
+    let dispatcher = Dispatcher::new(store.clone(), key(), settings, "node_test".into(), wakeup.clone());
+    let task = tokio::spawn(dispatcher.run(stop.clone()));
+    Running { stop, wakeup, task }
+}
+
+impl Running {
+    /// Stops the dispatcher and returns how long it took to return.
+    async fn stop(self) -> Duration {
+        let started = Instant::now();
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(20), self.task).await.expect("dispatcher returns").unwrap();
+        started.elapsed()
+    }
+}
+
+pub(super) async fn eventually(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn failed_attempt_is_retried_per_schedule_then_succeeds() {
+    let receiver = Receiver::answering(&[500, 200]);
+    let url = receiver.serve().await;
+    let store = store(vec![job(1, &url, Some(vec![150]), None)], |_| {});
+    let running = start(&store, settings());
+    eventually("two attempts", || store.outcomes().len() == 2).await;
+    running.stop().await;
+
+    assert_eq!(store.outcomes(), ["retry", "succeeded"]);
+    let state = store.state.lock().unwrap();
+    let (first, second) = (&state.recorded[0], &state.recorded[1]);
+    assert_eq!((first.attempt.attempt_number, second.attempt.attempt_number), (1, 2));
+    assert_eq!((first.attempt.status_code, second.attempt.status_code), (Some(500), Some(200)));
+    assert_eq!(first.status, DeliveryStatus::Failed);
+    let finished = first.attempt.started_at + first.attempt.duration_ms;
+    let wait = first.next_attempt_at.unwrap() - finished;
+    assert!((115..=185).contains(&wait), "150 ms ± 20 % jitter, got {wait}");
+    assert!(second.attempt.started_at >= first.next_attempt_at.unwrap());
+    assert_eq!((second.status, second.next_attempt_at), (DeliveryStatus::Succeeded, None));
+
+    // Both requests name the event, and each is signed for its own attempt time.
+    for (headers, body) in receiver.requests.lock().unwrap().iter() {
+        let get = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_string();
+        assert_eq!(get("webhook-id"), "evt_1");
+        assert_eq!(get("idempotency-key"), "evt_1");
+        let timestamp: i64 = get("webhook-timestamp").parse().unwrap();
+        assert!(signing::verify_standard(SECRET, "evt_1", timestamp, body, &get("webhook-signature")));
+        assert!(body.starts_with(br#"{"id":"evt_1","type":"payment.succeeded""#));
+    }
+}
+
+#[tokio::test]
+async fn exhausted_retries_and_refusals_are_dead_letters_and_410_disables() {
+    let receiver = Receiver::answering(&[503, 503, 422, 410]);
+    let url = receiver.serve().await;
+    let settings = Settings { concurrency: 1, ..settings() };
+    let store = store(vec![job(1, &url, Some(vec![50]), Some(2))], |_| {});
+    let running = start(&store, settings);
+    eventually("exhausted", || store.outcomes().len() == 2).await;
+    store.state.lock().unwrap().waiting.extend([job(2, &url, None, None), job(3, &url, None, None)]);
+    running.wakeup.notify_one();
+    eventually("refused and gone", || store.outcomes().len() == 4).await;
+    running.stop().await;
+
+    assert_eq!(store.outcomes(), ["retry", "dead", "dead", "gone"]);
+    let state = store.state.lock().unwrap();
+    assert!(state.recorded[1..].iter().all(|o| o.status == DeliveryStatus::Dead && o.next_attempt_at.is_none()));
+    assert_eq!(state.recorded[2].disable_endpoint, None);
+    assert_eq!(state.recorded[3].disable_endpoint.as_deref(), Some(GONE_REASON));
+}
+
+#[tokio::test]
+async fn undecryptable_secret_is_a_retryable_failure_without_a_request() {
+    let receiver = Receiver::default();
+    let url = receiver.serve().await;
+    let other_key = MasterKey::parse(&"cd".repeat(32)).unwrap();
+    let store = store(vec![job(1, &url, Some(vec![60_000]), None)], |state| state.secrets = vec![secret(&other_key)]);
+    let running = start(&store, settings());
+    eventually("an attempt", || !store.outcomes().is_empty()).await;
+    running.stop().await;
+
+    let state = store.state.lock().unwrap();
+    let recorded = &state.recorded[0];
+    assert_eq!(recorded.attempt.outcome, "retry");
+    assert_eq!(recorded.attempt.error.as_deref(), Some(UNDECRYPTABLE_SECRET));
+    assert_eq!((recorded.attempt.status_code, recorded.status), (None, DeliveryStatus::Failed));
+    assert_eq!(receiver.hits(), 0);
+}
+
+#[tokio::test]
+async fn lost_lease_and_store_errors_do_not_stop_the_loop() {
+    let receiver = Receiver::default();
+    let url = receiver.serve().await;
+    let store = store(vec![job(1, &url, None, None)], |state| {
+        state.failing_claims = 3;
+        state.lose_leases = true;
+    });
+    let started = Instant::now();
+    let running = start(&store, settings());
+    eventually("first delivery", || receiver.hits() == 1).await;
+    // Three failed claims, each followed by a 50 ms back-off.
+    assert!(started.elapsed() >= Duration::from_millis(140), "{:?}", started.elapsed());
+
+    store.state.lock().unwrap().lose_leases = false;
+    store.state.lock().unwrap().waiting.push(job(2, &url, None, None));
+    eventually("second delivery recorded", || store.outcomes() == ["succeeded"]).await;
+    running.stop().await;
+    assert_eq!(store.state.lock().unwrap().recorded[0].attempt.delivery_id, "dlv_2");
+}
+
+#[tokio::test]
+async fn concurrency_limit_holds() {
+    let receiver = Receiver { delay: Duration::from_millis(150), ..Receiver::default() };
+    let url = receiver.serve().await;
+    let jobs = (1..=5).map(|n| job(n, &url, None, None)).collect();
+    let store = store(jobs, |_| {});
+    let running = start(&store, Settings { concurrency: 2, ..settings() });
+    eventually("all delivered", || store.outcomes().len() == 5).await;
+    running.stop().await;
+    assert_eq!(receiver.most_active.load(Ordering::SeqCst), 2);
+    assert!(store.outcomes().iter().all(|o| o == "succeeded"));
+}
+
+#[tokio::test]
+async fn wakeup_claims_at_once_instead_of_waiting_for_the_poll() {
+    let receiver = Receiver::default();
+    let url = receiver.serve().await;
+    let store = store(Vec::new(), |_| {});
+    let running = start(&store, Settings { poll_interval: Duration::from_secs(60), ..settings() });
+    tokio::time::sleep(Duration::from_millis(100)).await; // Let it find nothing and go idle.
+    store.state.lock().unwrap().waiting.push(job(1, &url, None, None));
+    let woken = Instant::now();
+    running.wakeup.notify_one();
+    eventually("delivery after wake-up", || store.outcomes().len() == 1).await;
+    assert!(woken.elapsed() < Duration::from_secs(5));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_attempts_in_grace_finish() {
+    let receiver = Receiver { delay: Duration::from_millis(300), ..Receiver::default() };
+    let url = receiver.serve().await;
+    let store = store(vec![job(1, &url, None, None)], |_| {});
+    let running = start(&store, settings());
+    eventually("request in flight", || receiver.hits() == 1).await;
+    running.stop().await;
+    assert_eq!(store.outcomes(), ["succeeded"]);
+    assert!(store.state.lock().unwrap().released.is_empty());
+}
+
+#[tokio::test]
+async fn shutdown_gives_back_leases_of_attempts_past_grace() {
+    let receiver = Receiver { delay: Duration::from_secs(30), ..Receiver::default() };
+    let url = receiver.serve().await;
+    let store = store(vec![job(1, &url, None, None)], |_| {});
+    let running = start(&store, Settings { shutdown_grace: Duration::from_millis(200), ..settings() });
+    eventually("request in flight", || receiver.hits() == 1).await;
+    let took = running.stop().await;
+    assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(5), "{took:?}");
+    let state = store.state.lock().unwrap();
+    assert_eq!(state.released, ["dlv_1"]);
+    assert!(state.recorded.is_empty());
+    assert_eq!(state.waiting.len(), 1, "released back to waiting");
+}
