@@ -1,0 +1,93 @@
+//! Tenant API keys. The key text is returned once, at creation; only its hash and a short prefix are stored.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::auth::{generate_key, hash_key, Caller, KEY_PREFIX_LEN};
+use super::json::ApiJson;
+use super::pagination::{PageOf, Query};
+use super::{audit, validate, PathId};
+use crate::error::{ApiError, ApiResult};
+use crate::model::{new_id, now_millis, rfc3339, ApiKey};
+use crate::AppState;
+
+/// Tenant keys read `sy_<random>`.
+const TENANT_KEY_PREFIX: &str = "sy";
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api-keys", get(list).post(create)).route("/api-keys/{id}", delete(revoke))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    name: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeyView {
+    id: String,
+    name: String,
+    prefix: String,
+    created_at: String,
+    revoked_at: Option<String>,
+    /// Present only in the creation response.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+}
+
+impl From<ApiKey> for KeyView {
+    fn from(k: ApiKey) -> Self {
+        Self {
+            id: k.id,
+            name: k.name,
+            prefix: k.prefix,
+            created_at: rfc3339(k.created_at),
+            revoked_at: k.revoked_at.map(rfc3339),
+            key: None,
+        }
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateKey>,
+) -> ApiResult<(StatusCode, Json<KeyView>)> {
+    validate::name("name", &body.name)?;
+    let text = generate_key(TENANT_KEY_PREFIX);
+    let key = ApiKey {
+        id: new_id("key"),
+        tenant_id: caller.tenant_id.clone(),
+        name: body.name,
+        prefix: text.chars().take(KEY_PREFIX_LEN).collect(),
+        key_hash: hash_key(&text),
+        created_at: now_millis(),
+        revoked_at: None,
+    };
+    state.store.create_api_key(&key).await?;
+    let details = json!({ "name": key.name, "prefix": key.prefix });
+    audit::record(&state, &caller, "api_key.created", "api_key", &key.id, details).await;
+    let mut view = KeyView::from(key);
+    view.key = Some(text);
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+async fn list(State(state): State<AppState>, caller: Caller, mut query: Query) -> ApiResult<Json<PageOf<KeyView>>> {
+    let page = query.page()?;
+    query.finish()?;
+    let rows = state.store.list_api_keys(&caller.tenant_id, &page.store_page()).await?;
+    Ok(Json(page.respond(rows, |k| &k.id, KeyView::from)))
+}
+
+async fn revoke(State(state): State<AppState>, caller: Caller, PathId(id): PathId) -> ApiResult<StatusCode> {
+    if !state.store.revoke_api_key(&caller.tenant_id, &id, now_millis()).await? {
+        return Err(ApiError::NotFound("API key"));
+    }
+    audit::record(&state, &caller, "api_key.revoked", "api_key", &id, json!({})).await;
+    Ok(StatusCode::NO_CONTENT)
+}

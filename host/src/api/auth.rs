@@ -1,0 +1,173 @@
+//! API keys and who is calling. Keys are only ever stored and compared as SHA-256 hashes: a key is 32 random
+//! bytes, so a fast unsalted hash is enough to make a leaked table useless, and it lets the store look a key up
+//! by an indexed column.
+//!
+//! Handlers take [`AdminCaller`] (admin-only routes) or [`Caller`] (tenant-scoped routes) as an extractor.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::error::{ApiError, ApiResult};
+use crate::model::ApiKey;
+use crate::AppState;
+
+/// The header through which the admin key says which tenant it acts for.
+pub const TENANT_HEADER: &str = "Switchyard-Tenant";
+/// What an admin action is recorded as in the audit log.
+pub const ADMIN_ACTOR: &str = "admin";
+/// How many leading characters of a tenant key are kept in clear to tell keys apart.
+pub const KEY_PREFIX_LEN: usize = 10;
+
+/// Hex SHA-256 of a key's text.
+pub fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// A new key: `<prefix>_` followed by 32 random bytes in unpadded base64url, so it survives URLs, shells and
+/// config files unquoted.
+pub fn generate_key(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!("{prefix}_{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// The key of `Authorization: Bearer <key>`, if the header has that form.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    // Two Authorization headers are ambiguous; a proxy may have added one. Refuse rather than pick.
+    let (Some(value), None) = (values.next(), values.next()) else { return None };
+    let value = value.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Compares in time independent of where the inputs differ, so response timing reveals nothing about the admin
+/// key's hash.
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Who presented a valid key.
+#[derive(Debug, Clone)]
+enum Principal {
+    Admin,
+    Tenant(ApiKey),
+}
+
+async fn authenticate(parts: &Parts, state: &AppState) -> ApiResult<Principal> {
+    let token = bearer_token(&parts.headers).ok_or(ApiError::Unauthorized)?;
+    let hash = hash_key(token);
+    if constant_time_eq(&hash, &state.admin_key_hash) {
+        return Ok(Principal::Admin);
+    }
+    match state.store.find_api_key(&hash).await? {
+        Some(key) if key.revoked_at.is_none() => Ok(Principal::Tenant(key)),
+        _ => Err(ApiError::Unauthorized),
+    }
+}
+
+/// The admin key, on a route only it may use.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminCaller;
+
+impl FromRequestParts<AppState> for AdminCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        match authenticate(parts, state).await? {
+            Principal::Admin => Ok(AdminCaller),
+            Principal::Tenant(_) => Err(ApiError::Forbidden("this route needs the admin key".into())),
+        }
+    }
+}
+
+/// The tenant a request acts for, and who acts (for the audit log).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub tenant_id: String,
+    /// `admin` or the id of the tenant key used.
+    pub actor: String,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let principal = authenticate(parts, state).await?;
+        // An unreadable value names no tenant: a 400 for the admin key, a 404 for a tenant key like any other
+        // tenant that is not its own.
+        let named = parts.headers.get(TENANT_HEADER).map(|v| v.to_str().map(str::trim).unwrap_or_default());
+        match principal {
+            Principal::Admin => {
+                let Some(tenant_id) = named.filter(|t| !t.is_empty()) else {
+                    return Err(ApiError::invalid(
+                        TENANT_HEADER,
+                        "the admin key must name the tenant it acts for in the Switchyard-Tenant header",
+                    ));
+                };
+                if state.store.get_tenant(tenant_id).await?.is_none() {
+                    return Err(ApiError::NotFound("tenant"));
+                }
+                Ok(Caller { tenant_id: tenant_id.to_string(), actor: ADMIN_ACTOR.to_string() })
+            }
+            // A tenant key naming another tenant learns nothing about whether that tenant exists.
+            Principal::Tenant(key) if named.is_some_and(|t| t != key.tenant_id) => Err(ApiError::NotFound("tenant")),
+            Principal::Tenant(key) => Ok(Caller { tenant_id: key.tenant_id, actor: key.id }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn hash_is_hex_sha256() {
+        assert_eq!(hash_key("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn generated_keys_carry_the_prefix_and_32_random_bytes() {
+        let key = generate_key("sy");
+        let body = key.strip_prefix("sy_").unwrap();
+        assert_eq!(URL_SAFE_NO_PAD.decode(body).unwrap().len(), 32);
+        assert_ne!(generate_key("sy"), key);
+        assert!(generate_key("sy_admin").starts_with("sy_admin_"));
+        assert!(key.len() > KEY_PREFIX_LEN);
+    }
+
+    fn with_auth(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn bearer_tokens_are_parsed_strictly() {
+        assert_eq!(bearer_token(&with_auth("Bearer sy_abc")), Some("sy_abc"));
+        assert_eq!(bearer_token(&with_auth("bearer   sy_abc ")), Some("sy_abc"));
+        assert_eq!(bearer_token(&with_auth("Basic dXNlcjpwdw==")), None);
+        assert_eq!(bearer_token(&with_auth("Bearer ")), None);
+        assert_eq!(bearer_token(&with_auth("sy_abc")), None);
+        assert_eq!(bearer_token(&HeaderMap::new()), None);
+        let mut twice = with_auth("Bearer sy_a");
+        twice.append(AUTHORIZATION, HeaderValue::from_static("Bearer sy_b"));
+        assert_eq!(bearer_token(&twice), None);
+    }
+
+    #[test]
+    fn constant_time_comparison() {
+        assert!(constant_time_eq("abc", "abc"));
+        assert!(!constant_time_eq("abc", "abd"));
+        assert!(!constant_time_eq("abc", "ab"));
+    }
+}

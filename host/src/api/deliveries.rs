@@ -1,0 +1,145 @@
+//! Deliveries (one per event and endpoint) with their attempt history, and manual retry.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::json;
+
+use super::auth::Caller;
+use super::pagination::{PageOf, Query};
+use super::{audit, PathId};
+use crate::error::{ApiError, ApiResult};
+use crate::model::{now_millis, rfc3339, Attempt, Delivery, DeliveryStatus};
+use crate::store::DeliveryFilter;
+use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/deliveries", get(list))
+        .route("/deliveries/{id}", get(fetch))
+        .route("/deliveries/{id}/retry", post(retry))
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeliveryView {
+    id: String,
+    event_id: String,
+    endpoint_id: String,
+    event_type: String,
+    status: DeliveryStatus,
+    attempts: i64,
+    next_attempt_at: Option<String>,
+    last_status_code: Option<i64>,
+    last_error: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<Delivery> for DeliveryView {
+    fn from(d: Delivery) -> Self {
+        Self {
+            id: d.id,
+            event_id: d.event_id,
+            endpoint_id: d.endpoint_id,
+            event_type: d.event_type,
+            status: d.status,
+            attempts: d.attempts,
+            next_attempt_at: d.next_attempt_at.map(rfc3339),
+            last_status_code: d.last_status_code,
+            last_error: d.last_error,
+            created_at: rfc3339(d.created_at),
+            updated_at: rfc3339(d.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct AttemptView {
+    attempt: i64,
+    started_at: String,
+    duration_ms: i64,
+    status_code: Option<i64>,
+    response_body: Option<String>,
+    error: Option<String>,
+    outcome: String,
+}
+
+impl From<Attempt> for AttemptView {
+    fn from(a: Attempt) -> Self {
+        Self {
+            attempt: a.attempt_number,
+            started_at: rfc3339(a.started_at),
+            duration_ms: a.duration_ms,
+            status_code: a.status_code,
+            response_body: a.response_body,
+            error: a.error,
+            outcome: a.outcome,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct DeliveryDetail {
+    #[serde(flatten)]
+    delivery: DeliveryView,
+    attempts_log: Vec<AttemptView>,
+}
+
+/// Reads the filters deliveries and dead letters share (`status` is the caller's business).
+pub fn common_filter(query: &mut Query) -> ApiResult<DeliveryFilter> {
+    Ok(DeliveryFilter {
+        endpoint_id: query.take("endpoint_id")?,
+        event_type: query.take("event_type")?,
+        since: query.time("since")?,
+        until: query.time("until")?,
+        ..DeliveryFilter::default()
+    })
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    mut query: Query,
+) -> ApiResult<Json<PageOf<DeliveryView>>> {
+    let filter = DeliveryFilter {
+        event_id: query.take("event_id")?,
+        status: query.parsed("status")?,
+        ..common_filter(&mut query)?
+    };
+    let page = query.page()?;
+    query.finish()?;
+    let rows = state.store.list_deliveries(&caller.tenant_id, &filter, &page.store_page()).await?;
+    Ok(Json(page.respond(rows, |d| &d.id, DeliveryView::from)))
+}
+
+async fn fetch(State(state): State<AppState>, caller: Caller, PathId(id): PathId) -> ApiResult<Json<DeliveryDetail>> {
+    let delivery = state.store.get_delivery(&caller.tenant_id, &id).await?.ok_or(ApiError::NotFound("delivery"))?;
+    let attempts = state.store.list_attempts(&caller.tenant_id, &id).await?;
+    Ok(Json(DeliveryDetail {
+        delivery: delivery.into(),
+        attempts_log: attempts.into_iter().map(AttemptView::from).collect(),
+    }))
+}
+
+fn in_flight() -> ApiError {
+    ApiError::Conflict("the delivery is being delivered right now; retry after the attempt finishes".into())
+}
+
+async fn retry(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+) -> ApiResult<(StatusCode, Json<DeliveryView>)> {
+    let current = state.store.get_delivery(&caller.tenant_id, &id).await?.ok_or(ApiError::NotFound("delivery"))?;
+    if current.status == DeliveryStatus::Delivering {
+        return Err(in_flight());
+    }
+    // None here means a worker claimed it between the two calls (the id is known to exist).
+    let delivery = state.store.retry_delivery(&caller.tenant_id, &id, now_millis()).await?.ok_or_else(in_flight)?;
+    let details = json!({ "previous_status": current.status, "attempts": current.attempts });
+    audit::record(&state, &caller, "delivery.retried", "delivery", &id, details).await;
+    state.dispatch_wakeup.notify_one();
+    Ok((StatusCode::ACCEPTED, Json(delivery.into())))
+}

@@ -1,0 +1,201 @@
+//! Endpoint request bodies and the endpoint object the API returns. Secrets appear in a response only as
+//! `{version, status, hint, created_at, expires_at}`; the plaintext `secret` field is filled in by the create and
+//! rotate handlers alone.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::error::{ApiError, ApiResult};
+use crate::model::{rfc3339, Endpoint, EndpointSecret, EndpointStatus, SecretStatus, SignatureScheme, Subscription};
+use crate::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBody {
+    pub schedule: Vec<String>,
+    #[serde(default)]
+    pub max_attempts: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEndpoint {
+    pub url: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub timeout_secs: Option<i64>,
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub retry: Option<RetryBody>,
+    #[serde(default)]
+    pub signature_scheme: Option<SignatureScheme>,
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub subscriptions: Option<Vec<Subscription>>,
+}
+
+/// A PATCH body. Each field is `None` when absent and `Some(None)` when `null`, because `"retry": null` means
+/// "clear the override" while a missing `retry` means "leave it".
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateEndpoint {
+    #[serde(default, deserialize_with = "present")]
+    pub url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub timeout_secs: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub headers: Option<Option<BTreeMap<String, String>>>,
+    #[serde(default, deserialize_with = "present")]
+    pub retry: Option<Option<RetryBody>>,
+    #[serde(default, deserialize_with = "present")]
+    pub signature_scheme: Option<Option<SignatureScheme>>,
+    #[serde(default, deserialize_with = "present")]
+    pub metadata: Option<Option<BTreeMap<String, String>>>,
+    /// Accepted only to answer with a pointer to the subscriptions route instead of a bare "unknown field".
+    #[serde(default)]
+    pub subscriptions: Option<IgnoredAny>,
+}
+
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(de: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(de).map(Some)
+}
+
+/// The value of a PATCH field that may be left out but not set to `null`.
+pub fn not_null<T>(field: &str, value: Option<Option<T>>) -> ApiResult<Option<T>> {
+    match value {
+        Some(None) => Err(ApiError::invalid(field, "cannot be null")),
+        Some(Some(v)) => Ok(Some(v)),
+        None => Ok(None),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateBody {
+    #[serde(default)]
+    pub grace_period: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionsBody {
+    pub subscriptions: Vec<Subscription>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RetryView {
+    schedule: Vec<String>,
+    max_attempts: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SecretView {
+    version: i64,
+    status: SecretStatus,
+    hint: String,
+    created_at: String,
+    expires_at: Option<String>,
+}
+
+impl From<EndpointSecret> for SecretView {
+    fn from(s: EndpointSecret) -> Self {
+        Self {
+            version: s.version,
+            status: s.status,
+            hint: s.hint,
+            created_at: rfc3339(s.created_at),
+            expires_at: s.expires_at.map(rfc3339),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct EndpointView {
+    id: String,
+    url: String,
+    description: String,
+    status: EndpointStatus,
+    status_reason: Option<String>,
+    timeout_secs: i64,
+    headers: BTreeMap<String, String>,
+    retry: Option<RetryView>,
+    signature_scheme: SignatureScheme,
+    metadata: BTreeMap<String, String>,
+    subscriptions: Vec<Subscription>,
+    secrets: Vec<SecretView>,
+    created_at: String,
+    updated_at: String,
+    /// The plaintext signing secret: only in the responses to create and rotate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+/// A schedule in the same `humantime` notation clients send (`90s` comes back as `1m 30s`).
+pub fn format_delay(ms: i64) -> String {
+    humantime::format_duration(Duration::from_millis(ms.max(0) as u64)).to_string()
+}
+
+impl EndpointView {
+    pub fn new(e: Endpoint, secrets: Vec<EndpointSecret>) -> Self {
+        let retry = e.retry_schedule_ms.map(|schedule| RetryView {
+            max_attempts: e.max_attempts.unwrap_or(schedule.len() as i64 + 1),
+            schedule: schedule.into_iter().map(format_delay).collect(),
+        });
+        Self {
+            id: e.id,
+            url: e.url,
+            description: e.description,
+            status: e.status,
+            status_reason: e.status_reason,
+            timeout_secs: e.timeout_ms / 1000,
+            headers: e.headers,
+            retry,
+            signature_scheme: e.signature_scheme,
+            metadata: e.metadata,
+            subscriptions: e.subscriptions,
+            secrets: secrets.into_iter().map(SecretView::from).collect(),
+            created_at: rfc3339(e.created_at),
+            updated_at: rfc3339(e.updated_at),
+            secret: None,
+        }
+    }
+
+    /// Renders an endpoint with its secret versions, looked up in the store.
+    pub async fn load(state: &AppState, endpoint: Endpoint) -> ApiResult<Self> {
+        let secrets = state.store.list_secrets(&endpoint.tenant_id, &endpoint.id).await?;
+        Ok(Self::new(endpoint, secrets))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::json::parse_slice;
+
+    #[test]
+    fn patch_tells_absent_from_null() {
+        let patch: UpdateEndpoint = parse_slice(br#"{"retry": null, "description": "x"}"#).unwrap();
+        assert!(matches!(patch.retry, Some(None)));
+        assert!(patch.url.is_none());
+        assert_eq!(not_null("description", patch.description).unwrap().as_deref(), Some("x"));
+        let patch: UpdateEndpoint = parse_slice(br#"{"url": null}"#).unwrap();
+        assert!(not_null("url", patch.url).is_err());
+        let err = parse_slice::<UpdateEndpoint>(br#"{"retry": {"schedule": ["1m"], "max": 2}}"#).unwrap_err();
+        assert!(matches!(err, ApiError::Invalid { field: Some(f), .. } if f == "retry.max"));
+    }
+
+    #[test]
+    fn delays_render_in_humantime() {
+        assert_eq!(format_delay(90_000), "1m 30s");
+        assert_eq!(format_delay(3_600_000), "1h");
+        assert_eq!(humantime::parse_duration(&format_delay(90_500)).unwrap(), Duration::from_millis(90_500));
+    }
+}

@@ -1,0 +1,257 @@
+//! Endpoints: where deliveries go, with their subscriptions and signing secrets.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::auth::Caller;
+use super::endpoint_view::{not_null, CreateEndpoint, EndpointView, RotateBody, SubscriptionsBody, UpdateEndpoint};
+use super::json::{ApiJson, OptionalJson};
+use super::pagination::{PageOf, Query};
+use super::{audit, validate, PathId};
+use crate::error::{ApiError, ApiResult};
+use crate::model::{new_id, now_millis, Endpoint, EndpointStatus, SignatureScheme, Subscription};
+use crate::secrets::{generate_signing_secret, secret_aad, secret_hint};
+use crate::store::{EndpointFilter, NewSecret};
+use crate::AppState;
+
+const DEFAULT_TIMEOUT_SECS: i64 = 10;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/endpoints", get(list).post(create))
+        .route("/endpoints/{id}", get(fetch).patch(update).delete(remove))
+        .route("/endpoints/{id}/pause", post(pause))
+        .route("/endpoints/{id}/activate", post(activate))
+        .route("/endpoints/{id}/rotate-secret", post(rotate_secret))
+        .route("/endpoints/{id}/subscriptions", put(replace_subscriptions))
+}
+
+/// A fresh secret sealed for `endpoint_id`: the plaintext (to show once) and what the store keeps.
+fn new_secret(state: &AppState, endpoint_id: &str) -> (String, NewSecret) {
+    let plaintext = generate_signing_secret();
+    let id = new_id("sec");
+    let sealed = NewSecret {
+        ciphertext: state.master_key.seal(plaintext.as_bytes(), &secret_aad(endpoint_id, &id)),
+        id,
+        hint: secret_hint(&plaintext),
+    };
+    (plaintext, sealed)
+}
+
+/// Only the host of a URL goes into the audit log: receivers often carry tokens in the path or query.
+fn url_host(url: &str) -> Value {
+    url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_string)).map_or(Value::Null, Value::String)
+}
+
+async fn load(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Endpoint> {
+    state.store.get_endpoint(&caller.tenant_id, id).await?.ok_or(ApiError::NotFound("endpoint"))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateEndpoint>,
+) -> ApiResult<(StatusCode, Json<EndpointView>)> {
+    validate::endpoint_url(&body.url, state.config.dev_mode)?;
+    let description = body.description.unwrap_or_default();
+    validate::description("description", &description)?;
+    let timeout_ms = validate::timeout_secs(body.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS))?;
+    let headers = body.headers.unwrap_or_default();
+    validate::headers(&headers)?;
+    let (retry_schedule_ms, max_attempts) = match &body.retry {
+        Some(retry) => validate::retry(&retry.schedule, retry.max_attempts).map(|(s, m)| (Some(s), m))?,
+        None => (None, None),
+    };
+    let metadata = body.metadata.unwrap_or_default();
+    validate::metadata(&metadata)?;
+    let subscriptions =
+        body.subscriptions.unwrap_or_else(|| vec![Subscription { event_type: "*".into(), filter: None }]);
+    validate::subscriptions(&subscriptions)?;
+
+    let now = now_millis();
+    let endpoint = Endpoint {
+        id: new_id("ep"),
+        tenant_id: caller.tenant_id.clone(),
+        url: body.url,
+        description,
+        status: EndpointStatus::Active,
+        status_reason: None,
+        timeout_ms,
+        headers,
+        retry_schedule_ms,
+        max_attempts,
+        signature_scheme: body.signature_scheme.unwrap_or(SignatureScheme::Standard),
+        metadata,
+        subscriptions,
+        created_at: now,
+        updated_at: now,
+    };
+    let (plaintext, sealed) = new_secret(&state, &endpoint.id);
+    state.store.create_endpoint(&endpoint, &sealed).await?;
+    let details = json!({
+        "host": url_host(&endpoint.url),
+        "subscriptions": endpoint.subscriptions.len(),
+        "signature_scheme": endpoint.signature_scheme,
+    });
+    audit::record(&state, &caller, "endpoint.created", "endpoint", &endpoint.id, details).await;
+    let mut view = EndpointView::load(&state, endpoint).await?;
+    view.secret = Some(plaintext);
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    mut query: Query,
+) -> ApiResult<Json<PageOf<EndpointView>>> {
+    let filter = EndpointFilter { status: query.parsed("status")? };
+    let page = query.page()?;
+    query.finish()?;
+    let rows = state.store.list_endpoints(&caller.tenant_id, &filter, &page.store_page()).await?;
+    let mut secrets = Vec::with_capacity(rows.len());
+    for endpoint in rows.iter().take(page.limit as usize) {
+        secrets.push(state.store.list_secrets(&caller.tenant_id, &endpoint.id).await?);
+    }
+    let mut secrets = secrets.into_iter();
+    Ok(Json(page.respond(rows, |e| &e.id, |e| EndpointView::new(e, secrets.next().unwrap_or_default()))))
+}
+
+async fn fetch(State(state): State<AppState>, caller: Caller, PathId(id): PathId) -> ApiResult<Json<EndpointView>> {
+    let endpoint = load(&state, &caller, &id).await?;
+    Ok(Json(EndpointView::load(&state, endpoint).await?))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+    ApiJson(body): ApiJson<UpdateEndpoint>,
+) -> ApiResult<Json<EndpointView>> {
+    if body.subscriptions.is_some() {
+        return Err(ApiError::invalid(
+            "subscriptions",
+            "cannot be changed by PATCH; use PUT /api/v1/endpoints/{id}/subscriptions",
+        ));
+    }
+    let mut endpoint = load(&state, &caller, &id).await?;
+    let mut changed = Vec::new();
+    if let Some(url) = not_null("url", body.url)? {
+        validate::endpoint_url(&url, state.config.dev_mode)?;
+        endpoint.url = url;
+        changed.push("url");
+    }
+    if let Some(description) = not_null("description", body.description)? {
+        validate::description("description", &description)?;
+        endpoint.description = description;
+        changed.push("description");
+    }
+    if let Some(secs) = not_null("timeout_secs", body.timeout_secs)? {
+        endpoint.timeout_ms = validate::timeout_secs(secs)?;
+        changed.push("timeout_secs");
+    }
+    if let Some(headers) = not_null("headers", body.headers)? {
+        validate::headers(&headers)?;
+        endpoint.headers = headers;
+        changed.push("headers");
+    }
+    if let Some(retry) = body.retry {
+        (endpoint.retry_schedule_ms, endpoint.max_attempts) = match retry {
+            Some(retry) => validate::retry(&retry.schedule, retry.max_attempts).map(|(s, m)| (Some(s), m))?,
+            None => (None, None),
+        };
+        changed.push("retry");
+    }
+    if let Some(scheme) = not_null("signature_scheme", body.signature_scheme)? {
+        endpoint.signature_scheme = scheme;
+        changed.push("signature_scheme");
+    }
+    if let Some(metadata) = not_null::<BTreeMap<_, _>>("metadata", body.metadata)? {
+        validate::metadata(&metadata)?;
+        endpoint.metadata = metadata;
+        changed.push("metadata");
+    }
+    if !changed.is_empty() {
+        endpoint.updated_at = now_millis();
+        if !state.store.update_endpoint(&endpoint).await? {
+            return Err(ApiError::NotFound("endpoint"));
+        }
+        let details = json!({ "fields": changed, "host": url_host(&endpoint.url) });
+        audit::record(&state, &caller, "endpoint.updated", "endpoint", &endpoint.id, details).await;
+    }
+    Ok(Json(EndpointView::load(&state, endpoint).await?))
+}
+
+async fn remove(State(state): State<AppState>, caller: Caller, PathId(id): PathId) -> ApiResult<StatusCode> {
+    if !state.store.delete_endpoint(&caller.tenant_id, &id, now_millis()).await? {
+        return Err(ApiError::NotFound("endpoint"));
+    }
+    audit::record(&state, &caller, "endpoint.deleted", "endpoint", &id, json!({})).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_status(state: &AppState, caller: &Caller, id: &str, status: EndpointStatus) -> ApiResult<EndpointView> {
+    // Activation clears a reason such as "receiver answered 410 Gone"; a pause has no reason to give.
+    if !state.store.set_endpoint_status(&caller.tenant_id, id, status, None, now_millis()).await? {
+        return Err(ApiError::NotFound("endpoint"));
+    }
+    let action = if status == EndpointStatus::Active { "endpoint.activated" } else { "endpoint.paused" };
+    audit::record(state, caller, action, "endpoint", id, json!({})).await;
+    EndpointView::load(state, load(state, caller, id).await?).await
+}
+
+async fn pause(State(state): State<AppState>, caller: Caller, PathId(id): PathId) -> ApiResult<Json<EndpointView>> {
+    Ok(Json(set_status(&state, &caller, &id, EndpointStatus::Paused).await?))
+}
+
+async fn activate(State(state): State<AppState>, caller: Caller, PathId(id): PathId) -> ApiResult<Json<EndpointView>> {
+    let view = set_status(&state, &caller, &id, EndpointStatus::Active).await?;
+    // Deliveries held while the endpoint was paused or disabled are due now.
+    state.dispatch_wakeup.notify_one();
+    Ok(Json(view))
+}
+
+async fn rotate_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+    OptionalJson(body): OptionalJson<RotateBody>,
+) -> ApiResult<Json<EndpointView>> {
+    let grace = match &body.grace_period {
+        Some(text) => validate::grace_period(text)?,
+        None => state.config.secret_grace,
+    };
+    let endpoint = load(&state, &caller, &id).await?;
+    let now = now_millis();
+    let retire_until = now.saturating_add(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
+    let (plaintext, sealed) = new_secret(&state, &id);
+    let stored = state
+        .store
+        .rotate_secret(&caller.tenant_id, &id, &sealed, retire_until, now)
+        .await?
+        .ok_or(ApiError::NotFound("endpoint"))?;
+    let details = json!({ "version": stored.version, "grace_period_secs": grace.as_secs() });
+    audit::record(&state, &caller, "endpoint.secret_rotated", "endpoint", &id, details).await;
+    let mut view = EndpointView::load(&state, endpoint).await?;
+    view.secret = Some(plaintext);
+    Ok(Json(view))
+}
+
+async fn replace_subscriptions(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+    ApiJson(body): ApiJson<SubscriptionsBody>,
+) -> ApiResult<Json<EndpointView>> {
+    validate::subscriptions(&body.subscriptions)?;
+    if !state.store.replace_subscriptions(&caller.tenant_id, &id, &body.subscriptions, now_millis()).await? {
+        return Err(ApiError::NotFound("endpoint"));
+    }
+    let details = json!({ "subscriptions": body.subscriptions.len() });
+    audit::record(&state, &caller, "endpoint.subscriptions_replaced", "endpoint", &id, details).await;
+    Ok(Json(EndpointView::load(&state, load(&state, &caller, &id).await?).await?))
+}

@@ -1,0 +1,310 @@
+//! Publishing events (one or a batch) and reading them back. The payload is kept as the raw JSON text the client
+//! sent, so receivers get it byte for byte.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::auth::Caller;
+use super::json::parse_body;
+use super::pagination::{PageOf, Query};
+use super::{validate, PathId};
+use crate::config::Config;
+use crate::error::{ApiError, ApiResult};
+use crate::model::{new_id, now_millis, rfc3339, Endpoint, Event, Millis};
+use crate::store::{EventFilter, NewEvent, Published};
+use crate::{routing, AppState};
+
+const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+const REPLAYED_HEADER: HeaderName = HeaderName::from_static("idempotent-replayed");
+pub const MAX_BATCH: usize = 100;
+/// Room around `data` for `type`, `idempotency_key`, punctuation and whitespace, so that a body whose `data` is
+/// just within `max_payload_bytes` is read in full and gets the precise 413 naming `data`.
+pub const ENVELOPE_OVERHEAD: usize = 64 << 10;
+/// A batch body may be smaller than 100 maximal events: 16 MiB bounds the memory one request can pin.
+pub const BATCH_BODY_LIMIT: usize = 16 << 20;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/events", get(list).post(publish))
+        .route("/events/batch", post(publish_batch))
+        .route("/events/{id}", get(fetch))
+}
+
+pub fn body_limit(config: &Config) -> usize {
+    config.max_payload_bytes + ENVELOPE_OVERHEAD
+}
+
+pub fn batch_body_limit(config: &Config) -> usize {
+    BATCH_BODY_LIMIT.max(body_limit(config))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    #[serde(rename = "type")]
+    event_type: String,
+    data: Box<RawValue>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    events: Vec<PublishBody>,
+}
+
+#[derive(Debug, Serialize)]
+struct PublishedView {
+    id: String,
+    deliveries: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct BatchView {
+    data: Vec<BatchItemView>,
+}
+
+#[derive(Debug, Serialize)]
+struct BatchItemView {
+    id: String,
+    deliveries: i64,
+    replayed: bool,
+}
+
+/// Checks one event of a request and turns it into an [`Event`]; `at` prefixes field names (`events[3].`).
+fn to_event(
+    body: PublishBody,
+    at: &str,
+    idempotency_key: Option<String>,
+    caller: &Caller,
+    max_payload: usize,
+    now: Millis,
+) -> ApiResult<Event> {
+    routing::validate_event_type(&body.event_type)
+        .map_err(|message| ApiError::invalid(format!("{at}type"), message))?;
+    // A RawValue is valid JSON with no leading whitespace, so its first byte tells an object.
+    if !body.data.get().starts_with('{') {
+        return Err(ApiError::invalid(format!("{at}data"), "must be a JSON object"));
+    }
+    if body.data.get().len() > max_payload {
+        return Err(ApiError::PayloadTooLarge {
+            field: Some(format!("{at}data")),
+            message: format!("must be at most {max_payload} bytes of JSON"),
+        });
+    }
+    Ok(Event {
+        id: new_id("evt"),
+        tenant_id: caller.tenant_id.clone(),
+        event_type: body.event_type,
+        data: body.data,
+        idempotency_key,
+        received_at: now,
+    })
+}
+
+fn fan_out(endpoints: &[Endpoint], event: Event) -> NewEvent {
+    let deliveries =
+        routing::matching_endpoints(endpoints, &event).into_iter().map(|e| (new_id("dlv"), e.id.clone())).collect();
+    NewEvent { event, deliveries }
+}
+
+/// Matches every event against the tenant's active endpoints and stores them all in one transaction.
+async fn store_events(state: &AppState, caller: &Caller, events: Vec<Event>) -> ApiResult<Vec<Published>> {
+    let endpoints = state.store.active_endpoints(&caller.tenant_id).await?;
+    let batch: Vec<NewEvent> = events.into_iter().map(|event| fan_out(&endpoints, event)).collect();
+    let published = state.store.publish(&batch).await?;
+    if published.len() != batch.len() {
+        return Err(ApiError::internal(format!("store published {} of {} events", published.len(), batch.len())));
+    }
+    if published.iter().any(|p| !p.replayed && p.deliveries > 0) {
+        state.dispatch_wakeup.notify_one();
+    }
+    Ok(published)
+}
+
+fn header_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    headers
+        .get(IDEMPOTENCY_HEADER)
+        .map(|v| v.to_str().map(str::to_string).map_err(|_| ApiError::invalid(IDEMPOTENCY_HEADER, "must be ASCII")))
+        .transpose()
+}
+
+async fn publish(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: Body) -> ApiResult<Response> {
+    let mut body: PublishBody = parse_body(&headers, body, body_limit(&state.config)).await?;
+    let key = match (body.idempotency_key.take(), header_key(&headers)?) {
+        (Some(in_body), Some(in_header)) if in_body != in_header => {
+            return Err(ApiError::invalid("idempotency_key", "differs from the Idempotency-Key header"));
+        }
+        (Some(key), _) => {
+            validate::idempotency_key("idempotency_key", &key)?;
+            Some(key)
+        }
+        (None, Some(key)) => {
+            validate::idempotency_key(IDEMPOTENCY_HEADER, &key)?;
+            Some(key)
+        }
+        (None, None) => None,
+    };
+    let event = to_event(body, "", key, &caller, state.config.max_payload_bytes, now_millis())?;
+    let published = store_events(&state, &caller, vec![event]).await?.remove(0);
+    let view = PublishedView { id: published.event_id, deliveries: published.deliveries };
+    let mut response = (StatusCode::ACCEPTED, Json(view)).into_response();
+    if published.replayed {
+        response.headers_mut().insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+async fn publish_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<BatchView>)> {
+    if headers.contains_key(IDEMPOTENCY_HEADER) {
+        return Err(ApiError::invalid(
+            IDEMPOTENCY_HEADER,
+            "is not used by batches; give each event an idempotency_key",
+        ));
+    }
+    let body: BatchBody = parse_body(&headers, body, batch_body_limit(&state.config)).await?;
+    if body.events.is_empty() || body.events.len() > MAX_BATCH {
+        return Err(ApiError::invalid("events", format!("must hold 1 to {MAX_BATCH} events")));
+    }
+    let now = now_millis();
+    let mut keys_seen = HashMap::new();
+    let mut events = Vec::with_capacity(body.events.len());
+    for (i, mut item) in body.events.into_iter().enumerate() {
+        let key = item.idempotency_key.take();
+        if let Some(key) = &key {
+            let field = format!("events[{i}].idempotency_key");
+            validate::idempotency_key(&field, key)?;
+            // Two events with one key in one batch is a client bug: which one wins would be arbitrary.
+            if let Some(first) = keys_seen.insert(key.clone(), i) {
+                return Err(ApiError::invalid(field, format!("repeats the key of events[{first}]")));
+            }
+        }
+        events.push(to_event(item, &format!("events[{i}]."), key, &caller, state.config.max_payload_bytes, now)?);
+    }
+    let published = store_events(&state, &caller, events).await?;
+    let data = published
+        .into_iter()
+        .map(|p| BatchItemView { id: p.event_id, deliveries: p.deliveries, replayed: p.replayed })
+        .collect();
+    Ok((StatusCode::ACCEPTED, Json(BatchView { data })))
+}
+
+#[derive(Debug, Serialize)]
+struct EventView {
+    id: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    data: Box<RawValue>,
+    idempotency_key: Option<String>,
+    received_at: String,
+}
+
+impl From<Event> for EventView {
+    fn from(e: Event) -> Self {
+        Self {
+            id: e.id,
+            event_type: e.event_type,
+            data: e.data,
+            idempotency_key: e.idempotency_key,
+            received_at: rfc3339(e.received_at),
+        }
+    }
+}
+
+async fn list(State(state): State<AppState>, caller: Caller, mut query: Query) -> ApiResult<Json<PageOf<EventView>>> {
+    let filter =
+        EventFilter { event_type: query.take("event_type")?, since: query.time("since")?, until: query.time("until")? };
+    let page = query.page()?;
+    query.finish()?;
+    let rows = state.store.list_events(&caller.tenant_id, &filter, &page.store_page()).await?;
+    Ok(Json(page.respond(rows, |e| &e.id, EventView::from)))
+}
+
+async fn fetch(State(state): State<AppState>, caller: Caller, PathId(id): PathId) -> ApiResult<Json<EventView>> {
+    let event = state.store.get_event(&caller.tenant_id, &id).await?.ok_or(ApiError::NotFound("event"))?;
+    Ok(Json(event.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::json::parse_slice;
+
+    fn caller() -> Caller {
+        Caller { tenant_id: "ten_1".into(), actor: "admin".into() }
+    }
+
+    fn field_of(err: ApiError) -> Option<String> {
+        match err {
+            ApiError::Invalid { field, .. } | ApiError::PayloadTooLarge { field, .. } => field,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn payload_is_kept_byte_for_byte() {
+        let body: PublishBody =
+            parse_slice(br#"{"type": "payment.succeeded", "data": {"amount": 1.50,  "z": [1e3]} }"#).unwrap();
+        assert_eq!(body.data.get(), r#"{"amount": 1.50,  "z": [1e3]}"#);
+        let event = to_event(body, "", None, &caller(), 1024, 7).unwrap();
+        assert_eq!(event.data.get(), r#"{"amount": 1.50,  "z": [1e3]}"#);
+        assert_eq!((event.tenant_id.as_str(), event.received_at), ("ten_1", 7));
+        assert!(event.id.starts_with("evt_"));
+    }
+
+    #[test]
+    fn batch_errors_carry_the_element_path() {
+        let err =
+            parse_slice::<BatchBody>(br#"{"events": [{"type": "a.b", "data": {}}, {"type": "a.b"}]}"#).unwrap_err();
+        assert_eq!(field_of(err).as_deref(), Some("events[1].data"));
+        let err = parse_slice::<BatchBody>(br#"{"events": [{"type": 5, "data": {}}]}"#).unwrap_err();
+        assert_eq!(field_of(err).as_deref(), Some("events[0].type"));
+        let err = parse_slice::<BatchBody>(br#"{"events": [{"type": "a.b", "data": {}, "extra": 1}]}"#).unwrap_err();
+        assert_eq!(field_of(err).as_deref(), Some("events[0].extra"));
+        let err = parse_slice::<PublishBody>(br#"{"type": "a.b", "data": {"x": }}"#).unwrap_err();
+        assert_eq!(field_of(err), None);
+    }
+
+    #[test]
+    fn data_must_be_an_object_within_the_limit() {
+        let event = |json: &str, max| {
+            let body: PublishBody = parse_slice(json.as_bytes()).unwrap();
+            to_event(body, "events[3].", None, &caller(), max, 0)
+        };
+        for data in ["[1]", "null", "\"s\"", "5"] {
+            let err = event(&format!(r#"{{"type": "a.b", "data": {data}}}"#), 100).unwrap_err();
+            assert_eq!(field_of(err).as_deref(), Some("events[3].data"), "{data}");
+        }
+        let json = r#"{"type": "a.b", "data": {"k": "0123456789"}}"#;
+        assert!(event(json, 19).is_ok());
+        let err = event(json, 18).unwrap_err();
+        assert!(matches!(&err, ApiError::PayloadTooLarge { .. }));
+        assert_eq!(field_of(err).as_deref(), Some("events[3].data"));
+        let err = event(r#"{"type": "Payment", "data": {}}"#, 100).unwrap_err();
+        assert_eq!(field_of(err).as_deref(), Some("events[3].type"));
+    }
+
+    #[test]
+    fn body_limits_leave_room_for_the_envelope() {
+        let dir = std::path::Path::new("/nonexistent");
+        let mut config = Config::for_data_dir(dir);
+        assert_eq!(body_limit(&config), (1 << 20) + ENVELOPE_OVERHEAD);
+        assert_eq!(batch_body_limit(&config), BATCH_BODY_LIMIT);
+        config.max_payload_bytes = 32 << 20;
+        assert_eq!(batch_body_limit(&config), (32 << 20) + ENVELOPE_OVERHEAD);
+    }
+}

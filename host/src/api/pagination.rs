@@ -1,0 +1,194 @@
+//! Query strings and pages. Parameters are read one by one by name, so every error (a bad `limit`, an unknown
+//! `status`, a misspelt parameter) is a JSON 400 naming the parameter, which axum's `Query` rejection is not.
+
+use std::str::FromStr;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use serde::Serialize;
+
+use crate::error::{ApiError, ApiResult};
+use crate::model::Millis;
+use crate::store::Page;
+
+pub const DEFAULT_LIMIT: i64 = 50;
+pub const MAX_LIMIT: i64 = 1000;
+const MAX_CURSOR_LEN: usize = 200;
+
+/// The query string of a request; handlers take the parameters they understand and then call [`Query::finish`],
+/// which rejects anything left over.
+#[derive(Debug, Default)]
+pub struct Query {
+    params: Vec<(String, String)>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Query {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> ApiResult<Self> {
+        Ok(Self::parse(parts.uri.query().unwrap_or_default()))
+    }
+}
+
+impl Query {
+    pub fn parse(query: &str) -> Self {
+        Self { params: url::form_urlencoded::parse(query.as_bytes()).into_owned().collect() }
+    }
+
+    /// The value of `name`; an empty value (`?status=`) counts as absent, a repeated parameter is an error.
+    pub fn take(&mut self, name: &str) -> ApiResult<Option<String>> {
+        let mut values = Vec::new();
+        self.params.retain(|(key, value)| {
+            if key == name {
+                values.push(value.clone());
+                false
+            } else {
+                true
+            }
+        });
+        if values.len() > 1 {
+            return Err(ApiError::invalid(name, "is given more than once"));
+        }
+        Ok(values.pop().filter(|v| !v.is_empty()))
+    }
+
+    pub fn parsed<T: FromStr<Err = String>>(&mut self, name: &str) -> ApiResult<Option<T>> {
+        self.take(name)?.map(|v| v.parse().map_err(|e: String| ApiError::invalid(name, e))).transpose()
+    }
+
+    /// An RFC 3339 time as Unix milliseconds.
+    pub fn time(&mut self, name: &str) -> ApiResult<Option<Millis>> {
+        let Some(text) = self.take(name)? else { return Ok(None) };
+        parse_time(&text)
+            .map(Some)
+            .ok_or_else(|| ApiError::invalid(name, "must be an RFC 3339 time such as 2026-01-31T12:00:00Z"))
+    }
+
+    /// `limit` (1–1000, default 50) and `cursor`.
+    pub fn page(&mut self) -> ApiResult<PageParams> {
+        let limit = match self.take("limit")? {
+            None => DEFAULT_LIMIT,
+            Some(text) => text
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (1..=MAX_LIMIT).contains(n))
+                .ok_or_else(|| ApiError::invalid("limit", "must be an integer from 1 to 1000"))?,
+        };
+        let cursor = self.take("cursor")?;
+        if cursor.as_ref().is_some_and(|c| c.len() > MAX_CURSOR_LEN) {
+            return Err(ApiError::invalid("cursor", "is not a cursor this API returned"));
+        }
+        Ok(PageParams { limit, cursor })
+    }
+
+    pub fn finish(self) -> ApiResult<()> {
+        match self.params.into_iter().next() {
+            Some((name, _)) => Err(ApiError::invalid(name, "is not a parameter of this route")),
+            None => Ok(()),
+        }
+    }
+}
+
+fn parse_time(text: &str) -> Option<Millis> {
+    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok().map(|t| t.timestamp_millis());
+    // An unencoded `+01:00` offset arrives as ` 01:00` after form decoding; give it back its plus sign.
+    parse(text).or_else(|| {
+        let at = text.rfind(' ')?;
+        parse(&format!("{}+{}", &text[..at], &text[at + 1..]))
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageParams {
+    pub limit: i64,
+    pub cursor: Option<String>,
+}
+
+/// A page of results: `{"data": [...], "next_cursor": ...}`.
+#[derive(Debug, Serialize)]
+pub struct PageOf<V> {
+    pub data: Vec<V>,
+    pub next_cursor: Option<String>,
+}
+
+impl PageParams {
+    /// What to ask the store for: one row more than the client wants, to learn whether another page exists
+    /// without handing out a cursor to an empty page.
+    pub fn store_page(&self) -> Page {
+        Page { cursor: self.cursor.clone(), limit: self.limit + 1 }
+    }
+
+    /// Trims the store's rows to the page and renders them; `key` gives the cursor of a row.
+    pub fn respond<T, V>(&self, mut rows: Vec<T>, key: impl Fn(&T) -> &str, view: impl FnMut(T) -> V) -> PageOf<V> {
+        let more = rows.len() as i64 > self.limit;
+        rows.truncate(self.limit as usize);
+        let next_cursor = if more { rows.last().map(|row| key(row).to_string()) } else { None };
+        PageOf { data: rows.into_iter().map(view).collect(), next_cursor }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::DeliveryStatus;
+
+    fn field<T: std::fmt::Debug>(result: ApiResult<T>) -> String {
+        match result {
+            Err(ApiError::Invalid { field: Some(field), .. }) => field,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn limit_defaults_and_bounds() {
+        assert_eq!(Query::parse("").page().unwrap(), PageParams { limit: 50, cursor: None });
+        assert_eq!(
+            Query::parse("limit=1000&cursor=ep_1").page().unwrap(),
+            PageParams { limit: 1000, cursor: Some("ep_1".into()) }
+        );
+        assert_eq!(Query::parse("limit=&cursor=").page().unwrap(), PageParams { limit: 50, cursor: None });
+        for bad in ["limit=0", "limit=1001", "limit=ten", "limit=-1", "limit=1&limit=2"] {
+            assert_eq!(field(Query::parse(bad).page()), "limit", "{bad}");
+        }
+        assert_eq!(field(Query::parse(&format!("cursor={}", "c".repeat(201))).page()), "cursor");
+    }
+
+    #[test]
+    fn leftover_parameters_are_rejected_by_name() {
+        let mut query = Query::parse("limit=5&staus=dead");
+        query.page().unwrap();
+        assert_eq!(field(query.finish()), "staus");
+        let mut query = Query::parse("status=dead");
+        assert_eq!(query.parsed::<DeliveryStatus>("status").unwrap(), Some(DeliveryStatus::Dead));
+        query.finish().unwrap();
+    }
+
+    #[test]
+    fn enums_and_times_name_the_parameter() {
+        assert_eq!(field(Query::parse("status=lost").parsed::<DeliveryStatus>("status")), "status");
+        assert_eq!(field(Query::parse("since=yesterday").time("since")), "since");
+        assert_eq!(Query::parse("since=2023-11-14T22:13:20.123Z").time("since").unwrap(), Some(1_700_000_000_123));
+        // `+` is a space in a query string unless percent-encoded; both spellings work.
+        let hour = 3_600_000;
+        assert_eq!(Query::parse("until=2023-11-14T23:13:20.123+01:00").time("until").unwrap(), Some(1_700_000_000_123));
+        assert_eq!(
+            Query::parse("until=2023-11-14T23:13:20.123%2B01:00").time("until").unwrap(),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(
+            Query::parse("until=2023-11-14T22:13:20.123-01:00").time("until").unwrap(),
+            Some(1_700_000_000_123 + hour)
+        );
+    }
+
+    #[test]
+    fn pages_ask_for_one_more_and_cursor_only_when_more_exist() {
+        let params = PageParams { limit: 2, cursor: None };
+        assert_eq!(params.store_page().limit, 3);
+        let page = params.respond(vec!["c", "b", "a"], |s| s, |s| s.to_uppercase());
+        assert_eq!(page.data, ["C", "B"]);
+        assert_eq!(page.next_cursor.as_deref(), Some("b"));
+        let page = params.respond(vec!["b", "a"], |s| s, |s| s);
+        assert_eq!(page.next_cursor, None);
+    }
+}

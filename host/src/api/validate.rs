@@ -1,0 +1,334 @@
+//! Validation rules for request fields that are not mere types: URLs, custom headers, retry schedules, metadata,
+//! durations and names. Each failure names the field with the same path a client used in its JSON body.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::Ipv6Addr;
+use std::time::Duration;
+
+use axum::http::{HeaderName, HeaderValue};
+use url::{Host, Url};
+
+use crate::error::{ApiError, ApiResult};
+use crate::model::Subscription;
+use crate::routing;
+
+pub const MAX_URL_LEN: usize = 2048;
+pub const MAX_HEADERS: usize = 20;
+pub const MAX_HEADER_VALUE_LEN: usize = 4096;
+pub const MAX_METADATA: usize = 50;
+pub const MAX_METADATA_KEY_LEN: usize = 100;
+pub const MAX_METADATA_VALUE_LEN: usize = 1000;
+pub const MAX_DESCRIPTION_LEN: usize = 1000;
+pub const MAX_NAME_LEN: usize = 200;
+pub const MAX_SUBSCRIPTIONS: usize = 100;
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
+pub const TIMEOUT_SECS: std::ops::RangeInclusive<i64> = 1..=300;
+pub const MAX_RETRY_STEPS: usize = 20;
+pub const MAX_ATTEMPTS: std::ops::RangeInclusive<i64> = 1..=50;
+const MIN_RETRY_DELAY: Duration = Duration::from_secs(1);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const MAX_GRACE_PERIOD: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Header names the dispatcher writes itself (or that HTTP/1.1 reserves for the connection): letting an endpoint
+/// override them would break signing, framing or idempotency on the receiver's side.
+const RESERVED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "host",
+    "user-agent",
+    "idempotency-key",
+    "stripe-signature",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+];
+const RESERVED_HEADER_PREFIXES: &[&str] = &["webhook-", "switchyard-"];
+
+/// An endpoint URL: absolute https without credentials; plain http only in dev mode and only to loopback, so a
+/// production install never sends signed payloads in clear text.
+pub fn endpoint_url(text: &str, dev_mode: bool) -> ApiResult<()> {
+    let invalid = |message: &str| Err(ApiError::invalid("url", message));
+    if text.len() > MAX_URL_LEN {
+        return invalid("must be at most 2048 characters");
+    }
+    let Ok(url) = Url::parse(text) else {
+        return invalid("must be an absolute URL such as https://example.com/webhooks");
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return invalid("must not contain credentials; use `headers` to authenticate to the receiver");
+    }
+    let Some(host) = url.host() else {
+        return invalid("must have a host");
+    };
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if dev_mode && is_loopback(&host) => Ok(()),
+        "http" if dev_mode => invalid("http:// is only allowed to loopback hosts (localhost, 127.0.0.0/8, ::1)"),
+        "http" => invalid("must use https:// (http:// to loopback hosts is allowed only in dev mode)"),
+        _ => invalid("must be an https:// URL"),
+    }
+}
+
+fn is_loopback(host: &Host<&str>) -> bool {
+    match host {
+        Host::Domain(name) => name.eq_ignore_ascii_case("localhost"),
+        Host::Ipv4(ip) => ip.octets()[0] == 127,
+        Host::Ipv6(ip) => *ip == Ipv6Addr::LOCALHOST,
+    }
+}
+
+/// Custom headers sent with every delivery to the endpoint.
+pub fn headers(headers: &BTreeMap<String, String>) -> ApiResult<()> {
+    if headers.len() > MAX_HEADERS {
+        return Err(ApiError::invalid("headers", format!("at most {MAX_HEADERS} headers are allowed")));
+    }
+    let mut seen = HashSet::new();
+    for (name, value) in headers {
+        let field = format!("headers.{name}");
+        let Ok(parsed) = HeaderName::from_bytes(name.as_bytes()) else {
+            return Err(ApiError::invalid(field, "is not a valid HTTP header name"));
+        };
+        let lower = parsed.as_str();
+        if RESERVED_HEADERS.contains(&lower) || RESERVED_HEADER_PREFIXES.iter().any(|p| lower.starts_with(p)) {
+            return Err(ApiError::invalid(field, "is set by Switchyard and cannot be overridden"));
+        }
+        if !seen.insert(lower.to_string()) {
+            return Err(ApiError::invalid(field, "is given twice (header names are case-insensitive)"));
+        }
+        if value.len() > MAX_HEADER_VALUE_LEN {
+            return Err(ApiError::invalid(field, format!("must be at most {MAX_HEADER_VALUE_LEN} bytes")));
+        }
+        if HeaderValue::from_str(value).is_err() {
+            return Err(ApiError::invalid(field, "is not a valid header value (visible ASCII characters only)"));
+        }
+    }
+    Ok(())
+}
+
+/// A retry override: the delays as milliseconds, and `max_attempts` if given.
+pub fn retry(schedule: &[String], max_attempts: Option<i64>) -> ApiResult<(Vec<i64>, Option<i64>)> {
+    if schedule.is_empty() || schedule.len() > MAX_RETRY_STEPS {
+        return Err(ApiError::invalid("retry.schedule", format!("must hold 1 to {MAX_RETRY_STEPS} delays")));
+    }
+    let mut delays = Vec::with_capacity(schedule.len());
+    for (i, text) in schedule.iter().enumerate() {
+        let field = format!("retry.schedule[{i}]");
+        let delay = duration(&field, text)?;
+        if !(MIN_RETRY_DELAY..=MAX_RETRY_DELAY).contains(&delay) {
+            return Err(ApiError::invalid(field, "must be between 1s and 7d"));
+        }
+        delays.push(delay.as_millis() as i64);
+    }
+    if let Some(n) = max_attempts {
+        if !MAX_ATTEMPTS.contains(&n) {
+            return Err(ApiError::invalid("retry.max_attempts", "must be between 1 and 50"));
+        }
+    }
+    Ok((delays, max_attempts))
+}
+
+pub fn metadata(metadata: &BTreeMap<String, String>) -> ApiResult<()> {
+    if metadata.len() > MAX_METADATA {
+        return Err(ApiError::invalid("metadata", format!("at most {MAX_METADATA} entries are allowed")));
+    }
+    for (key, value) in metadata {
+        let field = format!("metadata.{key}");
+        if key.is_empty() || key.chars().count() > MAX_METADATA_KEY_LEN {
+            return Err(ApiError::invalid(field, format!("keys must be 1 to {MAX_METADATA_KEY_LEN} characters")));
+        }
+        if value.chars().count() > MAX_METADATA_VALUE_LEN {
+            return Err(ApiError::invalid(field, format!("must be at most {MAX_METADATA_VALUE_LEN} characters")));
+        }
+    }
+    Ok(())
+}
+
+pub fn timeout_secs(secs: i64) -> ApiResult<i64> {
+    if !TIMEOUT_SECS.contains(&secs) {
+        return Err(ApiError::invalid("timeout_secs", "must be between 1 and 300"));
+    }
+    Ok(secs * 1000)
+}
+
+pub fn description(field: &str, text: &str) -> ApiResult<()> {
+    if text.chars().count() > MAX_DESCRIPTION_LEN {
+        return Err(ApiError::invalid(field, format!("must be at most {MAX_DESCRIPTION_LEN} characters")));
+    }
+    Ok(())
+}
+
+/// A display name (tenant, API key): 1–200 characters, not only whitespace.
+pub fn name(field: &str, text: &str) -> ApiResult<()> {
+    if text.trim().is_empty() || text.chars().count() > MAX_NAME_LEN {
+        return Err(ApiError::invalid(field, format!("must be 1 to {MAX_NAME_LEN} characters and not blank")));
+    }
+    Ok(())
+}
+
+pub fn idempotency_key(field: &str, key: &str) -> ApiResult<()> {
+    if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_LEN {
+        return Err(ApiError::invalid(field, format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters")));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(ApiError::invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// The grace period of a secret rotation; `0s` means "revoke the old secret now".
+pub fn grace_period(text: &str) -> ApiResult<Duration> {
+    let grace = duration("grace_period", text)?;
+    if grace > MAX_GRACE_PERIOD {
+        return Err(ApiError::invalid("grace_period", "must be at most 30 days"));
+    }
+    Ok(grace)
+}
+
+fn duration(field: &str, text: &str) -> ApiResult<Duration> {
+    humantime::parse_duration(text.trim())
+        .map_err(|_| ApiError::invalid(field, format!("`{text}` is not a duration such as 30s, 5m or 1h")))
+}
+
+/// A subscription list: 1–100 entries, each with a valid pattern and filter, no two identical.
+pub fn subscriptions(subscriptions: &[Subscription]) -> ApiResult<()> {
+    if subscriptions.is_empty() || subscriptions.len() > MAX_SUBSCRIPTIONS {
+        return Err(ApiError::invalid("subscriptions", format!("must hold 1 to {MAX_SUBSCRIPTIONS} subscriptions")));
+    }
+    for (i, subscription) in subscriptions.iter().enumerate() {
+        routing::validate_subscription(subscription)
+            .map_err(|(part, message)| ApiError::invalid(format!("subscriptions[{i}].{part}"), message))?;
+        if let Some(first) = subscriptions[..i].iter().position(|s| s == subscription) {
+            return Err(ApiError::Conflict(format!("subscriptions[{i}] duplicates subscriptions[{first}]")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(result: ApiResult<impl std::fmt::Debug>) -> String {
+        match result {
+            Err(ApiError::Invalid { field: Some(field), .. }) => field,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn urls_must_be_https_without_credentials() {
+        assert!(endpoint_url("https://example.com/hook?x=1", false).is_ok());
+        for bad in [
+            "example.com/hook",
+            "ftp://example.com/",
+            "https://user:pw@example.com/",
+            "https://user@example.com/",
+            "http://example.com/",
+            "mailto:someone@example.com",
+        ] {
+            assert_eq!(field(endpoint_url(bad, true)), "url", "{bad}");
+        }
+        let long = format!("https://example.com/{}", "a".repeat(MAX_URL_LEN));
+        assert_eq!(field(endpoint_url(&long, false)), "url");
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback_in_dev_mode() {
+        for ok in [
+            "http://localhost:8080/x",
+            "http://LOCALHOST/",
+            "http://127.0.0.1/",
+            "http://127.9.9.9/",
+            "http://[::1]:1/",
+        ] {
+            assert!(endpoint_url(ok, true).is_ok(), "{ok}");
+            assert_eq!(field(endpoint_url(ok, false)), "url", "{ok}");
+        }
+        for bad in ["http://128.0.0.1/", "http://[::2]/", "http://localhost.example.com/", "http://10.0.0.1/"] {
+            assert_eq!(field(endpoint_url(bad, true)), "url", "{bad}");
+        }
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn headers_reject_reserved_invalid_and_too_many() {
+        assert!(headers(&map(&[("X-Team", "billing"), ("Authorization", "Bearer abc")])).is_ok());
+        for (name, value) in [
+            ("Content-Type", "text/plain"),
+            ("webhook-signature", "x"),
+            ("Switchyard-Tenant", "x"),
+            ("Host", "evil"),
+            ("Transfer-Encoding", "chunked"),
+            ("bad name", "x"),
+            ("", "x"),
+            ("X-Ok", "line\nbreak"),
+        ] {
+            assert_eq!(field(headers(&map(&[(name, value)]))), format!("headers.{name}"));
+        }
+        assert_eq!(field(headers(&map(&[("X-A", "1"), ("x-a", "2")]))), "headers.x-a");
+        let many: BTreeMap<_, _> = (0..=MAX_HEADERS).map(|i| (format!("X-{i}"), "v".to_string())).collect();
+        assert_eq!(field(headers(&many)), "headers");
+    }
+
+    #[test]
+    fn retry_schedule_parses_humantime_within_bounds() {
+        let schedule = ["30s", "5m", "1h"].map(String::from);
+        assert_eq!(retry(&schedule, Some(5)).unwrap(), (vec![30_000, 300_000, 3_600_000], Some(5)));
+        assert_eq!(field(retry(&[], None)), "retry.schedule");
+        assert_eq!(field(retry(&vec!["1m".to_string(); 21], None)), "retry.schedule");
+        assert_eq!(field(retry(&["1m", "soon"].map(String::from), None)), "retry.schedule[1]");
+        assert_eq!(field(retry(&["500ms".to_string()], None)), "retry.schedule[0]");
+        assert_eq!(field(retry(&["8d".to_string()], None)), "retry.schedule[0]");
+        assert_eq!(field(retry(&["1m".to_string()], Some(0))), "retry.max_attempts");
+        assert_eq!(field(retry(&["1m".to_string()], Some(51))), "retry.max_attempts");
+    }
+
+    #[test]
+    fn metadata_limits() {
+        assert!(metadata(&map(&[("team", "billing")])).is_ok());
+        assert_eq!(field(metadata(&map(&[("", "x")]))), "metadata.");
+        let long = "v".repeat(MAX_METADATA_VALUE_LEN + 1);
+        assert_eq!(field(metadata(&map(&[("k", &long)]))), "metadata.k");
+        let many: BTreeMap<_, _> = (0..=MAX_METADATA).map(|i| (i.to_string(), String::new())).collect();
+        assert_eq!(field(metadata(&many)), "metadata");
+    }
+
+    #[test]
+    fn scalar_rules() {
+        assert_eq!(timeout_secs(10).unwrap(), 10_000);
+        assert_eq!(field(timeout_secs(0)), "timeout_secs");
+        assert_eq!(field(timeout_secs(301)), "timeout_secs");
+        assert_eq!(field(name("name", "  ")), "name");
+        assert_eq!(field(name("name", &"n".repeat(201))), "name");
+        assert!(name("name", &"é".repeat(200)).is_ok());
+        assert_eq!(field(description("description", &"d".repeat(1001))), "description");
+        assert_eq!(field(idempotency_key("idempotency_key", "")), "idempotency_key");
+        assert_eq!(field(idempotency_key("Idempotency-Key", &"k".repeat(201))), "Idempotency-Key");
+        assert_eq!(field(idempotency_key("idempotency_key", "a\u{0}b")), "idempotency_key");
+    }
+
+    #[test]
+    fn grace_period_allows_zero_up_to_thirty_days() {
+        assert_eq!(grace_period("0s").unwrap(), Duration::ZERO);
+        assert_eq!(grace_period("30d").unwrap(), MAX_GRACE_PERIOD);
+        assert_eq!(field(grace_period("31d")), "grace_period");
+        assert_eq!(field(grace_period("tomorrow")), "grace_period");
+    }
+
+    #[test]
+    fn subscription_lists_need_one_to_a_hundred_distinct_entries() {
+        let sub = |t: &str| Subscription { event_type: t.into(), filter: None };
+        assert!(subscriptions(&[sub("*"), sub("payment.*")]).is_ok());
+        assert_eq!(field(subscriptions(&[])), "subscriptions");
+        assert_eq!(field(subscriptions(&vec![sub("*"); 101])), "subscriptions");
+        assert!(matches!(subscriptions(&[sub("a.b"), sub("*"), sub("a.b")]), Err(ApiError::Conflict(_))));
+        let bad_filter = Subscription { event_type: "*".into(), filter: Some("$[?".into()) };
+        assert_eq!(field(subscriptions(&[sub("*"), bad_filter])), "subscriptions[1].filter");
+    }
+}

@@ -1,0 +1,291 @@
+//! Deliveries, manual retry, dead letters and the audit log. These tests do not depend on how a delivery goes:
+//! endpoints point at a loopback port nothing listens on, or at a listener that never answers.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use crate::support::server::{Answer, Client, TestServer};
+
+fn ids(items: &[Value]) -> Vec<String> {
+    items.iter().map(|i| i["id"].as_str().unwrap().to_string()).collect()
+}
+
+async fn publish(client: &Client, event_type: &str) -> String {
+    client.post("/api/v1/events", json!({ "type": event_type, "data": {} })).await.expect_status(202).str("id")
+}
+
+/// Retries until the delivery is not in the middle of an attempt (the dispatcher may be trying it).
+async fn retry_when_idle(client: &Client, id: &str) -> Answer {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = client.post(&format!("/api/v1/deliveries/{id}/retry"), json!({})).await;
+        if answer.status != 409 || Instant::now() > deadline {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn deliveries_are_listed_filtered_and_shown_with_attempts() {
+    let server = TestServer::start().await;
+    let alice = server.tenant("Alice").await;
+    let a = alice.create_endpoint(json!({})).await.expect_status(201).str("id");
+    let b = alice
+        .create_endpoint(json!({ "subscriptions": [{ "event_type": "user.*" }] }))
+        .await
+        .expect_status(201)
+        .str("id");
+    let payment = publish(&alice, "payment.succeeded").await;
+    let user = publish(&alice, "user.created").await;
+
+    let all = alice.all_pages("/api/v1/deliveries", 1).await;
+    assert_eq!(all.len(), 3);
+    let to_a = alice.all_pages(&format!("/api/v1/deliveries?endpoint_id={a}"), 10).await;
+    assert_eq!(to_a.len(), 2);
+    let of_user = alice.all_pages(&format!("/api/v1/deliveries?event_id={user}"), 10).await;
+    assert_eq!(of_user.len(), 2);
+    let typed = alice.all_pages("/api/v1/deliveries?event_type=payment.succeeded", 10).await;
+    assert_eq!(typed.len(), 1);
+    assert_eq!(typed[0]["event_id"], payment.as_str());
+    assert_eq!(typed[0]["endpoint_id"], a.as_str());
+    let both = alice.all_pages(&format!("/api/v1/deliveries?endpoint_id={b}&event_id={user}"), 10).await;
+    assert_eq!(both.len(), 1);
+    let none = alice.get("/api/v1/deliveries?since=2999-01-01T00:00:00Z").await.expect_status(200);
+    assert_eq!(none.json["data"], json!([]));
+    for status in ["pending", "delivering", "succeeded", "failed", "dead"] {
+        let page = alice.all_pages(&format!("/api/v1/deliveries?status={status}"), 100).await;
+        assert!(page.iter().all(|d| d["status"] == status), "{status}: {page:?}");
+    }
+    alice.get("/api/v1/deliveries?status=lost").await.expect_invalid("status");
+    alice.get("/api/v1/deliveries?until=noon").await.expect_invalid("until");
+    alice.get("/api/v1/deliveries?endpoint=ep_1").await.expect_invalid("endpoint");
+
+    let id = typed[0]["id"].as_str().unwrap();
+    let detail = alice.get(&format!("/api/v1/deliveries/{id}")).await.expect_status(200);
+    for field in [
+        "id",
+        "event_id",
+        "endpoint_id",
+        "event_type",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "last_status_code",
+        "last_error",
+        "created_at",
+        "updated_at",
+        "attempts_log",
+    ] {
+        assert!(detail.json.get(field).is_some(), "delivery without `{field}`: {}", detail.text);
+    }
+    assert!(detail.json["attempts_log"].is_array());
+    alice.get("/api/v1/deliveries/dlv_unknown").await.expect_error(404, "not_found", None);
+    let bob = server.tenant("Bob").await;
+    bob.get(&format!("/api/v1/deliveries/{id}")).await.expect_error(404, "not_found", None);
+    bob.post(&format!("/api/v1/deliveries/{id}/retry"), json!({})).await.expect_error(404, "not_found", None);
+    assert_eq!(bob.get("/api/v1/deliveries").await.json["data"], json!([]));
+}
+
+#[tokio::test]
+async fn manual_retry_schedules_now_unless_in_flight() {
+    let server = TestServer::start().await;
+    let alice = server.tenant("Alice").await;
+    alice.create_endpoint(json!({})).await.expect_status(201);
+    let event = publish(&alice, "payment.succeeded").await;
+    let delivery = alice.all_pages(&format!("/api/v1/deliveries?event_id={event}"), 10).await.remove(0);
+    let id = delivery["id"].as_str().unwrap();
+    let retried = retry_when_idle(&alice, id).await.expect_status(202);
+    assert_eq!(retried.json["id"], id);
+    assert_eq!(retried.json["status"], "pending");
+    alice.post("/api/v1/deliveries/dlv_unknown/retry", json!({})).await.expect_error(404, "not_found", None);
+
+    // A receiver that accepts the connection and never answers keeps an attempt in flight.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", silent.local_addr().unwrap());
+    let _hold = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let slow = alice
+        .post(
+            "/api/v1/endpoints",
+            json!({ "url": url, "timeout_secs": 60, "subscriptions": [{ "event_type": "slow.event" }] }),
+        )
+        .await;
+    let slow = slow.expect_status(201).str("id");
+    let event = publish(&alice, "slow.event").await;
+    let delivery =
+        alice.all_pages(&format!("/api/v1/deliveries?event_id={event}&endpoint_id={slow}"), 10).await.remove(0);
+    let path = format!("/api/v1/deliveries/{}", delivery["id"].as_str().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while alice.get(&path).await.json["status"] != "delivering" {
+        assert!(Instant::now() < deadline, "the delivery never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    alice.post(&format!("{path}/retry"), json!({})).await.expect_error(409, "conflict", None);
+}
+
+/// Polls the dead-letter queue until it holds `count` deliveries.
+async fn wait_dead(client: &Client, query: &str, count: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let dead = client.all_pages(&format!("/api/v1/dead-letters{query}"), 2).await;
+        if dead.len() >= count || Instant::now() > deadline {
+            assert_eq!(dead.len(), count, "{dead:?}");
+            return dead;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_requeued() {
+    let server = TestServer::start().await;
+    let alice = server.tenant("Alice").await;
+    // One attempt only, to a port nothing listens on: every delivery goes straight to the dead-letter queue.
+    let failing = alice.create_endpoint(json!({ "retry": { "schedule": ["1s"], "max_attempts": 1 } })).await;
+    let failing = failing.expect_status(201).str("id");
+    let kept = alice.create_endpoint(json!({ "subscriptions": [{ "event_type": "keep.me" }] })).await;
+    let kept = kept.expect_status(201).str("id");
+    alice.post(&format!("/api/v1/endpoints/{kept}/pause"), json!({})).await.expect_status(200);
+    for event_type in ["a.one", "a.two", "b.one"] {
+        publish(&alice, event_type).await;
+    }
+    let dead = wait_dead(&alice, "", 3).await;
+    assert!(dead.iter().all(|d| d["status"] == "dead" && d["endpoint_id"] == failing.as_str()));
+    // Held while paused, so requeued deliveries stay put for the assertions below.
+    alice.post(&format!("/api/v1/endpoints/{failing}/pause"), json!({})).await.expect_status(200);
+
+    assert_eq!(alice.all_pages(&format!("/api/v1/dead-letters?endpoint_id={kept}"), 10).await.len(), 0);
+    assert_eq!(alice.all_pages(&format!("/api/v1/dead-letters?endpoint_id={failing}"), 10).await.len(), 3);
+    assert_eq!(alice.all_pages("/api/v1/dead-letters?event_type=a.one", 10).await.len(), 1);
+    assert_eq!(alice.get("/api/v1/dead-letters?until=2000-01-01T00:00:00Z").await.json["data"], json!([]));
+    alice.get("/api/v1/dead-letters?status=dead").await.expect_invalid("status");
+
+    let bob = server.tenant("Bob").await;
+    let b_one = dead.iter().find(|d| d["event_type"] == "b.one").unwrap()["id"].as_str().unwrap().to_string();
+    let bobs = bob.post("/api/v1/dead-letters/requeue", json!({ "delivery_ids": [b_one] })).await.expect_status(200);
+    assert_eq!(bobs.json, json!({ "requeued": 0 }));
+    assert_eq!(bob.post("/api/v1/dead-letters/requeue", json!({})).await.expect_status(200).json["requeued"], 0);
+
+    let one = alice.post("/api/v1/dead-letters/requeue", json!({ "delivery_ids": [b_one, "dlv_unknown"] })).await;
+    assert_eq!(one.expect_status(200).json, json!({ "requeued": 1 }));
+    let requeued = alice.get(&format!("/api/v1/deliveries/{b_one}")).await.expect_status(200);
+    assert_eq!(requeued.json["status"], "pending");
+    let typed =
+        alice.post("/api/v1/dead-letters/requeue", json!({ "event_type": "a.two", "endpoint_id": failing })).await;
+    assert_eq!(typed.expect_status(200).json["requeued"], 1);
+    let rest = alice.post("/api/v1/dead-letters/requeue", json!({})).await.expect_status(200);
+    assert_eq!(rest.json["requeued"], 1);
+    assert_eq!(alice.all_pages("/api/v1/dead-letters", 100).await, Vec::<Value>::new());
+
+    // Deleting an endpoint turns its unfinished deliveries into dead letters, which have nowhere to go back to.
+    alice.delete(&format!("/api/v1/endpoints/{failing}")).await.expect_status(204);
+    let orphans = wait_dead(&alice, "", 3).await;
+    assert!(orphans.iter().all(|d| d["last_error"] == "endpoint deleted"), "{orphans:?}");
+    assert_eq!(alice.post("/api/v1/dead-letters/requeue", json!({})).await.expect_status(200).json["requeued"], 0);
+
+    alice.post("/api/v1/dead-letters/requeue", json!({ "delivery_ids": [] })).await.expect_invalid("delivery_ids");
+    let too_many: Vec<String> = (0..1001).map(|i| format!("dlv_{i}")).collect();
+    alice
+        .post("/api/v1/dead-letters/requeue", json!({ "delivery_ids": too_many }))
+        .await
+        .expect_invalid("delivery_ids");
+    let mixed = json!({ "delivery_ids": ["dlv_1"], "endpoint_id": kept });
+    alice.post("/api/v1/dead-letters/requeue", mixed).await.expect_invalid("delivery_ids");
+    alice.post("/api/v1/dead-letters/requeue", json!({ "delivery_ids": "dlv_1" })).await.expect_invalid("delivery_ids");
+    alice.post("/api/v1/dead-letters/requeue", json!({ "status": "dead" })).await.expect_invalid("status");
+}
+
+#[tokio::test]
+async fn management_actions_are_audited_without_secrets() {
+    let server = TestServer::start().await;
+    let alice = server.tenant("Alice").await;
+    let actor = alice.key_id.clone().unwrap();
+    let extra_key = alice.post("/api/v1/api-keys", json!({ "name": "temp" })).await.expect_status(201);
+    alice.delete(&format!("/api/v1/api-keys/{}", extra_key.str("id"))).await.expect_status(204);
+    let endpoint = alice
+        .post(
+            "/api/v1/endpoints",
+            json!({ "url": "https://hooks.example.com/T000/B000/tok3n-in-path?sig=qu3ry-t0ken", "headers": { "Authorization": "Bearer hunter2-header" } }),
+        )
+        .await
+        .expect_status(201);
+    let id = endpoint.str("id");
+    let path = format!("/api/v1/endpoints/{id}");
+    alice
+        .patch(&path, json!({ "description": "d", "headers": { "Authorization": "Bearer hunter3-header" } }))
+        .await
+        .expect_status(200);
+    alice.post(&format!("{path}/pause"), json!({})).await.expect_status(200);
+    alice.post(&format!("{path}/activate"), json!({})).await.expect_status(200);
+    let rotated =
+        alice.post(&format!("{path}/rotate-secret"), json!({ "grace_period": "1h" })).await.expect_status(200);
+    alice
+        .put(&format!("{path}/subscriptions"), json!({ "subscriptions": [{ "event_type": "a.*" }] }))
+        .await
+        .expect_status(200);
+    alice.post("/api/v1/event-types", json!({ "name": "a.b" })).await.expect_status(201);
+    let event = publish(&alice, "a.b").await;
+    let delivery = alice.all_pages(&format!("/api/v1/deliveries?event_id={event}"), 10).await.remove(0);
+    retry_when_idle(&alice, delivery["id"].as_str().unwrap()).await.expect_status(202);
+    alice.delete(&path).await.expect_status(204);
+    alice.post("/api/v1/dead-letters/requeue", json!({})).await.expect_status(200);
+
+    let log = alice.all_pages("/api/v1/audit-log", 3).await;
+    let mut actions: Vec<&str> = log.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    actions.reverse();
+    assert_eq!(
+        actions,
+        [
+            "tenant.created",
+            "api_key.created",
+            "api_key.created",
+            "api_key.revoked",
+            "endpoint.created",
+            "endpoint.updated",
+            "endpoint.paused",
+            "endpoint.activated",
+            "endpoint.secret_rotated",
+            "endpoint.subscriptions_replaced",
+            "event_type.created",
+            "delivery.retried",
+            "endpoint.deleted",
+            "dead_letters.requeued",
+        ]
+    );
+    // The tenant and its first key were made with the admin key; everything after with the tenant key.
+    let actors: Vec<&str> = log.iter().rev().map(|e| e["actor"].as_str().unwrap()).collect();
+    assert_eq!(actors[..2], ["admin", "admin"]);
+    assert!(actors[2..].iter().all(|a| *a == actor), "{actors:?}");
+    let created = log.iter().find(|e| e["action"] == "endpoint.created").unwrap();
+    assert_eq!(created["resource_type"], "endpoint");
+    assert_eq!(created["resource_id"], id.as_str());
+    assert_eq!(created["details"]["host"], "hooks.example.com");
+    for entry in &log {
+        assert!(entry["id"].as_str().unwrap().starts_with("aud_"));
+        assert!(entry["at"].as_str().unwrap().ends_with('Z'));
+    }
+
+    let text = serde_json::to_string(&log).unwrap();
+    for secret in [
+        endpoint.str("secret"),
+        rotated.str("secret"),
+        extra_key.str("key"),
+        "hunter2".to_string(),
+        "hunter3".to_string(),
+        "tok3n".to_string(),
+        "qu3ry".to_string(),
+    ] {
+        assert!(!text.contains(&secret), "the audit log shows `{secret}`: {text}");
+    }
+    let bob = server.tenant("Bob").await;
+    let bobs = bob.all_pages("/api/v1/audit-log", 100).await;
+    assert!(bobs.iter().all(|e| e["resource_id"] != id.as_str()));
+    assert!(!ids(&bobs).is_empty(), "Bob's log has his own tenant's creation");
+}

@@ -1,0 +1,295 @@
+//! Publishing (single and batch), idempotency, payload limits, reading events back, and event types.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::support::server::{Client, TestServer};
+
+/// A tenant with two endpoints: one for `payment.*`, one for everything.
+async fn setup() -> (TestServer, Client, String, String) {
+    let server = TestServer::start().await;
+    let alice = server.tenant("Alice").await;
+    let payments = alice.create_endpoint(json!({ "subscriptions": [{ "event_type": "payment.*" }] })).await;
+    let everything = alice.create_endpoint(json!({})).await;
+    (server, alice, payments.expect_status(201).str("id"), everything.expect_status(201).str("id"))
+}
+
+async fn delivery_count(client: &Client, event_id: &str) -> usize {
+    client.all_pages(&format!("/api/v1/deliveries?event_id={event_id}"), 100).await.len()
+}
+
+#[tokio::test]
+async fn publish_fans_out_and_keeps_the_payload_byte_for_byte() {
+    let (_server, alice, payments, everything) = setup().await;
+    let raw = r#"{"type": "payment.succeeded", "data": {"amount": 1.50, "big": 12345678901234567890, "nested": {"a": [1e3]}}}"#;
+    let accepted = alice.send_raw(Method::POST, "/api/v1/events", raw).await.expect_status(202);
+    assert_eq!(accepted.json["deliveries"], 2);
+    assert!(accepted.header("Idempotent-Replayed").is_none());
+    let id = accepted.str("id");
+    assert!(id.starts_with("evt_"));
+
+    let event = alice.get(&format!("/api/v1/events/{id}")).await.expect_status(200);
+    assert!(
+        event.text.contains(r#"{"amount": 1.50, "big": 12345678901234567890, "nested": {"a": [1e3]}}"#),
+        "{}",
+        event.text
+    );
+    assert_eq!(event.json["type"], "payment.succeeded");
+    assert!(event.json["idempotency_key"].is_null());
+    assert!(event.json["received_at"].as_str().unwrap().ends_with('Z'));
+
+    let deliveries = alice.all_pages(&format!("/api/v1/deliveries?event_id={id}"), 10).await;
+    let mut endpoints: Vec<&str> = deliveries.iter().map(|d| d["endpoint_id"].as_str().unwrap()).collect();
+    endpoints.sort();
+    let mut expected = [payments.as_str(), everything.as_str()];
+    expected.sort();
+    assert_eq!(endpoints, expected);
+
+    let other = alice.post("/api/v1/events", json!({ "type": "user.created", "data": {} })).await.expect_status(202);
+    assert_eq!(other.json["deliveries"], 1);
+    // Publishing registers the type.
+    let types = alice.all_pages("/api/v1/event-types", 10).await;
+    let names: Vec<&str> = types.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["payment.succeeded", "user.created"]);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_publishes_once() {
+    let (server, alice, _, _) = setup().await;
+    let body = json!({ "type": "payment.succeeded", "data": { "n": 1 }, "idempotency_key": "order-17" });
+    let first = alice.post("/api/v1/events", body.clone()).await.expect_status(202);
+    let again = alice.post("/api/v1/events", body).await.expect_status(202);
+    assert_eq!(again.json, first.json);
+    assert_eq!(again.header("Idempotent-Replayed"), Some("true"));
+    let id = first.str("id");
+    assert_eq!(delivery_count(&alice, &id).await, 2);
+
+    // The header works the same way, and agrees with the body key.
+    let by_header = |data: Value| {
+        alice
+            .request(Method::POST, "/api/v1/events")
+            .header("Idempotency-Key", "order-17")
+            .json(&json!({ "type": "payment.succeeded", "data": data }))
+    };
+    let replay = alice.send(by_header(json!({ "n": 2 }))).await.expect_status(202);
+    assert_eq!(replay.json, first.json);
+    assert_eq!(replay.header("Idempotent-Replayed"), Some("true"));
+    let both = alice
+        .request(Method::POST, "/api/v1/events")
+        .header("Idempotency-Key", "order-17")
+        .json(&json!({ "type": "payment.succeeded", "data": {}, "idempotency_key": "order-17" }));
+    assert_eq!(alice.send(both).await.expect_status(202).json, first.json);
+    let fresh = alice
+        .send(
+            alice
+                .request(Method::POST, "/api/v1/events")
+                .header("Idempotency-Key", "order-18")
+                .json(&json!({ "type": "payment.succeeded", "data": {} })),
+        )
+        .await;
+    let fresh = fresh.expect_status(202);
+    assert_ne!(fresh.json["id"], first.json["id"]);
+    assert_eq!(alice.get(&format!("/api/v1/events/{}", fresh.str("id"))).await.json["idempotency_key"], "order-18");
+    assert_eq!(delivery_count(&alice, &id).await, 2, "replays fan out nothing");
+
+    let differ = alice
+        .request(Method::POST, "/api/v1/events")
+        .header("Idempotency-Key", "a")
+        .json(&json!({ "type": "payment.succeeded", "data": {}, "idempotency_key": "b" }));
+    alice.send(differ).await.expect_invalid("idempotency_key");
+    let long = "k".repeat(201);
+    alice
+        .post("/api/v1/events", json!({ "type": "a.b", "data": {}, "idempotency_key": long }))
+        .await
+        .expect_invalid("idempotency_key");
+    alice
+        .post("/api/v1/events", json!({ "type": "a.b", "data": {}, "idempotency_key": "" }))
+        .await
+        .expect_invalid("idempotency_key");
+    let long_header = alice
+        .request(Method::POST, "/api/v1/events")
+        .header("Idempotency-Key", long)
+        .json(&json!({ "type": "a.b", "data": {} }));
+    alice.send(long_header).await.expect_invalid("Idempotency-Key");
+
+    // Keys are per tenant.
+    let bob = server.tenant("Bob").await;
+    let bobs = bob.post("/api/v1/events", json!({ "type": "a.b", "data": {}, "idempotency_key": "order-17" })).await;
+    assert!(bobs.expect_status(202).header("Idempotent-Replayed").is_none());
+}
+
+#[tokio::test]
+async fn publish_validation() {
+    let (_server, alice, _, _) = setup().await;
+    for data in [json!([1]), json!("text"), json!(null), json!(3)] {
+        alice.post("/api/v1/events", json!({ "type": "a.b", "data": data })).await.expect_invalid("data");
+    }
+    alice.post("/api/v1/events", json!({ "type": "a.b" })).await.expect_invalid("data");
+    alice.post("/api/v1/events", json!({ "data": {} })).await.expect_invalid("type");
+    for bad_type in [json!("Payment"), json!("payment"), json!("a..b"), json!(7), json!("a.*")] {
+        alice.post("/api/v1/events", json!({ "type": bad_type, "data": {} })).await.expect_invalid("type");
+    }
+    alice.post("/api/v1/events", json!({ "type": "a.b", "data": {}, "extra": 1 })).await.expect_invalid("extra");
+    alice.send_raw(Method::POST, "/api/v1/events", r#"{"type": "a.b", "data": {"#).await.expect_error(
+        400,
+        "invalid_request",
+        None,
+    );
+    alice.send_raw(Method::POST, "/api/v1/events", "").await.expect_error(400, "invalid_request", None);
+    let form = alice
+        .request(Method::POST, "/api/v1/events")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("type=a.b");
+    alice.send(form).await.expect_error(415, "unsupported_media_type", None);
+    let untyped = alice.request(Method::POST, "/api/v1/events").body(r#"{"type": "a.b", "data": {}}"#);
+    alice.send(untyped).await.expect_error(415, "unsupported_media_type", None);
+    assert!(alice.get("/api/v1/events").await.json["data"].as_array().unwrap().is_empty(), "nothing was stored");
+}
+
+#[tokio::test]
+async fn payload_limits_are_413() {
+    let server = TestServer::start_with(|config| config.max_payload_bytes = 1024).await;
+    let alice = server.tenant("Alice").await;
+    // `{"p":"…"}` is 8 bytes around the string.
+    let fits = json!({ "type": "a.b", "data": { "p": "x".repeat(1024 - 8) } });
+    alice.post("/api/v1/events", fits).await.expect_status(202);
+    let over = json!({ "type": "a.b", "data": { "p": "x".repeat(1024 - 7) } });
+    alice.post("/api/v1/events", over.clone()).await.expect_error(413, "payload_too_large", Some("data"));
+    let batch = json!({ "events": [{ "type": "a.b", "data": {} }, over] });
+    alice.post("/api/v1/events/batch", batch).await.expect_error(413, "payload_too_large", Some("events[1].data"));
+    let huge = json!({ "type": "a.b", "data": { "p": "x".repeat(200_000) } });
+    alice.post("/api/v1/events", huge).await.expect_error(413, "payload_too_large", None);
+    let huge_endpoint = json!({ "url": "https://example.com/", "description": "x".repeat(2 << 20) });
+    alice.post("/api/v1/endpoints", huge_endpoint).await.expect_error(413, "payload_too_large", None);
+}
+
+#[tokio::test]
+async fn batches_publish_together_and_report_each_event() {
+    let (_server, alice, _, _) = setup().await;
+    alice
+        .post("/api/v1/events", json!({ "type": "user.created", "data": {}, "idempotency_key": "k0" }))
+        .await
+        .expect_status(202);
+    let batch = json!({ "events": [
+        { "type": "payment.succeeded", "data": { "i": 1 }, "idempotency_key": "k1" },
+        { "type": "user.created", "data": { "i": 2 } },
+        { "type": "user.created", "data": { "i": 3 }, "idempotency_key": "k0" },
+    ] });
+    let accepted = alice.post("/api/v1/events/batch", batch.clone()).await.expect_status(202);
+    let items = accepted.json["data"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 3);
+    assert_eq!(items.iter().map(|i| i["deliveries"].as_i64().unwrap()).collect::<Vec<_>>(), [2, 1, 1]);
+    assert_eq!(items.iter().map(|i| i["replayed"].as_bool().unwrap()).collect::<Vec<_>>(), [false, false, true]);
+    assert!(accepted.json.get("next_cursor").is_none());
+    let replayed =
+        alice.post("/api/v1/events/batch", json!({ "events": [batch["events"][0]] })).await.expect_status(202);
+    assert_eq!(replayed.json["data"][0]["id"], items[0]["id"]);
+    assert_eq!(replayed.json["data"][0]["replayed"], true);
+    assert_eq!(delivery_count(&alice, items[0]["id"].as_str().unwrap()).await, 2);
+
+    let event = |i: usize| json!({ "type": "a.b", "data": { "i": i } });
+    alice.post("/api/v1/events/batch", json!({ "events": [] })).await.expect_invalid("events");
+    alice
+        .post("/api/v1/events/batch", json!({ "events": (0..101).map(event).collect::<Vec<_>>() }))
+        .await
+        .expect_invalid("events");
+    alice
+        .post("/api/v1/events/batch", json!({ "events": (0..100).map(event).collect::<Vec<_>>() }))
+        .await
+        .expect_status(202);
+    alice.post("/api/v1/events/batch", json!({})).await.expect_invalid("events");
+    let bad = |element: Value| json!({ "events": [event(0), event(1), event(2), element] });
+    alice
+        .post("/api/v1/events/batch", bad(json!({ "type": "a.b", "data": [] })))
+        .await
+        .expect_invalid("events[3].data");
+    alice.post("/api/v1/events/batch", bad(json!({ "type": "A", "data": {} }))).await.expect_invalid("events[3].type");
+    alice.post("/api/v1/events/batch", bad(json!({ "data": {} }))).await.expect_invalid("events[3].type");
+    alice
+        .post("/api/v1/events/batch", bad(json!({ "type": "a.b", "data": {}, "x": 1 })))
+        .await
+        .expect_invalid("events[3].x");
+    let duplicate_keys = json!({ "events": [
+        { "type": "a.b", "data": {}, "idempotency_key": "same" },
+        { "type": "a.b", "data": {}, "idempotency_key": "same" },
+    ] });
+    alice.post("/api/v1/events/batch", duplicate_keys).await.expect_invalid("events[1].idempotency_key");
+    let with_header = alice
+        .request(Method::POST, "/api/v1/events/batch")
+        .header("Idempotency-Key", "k")
+        .json(&json!({ "events": [event(0)] }));
+    alice.send(with_header).await.expect_invalid("Idempotency-Key");
+    // A failed batch stores none of its events.
+    let total = alice.all_pages("/api/v1/events", 1000).await.len();
+    assert_eq!(total, 1 + 2 + 100);
+}
+
+#[tokio::test]
+async fn events_list_filters_and_pages() {
+    let (server, alice, _, _) = setup().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let event_type = if i % 2 == 0 { "payment.succeeded" } else { "user.created" };
+        ids.push(
+            alice
+                .post("/api/v1/events", json!({ "type": event_type, "data": { "i": i } }))
+                .await
+                .expect_status(202)
+                .str("id"),
+        );
+    }
+    let all = alice.all_pages("/api/v1/events", 2).await;
+    let listed: Vec<&str> = all.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    let newest_first: Vec<&str> = ids.iter().rev().map(String::as_str).collect();
+    assert_eq!(listed, newest_first);
+    let payments = alice.all_pages("/api/v1/events?event_type=payment.succeeded", 10).await;
+    assert_eq!(payments.len(), 3);
+    assert!(payments.iter().all(|e| e["type"] == "payment.succeeded"));
+
+    let future = alice.get("/api/v1/events?since=2999-01-01T00:00:00Z").await.expect_status(200);
+    assert_eq!(future.json["data"], json!([]));
+    let past = alice.get("/api/v1/events?until=2000-01-01T00:00:00%2B01:00").await.expect_status(200);
+    assert_eq!(past.json["data"], json!([]));
+    let window = alice.all_pages("/api/v1/events?since=2000-01-01T00:00:00Z&until=2999-01-01T00:00:00Z", 100).await;
+    assert_eq!(window.len(), 5);
+    alice.get("/api/v1/events?since=yesterday").await.expect_invalid("since");
+    alice.get("/api/v1/events?until=2024-13-01T00:00:00Z").await.expect_invalid("until");
+    alice.get("/api/v1/events?type=a.b").await.expect_invalid("type");
+    alice.get("/api/v1/events/evt_unknown").await.expect_error(404, "not_found", None);
+    let bob = server.tenant("Bob").await;
+    bob.get(&format!("/api/v1/events/{}", ids[0])).await.expect_error(404, "not_found", None);
+    assert_eq!(bob.get("/api/v1/events").await.json["data"], json!([]));
+}
+
+#[tokio::test]
+async fn event_types_register_and_update() {
+    let (_server, alice, _, _) = setup().await;
+    let created = alice.post("/api/v1/event-types", json!({ "name": "invoice.paid", "description": "Paid" })).await;
+    let created = created.expect_status(201);
+    assert_eq!(created.json["name"], "invoice.paid");
+    assert_eq!(created.json["description"], "Paid");
+    let updated = alice.post("/api/v1/event-types", json!({ "name": "invoice.paid", "description": "Settled" })).await;
+    let updated = updated.expect_status(200);
+    assert_eq!(updated.json["description"], "Settled");
+    assert_eq!(updated.json["created_at"], created.json["created_at"]);
+    alice.post("/api/v1/event-types", json!({ "name": "account.closed" })).await.expect_status(201);
+    for name in ["Invoice.Paid", "invoice", "invoice.", "a b.c", ""] {
+        alice.post("/api/v1/event-types", json!({ "name": name })).await.expect_invalid("name");
+    }
+    alice
+        .post("/api/v1/event-types", json!({ "name": "a.b", "description": "d".repeat(1001) }))
+        .await
+        .expect_invalid("description");
+    alice.post("/api/v1/event-types", json!({ "name": "a.b", "schema": {} })).await.expect_invalid("schema");
+    // Ordered by name, the cursor being the name.
+    let first = alice.get("/api/v1/event-types?limit=1").await.expect_status(200);
+    assert_eq!(first.json["data"][0]["name"], "account.closed");
+    assert_eq!(first.json["next_cursor"], "account.closed");
+    let names: Vec<String> = alice
+        .all_pages("/api/v1/event-types", 1)
+        .await
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["account.closed", "invoice.paid"]);
+}

@@ -1,0 +1,93 @@
+//! What every route shares: health probes, JSON errors for unknown routes and methods, malformed bodies and
+//! pagination.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::support::server::TestServer;
+
+#[tokio::test]
+async fn health_probes() {
+    let server = TestServer::start().await;
+    let anyone = server.anonymous();
+    assert_eq!(anyone.get("/healthz").await.expect_status(200).json, json!({ "status": "ok" }));
+    assert_eq!(anyone.get("/readyz").await.expect_status(200).json, json!({ "status": "ready" }));
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_json() {
+    let server = TestServer::start().await;
+    let alice = server.tenant("Alice").await;
+    for path in ["/nope", "/api/v1/nope", "/api/v2/endpoints", "/api/v1/endpoints/ep_1/explode"] {
+        alice.get(path).await.expect_error(404, "not_found", None);
+    }
+    let wrong = alice.send(alice.request(Method::DELETE, "/api/v1/tenants")).await;
+    wrong.expect_error(405, "method_not_allowed", None);
+    let allow = wrong.header("allow").unwrap_or_default().to_string();
+    assert!(allow.contains("GET") && allow.contains("POST"), "Allow: {allow}");
+    alice.send(alice.request(Method::PUT, "/api/v1/events")).await.expect_error(405, "method_not_allowed", None);
+    alice.send(alice.request(Method::POST, "/healthz")).await.expect_error(405, "method_not_allowed", None);
+    alice.get("/api/v1/endpoints/%FF%FE").await.expect_error(404, "not_found", None);
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_400_not_500() {
+    let server = TestServer::start().await;
+    let alice = server.tenant("Alice").await;
+    for body in [
+        "{",
+        "{\"url\": }",
+        "not json",
+        "{\"url\": \"https://x.example\"} {}",
+        "[\"https://x.example\"]",
+        "null",
+        "\u{0}",
+    ] {
+        let answer = alice.send_raw(Method::POST, "/api/v1/endpoints", body).await;
+        answer.expect_error(400, "invalid_request", None);
+    }
+    let bad_utf8 =
+        alice.send_raw(Method::POST, "/api/v1/endpoints", vec![b'{', b'"', 0xff, b'"', b':', b'1', b'}']).await;
+    bad_utf8.expect_error(400, "invalid_request", None);
+    let no_type = alice.request(Method::POST, "/api/v1/endpoints").body(r#"{"url": "https://x.example"}"#);
+    alice.send(no_type).await.expect_error(415, "unsupported_media_type", None);
+    let charset = alice
+        .request(Method::POST, "/api/v1/endpoints")
+        .header("content-type", "application/json; charset=utf-8")
+        .body(r#"{"url": "https://x.example"}"#);
+    alice.send(charset).await.expect_status(201);
+}
+
+#[tokio::test]
+async fn pagination_walks_every_item_once_newest_first() {
+    let server = TestServer::start().await;
+    let alice = server.tenant("Alice").await;
+    let mut created = Vec::new();
+    for _ in 0..5 {
+        created.push(alice.create_endpoint(json!({})).await.expect_status(201).str("id"));
+    }
+    created.reverse();
+    let ids =
+        |items: Vec<Value>| -> Vec<String> { items.iter().map(|e| e["id"].as_str().unwrap().to_string()).collect() };
+    assert_eq!(ids(alice.all_pages("/api/v1/endpoints", 2).await), created);
+    assert_eq!(ids(alice.all_pages("/api/v1/endpoints", 5).await), created);
+    assert_eq!(ids(alice.all_pages("/api/v1/endpoints", 1000).await), created);
+
+    let first = alice.get("/api/v1/endpoints?limit=2").await.expect_status(200);
+    assert_eq!(first.json["next_cursor"], created[1].as_str());
+    // A page that ends exactly at the last item says there is no more.
+    let last = alice.get(&format!("/api/v1/endpoints?limit=3&cursor={}", created[1])).await.expect_status(200);
+    assert_eq!(last.json["data"].as_array().unwrap().len(), 3);
+    assert!(last.json["next_cursor"].is_null());
+    let default = alice.get("/api/v1/endpoints").await.expect_status(200);
+    assert_eq!(default.json["data"].as_array().unwrap().len(), 5);
+    assert!(default.json["next_cursor"].is_null());
+
+    for query in ["limit=0", "limit=1001", "limit=ten", "limit=-5", "limit=1&limit=2"] {
+        alice.get(&format!("/api/v1/endpoints?{query}")).await.expect_invalid("limit");
+    }
+    alice.get("/api/v1/endpoints?page=2").await.expect_invalid("page");
+    alice.get("/api/v1/audit-log?limit=0").await.expect_invalid("limit");
+    alice.get("/api/v1/api-keys?cursor=x&extra=1").await.expect_invalid("extra");
+    server.admin().get("/api/v1/tenants?limit=abc").await.expect_invalid("limit");
+}
