@@ -101,7 +101,7 @@ pub async fn run(
     let dispatcher = tokio::spawn(dispatcher.run(stop.clone()));
 
     tracing::info!(address = %listener.local_addr()?, database = %config::redact_url(&config.database_url),
-        "switchyard listening");
+    "switchyard listening");
     let stop_on_signal = stop.clone();
     let served = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(async move {
@@ -133,7 +133,7 @@ fn load_master_key(config: &Config) -> Result<MasterKey, StartError> {
     let (key, created) = MasterKey::load_or_create(&path)?;
     if created {
         tracing::warn!(path = %path.display(), "generated a master key for endpoint secrets; back this file up \
-            (losing it makes stored secrets unreadable) or set SWITCHYARD_MASTER_KEY");
+        (losing it makes stored secrets unreadable) or set SWITCHYARD_MASTER_KEY");
     }
     Ok(key)
 }

@@ -26,9 +26,7 @@ pub fn validate_event_type(name: &str) -> Result<(), String> {
         return Err(format!("`{name}` must have the form resource.action, e.g. payment.succeeded"));
     }
     if let Some(bad) = segments.iter().find(|s| !is_segment(s)) {
-        return Err(format!(
-            "segment `{bad}` of `{name}` must be non-empty lowercase letters, digits, `_` or `-`"
-        ));
+        return Err(format!("segment `{bad}` of `{name}` must be non-empty lowercase letters, digits, `_` or `-`"));
     }
     Ok(())
 }
@@ -225,7 +223,8 @@ mod tests {
     fn documented_filter_examples() {
         let big_eur = r#"$[?@.data.amount > 1000 && @.data.currency == 'EUR']"#;
         let bulk_items = r#"$..items[?@.qty > 2]"#;
-        let endpoints = [endpoint("big-eur", &[("payment.*", Some(big_eur))]), endpoint("bulk", &[("*", Some(bulk_items))])];
+        let endpoints =
+            [endpoint("big-eur", &[("payment.*", Some(big_eur))]), endpoint("bulk", &[("*", Some(bulk_items))])];
 
         let big = event("payment.succeeded", r#"{"amount": 1500, "currency": "EUR"}"#);
         let small = event("payment.succeeded", r#"{"amount": 500, "currency": "EUR"}"#);
@@ -263,8 +262,8 @@ mod tests {
     #[test]
     fn invalid_filters_are_rejected_with_the_problem() {
         for bad in ["$[?@.amount >]", "amount > 5", "$[?(@.a ==]", "$.."] {
-            let err = validate_subscription(&Subscription { event_type: "*".into(), filter: Some(bad.into()) })
-                .unwrap_err();
+            let err =
+                validate_subscription(&Subscription { event_type: "*".into(), filter: Some(bad.into()) }).unwrap_err();
             assert_eq!(err.0, "filter", "{bad}");
             assert!(err.1.contains("invalid JSONPath"), "{bad}: {}", err.1);
         }
