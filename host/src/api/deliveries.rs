@@ -136,6 +136,10 @@ async fn retry(
     if current.status == DeliveryStatus::Delivering {
         return Err(in_flight());
     }
+    // A delivery of a deleted endpoint could never be attempted: requeued, it would wait forever.
+    if state.store.get_endpoint(&caller.tenant_id, &current.endpoint_id).await?.is_none() {
+        return Err(ApiError::Conflict("its endpoint was deleted; the delivery cannot be retried".into()));
+    }
     // None here means a worker claimed it between the two calls (the id is known to exist).
     let delivery = state.store.retry_delivery(&caller.tenant_id, &id, now_millis()).await?.ok_or_else(in_flight)?;
     let details = json!({ "previous_status": current.status, "attempts": current.attempts });

@@ -289,3 +289,22 @@ async fn management_actions_are_audited_without_secrets() {
     assert!(bobs.iter().all(|e| e["resource_id"] != id.as_str()));
     assert!(!ids(&bobs).is_empty(), "Bob's log has his own tenant's creation");
 }
+
+#[tokio::test]
+async fn a_delivery_of_a_deleted_endpoint_cannot_be_retried() {
+    let server = TestServer::start().await;
+    let alice = server.tenant("Alice").await;
+    let endpoint = alice.create_endpoint(json!({})).await.expect_status(201).str("id");
+    let event = publish(&alice, "payment.succeeded").await;
+    alice.delete(&format!("/api/v1/endpoints/{endpoint}")).await.expect_status(204);
+
+    let deliveries = alice.all_pages(&format!("/api/v1/deliveries?event_id={event}"), 10).await;
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0]["status"], "dead");
+    assert_eq!(deliveries[0]["last_error"], "endpoint deleted");
+    let id = deliveries[0]["id"].as_str().unwrap();
+    let refused = alice.post(&format!("/api/v1/deliveries/{id}/retry"), json!({})).await;
+    refused.expect_error(409, "conflict", None);
+    assert!(refused.text.contains("endpoint was deleted"), "{}", refused.text);
+    assert_eq!(alice.get(&format!("/api/v1/deliveries/{id}")).await.expect_status(200).str("status"), "dead");
+}
