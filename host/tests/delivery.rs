@@ -1,0 +1,558 @@
+//! End-to-end delivery: a real Switchyard (in-process through `switchyard::run`, or the real binary), a real local
+//! receiver, signatures checked with the reference Python libraries, retries, dead letters and crash safety.
+//! Everything is driven and observed through the REST API and the receiver, as a user would.
+//!
+//! Signature checks need `SWITCHYARD_TEST_PYTHON` (see `support/python.rs`); without it they are skipped locally
+//! and fail under `CI=true`.
+
+#[path = "support/harness.rs"]
+mod harness;
+#[path = "support/python.rs"]
+mod python;
+#[path = "support/receiver.rs"]
+mod receiver;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use harness::{attempts_log, outcomes, str_field, Api, BinaryServer, Server};
+use receiver::{Receiver, Recorded, Reply};
+
+/// Upper bound for anything that should happen within a few seconds.
+const WAIT: Duration = Duration::from_secs(20);
+/// Another Standard Webhooks secret (the spec's example), which must not verify our deliveries.
+const FOREIGN_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// A running server and a client for a fresh tenant on it.
+async fn setup() -> (Server, Api) {
+    let server = Server::start().await;
+    let api = Api::new_tenant(&server.base_url, "e2e").await;
+    (server, api)
+}
+
+/// Creates an endpoint pointing at `receiver` (`/hook`), with `extra` fields merged into the request.
+/// Returns `(endpoint id, secret)`.
+async fn endpoint_to(api: &Api, receiver: &Receiver, extra: Value) -> (String, String) {
+    let mut body = json!({ "url": receiver.url("/hook") });
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    let endpoint = api.create_endpoint(body).await;
+    (str_field(&endpoint, "id").to_string(), str_field(&endpoint, "secret").to_string())
+}
+
+/// Publishes one event; returns `(event id, number of deliveries)`.
+async fn publish(api: &Api, event_type: &str, data: Value) -> (String, u64) {
+    let published = api.publish(event_type, data).await;
+    let deliveries =
+        published["deliveries"].as_u64().unwrap_or_else(|| panic!("202 body without deliveries: {published}"));
+    (str_field(&published, "id").to_string(), deliveries)
+}
+
+/// Publishes one event to the single endpoint `endpoint_id`; returns `(event id, delivery id)`.
+async fn publish_to(api: &Api, endpoint_id: &str, event_type: &str, data: Value) -> (String, String) {
+    let (event_id, deliveries) = publish(api, event_type, data).await;
+    assert_eq!(deliveries, 1, "event {event_id} should fan out to the one endpoint");
+    let delivery = api.delivery_of(&event_id, endpoint_id).await;
+    (event_id, str_field(&delivery, "id").to_string())
+}
+
+fn retry(schedule: &[&str]) -> Value {
+    json!({ "retry": { "schedule": schedule } })
+}
+
+fn attempts(delivery: &Value) -> u64 {
+    delivery["attempts"].as_u64().unwrap_or_else(|| panic!("delivery without numeric `attempts`: {delivery:#}"))
+}
+
+fn status_codes(delivery: &Value) -> Vec<Option<u64>> {
+    attempts_log(delivery).iter().map(|a| a["status_code"].as_u64()).collect()
+}
+
+/// Asserts every request carries `webhook-id` = `event_id` (the id is stable across retries).
+fn assert_webhook_ids(requests: &[Recorded], event_id: &str) {
+    for (i, request) in requests.iter().enumerate() {
+        assert_eq!(request.header("webhook-id"), Some(event_id), "request #{i}: webhook-id should be the event id");
+    }
+}
+
+/// The `v1,…` entries of a `webhook-signature` header.
+fn signature_entries(request: &Recorded) -> Vec<String> {
+    let header = request.header("webhook-signature").unwrap_or_else(|| {
+        panic!("no webhook-signature header; headers: {:#?}", request.headers);
+    });
+    let entries: Vec<String> = header.split(' ').map(str::to_string).collect();
+    for entry in &entries {
+        assert!(entry.starts_with("v1,") && entry.len() > 3, "signature entry {entry:?} is not `v1,<base64>`");
+    }
+    entries
+}
+
+/// Verifies `request` under `secret` with the reference library; `Ok(())` when there is no Python to ask.
+async fn reference_verify(scheme: &str, secret: &str, request: &Recorded) -> Result<(), String> {
+    match python::verifier() {
+        Some(verifier) => verifier.verify(scheme, secret, &request.headers, &request.body).await,
+        None => Ok(()),
+    }
+}
+
+async fn assert_verifies(scheme: &str, secret: &str, request: &Recorded, what: &str) {
+    if let Err(e) = reference_verify(scheme, secret, request).await {
+        panic!(
+            "{what}: the {scheme} reference library rejected the delivery: {e}\nheaders: {:#?}\nbody: {}",
+            request.headers,
+            String::from_utf8_lossy(&request.body)
+        );
+    }
+}
+
+async fn assert_rejected(scheme: &str, secret: &str, request: &Recorded, what: &str) {
+    if python::verifier().is_some() && reference_verify(scheme, secret, request).await.is_ok() {
+        panic!("{what}: the {scheme} reference library accepted it, but it must not; headers: {:#?}", request.headers);
+    }
+}
+
+fn with_body(request: &Recorded, body: &str) -> Recorded {
+    Recorded { body: body.as_bytes().to_vec(), ..request.clone() }
+}
+
+/// 1. Standard Webhooks signature verified by `standardwebhooks` over the exact body; the headers we promise;
+/// the body is the envelope with the published data, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standard_signature_headers_and_envelope() {
+    let (_server, api) = setup().await;
+    let receiver = Receiver::start().await;
+    let (endpoint_id, secret) = endpoint_to(&api, &receiver, json!({ "headers": { "X-Team": "billing" } })).await;
+
+    // Sent as raw text so we know the exact bytes of `data`: the payload must reach the receiver unchanged
+    // (`1.50`, the spacing and the non-ASCII text included).
+    let raw_data = r#"{"amount": 1.50, "currency": "eur", "note": "Grüße"}"#;
+    let (status, published) = api
+        .send_text(
+            Method::POST,
+            "/api/v1/events",
+            Some(format!(r#"{{"type": "payment.succeeded", "data": {raw_data}}}"#)),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 202, "publish: {published}");
+    let event_id = str_field(&published, "id").to_string();
+    let delivery_id = str_field(&api.delivery_of(&event_id, &endpoint_id).await, "id").to_string();
+
+    let requests = receiver.wait_for_requests(1, WAIT).await;
+    let request = &requests[0];
+    let delivery = api.wait_status(&delivery_id, "succeeded", WAIT).await;
+
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.path, "/hook");
+    assert_eq!(request.header("webhook-id"), Some(event_id.as_str()), "webhook-id must be the event id");
+    let timestamp: i64 = request
+        .header("webhook-timestamp")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("webhook-timestamp must be unix seconds; headers: {:#?}", request.headers));
+    let now = chrono::Utc::now().timestamp();
+    assert!((now - timestamp).abs() <= 60, "webhook-timestamp {timestamp} is not the time of sending ({now})");
+    assert_eq!(signature_entries(request).len(), 1, "one secret, one signature");
+    assert_eq!(
+        request.header("user-agent"),
+        Some(format!("Switchyard/{}", env!("CARGO_PKG_VERSION")).as_str()),
+        "user-agent"
+    );
+    assert!(
+        request.header("content-type").is_some_and(|c| c.starts_with("application/json")),
+        "content-type should be application/json; headers: {:#?}",
+        request.headers
+    );
+    assert!(
+        request.header("idempotency-key").is_some_and(|k| !k.trim().is_empty()),
+        "an Idempotency-Key header is expected; headers: {:#?}",
+        request.headers
+    );
+    assert_eq!(request.header("x-team"), Some("billing"), "the endpoint's custom header");
+
+    let envelope = request.json();
+    let keys: BTreeSet<&str> =
+        envelope.as_object().expect("envelope is an object").keys().map(String::as_str).collect();
+    assert_eq!(keys, BTreeSet::from(["id", "type", "timestamp", "tenant_id", "data"]), "envelope fields: {envelope}");
+    assert_eq!(envelope["id"], event_id.as_str());
+    assert_eq!(envelope["type"], "payment.succeeded");
+    assert_eq!(envelope["tenant_id"], api.tenant_id());
+    assert_eq!(envelope["data"], serde_json::from_str::<Value>(raw_data).unwrap());
+    let event = api.get(&format!("/api/v1/events/{event_id}")).await;
+    assert_eq!(envelope["timestamp"], event["received_at"], "envelope timestamp is the event's received_at");
+    assert!(
+        request.body_text().contains(&format!(r#""data":{raw_data}"#)),
+        "the payload must be forwarded byte for byte; body: {}",
+        request.body_text()
+    );
+
+    assert_verifies("standard", &secret, request, "standard signature").await;
+    let tampered = request.body_text().replace("1.50", "1.5");
+    assert_rejected("standard", &secret, &with_body(request, &tampered), "a tampered body").await;
+    assert_rejected("standard", FOREIGN_SECRET, request, "another secret").await;
+
+    assert_eq!(attempts(&delivery), 1, "{delivery:#}");
+    assert_eq!(outcomes(&delivery), ["succeeded"], "{delivery:#}");
+    assert_eq!(status_codes(&delivery), [Some(204)], "{delivery:#}");
+}
+
+/// 2. After a rotation the old secret keeps signing during its grace period (two `v1` entries, each verifying),
+/// and `grace_period: "0s"` leaves only the new secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_signs_with_both_secrets_during_grace() {
+    let (_server, api) = setup().await;
+    let graceful = Receiver::start().await;
+    let abrupt = Receiver::start().await;
+
+    let (graceful_id, graceful_old) = endpoint_to(&api, &graceful, json!({})).await;
+    let rotated =
+        api.expect(Method::POST, &format!("/api/v1/endpoints/{graceful_id}/rotate-secret"), Some(json!({})), 200).await;
+    let graceful_new = str_field(&rotated, "secret").to_string();
+    assert!(graceful_new.starts_with("whsec_") && graceful_new != graceful_old, "rotation gives a new secret");
+    let statuses: Vec<&str> =
+        rotated["secrets"].as_array().expect("secrets").iter().filter_map(|s| s["status"].as_str()).collect();
+    assert!(
+        statuses.contains(&"active") && statuses.contains(&"retiring"),
+        "after a rotation with the default grace period, one active and one retiring secret: {rotated:#}"
+    );
+
+    let (abrupt_id, abrupt_old) = endpoint_to(&api, &abrupt, json!({})).await;
+    let rotated = api
+        .expect(
+            Method::POST,
+            &format!("/api/v1/endpoints/{abrupt_id}/rotate-secret"),
+            Some(json!({ "grace_period": "0s" })),
+            200,
+        )
+        .await;
+    let abrupt_new = str_field(&rotated, "secret").to_string();
+    assert_ne!(abrupt_new, abrupt_old);
+
+    let (_, deliveries) = publish(&api, "invoice.paid", json!({ "invoice": "in_1" })).await;
+    assert_eq!(deliveries, 2, "both endpoints subscribe to everything");
+
+    let request = &graceful.wait_for_requests(1, WAIT).await[0];
+    assert_eq!(
+        signature_entries(request).len(),
+        2,
+        "during the grace period both secrets sign: {:#?}",
+        request.headers
+    );
+    assert_verifies("standard", &graceful_new, request, "grace period, new secret").await;
+    assert_verifies("standard", &graceful_old, request, "grace period, old secret").await;
+
+    let request = &abrupt.wait_for_requests(1, WAIT).await[0];
+    assert_eq!(signature_entries(request).len(), 1, "with grace 0s only the new secret signs: {:#?}", request.headers);
+    assert_verifies("standard", &abrupt_new, request, "grace 0s, new secret").await;
+    assert_rejected("standard", &abrupt_old, request, "grace 0s, the revoked old secret").await;
+}
+
+/// 3. `signature_scheme: "stripe"` verifies with `stripe.Webhook.construct_event`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stripe_scheme_verifies_with_stripe_library() {
+    let (_server, api) = setup().await;
+    let receiver = Receiver::start().await;
+    let (endpoint_id, secret) = endpoint_to(&api, &receiver, json!({ "signature_scheme": "stripe" })).await;
+    let (_, delivery_id) = publish_to(&api, &endpoint_id, "charge.refunded", json!({ "charge": "ch_1" })).await;
+
+    let request = &receiver.wait_for_requests(1, WAIT).await[0];
+    api.wait_status(&delivery_id, "succeeded", WAIT).await;
+    let header = request
+        .header("switchyard-signature")
+        .unwrap_or_else(|| panic!("no Switchyard-Signature header; headers: {:#?}", request.headers));
+    let parts: Vec<&str> = header.split(',').collect();
+    assert!(
+        parts.len() == 2
+            && parts[0].strip_prefix("t=").is_some_and(|t| t.parse::<i64>().is_ok())
+            && parts[1]
+                .strip_prefix("v1=")
+                .is_some_and(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())),
+        "Switchyard-Signature should be `t=<unix>,v1=<64 lower-case hex>`, got {header:?}"
+    );
+
+    assert_verifies("stripe", &secret, request, "stripe scheme").await;
+    let tampered = request.body_text().replace("ch_1", "ch_2");
+    assert_rejected("stripe", &secret, &with_body(request, &tampered), "stripe scheme, tampered body").await;
+    assert_rejected("stripe", FOREIGN_SECRET, request, "stripe scheme, another secret").await;
+}
+
+/// 4. Two 500s then success: three attempts, one message id, same body and idempotency key every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_after_server_errors_until_success() {
+    let (_server, api) = setup().await;
+    let receiver = Receiver::start().await;
+    receiver.push([Reply::status(500).body("boom 1"), Reply::status(500).body("boom 2")]);
+    let (endpoint_id, _) = endpoint_to(&api, &receiver, retry(&["1s", "1s"])).await;
+    let (event_id, delivery_id) = publish_to(&api, &endpoint_id, "order.created", json!({ "order": 7 })).await;
+
+    let delivery = api.wait_final(&delivery_id, WAIT).await;
+    assert_eq!(delivery["status"], "succeeded", "{delivery:#}");
+    assert_eq!(attempts(&delivery), 3, "{delivery:#}");
+    assert_eq!(outcomes(&delivery), ["retry", "retry", "succeeded"], "{delivery:#}");
+    assert_eq!(status_codes(&delivery), [Some(500), Some(500), Some(204)], "{delivery:#}");
+
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 3, "the receiver should have been called three times");
+    assert_webhook_ids(&requests, &event_id);
+    for request in &requests[1..] {
+        assert_eq!(request.body, requests[0].body, "retries resend the same body");
+        assert_eq!(request.header("idempotency-key"), requests[0].header("idempotency-key"), "idempotency key");
+    }
+    for pair in requests.windows(2) {
+        let gap = pair[1].received_at - pair[0].received_at;
+        // 1 s steps with at most 20 % jitter either way.
+        assert!(gap >= Duration::from_millis(780), "retry came {gap:?} after the previous attempt; expected ≥ 0.8 s");
+    }
+}
+
+/// 5. Always 500 with two retries: dead after exactly three attempts, listed as a dead letter, and a requeue
+/// delivers it once the receiver recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_after_max_attempts_then_requeue() {
+    let (_server, api) = setup().await;
+    let receiver = Receiver::start().await;
+    receiver.set_default(Reply::status(500));
+    let (endpoint_id, _) = endpoint_to(&api, &receiver, retry(&["1s", "1s"])).await;
+    let (event_id, delivery_id) = publish_to(&api, &endpoint_id, "order.created", json!({ "order": 8 })).await;
+
+    let delivery = api.wait_final(&delivery_id, WAIT).await;
+    assert_eq!(delivery["status"], "dead", "{delivery:#}");
+    assert_eq!(attempts(&delivery), 3, "{delivery:#}");
+    assert_eq!(outcomes(&delivery), ["retry", "retry", "dead"], "{delivery:#}");
+    assert_eq!(receiver.count(), 3, "dead after exactly three requests");
+
+    let dead = api.get(&format!("/api/v1/dead-letters?endpoint_id={endpoint_id}")).await;
+    let dead_ids: Vec<&str> = dead["data"].as_array().expect("data").iter().filter_map(|d| d["id"].as_str()).collect();
+    assert_eq!(dead_ids, [delivery_id.as_str()], "dead letters: {dead}");
+
+    receiver.set_default(Reply::status(204));
+    let requeued = api
+        .expect(Method::POST, "/api/v1/dead-letters/requeue", Some(json!({ "delivery_ids": [delivery_id] })), 200)
+        .await;
+    assert_eq!(requeued["requeued"], 1, "{requeued}");
+    let delivery = api.wait_final(&delivery_id, WAIT).await;
+    assert_eq!(delivery["status"], "succeeded", "{delivery:#}");
+    assert_eq!(attempts(&delivery), 4, "{delivery:#}");
+    assert_eq!(outcomes(&delivery), ["retry", "retry", "dead", "succeeded"], "{delivery:#}");
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 4);
+    assert_webhook_ids(&requests, &event_id);
+
+    let dead = api.get(&format!("/api/v1/dead-letters?endpoint_id={endpoint_id}")).await;
+    assert_eq!(dead["data"].as_array().map(Vec::len), Some(0), "no dead letters left: {dead}");
+}
+
+/// 6. 410 Gone disables the endpoint with a reason and kills the delivery at once; later events skip it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gone_disables_endpoint() {
+    let (_server, api) = setup().await;
+    let receiver = Receiver::start().await;
+    receiver.push([Reply::status(410)]);
+    let (endpoint_id, _) = endpoint_to(&api, &receiver, retry(&["1s"])).await;
+    let (_, delivery_id) = publish_to(&api, &endpoint_id, "user.deleted", json!({ "user": 1 })).await;
+
+    let delivery = api.wait_final(&delivery_id, WAIT).await;
+    assert_eq!(delivery["status"], "dead", "{delivery:#}");
+    assert_eq!(attempts(&delivery), 1, "{delivery:#}");
+    assert_eq!(delivery["last_status_code"], 410, "{delivery:#}");
+    assert_eq!(outcomes(&delivery), ["gone"], "{delivery:#}");
+
+    let endpoint = api.endpoint(&endpoint_id).await;
+    assert_eq!(endpoint["status"], "disabled", "{endpoint:#}");
+    assert!(
+        endpoint["status_reason"].as_str().is_some_and(|r| !r.trim().is_empty()),
+        "a disabled endpoint records why: {endpoint:#}"
+    );
+
+    let (event_id, deliveries) = publish(&api, "user.deleted", json!({ "user": 2 })).await;
+    assert_eq!(deliveries, 0, "a disabled endpoint gets no new deliveries");
+    let page = api.get(&format!("/api/v1/deliveries?endpoint_id={endpoint_id}")).await;
+    let ids: Vec<&str> = page["data"].as_array().expect("data").iter().filter_map(|d| d["id"].as_str()).collect();
+    assert_eq!(ids, [delivery_id.as_str()], "only the first delivery exists (event {event_id} created none): {page}");
+    assert_eq!(receiver.count(), 1);
+}
+
+/// 7. A 400 is final: dead after one attempt, the response body kept for diagnosis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_error_is_dead_at_once() {
+    let (_server, api) = setup().await;
+    let receiver = Receiver::start().await;
+    receiver.push([Reply::status(400).body("missing field customer")]);
+    let (endpoint_id, _) = endpoint_to(&api, &receiver, retry(&["1s"])).await;
+    let (_, delivery_id) = publish_to(&api, &endpoint_id, "user.created", json!({ "user": 3 })).await;
+
+    let delivery = api.wait_final(&delivery_id, WAIT).await;
+    assert_eq!(delivery["status"], "dead", "{delivery:#}");
+    assert_eq!(attempts(&delivery), 1, "{delivery:#}");
+    assert_eq!(outcomes(&delivery), ["dead"], "{delivery:#}");
+    assert_eq!(status_codes(&delivery), [Some(400)], "{delivery:#}");
+    assert_eq!(attempts_log(&delivery)[0]["response_body"], "missing field customer", "{delivery:#}");
+    assert_eq!(receiver.count(), 1);
+    assert_eq!(api.endpoint(&endpoint_id).await["status"], "active", "a 400 does not disable the endpoint");
+}
+
+/// 8. A receiver slower than the endpoint timeout: the attempt is recorded as a timeout and retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_is_retried() {
+    let (_server, api) = setup().await;
+    let receiver = Receiver::start().await;
+    receiver.push([Reply::status(204).delay(Duration::from_secs(3))]);
+    let mut settings = retry(&["1s"]);
+    settings["timeout_secs"] = json!(1);
+    let (endpoint_id, _) = endpoint_to(&api, &receiver, settings).await;
+    let (event_id, delivery_id) = publish_to(&api, &endpoint_id, "report.ready", json!({ "report": 4 })).await;
+
+    let delivery = api.wait_final(&delivery_id, WAIT).await;
+    assert_eq!(delivery["status"], "succeeded", "{delivery:#}");
+    assert_eq!(attempts(&delivery), 2, "{delivery:#}");
+    assert_eq!(outcomes(&delivery), ["retry", "succeeded"], "{delivery:#}");
+    let first = &attempts_log(&delivery)[0];
+    assert!(first["status_code"].is_null(), "a timed-out attempt has no status code: {first}");
+    assert!(
+        first["error"].as_str().is_some_and(|e| e.to_ascii_lowercase().contains("time")),
+        "the attempt error should say it timed out: {first}"
+    );
+    let took = first["duration_ms"].as_u64().unwrap_or_else(|| panic!("duration_ms: {first}"));
+    assert!((900..2500).contains(&took), "the 1 s timeout should cut the 3 s answer short; took {took} ms");
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 2);
+    assert_webhook_ids(&requests, &event_id);
+}
+
+/// 9. `Retry-After` postpones the retry beyond the endpoint's 1 s schedule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured() {
+    let (_server, api) = setup().await;
+    let receiver = Receiver::start().await;
+    receiver.push([Reply::status(503).header("Retry-After", "3")]);
+    let (endpoint_id, _) = endpoint_to(&api, &receiver, retry(&["1s"])).await;
+    let (_, delivery_id) = publish_to(&api, &endpoint_id, "report.ready", json!({ "report": 5 })).await;
+
+    let delivery = api.wait_final(&delivery_id, WAIT).await;
+    assert_eq!(delivery["status"], "succeeded", "{delivery:#}");
+    assert_eq!(status_codes(&delivery), [Some(503), Some(204)], "{delivery:#}");
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 2);
+    let gap = requests[1].received_at - requests[0].received_at;
+    assert!(gap >= Duration::from_secs(3), "Retry-After: 3 was not honoured: the retry came after {gap:?}");
+    assert!(gap < Duration::from_secs(10), "the retry came far too late: {gap:?}");
+}
+
+/// 10. A manual retry of a succeeded delivery sends it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_retry_resends_succeeded_delivery() {
+    let (_server, api) = setup().await;
+    let receiver = Receiver::start().await;
+    let (endpoint_id, _) = endpoint_to(&api, &receiver, json!({})).await;
+    let (event_id, delivery_id) = publish_to(&api, &endpoint_id, "invoice.sent", json!({ "invoice": 10 })).await;
+    api.wait_status(&delivery_id, "succeeded", WAIT).await;
+
+    let retried = api.expect(Method::POST, &format!("/api/v1/deliveries/{delivery_id}/retry"), None, 202).await;
+    assert_eq!(retried["id"], delivery_id.as_str(), "{retried}");
+    let requests = receiver.wait_for_requests(2, WAIT).await;
+    assert_webhook_ids(&requests, &event_id);
+    assert_eq!(requests[1].body, requests[0].body, "the same payload is sent again");
+    let delivery = api
+        .wait_delivery(&delivery_id, "a second successful attempt", WAIT, |d| {
+            d["status"] == "succeeded" && d["attempts"] == 2
+        })
+        .await;
+    assert_eq!(outcomes(&delivery), ["succeeded", "succeeded"], "{delivery:#}");
+}
+
+/// 11. SIGKILL of the real binary while deliveries are in flight or queued loses none of the accepted events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_loses_no_accepted_event() {
+    const EVENTS: usize = 50;
+    let data_dir = tempfile::tempdir().expect("data dir");
+    let log_dir = tempfile::tempdir().expect("log dir");
+    let receiver = Receiver::start().await;
+    receiver.set_default(Reply::status(204).delay(Duration::from_secs(2)));
+
+    let first = BinaryServer::start(data_dir.path(), log_dir.path()).await;
+    let api = Api::new_tenant(&first.base_url, "crash").await;
+    // A short schedule so that, should an interrupted attempt count as a failure, the retry still comes quickly.
+    let (endpoint_id, _) =
+        endpoint_to(&api, &receiver, json!({ "retry": { "schedule": ["1s"], "max_attempts": 10 } })).await;
+    let mut accepted = BTreeSet::new();
+    for n in 0..EVENTS {
+        let (event_id, deliveries) = publish(&api, "order.created", json!({ "n": n })).await;
+        assert_eq!(deliveries, 1, "event {n}");
+        accepted.insert(event_id);
+    }
+    let killed_at = Instant::now();
+    first.kill();
+
+    // A request counts as delivered if it was answered before the kill or arrived after it (from the restarted
+    // process); requests cut off by the kill do not.
+    let delivered = |requests: &[Recorded]| -> BTreeSet<String> {
+        requests
+            .iter()
+            .filter(|r| r.received_at > killed_at || r.answered_at.is_some_and(|at| at <= killed_at))
+            .filter_map(|r| r.header("webhook-id").map(str::to_string))
+            .collect()
+    };
+    let done_before_kill = delivered(&receiver.requests()).len();
+    assert!(done_before_kill < EVENTS, "the scenario needs deliveries still unfinished at the kill");
+    receiver.set_default(Reply::status(204));
+
+    let second = BinaryServer::start(data_dir.path(), log_dir.path()).await;
+    let api = api.at(&second.base_url);
+    let requests = receiver
+        .wait_until(&format!("all {EVENTS} accepted events"), Duration::from_secs(30), |requests| {
+            accepted.is_subset(&delivered(requests))
+        })
+        .await;
+    let unknown: BTreeSet<String> = delivered(&requests).difference(&accepted).cloned().collect();
+    assert!(unknown.is_empty(), "the receiver got events that were never accepted: {unknown:?}");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = api.get(&format!("/api/v1/deliveries?endpoint_id={endpoint_id}&limit=1000")).await;
+        let deliveries = page["data"].as_array().expect("data");
+        let event_ids: BTreeSet<String> =
+            deliveries.iter().filter_map(|d| d["event_id"].as_str().map(str::to_string)).collect();
+        assert_eq!(deliveries.len(), EVENTS, "one delivery per accepted event");
+        assert_eq!(event_ids, accepted, "deliveries are for exactly the accepted events");
+        let unfinished: Vec<String> = deliveries
+            .iter()
+            .filter(|d| d["status"] != "succeeded")
+            .map(|d| format!("{} {} attempts={}", d["id"], d["status"], d["attempts"]))
+            .collect();
+        if unfinished.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "deliveries not succeeded 30 s after the restart: {unfinished:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "crash test: {done_before_kill}/{EVENTS} delivered before the SIGKILL; {} requests in all",
+        receiver.count()
+    );
+}
+
+/// 12. A graceful shutdown with a delivery in flight returns promptly, and after a restart on the same data the
+/// delivery is simply succeeded, with no failed attempt to show for the interruption.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_keeps_in_flight_delivery() {
+    let (server, api) = setup().await;
+    let receiver = Receiver::start().await;
+    receiver.set_default(Reply::status(204).delay(Duration::from_secs(1)));
+    let (endpoint_id, _) = endpoint_to(&api, &receiver, json!({})).await;
+    let (event_id, delivery_id) = publish_to(&api, &endpoint_id, "shipment.sent", json!({ "shipment": 12 })).await;
+    receiver.wait_for_requests(1, WAIT).await;
+
+    let (took, data_dir) = server.stop(Duration::from_secs(10)).await;
+    assert!(took < Duration::from_secs(5), "run() took {took:?} to return after the shutdown signal");
+
+    receiver.set_default(Reply::status(204));
+    let server = Server::start_in(data_dir).await;
+    let api = api.at(&server.base_url);
+    let delivery = api.wait_status(&delivery_id, "succeeded", WAIT).await;
+    assert_eq!(outcomes(&delivery), ["succeeded"], "one successful attempt, nothing failed: {delivery:#}");
+    assert_eq!(attempts(&delivery), 1, "{delivery:#}");
+    assert_eq!(status_codes(&delivery), [Some(204)], "{delivery:#}");
+    assert_webhook_ids(&receiver.requests(), &event_id);
+}
