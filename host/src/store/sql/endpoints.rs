@@ -2,8 +2,9 @@
 
 use std::collections::HashMap;
 
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, AnyPool};
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, AnyConnection, AnyPool};
 
 use super::query::{conflict_on_unique, Order, SqlBuilder, MAX_LIST};
 use super::rows::{self, to_json, ENDPOINT_COLUMNS, SUBSCRIPTION_COLUMNS};
@@ -13,26 +14,15 @@ use crate::store::{EndpointFilter, NewSecret, Page, StoreResult};
 
 pub(super) async fn create_endpoint(pool: &AnyPool, endpoint: &Endpoint, secret: &NewSecret) -> StoreResult<()> {
     let mut tx = pool.begin().await?;
-    sqlx::query(&format!(
+    let insert = format!(
         "INSERT INTO endpoints ({ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-    ))
-    .bind(&endpoint.id)
-    .bind(&endpoint.tenant_id)
-    .bind(&endpoint.url)
-    .bind(&endpoint.description)
-    .bind(endpoint.status.as_str())
-    .bind(endpoint.status_reason.as_deref())
-    .bind(endpoint.timeout_ms)
-    .bind(to_json("headers", &endpoint.headers)?)
-    .bind(endpoint.retry_schedule_ms.as_ref().map(|schedule| to_json("retry_schedule_ms", schedule)).transpose()?)
-    .bind(endpoint.max_attempts)
-    .bind(endpoint.signature_scheme.as_str())
-    .bind(to_json("metadata", &endpoint.metadata)?)
-    .bind(endpoint.created_at)
-    .bind(endpoint.updated_at)
-    .execute(&mut *tx)
-    .await
-    .map_err(conflict_on_unique(|| format!("endpoint `{}` already exists", endpoint.id)))?;
+    );
+    bind_settings(sqlx::query(&insert).bind(&endpoint.id).bind(&endpoint.tenant_id), endpoint)?
+        .bind(endpoint.created_at)
+        .bind(endpoint.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(conflict_on_unique(|| format!("endpoint `{}` already exists", endpoint.id)))?;
     insert_subscriptions(&mut tx, &endpoint.tenant_id, &endpoint.id, &endpoint.subscriptions).await?;
     sqlx::query(
         "INSERT INTO endpoint_secrets (id, endpoint_id, tenant_id, version, status, ciphertext, hint, created_at) \
@@ -49,6 +39,24 @@ pub(super) async fn create_endpoint(pool: &AnyPool, endpoint: &Endpoint, secret:
     .map_err(conflict_on_unique(|| format!("secret `{}` already exists", secret.id)))?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Binds the endpoint's settings, url through metadata, in the column order both the insert and the update use.
+fn bind_settings<'q>(
+    query: Query<'q, Any, AnyArguments<'q>>,
+    endpoint: &'q Endpoint,
+) -> StoreResult<Query<'q, Any, AnyArguments<'q>>> {
+    Ok(query
+        .bind(&endpoint.url)
+        .bind(&endpoint.description)
+        .bind(endpoint.status.as_str())
+        .bind(endpoint.status_reason.as_deref())
+        .bind(endpoint.timeout_ms)
+        .bind(to_json("headers", &endpoint.headers)?)
+        .bind(endpoint.retry_schedule_ms.as_ref().map(|schedule| to_json("retry_schedule_ms", schedule)).transpose()?)
+        .bind(endpoint.max_attempts)
+        .bind(endpoint.signature_scheme.as_str())
+        .bind(to_json("metadata", &endpoint.metadata)?))
 }
 
 pub(super) async fn get_endpoint(pool: &AnyPool, tenant_id: &str, id: &str) -> StoreResult<Option<Endpoint>> {
@@ -80,26 +88,15 @@ pub(super) async fn list_endpoints(
 
 pub(super) async fn update_endpoint(pool: &AnyPool, endpoint: &Endpoint) -> StoreResult<bool> {
     let mut tx = pool.begin().await?;
-    let updated = sqlx::query(
+    let update = sqlx::query(
         "UPDATE endpoints SET url = $3, description = $4, status = $5, status_reason = $6, timeout_ms = $7, \
          headers = $8, retry_schedule_ms = $9, max_attempts = $10, signature_scheme = $11, metadata = $12, \
          updated_at = $13 WHERE tenant_id = $1 AND id = $2",
-    )
-    .bind(&endpoint.tenant_id)
-    .bind(&endpoint.id)
-    .bind(&endpoint.url)
-    .bind(&endpoint.description)
-    .bind(endpoint.status.as_str())
-    .bind(endpoint.status_reason.as_deref())
-    .bind(endpoint.timeout_ms)
-    .bind(to_json("headers", &endpoint.headers)?)
-    .bind(endpoint.retry_schedule_ms.as_ref().map(|schedule| to_json("retry_schedule_ms", schedule)).transpose()?)
-    .bind(endpoint.max_attempts)
-    .bind(endpoint.signature_scheme.as_str())
-    .bind(to_json("metadata", &endpoint.metadata)?)
-    .bind(endpoint.updated_at)
-    .execute(&mut *tx)
-    .await?;
+    );
+    let updated = bind_settings(update.bind(&endpoint.tenant_id).bind(&endpoint.id), endpoint)?
+        .bind(endpoint.updated_at)
+        .execute(&mut *tx)
+        .await?;
     if updated.rows_affected() == 0 {
         return Ok(false);
     }
