@@ -9,6 +9,7 @@ pub mod config;
 pub mod dispatch;
 pub mod error;
 pub mod model;
+pub mod plugin;
 pub mod retry;
 pub mod routing;
 pub mod secrets;

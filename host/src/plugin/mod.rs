@@ -1,0 +1,97 @@
+//! The WebAssembly plugin host: platform teams write components against the contract in `wit/` (filter, transform,
+//! retry policy); operators drop `<name>.wasm` files into a plugins directory and the [`PluginRegistry`] compiles,
+//! validates and hot-swaps them.
+//!
+//! * [`PluginEngine`]: one `wasmtime::Engine` (pooling allocator, epoch interruption) plus the limits every call
+//!   runs under and the precompiled-artifact cache in the data directory.
+//! * [`PluginVersion`]: one compiled, validated version of a plugin (identified by the sha256 of its bytes). Calls
+//!   run in a fresh store each time; hold the `Arc` and a call finishes on the version it started with. Calls are
+//!   async: the deadline covers instantiation, guest code (epoch interruption, yielding every tick so a runtime
+//!   worker is never held) and time spent waiting in WASI host calls (the call future is dropped).
+//! * [`PluginRegistry`]: name → latest version, every loaded version by sha256, last load error, per-version stats.
+//! * [`PluginWatcher`]: watches the plugins directory and feeds the registry.
+
+mod bindings;
+mod cache;
+mod engine;
+mod errors;
+mod registry;
+mod stats;
+mod validate;
+mod version;
+mod watcher;
+
+use std::time::Duration;
+
+pub use bindings::{Attempt, Endpoint, ErrorKind, Event, FilterDecision, Level, Outcome, Request, RetryDecision};
+pub use engine::PluginEngine;
+pub use errors::{CallError, EngineError, LoadError, WatchError};
+pub use registry::{valid_plugin_name, LoadFailure, PluginRegistry, PluginSnapshot, DEFAULT_KEPT_VERSIONS};
+pub use stats::{LogLine, VersionStatsSnapshot};
+pub use version::PluginVersion;
+pub use watcher::{PluginWatcher, DEFAULT_DEBOUNCE};
+
+/// The interfaces of the contract a component can export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginKind {
+    Filter,
+    Transform,
+    RetryPolicy,
+}
+
+impl PluginKind {
+    pub const ALL: [PluginKind; 3] = [PluginKind::Filter, PluginKind::Transform, PluginKind::RetryPolicy];
+
+    /// The kind's name in the contract (and in the API).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginKind::Filter => "filter",
+            PluginKind::Transform => "transform",
+            PluginKind::RetryPolicy => "retry-policy",
+        }
+    }
+}
+
+impl std::fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What every plugin call runs under. The defaults suit small, fast plugins on the delivery path.
+#[derive(Debug, Clone)]
+pub struct PluginLimits {
+    /// Linear memory a single call may grow to.
+    pub memory_bytes: usize,
+    /// Wall-clock CPU budget of one call (enforced by epoch interruption).
+    pub deadline: Duration,
+    /// Largest accepted input: payload plus endpoint config plus the other strings of the call.
+    pub max_input_bytes: usize,
+    /// Largest accepted output: a transform's body plus headers, an error message, a give-up reason.
+    pub max_output_bytes: usize,
+    /// How many calls may run at the same time (instance slots reserved by the pooling allocator); further calls
+    /// wait for a slot.
+    pub max_concurrent_calls: u32,
+    /// Log lines one call may emit; later ones are counted but dropped.
+    pub max_log_lines_per_call: usize,
+    /// Longer log messages are truncated.
+    pub max_log_line_bytes: usize,
+    /// Recent log lines kept per version.
+    pub log_ring_size: usize,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        PluginLimits {
+            memory_bytes: 32 << 20,
+            deadline: Duration::from_millis(50),
+            max_input_bytes: 1 << 20,
+            max_output_bytes: 1 << 20,
+            max_concurrent_calls: 64,
+            max_log_lines_per_call: 20,
+            max_log_line_bytes: 1024,
+            log_ring_size: 100,
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! The guest side of Switchyard's plugin contract (`wit/`, package `switchyard:plugin@0.1.0`).
+//!
+//! One macro call binds the contract and exports your type: [`filter_plugin!`], [`transform_plugin!`] or
+//! [`retry_policy_plugin!`] (or [`plugin!`] for all three). Each generates the contract's types in your crate
+//! from the repository's `wit/` folder, so there is exactly one source of the contract:
+//!
+//! * `exports::switchyard::plugin::filter::{Guest, Decision}` (and `transform::{Guest, Request}`,
+//!   `retry_policy::{Guest, Attempt, Outcome, ErrorKind, Decision}`),
+//! * `switchyard::plugin::types::{Event, Endpoint}`,
+//! * `switchyard::plugin::log::{log, Level}`, the only host function.
+//!
+//! The helpers below parse what the host passes as JSON text and are plain functions, testable natively.
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub use serde_json;
+pub use wit_bindgen;
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __bind {
+    ($world:literal, $plugin:ident) => {
+        $crate::wit_bindgen::generate!({
+            // Relative to the plugin crate's manifest: plugins live in `plugins/<name>/` next to `wit/`.
+            path: "../../wit",
+            world: $world,
+            runtime_path: "::switchyard_plugin_sdk::wit_bindgen::rt",
+        });
+        // Natively (unit tests, clippy) the exports would be C symbols named like `switchyard:plugin/filter@0.1.0#filter`,
+        // which native linkers reject; the plugin's logic is tested through plain functions there instead.
+        #[cfg(target_arch = "wasm32")]
+        export!($plugin);
+    };
+}
+
+/// Binds the `filter-plugin` world and exports `$plugin`, which implements
+/// `exports::switchyard::plugin::filter::Guest`.
+#[macro_export]
+macro_rules! filter_plugin {
+    ($plugin:ident) => {
+        $crate::__bind!("switchyard:plugin/filter-plugin@0.1.0", $plugin);
+    };
+}
+
+/// Binds the `transform-plugin` world and exports `$plugin` (implements `exports::...::transform::Guest`).
+#[macro_export]
+macro_rules! transform_plugin {
+    ($plugin:ident) => {
+        $crate::__bind!("switchyard:plugin/transform-plugin@0.1.0", $plugin);
+    };
+}
+
+/// Binds the `retry-policy-plugin` world and exports `$plugin` (implements `exports::...::retry_policy::Guest`).
+#[macro_export]
+macro_rules! retry_policy_plugin {
+    ($plugin:ident) => {
+        $crate::__bind!("switchyard:plugin/retry-policy-plugin@0.1.0", $plugin);
+    };
+}
+
+/// Binds the `plugin` world (all three interfaces) and exports `$plugin`, which implements all three `Guest`s.
+#[macro_export]
+macro_rules! plugin {
+    ($plugin:ident) => {
+        $crate::__bind!("switchyard:plugin/plugin@0.1.0", $plugin);
+    };
+}
+
+/// Parses the endpoint's plugin configuration (`endpoint.config`). Unknown fields are the plugin's business:
+/// use `#[serde(deny_unknown_fields)]` on `T` to reject them.
+pub fn config<T: DeserializeOwned>(json: &str) -> Result<T, String> {
+    serde_json::from_str(json).map_err(|e| format!("invalid plugin config: {e}"))
+}
+
+/// Parses the event's payload (`event.payload`).
+pub fn payload(json: &str) -> Result<Value, String> {
+    serde_json::from_str(json).map_err(|e| format!("invalid event payload: {e}"))
+}
+
+/// Splits a field path: either a JSON pointer (`/order/total`) or dotted (`order.total`).
+fn segments(path: &str) -> Vec<String> {
+    match path.strip_prefix('/') {
+        Some(pointer) => pointer.split('/').map(|s| s.replace("~1", "/").replace("~0", "~")).collect(),
+        None => path.split('.').map(str::to_string).collect(),
+    }
+}
+
+/// The value at `path` (JSON pointer or dotted); array elements by index.
+pub fn field<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
+    segments(path).iter().try_fold(value, |current, key| match current {
+        Value::Object(map) => map.get(key),
+        Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => None,
+    })
+}
+
+/// Removes the value at `path`; returns whether something was removed.
+pub fn remove_field(value: &mut Value, path: &str) -> bool {
+    let mut keys = segments(path);
+    let Some(last) = keys.pop() else { return false };
+    let parent = keys.iter().try_fold(value, |current, key| match current {
+        Value::Object(map) => map.get_mut(key),
+        Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get_mut(i)),
+        _ => None,
+    });
+    match parent {
+        Some(Value::Object(map)) => map.remove(&last).is_some(),
+        Some(Value::Array(items)) => match last.parse::<usize>() {
+            Ok(i) if i < items.len() => {
+                items.remove(i);
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// A number, or a string holding one (amounts often arrive as `"12.50"`).
+pub fn as_number(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// A header's value by case-insensitive name.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+}
+
+/// `Retry-After` as a delay in milliseconds: delta-seconds or an HTTP date relative to `now_ms`. A date in the
+/// past means "now" (0).
+pub fn retry_after_ms(value: &str, now_ms: u64) -> Option<u64> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(seconds.saturating_mul(1000));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    let at_ms = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64;
+    Some(at_ms.saturating_sub(now_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn fields_by_dotted_path_or_pointer() {
+        let v = json!({"order": {"total": 12, "items": [{"sku": "a/b"}]}});
+        assert_eq!(field(&v, "order.total"), Some(&json!(12)));
+        assert_eq!(field(&v, "/order/items/0/sku"), Some(&json!("a/b")));
+        assert_eq!(field(&v, "order.missing"), None);
+    }
+
+    #[test]
+    fn removes_nested_fields() {
+        let mut v = json!({"card": {"number": "4242", "brand": "visa"}, "list": [1, 2]});
+        assert!(remove_field(&mut v, "card.number"));
+        assert!(remove_field(&mut v, "/list/0"));
+        assert!(!remove_field(&mut v, "card.cvc"));
+        assert_eq!(v, json!({"card": {"brand": "visa"}, "list": [2]}));
+    }
+
+    #[test]
+    fn numbers_and_headers() {
+        assert_eq!(as_number(&json!("12.5")), Some(12.5));
+        assert_eq!(as_number(&json!(true)), None);
+        let headers = vec![("Retry-After".to_string(), "7".to_string())];
+        assert_eq!(header(&headers, "retry-after"), Some("7"));
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        assert_eq!(retry_after_ms("120", 0), Some(120_000));
+        // Sun, 06 Nov 1994 08:49:37 GMT = 784111777 s.
+        assert_eq!(retry_after_ms("Sun, 06 Nov 1994 08:49:37 GMT", 784_111_767_000), Some(10_000));
+        assert_eq!(retry_after_ms("Sun, 06 Nov 1994 08:49:37 GMT", 784_111_787_000), Some(0));
+        assert_eq!(retry_after_ms("soon", 0), None);
+    }
+}
