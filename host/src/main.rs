@@ -1,14 +1,26 @@
+use std::process::ExitCode;
+
 use anyhow::Context;
 use clap::Parser;
 use switchyard::config::{Cli, Command, Config};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
+    match serve().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // The message names the setting or resource at fault; a backtrace would only bury it.
+            eprintln!("switchyard: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
+async fn serve() -> anyhow::Result<()> {
     let Command::Serve(args) = Cli::parse().command;
     let config = Config::load(args)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
