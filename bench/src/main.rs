@@ -1,0 +1,141 @@
+//! `switchyard-bench`: the reproducible end-to-end benchmark of a Switchyard router (see BENCHMARKS.md).
+//!
+//! Build the router in the same profile first: `cargo build --release -p switchyard -p switchyard-bench`, then
+//! `cargo run --release -p switchyard-bench -- <scenario>`. Exits non-zero if any delivery is missing, failed or
+//! duplicated without a recorded retry.
+
+mod client;
+mod receiver;
+mod report;
+mod router_process;
+mod scenarios;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::router_process::Database;
+use crate::scenarios::{Params, Scenario};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Which {
+    /// One endpoint.
+    Single,
+    /// Every event to 10 endpoints.
+    Fanout,
+    /// 10 endpoints with a JSONPath filter each; every event matches half of them.
+    Jsonpath,
+    /// The receiver fails 20 % of requests; 1 s retry schedule.
+    Failing,
+    /// Deliveries pile up while the receiver holds responses (router RSS with a backlog), then drain.
+    Queued,
+    /// Fixed publish rate (--rate for --duration-secs) for latency under steady load.
+    Steady,
+    /// Every scenario on SQLite (or --database), then `single` and `fanout` on PostgreSQL.
+    All,
+    /// Every scenario with tiny counts, on --database: for CI, so the harness cannot rot.
+    Smoke,
+}
+
+#[derive(Debug, Parser)]
+#[command(about = "End-to-end benchmark of the Switchyard webhook router")]
+struct Cli {
+    #[arg(value_enum)]
+    scenario: Which,
+    /// The switchyard binary [default: `switchyard` next to this binary, i.e. the same cargo profile].
+    #[arg(long)]
+    switchyard_bin: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "sqlite")]
+    database: Database,
+    /// PostgreSQL server (trust auth); a fresh database is created on it per run and dropped afterwards.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
+    pg_url: String,
+    /// Events to publish [default: per scenario: single/queued 10000, fanout/jsonpath 2000, failing 5000].
+    #[arg(long)]
+    events: Option<u64>,
+    /// Concurrent publishers (closed loop: each publishes its next event when the previous one is accepted).
+    #[arg(long, default_value_t = 50)]
+    publishers: usize,
+    /// SWITCHYARD_DISPATCH_CONCURRENCY for the router, and the concurrency of the baseline client.
+    #[arg(long, default_value_t = 64)]
+    dispatch_concurrency: usize,
+    /// Requests the baseline client sends straight to the receiver. Enough for a few seconds of sending: a shorter
+    /// burst swings with whatever else the machine is doing at that instant.
+    #[arg(long, default_value_t = 100_000)]
+    baseline_requests: u64,
+    /// `steady`: events per second.
+    #[arg(long, default_value_t = 1_000)]
+    rate: u64,
+    /// `steady`: how long to publish, in whole seconds.
+    #[arg(long, default_value = "30", value_parser = parse_secs)]
+    duration_secs: Duration,
+    /// Give up (and fail) if the deliveries have not all arrived this long after publishing started.
+    #[arg(long, default_value = "600", value_parser = parse_secs)]
+    timeout_secs: Duration,
+    /// Also print each result as one JSON line.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_secs(text: &str) -> Result<Duration, String> {
+    text.parse::<u64>().map(Duration::from_secs).map_err(|e| format!("{e} (whole seconds)"))
+}
+
+const ALL: [Scenario; 6] =
+    [Scenario::Single, Scenario::Fanout, Scenario::Jsonpath, Scenario::Failing, Scenario::Queued, Scenario::Steady];
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let binary = match &cli.switchyard_bin {
+        Some(path) => path.clone(),
+        None => router_process::default_binary()?,
+    };
+    let mut params = Params {
+        binary,
+        database: cli.database,
+        pg_url: cli.pg_url.clone(),
+        events: cli.events,
+        publishers: cli.publishers,
+        dispatch_concurrency: cli.dispatch_concurrency,
+        baseline_requests: cli.baseline_requests,
+        rate: cli.rate,
+        duration: cli.duration_secs,
+        timeout: cli.timeout_secs,
+    };
+    let runs: Vec<(Scenario, Database)> = match cli.scenario {
+        Which::Single => vec![(Scenario::Single, cli.database)],
+        Which::Fanout => vec![(Scenario::Fanout, cli.database)],
+        Which::Jsonpath => vec![(Scenario::Jsonpath, cli.database)],
+        Which::Failing => vec![(Scenario::Failing, cli.database)],
+        Which::Queued => vec![(Scenario::Queued, cli.database)],
+        Which::Steady => vec![(Scenario::Steady, cli.database)],
+        Which::All => ALL
+            .iter()
+            .map(|s| (*s, cli.database))
+            .chain([(Scenario::Single, Database::Postgres), (Scenario::Fanout, Database::Postgres)])
+            .collect(),
+        Which::Smoke => {
+            // Small enough for a debug build to finish in seconds, large enough to exercise every check.
+            params.events = Some(cli.events.unwrap_or(60));
+            params.publishers = params.publishers.min(8);
+            params.baseline_requests = params.baseline_requests.min(500);
+            params.rate = params.rate.min(100);
+            params.duration = params.duration.min(Duration::from_secs(2));
+            params.timeout = params.timeout.min(Duration::from_secs(60));
+            ALL.iter().map(|s| (*s, cli.database)).collect()
+        }
+    };
+    for (scenario, database) in runs {
+        params.database = database;
+        let outcome = scenarios::run(scenario, &params)
+            .await
+            .map_err(|e| e.context(format!("scenario {} on {database:?} FAILED", scenario.name())))?;
+        report::print_table(&outcome);
+        if cli.json {
+            println!("{}", serde_json::to_string(&outcome)?);
+        }
+    }
+    Ok(())
+}

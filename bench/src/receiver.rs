@@ -1,0 +1,160 @@
+//! The fast receiver the router delivers to: plain hyper HTTP/1 with keep-alive, answering `204` (or `500` for a
+//! configurable share of requests). It records, per accepted delivery, which endpoint it was sent to (from the
+//! path `/ep/<index>`), the event id and the publish→receipt latency from the `sent_at_ns` the harness put in the
+//! payload. Requests to `/baseline` (the raw reqwest client) are only counted.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// One delivery the receiver accepted with `204`.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    pub endpoint: usize,
+    pub event_id: String,
+    /// Arrival time, Unix nanoseconds.
+    pub arrived_ns: u64,
+    /// Arrival minus the publisher's `sent_at_ns`.
+    pub latency_ns: u64,
+}
+
+#[derive(Default)]
+pub struct Recorded {
+    pub receipts: Mutex<Vec<Receipt>>,
+    /// Every request to `/ep/…`, including those answered `500`.
+    pub requests: AtomicU64,
+    pub failed: AtomicU64,
+    pub baseline: AtomicU64,
+    /// Bodies that did not parse as an envelope with `data.sent_at_ns`: any is a harness or router bug.
+    pub malformed: AtomicU64,
+}
+
+pub struct Receiver {
+    pub addr: SocketAddr,
+    pub recorded: Arc<Recorded>,
+    /// While `false`, delivery requests wait before being answered, so deliveries pile up in the router.
+    gate: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    id: String,
+    data: Payload,
+}
+
+#[derive(Deserialize)]
+struct Payload {
+    sent_at_ns: u64,
+}
+
+pub fn unix_nanos() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_nanos() as u64
+}
+
+impl Receiver {
+    /// Starts listening on an ephemeral loopback port. `fail_every`: answer `500` to every n-th delivery request
+    /// (5 = 20 %); a counter instead of randomness keeps the failure share exact and the run reproducible.
+    /// `gated`: hold delivery requests until [`Receiver::open_gate`].
+    pub async fn start(fail_every: Option<u64>, gated: bool) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let recorded = Arc::new(Recorded::default());
+        let shared = recorded.clone();
+        let (gate, gate_rx) = watch::channel(!gated);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let _ = stream.set_nodelay(true);
+                let recorded = shared.clone();
+                let gate = gate_rx.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| handle(req, recorded.clone(), fail_every, gate.clone()));
+                    // Connection errors (the router closing a connection mid-request at shutdown) are not results.
+                    let _ =
+                        http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        Ok(Self { addr, recorded, gate, task })
+    }
+
+    pub fn open_gate(&self) {
+        self.gate.send_replace(true);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    recorded: Arc<Recorded>,
+    fail_every: Option<u64>,
+    mut gate: watch::Receiver<bool>,
+) -> Result<Response<Empty<Bytes>>, Infallible> {
+    let path = req.uri().path().to_string();
+    let body = match req.into_body().collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return Ok(status(StatusCode::BAD_REQUEST)),
+    };
+    if path == "/baseline" {
+        recorded.baseline.fetch_add(1, Ordering::Relaxed);
+        return Ok(status(StatusCode::NO_CONTENT));
+    }
+    let Some(endpoint) = path.strip_prefix("/ep/").and_then(|i| i.parse::<usize>().ok()) else {
+        return Ok(status(StatusCode::NOT_FOUND));
+    };
+    // The sender is kept alive by the `Receiver`, so this only fails while it is shutting down.
+    let _ = gate.wait_for(|open| *open).await;
+    // Taken after the gate, so held deliveries count as arriving when answered, as a real receiver would see.
+    let arrived_ns = unix_nanos();
+    let n = recorded.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    if fail_every.is_some_and(|every| n % every == 0) {
+        recorded.failed.fetch_add(1, Ordering::Relaxed);
+        return Ok(status(StatusCode::INTERNAL_SERVER_ERROR));
+    }
+    match serde_json::from_slice::<Envelope>(&body) {
+        Ok(envelope) => {
+            let receipt = Receipt {
+                endpoint,
+                event_id: envelope.id,
+                arrived_ns,
+                latency_ns: arrived_ns.saturating_sub(envelope.data.sent_at_ns),
+            };
+            recorded.receipts.lock().expect("receiver lock").push(receipt);
+            Ok(status(StatusCode::NO_CONTENT))
+        }
+        Err(_) => {
+            recorded.malformed.fetch_add(1, Ordering::Relaxed);
+            Ok(status(StatusCode::BAD_REQUEST))
+        }
+    }
+}
+
+fn status(code: StatusCode) -> Response<Empty<Bytes>> {
+    let mut response = Response::new(Empty::new());
+    *response.status_mut() = code;
+    response
+}

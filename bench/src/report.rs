@@ -1,0 +1,126 @@
+//! Turning one run's raw measurements into the figures the issue asks for, and printing them.
+
+use serde::Serialize;
+
+use crate::receiver::Receipt;
+
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub scenario: String,
+    pub database: String,
+    pub endpoints: usize,
+    pub events: u64,
+    pub deliveries: u64,
+    pub publishers: usize,
+    pub dispatch_concurrency: usize,
+    /// Events/s accepted (202) over the whole publishing phase.
+    pub ingest_per_s: f64,
+    /// Deliveries/s received between the 10 % and 90 % arrivals.
+    pub deliver_per_s: f64,
+    pub e2e_p50_ms: f64,
+    pub e2e_p99_ms: f64,
+    pub e2e_max_ms: f64,
+    pub router_cpu_s_per_1000: f64,
+    pub router_peak_rss_mib: f64,
+    /// `queued` scenario: the router's RSS with every delivery still queued (receiver holding responses).
+    pub queued_rss_mib: Option<f64>,
+    pub baseline_per_s: f64,
+    pub deliver_over_baseline: f64,
+    /// Requests the receiver answered 500 (failure scenario) and the retries the router recorded.
+    pub receiver_failures: u64,
+    pub retried_deliveries: u64,
+    /// Receipts beyond the first per (event, endpoint): allowed only for deliveries the router retried.
+    pub duplicate_receipts: u64,
+    /// Seconds from the first publish until the last delivery was recorded as succeeded.
+    pub wall_s: f64,
+}
+
+/// The `q`-quantile (nearest rank) of sorted values.
+pub fn quantile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Sustained delivery rate: receipts between the 10th and 90th percentile arrival, divided by the time between
+/// them, so start-up and the tail of the run (stragglers, retries) do not dilute it. `first_receipts` holds only
+/// the first receipt of each (event, endpoint) pair.
+pub fn sustained_rate(first_receipts: &[&Receipt]) -> f64 {
+    let mut arrivals: Vec<u64> = first_receipts.iter().map(|r| r.arrived_ns).collect();
+    arrivals.sort_unstable();
+    if arrivals.len() < 10 {
+        return f64::NAN;
+    }
+    let lo = arrivals.len() / 10;
+    let hi = arrivals.len() * 9 / 10;
+    let span_s = (arrivals[hi] - arrivals[lo]) as f64 / 1e9;
+    if span_s <= 0.0 {
+        return f64::NAN;
+    }
+    (hi - lo) as f64 / span_s
+}
+
+pub fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+pub fn print_table(outcome: &Outcome) {
+    let o = outcome;
+    println!();
+    println!(
+        "== {} ({}; {} endpoint(s), {} events, {} deliveries, {} publishers, dispatch concurrency {}) ==",
+        o.scenario, o.database, o.endpoints, o.events, o.deliveries, o.publishers, o.dispatch_concurrency
+    );
+    let rows = [
+        ("ingest", format!("{:.0} events/s accepted (202)", o.ingest_per_s)),
+        ("deliver", format!("{:.0} deliveries/s (sustained, 10-90 %)", o.deliver_per_s)),
+        ("e2e", format!("p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", o.e2e_p50_ms, o.e2e_p99_ms, o.e2e_max_ms)),
+        ("router cpu", format!("{:.3} CPU s per 1,000 deliveries", o.router_cpu_s_per_1000)),
+        ("router rss", format!("{:.1} MiB peak (VmHWM)", o.router_peak_rss_mib)),
+        (
+            "router rss queued",
+            o.queued_rss_mib.map_or("-".into(), |m| format!("{m:.1} MiB with all {} deliveries queued", o.deliveries)),
+        ),
+        ("baseline", format!("{:.0} requests/s (reqwest straight to the receiver)", o.baseline_per_s)),
+        ("deliver/baseline", format!("{:.3}", o.deliver_over_baseline)),
+        (
+            "retries",
+            format!(
+                "{} receiver 500s, {} deliveries retried, {} duplicate receipts",
+                o.receiver_failures, o.retried_deliveries, o.duplicate_receipts
+            ),
+        ),
+        ("wall", format!("{:.1} s publish→all succeeded", o.wall_s)),
+    ];
+    for (name, value) in rows {
+        println!("  {name:<17} {value}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_quantiles() {
+        let values: Vec<u64> = (1..=100).collect();
+        assert_eq!(quantile(&values, 0.5), 50);
+        assert_eq!(quantile(&values, 0.99), 99);
+        assert_eq!(quantile(&values, 1.0), 100);
+        assert_eq!(quantile(&[], 0.5), 0);
+    }
+
+    #[test]
+    fn sustained_rate_ignores_head_and_tail() {
+        // 100 receipts 1 ms apart, then one straggler 10 s later: the straggler must not count.
+        let mut receipts: Vec<Receipt> = (0..100)
+            .map(|i| Receipt { endpoint: 0, event_id: i.to_string(), arrived_ns: i * 1_000_000, latency_ns: 0 })
+            .collect();
+        receipts.push(Receipt { endpoint: 0, event_id: "x".into(), arrived_ns: 10_000_000_000, latency_ns: 0 });
+        let refs: Vec<&Receipt> = receipts.iter().collect();
+        let rate = sustained_rate(&refs);
+        assert!((rate - 1000.0).abs() < 1.0, "{rate}");
+    }
+}

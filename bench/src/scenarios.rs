@@ -1,0 +1,318 @@
+//! The scenarios and the run of one: receiver + baseline, router on a fresh database, endpoints, publishing,
+//! waiting for every delivery, checking exactly-once by the router's record, and computing the figures.
+//!
+//! Later scenarios (WASM filter/transform per endpoint) slot in as another `Scenario` variant with its own
+//! endpoint set-up in `create_endpoints`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use serde_json::json;
+
+use crate::client::{self, Api};
+use crate::receiver::{Receipt, Receiver};
+use crate::report::{ms, quantile, sustained_rate, Outcome};
+use crate::router_process::{Database, RouterOptions, RouterProcess};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// One endpoint, every event delivered to it.
+    Single,
+    /// Fan-out: every event to 10 endpoints.
+    Fanout,
+    /// 10 endpoints, each with a JSONPath filter; every event matches half of them.
+    Jsonpath,
+    /// One endpoint whose receiver fails 20 % of requests; retried after 1 s.
+    Failing,
+    /// 10,000 deliveries queued while the receiver holds its responses (router RSS with a backlog), then drained.
+    Queued,
+    /// A fixed publish rate (default 1,000 events/s for 30 s) for latency under steady load.
+    Steady,
+}
+
+/// Knobs shared by all scenarios (from the command line).
+#[derive(Debug, Clone)]
+pub struct Params {
+    pub binary: PathBuf,
+    pub database: Database,
+    pub pg_url: String,
+    /// Overrides the scenario's default event count (closed-loop scenarios).
+    pub events: Option<u64>,
+    pub publishers: usize,
+    pub dispatch_concurrency: usize,
+    pub baseline_requests: u64,
+    pub rate: u64,
+    pub duration: Duration,
+    pub timeout: Duration,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Single => "single",
+            Scenario::Fanout => "fanout",
+            Scenario::Jsonpath => "jsonpath",
+            Scenario::Failing => "failing",
+            Scenario::Queued => "queued",
+            Scenario::Steady => "steady",
+        }
+    }
+
+    fn endpoints(self) -> usize {
+        match self {
+            Scenario::Fanout | Scenario::Jsonpath => 10,
+            _ => 1,
+        }
+    }
+
+    fn default_events(self) -> u64 {
+        match self {
+            Scenario::Single | Scenario::Queued => 10_000,
+            Scenario::Fanout | Scenario::Jsonpath => 2_000,
+            Scenario::Failing => 5_000,
+            // Derived from rate × duration instead.
+            Scenario::Steady => 0,
+        }
+    }
+
+    /// How many deliveries publishing `seq` should create: the router's 202 must agree.
+    fn expected_deliveries(self, events: u64) -> u64 {
+        match self {
+            // Each event's `parity` matches the filter of exactly half of the endpoints.
+            Scenario::Jsonpath => events * self.endpoints() as u64 / 2,
+            _ => events * self.endpoints() as u64,
+        }
+    }
+}
+
+async fn create_endpoints(scenario: Scenario, api: &Api, receiver: &Receiver) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for i in 0..scenario.endpoints() {
+        let url = receiver.url(&format!("/ep/{i}"));
+        let (filter, extra) = match scenario {
+            // Short schedule so the run finishes; enough attempts that 20 % failures never exhaust them
+            // (0.2^10 per delivery).
+            Scenario::Failing => (None, json!({"retry": {"schedule": ["1s"], "max_attempts": 10}})),
+            Scenario::Jsonpath => (Some(format!("$[?@.data.parity == {} && @.data.amount > 100]", i % 2)), json!({})),
+            // The receiver holds requests until publishing ends: they must not time out and be retried meanwhile.
+            Scenario::Queued => (None, json!({"timeout_secs": 300})),
+            _ => (None, json!({})),
+        };
+        ids.push(api.create_endpoint(&url, filter.as_deref(), extra).await?);
+    }
+    Ok(ids)
+}
+
+pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome> {
+    let fail_every = (scenario == Scenario::Failing).then_some(5);
+    let receiver = Receiver::start(fail_every, scenario == Scenario::Queued).await?;
+    let baseline =
+        client::baseline(&receiver.url("/baseline"), params.baseline_requests, params.dispatch_concurrency).await?;
+
+    let mut router = RouterProcess::start(RouterOptions {
+        binary: &params.binary,
+        database: params.database,
+        pg_url: &params.pg_url,
+        dispatch_concurrency: params.dispatch_concurrency,
+        run_tag: scenario.name(),
+    })
+    .await?;
+    let api = Arc::new(Api::new(&router.base_url, params.publishers.max(params.rate as usize)).await?);
+    let endpoint_ids = create_endpoints(scenario, &api, &receiver).await?;
+
+    let cpu_before = router.cpu_seconds()?;
+    let started = Instant::now();
+    let published = match scenario {
+        // One second's worth of requests in flight at most: enough to hide the router's response time.
+        Scenario::Steady => api.publish_fixed_rate(params.rate, params.duration, params.rate.max(1) as usize).await?,
+        _ => {
+            let events = params.events.unwrap_or(scenario.default_events());
+            api.publish_closed_loop(events, params.publishers).await?
+        }
+    };
+    let expected = scenario.expected_deliveries(published.accepted);
+    ensure!(
+        published.deliveries == expected,
+        "router created {} deliveries for {} events, expected {expected}",
+        published.deliveries,
+        published.accepted
+    );
+    let mut queued_rss_mib = None;
+    if scenario == Scenario::Queued {
+        queued_rss_mib = Some(router.memory_kib("VmRSS")? as f64 / 1024.0);
+        receiver.open_gate();
+    }
+
+    wait_for_receipts(&receiver, &mut router, expected, started + params.timeout).await?;
+    let records = wait_for_router_record(&api, &mut router, expected, started + params.timeout).await?;
+    let wall = started.elapsed();
+    let cpu = router.cpu_seconds()? - cpu_before;
+    let peak_rss_mib = router.memory_kib("VmHWM")? as f64 / 1024.0;
+    drop(router);
+
+    let receipts = receiver.recorded.receipts.lock().expect("receiver lock").clone();
+    let check = verify(&records, &receipts, &endpoint_ids)?;
+    ensure!(receiver.recorded.malformed.load(Ordering::Relaxed) == 0, "the receiver got malformed deliveries");
+
+    let mut latencies: Vec<u64> = check.first_receipts.iter().map(|r| r.latency_ns).collect();
+    latencies.sort_unstable();
+    let deliver = sustained_rate(&check.first_receipts);
+    Ok(Outcome {
+        scenario: scenario.name().to_string(),
+        database: format!("{:?}", params.database).to_lowercase(),
+        endpoints: endpoint_ids.len(),
+        events: published.accepted,
+        deliveries: expected,
+        publishers: if scenario == Scenario::Steady { params.rate as usize } else { params.publishers },
+        dispatch_concurrency: params.dispatch_concurrency,
+        ingest_per_s: published.accepted as f64 / published.elapsed.as_secs_f64(),
+        deliver_per_s: deliver,
+        e2e_p50_ms: ms(quantile(&latencies, 0.50)),
+        e2e_p99_ms: ms(quantile(&latencies, 0.99)),
+        e2e_max_ms: ms(latencies.last().copied().unwrap_or(0)),
+        router_cpu_s_per_1000: cpu / expected as f64 * 1000.0,
+        router_peak_rss_mib: peak_rss_mib,
+        queued_rss_mib,
+        baseline_per_s: baseline,
+        deliver_over_baseline: deliver / baseline,
+        receiver_failures: receiver.recorded.failed.load(Ordering::Relaxed),
+        retried_deliveries: check.retried,
+        duplicate_receipts: check.duplicates,
+        wall_s: wall.as_secs_f64(),
+    })
+}
+
+/// Waits until the receiver has accepted `expected` receipts (duplicates count too; the exact check follows).
+async fn wait_for_receipts(
+    receiver: &Receiver,
+    router: &mut RouterProcess,
+    expected: u64,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    loop {
+        let received = receiver.recorded.receipts.lock().expect("receiver lock").len() as u64;
+        if received >= expected {
+            return Ok(());
+        }
+        router.check_alive()?;
+        if Instant::now() > deadline {
+            bail!("timed out: the receiver got {received} of {expected} deliveries");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the router records every delivery as finished (the receipt can precede the status update).
+async fn wait_for_router_record(
+    api: &Api,
+    router: &mut RouterProcess,
+    expected: u64,
+    deadline: Instant,
+) -> anyhow::Result<Vec<client::DeliveryRecord>> {
+    loop {
+        router.check_alive()?;
+        let records = api.deliveries().await?;
+        let finished = records.iter().filter(|d| d.status == "succeeded" || d.status == "dead").count() as u64;
+        if records.len() as u64 >= expected && finished == records.len() as u64 {
+            return Ok(records);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out: the router records {finished} of {} deliveries as finished", records.len());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+struct Check<'a> {
+    first_receipts: Vec<&'a Receipt>,
+    retried: u64,
+    duplicates: u64,
+}
+
+/// Exactly-once by the router's record: every delivery succeeded, each (event, endpoint) pair reached the
+/// receiver, nothing arrived that the router does not know of, and duplicates only where the router retried.
+fn verify<'a>(
+    records: &[client::DeliveryRecord],
+    receipts: &'a [Receipt],
+    endpoint_ids: &[String],
+) -> anyhow::Result<Check<'a>> {
+    let not_succeeded: Vec<&client::DeliveryRecord> = records.iter().filter(|d| d.status != "succeeded").collect();
+    if let Some(d) = not_succeeded.first() {
+        bail!(
+            "{} deliveries did not succeed, e.g. event {} to {}: {} after {} attempts",
+            not_succeeded.len(),
+            d.event_id,
+            d.endpoint_id,
+            d.status,
+            d.attempts
+        );
+    }
+    let attempts: HashMap<(&str, &str), i64> =
+        records.iter().map(|d| ((d.event_id.as_str(), d.endpoint_id.as_str()), d.attempts)).collect();
+    ensure!(attempts.len() == records.len(), "the router recorded two deliveries for one (event, endpoint) pair");
+    let mut received: HashMap<(&str, &str), Vec<&Receipt>> = HashMap::new();
+    for receipt in receipts {
+        let endpoint = endpoint_ids.get(receipt.endpoint).context("receipt for an unknown endpoint index")?;
+        received.entry((receipt.event_id.as_str(), endpoint.as_str())).or_default().push(receipt);
+    }
+    let mut check = Check { first_receipts: Vec::with_capacity(records.len()), retried: 0, duplicates: 0 };
+    for (pair, &tries) in &attempts {
+        let Some(got) = received.get(pair) else {
+            bail!("delivery of event {} to {} is recorded as succeeded but never arrived", pair.0, pair.1);
+        };
+        if tries > 1 {
+            check.retried += 1;
+        }
+        if got.len() > 1 {
+            ensure!(tries > 1, "event {} arrived {} times at {} without a retry", pair.0, got.len(), pair.1);
+            check.duplicates += got.len() as u64 - 1;
+        }
+        check.first_receipts.push(got.iter().min_by_key(|r| r.arrived_ns).expect("non-empty"));
+    }
+    if let Some(pair) = received.keys().find(|pair| !attempts.contains_key(*pair)) {
+        bail!("event {} arrived at {} but the router has no such delivery", pair.0, pair.1);
+    }
+    Ok(check)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(event: &str, endpoint: &str, status: &str, attempts: i64) -> client::DeliveryRecord {
+        client::DeliveryRecord { event_id: event.into(), endpoint_id: endpoint.into(), status: status.into(), attempts }
+    }
+
+    fn receipt(endpoint: usize, event: &str, arrived_ns: u64) -> Receipt {
+        Receipt { endpoint, event_id: event.into(), arrived_ns, latency_ns: 1 }
+    }
+
+    #[test]
+    fn exactly_once_passes_and_counts_allowed_duplicates() {
+        let ids = vec!["ep_a".to_string(), "ep_b".to_string()];
+        let records = [record("e1", "ep_a", "succeeded", 1), record("e1", "ep_b", "succeeded", 2)];
+        let receipts = [receipt(0, "e1", 5), receipt(1, "e1", 9), receipt(1, "e1", 7)];
+        let check = verify(&records, &receipts, &ids).unwrap();
+        assert_eq!((check.retried, check.duplicates), (1, 1));
+        // The earliest receipt of a pair is the one whose latency counts.
+        assert!(check.first_receipts.iter().any(|r| r.endpoint == 1 && r.arrived_ns == 7));
+    }
+
+    #[test]
+    fn missing_failed_unknown_or_unexplained_duplicates_fail() {
+        let ids = vec!["ep_a".to_string()];
+        let ok = [record("e1", "ep_a", "succeeded", 1)];
+        let missing = verify(&ok, &[], &ids).err().unwrap();
+        assert!(missing.to_string().contains("never arrived"), "{missing}");
+        let dead = [record("e1", "ep_a", "dead", 10)];
+        assert!(verify(&dead, &[receipt(0, "e1", 1)], &ids).is_err());
+        let twice = [receipt(0, "e1", 1), receipt(0, "e1", 2)];
+        assert!(verify(&ok, &twice, &ids).err().unwrap().to_string().contains("without a retry"));
+        let stranger = [receipt(0, "e1", 1), receipt(0, "e2", 2)];
+        assert!(verify(&ok, &stranger, &ids).err().unwrap().to_string().contains("no such delivery"));
+    }
+}
