@@ -14,5 +14,7 @@ pub use exports::switchyard::plugin::retry_policy::{
     Attempt, Decision as RetryDecision, ErrorKind, GuestIndices as RetryPolicyIndices, Outcome,
 };
 pub use exports::switchyard::plugin::transform::{GuestIndices as TransformIndices, Request};
-pub use switchyard::plugin::log::Level;
-pub use switchyard::plugin::types::{Endpoint, Event};
+// `self::` because the generated module `switchyard` (the WIT namespace) shares its name with this crate, which
+// doctests see as an extern crate: the bare path would be ambiguous there.
+pub use self::switchyard::plugin::log::Level;
+pub use self::switchyard::plugin::types::{Endpoint, Event};
