@@ -28,6 +28,7 @@ fn endpoint(i: usize, event_type: &str, filter: Option<&str>) -> Endpoint {
         max_attempts: None,
         signature_scheme: SignatureScheme::Standard,
         metadata: BTreeMap::new(),
+        plugins: Default::default(),
         subscriptions: vec![Subscription { event_type: event_type.into(), filter: filter.map(Into::into) }],
         created_at: 0,
         updated_at: 0,

@@ -84,6 +84,18 @@ pub struct ServeArgs {
     /// How long a rotated-out secret keeps signing unless the rotate request says otherwise [default: 24h].
     #[arg(long, env = "SWITCHYARD_SECRET_GRACE")]
     pub secret_grace: Option<String>,
+
+    /// Directory watched for `<name>.wasm` plugin components [default: `<data dir>/plugins`].
+    #[arg(long, env = "SWITCHYARD_PLUGINS_DIR")]
+    pub plugins_dir: Option<PathBuf>,
+
+    /// Memory one plugin call may use, in MiB [default: 32].
+    #[arg(long, env = "SWITCHYARD_PLUGIN_MEMORY_MIB")]
+    pub plugin_memory_mib: Option<usize>,
+
+    /// Time one plugin call may run, e.g. `50ms` [default: 50ms].
+    #[arg(long, env = "SWITCHYARD_PLUGIN_DEADLINE")]
+    pub plugin_deadline: Option<String>,
 }
 
 /// Validated settings the server runs with.
@@ -101,6 +113,8 @@ pub struct Config {
     pub max_retry_after: Duration,
     pub poll_interval: Duration,
     pub secret_grace: Duration,
+    pub plugins_dir: PathBuf,
+    pub plugin_limits: crate::plugin::PluginLimits,
 }
 
 impl std::fmt::Debug for Config {
@@ -119,6 +133,8 @@ impl std::fmt::Debug for Config {
             .field("max_retry_after", &self.max_retry_after)
             .field("poll_interval", &self.poll_interval)
             .field("secret_grace", &self.secret_grace)
+            .field("plugins_dir", &self.plugins_dir)
+            .field("plugin_limits", &self.plugin_limits)
             .finish()
     }
 }
@@ -194,7 +210,23 @@ impl Config {
         if lease <= MAX_ENDPOINT_TIMEOUT {
             return Err(bad("lease", "must be longer than the longest endpoint timeout (300s)"));
         }
+        let plugins_dir = over.plugins_dir.or(under.plugins_dir).unwrap_or_else(|| data_dir.join("plugins"));
+        let plugin_memory_mib = over.plugin_memory_mib.or(under.plugin_memory_mib).unwrap_or(32);
+        if !(1..=4096).contains(&plugin_memory_mib) {
+            return Err(bad("plugin_memory_mib", "must be between 1 and 4096"));
+        }
+        let plugin_deadline = duration("plugin_deadline", over.plugin_deadline.or(under.plugin_deadline), "50ms")?;
+        if plugin_deadline < Duration::from_millis(1) || plugin_deadline > Duration::from_secs(10) {
+            return Err(bad("plugin_deadline", "must be between 1ms and 10s"));
+        }
+        let plugin_limits = crate::plugin::PluginLimits {
+            memory_bytes: plugin_memory_mib << 20,
+            deadline: plugin_deadline,
+            ..Default::default()
+        };
         let config = Config {
+            plugins_dir,
+            plugin_limits,
             listen,
             data_dir,
             database_url,
@@ -252,6 +284,9 @@ mod tests {
         assert!(!config.dev_mode);
         assert_eq!(config.max_payload_bytes, 1 << 20);
         assert_eq!(config.secret_grace, Duration::from_secs(24 * 3600));
+        assert_eq!(config.plugins_dir, PathBuf::from("switchyard-data/plugins"));
+        assert_eq!(config.plugin_limits.deadline, Duration::from_millis(50));
+        assert_eq!(config.plugin_limits.memory_bytes, 32 << 20);
     }
 
     #[test]
@@ -274,6 +309,8 @@ mod tests {
             (ServeArgs { lease: Some("1m".into()), ..Default::default() }, "lease"),
             (ServeArgs { poll_interval: Some("soon".into()), ..Default::default() }, "poll_interval"),
             (ServeArgs { max_payload_bytes: Some(10), ..Default::default() }, "max_payload_bytes"),
+            (ServeArgs { plugin_memory_mib: Some(0), ..Default::default() }, "plugin_memory_mib"),
+            (ServeArgs { plugin_deadline: Some("1h".into()), ..Default::default() }, "plugin_deadline"),
         ];
         for (args, setting) in cases {
             let err = Config::from_layers(args, ServeArgs::default()).unwrap_err();

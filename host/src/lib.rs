@@ -24,6 +24,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::plugin::{PluginEngine, PluginRegistry, PluginWatcher};
 use crate::secrets::{MasterKey, SecretError};
 use crate::store::sql::SqlStore;
 use crate::store::{Store, StoreError};
@@ -38,6 +39,8 @@ pub struct AppState {
     pub admin_key_hash: String,
     /// Poked after a publish or requeue so idle dispatch workers look for work at once.
     pub dispatch_wakeup: Arc<Notify>,
+    /// Loaded plugin versions, fed by the watcher on `config.plugins_dir`.
+    pub plugins: Arc<PluginRegistry>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +58,10 @@ pub enum StartError {
          secrets stored under the old key could not be read"
     )]
     MasterKeyMismatch,
+    #[error("plugins: {0}")]
+    PluginEngine(#[from] plugin::EngineError),
+    #[error("plugins: {0}")]
+    PluginWatch(#[from] plugin::WatchError),
     #[error("server: {0}")]
     Serve(#[from] std::io::Error),
 }
@@ -82,6 +89,11 @@ pub async fn run(
         }
     }
 
+    let engine = PluginEngine::new(config.data_dir.join("plugin-cache"), config.plugin_limits.clone())?;
+    let plugins = Arc::new(PluginRegistry::new(engine));
+    // Loads what is already in the directory before the first request, so bindings to it validate at once.
+    let _watcher = PluginWatcher::start(plugins.clone(), config.plugins_dir.clone(), plugin::DEFAULT_DEBOUNCE).await?;
+
     let config = Arc::new(config);
     let state = AppState {
         store: store.clone(),
@@ -89,6 +101,7 @@ pub async fn run(
         master_key: master_key.clone(),
         admin_key_hash,
         dispatch_wakeup: Arc::new(Notify::new()),
+        plugins: plugins.clone(),
     };
 
     let stop = CancellationToken::new();
@@ -98,6 +111,7 @@ pub async fn run(
         dispatch::Settings::from_config(&config),
         node_id,
         state.dispatch_wakeup.clone(),
+        plugins,
     );
     let dispatcher = tokio::spawn(dispatcher.run(stop.clone()));
 

@@ -78,13 +78,15 @@ string_enum!(
 );
 
 string_enum!(
-    /// `Failed` means "the last attempt failed and another is scheduled"; `Dead` is the dead-letter queue.
+    /// `Failed` means "the last attempt failed and another is scheduled"; `Dead` is the dead-letter queue;
+    /// `Dropped` means the endpoint's filter plugin decided the event is not for it (never sent, kept on record).
     DeliveryStatus {
         Pending => "pending",
         Delivering => "delivering",
         Succeeded => "succeeded",
         Failed => "failed",
         Dead => "dead",
+        Dropped => "dropped",
     }
 );
 
@@ -136,8 +138,69 @@ pub struct Endpoint {
     pub signature_scheme: SignatureScheme,
     pub metadata: BTreeMap<String, String>,
     pub subscriptions: Vec<Subscription>,
+    pub plugins: EndpointPlugins,
     pub created_at: Millis,
     pub updated_at: Millis,
+}
+
+/// One plugin bound to an endpoint in one role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginBinding {
+    pub plugin: String,
+    /// A sha256 pinning one loaded version; absent means "the latest loaded version".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Handed to the plugin as JSON text with every call.
+    #[serde(default = "empty_config")]
+    pub config: serde_json::Value,
+}
+
+fn empty_config() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
+}
+
+/// The plugins an endpoint runs, by role.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointPlugins {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<PluginBinding>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<PluginBinding>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_policy: Option<PluginBinding>,
+}
+
+impl EndpointPlugins {
+    pub fn is_empty(&self) -> bool {
+        self.filter.is_none() && self.transform.is_none() && self.retry_policy.is_none()
+    }
+
+    /// `(role, binding)` for each bound role, in a fixed order.
+    pub fn bound(&self) -> impl Iterator<Item = (&'static str, &PluginBinding)> {
+        [("filter", &self.filter), ("transform", &self.transform), ("retry_policy", &self.retry_policy)]
+            .into_iter()
+            .filter_map(|(role, binding)| binding.as_ref().map(|binding| (role, binding)))
+    }
+}
+
+/// Which version of which plugin a delivery used in one role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginUse {
+    pub plugin: String,
+    pub sha256: String,
+}
+
+/// What the filter and transform decided for a delivery, fixed at its first attempt so every retry sends the same
+/// bytes. `body` is None when no transform is bound: the event's envelope is sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PreparedRequest {
+    /// Role (`filter`, `transform`, `retry_policy`) → the version used.
+    pub plugin_versions: BTreeMap<String, PluginUse>,
+    pub body: Option<Vec<u8>>,
+    pub content_type: Option<String>,
+    pub headers: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,6 +265,8 @@ pub struct Delivery {
     pub lease_expires_at: Option<Millis>,
     pub last_status_code: Option<i64>,
     pub last_error: Option<String>,
+    /// Set once the delivery has been prepared (filter and transform run); None before its first attempt.
+    pub prepared: Option<PreparedRequest>,
     pub created_at: Millis,
     pub updated_at: Millis,
 }

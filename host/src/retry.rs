@@ -188,6 +188,7 @@ mod tests {
             lease_owner: None,
             lease_expires_at: None,
             last_status_code: None,
+            prepared: None,
             last_error: None,
             created_at: 0,
             updated_at: 0,

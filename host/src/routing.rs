@@ -168,6 +168,7 @@ mod tests {
             max_attempts: None,
             signature_scheme: SignatureScheme::Standard,
             metadata: BTreeMap::new(),
+            plugins: Default::default(),
             subscriptions: subscriptions
                 .iter()
                 .map(|(t, f)| Subscription { event_type: t.to_string(), filter: f.map(str::to_string) })

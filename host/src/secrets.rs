@@ -14,6 +14,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use rand::RngCore;
 
+use crate::model::{EndpointSecret, SecretStatus};
+
 const NONCE_LEN: usize = 12;
 pub const SECRET_PREFIX: &str = "whsec_";
 
@@ -128,6 +130,39 @@ pub fn secret_hint(secret: &str) -> String {
 
 /// The value stored to check at start-up that the configured master key is the one the database was created
 /// with; without it, a wrong key would only show up as failed deliveries.
+/// Why an endpoint's stored secrets cannot sign; recorded on a failed attempt (retried: not the receiver's fault).
+pub const UNDECRYPTABLE_SECRET: &str = "signing secret could not be decrypted";
+pub const NO_SIGNING_SECRET: &str = "endpoint has no signing secret";
+
+/// The `whsec_…` texts that sign now, from the secrets the store says are live: the active secret first, then
+/// retiring ones, newest first.
+pub fn signing_keys(
+    key: &MasterKey,
+    endpoint_id: &str,
+    mut sealed: Vec<EndpointSecret>,
+) -> Result<Vec<String>, &'static str> {
+    sealed.retain(|s| s.status != SecretStatus::Revoked);
+    if sealed.is_empty() {
+        // Sending unsigned would only be rejected by the receiver, or worse, accepted.
+        return Err(NO_SIGNING_SECRET);
+    }
+    sealed.sort_by_key(|s| (s.status != SecretStatus::Active, std::cmp::Reverse(s.version)));
+    sealed
+        .iter()
+        .map(|secret| {
+            let opened = key.open(&secret.ciphertext, &secret_aad(endpoint_id, &secret.id));
+            opened.ok().and_then(|bytes| String::from_utf8(bytes).ok()).ok_or_else(|| {
+                tracing::error!(
+                    endpoint_id,
+                    version = secret.version,
+                    "{UNDECRYPTABLE_SECRET}; is the master key the one the secret was stored with?"
+                );
+                UNDECRYPTABLE_SECRET
+            })
+        })
+        .collect()
+}
+
 pub const KEY_CHECK_META: &str = "master_key_check";
 const KEY_CHECK_PLAINTEXT: &[u8] = b"switchyard master key check";
 

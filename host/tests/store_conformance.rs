@@ -12,12 +12,12 @@ use std::future::Future;
 use serde_json::json;
 use serde_json::value::RawValue;
 use switchyard::model::{
-    new_id, ApiKey, Attempt, AuditEntry, Delivery, DeliveryStatus, Endpoint, EndpointStatus, Event, Millis,
-    SecretStatus, SignatureScheme, Subscription, Tenant,
+    new_id, ApiKey, Attempt, AuditEntry, Delivery, DeliveryStatus, Endpoint, EndpointPlugins, EndpointStatus, Event,
+    Millis, PluginBinding, PluginUse, PreparedRequest, SecretStatus, SignatureScheme, Subscription, Tenant,
 };
 use switchyard::store::{
-    AttemptOutcome, DeliveryFilter, DispatchJob, EndpointFilter, EventFilter, NewEvent, NewSecret, Page, Published,
-    RequeueSelector, Store, StoreError,
+    AttemptOutcome, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, NewEvent, NewSecret, Page,
+    Published, RequeueSelector, Store, StoreError,
 };
 
 const T0: Millis = 1_700_000_000_000;
@@ -95,6 +95,9 @@ conformance! {
     audit_log_appends_and_pages,
     database_refuses_to_change_history,
     other_tenants_see_nothing,
+    prepared_requests_are_stored_once_and_claimed_with_the_delivery,
+    filter_drops_are_recorded_and_retry_clears_them,
+    endpoints_binding_a_plugin_are_found_in_every_tenant,
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -120,6 +123,7 @@ fn endpoint_of(tenant: &Tenant) -> Endpoint {
         max_attempts: Some(3),
         signature_scheme: SignatureScheme::Standard,
         metadata: BTreeMap::from([("owner".into(), "ops".into())]),
+        plugins: Default::default(),
         subscriptions: vec![
             Subscription { event_type: "order.*".into(), filter: Some("$[?@.data.amount > 10]".into()) },
             Subscription { event_type: "*".into(), filter: None },
@@ -218,6 +222,7 @@ fn outcome(delivery: &Delivery, status: DeliveryStatus, started_at: Millis) -> A
         },
         status,
         next_attempt_at: (status == DeliveryStatus::Failed).then_some(started_at + MINUTE),
+        prepared: None,
         disable_endpoint: None,
     }
 }
@@ -349,6 +354,7 @@ async fn endpoint_create_get_update_and_status(store: &dyn Store, _url: &str) {
         max_attempts: None,
         headers: BTreeMap::new(),
         metadata: BTreeMap::new(),
+        plugins: Default::default(),
         subscriptions: vec![],
         ..endpoint_of(&tenant)
     };
@@ -379,6 +385,7 @@ async fn endpoint_create_get_update_and_status(store: &dyn Store, _url: &str) {
         max_attempts: Some(7),
         signature_scheme: SignatureScheme::Stripe,
         metadata: BTreeMap::new(),
+        plugins: Default::default(),
         subscriptions: vec![Subscription { event_type: "invoice.paid".into(), filter: None }],
         updated_at: T0 + 10,
         ..endpoint.clone()
@@ -696,6 +703,7 @@ async fn publish_stores_events_with_their_deliveries(store: &dyn Store, _url: &s
             lease_owner: None,
             lease_expires_at: None,
             last_status_code: None,
+            prepared: None,
             last_error: None,
             created_at: T0 + 7,
             updated_at: T0 + 7,
@@ -1447,4 +1455,137 @@ async fn other_tenants_see_nothing(store: &dyn Store, _url: &str) {
     assert_eq!(store.list_secrets(&owner.id, &endpoint.id).await.unwrap().len(), 1);
     assert_eq!(delivery(store, &owner, &leased.id).await, delivery_before);
     assert_eq!(store.find_api_key(&key.key_hash).await.unwrap(), Some(key));
+}
+
+fn prepared(body: Option<&[u8]>) -> PreparedRequest {
+    PreparedRequest {
+        plugin_versions: BTreeMap::from([(
+            "transform".to_string(),
+            PluginUse { plugin: "redact".into(), sha256: "ab".repeat(32) },
+        )]),
+        body: body.map(<[u8]>::to_vec),
+        content_type: body.map(|_| "application/x-thing".to_string()),
+        // Content type and headers come from a transform, so they exist only with its body.
+        headers: match body {
+            Some(_) => vec![("x-one".into(), "1".into()), ("x-two".into(), "2".into())],
+            None => Vec::new(),
+        },
+    }
+}
+
+async fn prepared_requests_are_stored_once_and_claimed_with_the_delivery(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let endpoint = add_endpoint(store, &tenant).await;
+    let new = publish(store, &tenant, "order.created", &[&endpoint], T0).await;
+    let id = &new.deliveries[0].0;
+    assert_eq!(delivery(store, &tenant, id).await.prepared, None, "nothing is prepared before the first attempt");
+
+    let claimed = claim(store, "node-a", T0 + 5).await.remove(0).delivery;
+    // Bytes that are not UTF-8 survive the round trip.
+    let body: &[u8] = &[0, 159, 146, 150, b'{'];
+    let mut first = outcome(&claimed, DeliveryStatus::Failed, T0 + 5);
+    first.prepared = Some(prepared(Some(body)));
+    assert!(store.record_attempt("node-a", &first).await.unwrap());
+    assert_eq!(delivery(store, &tenant, id).await.prepared, Some(prepared(Some(body))));
+
+    let again = claim(store, "node-a", T0 + 5 + MINUTE).await.remove(0);
+    assert_eq!(again.delivery.prepared, Some(prepared(Some(body))), "a retry is claimed with what was prepared");
+    // An attempt that prepares nothing leaves the stored request alone.
+    assert!(store
+        .record_attempt("node-a", &outcome(&again.delivery, DeliveryStatus::Succeeded, T0 + MINUTE * 2))
+        .await
+        .unwrap());
+    assert_eq!(delivery(store, &tenant, id).await.prepared, Some(prepared(Some(body))));
+
+    // Without a transform only the versions are kept.
+    let plain = publish(store, &tenant, "order.created", &[&endpoint], T0).await;
+    let claimed = claim(store, "node-a", T0 + MINUTE * 3).await.remove(0).delivery;
+    let mut attempt = outcome(&claimed, DeliveryStatus::Succeeded, T0 + MINUTE * 3);
+    attempt.prepared = Some(prepared(None));
+    assert!(store.record_attempt("node-a", &attempt).await.unwrap());
+    assert_eq!(delivery(store, &tenant, &plain.deliveries[0].0).await.prepared, Some(prepared(None)));
+}
+
+async fn filter_drops_are_recorded_and_retry_clears_them(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let endpoint = add_endpoint(store, &tenant).await;
+    let new = publish(store, &tenant, "order.created", &[&endpoint], T0).await;
+    let id = &new.deliveries[0].0;
+    let claimed = claim(store, "node-a", T0 + 5).await.remove(0).delivery;
+    let dropped = Dropped {
+        tenant_id: tenant.id.clone(),
+        delivery_id: id.clone(),
+        prepared: prepared(None),
+        reason: "dropped by filter `x`".into(),
+        at: T0 + 6,
+    };
+    assert!(!store.record_drop("node-b", &dropped).await.unwrap(), "only the lease holder records");
+    assert!(store.record_drop("node-a", &dropped).await.unwrap());
+    let stored = delivery(store, &tenant, id).await;
+    assert_eq!(
+        stored,
+        Delivery {
+            status: DeliveryStatus::Dropped,
+            next_attempt_at: None,
+            lease_owner: None,
+            lease_expires_at: None,
+            last_error: Some("dropped by filter `x`".into()),
+            prepared: Some(prepared(None)),
+            updated_at: T0 + 6,
+            ..claimed
+        }
+    );
+    assert!(store.list_attempts(&tenant.id, id).await.unwrap().is_empty(), "a drop is not an attempt");
+    assert!(claim(store, "node-a", T0 + 100 * MINUTE).await.is_empty(), "dropped deliveries are final");
+    let listed = store
+        .list_deliveries(
+            &tenant.id,
+            &DeliveryFilter { status: Some(DeliveryStatus::Dropped), ..Default::default() },
+            &page(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+
+    // A manual retry runs the filter again: the decision is not kept.
+    let retried = store.retry_delivery(&tenant.id, id, T0 + MINUTE).await.unwrap().unwrap();
+    assert_eq!((retried.status, retried.prepared), (DeliveryStatus::Pending, None));
+}
+
+async fn endpoints_binding_a_plugin_are_found_in_every_tenant(store: &dyn Store, _url: &str) {
+    let binding = |plugin: &str| PluginBinding { plugin: plugin.into(), version: None, config: json!({}) };
+    let mut found = BTreeSet::new();
+    for (n, plugins) in [
+        EndpointPlugins { filter: Some(binding("amount")), ..Default::default() },
+        EndpointPlugins {
+            transform: Some(binding("slack")),
+            retry_policy: Some(binding("amount")),
+            ..Default::default()
+        },
+        // Names that merely contain the plugin's, or mention it in a config, do not count.
+        EndpointPlugins {
+            filter: Some(PluginBinding {
+                plugin: "amount2".into(),
+                version: None,
+                config: json!({ "plugin": "amount" }),
+            }),
+            ..Default::default()
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let tenant = new_tenant(store).await;
+        let mut endpoint = endpoint_of(&tenant);
+        endpoint.plugins = plugins.clone();
+        store.create_endpoint(&endpoint, &new_secret("h")).await.unwrap();
+        assert_eq!(store.get_endpoint(&tenant.id, &endpoint.id).await.unwrap().unwrap().plugins, plugins);
+        if n < 2 {
+            found.insert((tenant.id.clone(), endpoint.id.clone()));
+        }
+    }
+    let bound: BTreeSet<_> = store.endpoints_binding_plugin("amount").await.unwrap().into_iter().collect();
+    assert_eq!(bound, found);
+    assert_eq!(store.endpoints_binding_plugin("slack").await.unwrap().len(), 1);
+    assert!(store.endpoints_binding_plugin("none").await.unwrap().is_empty());
 }

@@ -11,7 +11,9 @@ use super::auth::Caller;
 use super::pagination::{PageOf, Query};
 use super::{audit, PathId};
 use crate::error::{ApiError, ApiResult};
-use crate::model::{now_millis, rfc3339, Attempt, Delivery, DeliveryStatus};
+use std::collections::BTreeMap;
+
+use crate::model::{now_millis, rfc3339, Attempt, Delivery, DeliveryStatus, PluginUse};
 use crate::store::DeliveryFilter;
 use crate::AppState;
 
@@ -33,6 +35,8 @@ pub struct DeliveryView {
     next_attempt_at: Option<String>,
     last_status_code: Option<i64>,
     last_error: Option<String>,
+    /// Role → `{plugin, sha256}` of each plugin version the delivery used; empty before its first attempt.
+    plugin_versions: BTreeMap<String, PluginUse>,
     created_at: String,
     updated_at: String,
 }
@@ -49,6 +53,7 @@ impl From<Delivery> for DeliveryView {
             next_attempt_at: d.next_attempt_at.map(rfc3339),
             last_status_code: d.last_status_code,
             last_error: d.last_error,
+            plugin_versions: d.prepared.map(|p| p.plugin_versions).unwrap_or_default(),
             created_at: rfc3339(d.created_at),
             updated_at: rfc3339(d.updated_at),
         }

@@ -9,7 +9,9 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{ApiError, ApiResult};
-use crate::model::{rfc3339, Endpoint, EndpointSecret, EndpointStatus, SecretStatus, SignatureScheme, Subscription};
+use crate::model::{
+    rfc3339, Endpoint, EndpointSecret, EndpointStatus, PluginBinding, SecretStatus, SignatureScheme, Subscription,
+};
 use crate::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -38,6 +40,12 @@ pub struct CreateEndpoint {
     pub metadata: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub subscriptions: Option<Vec<Subscription>>,
+    #[serde(default)]
+    pub filter: Option<PluginBinding>,
+    #[serde(default)]
+    pub transform: Option<PluginBinding>,
+    #[serde(default)]
+    pub retry_policy: Option<PluginBinding>,
 }
 
 /// A PATCH body. Each field is `None` when absent and `Some(None)` when `null`, because `"retry": null` means
@@ -59,6 +67,12 @@ pub struct UpdateEndpoint {
     pub signature_scheme: Option<Option<SignatureScheme>>,
     #[serde(default, deserialize_with = "present")]
     pub metadata: Option<Option<BTreeMap<String, String>>>,
+    #[serde(default, deserialize_with = "present")]
+    pub filter: Option<Option<PluginBinding>>,
+    #[serde(default, deserialize_with = "present")]
+    pub transform: Option<Option<PluginBinding>>,
+    #[serde(default, deserialize_with = "present")]
+    pub retry_policy: Option<Option<PluginBinding>>,
     /// Accepted only to answer with a pointer to the subscriptions route instead of a bare "unknown field".
     #[serde(default)]
     pub subscriptions: Option<IgnoredAny>,
@@ -130,6 +144,9 @@ pub struct EndpointView {
     signature_scheme: SignatureScheme,
     metadata: BTreeMap<String, String>,
     subscriptions: Vec<Subscription>,
+    filter: Option<PluginBinding>,
+    transform: Option<PluginBinding>,
+    retry_policy: Option<PluginBinding>,
     secrets: Vec<SecretView>,
     created_at: String,
     updated_at: String,
@@ -161,6 +178,9 @@ impl EndpointView {
             signature_scheme: e.signature_scheme,
             metadata: e.metadata,
             subscriptions: e.subscriptions,
+            filter: e.plugins.filter,
+            transform: e.plugins.transform,
+            retry_policy: e.plugins.retry_policy,
             secrets: secrets.into_iter().map(SecretView::from).collect(),
             created_at: rfc3339(e.created_at),
             updated_at: rfc3339(e.updated_at),

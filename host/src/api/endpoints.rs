@@ -14,7 +14,7 @@ use super::json::{ApiJson, OptionalJson};
 use super::pagination::{PageOf, Query};
 use super::{audit, validate, PathId};
 use crate::error::{ApiError, ApiResult};
-use crate::model::{new_id, now_millis, Endpoint, EndpointStatus, SignatureScheme, Subscription};
+use crate::model::{new_id, now_millis, Endpoint, EndpointPlugins, EndpointStatus, SignatureScheme, Subscription};
 use crate::secrets::{generate_signing_secret, secret_aad, secret_hint};
 use crate::store::{EndpointFilter, NewSecret};
 use crate::AppState;
@@ -72,6 +72,8 @@ async fn create(
     let subscriptions =
         body.subscriptions.unwrap_or_else(|| vec![Subscription { event_type: "*".into(), filter: None }]);
     validate::subscriptions(&subscriptions)?;
+    let plugins = EndpointPlugins { filter: body.filter, transform: body.transform, retry_policy: body.retry_policy };
+    validate::plugin_bindings(&plugins, &state.plugins)?;
 
     let now = now_millis();
     let endpoint = Endpoint {
@@ -88,6 +90,7 @@ async fn create(
         signature_scheme: body.signature_scheme.unwrap_or(SignatureScheme::Standard),
         metadata,
         subscriptions,
+        plugins,
         created_at: now,
         updated_at: now,
     };
@@ -97,6 +100,7 @@ async fn create(
         "host": url_host(&endpoint.url),
         "subscriptions": endpoint.subscriptions.len(),
         "signature_scheme": endpoint.signature_scheme,
+        "plugins": plugin_names(&endpoint.plugins),
     });
     audit::record(&state, &caller, "endpoint.created", "endpoint", &endpoint.id, details).await;
     let mut view = EndpointView::load(&state, endpoint).await?;
@@ -175,6 +179,19 @@ async fn update(
         endpoint.metadata = metadata;
         changed.push("metadata");
     }
+    let plugins = &mut endpoint.plugins;
+    for (field, update, slot) in [
+        ("filter", body.filter, &mut plugins.filter),
+        ("transform", body.transform, &mut plugins.transform),
+        ("retry_policy", body.retry_policy, &mut plugins.retry_policy),
+    ] {
+        // `null` unbinds; absent leaves the binding as it is.
+        if let Some(binding) = update {
+            *slot = binding;
+            changed.push(field);
+        }
+    }
+    validate::plugin_bindings(&endpoint.plugins, &state.plugins)?;
     if !changed.is_empty() {
         endpoint.updated_at = now_millis();
         if !state.store.update_endpoint(&endpoint).await? {
@@ -184,6 +201,11 @@ async fn update(
         audit::record(&state, &caller, "endpoint.updated", "endpoint", &endpoint.id, details).await;
     }
     Ok(Json(EndpointView::load(&state, endpoint).await?))
+}
+
+/// Role → plugin name, for the audit log (configs may hold anything, so they stay out).
+fn plugin_names(plugins: &EndpointPlugins) -> Value {
+    plugins.bound().map(|(role, binding)| (role.to_string(), Value::String(binding.plugin.clone()))).collect()
 }
 
 async fn remove(State(state): State<AppState>, caller: Caller, PathId(id): PathId) -> ApiResult<StatusCode> {

@@ -48,7 +48,7 @@ pub fn batch_body_limit(config: &Config) -> usize {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PublishBody {
+pub(super) struct PublishBody {
     #[serde(rename = "type")]
     event_type: String,
     data: Box<RawValue>,
@@ -81,7 +81,7 @@ struct BatchItemView {
 }
 
 /// Checks one event of a request and turns it into an [`Event`]; `at` prefixes field names (`events[3].`).
-fn to_event(
+pub(super) fn to_event(
     body: PublishBody,
     at: &str,
     idempotency_key: Option<String>,

@@ -75,7 +75,7 @@ fn too_large(limit: usize) -> ApiError {
 }
 
 /// Reads the body, failing as soon as it passes `limit` rather than after buffering all of it.
-async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<Vec<u8>> {
+pub async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<Vec<u8>> {
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     if declared.is_some_and(|len: usize| len > limit) {
         return Err(too_large(limit));

@@ -16,6 +16,8 @@ pub mod events;
 pub mod health;
 pub mod json;
 pub mod pagination;
+pub mod plugins;
+pub mod simulate;
 pub mod tenants;
 pub mod validate;
 
@@ -41,7 +43,9 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(deliveries::router())
         .merge(dead_letters::router())
-        .merge(audit::router());
+        .merge(audit::router())
+        .merge(plugins::router())
+        .merge(simulate::router());
     // The span carries the method and the path only: never headers (Authorization) or bodies (payloads,
     // secrets), and not the query string.
     let trace = TraceLayer::new_for_http()

@@ -9,7 +9,8 @@ use axum::http::{HeaderName, HeaderValue};
 use url::{Host, Url};
 
 use crate::error::{ApiError, ApiResult};
-use crate::model::Subscription;
+use crate::model::{EndpointPlugins, Subscription};
+use crate::plugin::{self, PluginKind, PluginRegistry};
 use crate::routing;
 
 pub const MAX_URL_LEN: usize = 2048;
@@ -190,6 +191,59 @@ pub fn grace_period(text: &str) -> ApiResult<Duration> {
 fn duration(field: &str, text: &str) -> ApiResult<Duration> {
     humantime::parse_duration(text.trim())
         .map_err(|_| ApiError::invalid(field, format!("`{text}` is not a duration such as 30s, 5m or 1h")))
+}
+
+/// Largest plugin `config` accepted, as JSON text: it is handed to the plugin on every call.
+pub const MAX_PLUGIN_CONFIG_BYTES: usize = 64 * 1024;
+
+/// Every bound plugin must be loaded (at its pinned version, if pinned) and export the interface of its role.
+/// Checked against what is loaded now; a binding whose plugin later disappears fails its deliveries visibly
+/// (recorded on the attempt, retried) rather than dropping them.
+pub fn plugin_bindings(plugins: &EndpointPlugins, registry: &PluginRegistry) -> ApiResult<()> {
+    for (role, binding) in plugins.bound() {
+        let kind = match role {
+            "filter" => PluginKind::Filter,
+            "transform" => PluginKind::Transform,
+            _ => PluginKind::RetryPolicy,
+        };
+        if !plugin::valid_plugin_name(&binding.plugin) {
+            return Err(ApiError::invalid(
+                format!("{role}.plugin"),
+                "must be 1 to 64 letters, digits, `-` or `_` (the plugin's file name without `.wasm`)",
+            ));
+        }
+        if let Some(pin) = &binding.version {
+            if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                return Err(ApiError::invalid(
+                    format!("{role}.version"),
+                    "must be a sha256 as 64 lower-case hex digits",
+                ));
+            }
+        }
+        let Some(version) = registry.resolve(&binding.plugin, binding.version.as_deref()) else {
+            return Err(match (&binding.version, registry.latest(&binding.plugin)) {
+                (Some(pin), Some(_)) => ApiError::invalid(
+                    format!("{role}.version"),
+                    format!("plugin `{}` has no loaded version {pin}", binding.plugin),
+                ),
+                _ => ApiError::invalid(format!("{role}.plugin"), format!("no plugin `{}` is loaded", binding.plugin)),
+            });
+        };
+        if !version.exports(kind) {
+            let exported: Vec<&str> = version.kinds().iter().map(|kind| kind.as_str()).collect();
+            return Err(ApiError::invalid(
+                format!("{role}.plugin"),
+                format!("plugin `{}` does not export `{kind}` (it exports: {})", binding.plugin, exported.join(", ")),
+            ));
+        }
+        if binding.config.to_string().len() > MAX_PLUGIN_CONFIG_BYTES {
+            return Err(ApiError::invalid(
+                format!("{role}.config"),
+                format!("must be at most {MAX_PLUGIN_CONFIG_BYTES} bytes of JSON"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A subscription list: 1–100 entries, each with a valid pattern and filter, no two identical.

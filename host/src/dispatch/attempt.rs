@@ -1,8 +1,8 @@
-//! One attempt of one claimed delivery: unseal the signing secrets, send, classify, record.
+//! One attempt of one claimed delivery: prepare it with the endpoint's filter and transform (first attempt only),
+//! unseal the signing secrets, send, classify (asking the retry policy plugin, if one is bound), record.
 //!
 //! Runs in its own task while holding a concurrency slot; the slot is freed when the task ends.
 
-use std::cmp::Reverse;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -10,19 +10,18 @@ use rand::Rng;
 use reqwest::Client;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::outcome;
+use super::outcome::{self, FailureKind, Resolution, Verdict};
 use super::send::{self, Answer};
 use super::Settings;
-use crate::model::{now_millis, Attempt, Endpoint, EndpointSecret, Millis, SecretStatus};
+use crate::model::{
+    now_millis, Attempt, Delivery, DeliveryStatus, Endpoint, Millis, PluginBinding, PluginUse, PreparedRequest,
+};
+use crate::plugin::bound::{self, Preparation};
+use crate::plugin::{self, ErrorKind, PluginRegistry, RetryDecision};
 use crate::retry::{self, RetryPolicy};
-use crate::secrets::{secret_aad, MasterKey};
+use crate::secrets::{self, MasterKey};
 use crate::signing;
-use crate::store::{AttemptOutcome, DispatchJob, Store, StoreError};
-
-/// Error texts recorded on the attempt when no request could be made; the receiver is not to blame, so these
-/// are retried like a network failure.
-pub const UNDECRYPTABLE_SECRET: &str = "signing secret could not be decrypted";
-pub const NO_SIGNING_SECRET: &str = "endpoint has no signing secret";
+use crate::store::{AttemptOutcome, DispatchJob, Dropped, Store, StoreError};
 
 /// What every attempt needs, shared by all attempt tasks.
 pub(super) struct Worker {
@@ -31,6 +30,7 @@ pub(super) struct Worker {
     pub client: Client,
     pub settings: Settings,
     pub node_id: String,
+    pub plugins: Arc<PluginRegistry>,
 }
 
 enum SecretsProblem {
@@ -44,42 +44,65 @@ impl Worker {
     pub(super) async fn attempt(self: Arc<Self>, job: DispatchJob, _slot: OwnedSemaphorePermit) {
         let DispatchJob { delivery, event, endpoint } = job;
         let started_at = now_millis();
-        let answer = match self.plaintext_secrets(&endpoint, started_at).await {
-            Ok(secrets) => {
-                let body = event.envelope().into_bytes();
-                let signature = signing::signature_headers(
-                    endpoint.signature_scheme,
-                    &secrets,
-                    &event.id,
-                    started_at.div_euclid(1000),
-                    &body,
-                );
-                let headers = send::request_headers(&endpoint, &event.id, signature);
-                send::send(&self.client, &endpoint.url, headers, body, send::request_timeout(&endpoint)).await
-            }
-            Err(SecretsProblem::Unusable(text)) => Answer::local_failure(text),
-            Err(SecretsProblem::Store(e)) => {
-                tracing::error!(delivery_id = %delivery.id, endpoint_id = %endpoint.id, error = %e,
-                    "could not load signing secrets; giving the delivery back");
-                // Pause first so a store that fails this query but not claiming cannot make us spin on it.
-                tokio::time::sleep(self.settings.error_backoff).await;
-                if let Err(e) = self.store.release(&self.node_id, std::slice::from_ref(&delivery.id)).await {
-                    tracing::error!(delivery_id = %delivery.id, error = %e, "could not release the lease; it will expire");
+        // Filter and transform run once per delivery; later attempts resend what the first one prepared.
+        let (prepared, newly_prepared) = match &delivery.prepared {
+            Some(prepared) => (Ok(prepared.clone()), false),
+            None => match bound::prepare(&self.plugins, &event, &endpoint).await {
+                Preparation::Send(prepared) => (Ok(prepared), true),
+                Preparation::Drop { prepared, reason } => return self.drop_delivery(&delivery, prepared, reason).await,
+                Preparation::Failed { prepared, error } => (Err((prepared, error)), false),
+            },
+        };
+        let answer = match &prepared {
+            Err((_, error)) => Answer::local_failure(error),
+            Ok(prepared) => match self.plaintext_secrets(&endpoint, started_at).await {
+                Ok(secrets) => {
+                    let body = prepared.body.clone().unwrap_or_else(|| event.envelope().into_bytes());
+                    let signature = signing::signature_headers(
+                        endpoint.signature_scheme,
+                        &secrets,
+                        &event.id,
+                        started_at.div_euclid(1000),
+                        &body,
+                    );
+                    let headers = send::request_headers(&endpoint, Some(prepared), &event.id, signature);
+                    send::send(&self.client, &endpoint.url, headers, body, send::request_timeout(&endpoint)).await
                 }
-                return;
-            }
+                Err(SecretsProblem::Unusable(text)) => Answer::local_failure(text),
+                Err(SecretsProblem::Store(e)) => {
+                    tracing::error!(delivery_id = %delivery.id, endpoint_id = %endpoint.id, error = %e,
+                        "could not load signing secrets; giving the delivery back");
+                    // Pause first so a store that fails this query but not claiming cannot make us spin on it.
+                    tokio::time::sleep(self.settings.error_backoff).await;
+                    if let Err(e) = self.store.release(&self.node_id, std::slice::from_ref(&delivery.id)).await {
+                        tracing::error!(delivery_id = %delivery.id, error = %e, "could not release the lease; it will expire");
+                    }
+                    return;
+                }
+            },
         };
 
         let finished_at = now_millis();
         let policy = RetryPolicy::for_endpoint(&endpoint);
-        let resolution = outcome::resolve(
-            answer.verdict(SystemTime::now()),
+        let verdict = answer.verdict(SystemTime::now());
+        let mut resolution = outcome::resolve(
+            verdict,
             &policy,
             retry::cycle_index(&delivery),
             rand::thread_rng().gen_range(-1.0..=1.0),
             finished_at,
             self.settings.max_retry_after,
         );
+        let mut error = answer.error_text();
+        // The retry policy judges the receiver's answers; a plugin that failed to prepare the request is not one.
+        let mut policy_used = None;
+        if let (Some(binding), Ok(_)) = (&endpoint.plugins.retry_policy, &prepared) {
+            if !matches!(verdict, Verdict::Succeeded | Verdict::Gone) {
+                let asked = self.ask_retry_policy(binding, &delivery, &endpoint, &answer, finished_at).await;
+                policy_used = asked.0;
+                apply_retry_decision(&mut resolution, &mut error, asked.1, finished_at);
+            }
+        }
         let attempt = Attempt {
             id: crate::model::new_id("att"),
             tenant_id: delivery.tenant_id.clone(),
@@ -89,16 +112,26 @@ impl Worker {
             duration_ms: i64::try_from(answer.duration.as_millis()).unwrap_or(i64::MAX),
             status_code: answer.status.map(i64::from),
             response_body: answer.body.clone(),
-            error: answer.error_text(),
+            error,
             outcome: resolution.outcome.to_string(),
         };
         log_attempt(&attempt, &endpoint, resolution.next_attempt_at);
 
+        // Stored with the attempt that prepared it, and again when the retry policy ran so its version is recorded.
+        let prepared = match (prepared, policy_used) {
+            (Ok(mut prepared), Some(used)) => {
+                prepared.plugin_versions.insert("retry_policy".into(), used);
+                Some(prepared)
+            }
+            (Ok(prepared), None) if newly_prepared => Some(prepared),
+            _ => None,
+        };
         let record = AttemptOutcome {
             attempt,
             status: resolution.status,
             next_attempt_at: resolution.next_attempt_at,
             disable_endpoint: resolution.disable_endpoint,
+            prepared,
         };
         match self.store.record_attempt(&self.node_id, &record).await {
             Ok(true) => {}
@@ -110,29 +143,95 @@ impl Worker {
         }
     }
 
-    /// The `whsec_…` texts that sign now: the active secret first, then retiring ones, newest first.
-    async fn plaintext_secrets(&self, endpoint: &Endpoint, at: Millis) -> Result<Vec<String>, SecretsProblem> {
-        let mut sealed = self.store.signing_secrets(&endpoint.id, at).await.map_err(SecretsProblem::Store)?;
-        sealed.retain(|s| s.status != SecretStatus::Revoked);
-        if sealed.is_empty() {
-            // Sending unsigned would only be rejected by the receiver, or worse, accepted.
-            return Err(SecretsProblem::Unusable(NO_SIGNING_SECRET));
+    async fn drop_delivery(&self, delivery: &Delivery, prepared: PreparedRequest, reason: String) {
+        tracing::info!(delivery_id = %delivery.id, endpoint_id = %delivery.endpoint_id, %reason, "delivery dropped");
+        let dropped = Dropped {
+            tenant_id: delivery.tenant_id.clone(),
+            delivery_id: delivery.id.clone(),
+            prepared,
+            reason,
+            at: now_millis(),
+        };
+        match self.store.record_drop(&self.node_id, &dropped).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(delivery_id = %delivery.id, "lease was lost before the drop was recorded"),
+            Err(e) => tracing::error!(delivery_id = %delivery.id, error = %e,
+                "could not record the drop; the delivery will be filtered again when its lease expires"),
         }
-        sealed.sort_by_key(|s| (s.status != SecretStatus::Active, Reverse(s.version)));
-        sealed.iter().map(|secret| self.unseal(endpoint, secret)).collect()
     }
 
-    fn unseal(&self, endpoint: &Endpoint, secret: &EndpointSecret) -> Result<String, SecretsProblem> {
-        let opened = self.master_key.open(&secret.ciphertext, &secret_aad(&endpoint.id, &secret.id));
-        match opened.ok().and_then(|bytes| String::from_utf8(bytes).ok()) {
-            Some(text) => Ok(text),
-            None => {
-                tracing::error!(endpoint_id = %endpoint.id, version = secret.version,
-                    "{UNDECRYPTABLE_SECRET}; is the master key the one the secret was stored with?");
-                Err(SecretsProblem::Unusable(UNDECRYPTABLE_SECRET))
-            }
-        }
+    async fn ask_retry_policy(
+        &self,
+        binding: &PluginBinding,
+        delivery: &Delivery,
+        endpoint: &Endpoint,
+        answer: &Answer,
+        finished_at: Millis,
+    ) -> (Option<PluginUse>, Result<RetryDecision, String>) {
+        let outcome = match (answer.status, &answer.failure) {
+            (Some(status), None) => plugin::Outcome::Status(status),
+            (_, Some((FailureKind::Timeout, _))) => plugin::Outcome::Error(ErrorKind::Timeout),
+            (_, Some((FailureKind::Connect, _))) => plugin::Outcome::Error(ErrorKind::Connect),
+            _ => plugin::Outcome::Error(ErrorKind::Other),
+        };
+        let headers = answer.retry_after.iter().map(|value| ("retry-after".to_string(), value.clone())).collect();
+        let attempt = plugin::Attempt {
+            number: u32::try_from(delivery.attempts + 1).unwrap_or(u32::MAX),
+            outcome,
+            headers,
+            // Deliveries are due from the moment they are created, so that is when the first attempt was made.
+            since_first_attempt_ms: u64::try_from(finished_at - delivery.created_at).unwrap_or(0),
+            now_ms: u64::try_from(finished_at).unwrap_or(0),
+        };
+        bound::decide_retry(&self.plugins, binding, &attempt, endpoint).await
     }
+
+    async fn plaintext_secrets(&self, endpoint: &Endpoint, at: Millis) -> Result<Vec<String>, SecretsProblem> {
+        let sealed = self.store.signing_secrets(&endpoint.id, at).await.map_err(SecretsProblem::Store)?;
+        secrets::signing_keys(&self.master_key, &endpoint.id, sealed).map_err(SecretsProblem::Unusable)
+    }
+}
+
+/// The longest delay a retry policy may ask for: a week, so a policy bug cannot park a delivery for years.
+const MAX_POLICY_DELAY_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// Overrides the default resolution with what the retry policy decided. A policy that failed leaves the default
+/// in place, and its error is recorded next to the attempt's own.
+fn apply_retry_decision(
+    resolution: &mut Resolution,
+    error: &mut Option<String>,
+    decision: Result<RetryDecision, String>,
+    finished_at: Millis,
+) {
+    let note = match decision {
+        Ok(RetryDecision::UseDefault) => return,
+        Ok(RetryDecision::RetryAfter(delay_ms)) => {
+            let delay_ms = i64::try_from(delay_ms.min(MAX_POLICY_DELAY_MS)).unwrap_or(i64::MAX);
+            *resolution = Resolution {
+                outcome: "retry",
+                status: DeliveryStatus::Failed,
+                next_attempt_at: Some(finished_at.saturating_add(delay_ms)),
+                disable_endpoint: None,
+            };
+            return;
+        }
+        Ok(RetryDecision::GiveUp(reason)) => {
+            *resolution = Resolution {
+                outcome: "dead",
+                status: DeliveryStatus::Dead,
+                next_attempt_at: None,
+                disable_endpoint: None,
+            };
+            format!("retry policy gave up: {reason}")
+        }
+        // The note first: a long plugin error (a trap's backtrace) is what gets cut to fit.
+        Err(failure) => format!("default retry schedule applied; {failure}"),
+    };
+    let combined = match error.take() {
+        Some(existing) => format!("{existing}; {note}"),
+        None => note,
+    };
+    *error = Some(send::truncate_chars(&combined, send::MAX_ERROR_CHARS));
 }
 
 fn log_attempt(attempt: &Attempt, endpoint: &Endpoint, next_attempt_at: Option<Millis>) {
@@ -149,5 +248,63 @@ fn log_attempt(attempt: &Attempt, endpoint: &Endpoint, next_attempt_at: Option<M
             status = %status, duration_ms = attempt.duration_ms, outcome = %attempt.outcome,
             error = attempt.error.as_deref().unwrap_or(""),
             retry_in_ms = next_attempt_at.map(|at| at - now_millis()), "delivery attempt failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AT: Millis = 1_700_000_000_000;
+
+    fn default_retry() -> Resolution {
+        Resolution {
+            outcome: "retry",
+            status: DeliveryStatus::Failed,
+            next_attempt_at: Some(AT + 60_000),
+            disable_endpoint: None,
+        }
+    }
+
+    fn applied(decision: Result<RetryDecision, String>) -> (Resolution, Option<String>) {
+        let mut resolution = default_retry();
+        let mut error = Some("HTTP 503".to_string());
+        apply_retry_decision(&mut resolution, &mut error, decision, AT);
+        (resolution, error)
+    }
+
+    #[test]
+    fn use_default_changes_nothing() {
+        assert_eq!(applied(Ok(RetryDecision::UseDefault)), (default_retry(), Some("HTTP 503".into())));
+    }
+
+    #[test]
+    fn retry_after_replaces_the_schedule_within_a_week() {
+        let (resolution, error) = applied(Ok(RetryDecision::RetryAfter(5_000)));
+        assert_eq!((resolution.status, resolution.next_attempt_at), (DeliveryStatus::Failed, Some(AT + 5_000)));
+        assert_eq!(error.as_deref(), Some("HTTP 503"));
+        let (resolution, _) = applied(Ok(RetryDecision::RetryAfter(u64::MAX)));
+        assert_eq!(resolution.next_attempt_at, Some(AT + MAX_POLICY_DELAY_MS as i64));
+    }
+
+    #[test]
+    fn give_up_dead_letters_with_the_reason() {
+        let (resolution, error) = applied(Ok(RetryDecision::GiveUp("closed for the weekend".into())));
+        assert_eq!(
+            (resolution.status, resolution.outcome, resolution.next_attempt_at),
+            (DeliveryStatus::Dead, "dead", None)
+        );
+        assert_eq!(error.as_deref(), Some("HTTP 503; retry policy gave up: closed for the weekend"));
+    }
+
+    #[test]
+    fn a_failing_policy_keeps_the_default_and_says_so() {
+        let (resolution, error) = applied(Err("retry policy plugin `p` (abc): the plugin trapped: x".into()));
+        assert_eq!(resolution, default_retry());
+        let error = error.unwrap();
+        assert_eq!(
+            error,
+            "HTTP 503; default retry schedule applied; retry policy plugin `p` (abc): the plugin trapped: x"
+        );
     }
 }

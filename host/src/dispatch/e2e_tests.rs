@@ -56,6 +56,7 @@ impl World {
             max_attempts: Some(max_attempts),
             signature_scheme: SignatureScheme::Standard,
             metadata: BTreeMap::new(),
+            plugins: Default::default(),
             subscriptions: vec![Subscription { event_type: "*".into(), filter: None }],
             created_at: now,
             updated_at: now,
@@ -79,8 +80,15 @@ impl World {
         };
         let wakeup = Arc::new(Notify::new());
         let stop = CancellationToken::new();
-        let dispatcher =
-            Dispatcher::new(store.clone(), key, settings, new_id("node"), wakeup.clone()).run(stop.clone());
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            key,
+            settings,
+            new_id("node"),
+            wakeup.clone(),
+            super::empty_plugin_registry(),
+        )
+        .run(stop.clone());
         World {
             _dir: dir,
             store,

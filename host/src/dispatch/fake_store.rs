@@ -11,8 +11,8 @@ use crate::model::{
     Millis, Subscription, Tenant,
 };
 use crate::store::{
-    AttemptOutcome, DeliveryFilter, DispatchJob, EndpointFilter, EventFilter, NewEvent, NewSecret, Page, Published,
-    RequeueSelector, Store, StoreError, StoreResult,
+    AttemptOutcome, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, NewEvent, NewSecret, Page,
+    Published, RequeueSelector, Store, StoreError, StoreResult,
 };
 
 #[derive(Default)]
@@ -25,6 +25,8 @@ pub struct FakeState {
     pub released: Vec<String>,
     /// `record_attempt` answers "lease lost" while set.
     pub lose_leases: bool,
+    /// How many records were refused because of `lose_leases`.
+    pub lost_records: usize,
     /// This many upcoming `claim_due` calls fail.
     pub failing_claims: usize,
     pub claim_calls: usize,
@@ -89,6 +91,7 @@ impl Store for FakeStore {
             return Ok(false);
         };
         if state.lose_leases {
+            state.lost_records += 1;
             return Ok(false);
         }
         let mut job = state.leased.remove(position);
@@ -180,6 +183,12 @@ impl Store for FakeStore {
         unused()
     }
     async fn active_endpoints(&self, _: &str) -> StoreResult<Vec<Endpoint>> {
+        unused()
+    }
+    async fn endpoints_binding_plugin(&self, _: &str) -> StoreResult<Vec<(String, String)>> {
+        unused()
+    }
+    async fn record_drop(&self, _: &str, _: &Dropped) -> StoreResult<bool> {
         unused()
     }
     async fn list_secrets(&self, _: &str, _: &str) -> StoreResult<Vec<EndpointSecret>> {

@@ -25,10 +25,11 @@ use tokio_util::sync::CancellationToken;
 use self::attempt::Worker;
 use crate::config::Config;
 use crate::model::now_millis;
+use crate::plugin::PluginRegistry;
 use crate::secrets::MasterKey;
 use crate::store::{Store, StoreResult};
 
-pub use self::attempt::{NO_SIGNING_SECRET, UNDECRYPTABLE_SECRET};
+pub use crate::secrets::{NO_SIGNING_SECRET, UNDECRYPTABLE_SECRET};
 
 /// How long shutdown waits for attempts in flight before aborting them and giving their leases back.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -102,9 +103,10 @@ impl Dispatcher {
         settings: Settings,
         node_id: String,
         wakeup: Arc<Notify>,
+        plugins: Arc<PluginRegistry>,
     ) -> Self {
         let client = send::http_client();
-        Self { worker: Arc::new(Worker { store, master_key, client, settings, node_id }), wakeup }
+        Self { worker: Arc::new(Worker { store, master_key, client, settings, node_id, plugins }), wakeup }
     }
 
     /// Delivers until `stop` is cancelled, then drains (see [`Settings::shutdown_grace`]) and returns.
@@ -222,6 +224,14 @@ impl Dispatcher {
         }
         tracing::info!("dispatcher stopped");
     }
+}
+
+/// A registry with no plugins loaded, for dispatcher tests whose endpoints bind none.
+#[cfg(test)]
+pub(crate) fn empty_plugin_registry() -> Arc<PluginRegistry> {
+    let cache = std::env::temp_dir().join(format!("switchyard-unit-plugin-cache-{}", std::process::id()));
+    let limits = crate::plugin::PluginLimits { max_concurrent_calls: 2, ..Default::default() };
+    Arc::new(PluginRegistry::new(crate::plugin::PluginEngine::new(cache, limits).expect("engine with default limits")))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use reqwest::{redirect, Client};
 
 use super::outcome::{self, FailureKind, Verdict};
 use crate::config::MAX_ENDPOINT_TIMEOUT;
-use crate::model::Endpoint;
+use crate::model::{Endpoint, PreparedRequest};
 
 /// At most this much of a response body is read and kept: enough to debug a rejection, bounded so a receiver
 /// cannot make us buffer an arbitrarily large answer.
@@ -55,19 +55,30 @@ pub fn is_reserved_header(name: &str) -> bool {
         || name.starts_with("proxy-")
 }
 
-/// All headers of one attempt: the endpoint's custom ones first, then ours, which always win.
-pub fn request_headers(endpoint: &Endpoint, event_id: &str, signature: Vec<(&'static str, String)>) -> HeaderMap {
+/// All headers of one attempt: the endpoint's custom ones first, then a transform's, then ours, which always win.
+pub fn request_headers(
+    endpoint: &Endpoint,
+    prepared: Option<&PreparedRequest>,
+    event_id: &str,
+    signature: Vec<(&'static str, String)>,
+) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    for (name, value) in &endpoint.headers {
+    let transform_headers = prepared.map(|p| p.headers.as_slice()).unwrap_or_default();
+    let custom = endpoint.headers.iter().map(|(name, value)| (name.as_str(), value.as_str()));
+    for (name, value) in custom.chain(transform_headers.iter().map(|(name, value)| (name.as_str(), value.as_str()))) {
         if is_reserved_header(name) {
             continue;
         }
-        // Validated by the API on write; an invalid pair read back from the database is skipped, not fatal.
-        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
-            headers.append(name, value);
+        // Validated on write (API) or on return (plugin host); an invalid pair read back is skipped, not fatal.
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            headers.insert(name, value);
         }
     }
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let content_type = prepared.and_then(|p| p.content_type.as_deref()).unwrap_or("application/json");
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::try_from(content_type).unwrap_or_else(|_| HeaderValue::from_static("application/json")),
+    );
     headers.insert(USER_AGENT, HeaderValue::from_static(concat!("Switchyard/", env!("CARGO_PKG_VERSION"))));
     if let Ok(value) = HeaderValue::try_from(event_id) {
         headers.insert(IDEMPOTENCY_KEY, value);

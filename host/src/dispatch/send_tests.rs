@@ -33,6 +33,7 @@ fn endpoint(url: &str, headers: &[(&str, &str)]) -> Endpoint {
         max_attempts: None,
         signature_scheme: SignatureScheme::Standard,
         metadata: BTreeMap::new(),
+        plugins: Default::default(),
         subscriptions: Vec::new(),
         created_at: 0,
         updated_at: 0,
@@ -65,7 +66,7 @@ async fn request_carries_verifiable_signature_and_reserved_headers_win() {
     let body = br#"{"id":"evt_1","type":"a.b","data":{}}"#.to_vec();
     let signature =
         signing::signature_headers(SignatureScheme::Standard, &[SECRET.into()], "evt_1", 1_700_000_000, &body);
-    let headers = request_headers(&endpoint, "evt_1", signature);
+    let headers = request_headers(&endpoint, None, "evt_1", signature);
 
     let answer = send(&http_client(), &endpoint.url, headers, body.clone(), request_timeout(&endpoint)).await;
     assert_eq!(answer.status, Some(200));

@@ -94,6 +94,7 @@ fn job(n: usize, url: &str, schedule: Option<Vec<i64>>, max_attempts: Option<i64
         max_attempts,
         signature_scheme: SignatureScheme::Standard,
         metadata: BTreeMap::new(),
+        plugins: Default::default(),
         subscriptions: Vec::new(),
         created_at: 0,
         updated_at: 0,
@@ -119,6 +120,7 @@ fn job(n: usize, url: &str, schedule: Option<Vec<i64>>, max_attempts: Option<i64
         lease_owner: None,
         lease_expires_at: None,
         last_status_code: None,
+        prepared: None,
         last_error: None,
         created_at: 0,
         updated_at: 0,
@@ -157,7 +159,14 @@ struct Running {
 fn start(store: &Arc<FakeStore>, settings: Settings) -> Running {
     let stop = CancellationToken::new();
     let wakeup = Arc::new(Notify::new());
-    let dispatcher = Dispatcher::new(store.clone(), key(), settings, "node_test".into(), wakeup.clone());
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        key(),
+        settings,
+        "node_test".into(),
+        wakeup.clone(),
+        super::empty_plugin_registry(),
+    );
     let task = tokio::spawn(dispatcher.run(stop.clone()));
     Running { stop, wakeup, task }
 }
@@ -261,6 +270,7 @@ async fn lost_lease_and_store_errors_do_not_stop_the_loop() {
     let started = Instant::now();
     let running = start(&store, settings());
     eventually("first delivery", || receiver.hits() == 1).await;
+    eventually("its record refused", || store.state.lock().unwrap().lost_records == 1).await;
     // Three failed claims, each followed by a 50 ms back-off.
     assert!(started.elapsed() >= Duration::from_millis(140), "{:?}", started.elapsed());
 

@@ -10,8 +10,10 @@
 //!   worker is never held) and time spent waiting in WASI host calls (the call future is dropped).
 //! * [`PluginRegistry`]: name → latest version, every loaded version by sha256, last load error, per-version stats.
 //! * [`PluginWatcher`]: watches the plugins directory and feeds the registry.
+//! * [`bound`]: runs the plugins an endpoint binds (shared by the dispatcher and simulate).
 
 mod bindings;
+pub mod bound;
 mod cache;
 mod engine;
 mod errors;

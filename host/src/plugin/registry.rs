@@ -81,14 +81,16 @@ impl PluginRegistry {
         &self.engine
     }
 
-    /// Loads `<name>.wasm`; the plugin's name is the file stem.
+    /// Loads `<name>.wasm`; the plugin's name is the file stem. The file is read once no other load is running,
+    /// so a late watcher event can never reinstall bytes an upload has already replaced.
     pub async fn load_file(&self, path: &Path) -> Result<Arc<PluginVersion>, LoadError> {
         let name = path.file_stem().and_then(|stem| stem.to_str()).unwrap_or_default().to_string();
         if !valid_plugin_name(&name) {
             return Err(LoadError::Name(name));
         }
+        let _serialized = self.loading.lock().await;
         match tokio::fs::read(path).await {
-            Ok(bytes) => self.load(&name, bytes).await,
+            Ok(bytes) => self.load_serialized(&name, bytes).await,
             Err(e) => {
                 let error = LoadError::Read { path: path.to_path_buf(), message: e.to_string() };
                 self.record_failure(&name, None, &error);
@@ -100,10 +102,27 @@ impl PluginRegistry {
     /// Compiles (off the async runtime) and validates `bytes`; on success they become the latest version of `name`.
     /// Loading bytes identical to a kept version reuses it without compiling.
     pub async fn load(&self, name: &str, bytes: Vec<u8>) -> Result<Arc<PluginVersion>, LoadError> {
+        let _serialized = self.loading.lock().await;
+        self.load_serialized(name, bytes).await
+    }
+
+    /// [`load`](Self::load), then `persist` (e.g. writing the file into the plugins directory) before any other
+    /// load may start: a watcher event that arrives meanwhile reads the persisted file, never an older one.
+    pub async fn load_and_persist<E>(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        persist: impl std::future::Future<Output = Result<(), E>>,
+    ) -> Result<Result<Arc<PluginVersion>, E>, LoadError> {
+        let _serialized = self.loading.lock().await;
+        let version = self.load_serialized(name, bytes).await?;
+        Ok(persist.await.map(|()| version))
+    }
+
+    async fn load_serialized(&self, name: &str, bytes: Vec<u8>) -> Result<Arc<PluginVersion>, LoadError> {
         if !valid_plugin_name(name) {
             return Err(LoadError::Name(name.into()));
         }
-        let _serialized = self.loading.lock().await;
         let sha256 = sha256_hex(&bytes);
         if let Some(existing) = self.version(name, &sha256) {
             self.install(name, existing.clone());
@@ -167,6 +186,12 @@ impl PluginRegistry {
 
     pub fn last_load_error(&self, name: &str) -> Option<LoadFailure> {
         self.read(name, |entry| entry.last_load_error.clone())
+    }
+
+    /// Forgets a plugin and every version of it. Calls already running finish on the versions they hold.
+    pub fn remove(&self, name: &str) -> bool {
+        let mut plugins = self.plugins.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        plugins.remove(name).is_some()
     }
 
     /// Every plugin the registry has seen, loaded or only failed.

@@ -41,6 +41,8 @@ pub(crate) fn level_name(level: Level) -> &'static str {
 pub struct VersionStatsSnapshot {
     pub sha256: String,
     pub kinds: Vec<PluginKind>,
+    /// Size of the component file.
+    pub size_bytes: u64,
     /// Milliseconds since the Unix epoch.
     pub loaded_at_ms: u64,
     pub calls: u64,
@@ -92,13 +94,20 @@ impl VersionStats {
         }
     }
 
-    pub(crate) fn snapshot(&self, sha256: &str, kinds: &[PluginKind], loaded_at_ms: u64) -> VersionStatsSnapshot {
+    pub(crate) fn snapshot(
+        &self,
+        sha256: &str,
+        kinds: &[PluginKind],
+        size_bytes: u64,
+        loaded_at_ms: u64,
+    ) -> VersionStatsSnapshot {
         let inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut sorted: Vec<u64> = inner.latencies_us.iter().copied().collect();
         sorted.sort_unstable();
         VersionStatsSnapshot {
             sha256: sha256.to_string(),
             kinds: kinds.to_vec(),
+            size_bytes,
             loaded_at_ms,
             calls: inner.calls,
             errors: inner.errors,
@@ -145,7 +154,7 @@ mod tests {
         };
         stats.record(Duration::from_micros(10), false, vec![line(1), line(2)], 0);
         stats.record(Duration::from_micros(30), true, vec![line(3)], 4);
-        let snap = stats.snapshot("v", &[PluginKind::Filter], 0);
+        let snap = stats.snapshot("v", &[PluginKind::Filter], 0, 0);
         assert_eq!((snap.calls, snap.errors, snap.dropped_log_lines), (2, 1, 4));
         let messages: Vec<_> = snap.recent_logs.iter().map(|l| l.message.as_str()).collect();
         assert_eq!(messages, ["2", "3"]);

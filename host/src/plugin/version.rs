@@ -24,6 +24,7 @@ pub struct PluginVersion {
     name: String,
     sha256: String,
     kinds: Vec<PluginKind>,
+    size_bytes: u64,
     loaded_at_ms: u64,
     from_cache: bool,
     engine: PluginEngine,
@@ -81,6 +82,7 @@ impl PluginVersion {
     /// type-check them.
     pub async fn load(engine: &PluginEngine, name: &str, bytes: Vec<u8>) -> Result<Self, LoadError> {
         let sha256 = sha256_hex(&bytes);
+        let size_bytes = bytes.len() as u64;
         let (pre, from_cache) = {
             let (engine, sha256) = (engine.clone(), sha256.clone());
             tokio::task::spawn_blocking(move || engine.prepare(&sha256, &bytes))
@@ -136,6 +138,7 @@ impl PluginVersion {
             stats: VersionStats::new(engine.limits().log_ring_size),
             sha256,
             kinds,
+            size_bytes,
             loaded_at_ms: now_ms(),
             from_cache,
             engine: engine.clone(),
@@ -170,7 +173,7 @@ impl PluginVersion {
     }
 
     pub fn stats(&self) -> VersionStatsSnapshot {
-        self.stats.snapshot(&self.sha256, &self.kinds, self.loaded_at_ms)
+        self.stats.snapshot(&self.sha256, &self.kinds, self.size_bytes, self.loaded_at_ms)
     }
 
     /// Runs the filter.

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 
 use crate::model::{
     ApiKey, Attempt, AuditEntry, Delivery, DeliveryStatus, Endpoint, EndpointSecret, EndpointStatus, Event, EventType,
-    Millis, Subscription, Tenant,
+    Millis, PreparedRequest, Subscription, Tenant,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +115,20 @@ pub struct AttemptOutcome {
     pub next_attempt_at: Option<Millis>,
     /// Set when the receiver asked to stop (410 Gone): the endpoint is disabled with this reason.
     pub disable_endpoint: Option<String>,
+    /// Set on the attempt that prepared the delivery (ran its filter and transform): stored with the attempt so
+    /// later attempts send the same request.
+    pub prepared: Option<PreparedRequest>,
+}
+
+/// A delivery its endpoint's filter plugin dropped.
+#[derive(Debug, Clone)]
+pub struct Dropped {
+    pub tenant_id: String,
+    pub delivery_id: String,
+    /// The plugin versions that decided.
+    pub prepared: PreparedRequest,
+    pub reason: String,
+    pub at: Millis,
 }
 
 #[async_trait]
@@ -162,6 +176,8 @@ pub trait Store: Send + Sync + 'static {
         subscriptions: &[Subscription],
         at: Millis,
     ) -> StoreResult<bool>;
+    /// `(tenant id, endpoint id)` of every endpoint, of any tenant, that binds the plugin `name` in some role.
+    async fn endpoints_binding_plugin(&self, name: &str) -> StoreResult<Vec<(String, String)>>;
     /// Active endpoints of a tenant with their subscriptions: the candidates for fan-out.
     async fn active_endpoints(&self, tenant_id: &str) -> StoreResult<Vec<Endpoint>>;
     /// All versions, newest first.
@@ -228,6 +244,8 @@ pub trait Store: Send + Sync + 'static {
     /// Records an attempt and the delivery's new state, if `owner` still holds the lease. Returns false (and
     /// writes nothing) when the lease was lost.
     async fn record_attempt(&self, owner: &str, outcome: &AttemptOutcome) -> StoreResult<bool>;
+    /// Marks a leased delivery `dropped` (its filter said no), if `owner` still holds the lease.
+    async fn record_drop(&self, owner: &str, dropped: &Dropped) -> StoreResult<bool>;
     /// Gives leased deliveries back unchanged (graceful shutdown before an attempt started).
     async fn release(&self, owner: &str, delivery_ids: &[String]) -> StoreResult<()>;
     /// Gives back every lease not held by `owner`. Only for the embedded single-node database, at start-up: no

@@ -13,7 +13,8 @@ use crate::store::{DeliveryFilter, RequeueSelector, StoreResult};
 fn send_again(at: &str) -> String {
     format!(
         "status = 'pending', next_attempt_at = {at}, schedule_offset = attempts, lease_owner = NULL, \
-         lease_expires_at = NULL, updated_at = {at}"
+         lease_expires_at = NULL, updated_at = {at}, \
+         plugin_versions = CASE WHEN status = 'dropped' THEN NULL ELSE plugin_versions END"
     )
 }
 

@@ -2,15 +2,17 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use sqlx::{AnyConnection, AnyPool, Row};
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use sqlx::{Any, AnyConnection, AnyPool, Row};
 
 use super::endpoints::{lock_endpoint, with_subscriptions};
 use super::events::events_by_id;
 use super::query::{SqlBuilder, MAX_LIST};
-use super::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, ENDPOINT_COLUMNS};
+use super::rows::{self, to_json, RequestMeta, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, ENDPOINT_COLUMNS};
 use super::Dialect;
-use crate::model::{Delivery, Endpoint, Event, Millis};
-use crate::store::{AttemptOutcome, DispatchJob, StoreError, StoreResult};
+use crate::model::{Delivery, Endpoint, Event, Millis, PreparedRequest};
+use crate::store::{AttemptOutcome, DispatchJob, Dropped, StoreError, StoreResult};
 
 /// Back to waiting: `failed` if an attempt was already made (so listings still say the last one failed),
 /// `pending` otherwise. `next_attempt_at` is kept, so the delivery is due again at once if it was due.
@@ -122,20 +124,27 @@ pub(super) async fn record_attempt(
         endpoint_to_disable = Some((endpoint_id, reason));
     }
 
-    let leased = sqlx::query(
+    let prepared = outcome.prepared.as_ref().map(PreparedColumns::new).transpose()?;
+    let update = format!(
         "UPDATE deliveries SET status = $1, next_attempt_at = $2, attempts = $3, last_status_code = $4, \
-         last_error = $5, lease_owner = NULL, lease_expires_at = NULL, updated_at = $6 \
+         last_error = $5, lease_owner = NULL, lease_expires_at = NULL, updated_at = $6{} \
          WHERE tenant_id = $7 AND id = $8 AND lease_owner = $9 AND status = 'delivering'",
-    )
-    .bind(outcome.status.as_str())
-    .bind(outcome.next_attempt_at)
-    .bind(attempt.attempt_number)
-    .bind(attempt.status_code)
-    .bind(attempt.error.as_deref())
-    .bind(finished_at)
-    .bind(&attempt.tenant_id)
-    .bind(&attempt.delivery_id)
-    .bind(owner)
+        if prepared.is_some() { PreparedColumns::set(10) } else { String::new() }
+    );
+    let leased = sqlx::query(&update)
+        .bind(outcome.status.as_str())
+        .bind(outcome.next_attempt_at)
+        .bind(attempt.attempt_number)
+        .bind(attempt.status_code)
+        .bind(attempt.error.as_deref())
+        .bind(finished_at)
+        .bind(&attempt.tenant_id)
+        .bind(&attempt.delivery_id)
+        .bind(owner);
+    let leased = match prepared {
+        Some(columns) => columns.bind(leased),
+        None => leased,
+    }
     .execute(&mut *tx)
     .await?;
     if leased.rows_affected() == 0 {
@@ -170,6 +179,51 @@ pub(super) async fn record_attempt(
     }
     tx.commit().await?;
     Ok(true)
+}
+
+/// A prepared request as the three columns that store it.
+struct PreparedColumns {
+    plugin_versions: String,
+    request_body: Option<Vec<u8>>,
+    request_meta: Option<String>,
+}
+
+impl PreparedColumns {
+    /// The assignments, with parameters numbered from `first`.
+    fn set(first: usize) -> String {
+        format!(", plugin_versions = ${first}, request_body = ${}, request_meta = ${}", first + 1, first + 2)
+    }
+
+    fn new(prepared: &PreparedRequest) -> StoreResult<Self> {
+        let meta = RequestMeta { content_type: prepared.content_type.clone(), headers: prepared.headers.clone() };
+        Ok(PreparedColumns {
+            plugin_versions: to_json("plugin_versions", &prepared.plugin_versions)?,
+            request_body: prepared.body.clone(),
+            request_meta: prepared.body.is_some().then(|| to_json("request_meta", &meta)).transpose()?,
+        })
+    }
+
+    fn bind<'q>(self, query: Query<'q, Any, AnyArguments<'q>>) -> Query<'q, Any, AnyArguments<'q>> {
+        query.bind(self.plugin_versions).bind(self.request_body).bind(self.request_meta)
+    }
+}
+
+pub(super) async fn record_drop(pool: &AnyPool, owner: &str, dropped: &Dropped) -> StoreResult<bool> {
+    let columns = PreparedColumns::new(&dropped.prepared)?;
+    let update = format!(
+        "UPDATE deliveries SET status = 'dropped', next_attempt_at = NULL, last_error = $1, lease_owner = NULL, \
+         lease_expires_at = NULL, updated_at = $2{} \
+         WHERE tenant_id = $3 AND id = $4 AND lease_owner = $5 AND status = 'delivering'",
+        PreparedColumns::set(6)
+    );
+    let query = sqlx::query(&update)
+        .bind(&dropped.reason)
+        .bind(dropped.at)
+        .bind(&dropped.tenant_id)
+        .bind(&dropped.delivery_id)
+        .bind(owner);
+    let updated = columns.bind(query).execute(pool).await?;
+    Ok(updated.rows_affected() == 1)
 }
 
 pub(super) async fn release(pool: &AnyPool, owner: &str, delivery_ids: &[String]) -> StoreResult<()> {

@@ -4,18 +4,18 @@ use std::collections::HashMap;
 
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
-use sqlx::{Any, AnyConnection, AnyPool};
+use sqlx::{Any, AnyConnection, AnyPool, Row};
 
 use super::query::{conflict_on_unique, Order, SqlBuilder, MAX_LIST};
 use super::rows::{self, to_json, ENDPOINT_COLUMNS, SUBSCRIPTION_COLUMNS};
 use super::Dialect;
-use crate::model::{Endpoint, EndpointStatus, Millis, Subscription};
+use crate::model::{Endpoint, EndpointPlugins, EndpointStatus, Millis, Subscription};
 use crate::store::{EndpointFilter, NewSecret, Page, StoreResult};
 
 pub(super) async fn create_endpoint(pool: &AnyPool, endpoint: &Endpoint, secret: &NewSecret) -> StoreResult<()> {
     let mut tx = pool.begin().await?;
     let insert = format!(
-        "INSERT INTO endpoints ({ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        "INSERT INTO endpoints ({ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
     );
     bind_settings(sqlx::query(&insert).bind(&endpoint.id).bind(&endpoint.tenant_id), endpoint)?
         .bind(endpoint.created_at)
@@ -41,7 +41,7 @@ pub(super) async fn create_endpoint(pool: &AnyPool, endpoint: &Endpoint, secret:
     Ok(())
 }
 
-/// Binds the endpoint's settings, url through metadata, in the column order both the insert and the update use.
+/// Binds the endpoint's settings, url through plugins, in the column order both the insert and the update use.
 fn bind_settings<'q>(
     query: Query<'q, Any, AnyArguments<'q>>,
     endpoint: &'q Endpoint,
@@ -56,7 +56,8 @@ fn bind_settings<'q>(
         .bind(endpoint.retry_schedule_ms.as_ref().map(|schedule| to_json("retry_schedule_ms", schedule)).transpose()?)
         .bind(endpoint.max_attempts)
         .bind(endpoint.signature_scheme.as_str())
-        .bind(to_json("metadata", &endpoint.metadata)?))
+        .bind(to_json("metadata", &endpoint.metadata)?)
+        .bind(to_json("plugins", &endpoint.plugins)?))
 }
 
 pub(super) async fn get_endpoint(pool: &AnyPool, tenant_id: &str, id: &str) -> StoreResult<Option<Endpoint>> {
@@ -86,12 +87,31 @@ pub(super) async fn list_endpoints(
     with_subscriptions(&mut connection, Some(tenant_id), found).await
 }
 
+pub(super) async fn endpoints_binding_plugin(pool: &AnyPool, name: &str) -> StoreResult<Vec<(String, String)>> {
+    // The LIKE only narrows the scan (bindings are compact JSON written by `bind_settings`); the decoded bindings
+    // decide, so a plugin whose name merely appears in a config value does not count.
+    let rows = sqlx::query("SELECT id, tenant_id, plugins FROM endpoints WHERE plugins LIKE $1")
+        .bind(format!("%{}%", serde_json::Value::String(name.to_string())))
+        .fetch_all(pool)
+        .await?;
+    let mut bound = Vec::new();
+    for row in rows {
+        let plugins: String = row.try_get("plugins")?;
+        let plugins: EndpointPlugins = serde_json::from_str(&plugins)
+            .map_err(|e| crate::store::StoreError::Corrupt(format!("column `plugins`: {e}")))?;
+        if plugins.bound().any(|(_, binding)| binding.plugin == name) {
+            bound.push((row.try_get("tenant_id")?, row.try_get("id")?));
+        }
+    }
+    Ok(bound)
+}
+
 pub(super) async fn update_endpoint(pool: &AnyPool, endpoint: &Endpoint) -> StoreResult<bool> {
     let mut tx = pool.begin().await?;
     let update = sqlx::query(
         "UPDATE endpoints SET url = $3, description = $4, status = $5, status_reason = $6, timeout_ms = $7, \
          headers = $8, retry_schedule_ms = $9, max_attempts = $10, signature_scheme = $11, metadata = $12, \
-         updated_at = $13 WHERE tenant_id = $1 AND id = $2",
+         plugins = $13, updated_at = $14 WHERE tenant_id = $1 AND id = $2",
     );
     let updated = bind_settings(update.bind(&endpoint.tenant_id).bind(&endpoint.id), endpoint)?
         .bind(endpoint.updated_at)

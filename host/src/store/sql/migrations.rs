@@ -17,8 +17,14 @@ use crate::store::StoreResult;
 /// `(version, description, SQL)` in version order.
 type EmbeddedMigration = (i64, &'static str, &'static str);
 
-const SQLITE: &[EmbeddedMigration] = &[(1, "core", include_str!("../../../../migrations/sqlite/0001_core.sql"))];
-const POSTGRES: &[EmbeddedMigration] = &[(1, "core", include_str!("../../../../migrations/postgres/0001_core.sql"))];
+const SQLITE: &[EmbeddedMigration] = &[
+    (1, "core", include_str!("../../../../migrations/sqlite/0001_core.sql")),
+    (2, "plugins", include_str!("../../../../migrations/sqlite/0002_plugins.sql")),
+];
+const POSTGRES: &[EmbeddedMigration] = &[
+    (1, "core", include_str!("../../../../migrations/postgres/0001_core.sql")),
+    (2, "plugins", include_str!("../../../../migrations/postgres/0002_plugins.sql")),
+];
 
 #[derive(Debug)]
 struct Embedded(&'static [EmbeddedMigration]);

@@ -26,8 +26,8 @@ use crate::model::{
     Subscription, Tenant,
 };
 use crate::store::{
-    AttemptOutcome, DeliveryFilter, DispatchJob, EndpointFilter, EventFilter, NewEvent, NewSecret, Page, Published,
-    RequeueSelector, Store, StoreResult,
+    AttemptOutcome, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, NewEvent, NewSecret, Page,
+    Published, RequeueSelector, Store, StoreResult,
 };
 
 #[derive(Debug, Clone)]
@@ -146,6 +146,10 @@ impl Store for SqlStore {
         endpoints::replace_subscriptions(&self.pool, tenant_id, endpoint_id, subscriptions, at).await
     }
 
+    async fn endpoints_binding_plugin(&self, name: &str) -> StoreResult<Vec<(String, String)>> {
+        endpoints::endpoints_binding_plugin(&self.pool, name).await
+    }
+
     async fn active_endpoints(&self, tenant_id: &str) -> StoreResult<Vec<Endpoint>> {
         endpoints::active_endpoints(&self.pool, tenant_id).await
     }
@@ -233,6 +237,10 @@ impl Store for SqlStore {
 
     async fn record_attempt(&self, owner: &str, outcome: &AttemptOutcome) -> StoreResult<bool> {
         dispatch::record_attempt(&self.pool, self.dialect, owner, outcome).await
+    }
+
+    async fn record_drop(&self, owner: &str, dropped: &Dropped) -> StoreResult<bool> {
+        dispatch::record_drop(&self.pool, owner, dropped).await
     }
 
     async fn release(&self, owner: &str, delivery_ids: &[String]) -> StoreResult<()> {

@@ -10,22 +10,23 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::model::{
-    ApiKey, Attempt, AuditEntry, Delivery, Endpoint, EndpointSecret, Event, EventType, Subscription, Tenant,
+    ApiKey, Attempt, AuditEntry, Delivery, Endpoint, EndpointSecret, Event, EventType, PreparedRequest, Subscription,
+    Tenant,
 };
 use crate::store::{StoreError, StoreResult};
 
 pub(super) const TENANT_COLUMNS: &str = "id, name, created_at";
 pub(super) const API_KEY_COLUMNS: &str = "id, tenant_id, name, prefix, key_hash, created_at, revoked_at";
 pub(super) const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, status, status_reason, timeout_ms, \
-    headers, retry_schedule_ms, max_attempts, signature_scheme, metadata, created_at, updated_at";
+    headers, retry_schedule_ms, max_attempts, signature_scheme, metadata, plugins, created_at, updated_at";
 pub(super) const SUBSCRIPTION_COLUMNS: &str = "endpoint_id, event_type, filter";
 pub(super) const SECRET_COLUMNS: &str =
     "id, endpoint_id, tenant_id, version, status, ciphertext, hint, created_at, expires_at";
 pub(super) const EVENT_TYPE_COLUMNS: &str = "name, description, created_at";
 pub(super) const EVENT_COLUMNS: &str = "id, tenant_id, event_type, data, idempotency_key, received_at";
 pub(super) const DELIVERY_COLUMNS: &str = "id, tenant_id, event_id, endpoint_id, event_type, status, attempts, \
-    schedule_offset, next_attempt_at, lease_owner, lease_expires_at, last_status_code, last_error, created_at, \
-    updated_at";
+    schedule_offset, next_attempt_at, lease_owner, lease_expires_at, last_status_code, last_error, plugin_versions, \
+    request_body, request_meta, created_at, updated_at";
 pub(super) const ATTEMPT_COLUMNS: &str = "id, tenant_id, delivery_id, attempt_number, started_at, duration_ms, \
     status_code, response_body, error, outcome";
 pub(super) const AUDIT_COLUMNS: &str = "id, tenant_id, actor, action, resource_type, resource_id, details, at";
@@ -63,6 +64,7 @@ pub(super) fn endpoint(row: &AnyRow, subscriptions: Vec<Subscription>) -> StoreR
         signature_scheme: parse(row, "signature_scheme")?,
         metadata: json::<BTreeMap<String, String>>(row, "metadata")?,
         subscriptions,
+        plugins: json(row, "plugins")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -125,9 +127,33 @@ pub(super) fn delivery(row: &AnyRow) -> StoreResult<Delivery> {
         lease_expires_at: row.try_get("lease_expires_at")?,
         last_status_code: row.try_get("last_status_code")?,
         last_error: row.try_get("last_error")?,
+        prepared: prepared_request(row)?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
+}
+
+/// The stored shape of a prepared request's content type and extra headers (`request_meta`).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct RequestMeta {
+    pub content_type: Option<String>,
+    pub headers: Vec<(String, String)>,
+}
+
+fn prepared_request(row: &AnyRow) -> StoreResult<Option<PreparedRequest>> {
+    let versions: Option<String> = row.try_get("plugin_versions")?;
+    let Some(versions) = versions else { return Ok(None) };
+    let meta: Option<String> = row.try_get("request_meta")?;
+    let meta = match meta {
+        Some(text) => from_json::<RequestMeta>("request_meta", &text)?,
+        None => RequestMeta { content_type: None, headers: Vec::new() },
+    };
+    Ok(Some(PreparedRequest {
+        plugin_versions: from_json("plugin_versions", &versions)?,
+        body: row.try_get("request_body")?,
+        content_type: meta.content_type,
+        headers: meta.headers,
+    }))
 }
 
 pub(super) fn attempt(row: &AnyRow) -> StoreResult<Attempt> {

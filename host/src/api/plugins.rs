@@ -1,0 +1,206 @@
+//! Plugins: the WebAssembly components in the plugins directory, their loaded versions and call statistics.
+//! Installation-wide code, so every route takes the admin key.
+
+use std::path::{Path, PathBuf};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::json;
+
+use super::auth::{AdminCaller, ADMIN_ACTOR};
+use super::json::read_limited;
+use super::{audit, PathId};
+use crate::error::{ApiError, ApiResult};
+use crate::model::{new_id, rfc3339};
+use crate::plugin::{valid_plugin_name, LoadFailure, LogLine, PluginKind, PluginSnapshot, VersionStatsSnapshot};
+use crate::AppState;
+
+/// Largest component accepted by upload.
+pub const MAX_COMPONENT_BYTES: usize = 32 << 20;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/plugins", get(list)).route("/plugins/{name}", get(fetch).put(upload).delete(remove))
+}
+
+#[derive(Debug, Serialize)]
+struct PluginView {
+    name: String,
+    /// The sha256 new deliveries use; null when no version has loaded.
+    latest: Option<String>,
+    /// Newest first.
+    versions: Vec<VersionView>,
+    last_load_error: Option<LoadErrorView>,
+}
+
+#[derive(Debug, Serialize)]
+struct VersionView {
+    sha256: String,
+    size_bytes: u64,
+    interfaces: Vec<PluginKind>,
+    loaded_at: String,
+    calls: u64,
+    errors: u64,
+    p50_us: Option<u64>,
+    p99_us: Option<u64>,
+    dropped_log_lines: u64,
+    /// Oldest first.
+    recent_logs: Vec<LogView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LogView {
+    pub at: String,
+    pub level: &'static str,
+    pub message: String,
+    pub event_id: Option<String>,
+    pub version: String,
+}
+
+#[derive(Debug, Serialize)]
+struct LoadErrorView {
+    message: String,
+    sha256: Option<String>,
+    at: String,
+}
+
+fn millis(at_ms: u64) -> String {
+    rfc3339(i64::try_from(at_ms).unwrap_or(i64::MAX))
+}
+
+impl From<LogLine> for LogView {
+    fn from(line: LogLine) -> Self {
+        LogView {
+            at: millis(line.at_ms),
+            level: line.level,
+            message: line.message,
+            event_id: line.event_id,
+            version: line.version,
+        }
+    }
+}
+
+impl From<VersionStatsSnapshot> for VersionView {
+    fn from(v: VersionStatsSnapshot) -> Self {
+        VersionView {
+            sha256: v.sha256,
+            size_bytes: v.size_bytes,
+            interfaces: v.kinds,
+            loaded_at: millis(v.loaded_at_ms),
+            calls: v.calls,
+            errors: v.errors,
+            p50_us: v.p50_us,
+            p99_us: v.p99_us,
+            dropped_log_lines: v.dropped_log_lines,
+            recent_logs: v.recent_logs.into_iter().map(LogView::from).collect(),
+        }
+    }
+}
+
+impl From<LoadFailure> for LoadErrorView {
+    fn from(f: LoadFailure) -> Self {
+        LoadErrorView { message: f.message, sha256: f.sha256, at: millis(f.at_ms) }
+    }
+}
+
+impl From<PluginSnapshot> for PluginView {
+    fn from(p: PluginSnapshot) -> Self {
+        PluginView {
+            name: p.name,
+            latest: p.latest,
+            versions: p.versions.into_iter().map(VersionView::from).collect(),
+            last_load_error: p.last_load_error.map(LoadErrorView::from),
+        }
+    }
+}
+
+async fn list(State(state): State<AppState>, _: AdminCaller) -> Json<serde_json::Value> {
+    let plugins: Vec<PluginView> = state.plugins.snapshots().into_iter().map(PluginView::from).collect();
+    Json(json!({ "data": plugins }))
+}
+
+async fn fetch(State(state): State<AppState>, _: AdminCaller, PathId(name): PathId) -> ApiResult<Json<PluginView>> {
+    let snapshot = state.plugins.snapshot(&name).ok_or(ApiError::NotFound("plugin"))?;
+    Ok(Json(snapshot.into()))
+}
+
+fn checked_name(name: &str) -> ApiResult<()> {
+    if !valid_plugin_name(name) {
+        return Err(ApiError::invalid("name", "must be 1 to 64 letters, digits, `-` or `_`"));
+    }
+    Ok(())
+}
+
+fn plugin_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.wasm"))
+}
+
+/// Compiles and validates the uploaded component first, so a broken upload never reaches the directory (where a
+/// restart would find it instead of the version that works); then writes it atomically (temporary file, rename).
+/// The watcher sees the new file and finds that version already loaded.
+async fn upload(
+    State(state): State<AppState>,
+    _: AdminCaller,
+    PathId(name): PathId,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<PluginView>)> {
+    checked_name(&name)?;
+    let bytes = read_limited(&headers, body, MAX_COMPONENT_BYTES).await?;
+    if bytes.is_empty() {
+        return Err(ApiError::Invalid { field: None, message: "the body must be a WebAssembly component".into() });
+    }
+    let existed = state.plugins.latest(&name).is_some();
+    let dir = state.config.plugins_dir.clone();
+    let target = plugin_file(&dir, &name);
+    let temporary = dir.join(format!(".{}.upload", new_id(&name)));
+    let persist = async {
+        tokio::fs::create_dir_all(&dir).await?;
+        tokio::fs::write(&temporary, &bytes).await?;
+        tokio::fs::File::open(&temporary).await?.sync_all().await?;
+        tokio::fs::rename(&temporary, &target).await
+    };
+    let version = match state.plugins.load_and_persist(&name, bytes.clone(), persist).await {
+        Ok(Ok(version)) => version,
+        Ok(Err(e)) => {
+            let _ = tokio::fs::remove_file(&temporary).await;
+            // Live until a restart, which would load the previous file: say so rather than pretend.
+            return Err(ApiError::internal(format!("loaded, but cannot write {}: {e}", target.display())));
+        }
+        Err(e) => return Err(ApiError::Invalid { field: None, message: format!("the component was not loaded: {e}") }),
+    };
+    let details = json!({ "sha256": version.sha256(), "interfaces": version.kinds() });
+    audit::record_as(&state, None, ADMIN_ACTOR, "plugin.uploaded", "plugin", &name, details).await;
+    let snapshot = state.plugins.snapshot(&name).ok_or(ApiError::NotFound("plugin"))?;
+    let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, Json(snapshot.into())))
+}
+
+/// Refused while any endpoint binds the plugin: its deliveries would fail until it came back.
+async fn remove(State(state): State<AppState>, _: AdminCaller, PathId(name): PathId) -> ApiResult<StatusCode> {
+    checked_name(&name)?;
+    let bound = state.store.endpoints_binding_plugin(&name).await?;
+    if !bound.is_empty() {
+        let endpoints: Vec<&str> = bound.iter().take(10).map(|(_, endpoint)| endpoint.as_str()).collect();
+        return Err(ApiError::Conflict(format!(
+            "plugin `{name}` is bound by {} endpoint(s) ({}); unbind it first",
+            bound.len(),
+            endpoints.join(", ")
+        )));
+    }
+    let target = plugin_file(&state.config.plugins_dir, &name);
+    let file_removed = match tokio::fs::remove_file(&target).await {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(ApiError::internal(format!("cannot remove {}: {e}", target.display()))),
+    };
+    let unloaded = state.plugins.remove(&name);
+    if !file_removed && !unloaded {
+        return Err(ApiError::NotFound("plugin"));
+    }
+    audit::record_as(&state, None, ADMIN_ACTOR, "plugin.deleted", "plugin", &name, json!({})).await;
+    Ok(StatusCode::NO_CONTENT)
+}
