@@ -254,6 +254,20 @@ impl Api {
         (status, value)
     }
 
+    /// Sends raw bytes (e.g. a WebAssembly component) with `Content-Type: application/wasm`.
+    pub async fn send_bytes(&self, method: Method, path: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
+        let request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base_url))
+            .bearer_auth(&self.key)
+            .header(reqwest::header::CONTENT_TYPE, "application/wasm")
+            .body(bytes);
+        let response = request.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = response.status();
+        let value = response.json().await.unwrap_or(Value::Null);
+        (status, value)
+    }
+
     /// Sends a request and asserts the status; returns the JSON body.
     pub async fn expect(&self, method: Method, path: &str, body: Option<Value>, status: u16) -> Value {
         let (got, value) = self.send(method.clone(), path, body).await;
