@@ -65,6 +65,7 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Conflict(what) => Self::Conflict(what),
+            StoreError::Unavailable(why) => Self::Unavailable(why),
             other => Self::Internal(other.to_string()),
         }
     }

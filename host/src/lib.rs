@@ -8,6 +8,7 @@ pub mod api;
 pub mod config;
 pub mod dispatch;
 pub mod error;
+pub mod ingest;
 pub mod model;
 pub mod plugin;
 pub mod retry;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub admin_key_hash: String,
     /// Poked after a publish or requeue so idle dispatch workers look for work at once.
     pub dispatch_wakeup: Arc<Notify>,
+    /// Group commit of publishes: every accepted event goes through it.
+    pub ingest: ingest::Ingest,
     /// Loaded plugin versions, fed by the watcher on `config.plugins_dir`.
     pub plugins: Arc<PluginRegistry>,
 }
@@ -101,6 +104,7 @@ pub async fn run(
         master_key: master_key.clone(),
         admin_key_hash,
         dispatch_wakeup: Arc::new(Notify::new()),
+        ingest: ingest::Ingest::start(store.clone()),
         plugins: plugins.clone(),
     };
 

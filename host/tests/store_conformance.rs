@@ -98,6 +98,8 @@ conformance! {
     prepared_requests_are_stored_once_and_claimed_with_the_delivery,
     filter_drops_are_recorded_and_retry_clears_them,
     endpoints_binding_a_plugin_are_found_in_every_tenant,
+    record_attempts_writes_a_batch_and_skips_lost_leases,
+    claims_carry_the_secrets_that_sign,
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1588,4 +1590,55 @@ async fn endpoints_binding_a_plugin_are_found_in_every_tenant(store: &dyn Store,
     assert_eq!(bound, found);
     assert_eq!(store.endpoints_binding_plugin("slack").await.unwrap().len(), 1);
     assert!(store.endpoints_binding_plugin("none").await.unwrap().is_empty());
+}
+
+async fn record_attempts_writes_a_batch_and_skips_lost_leases(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let endpoint = add_endpoint(store, &tenant).await;
+    for _ in 0..3 {
+        publish(store, &tenant, "order.created", &[&endpoint], T0).await;
+    }
+    let mut mine = claim(store, "node-a", T0 + 5).await;
+    assert_eq!(mine.len(), 3);
+    // The third lease expires and another node takes it over.
+    let taken = claim(store, "node-b", T0 + 5 + 10 * MINUTE).await;
+    assert_eq!(taken.len(), 3, "every lease of node-a expired");
+    let ids: Vec<String> = mine.iter().map(|job| job.delivery.id.clone()).collect();
+    store.release("node-b", &ids[..2]).await.unwrap();
+    mine = claim(store, "node-a", T0 + 10 + 10 * MINUTE).await;
+    assert_eq!(claimed_ids(&mine), ids[..2].iter().cloned().collect());
+
+    let mut outcomes: Vec<AttemptOutcome> =
+        mine.iter().map(|job| outcome(&job.delivery, DeliveryStatus::Succeeded, T0 + 20 + 10 * MINUTE)).collect();
+    let third = taken.iter().find(|job| job.delivery.id == ids[2]).unwrap();
+    outcomes.insert(1, outcome(&third.delivery, DeliveryStatus::Succeeded, T0 + 20 + 10 * MINUTE));
+    assert_eq!(store.record_attempts("node-a", &outcomes).await.unwrap(), vec![true, false, true]);
+    for (i, id) in [&outcomes[0], &outcomes[1], &outcomes[2]].iter().map(|o| &o.attempt.delivery_id).enumerate() {
+        let stored = delivery(store, &tenant, id).await;
+        let attempts = store.list_attempts(&tenant.id, id).await.unwrap();
+        if i == 1 {
+            assert_eq!((stored.status, attempts.len()), (DeliveryStatus::Delivering, 0), "node-b still owns it");
+        } else {
+            assert_eq!((stored.status, attempts.len()), (DeliveryStatus::Succeeded, 1));
+        }
+    }
+    assert!(store.record_attempts("node-a", &[]).await.unwrap().is_empty());
+}
+
+async fn claims_carry_the_secrets_that_sign(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let endpoint = add_endpoint(store, &tenant).await;
+    let quiet = add_endpoint(store, &tenant).await;
+    // Rotated with a grace period: both secrets sign until it ends.
+    store.rotate_secret(&tenant.id, &endpoint.id, &new_secret("second"), T0 + MINUTE, T0).await.unwrap().unwrap();
+    publish(store, &tenant, "order.created", &[&endpoint, &quiet], T0).await;
+    let jobs = claim(store, "node-a", T0 + 5).await;
+    for job in &jobs {
+        let expected = store.signing_secrets(&job.endpoint.id, T0 + 5).await.unwrap();
+        let mut got = job.signing_secrets.clone();
+        got.sort_by_key(|s| std::cmp::Reverse(s.version));
+        assert_eq!(got, expected, "endpoint {}", job.endpoint.id);
+    }
+    let rotated = jobs.iter().find(|job| job.endpoint.id == endpoint.id).unwrap();
+    assert_eq!(rotated.signing_secrets.len(), 2);
 }

@@ -18,8 +18,8 @@ use super::pagination::{PageOf, Query};
 use super::{validate, PathId};
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
-use crate::model::{new_id, now_millis, rfc3339, Endpoint, Event, Millis};
-use crate::store::{EventFilter, NewEvent, Published};
+use crate::model::{new_id, now_millis, rfc3339, Event, Millis};
+use crate::store::{EventFilter, Published};
 use crate::{routing, AppState};
 
 const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
@@ -111,19 +111,12 @@ pub(super) fn to_event(
     })
 }
 
-fn fan_out(endpoints: &[Endpoint], event: Event) -> NewEvent {
-    let deliveries =
-        routing::matching_endpoints(endpoints, &event).into_iter().map(|e| (new_id("dlv"), e.id.clone())).collect();
-    NewEvent { event, deliveries }
-}
-
-/// Matches every event against the tenant's active endpoints and stores them all in one transaction.
-async fn store_events(state: &AppState, caller: &Caller, events: Vec<Event>) -> ApiResult<Vec<Published>> {
-    let endpoints = state.store.active_endpoints(&caller.tenant_id).await?;
-    let batch: Vec<NewEvent> = events.into_iter().map(|event| fan_out(&endpoints, event)).collect();
-    let published = state.store.publish(&batch).await?;
-    if published.len() != batch.len() {
-        return Err(ApiError::internal(format!("store published {} of {} events", published.len(), batch.len())));
+/// Stores the events, each with one delivery per matching active endpoint, and wakes the dispatcher.
+async fn store_events(state: &AppState, events: Vec<Event>) -> ApiResult<Vec<Published>> {
+    let expected = events.len();
+    let published = state.ingest.publish(events).await?;
+    if published.len() != expected {
+        return Err(ApiError::internal(format!("store published {} of {expected} events", published.len())));
     }
     if published.iter().any(|p| !p.replayed && p.deliveries > 0) {
         state.dispatch_wakeup.notify_one();
@@ -155,7 +148,7 @@ async fn publish(State(state): State<AppState>, caller: Caller, headers: HeaderM
         (None, None) => None,
     };
     let event = to_event(body, "", key, &caller, state.config.max_payload_bytes, now_millis())?;
-    let published = store_events(&state, &caller, vec![event]).await?.remove(0);
+    let published = store_events(&state, vec![event]).await?.remove(0);
     let view = PublishedView { id: published.event_id, deliveries: published.deliveries };
     let mut response = (StatusCode::ACCEPTED, Json(view)).into_response();
     if published.replayed {
@@ -195,7 +188,7 @@ async fn publish_batch(
         }
         events.push(to_event(item, &format!("events[{i}]."), key, &caller, state.config.max_payload_bytes, now)?);
     }
-    let published = store_events(&state, &caller, events).await?;
+    let published = store_events(&state, events).await?;
     let data = published
         .into_iter()
         .map(|p| BatchItemView { id: p.event_id, deliveries: p.deliveries, replayed: p.replayed })

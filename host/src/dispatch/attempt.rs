@@ -1,5 +1,6 @@
 //! One attempt of one claimed delivery: prepare it with the endpoint's filter and transform (first attempt only),
-//! unseal the signing secrets, send, classify (asking the retry policy plugin, if one is bound), record.
+//! unseal the signing secrets claimed with it, send, classify (asking the retry policy plugin, if one is bound),
+//! and hand the outcome to the recorder.
 //!
 //! Runs in its own task while holding a concurrency slot; the slot is freed when the task ends.
 
@@ -11,6 +12,7 @@ use reqwest::Client;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::outcome::{self, FailureKind, Resolution, Verdict};
+use super::recorder::Recorder;
 use super::send::{self, Answer};
 use super::Settings;
 use crate::model::{
@@ -21,7 +23,7 @@ use crate::plugin::{self, ErrorKind, PluginRegistry, RetryDecision};
 use crate::retry::{self, RetryPolicy};
 use crate::secrets::{self, MasterKey};
 use crate::signing;
-use crate::store::{AttemptOutcome, DispatchJob, Dropped, Store, StoreError};
+use crate::store::{AttemptOutcome, DispatchJob, Dropped, Store};
 
 /// What every attempt needs, shared by all attempt tasks.
 pub(super) struct Worker {
@@ -31,18 +33,12 @@ pub(super) struct Worker {
     pub settings: Settings,
     pub node_id: String,
     pub plugins: Arc<PluginRegistry>,
-}
-
-enum SecretsProblem {
-    /// The store could not be asked: not the delivery's fault, so no attempt is recorded.
-    Store(StoreError),
-    /// The secrets are there but cannot sign: recorded as a failed, retryable attempt with this text.
-    Unusable(&'static str),
+    pub recorder: Recorder,
 }
 
 impl Worker {
     pub(super) async fn attempt(self: Arc<Self>, job: DispatchJob, _slot: OwnedSemaphorePermit) {
-        let DispatchJob { delivery, event, endpoint } = job;
+        let DispatchJob { delivery, event, endpoint, signing_secrets } = job;
         let started_at = now_millis();
         // Filter and transform run once per delivery; later attempts resend what the first one prepared.
         let (prepared, newly_prepared) = match &delivery.prepared {
@@ -55,12 +51,12 @@ impl Worker {
         };
         let answer = match &prepared {
             Err((_, error)) => Answer::local_failure(error),
-            Ok(prepared) => match self.plaintext_secrets(&endpoint, started_at).await {
-                Ok(secrets) => {
+            Ok(prepared) => match secrets::signing_keys(&self.master_key, &endpoint.id, signing_secrets) {
+                Ok(keys) => {
                     let body = prepared.body.clone().unwrap_or_else(|| event.envelope().into_bytes());
                     let signature = signing::signature_headers(
                         endpoint.signature_scheme,
-                        &secrets,
+                        &keys,
                         &event.id,
                         started_at.div_euclid(1000),
                         &body,
@@ -68,17 +64,7 @@ impl Worker {
                     let headers = send::request_headers(&endpoint, Some(prepared), &event.id, signature);
                     send::send(&self.client, &endpoint.url, headers, body, send::request_timeout(&endpoint)).await
                 }
-                Err(SecretsProblem::Unusable(text)) => Answer::local_failure(text),
-                Err(SecretsProblem::Store(e)) => {
-                    tracing::error!(delivery_id = %delivery.id, endpoint_id = %endpoint.id, error = %e,
-                        "could not load signing secrets; giving the delivery back");
-                    // Pause first so a store that fails this query but not claiming cannot make us spin on it.
-                    tokio::time::sleep(self.settings.error_backoff).await;
-                    if let Err(e) = self.store.release(&self.node_id, std::slice::from_ref(&delivery.id)).await {
-                        tracing::error!(delivery_id = %delivery.id, error = %e, "could not release the lease; it will expire");
-                    }
-                    return;
-                }
+                Err(problem) => Answer::local_failure(problem),
             },
         };
 
@@ -133,7 +119,7 @@ impl Worker {
             disable_endpoint: resolution.disable_endpoint,
             prepared,
         };
-        match self.store.record_attempt(&self.node_id, &record).await {
+        match self.recorder.record(record).await {
             Ok(true) => {}
             Ok(false) => tracing::warn!(delivery_id = %delivery.id, endpoint_id = %endpoint.id,
                 "lease was lost before the attempt was recorded; another worker owns the delivery now"),
@@ -184,11 +170,6 @@ impl Worker {
             now_ms: u64::try_from(finished_at).unwrap_or(0),
         };
         bound::decide_retry(&self.plugins, binding, &attempt, endpoint).await
-    }
-
-    async fn plaintext_secrets(&self, endpoint: &Endpoint, at: Millis) -> Result<Vec<String>, SecretsProblem> {
-        let sealed = self.store.signing_secrets(&endpoint.id, at).await.map_err(SecretsProblem::Store)?;
-        secrets::signing_keys(&self.master_key, &endpoint.id, sealed).map_err(SecretsProblem::Unusable)
     }
 }
 

@@ -76,6 +76,8 @@ impl Store for FakeStore {
                 job.delivery.status = DeliveryStatus::Delivering;
                 job.delivery.lease_owner = Some(owner.to_string());
                 job.delivery.lease_expires_at = Some(lease_until);
+                let endpoint_id = job.endpoint.id.clone();
+                job.signing_secrets = state.secrets.iter().filter(|s| s.endpoint_id == endpoint_id).cloned().collect();
                 claimed.push(job);
             } else {
                 index += 1;
@@ -85,25 +87,31 @@ impl Store for FakeStore {
         Ok(claimed)
     }
 
-    async fn record_attempt(&self, _owner: &str, outcome: &AttemptOutcome) -> StoreResult<bool> {
+    async fn record_attempts(&self, _owner: &str, outcomes: &[AttemptOutcome]) -> StoreResult<Vec<bool>> {
         let mut state = self.state.lock().unwrap();
-        let Some(position) = state.leased.iter().position(|j| j.delivery.id == outcome.attempt.delivery_id) else {
-            return Ok(false);
-        };
-        if state.lose_leases {
-            state.lost_records += 1;
-            return Ok(false);
+        let mut recorded = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            let Some(position) = state.leased.iter().position(|j| j.delivery.id == outcome.attempt.delivery_id) else {
+                recorded.push(false);
+                continue;
+            };
+            if state.lose_leases {
+                state.lost_records += 1;
+                recorded.push(false);
+                continue;
+            }
+            let mut job = state.leased.remove(position);
+            job.delivery.attempts = outcome.attempt.attempt_number;
+            job.delivery.status = outcome.status;
+            job.delivery.next_attempt_at = outcome.next_attempt_at;
+            job.delivery.lease_owner = None;
+            if outcome.status == DeliveryStatus::Failed {
+                state.waiting.push(job);
+            }
+            state.recorded.push(outcome.clone());
+            recorded.push(true);
         }
-        let mut job = state.leased.remove(position);
-        job.delivery.attempts = outcome.attempt.attempt_number;
-        job.delivery.status = outcome.status;
-        job.delivery.next_attempt_at = outcome.next_attempt_at;
-        job.delivery.lease_owner = None;
-        if outcome.status == DeliveryStatus::Failed {
-            state.waiting.push(job);
-        }
-        state.recorded.push(outcome.clone());
-        Ok(true)
+        Ok(recorded)
     }
 
     async fn release(&self, _owner: &str, delivery_ids: &[String]) -> StoreResult<()> {

@@ -6,12 +6,14 @@
 //! expire and any node picks the deliveries up again. Delivery is at-least-once: a receiver may see an event
 //! again (same `webhook-id`) when an attempt's result could not be recorded.
 //!
-//! - `attempt`: one delivery attempt (secrets, request, classification, record);
+//! - `attempt`: one delivery attempt (plugins, secrets, request, classification);
+//! - `recorder`: group commit of the attempts' records;
 //! - `send`: the HTTP client and request/response handling;
 //! - `outcome`: pure classification of an answer and the delivery's next state.
 
 mod attempt;
 pub mod outcome;
+mod recorder;
 pub mod send;
 
 use std::collections::HashMap;
@@ -106,7 +108,8 @@ impl Dispatcher {
         plugins: Arc<PluginRegistry>,
     ) -> Self {
         let client = send::http_client();
-        Self { worker: Arc::new(Worker { store, master_key, client, settings, node_id, plugins }), wakeup }
+        let recorder = recorder::Recorder::start(store.clone(), node_id.clone());
+        Self { worker: Arc::new(Worker { store, master_key, client, settings, node_id, plugins, recorder }), wakeup }
     }
 
     /// Delivers until `stop` is cancelled, then drains (see [`Settings::shutdown_grace`]) and returns.

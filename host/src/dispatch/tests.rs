@@ -125,7 +125,7 @@ fn job(n: usize, url: &str, schedule: Option<Vec<i64>>, max_attempts: Option<i64
         created_at: 0,
         updated_at: 0,
     };
-    DispatchJob { delivery, event, endpoint }
+    DispatchJob { delivery, event, endpoint, signing_secrets: Vec::new() }
 }
 
 fn secret(sealed_with: &MasterKey) -> EndpointSecret {

@@ -29,6 +29,9 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The store cannot take work right now (e.g. the process is shutting down).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// A row held a value this version cannot read (e.g. an unknown status string).
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -104,6 +107,9 @@ pub struct DispatchJob {
     pub delivery: Delivery,
     pub event: Event,
     pub endpoint: Endpoint,
+    /// The endpoint's secrets that sign at claim time (what [`Store::signing_secrets`] answers), loaded with the
+    /// claim so an attempt needs no query of its own.
+    pub signing_secrets: Vec<EndpointSecret>,
 }
 
 /// The result of one attempt, written atomically with the delivery's new state.
@@ -243,7 +249,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<DispatchJob>>;
     /// Records an attempt and the delivery's new state, if `owner` still holds the lease. Returns false (and
     /// writes nothing) when the lease was lost.
-    async fn record_attempt(&self, owner: &str, outcome: &AttemptOutcome) -> StoreResult<bool>;
+    async fn record_attempt(&self, owner: &str, outcome: &AttemptOutcome) -> StoreResult<bool> {
+        let recorded = self.record_attempts(owner, std::slice::from_ref(outcome)).await?;
+        Ok(recorded.first().copied().unwrap_or(false))
+    }
+    /// [`record_attempt`](Self::record_attempt) for many outcomes in one transaction: all are written, or none
+    /// (on error). Returns, in input order, whether each one's lease was still held.
+    async fn record_attempts(&self, owner: &str, outcomes: &[AttemptOutcome]) -> StoreResult<Vec<bool>>;
     /// Marks a leased delivery `dropped` (its filter said no), if `owner` still holds the lease.
     async fn record_drop(&self, owner: &str, dropped: &Dropped) -> StoreResult<bool>;
     /// Gives leased deliveries back unchanged (graceful shutdown before an attempt started).

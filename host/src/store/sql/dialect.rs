@@ -83,6 +83,14 @@ impl Dialect {
         }
     }
 
+    /// The column type for binary data, for `CAST`s: SQLite would give `BYTEA` numeric affinity.
+    pub(super) fn blob_type(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "BLOB",
+            Dialect::Postgres => "BYTEA",
+        }
+    }
+
     /// Appended to a SELECT of endpoint rows that a transaction creates or revives deliveries for: they cannot be
     /// deleted before it commits (the lock a foreign key would take, were deliveries not meant to outlive their
     /// endpoint), and a deletion that waited dead-letters those deliveries afterwards.

@@ -1,6 +1,6 @@
 //! The dispatcher's side: leasing due deliveries, recording attempts, giving leases back.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
@@ -9,9 +9,9 @@ use sqlx::{Any, AnyConnection, AnyPool, Row};
 use super::endpoints::{lock_endpoint, with_subscriptions};
 use super::events::events_by_id;
 use super::query::{SqlBuilder, MAX_LIST};
-use super::rows::{self, to_json, RequestMeta, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, ENDPOINT_COLUMNS};
+use super::rows::{self, to_json, RequestMeta, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, ENDPOINT_COLUMNS, SECRET_COLUMNS};
 use super::Dialect;
-use crate::model::{Delivery, Endpoint, Event, Millis, PreparedRequest};
+use crate::model::{Attempt, Delivery, Endpoint, EndpointSecret, Event, Millis, PreparedRequest};
 use crate::store::{AttemptOutcome, DispatchJob, Dropped, StoreError, StoreResult};
 
 /// Back to waiting: `failed` if an attempt was already made (so listings still say the last one failed),
@@ -51,7 +51,7 @@ pub(super) async fn claim_due(
     let mut deliveries = rows::all(&claimed, rows::delivery)?;
     // RETURNING has no order of its own.
     deliveries.sort_by(|a, b| (a.next_attempt_at, &a.id).cmp(&(b.next_attempt_at, &b.id)));
-    let jobs = complete_jobs(&mut tx, deliveries).await?;
+    let jobs = complete_jobs(&mut tx, deliveries, now).await?;
     tx.commit().await?;
     Ok(jobs)
 }
@@ -59,7 +59,11 @@ pub(super) async fn claim_due(
 /// Adds each claimed delivery's event and endpoint, loaded together rather than row by row. Both must exist:
 /// events are never deleted, and deleting an endpoint also changes its unfinished deliveries, so it cannot commit
 /// while this transaction holds them (row locks on PostgreSQL, the single connection on SQLite).
-async fn complete_jobs(connection: &mut AnyConnection, deliveries: Vec<Delivery>) -> StoreResult<Vec<DispatchJob>> {
+async fn complete_jobs(
+    connection: &mut AnyConnection,
+    deliveries: Vec<Delivery>,
+    now: Millis,
+) -> StoreResult<Vec<DispatchJob>> {
     if deliveries.is_empty() {
         return Ok(Vec::new());
     }
@@ -74,6 +78,10 @@ async fn complete_jobs(connection: &mut AnyConnection, deliveries: Vec<Delivery>
         .into_iter()
         .map(|endpoint| (endpoint.id.clone(), endpoint))
         .collect();
+    let mut secrets: HashMap<String, Vec<EndpointSecret>> = HashMap::new();
+    for secret in signing_secrets_of(connection, &endpoint_ids, now).await? {
+        secrets.entry(secret.endpoint_id.clone()).or_default().push(secret);
+    }
 
     let mut jobs = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
@@ -83,9 +91,30 @@ async fn complete_jobs(connection: &mut AnyConnection, deliveries: Vec<Delivery>
         let event = events.get(&delivery.event_id).cloned().ok_or_else(|| missing("event", &delivery.event_id))?;
         let endpoint =
             endpoints.get(&delivery.endpoint_id).cloned().ok_or_else(|| missing("endpoint", &delivery.endpoint_id))?;
-        jobs.push(DispatchJob { delivery, event, endpoint });
+        let signing_secrets = secrets.get(&delivery.endpoint_id).cloned().unwrap_or_default();
+        jobs.push(DispatchJob { delivery, event, endpoint, signing_secrets });
     }
     Ok(jobs)
+}
+
+/// The secrets that sign at `at` for each of `endpoint_ids`, as `signing_secrets` answers for one endpoint.
+async fn signing_secrets_of(
+    connection: &mut AnyConnection,
+    endpoint_ids: &[String],
+    at: Millis,
+) -> StoreResult<Vec<EndpointSecret>> {
+    let mut found = Vec::new();
+    for chunk in endpoint_ids.chunks(MAX_LIST) {
+        let mut sql = SqlBuilder::new(format!("SELECT {SECRET_COLUMNS} FROM endpoint_secrets"));
+        sql.in_list("endpoint_id", chunk)
+            .condition()
+            .push("(status = 'active' OR (status = 'retiring' AND expires_at > ")
+            .push_bind(at)
+            .push("))");
+        let rows = sql.query().fetch_all(&mut *connection).await?;
+        found.extend(rows::all(&rows, rows::secret)?);
+    }
+    Ok(found)
 }
 
 async fn endpoints_by_id(connection: &mut AnyConnection, ids: &[String]) -> StoreResult<Vec<Endpoint>> {
@@ -99,15 +128,120 @@ async fn endpoints_by_id(connection: &mut AnyConnection, ids: &[String]) -> Stor
     Ok(found)
 }
 
-pub(super) async fn record_attempt(
+/// Records a batch of attempts in one transaction: one commit (one fsync) for all of them, which is what lets the
+/// dispatcher keep up with the receiver. Outcomes that disable their endpoint go first, one by one, so endpoint
+/// rows are locked before delivery rows (the order `delete_endpoint` takes them in); the rest are written with one
+/// multi-row UPDATE and one multi-row INSERT per chunk.
+pub(super) async fn record_attempts(
     pool: &AnyPool,
+    dialect: Dialect,
+    owner: &str,
+    outcomes: &[AttemptOutcome],
+) -> StoreResult<Vec<bool>> {
+    let mut recorded = vec![false; outcomes.len()];
+    let (disabling, plain): (Vec<usize>, Vec<usize>) =
+        (0..outcomes.len()).partition(|&i| outcomes[i].disable_endpoint.is_some());
+    let mut tx = pool.begin().await?;
+    for i in disabling {
+        recorded[i] = record_one(&mut tx, dialect, owner, &outcomes[i]).await?;
+    }
+    // Fewer rows than MAX_LIST: each row binds twelve values.
+    for chunk in plain.chunks(100) {
+        let updated = update_deliveries(&mut tx, dialect, owner, chunk.iter().map(|&i| &outcomes[i])).await?;
+        let mut inserts = Vec::new();
+        for &i in chunk {
+            if updated.contains(&outcomes[i].attempt.delivery_id) {
+                recorded[i] = true;
+                inserts.push(&outcomes[i].attempt);
+            }
+        }
+        insert_attempts(&mut tx, &inserts).await?;
+    }
+    tx.commit().await?;
+    Ok(recorded)
+}
+
+/// Applies each outcome to its delivery if `owner` still holds the lease; returns the ids it updated.
+async fn update_deliveries<'a>(
+    connection: &mut AnyConnection,
+    dialect: Dialect,
+    owner: &str,
+    outcomes: impl Iterator<Item = &'a AttemptOutcome>,
+) -> StoreResult<HashSet<String>> {
+    // `(VALUES …)` columns are column1… on both databases; the CASTs give PostgreSQL the types.
+    let mut sql = SqlBuilder::new(
+        "UPDATE deliveries SET status = v.column3, next_attempt_at = v.column4, \
+        attempts = v.column5, last_status_code = v.column6, last_error = v.column7, lease_owner = NULL, \
+        lease_expires_at = NULL, updated_at = v.column8, \
+        plugin_versions = CASE WHEN v.column9 = 1 THEN v.column10 ELSE plugin_versions END, \
+        request_body = CASE WHEN v.column9 = 1 THEN v.column11 ELSE request_body END, \
+        request_meta = CASE WHEN v.column9 = 1 THEN v.column12 ELSE request_meta END FROM (VALUES ",
+    );
+    let blob = dialect.blob_type();
+    let mut empty = true;
+    for outcome in outcomes {
+        let attempt = &outcome.attempt;
+        let prepared = outcome.prepared.as_ref().map(PreparedColumns::new).transpose()?;
+        let row = [
+            format!("CAST({} AS TEXT)", sql.bind(&attempt.delivery_id)),
+            format!("CAST({} AS TEXT)", sql.bind(&attempt.tenant_id)),
+            format!("CAST({} AS TEXT)", sql.bind(outcome.status.as_str())),
+            format!("CAST({} AS BIGINT)", sql.bind(outcome.next_attempt_at)),
+            format!("CAST({} AS BIGINT)", sql.bind(attempt.attempt_number)),
+            format!("CAST({} AS BIGINT)", sql.bind(attempt.status_code)),
+            format!("CAST({} AS TEXT)", sql.bind(attempt.error.as_deref())),
+            format!("CAST({} AS BIGINT)", sql.bind(attempt.started_at + attempt.duration_ms)),
+            format!("CAST({} AS BIGINT)", sql.bind(i64::from(prepared.is_some()))),
+            format!("CAST({} AS TEXT)", sql.bind(prepared.as_ref().map(|p| p.plugin_versions.clone()))),
+            format!("CAST({} AS {blob})", sql.bind(prepared.as_ref().and_then(|p| p.request_body.clone()))),
+            format!("CAST({} AS TEXT)", sql.bind(prepared.and_then(|p| p.request_meta))),
+        ];
+        sql.push(if empty { "(" } else { ", (" }).push(&row.join(", ")).push(")");
+        empty = false;
+    }
+    if empty {
+        return Ok(HashSet::new());
+    }
+    sql.push(") AS v WHERE deliveries.id = v.column1 AND deliveries.tenant_id = v.column2 AND lease_owner = ")
+        .push_bind(owner)
+        .push(" AND status = 'delivering' RETURNING id");
+    let rows = sql.query().fetch_all(&mut *connection).await?;
+    rows.iter().map(|row| Ok(row.try_get::<String, _>("id")?)).collect()
+}
+
+async fn insert_attempts(connection: &mut AnyConnection, attempts: &[&Attempt]) -> StoreResult<()> {
+    if attempts.is_empty() {
+        return Ok(());
+    }
+    let mut sql = SqlBuilder::new(format!("INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES "));
+    for (n, attempt) in attempts.iter().enumerate() {
+        let row = [
+            sql.bind(&attempt.id),
+            sql.bind(&attempt.tenant_id),
+            sql.bind(&attempt.delivery_id),
+            sql.bind(attempt.attempt_number),
+            sql.bind(attempt.started_at),
+            sql.bind(attempt.duration_ms),
+            sql.bind(attempt.status_code),
+            sql.bind(attempt.response_body.as_deref()),
+            sql.bind(attempt.error.as_deref()),
+            sql.bind(&attempt.outcome),
+        ];
+        sql.push(if n == 0 { "(" } else { ", (" }).push(&row.join(", ")).push(")");
+    }
+    sql.query().execute(&mut *connection).await?;
+    Ok(())
+}
+
+/// One attempt and the delivery's new state, if `owner` still holds the lease; writes nothing otherwise.
+async fn record_one(
+    tx: &mut AnyConnection,
     dialect: Dialect,
     owner: &str,
     outcome: &AttemptOutcome,
 ) -> StoreResult<bool> {
     let attempt = &outcome.attempt;
     let finished_at = attempt.started_at + attempt.duration_ms;
-    let mut tx = pool.begin().await?;
     // Endpoint before delivery, the order delete_endpoint locks them in, so the two cannot deadlock.
     let mut endpoint_to_disable = None;
     if let Some(reason) = &outcome.disable_endpoint {
@@ -120,7 +254,7 @@ pub(super) async fn record_attempt(
                 .map(|row| row.try_get("endpoint_id"))
                 .transpose()?;
         let Some(endpoint_id) = endpoint_id else { return Ok(false) };
-        lock_endpoint(&mut tx, dialect, &attempt.tenant_id, &endpoint_id).await?;
+        lock_endpoint(tx, dialect, &attempt.tenant_id, &endpoint_id).await?;
         endpoint_to_disable = Some((endpoint_id, reason));
     }
 
@@ -177,7 +311,6 @@ pub(super) async fn record_attempt(
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
     Ok(true)
 }
 

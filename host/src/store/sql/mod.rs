@@ -235,8 +235,8 @@ impl Store for SqlStore {
         dispatch::claim_due(&self.pool, self.dialect, owner, now, lease_until, limit).await
     }
 
-    async fn record_attempt(&self, owner: &str, outcome: &AttemptOutcome) -> StoreResult<bool> {
-        dispatch::record_attempt(&self.pool, self.dialect, owner, outcome).await
+    async fn record_attempts(&self, owner: &str, outcomes: &[AttemptOutcome]) -> StoreResult<Vec<bool>> {
+        dispatch::record_attempts(&self.pool, self.dialect, owner, outcomes).await
     }
 
     async fn record_drop(&self, owner: &str, dropped: &Dropped) -> StoreResult<bool> {

@@ -16,6 +16,19 @@ pub(super) const MAX_LIST: usize = 500;
 pub(super) enum Value {
     Int(Option<i64>),
     Text(Option<String>),
+    Bytes(Option<Vec<u8>>),
+}
+
+impl From<Option<String>> for Value {
+    fn from(value: Option<String>) -> Self {
+        Value::Text(value)
+    }
+}
+
+impl From<Option<Vec<u8>>> for Value {
+    fn from(value: Option<Vec<u8>>) -> Self {
+        Value::Bytes(value)
+    }
 }
 
 impl From<i64> for Value {
@@ -137,6 +150,7 @@ impl SqlBuilder {
             query = match value {
                 Value::Int(int) => query.bind(*int),
                 Value::Text(text) => query.bind(text.as_deref()),
+                Value::Bytes(bytes) => query.bind(bytes.clone()),
             };
         }
         query
