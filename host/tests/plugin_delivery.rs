@@ -30,7 +30,11 @@ struct World {
 }
 
 async fn world() -> World {
-    let server = Server::start().await;
+    // The shipped 50 ms deadline is for release builds on a quiet machine; these tests run a debug host next to
+    // other test binaries, and each failure mode must show as itself rather than as a missed deadline.
+    let dir = tempfile::tempdir().expect("a temporary data directory");
+    let server =
+        Server::start_configured(dir, |config| config.plugin_limits.deadline = Duration::from_millis(500)).await;
     let admin = Api::admin(&server.base_url);
     let api = Api::new_tenant(&server.base_url, "plugins").await;
     let receiver = Receiver::start().await;
@@ -267,6 +271,15 @@ async fn misbehaving_plugins_fail_their_own_deliveries_only_and_a_fixed_version_
     for n in 0..5 {
         events.push(str_field(&w.api.publish("order.created", json!({ "n": n })).await, "id").to_string());
     }
+    // The fix first, so the delivery is still being retried: a new version of `fixable` that accepts the config.
+    let stuck = w.api.delivery_of(&events[0], &fixable).await;
+    let stuck = w
+        .api
+        .wait_delivery(str_field(&stuck, "id"), "a failed attempt", WAIT, |d| d["attempts"].as_i64() >= Some(1))
+        .await;
+    assert!(str_field(&stuck, "last_error").contains("invalid plugin config"), "{stuck}");
+    let fixed = upload(&w.admin, "fixable", &slack).await;
+
     for event in &events {
         let delivery = w.api.delivery_of(event, &healthy).await;
         w.api.wait_status(str_field(&delivery, "id"), "succeeded", WAIT).await;
@@ -279,17 +292,11 @@ async fn misbehaving_plugins_fail_their_own_deliveries_only_and_a_fixed_version_
             .await;
         let error = str_field(&failed, "last_error");
         assert!(expected.iter().any(|e| error.contains(e)), "endpoint {ep}: expected {expected:?} in `{error}`");
-        assert_eq!(failed["status"], "failed", "plugin failures are retried: {failed}");
+        assert_eq!(attempts_log(&failed)[0]["outcome"], "retry", "plugin failures are retried: {failed}");
+        assert!(attempts_log(&failed)[0]["status_code"].is_null(), "nothing was sent: {failed}");
     }
-    let stuck = w.api.delivery_of(&events[0], &fixable).await;
-    let stuck = w
-        .api
-        .wait_delivery(str_field(&stuck, "id"), "a failed attempt", WAIT, |d| d["attempts"].as_i64() >= Some(1))
-        .await;
-    assert!(str_field(&stuck, "last_error").contains("invalid plugin config"), "{stuck}");
 
-    // The fix: a new version of `fixable` that accepts the config. The retries pick it up.
-    let fixed = upload(&w.admin, "fixable", &slack).await;
+    // The retries pick the fixed version up.
     let recovered = w.api.wait_status(str_field(&stuck, "id"), "succeeded", WAIT).await;
     assert_eq!(transform_sha(&recovered), fixed);
     let healthy_requests = w.receiver.requests().iter().filter(|r| r.json().get("text").is_none()).count();
@@ -460,7 +467,13 @@ async fn hot_swap_during_a_stream_of_5000_events() {
     let mut by_version: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
     for delivery in &deliveries {
         assert_eq!(delivery["status"], "succeeded", "{delivery}");
-        assert_eq!(delivery["attempts"], 1, "{delivery}");
+        if delivery["attempts"] != 1 {
+            // On a loaded machine a transform can miss its deadline; that attempt fails before sending anything
+            // and is retried. Exactly one attempt per delivery reached the receiver.
+            let detail = w.api.delivery(str_field(delivery, "id")).await;
+            let answered = attempts_log(&detail).iter().filter(|a| !a["status_code"].is_null()).count();
+            assert_eq!(answered, 1, "{detail}");
+        }
         by_version.entry(transform_sha(delivery).to_string()).or_default().push(delivery);
     }
     assert_eq!(by_version.keys().cloned().collect::<BTreeSet<_>>(), BTreeSet::from([v1.clone(), v2.clone()]));
@@ -491,7 +504,7 @@ enum Boundary {
     Last,
 }
 
-/// Start times (ms) of the first attempts of the 100 deliveries that finished first (or last): the attempts of
+/// Start times (ms) of the successful attempts of the 100 deliveries that finished first (or last): the attempts of
 /// the others started before (or after) those finished.
 async fn attempt_starts(api: &Api, deliveries: &[&Value], boundary: Boundary) -> Vec<i64> {
     let finished = |d: &&&Value| str_field(d, "updated_at").to_string();
@@ -504,7 +517,8 @@ async fn attempt_starts(api: &Api, deliveries: &[&Value], boundary: Boundary) ->
     let mut starts = Vec::new();
     for delivery in near {
         let detail = api.delivery(str_field(delivery, "id")).await;
-        let started = str_field(&attempts_log(&detail)[0], "started_at");
+        // The last attempt is the one that prepared the delivery (earlier ones failed before sending).
+        let started = str_field(attempts_log(&detail).last().expect("an attempt"), "started_at");
         starts.push(chrono::DateTime::parse_from_rfc3339(started).unwrap().timestamp_millis());
     }
     starts

@@ -42,11 +42,17 @@ impl Server {
 
     /// Starts on an existing data directory (e.g. the one a stopped server left).
     pub async fn start_in(dir: TempDir) -> Self {
+        Self::start_configured(dir, |_| {}).await
+    }
+
+    /// Starts with the test settings below, then `configure`'s changes.
+    pub async fn start_configured(dir: TempDir, configure: impl FnOnce(&mut switchyard::config::Config)) -> Self {
         init_tracing();
         let mut config = switchyard::config::Config::for_data_dir(dir.path());
         config.admin_key = Some(ADMIN_KEY.to_string());
         config.master_key = Some(MASTER_KEY.to_string());
         config.poll_interval = POLL_INTERVAL;
+        configure(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let base_url = format!("http://{}", listener.local_addr().expect("local address"));
         let (shutdown, stop) = oneshot::channel::<()>();
