@@ -40,12 +40,110 @@ pub(super) async fn list_event_types(pool: &AnyPool, tenant_id: &str, page: &Pag
 pub(super) async fn publish(pool: &AnyPool, dialect: Dialect, events: &[NewEvent]) -> StoreResult<Vec<Published>> {
     let mut tx = pool.begin().await?;
     let endpoints = existing_endpoints(&mut tx, dialect, events).await?;
-    let mut published = Vec::with_capacity(events.len());
-    for new in events {
-        published.push(publish_one(&mut tx, new, &endpoints).await?);
+    let mut published: Vec<Option<Published>> = vec![None; events.len()];
+    // Events with an idempotency key go one by one (a key may repeat within the batch); the rest are written
+    // with a few multi-row statements, whatever their number.
+    let (keyed, plain): (Vec<usize>, Vec<usize>) =
+        (0..events.len()).partition(|&i| events[i].event.idempotency_key.is_some());
+    for i in keyed {
+        published[i] = Some(publish_one(&mut tx, &events[i], &endpoints).await?);
+    }
+    let plain: Vec<&NewEvent> = plain.iter().map(|&i| &events[i]).collect();
+    let mut stored = publish_plain(&mut tx, &plain, &endpoints).await?.into_iter();
+    for slot in published.iter_mut().filter(|slot| slot.is_none()) {
+        *slot = stored.next();
     }
     tx.commit().await?;
-    Ok(published)
+    published
+        .into_iter()
+        .map(|p| p.ok_or_else(|| StoreError::Corrupt("an event of the batch has no result".into())))
+        .collect()
+}
+
+/// The deliveries of `new` whose endpoints still exist.
+fn routed<'a>(new: &'a NewEvent, existing_endpoints: &HashMap<String, HashSet<String>>) -> Vec<&'a (String, String)> {
+    let existing = existing_endpoints.get(&new.event.tenant_id);
+    new.deliveries.iter().filter(|(_, endpoint_id)| existing.is_some_and(|ids| ids.contains(endpoint_id))).collect()
+}
+
+/// Stores events without idempotency keys: multi-row inserts of the events, their event types and deliveries.
+async fn publish_plain(
+    connection: &mut AnyConnection,
+    events: &[&NewEvent],
+    existing_endpoints: &HashMap<String, HashSet<String>>,
+) -> StoreResult<Vec<Published>> {
+    let routed: Vec<Vec<&(String, String)>> = events.iter().map(|new| routed(new, existing_endpoints)).collect();
+    for chunk in events.iter().zip(&routed).collect::<Vec<_>>().chunks(MAX_LIST / 8) {
+        let mut sql = SqlBuilder::new(format!("INSERT INTO events ({EVENT_COLUMNS}, deliveries) VALUES "));
+        for (n, (new, deliveries)) in chunk.iter().enumerate() {
+            let event = &new.event;
+            let row = [
+                sql.bind(&event.id),
+                sql.bind(&event.tenant_id),
+                sql.bind(&event.event_type),
+                sql.bind(event.data.get()),
+                sql.bind(None::<&str>),
+                sql.bind(event.received_at),
+                sql.bind(deliveries.len() as i64),
+            ];
+            sql.push(if n == 0 { "(" } else { ", (" }).push(&row.join(", ")).push(")");
+        }
+        sql.query()
+            .execute(&mut *connection)
+            .await
+            .map_err(conflict_on_unique(|| "an event id already exists".into()))?;
+    }
+
+    let types: BTreeSet<(&str, &str)> =
+        events.iter().map(|new| (new.event.tenant_id.as_str(), new.event.event_type.as_str())).collect();
+    let first_seen = events.iter().map(|new| new.event.received_at).min().unwrap_or_default();
+    for chunk in types.into_iter().collect::<Vec<_>>().chunks(MAX_LIST / 4) {
+        let mut sql = SqlBuilder::new("INSERT INTO event_types (tenant_id, name, description, created_at) VALUES ");
+        for (n, (tenant_id, name)) in chunk.iter().enumerate() {
+            let row = [sql.bind(*tenant_id), sql.bind(*name), "''".to_string(), sql.bind(first_seen)];
+            sql.push(if n == 0 { "(" } else { ", (" }).push(&row.join(", ")).push(")");
+        }
+        sql.push(" ON CONFLICT (tenant_id, name) DO NOTHING");
+        sql.query().execute(&mut *connection).await?;
+    }
+
+    let rows: Vec<(&NewEvent, &(String, String))> =
+        events.iter().zip(&routed).flat_map(|(new, deliveries)| deliveries.iter().map(move |d| (*new, *d))).collect();
+    for chunk in rows.chunks(MAX_LIST / 6) {
+        let mut sql = SqlBuilder::new(
+            "INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, event_type, status, attempts, \
+             schedule_offset, next_attempt_at, created_at, updated_at) VALUES ",
+        );
+        for (n, (new, (delivery_id, endpoint_id))) in chunk.iter().enumerate() {
+            let event = &new.event;
+            let at = sql.bind(event.received_at);
+            let row = [
+                sql.bind(delivery_id),
+                sql.bind(&event.tenant_id),
+                sql.bind(&event.id),
+                sql.bind(endpoint_id),
+                sql.bind(&event.event_type),
+                "'pending', 0, 0".to_string(),
+                at.clone(),
+                at.clone(),
+                at,
+            ];
+            sql.push(if n == 0 { "(" } else { ", (" }).push(&row.join(", ")).push(")");
+        }
+        sql.query()
+            .execute(&mut *connection)
+            .await
+            .map_err(conflict_on_unique(|| "a delivery reuses an existing id".into()))?;
+    }
+    Ok(events
+        .iter()
+        .zip(&routed)
+        .map(|(new, deliveries)| Published {
+            event_id: new.event.id.clone(),
+            deliveries: deliveries.len() as i64,
+            replayed: false,
+        })
+        .collect())
 }
 
 /// The endpoints the events fan out to that exist, by tenant, held against deletion until the
@@ -83,12 +181,7 @@ async fn publish_one(
     existing_endpoints: &HashMap<String, HashSet<String>>,
 ) -> StoreResult<Published> {
     let event = &new.event;
-    let existing = existing_endpoints.get(&event.tenant_id);
-    let routed: Vec<&(String, String)> = new
-        .deliveries
-        .iter()
-        .filter(|(_, endpoint_id)| existing.is_some_and(|ids| ids.contains(endpoint_id)))
-        .collect();
+    let routed = routed(new, existing_endpoints);
     let deliveries = routed.len() as i64;
     // Inserting and letting the idempotency index reject a reused key, rather than looking first, is what makes
     // two concurrent publishes with the same key safe on PostgreSQL: the second waits for the first to commit,
