@@ -10,6 +10,7 @@ use futures_util::future::join_all;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
+use crate::plugins::PluginCalls;
 use crate::receiver::unix_nanos;
 use crate::router_process::ADMIN_KEY;
 
@@ -30,6 +31,7 @@ pub struct Published {
 
 /// The router's record of one delivery.
 pub struct DeliveryRecord {
+    pub id: String,
     pub event_id: String,
     pub endpoint_id: String,
     pub status: String,
@@ -77,6 +79,65 @@ impl Api {
         }
         let endpoint: Value = response.json().await?;
         Ok(endpoint["id"].as_str().context("endpoint without id")?.to_string())
+    }
+
+    /// Installs (or replaces) plugin `name` through the admin API; returns the sha256 of the version it loaded.
+    pub async fn upload_plugin(&self, name: &str, component: Vec<u8>) -> anyhow::Result<String> {
+        let response = self
+            .http
+            .put(format!("{}/api/v1/plugins/{name}", self.base))
+            .bearer_auth(ADMIN_KEY)
+            .header("content-type", "application/wasm")
+            .body(component)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("uploading plugin {name}: {} {}", response.status(), response.text().await.unwrap_or_default());
+        }
+        let plugin: Value = response.json().await?;
+        Ok(plugin["latest"]
+            .as_str()
+            .with_context(|| format!("plugin {name} has no latest version: {plugin}"))?
+            .to_string())
+    }
+
+    /// The router's call statistics of every loaded version of plugin `name`, newest first.
+    pub async fn plugin_calls(&self, name: &str) -> anyhow::Result<Vec<PluginCalls>> {
+        let plugin: Value = self
+            .http
+            .get(format!("{}/api/v1/plugins/{name}", self.base))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await?
+            .error_for_status()
+            .with_context(|| format!("fetching plugin {name}"))?
+            .json()
+            .await?;
+        let versions = plugin["versions"].as_array().with_context(|| format!("plugin {name} without versions"))?;
+        Ok(versions
+            .iter()
+            .map(|v| PluginCalls {
+                plugin: name.to_string(),
+                sha256: v["sha256"].as_str().unwrap_or_default().to_string(),
+                calls: v["calls"].as_u64().unwrap_or_default(),
+                errors: v["errors"].as_u64().unwrap_or_default(),
+                p50_us: v["p50_us"].as_u64(),
+                p99_us: v["p99_us"].as_u64(),
+            })
+            .collect())
+    }
+
+    /// The errors recorded on a delivery's attempts (e.g. a plugin call that failed), oldest first.
+    pub async fn attempt_errors(&self, delivery_id: &str) -> anyhow::Result<Vec<String>> {
+        let delivery: Value = self
+            .request(reqwest::Method::GET, &format!("/deliveries/{delivery_id}"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let attempts = delivery["attempts_log"].as_array().context("delivery without attempts_log")?;
+        Ok(attempts.iter().filter_map(|a| a["error"].as_str().map(str::to_string)).collect())
     }
 
     /// Publishes one event; returns how many deliveries the router created for it.
@@ -179,6 +240,7 @@ impl Api {
             let page: Value = request.send().await?.error_for_status()?.json().await?;
             for d in page["data"].as_array().context("page without data")? {
                 all.push(DeliveryRecord {
+                    id: d["id"].as_str().unwrap_or_default().to_string(),
                     event_id: d["event_id"].as_str().unwrap_or_default().to_string(),
                     endpoint_id: d["endpoint_id"].as_str().unwrap_or_default().to_string(),
                     status: d["status"].as_str().unwrap_or_default().to_string(),

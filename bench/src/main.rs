@@ -5,6 +5,7 @@
 //! duplicated without a recorded retry.
 
 mod client;
+mod plugins;
 mod receiver;
 mod report;
 mod router_process;
@@ -32,9 +33,13 @@ enum Which {
     Queued,
     /// Fixed publish rate (--rate for --duration-secs) for latency under steady load.
     Steady,
+    /// `fanout` with a WASM filter (amount-threshold) and transform (redact) on every endpoint; needs the plugins
+    /// built (`cargo build --target wasm32-wasip2 --release -p amount-threshold -p redact …`).
+    Wasm,
     /// Every scenario on SQLite (or --database), then `single` and `fanout` on PostgreSQL.
     All,
-    /// Every scenario with tiny counts, on --database: for CI, so the harness cannot rot.
+    /// Every scenario with tiny counts, on --database: for CI, so the harness cannot rot. `wasm` is skipped (with a
+    /// message) when the plugin components are not built.
     Smoke,
 }
 
@@ -51,7 +56,7 @@ struct Cli {
     /// PostgreSQL server (trust auth); a fresh database is created on it per run and dropped afterwards.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
     pg_url: String,
-    /// Events to publish [default: per scenario: single/queued 10000, fanout/jsonpath 2000, failing 5000].
+    /// Events to publish [default: per scenario: single/queued 10000, fanout/jsonpath/wasm 2000, failing 5000].
     #[arg(long)]
     events: Option<u64>,
     /// Concurrent publishers (closed loop: each publishes its next event when the previous one is accepted).
@@ -82,8 +87,15 @@ fn parse_secs(text: &str) -> Result<Duration, String> {
     text.parse::<u64>().map(Duration::from_secs).map_err(|e| format!("{e} (whole seconds)"))
 }
 
-const ALL: [Scenario; 6] =
-    [Scenario::Single, Scenario::Fanout, Scenario::Jsonpath, Scenario::Failing, Scenario::Queued, Scenario::Steady];
+const ALL: [Scenario; 7] = [
+    Scenario::Single,
+    Scenario::Fanout,
+    Scenario::Jsonpath,
+    Scenario::Failing,
+    Scenario::Queued,
+    Scenario::Steady,
+    Scenario::Wasm,
+];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -111,6 +123,7 @@ async fn main() -> anyhow::Result<()> {
         Which::Failing => vec![(Scenario::Failing, cli.database)],
         Which::Queued => vec![(Scenario::Queued, cli.database)],
         Which::Steady => vec![(Scenario::Steady, cli.database)],
+        Which::Wasm => vec![(Scenario::Wasm, cli.database)],
         Which::All => ALL
             .iter()
             .map(|s| (*s, cli.database))
@@ -124,7 +137,15 @@ async fn main() -> anyhow::Result<()> {
             params.rate = params.rate.min(100);
             params.duration = params.duration.min(Duration::from_secs(2));
             params.timeout = params.timeout.min(Duration::from_secs(60));
-            ALL.iter().map(|s| (*s, cli.database)).collect()
+            let wasm_built = plugins::components_built();
+            if !wasm_built {
+                eprintln!(
+                    "smoke: SKIPPING the wasm scenario: {} not built (build with `{}`)",
+                    plugins::component_path(plugins::FILTER).display(),
+                    plugins::BUILD_COMMAND
+                );
+            }
+            ALL.iter().filter(|s| wasm_built || **s != Scenario::Wasm).map(|s| (*s, cli.database)).collect()
         }
     };
     for (scenario, database) in runs {

@@ -2,6 +2,12 @@
 //! configurable share of requests). It records, per accepted delivery, which endpoint it was sent to (from the
 //! path `/ep/<index>`), the event id and the publish→receipt latency from the `sent_at_ns` the harness put in the
 //! payload. Requests to `/baseline` (the raw reqwest client) are only counted.
+//!
+//! Bodies come in two forms (see [`Expect`]): the router's envelope (`{"id", …, "data": {"sent_at_ns", …}}`), or,
+//! behind a transform plugin such as `redact`, the bare payload (`{"sent_at_ns", …}`), whose event id is then taken
+//! from the `webhook-id` header (the event id in Standard Webhooks signing). A body in the other form, without its
+//! id or timestamp, or still holding a field the transform should have removed counts as malformed, which fails
+//! the run.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -39,8 +45,18 @@ pub struct Recorded {
     pub requests: AtomicU64,
     pub failed: AtomicU64,
     pub baseline: AtomicU64,
-    /// Bodies that did not parse as an envelope with `data.sent_at_ns`: any is a harness or router bug.
+    /// Bodies that did not parse in the expected form (see [`Expect`]): any is a harness or router bug.
     pub malformed: AtomicU64,
+}
+
+/// The body form every delivery must arrive in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// The router's envelope: event id at `id`, timestamp at `data.sent_at_ns`.
+    Envelope,
+    /// A transformed body that is the event's payload: timestamp at the top level, event id from `webhook-id`, and
+    /// this field removed by the transform.
+    Payload { redacted: &'static str },
 }
 
 pub struct Receiver {
@@ -68,6 +84,29 @@ struct Payload {
     sent_at_ns: u64,
 }
 
+/// The event id and `sent_at_ns` of a delivery body in the `expect`ed form, or `None` if it is malformed.
+/// `webhook_id`: the request's `webhook-id` header, which must agree with the envelope's id when both are there.
+pub fn parse_delivery(body: &[u8], webhook_id: Option<&str>, expect: Expect) -> Option<(String, u64)> {
+    match expect {
+        Expect::Envelope => {
+            let envelope: Envelope = serde_json::from_slice(body).ok()?;
+            if webhook_id.is_some_and(|header| header != envelope.id) {
+                return None;
+            }
+            Some((envelope.id, envelope.data.sent_at_ns))
+        }
+        Expect::Payload { redacted } => {
+            let payload: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).ok()?;
+            // An envelope here means the transform did not run; the redacted field means it did not redact.
+            if payload.contains_key("data") || payload.contains_key(redacted) {
+                return None;
+            }
+            let sent_at_ns = payload.get("sent_at_ns")?.as_u64()?;
+            Some((webhook_id?.to_string(), sent_at_ns))
+        }
+    }
+}
+
 pub fn unix_nanos() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_nanos() as u64
 }
@@ -75,8 +114,8 @@ pub fn unix_nanos() -> u64 {
 impl Receiver {
     /// Starts listening on an ephemeral loopback port. `fail_every`: answer `500` to every n-th delivery request
     /// (5 = 20 %); a counter instead of randomness keeps the failure share exact and the run reproducible.
-    /// `gated`: hold delivery requests until [`Receiver::open_gate`].
-    pub async fn start(fail_every: Option<u64>, gated: bool) -> anyhow::Result<Self> {
+    /// `gated`: hold delivery requests until [`Receiver::open_gate`]. `expect`: the form every delivery body must have.
+    pub async fn start(fail_every: Option<u64>, gated: bool, expect: Expect) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let recorded = Arc::new(Recorded::default());
@@ -89,7 +128,8 @@ impl Receiver {
                 let recorded = shared.clone();
                 let gate = gate_rx.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(req, recorded.clone(), fail_every, gate.clone()));
+                    let service =
+                        service_fn(move |req| handle(req, recorded.clone(), fail_every, gate.clone(), expect));
                     // Connection errors (the router closing a connection mid-request at shutdown) are not results.
                     let _ =
                         http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service).await;
@@ -113,8 +153,10 @@ async fn handle(
     recorded: Arc<Recorded>,
     fail_every: Option<u64>,
     mut gate: watch::Receiver<bool>,
+    expect: Expect,
 ) -> Result<Response<Empty<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
+    let webhook_id = req.headers().get("webhook-id").and_then(|v| v.to_str().ok()).map(str::to_string);
     let body = match req.into_body().collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => return Ok(status(StatusCode::BAD_REQUEST)),
@@ -135,18 +177,13 @@ async fn handle(
         recorded.failed.fetch_add(1, Ordering::Relaxed);
         return Ok(status(StatusCode::INTERNAL_SERVER_ERROR));
     }
-    match serde_json::from_slice::<Envelope>(&body) {
-        Ok(envelope) => {
-            let receipt = Receipt {
-                endpoint,
-                event_id: envelope.id,
-                arrived_ns,
-                latency_ns: arrived_ns.saturating_sub(envelope.data.sent_at_ns),
-            };
+    match parse_delivery(&body, webhook_id.as_deref(), expect) {
+        Some((event_id, sent_at_ns)) => {
+            let receipt = Receipt { endpoint, event_id, arrived_ns, latency_ns: arrived_ns.saturating_sub(sent_at_ns) };
             recorded.receipts.lock().expect("receiver lock").push(receipt);
             Ok(status(StatusCode::NO_CONTENT))
         }
-        Err(_) => {
+        None => {
             recorded.malformed.fetch_add(1, Ordering::Relaxed);
             Ok(status(StatusCode::BAD_REQUEST))
         }
@@ -157,4 +194,34 @@ fn status(code: StatusCode) -> Response<Empty<Bytes>> {
     let mut response = Response::new(Empty::new());
     *response.status_mut() = code;
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ENVELOPE: &str = r#"{"id":"evt_1","type":"bench.tick","data":{"sent_at_ns":7,"currency":"EUR"}}"#;
+    const PAYLOAD: &str = r#"{"sent_at_ns":7,"seq":1,"amount":1234}"#;
+    const REDACT: Expect = Expect::Payload { redacted: "currency" };
+
+    #[test]
+    fn envelope_form() {
+        assert_eq!(parse_delivery(ENVELOPE.as_bytes(), None, Expect::Envelope), Some(("evt_1".into(), 7)));
+        assert_eq!(parse_delivery(ENVELOPE.as_bytes(), Some("evt_1"), Expect::Envelope), Some(("evt_1".into(), 7)));
+        // The signed id must be the envelope's.
+        assert_eq!(parse_delivery(ENVELOPE.as_bytes(), Some("evt_2"), Expect::Envelope), None);
+        // A bare payload where an envelope is expected.
+        assert_eq!(parse_delivery(PAYLOAD.as_bytes(), Some("evt_1"), Expect::Envelope), None);
+    }
+
+    #[test]
+    fn transformed_payload_form() {
+        assert_eq!(parse_delivery(PAYLOAD.as_bytes(), Some("evt_1"), REDACT), Some(("evt_1".into(), 7)));
+        // No id without the header; an untransformed envelope; a field the transform should have removed.
+        assert_eq!(parse_delivery(PAYLOAD.as_bytes(), None, REDACT), None);
+        assert_eq!(parse_delivery(ENVELOPE.as_bytes(), Some("evt_1"), REDACT), None);
+        let unredacted = r#"{"sent_at_ns":7,"currency":"EUR"}"#;
+        assert_eq!(parse_delivery(unredacted.as_bytes(), Some("evt_1"), REDACT), None);
+        assert_eq!(parse_delivery(b"{\"seq\":1}", Some("evt_1"), REDACT), None);
+    }
 }

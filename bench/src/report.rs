@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::plugins::PluginCalls;
 use crate::receiver::Receipt;
 
 #[derive(Debug, Serialize)]
@@ -33,6 +34,9 @@ pub struct Outcome {
     pub duplicate_receipts: u64,
     /// Seconds from the first publish until the last delivery was recorded as succeeded.
     pub wall_s: f64,
+    /// `wasm` scenario: the router's own per-call figures for each plugin version (its last 1,024 calls).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plugin_calls: Vec<PluginCalls>,
 }
 
 /// The `q`-quantile (nearest rank) of sorted values.
@@ -96,6 +100,18 @@ pub fn print_table(outcome: &Outcome) {
     ];
     for (name, value) in rows {
         println!("  {name:<17} {value}");
+    }
+    for p in &o.plugin_calls {
+        let us = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+        println!(
+            "  {:<17} {} calls, {} errors, per call p50 {} µs, p99 {} µs (router-measured, last 1,024 calls; {})",
+            format!("plugin {}", p.plugin),
+            p.calls,
+            p.errors,
+            us(p.p50_us),
+            us(p.p99_us),
+            p.sha256.get(..12).unwrap_or(&p.sha256)
+        );
     }
 }
 

@@ -1,8 +1,9 @@
 //! The scenarios and the run of one: receiver + baseline, router on a fresh database, endpoints, publishing,
 //! waiting for every delivery, checking exactly-once by the router's record, and computing the figures.
 //!
-//! Later scenarios (WASM filter/transform per endpoint) slot in as another `Scenario` variant with its own
-//! endpoint set-up in `create_endpoints`.
+//! `wasm` is `fanout` with a WebAssembly filter (`amount-threshold`, keeps every event) and transform (`redact`,
+//! removes `currency`; the body becomes the bare payload) bound to every endpoint, both uploaded through the admin
+//! API first.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -14,7 +15,8 @@ use anyhow::{bail, ensure, Context};
 use serde_json::json;
 
 use crate::client::{self, Api};
-use crate::receiver::{Receipt, Receiver};
+use crate::plugins;
+use crate::receiver::{Expect, Receipt, Receiver};
 use crate::report::{ms, quantile, sustained_rate, Outcome};
 use crate::router_process::{Database, RouterOptions, RouterProcess};
 
@@ -32,6 +34,8 @@ pub enum Scenario {
     Queued,
     /// A fixed publish rate (default 1,000 events/s for 30 s) for latency under steady load.
     Steady,
+    /// Fan-out to 10 endpoints, each running a WASM filter (keeps every event) and a WASM transform (`redact`).
+    Wasm,
 }
 
 /// Knobs shared by all scenarios (from the command line).
@@ -59,12 +63,13 @@ impl Scenario {
             Scenario::Failing => "failing",
             Scenario::Queued => "queued",
             Scenario::Steady => "steady",
+            Scenario::Wasm => "wasm",
         }
     }
 
     fn endpoints(self) -> usize {
         match self {
-            Scenario::Fanout | Scenario::Jsonpath => 10,
+            Scenario::Fanout | Scenario::Jsonpath | Scenario::Wasm => 10,
             _ => 1,
         }
     }
@@ -72,7 +77,7 @@ impl Scenario {
     fn default_events(self) -> u64 {
         match self {
             Scenario::Single | Scenario::Queued => 10_000,
-            Scenario::Fanout | Scenario::Jsonpath => 2_000,
+            Scenario::Fanout | Scenario::Jsonpath | Scenario::Wasm => 2_000,
             Scenario::Failing => 5_000,
             // Derived from rate × duration instead.
             Scenario::Steady => 0,
@@ -100,6 +105,17 @@ async fn create_endpoints(scenario: Scenario, api: &Api, receiver: &Receiver) ->
             Scenario::Jsonpath => (Some(format!("$[?@.data.parity == {} && @.data.amount > 100]", i % 2)), json!({})),
             // The receiver holds requests until publishing ends: they must not time out and be retried meanwhile.
             Scenario::Queued => (None, json!({"timeout_secs": 300})),
+            // Every bench event has `amount` 1234, so the filter keeps all of them and every delivery is sent. A
+            // failed plugin call (e.g. its 50 ms deadline hit on an overloaded machine) fails the attempt: retry
+            // after 1 s rather than the default 60 s, so the run still finishes (it shows under `retries`).
+            Scenario::Wasm => (
+                None,
+                json!({
+                    "filter": {"plugin": plugins::FILTER, "config": {"field": "amount", "above": 100}},
+                    "transform": {"plugin": plugins::TRANSFORM, "config": {"fields": [plugins::REDACTED_FIELD]}},
+                    "retry": {"schedule": ["1s"], "max_attempts": 10},
+                }),
+            ),
             _ => (None, json!({})),
         };
         ids.push(api.create_endpoint(&url, filter.as_deref(), extra).await?);
@@ -109,7 +125,19 @@ async fn create_endpoints(scenario: Scenario, api: &Api, receiver: &Receiver) ->
 
 pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome> {
     let fail_every = (scenario == Scenario::Failing).then_some(5);
-    let receiver = Receiver::start(fail_every, scenario == Scenario::Queued).await?;
+    let expect = match scenario {
+        Scenario::Wasm => Expect::Payload { redacted: plugins::REDACTED_FIELD },
+        _ => Expect::Envelope,
+    };
+    // Read the components before starting anything, so a missing build fails at once with the command to run.
+    let components = match scenario {
+        Scenario::Wasm => vec![
+            (plugins::FILTER, plugins::read_component(plugins::FILTER)?),
+            (plugins::TRANSFORM, plugins::read_component(plugins::TRANSFORM)?),
+        ],
+        _ => Vec::new(),
+    };
+    let receiver = Receiver::start(fail_every, scenario == Scenario::Queued, expect).await?;
     let baseline =
         client::baseline(&receiver.url("/baseline"), params.baseline_requests, params.dispatch_concurrency).await?;
 
@@ -122,6 +150,10 @@ pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome>
     })
     .await?;
     let api = Arc::new(Api::new(&router.base_url, params.publishers.max(params.rate as usize)).await?);
+    let mut uploaded = Vec::new();
+    for (name, component) in components {
+        uploaded.push((name, api.upload_plugin(name, component).await?));
+    }
     let endpoint_ids = create_endpoints(scenario, &api, &receiver).await?;
 
     let cpu_before = router.cpu_seconds()?;
@@ -152,6 +184,29 @@ pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome>
     let wall = started.elapsed();
     let cpu = router.cpu_seconds()? - cpu_before;
     let peak_rss_mib = router.memory_kib("VmHWM")? as f64 / 1024.0;
+    let mut plugin_calls = Vec::new();
+    if scenario == Scenario::Wasm {
+        for name in [plugins::FILTER, plugins::TRANSFORM] {
+            plugin_calls.extend(api.plugin_calls(name).await?);
+        }
+        // A failed call fails its attempt, which is retried (and counted under `retries`): not a lost delivery,
+        // but worth seeing (e.g. the call deadline hit on an overloaded machine).
+        // Every delivery ran both plugins, on the uploaded versions, at least once.
+        for (name, sha256) in &uploaded {
+            let calls: u64 = plugin_calls.iter().filter(|p| p.sha256 == *sha256).map(|p| p.calls).sum();
+            ensure!(calls >= expected, "plugin {name} ({sha256}) ran {calls} times for {expected} deliveries");
+        }
+        for failing in plugin_calls.iter().filter(|p| p.errors > 0) {
+            eprintln!("warning: plugin {} failed {} of {} calls", failing.plugin, failing.errors, failing.calls);
+        }
+        if plugin_calls.iter().any(|p| p.errors > 0) {
+            for retried in records.iter().filter(|d| d.attempts > 1).take(3) {
+                for error in api.attempt_errors(&retried.id).await? {
+                    eprintln!("warning: delivery {} attempt failed: {error}", retried.id);
+                }
+            }
+        }
+    }
     drop(router);
 
     let receipts = receiver.recorded.receipts.lock().expect("receiver lock").clone();
@@ -183,6 +238,7 @@ pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome>
         retried_deliveries: check.retried,
         duplicate_receipts: check.duplicates,
         wall_s: wall.as_secs_f64(),
+        plugin_calls,
     })
 }
 
@@ -284,7 +340,13 @@ mod tests {
     use super::*;
 
     fn record(event: &str, endpoint: &str, status: &str, attempts: i64) -> client::DeliveryRecord {
-        client::DeliveryRecord { event_id: event.into(), endpoint_id: endpoint.into(), status: status.into(), attempts }
+        client::DeliveryRecord {
+            id: format!("dlv_{event}_{endpoint}"),
+            event_id: event.into(),
+            endpoint_id: endpoint.into(),
+            status: status.into(),
+            attempts,
+        }
     }
 
     fn receipt(endpoint: usize, event: &str, arrived_ns: u64) -> Receipt {
