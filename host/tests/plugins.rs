@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchyard::plugin::{
-    Attempt, CallError, Endpoint, ErrorKind, Event, FilterDecision, LoadError, Outcome, PluginEngine, PluginKind,
-    PluginLimits, PluginRegistry, PluginVersion, PluginWatcher, RetryDecision,
+    bound, Attempt, CallError, Endpoint, ErrorKind, Event, FilterDecision, LoadError, Outcome, PluginEngine,
+    PluginKind, PluginLimits, PluginRegistry, PluginVersion, PluginWatcher, RetryDecision,
 };
 use tempfile::TempDir;
 
@@ -264,6 +264,28 @@ async fn an_infinite_loop_hits_the_deadline_without_stalling_the_host() {
     assert_eq!(result, Err(CallError::Deadline(Duration::from_millis(50))));
     assert!(elapsed >= Duration::from_millis(45) && elapsed < Duration::from_millis(500), "{elapsed:?}");
     assert!(other_done < elapsed, "the other call ({other_done:?}) waited for the loop ({elapsed:?})");
+}
+
+#[tokio::test]
+async fn a_missed_deadline_is_tried_once_more_and_other_errors_are_not() {
+    let Some([misbehave]) = support::plugins(["misbehave"]) else { return };
+    let dir = TempDir::new().unwrap();
+    let registry = PluginRegistry::new(engine(&dir, limits()));
+    let version = load(&registry, "misbehave", &misbehave).await;
+    let calls = || version.stats().calls;
+    let empty = event("{}");
+
+    let looping = endpoint(r#"{"mode": "loop"}"#);
+    let started = Instant::now();
+    let result = bound::once_more_if_starved(|| version.filter(&empty, &looping)).await;
+    assert_eq!(result, Err(CallError::Deadline(Duration::from_millis(50))));
+    assert_eq!(calls(), 2, "the loop ran twice");
+    assert!(started.elapsed() >= Duration::from_millis(90), "{:?}", started.elapsed());
+
+    let trapping = endpoint(r#"{"mode": "trap"}"#);
+    let result = bound::once_more_if_starved(|| version.filter(&empty, &trapping)).await;
+    assert!(matches!(result, Err(CallError::Trap(_))), "{result:?}");
+    assert_eq!(calls(), 3, "a trap is the plugin's own fault: not tried again");
 }
 
 /// Waits up to `limit` for `check`.

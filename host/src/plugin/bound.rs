@@ -3,9 +3,10 @@
 //! Shared by the dispatcher (real deliveries) and the simulate endpoint (a dry run), so a simulation runs exactly
 //! what a delivery would. Nothing here touches the store: the caller records what comes back.
 
+use std::future::Future;
 use std::sync::Arc;
 
-use super::{Attempt, FilterDecision, PluginKind, PluginRegistry, PluginVersion, RetryDecision};
+use super::{Attempt, CallError, FilterDecision, PluginKind, PluginRegistry, PluginVersion, RetryDecision};
 use crate::model::{self, PluginBinding, PluginUse, PreparedRequest};
 
 /// What the filter and transform decided for one delivery.
@@ -31,7 +32,8 @@ pub async fn prepare(registry: &PluginRegistry, event: &model::Event, endpoint: 
             Err(error) => return Preparation::Failed { prepared, error },
         };
         prepared.plugin_versions.insert("filter".into(), plugin_use(&version));
-        match version.filter(&guest_event, &guest_endpoint(endpoint, binding)).await {
+        let guest_endpoint = guest_endpoint(endpoint, binding);
+        match once_more_if_starved(|| version.filter(&guest_event, &guest_endpoint)).await {
             Ok(FilterDecision::Keep) => {}
             Ok(FilterDecision::Drop) => {
                 let reason = format!("dropped by filter `{}` ({})", version.name(), short(version.sha256()));
@@ -50,7 +52,8 @@ pub async fn prepare(registry: &PluginRegistry, event: &model::Event, endpoint: 
             Err(error) => return Preparation::Failed { prepared, error },
         };
         prepared.plugin_versions.insert("transform".into(), plugin_use(&version));
-        match version.transform(&guest_event, &guest_endpoint(endpoint, binding)).await {
+        let guest_endpoint = guest_endpoint(endpoint, binding);
+        match once_more_if_starved(|| version.transform(&guest_event, &guest_endpoint)).await {
             Ok(request) => {
                 prepared.body = Some(request.body);
                 prepared.content_type = Some(request.content_type);
@@ -77,11 +80,26 @@ pub async fn decide_retry(
         Ok(version) => version,
         Err(error) => return (None, Err(error)),
     };
-    let decision = version
-        .retry_policy(attempt, &guest_endpoint(endpoint, binding))
+    let guest_endpoint = guest_endpoint(endpoint, binding);
+    let decision = once_more_if_starved(|| version.retry_policy(attempt, &guest_endpoint))
         .await
         .map_err(|e| call_failed("retry policy", &version, &e));
     (Some(plugin_use(&version)), decision)
+}
+
+/// Runs `call`, and once more (in a fresh sandbox) if it missed its deadline or found every instance slot busy.
+/// The deadline is wall-clock time: on a loaded host a descheduled call can miss it through no fault of the plugin,
+/// and failing the attempt for that would delay the delivery by a whole retry step. A plugin that really loops
+/// fails both times, at the cost of a second deadline.
+pub async fn once_more_if_starved<T, F, Fut>(mut call: F) -> Result<T, CallError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, CallError>>,
+{
+    match call().await {
+        Err(CallError::Deadline(_) | CallError::Busy) => call().await,
+        answer => answer,
+    }
 }
 
 /// The version a binding uses now: its pinned sha256, or the latest loaded version. It must export `kind`.
