@@ -63,7 +63,7 @@ struct Cli {
     #[arg(long, default_value_t = 50)]
     publishers: usize,
     /// SWITCHYARD_DISPATCH_CONCURRENCY for the router, and the concurrency of the baseline client.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 256)]
     dispatch_concurrency: usize,
     /// Requests the baseline client sends straight to the receiver. Enough for a few seconds of sending: a shorter
     /// burst swings with whatever else the machine is doing at that instant.
