@@ -35,6 +35,8 @@ pub use crate::secrets::{NO_SIGNING_SECRET, UNDECRYPTABLE_SECRET};
 
 /// How long shutdown waits for attempts in flight before aborting them and giving their leases back.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Longest wait for more slots to free up before claiming for the few that are free.
+const CLAIM_LINGER: Duration = Duration::from_millis(2);
 /// Shortest idle sleep, so a store whose `next_due_at` disagrees with `claim_due` cannot make the loop spin.
 const MIN_IDLE: Duration = Duration::from_millis(20);
 
@@ -117,6 +119,8 @@ impl Dispatcher {
         let settings = &self.worker.settings;
         let slots = Arc::new(Semaphore::new(settings.concurrency));
         let mut in_flight = InFlight::default();
+        let claim_batch = (settings.concurrency / 8).max(1);
+        let mut lingered = false;
         tracing::info!(node_id = %self.worker.node_id, concurrency = settings.concurrency, "dispatcher started");
         loop {
             while let Some(joined) = in_flight.tasks.try_join_next_with_id() {
@@ -131,6 +135,21 @@ impl Dispatcher {
             notified.as_mut().enable();
 
             let free = slots.available_permits();
+            // A claim is a transaction; taking one per freed slot would spend the store's time on claims. While
+            // most slots are busy, let a few more attempts finish first (they wake the loop), but never wait long.
+            if free > 0 && free < claim_batch && free < settings.concurrency && !lingered {
+                lingered = true;
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    Some(joined) = in_flight.tasks.join_next_with_id() => {
+                        in_flight.finished(joined);
+                    }
+                    _ = &mut notified => {}
+                    _ = tokio::time::sleep(CLAIM_LINGER) => {}
+                }
+                continue;
+            }
+            lingered = false;
             let pause = if free == 0 {
                 None // Every slot is busy: only a finishing attempt (or stop) matters.
             } else {
