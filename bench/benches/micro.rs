@@ -23,7 +23,7 @@ use switchyard::plugin::{
     PluginLimits, PluginRegistry, PluginWatcher, DEFAULT_DEBOUNCE,
 };
 use switchyard::retry::{next_delay, RetryPolicy};
-use switchyard::routing::matching_endpoints;
+use switchyard::routing::{matching_endpoints, FilterCache};
 use switchyard::signing::signature_headers;
 
 const PAYLOAD: &str = r#"{"sent_at_ns":1795000000000000000,"seq":42,"parity":0,"amount":1234,"currency":"EUR","customer":{"id":"cus_123","country":"DE"},"items":[{"sku":"a","qty":1},{"sku":"b","qty":3}]}"#;
@@ -78,6 +78,14 @@ fn routing(c: &mut Criterion) {
         .collect();
     group.bench_function("10 endpoints, JSONPath filter each", |b| {
         b.iter(|| matching_endpoints(black_box(&filtered), black_box(&event)))
+    });
+    // What the ingest writer does: the parsed filters are kept across events.
+    let mut cache = FilterCache::default();
+    group.bench_function("1 endpoint, JSONPath filter, parsed filters cached", |b| {
+        b.iter(|| cache.matching_endpoints(black_box(&one_filter), black_box(&event)).len())
+    });
+    group.bench_function("10 endpoints, JSONPath filter each, parsed filters cached", |b| {
+        b.iter(|| cache.matching_endpoints(black_box(&filtered), black_box(&event)).len())
     });
     group.finish();
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::model::{new_id, Endpoint, Event};
-use crate::routing;
+use crate::routing::FilterCache;
 use crate::store::{NewEvent, Published, Store, StoreError, StoreResult};
 
 /// At most this many events share one transaction.
@@ -45,6 +45,7 @@ fn stopped() -> StoreError {
 }
 
 async fn write_batches(store: Arc<dyn Store>, mut queued: mpsc::UnboundedReceiver<Request>) {
+    let mut filters = FilterCache::default();
     while let Some(first) = queued.recv().await {
         let mut requests = vec![first];
         let mut events = requests[0].0.len();
@@ -57,12 +58,12 @@ async fn write_batches(store: Arc<dyn Store>, mut queued: mpsc::UnboundedReceive
                 Err(_) => break,
             }
         }
-        write(store.as_ref(), requests).await;
+        write(store.as_ref(), &mut filters, requests).await;
     }
 }
 
-async fn write(store: &dyn Store, requests: Vec<Request>) {
-    let requests = match fan_out(store, requests).await {
+async fn write(store: &dyn Store, filters: &mut FilterCache, requests: Vec<Request>) {
+    let requests = match fan_out(store, filters, requests).await {
         Ok(requests) => requests,
         Err((e, replies)) => {
             let message = e.to_string();
@@ -106,6 +107,7 @@ async fn write(store: &dyn Store, requests: Vec<Request>) {
 /// Adds each event's deliveries: one per active endpoint of its tenant with a matching subscription.
 async fn fan_out(
     store: &dyn Store,
+    filters: &mut FilterCache,
     requests: Vec<Request>,
 ) -> Result<Vec<(Vec<NewEvent>, Reply)>, (StoreError, Vec<Reply>)> {
     let tenants: BTreeSet<String> =
@@ -124,7 +126,8 @@ async fn fan_out(
                 .into_iter()
                 .map(|event| {
                     let candidates = endpoints.get(&event.tenant_id).map(Vec::as_slice).unwrap_or_default();
-                    let deliveries = routing::matching_endpoints(candidates, &event)
+                    let deliveries = filters
+                        .matching_endpoints(candidates, &event)
                         .into_iter()
                         .map(|endpoint| (new_id("dlv"), endpoint.id.clone()))
                         .collect();

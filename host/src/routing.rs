@@ -5,6 +5,8 @@
 //! the envelope lets a merchant test the event itself (`$[?@.data.amount > 1000]`) as well as search inside it
 //! (`$..items[?@.qty > 2]`). The event matches when the query selects at least one node.
 
+use std::collections::HashMap;
+
 use jsonpath_rust::parser::model::JpQuery;
 use jsonpath_rust::parser::parse_json_path;
 use jsonpath_rust::query::js_path_process;
@@ -91,40 +93,69 @@ pub fn validate_subscription(sub: &Subscription) -> Result<(), (&'static str, St
 
 /// The endpoints among `endpoints` that have a subscription matching `event`, in the given order.
 pub fn matching_endpoints<'a>(endpoints: &'a [Endpoint], event: &Event) -> Vec<&'a Endpoint> {
-    // Built lazily: most subscriptions have no filter, and the envelope costs a parse of the payload.
-    let mut wrapped_envelope: Option<Value> = None;
-    endpoints
-        .iter()
-        .filter(|endpoint| {
-            endpoint.subscriptions.iter().any(|sub| {
+    FilterCache::default().matching_endpoints(endpoints, event)
+}
+
+/// Parsed JSONPath filters by their text, so matching many events does not parse every filter again for each
+/// one (parsing costs several times what evaluating does). Cleared when it outgrows its bound: filters change
+/// rarely, and a clear only costs parsing them again.
+#[derive(Default)]
+pub struct FilterCache {
+    /// `None` for a stored filter that does not parse (written by another version): it matches nothing.
+    parsed: HashMap<String, Option<JpQuery>>,
+}
+
+const MAX_CACHED_FILTERS: usize = 10_000;
+
+impl FilterCache {
+    /// The endpoints with a subscription that selects `event`: its type pattern matches and its filter, if any,
+    /// selects at least one node.
+    pub fn matching_endpoints<'a>(&mut self, endpoints: &'a [Endpoint], event: &Event) -> Vec<&'a Endpoint> {
+        // Built lazily: most subscriptions have no filter, and the envelope costs a parse of the payload.
+        let mut wrapped_envelope: Option<Value> = None;
+        let mut matched = Vec::new();
+        for endpoint in endpoints {
+            let selects = endpoint.subscriptions.iter().any(|sub| {
                 let type_matches = parse_pattern(&sub.event_type).is_ok_and(|p| p.matches(&event.event_type));
                 type_matches
                     && match &sub.filter {
                         None => true,
-                        Some(filter) => {
-                            let doc = wrapped_envelope.get_or_insert_with(|| wrap_envelope(event));
-                            filter_selects(filter, doc, &endpoint.id)
-                        }
+                        Some(filter) => match self.query(filter, &endpoint.id) {
+                            Some(query) => {
+                                let doc = wrapped_envelope.get_or_insert_with(|| wrap_envelope(event));
+                                js_path_process(query, doc).is_ok_and(|nodes| !nodes.is_empty())
+                            }
+                            None => false,
+                        },
                     }
-            })
-        })
-        .collect()
+            });
+            if selects {
+                matched.push(endpoint);
+            }
+        }
+        matched
+    }
+
+    fn query(&mut self, filter: &str, endpoint_id: &str) -> Option<&JpQuery> {
+        if !self.parsed.contains_key(filter) {
+            if self.parsed.len() >= MAX_CACHED_FILTERS {
+                self.parsed.clear();
+            }
+            let parsed = parse_filter(filter)
+                .inspect_err(|error| {
+                    // Filters are validated before they are stored, so this means a row written by another version.
+                    tracing::warn!(endpoint_id, %error, "stored subscription filter does not parse; treating as no match");
+                })
+                .ok();
+            self.parsed.insert(filter.to_string(), parsed);
+        }
+        self.parsed.get(filter).and_then(Option::as_ref)
+    }
 }
 
 fn wrap_envelope(event: &Event) -> Value {
     let envelope = serde_json::from_str(&event.envelope()).expect("the envelope is JSON that Switchyard wrote");
     Value::Array(vec![envelope])
-}
-
-fn filter_selects(filter: &str, doc: &Value, endpoint_id: &str) -> bool {
-    match parse_filter(filter) {
-        Ok(query) => js_path_process(&query, doc).is_ok_and(|nodes| !nodes.is_empty()),
-        Err(error) => {
-            // Filters are validated before they are stored, so this means a row written by another version.
-            tracing::warn!(endpoint_id, %error, "stored subscription filter does not parse; treating as no match");
-            false
-        }
-    }
 }
 
 /// Whether `filter` selects anything in `event`: the single-subscription form of [`matching_endpoints`], for
@@ -180,6 +211,29 @@ mod tests {
 
     fn matched(endpoints: &[Endpoint], event: &Event) -> Vec<String> {
         matching_endpoints(endpoints, event).into_iter().map(|e| e.id.clone()).collect()
+    }
+
+    #[test]
+    fn the_filter_cache_matches_like_fresh_parsing_and_skips_broken_filters() {
+        let endpoints = vec![
+            endpoint("ep_big", &[("payment.*", Some("$[?@.data.amount > 1000]"))]),
+            endpoint("ep_eur", &[("payment.*", Some("$[?@.data.currency == 'EUR']"))]),
+            // As if written by another version: does not parse, so it matches nothing (and does not panic).
+            endpoint("ep_broken", &[("payment.*", Some("$[?@.data.amount >"))]),
+            endpoint("ep_all", &[("*", None)]),
+        ];
+        let mut cache = FilterCache::default();
+        for (data, expected) in [
+            (r#"{"amount": 5000, "currency": "EUR"}"#, vec!["ep_big", "ep_eur", "ep_all"]),
+            (r#"{"amount": 5, "currency": "USD"}"#, vec!["ep_all"]),
+            (r#"{"amount": 5000, "currency": "USD"}"#, vec!["ep_big", "ep_all"]),
+        ] {
+            let event = event("payment.succeeded", data);
+            let ids = |matched: Vec<&Endpoint>| matched.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+            assert_eq!(ids(cache.matching_endpoints(&endpoints, &event)), expected);
+            assert_eq!(ids(matching_endpoints(&endpoints, &event)), expected);
+        }
+        assert_eq!(cache.parsed.len(), 3, "each filter parsed once, the broken one remembered as such");
     }
 
     #[test]
