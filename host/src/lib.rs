@@ -44,6 +44,8 @@ pub struct AppState {
     pub ingest: ingest::Ingest,
     /// Loaded plugin versions, fed by the watcher on `config.plugins_dir`.
     pub plugins: Arc<PluginRegistry>,
+    /// Recently authenticated keys and known tenants.
+    pub auth_cache: api::auth::AuthCache,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +108,7 @@ pub async fn run(
         dispatch_wakeup: Arc::new(Notify::new()),
         ingest: ingest::Ingest::start(store.clone()),
         plugins: plugins.clone(),
+        auth_cache: api::auth::AuthCache::default(),
     };
 
     let stop = CancellationToken::new();

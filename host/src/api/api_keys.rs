@@ -88,6 +88,7 @@ async fn revoke(State(state): State<AppState>, caller: Caller, PathId(id): PathI
     if !state.store.revoke_api_key(&caller.tenant_id, &id, now_millis()).await? {
         return Err(ApiError::NotFound("API key"));
     }
+    state.auth_cache.forget_keys();
     audit::record(&state, &caller, "api_key.revoked", "api_key", &id, json!({})).await;
     Ok(StatusCode::NO_CONTENT)
 }

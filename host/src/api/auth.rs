@@ -3,6 +3,13 @@
 //! by an indexed column.
 //!
 //! Handlers take [`AdminCaller`] (admin-only routes) or [`Caller`] (tenant-scoped routes) as an extractor.
+//!
+//! Every request is authenticated, so a database read per request would put one read in front of every publish.
+//! [`AuthCache`] keeps recently seen keys and tenants instead: tenants are never deleted, and a revocation clears
+//! this process's cache at once (other nodes sharing a PostgreSQL database stop accepting the key within
+//! [`KEY_CACHE_TTL`]).
+
+use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -24,6 +31,57 @@ pub const TENANT_HEADER: &str = "Switchyard-Tenant";
 pub const ADMIN_ACTOR: &str = "admin";
 /// How many leading characters of a tenant key are kept in clear to tell keys apart.
 pub const KEY_PREFIX_LEN: usize = 10;
+
+/// How long a tenant key, once found, is accepted without asking the database again. Bounds how long another
+/// node keeps accepting a key revoked elsewhere.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
+/// Entries kept per cache; unknown keys are never cached, so guessing cannot fill it.
+const AUTH_CACHE_ENTRIES: u64 = 10_000;
+
+/// Tenant keys by hash, and tenants known to exist (for the admin key's `Switchyard-Tenant`).
+#[derive(Clone)]
+pub struct AuthCache {
+    keys: moka::sync::Cache<String, ApiKey>,
+    tenants: moka::sync::Cache<String, ()>,
+}
+
+impl Default for AuthCache {
+    fn default() -> Self {
+        AuthCache {
+            keys: moka::sync::Cache::builder().max_capacity(AUTH_CACHE_ENTRIES).time_to_live(KEY_CACHE_TTL).build(),
+            tenants: moka::sync::Cache::builder().max_capacity(AUTH_CACHE_ENTRIES).build(),
+        }
+    }
+}
+
+impl AuthCache {
+    /// Forgets every cached key: call it after a revocation, so this node refuses the key from now on.
+    pub fn forget_keys(&self) {
+        self.keys.invalidate_all();
+    }
+
+    async fn find_key(&self, state: &AppState, hash: String) -> ApiResult<Option<ApiKey>> {
+        if let Some(key) = self.keys.get(&hash) {
+            return Ok(Some(key));
+        }
+        let found = state.store.find_api_key(&hash).await?.filter(|key| key.revoked_at.is_none());
+        if let Some(key) = &found {
+            self.keys.insert(hash, key.clone());
+        }
+        Ok(found)
+    }
+
+    async fn tenant_exists(&self, state: &AppState, tenant_id: &str) -> ApiResult<bool> {
+        if self.tenants.contains_key(tenant_id) {
+            return Ok(true);
+        }
+        let exists = state.store.get_tenant(tenant_id).await?.is_some();
+        if exists {
+            self.tenants.insert(tenant_id.to_string(), ());
+        }
+        Ok(exists)
+    }
+}
 
 /// Hex SHA-256 of a key's text.
 pub fn hash_key(key: &str) -> String {
@@ -63,9 +121,9 @@ async fn authenticate(parts: &Parts, state: &AppState) -> ApiResult<Principal> {
     if bool::from(hash.as_bytes().ct_eq(state.admin_key_hash.as_bytes())) {
         return Ok(Principal::Admin);
     }
-    match state.store.find_api_key(&hash).await? {
-        Some(key) if key.revoked_at.is_none() => Ok(Principal::Tenant(key)),
-        _ => Err(ApiError::Unauthorized),
+    match state.auth_cache.find_key(state, hash).await? {
+        Some(key) => Ok(Principal::Tenant(key)),
+        None => Err(ApiError::Unauthorized),
     }
 }
 
@@ -108,7 +166,7 @@ impl FromRequestParts<AppState> for Caller {
                         "the admin key must name the tenant it acts for in the Switchyard-Tenant header",
                     ));
                 };
-                if state.store.get_tenant(tenant_id).await?.is_none() {
+                if !state.auth_cache.tenant_exists(state, tenant_id).await? {
                     return Err(ApiError::NotFound("tenant"));
                 }
                 Ok(Caller { tenant_id: tenant_id.to_string(), actor: ADMIN_ACTOR.to_string() })
