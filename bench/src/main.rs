@@ -5,6 +5,7 @@
 //! duplicated without a recorded retry.
 
 mod client;
+mod disk;
 mod plugins;
 mod receiver;
 mod report;
@@ -69,6 +70,9 @@ struct Cli {
     /// burst swings with whatever else the machine is doing at that instant.
     #[arg(long, default_value_t = 100_000)]
     baseline_requests: u64,
+    /// How long to measure the disk's fsync latency before each scenario, in whole seconds (0: skip).
+    #[arg(long, default_value = "2", value_parser = parse_secs)]
+    disk_baseline_secs: Duration,
     /// `steady`: events per second.
     #[arg(long, default_value_t = 1_000)]
     rate: u64,
@@ -112,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
         publishers: cli.publishers,
         dispatch_concurrency: cli.dispatch_concurrency,
         baseline_requests: cli.baseline_requests,
+        disk_baseline: cli.disk_baseline_secs,
         rate: cli.rate,
         duration: cli.duration_secs,
         timeout: cli.timeout_secs,
@@ -134,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
             params.events = Some(cli.events.unwrap_or(60));
             params.publishers = params.publishers.min(8);
             params.baseline_requests = params.baseline_requests.min(500);
+            params.disk_baseline = params.disk_baseline.min(Duration::from_millis(200));
             params.rate = params.rate.min(100);
             params.duration = params.duration.min(Duration::from_secs(2));
             params.timeout = params.timeout.min(Duration::from_secs(60));

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::disk::DiskBaseline;
 use crate::plugins::PluginCalls;
 use crate::receiver::Receipt;
 
@@ -27,6 +28,8 @@ pub struct Outcome {
     pub queued_rss_mib: Option<f64>,
     pub baseline_per_s: f64,
     pub deliver_over_baseline: f64,
+    /// The disk's commit latency in the same run (see `disk`).
+    pub disk: DiskBaseline,
     /// Requests the receiver answered 500 (failure scenario) and the retries the router recorded.
     pub receiver_failures: u64,
     pub retried_deliveries: u64,
@@ -89,6 +92,13 @@ pub fn print_table(outcome: &Outcome) {
         ),
         ("baseline", format!("{:.0} requests/s (reqwest straight to the receiver)", o.baseline_per_s)),
         ("deliver/baseline", format!("{:.3}", o.deliver_over_baseline)),
+        (
+            "disk fsync",
+            format!(
+                "p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms, {:.1} stalls > 10 ms per s ({} syncs, same filesystem)",
+                o.disk.p50_ms, o.disk.p99_ms, o.disk.max_ms, o.disk.stalls_per_s, o.disk.syncs
+            ),
+        ),
         (
             "retries",
             format!(

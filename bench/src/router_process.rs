@@ -96,8 +96,8 @@ impl RouterProcess {
             .env("SWITCHYARD_ADMIN_KEY", ADMIN_KEY)
             .env("SWITCHYARD_DEV", "true")
             .env("SWITCHYARD_DISPATCH_CONCURRENCY", options.dispatch_concurrency.to_string())
-            // Per-request logging would measure the terminal, not the router.
-            .env("RUST_LOG", "warn")
+            // The default log level, as a user runs it (per request and per delivery lines are at debug).
+            .env_remove("SWITCHYARD_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());

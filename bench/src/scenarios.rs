@@ -15,10 +15,10 @@ use anyhow::{bail, ensure, Context};
 use serde_json::json;
 
 use crate::client::{self, Api};
-use crate::plugins;
 use crate::receiver::{Expect, Receipt, Receiver};
 use crate::report::{ms, quantile, sustained_rate, Outcome};
 use crate::router_process::{Database, RouterOptions, RouterProcess};
+use crate::{disk, plugins};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
@@ -49,6 +49,7 @@ pub struct Params {
     pub publishers: usize,
     pub dispatch_concurrency: usize,
     pub baseline_requests: u64,
+    pub disk_baseline: Duration,
     pub rate: u64,
     pub duration: Duration,
     pub timeout: Duration,
@@ -140,6 +141,8 @@ pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome>
     let receiver = Receiver::start(fail_every, scenario == Scenario::Queued, expect).await?;
     let baseline =
         client::baseline(&receiver.url("/baseline"), params.baseline_requests, params.dispatch_concurrency).await?;
+    // Where the router's database will be: the temporary directory, on the same filesystem.
+    let disk = disk::measure(&std::env::temp_dir(), params.disk_baseline)?;
 
     let mut router = RouterProcess::start(RouterOptions {
         binary: &params.binary,
@@ -234,6 +237,7 @@ pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome>
         queued_rss_mib,
         baseline_per_s: baseline,
         deliver_over_baseline: deliver / baseline,
+        disk,
         receiver_failures: receiver.recorded.failed.load(Ordering::Relaxed),
         retried_deliveries: check.retried,
         duplicate_receipts: check.duplicates,
