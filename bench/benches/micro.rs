@@ -189,7 +189,7 @@ fn binding(plugin: &str, config: serde_json::Value) -> PluginBinding {
 /// One plugin call per iteration, each in a fresh sandbox (instantiation included), as the dispatcher makes them.
 /// Times a loop of `iters` awaited calls inside one `block_on`, so the runtime entry is not counted per call.
 fn plugins(c: &mut Criterion) {
-    let Some(bytes) = components(&["amount-threshold", "redact", "business-hours"]) else { return };
+    let Some(bytes) = components(&["amount-threshold", "redact", "business-hours", "misbehave"]) else { return };
     let rt = runtime();
     let cache = tempfile::tempdir().expect("temp dir");
     let registry = new_registry(cache.path());
@@ -199,6 +199,10 @@ fn plugins(c: &mut Criterion) {
         rt.block_on(registry.load(name, component)).expect("plugin loads")
     };
     let (filter, transform, retry) = (load("amount-threshold"), load("redact"), load("business-hours"));
+    // `misbehave` in its harmless mode: the filter only reads its config, the transform hands the payload back. What
+    // these cost is the sandbox's own share of a call (fresh store and instance, copying arguments in and the
+    // answer out), apart from what a plugin does with the event.
+    let minimal = load("misbehave");
 
     let payload = payload_1k();
     let guest_event = GuestEvent {
@@ -228,6 +232,7 @@ fn plugins(c: &mut Criterion) {
         now_ms: 1_795_000_000_000,
     };
     let timeout = Attempt { outcome: Outcome::Error(ErrorKind::Timeout), headers: Vec::new(), ..attempt.clone() };
+    let minimal_endpoint = guest_endpoint(serde_json::json!({"mode": "ok"}));
 
     // The calls must do the work being measured, not fail fast.
     rt.block_on(async {
@@ -236,6 +241,9 @@ fn plugins(c: &mut Criterion) {
         assert!(!String::from_utf8_lossy(&body).contains("currency") && body.len() > 800);
         retry.retry_policy(&attempt, &retry_endpoint).await.expect("retry policy");
         retry.retry_policy(&timeout, &retry_endpoint).await.expect("retry policy");
+        assert!(matches!(minimal.filter(&guest_event, &minimal_endpoint).await.expect("filter"), FilterDecision::Keep));
+        let body = minimal.transform(&guest_event, &minimal_endpoint).await.expect("transform").body;
+        assert_eq!(body, guest_event.payload.as_bytes());
     });
 
     // As a delivery runs them: an endpoint binding both, through `bound::prepare`.
@@ -274,6 +282,28 @@ fn plugins(c: &mut Criterion) {
             })
         })
     });
+    group.bench_function("filter_minimal_fresh_sandbox", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(minimal.filter(black_box(&guest_event), &minimal_endpoint).await.ok());
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.bench_function("transform_passthrough_fresh_sandbox", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(minimal.transform(black_box(&guest_event), &minimal_endpoint).await.ok());
+                }
+                start.elapsed()
+            })
+        })
+    });
     group.bench_function("retry_policy", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
@@ -297,7 +327,7 @@ fn plugins(c: &mut Criterion) {
         })
     });
     group.finish();
-    for version in [&filter, &transform, &retry] {
+    for version in [&filter, &transform, &retry, &minimal] {
         let stats = version.stats();
         let us = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
         println!(

@@ -1,6 +1,7 @@
 //! One compiled, validated version of a plugin and the calls into it. Every call gets a fresh store (so no state
 //! leaks between events) with the engine's limits armed; whatever the plugin does, the outcome is a value.
 
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
@@ -21,8 +22,8 @@ const CONTRACT_VERSION: &str = "0.1.0";
 
 /// A loaded plugin version. Shared as `Arc<PluginVersion>`: holding it keeps this exact code callable.
 pub struct PluginVersion {
-    name: String,
-    sha256: String,
+    name: Arc<str>,
+    sha256: Arc<str>,
     kinds: Vec<PluginKind>,
     size_bytes: u64,
     loaded_at_ms: u64,
@@ -118,7 +119,8 @@ impl PluginVersion {
 
         // Function types are only checked against an instance; a probe instance also proves the component's
         // start-up code runs within the limits.
-        let mut store = engine.store(LogTag { plugin: name.into(), version: sha256.clone(), event_id: None });
+        let (name, sha256): (Arc<str>, Arc<str>) = (name.into(), sha256.into());
+        let mut store = engine.store(LogTag { plugin: name.clone(), version: sha256.clone(), event_id: None });
         let instance = tokio::time::timeout(engine.limits().deadline, pre.instantiate_async(&mut store))
             .await
             .map_err(|_| LoadError::Instantiate("instantiation exceeded the call deadline".into()))?
@@ -134,7 +136,7 @@ impl PluginVersion {
         }
 
         Ok(PluginVersion {
-            name: name.into(),
+            name,
             stats: VersionStats::new(engine.limits().log_ring_size),
             sha256,
             kinds,
