@@ -1,191 +1,240 @@
-//! Group commit of publishes. Request handlers hand their events to one writer task, which fans out and stores
-//! everything queued at that moment: one read of each tenant's active endpoints and one [`Store::publish`] (one
-//! transaction, one fsync) for the lot. Each handler still waits until its own events are committed before
-//! answering `202`, so "accepted" keeps meaning "durably stored".
+//! The publish side of a group commit (see [`writer`](crate::writer)): each event is matched against its
+//! tenant's active endpoints, getting one delivery per match, and the deliveries the dispatcher can start at once
+//! are leased to this node ([`Handover`]) so they need no claim: right after the commit they are handed over.
+//! The others are stored waiting and claimed as usual.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::ops::Range;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
-use crate::model::{new_id, Endpoint, Event};
+use crate::dispatch::Handoff;
+use crate::model::{new_id, now_millis, Delivery, DeliveryStatus, Endpoint, EndpointSecret, Event};
 use crate::routing::FilterCache;
-use crate::store::{NewEvent, Published, Store, StoreError, StoreResult};
+use crate::store::{AttemptOutcome, DispatchJob, NewDelivery, NewEvent, Published, Store, StoreError, StoreResult};
 
-/// At most this many events share one transaction.
-const MAX_EVENTS_PER_COMMIT: usize = 1000;
+pub(crate) type PublishReply = oneshot::Sender<StoreResult<Vec<Published>>>;
 
-type Reply = oneshot::Sender<StoreResult<Vec<Published>>>;
-type Request = (Vec<Event>, Reply);
-
-/// The handlers' handle; cheap to clone. The writer task ends when every handle is dropped.
-#[derive(Clone)]
-pub struct Ingest {
-    queue: mpsc::UnboundedSender<Request>,
+/// The publishes of one group commit, fanned out.
+pub(crate) struct Publishes {
+    /// Every request's events, in request order.
+    events: Vec<NewEvent>,
+    /// Which of `events` are each request's, and where its answer goes.
+    requests: Vec<(Range<usize>, PublishReply)>,
+    /// The active endpoints they were matched against, by tenant: handed-over jobs carry theirs.
+    endpoints: HashMap<String, Vec<Endpoint>>,
+    handover: Handover,
 }
 
-impl Ingest {
-    pub fn start(store: Arc<dyn Store>) -> Self {
-        let (queue, queued) = mpsc::unbounded_channel();
-        tokio::spawn(write_batches(store, queued));
-        Ingest { queue }
-    }
-
-    /// Matches the events against their tenant's active endpoints and stores them with their deliveries (grouped
-    /// with others waiting at the same moment). Returns their results in input order.
-    pub async fn publish(&self, events: Vec<Event>) -> StoreResult<Vec<Published>> {
-        let (reply, stored) = oneshot::channel();
-        self.queue.send((events, reply)).map_err(|_| stopped())?;
-        stored.await.unwrap_or_else(|_| Err(stopped()))
-    }
-}
-
-fn stopped() -> StoreError {
-    StoreError::Unavailable("the ingest writer has stopped".into())
-}
-
-async fn write_batches(store: Arc<dyn Store>, mut queued: mpsc::UnboundedReceiver<Request>) {
-    let mut filters = FilterCache::default();
-    while let Some(first) = queued.recv().await {
-        let mut requests = vec![first];
-        let mut events = requests[0].0.len();
-        while events < MAX_EVENTS_PER_COMMIT {
-            match queued.try_recv() {
-                Ok(request) => {
-                    events += request.0.len();
-                    requests.push(request);
+impl Publishes {
+    /// Fans the requests out. If the endpoints cannot be read, every request is answered with the error and
+    /// nothing is left to publish.
+    pub(crate) async fn fan_out(
+        store: &dyn Store,
+        filters: &mut FilterCache,
+        dispatch: Option<&Handoff>,
+        requests: Vec<(Vec<Event>, PublishReply)>,
+    ) -> Self {
+        let tenants: BTreeSet<String> =
+            requests.iter().flat_map(|(events, _)| events.iter().map(|e| e.tenant_id.clone())).collect();
+        let mut endpoints: HashMap<String, Vec<Endpoint>> = HashMap::new();
+        for tenant_id in tenants {
+            match store.active_endpoints(&tenant_id).await {
+                Ok(found) => endpoints.insert(tenant_id, found),
+                Err(e) => {
+                    let message = e.to_string();
+                    for (_, reply) in requests {
+                        let _ = reply
+                            .send(Err(StoreError::Unavailable(format!("cannot read the active endpoints: {message}"))));
+                    }
+                    return Publishes::empty();
                 }
-                Err(_) => break,
+            };
+        }
+        let mut publishes = Publishes { endpoints, ..Publishes::empty() };
+        for (events, reply) in requests {
+            let start = publishes.events.len();
+            for event in events {
+                let candidates = publishes.endpoints.get(&event.tenant_id).map(Vec::as_slice).unwrap_or_default();
+                let deliveries = filters
+                    .matching_endpoints(candidates, &event)
+                    .into_iter()
+                    .map(|endpoint| NewDelivery { id: new_id("dlv"), endpoint_id: endpoint.id.clone(), lease: None })
+                    .collect();
+                publishes.events.push(NewEvent { event, deliveries });
+            }
+            publishes.requests.push((start..publishes.events.len(), reply));
+        }
+        if let Some(dispatch) = dispatch {
+            publishes.handover = Handover::reserve(dispatch, &mut publishes.events);
+        }
+        publishes
+    }
+
+    fn empty() -> Self {
+        Publishes { events: Vec::new(), requests: Vec::new(), endpoints: HashMap::new(), handover: Handover::default() }
+    }
+
+    /// The group commit: these events and the attempt `outcomes` in one [`Store::write_batch`]. The handed-over
+    /// deliveries' secrets are read on another connection meanwhile.
+    pub(crate) async fn write(
+        &mut self,
+        store: &dyn Store,
+        owner: &str,
+        outcomes: &[AttemptOutcome],
+    ) -> (StoreResult<Vec<Published>>, StoreResult<Vec<bool>>) {
+        let (written, ()) =
+            tokio::join!(store.write_batch(&self.events, owner, outcomes), self.handover.load_secrets(store));
+        written
+    }
+
+    /// After the group commit: if it failed, stores each request on its own (nothing of the group was kept, and
+    /// one bad request, or a bad attempt record it shared the transaction with, must fail alone); then hands the leased deliveries over, wakes the dispatcher for the
+    /// waiting ones, and answers every request.
+    pub(crate) async fn finish(
+        mut self,
+        store: &dyn Store,
+        dispatch: Option<&Handoff>,
+        stored: StoreResult<Vec<Published>>,
+        shared_with_others: bool,
+    ) {
+        let mut results: Vec<StoreResult<Vec<Published>>> = match stored {
+            Ok(published) if published.len() == self.events.len() => {
+                let mut published = published.into_iter();
+                self.requests.iter().map(|(range, _)| Ok(published.by_ref().take(range.len()).collect())).collect()
+            }
+            // Committed, but the answer cannot be matched to the requests: storing again would duplicate events.
+            Ok(published) => {
+                let problem = format!("the store published {} of {} events", published.len(), self.events.len());
+                self.requests.iter().map(|_| Err(StoreError::Corrupt(problem.clone()))).collect()
+            }
+            Err(e) if self.requests.len() > 1 || (shared_with_others && !self.requests.is_empty()) => {
+                tracing::warn!(error = %e, requests = self.requests.len(), "grouped publish failed; storing one by one");
+                let mut results = Vec::with_capacity(self.requests.len());
+                for (range, _) in &self.requests {
+                    results.push(store.publish(&self.events[range.clone()]).await);
+                }
+                results
+            }
+            Err(e) => vec![Err(e)],
+        };
+        let mut waiting = false;
+        for ((range, _), result) in self.requests.iter().zip(&results) {
+            let Ok(published) = result else { continue };
+            for (new, published) in self.events[range.clone()].iter().zip(published) {
+                waiting |= !published.replayed && published.deliveries > published.leased.len() as i64;
+                self.handover.take(new, published, &self.endpoints);
             }
         }
-        write(store.as_ref(), &mut filters, requests).await;
+        if let Some(dispatch) = dispatch {
+            self.handover.start(store, dispatch).await;
+            if waiting {
+                dispatch.deliveries_waiting();
+            }
+        }
+        for ((_, reply), result) in self.requests.into_iter().zip(results.drain(..)) {
+            let _ = reply.send(result);
+        }
     }
 }
 
-async fn write(store: &dyn Store, filters: &mut FilterCache, requests: Vec<Request>) {
-    let requests = match fan_out(store, filters, requests).await {
-        Ok(requests) => requests,
-        Err((e, replies)) => {
-            let message = e.to_string();
-            for reply in replies {
-                let _ =
-                    reply.send(Err(StoreError::Unavailable(format!("cannot read the active endpoints: {message}"))));
-            }
+/// The deliveries of one group commit that go straight to the dispatcher: their reserved slots, their endpoints'
+/// signing secrets, and, once stored, the jobs.
+#[derive(Default)]
+struct Handover {
+    slots: Vec<OwnedSemaphorePermit>,
+    endpoint_ids: Vec<String>,
+    /// None until loaded, and if they could not be read: the leased deliveries are then given back.
+    secrets: Option<HashMap<String, Vec<EndpointSecret>>>,
+    jobs: Vec<DispatchJob>,
+    /// Leased deliveries that cannot be started (no secrets, no slot, dispatcher stopped).
+    orphans: Vec<String>,
+}
+
+impl Handover {
+    /// Reserves slots and leases that many deliveries, in order; the rest stay waiting.
+    fn reserve(dispatch: &Handoff, events: &mut [NewEvent]) -> Self {
+        let wanted = events.iter().map(|new| new.deliveries.len()).sum();
+        let slots = dispatch.reserve(wanted);
+        if slots.is_empty() {
+            return Handover::default();
+        }
+        let lease = dispatch.lease(now_millis());
+        let mut endpoint_ids = BTreeSet::new();
+        for delivery in events.iter_mut().flat_map(|new| &mut new.deliveries).take(slots.len()) {
+            delivery.lease = Some(lease.clone());
+            endpoint_ids.insert(delivery.endpoint_id.clone());
+        }
+        Handover { slots, endpoint_ids: endpoint_ids.into_iter().collect(), ..Handover::default() }
+    }
+
+    async fn load_secrets(&mut self, store: &dyn Store) {
+        if self.endpoint_ids.is_empty() {
             return;
         }
-    };
-    if requests.len() == 1 {
-        let (events, reply) = requests.into_iter().next().expect("one request");
-        let _ = reply.send(store.publish(&events).await);
-        return;
+        match store.signing_secrets_of(&self.endpoint_ids, now_millis()).await {
+            Ok(found) => {
+                let mut secrets: HashMap<String, Vec<EndpointSecret>> = HashMap::new();
+                for secret in found {
+                    secrets.entry(secret.endpoint_id.clone()).or_default().push(secret);
+                }
+                self.secrets = Some(secrets);
+            }
+            // Nothing is lost: the leases are given back and the deliveries claimed instead.
+            Err(e) => tracing::warn!(error = %e, "cannot read signing secrets; fresh deliveries will be claimed"),
+        }
     }
-    let all: Vec<NewEvent> = requests.iter().flat_map(|(events, _)| events.iter().cloned()).collect();
-    match store.publish(&all).await {
-        Ok(published) if published.len() == all.len() => {
-            let mut published = published.into_iter();
-            for (events, reply) in requests {
-                let _ = reply.send(Ok(published.by_ref().take(events.len()).collect()));
+
+    /// Adds a job for each delivery of `new` that was stored leased.
+    fn take(&mut self, new: &NewEvent, published: &Published, endpoints: &HashMap<String, Vec<Endpoint>>) {
+        let event = &new.event;
+        for delivery_id in &published.leased {
+            let leased = new.deliveries.iter().find(|d| d.id == *delivery_id);
+            let endpoint = leased.and_then(|d| endpoints.get(&event.tenant_id)?.iter().find(|e| e.id == d.endpoint_id));
+            let (Some(NewDelivery { id, endpoint_id, lease: Some(lease) }), Some(endpoint), Some(secrets)) =
+                (leased, endpoint, &self.secrets)
+            else {
+                self.orphans.push(delivery_id.clone());
+                continue;
+            };
+            let delivery = Delivery {
+                id: id.clone(),
+                tenant_id: event.tenant_id.clone(),
+                event_id: event.id.clone(),
+                endpoint_id: endpoint_id.clone(),
+                event_type: event.event_type.clone(),
+                status: DeliveryStatus::Delivering,
+                attempts: 0,
+                schedule_offset: 0,
+                next_attempt_at: Some(event.received_at),
+                lease_owner: Some(lease.owner.clone()),
+                lease_expires_at: Some(lease.until),
+                last_status_code: None,
+                last_error: None,
+                prepared: None,
+                created_at: event.received_at,
+                updated_at: event.received_at,
+            };
+            let signing_secrets = secrets.get(endpoint_id).cloned().unwrap_or_default();
+            self.jobs.push(DispatchJob { delivery, event: event.clone(), endpoint: endpoint.clone(), signing_secrets });
+        }
+    }
+
+    /// Starts every job in its slot; a lease nobody can act on is given back.
+    async fn start(self, store: &dyn Store, dispatch: &Handoff) {
+        let mut slots = self.slots.into_iter();
+        let mut orphans = self.orphans;
+        for job in self.jobs {
+            let Some(slot) = slots.next() else {
+                orphans.push(job.delivery.id);
+                continue;
+            };
+            if let Err(delivery_id) = dispatch.start(job, slot) {
+                orphans.push(delivery_id);
             }
         }
-        // Committed, but the answer cannot be matched to the requests: storing again would duplicate events.
-        Ok(published) => {
-            let problem = format!("the store published {} of {} events", published.len(), all.len());
-            for (_, reply) in requests {
-                let _ = reply.send(Err(StoreError::Corrupt(problem.clone())));
-            }
-        }
-        // Nothing of the batch was kept. One request's failure must not fail the others: store each on its own.
-        Err(e) => {
-            tracing::warn!(error = %e, requests = requests.len(), "grouped publish failed; storing one by one");
-            for (events, reply) in requests {
-                let _ = reply.send(store.publish(&events).await);
-            }
-        }
-    }
-}
-
-/// Adds each event's deliveries: one per active endpoint of its tenant with a matching subscription.
-async fn fan_out(
-    store: &dyn Store,
-    filters: &mut FilterCache,
-    requests: Vec<Request>,
-) -> Result<Vec<(Vec<NewEvent>, Reply)>, (StoreError, Vec<Reply>)> {
-    let tenants: BTreeSet<String> =
-        requests.iter().flat_map(|(events, _)| events.iter().map(|e| e.tenant_id.clone())).collect();
-    let mut endpoints: HashMap<String, Vec<Endpoint>> = HashMap::new();
-    for tenant_id in tenants {
-        match store.active_endpoints(&tenant_id).await {
-            Ok(found) => endpoints.insert(tenant_id, found),
-            Err(e) => return Err((e, requests.into_iter().map(|(_, reply)| reply).collect())),
-        };
-    }
-    Ok(requests
-        .into_iter()
-        .map(|(events, reply)| {
-            let matched = events
-                .into_iter()
-                .map(|event| {
-                    let candidates = endpoints.get(&event.tenant_id).map(Vec::as_slice).unwrap_or_default();
-                    let deliveries = filters
-                        .matching_endpoints(candidates, &event)
-                        .into_iter()
-                        .map(|endpoint| (new_id("dlv"), endpoint.id.clone()))
-                        .collect();
-                    NewEvent { event, deliveries }
-                })
-                .collect();
-            (matched, reply)
-        })
-        .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::value::RawValue;
-
-    use super::*;
-    use crate::model::Tenant;
-    use crate::store::sql::SqlStore;
-
-    fn event(tenant: &str) -> Event {
-        Event {
-            id: new_id("evt"),
-            tenant_id: tenant.into(),
-            event_type: "order.created".into(),
-            data: RawValue::from_string("{}".into()).unwrap(),
-            idempotency_key: None,
-            received_at: 1_700_000_000_000,
-        }
-    }
-
-    /// Requests queued together share a commit; one that fails is stored on its own, and the others still are.
-    #[tokio::test(flavor = "current_thread")]
-    async fn concurrent_requests_share_a_commit_and_a_bad_one_fails_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("ingest.db").display());
-        let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&url).await.unwrap());
-        let tenant = Tenant { id: new_id("ten"), name: "t".into(), created_at: 0 };
-        store.create_tenant(&tenant).await.unwrap();
-        let ingest = Ingest::start(store.clone());
-
-        // An event id that is already stored: the database refuses the whole transaction that holds it.
-        let earlier = event(&tenant.id);
-        store.publish(&[NewEvent { event: earlier.clone(), deliveries: Vec::new() }]).await.unwrap();
-        let bad = earlier;
-        let good: Vec<Event> = (0..3).map(|_| event(&tenant.id)).collect();
-        let ids: Vec<String> = good.iter().map(|e| e.id.clone()).collect();
-        let (a, b, c, bad) = tokio::join!(
-            ingest.publish(vec![good[0].clone()]),
-            ingest.publish(vec![good[1].clone(), good[2].clone()]),
-            ingest.publish(Vec::new()),
-            ingest.publish(vec![bad]),
-        );
-        assert_eq!(a.unwrap().iter().map(|p| &p.event_id).collect::<Vec<_>>(), vec![&ids[0]]);
-        assert_eq!(b.unwrap().iter().map(|p| &p.event_id).collect::<Vec<_>>(), vec![&ids[1], &ids[2]]);
-        assert!(c.unwrap().is_empty());
-        assert!(matches!(bad, Err(StoreError::Conflict(_))), "{bad:?}");
-        for id in &ids {
-            assert!(store.get_event(&tenant.id, id).await.unwrap().is_some(), "{id} was stored");
+        if !orphans.is_empty() {
+            dispatch.release(store, &orphans).await;
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod routing;
 pub mod secrets;
 pub mod signing;
 pub mod store;
+pub mod writer;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -41,7 +42,7 @@ pub struct AppState {
     /// Poked after a publish or requeue so idle dispatch workers look for work at once.
     pub dispatch_wakeup: Arc<Notify>,
     /// Group commit of publishes: every accepted event goes through it.
-    pub ingest: ingest::Ingest,
+    pub ingest: writer::Ingest,
     /// Loaded plugin versions, fed by the watcher on `config.plugins_dir`.
     pub plugins: Arc<PluginRegistry>,
     /// Recently authenticated keys and known tenants.
@@ -100,26 +101,30 @@ pub async fn run(
     let _watcher = PluginWatcher::start(plugins.clone(), config.plugins_dir.clone(), plugin::DEFAULT_DEBOUNCE).await?;
 
     let config = Arc::new(config);
+    let dispatch_wakeup = Arc::new(Notify::new());
+    let writer = writer::Writer::default();
+    let dispatcher = dispatch::Dispatcher::new(
+        store.clone(),
+        master_key.clone(),
+        dispatch::Settings::from_config(&config),
+        node_id.clone(),
+        dispatch_wakeup.clone(),
+        plugins.clone(),
+        writer.recorder(),
+    );
     let state = AppState {
         store: store.clone(),
         config: config.clone(),
-        master_key: master_key.clone(),
+        master_key,
         admin_key_hash,
-        dispatch_wakeup: Arc::new(Notify::new()),
-        ingest: ingest::Ingest::start(store.clone()),
-        plugins: plugins.clone(),
+        dispatch_wakeup,
+        ingest: writer.ingest(),
+        plugins,
         auth_cache: api::auth::AuthCache::default(),
     };
+    writer.start(store, node_id, Some(dispatcher.handoff()));
 
     let stop = CancellationToken::new();
-    let dispatcher = dispatch::Dispatcher::new(
-        store,
-        master_key,
-        dispatch::Settings::from_config(&config),
-        node_id,
-        state.dispatch_wakeup.clone(),
-        plugins,
-    );
     let dispatcher = tokio::spawn(dispatcher.run(stop.clone()));
 
     tracing::info!(address = %listener.local_addr()?, database = %config::redact_url(&config.database_url),

@@ -16,8 +16,8 @@ use switchyard::model::{
     Millis, PluginBinding, PluginUse, PreparedRequest, SecretStatus, SignatureScheme, Subscription, Tenant,
 };
 use switchyard::store::{
-    AttemptOutcome, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, NewEvent, NewSecret, Page,
-    Published, RequeueSelector, Store, StoreError,
+    AttemptOutcome, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, Lease, NewDelivery, NewEvent,
+    NewSecret, Page, Published, RequeueSelector, Store, StoreError,
 };
 
 const T0: Millis = 1_700_000_000_000;
@@ -100,6 +100,10 @@ conformance! {
     endpoints_binding_a_plugin_are_found_in_every_tenant,
     record_attempts_writes_a_batch_and_skips_lost_leases,
     claims_carry_the_secrets_that_sign,
+    published_deliveries_can_be_stored_leased_to_the_publisher,
+    write_batch_stores_each_part_or_reports_it_failed,
+    signing_secrets_of_several_endpoints,
+    active_endpoints_follow_every_endpoint_change_at_once,
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -164,7 +168,11 @@ fn event_of(tenant: &Tenant, event_type: &str, received_at: Millis) -> Event {
 }
 
 fn fan_out(event: Event, endpoints: &[&Endpoint]) -> NewEvent {
-    NewEvent { deliveries: endpoints.iter().map(|endpoint| (new_id("dlv"), endpoint.id.clone())).collect(), event }
+    let deliveries = endpoints
+        .iter()
+        .map(|endpoint| NewDelivery { id: new_id("dlv"), endpoint_id: endpoint.id.clone(), lease: None })
+        .collect();
+    NewEvent { deliveries, event }
 }
 
 /// Publishes one event to `endpoints` and returns it with its delivery ids.
@@ -179,13 +187,18 @@ async fn publish(
     let published = store.publish(std::slice::from_ref(&new)).await.unwrap();
     assert_eq!(
         published,
-        vec![Published { event_id: new.event.id.clone(), deliveries: endpoints.len() as i64, replayed: false }]
+        vec![Published {
+            event_id: new.event.id.clone(),
+            deliveries: endpoints.len() as i64,
+            replayed: false,
+            leased: vec![]
+        }]
     );
     new
 }
 
 fn delivery_ids(new: &NewEvent) -> Vec<String> {
-    new.deliveries.iter().map(|(id, _)| id.clone()).collect()
+    new.deliveries.iter().map(|d| d.id.clone()).collect()
 }
 
 async fn delivery(store: &dyn Store, tenant: &Tenant, id: &str) -> Delivery {
@@ -503,14 +516,14 @@ async fn deleting_an_endpoint_dead_letters_its_unfinished_deliveries(store: &dyn
 
     let jobs = claim(store, "node-a", T0 + 10).await;
     assert_eq!(jobs.len(), 4);
-    let job = |new: &NewEvent| jobs.iter().find(|j| j.delivery.id == new.deliveries[0].0).unwrap().delivery.clone();
+    let job = |new: &NewEvent| jobs.iter().find(|j| j.delivery.id == new.deliveries[0].id).unwrap().delivery.clone();
     assert!(store
         .record_attempt("node-a", &outcome(&job(&to_succeed), DeliveryStatus::Succeeded, T0 + 20))
         .await
         .unwrap());
     assert!(store.record_attempt("node-a", &outcome(&job(&to_fail), DeliveryStatus::Failed, T0 + 20)).await.unwrap());
     store.release("node-a", &delivery_ids(&elsewhere)).await.unwrap();
-    let succeeded_before = delivery(store, &tenant, &to_succeed.deliveries[0].0).await;
+    let succeeded_before = delivery(store, &tenant, &to_succeed.deliveries[0].id).await;
 
     assert!(!store.delete_endpoint(&other.id, &doomed.id, T0 + 30).await.unwrap(), "another tenant's endpoint");
     assert!(store.delete_endpoint(&tenant.id, &doomed.id, T0 + 30).await.unwrap());
@@ -519,13 +532,13 @@ async fn deleting_an_endpoint_dead_letters_its_unfinished_deliveries(store: &dyn
     assert!(store.list_secrets(&tenant.id, &doomed.id).await.unwrap().is_empty());
     assert!(store.signing_secrets(&doomed.id, T0 + 30).await.unwrap().is_empty());
 
-    assert_eq!(delivery(store, &tenant, &to_succeed.deliveries[0].0).await, succeeded_before);
+    assert_eq!(delivery(store, &tenant, &to_succeed.deliveries[0].id).await, succeeded_before);
     for new in [&to_fail, &in_flight, &never_tried] {
-        let d = delivery(store, &tenant, &new.deliveries[0].0).await;
+        let d = delivery(store, &tenant, &new.deliveries[0].id).await;
         assert_eq!((d.status, d.last_error.as_deref()), (DeliveryStatus::Dead, Some("endpoint deleted")));
         assert_eq!((d.lease_owner, d.lease_expires_at, d.next_attempt_at, d.updated_at), (None, None, None, T0 + 30));
     }
-    let kept_delivery = delivery(store, &tenant, &elsewhere.deliveries[0].0).await;
+    let kept_delivery = delivery(store, &tenant, &elsewhere.deliveries[0].id).await;
     assert_eq!(kept_delivery.status, DeliveryStatus::Pending);
 
     let in_flight_delivery = job(&in_flight);
@@ -680,8 +693,8 @@ async fn publish_stores_events_with_their_deliveries(store: &dyn Store, _url: &s
     assert_eq!(
         published,
         [
-            Published { event_id: fanned.event.id.clone(), deliveries: 2, replayed: false },
-            Published { event_id: unrouted.event.id.clone(), deliveries: 0, replayed: false },
+            Published { event_id: fanned.event.id.clone(), deliveries: 2, replayed: false, leased: vec![] },
+            Published { event_id: unrouted.event.id.clone(), deliveries: 0, replayed: false, leased: vec![] },
         ]
     );
 
@@ -690,7 +703,7 @@ async fn publish_stores_events_with_their_deliveries(store: &dyn Store, _url: &s
     assert_eq!(stored.data.get(), r#"{"amount": 12.50,  "items": [1, 2]}"#, "the payload is kept byte for byte");
     assert_eq!(store.get_event(&other.id, &fanned.event.id).await.unwrap(), None);
 
-    for (delivery_id, endpoint_id) in &fanned.deliveries {
+    for NewDelivery { id: delivery_id, endpoint_id, .. } in &fanned.deliveries {
         let d = delivery(store, &tenant, delivery_id).await;
         let expected = Delivery {
             id: delivery_id.clone(),
@@ -722,7 +735,10 @@ async fn publish_stores_events_with_their_deliveries(store: &dyn Store, _url: &s
     let foreign = add_endpoint(store, &other).await;
     let stale = fan_out(event_of(&tenant, "order.created", T0 + 9), &[&deleted, &first, &foreign]);
     let published = store.publish(std::slice::from_ref(&stale)).await.unwrap();
-    assert_eq!(published, [Published { event_id: stale.event.id.clone(), deliveries: 1, replayed: false }]);
+    assert_eq!(
+        published,
+        [Published { event_id: stale.event.id.clone(), deliveries: 1, replayed: false, leased: vec![] }]
+    );
     let created = store.list_deliveries(&tenant.id, &by_event(&stale.event.id), &page(10)).await.unwrap();
     assert_eq!(created.into_iter().map(|d| d.endpoint_id).collect::<Vec<_>>(), [first.id.as_str()]);
     assert!(store.list_deliveries(&other.id, &DeliveryFilter::default(), &page(10)).await.unwrap().is_empty());
@@ -760,14 +776,20 @@ async fn publish_replays_reused_idempotency_keys(store: &dyn Store, _url: &str) 
 
     let original = keyed(&tenant, &[&endpoint], "order-17");
     let first = store.publish(std::slice::from_ref(&original)).await.unwrap();
-    assert_eq!(first, [Published { event_id: original.event.id.clone(), deliveries: 1, replayed: false }]);
+    assert_eq!(
+        first,
+        [Published { event_id: original.event.id.clone(), deliveries: 1, replayed: false, leased: vec![] }]
+    );
 
     // A retry of the request, now matching two endpoints: the stored event and its one delivery stand.
     let retried = keyed(&tenant, &[&endpoint, &endpoint], "order-17");
     let replay = store.publish(std::slice::from_ref(&retried)).await.unwrap();
-    assert_eq!(replay, [Published { event_id: original.event.id.clone(), deliveries: 1, replayed: true }]);
+    assert_eq!(
+        replay,
+        [Published { event_id: original.event.id.clone(), deliveries: 1, replayed: true, leased: vec![] }]
+    );
     assert_eq!(store.get_event(&tenant.id, &retried.event.id).await.unwrap(), None);
-    assert!(store.get_delivery(&tenant.id, &retried.deliveries[0].0).await.unwrap().is_none());
+    assert!(store.get_delivery(&tenant.id, &retried.deliveries[0].id).await.unwrap().is_none());
 
     // The same key twice in one batch: the second is a replay of the first.
     let one = keyed(&tenant, &[&endpoint], "batch-key");
@@ -777,9 +799,9 @@ async fn publish_replays_reused_idempotency_keys(store: &dyn Store, _url: &str) 
     assert_eq!(
         batch,
         [
-            Published { event_id: one.event.id.clone(), deliveries: 1, replayed: false },
-            Published { event_id: one.event.id.clone(), deliveries: 1, replayed: true },
-            Published { event_id: plain.event.id.clone(), deliveries: 1, replayed: false },
+            Published { event_id: one.event.id.clone(), deliveries: 1, replayed: false, leased: vec![] },
+            Published { event_id: one.event.id.clone(), deliveries: 1, replayed: true, leased: vec![] },
+            Published { event_id: plain.event.id.clone(), deliveries: 1, replayed: false, leased: vec![] },
         ]
     );
     assert_eq!(store.get_event(&tenant.id, &two.event.id).await.unwrap(), None);
@@ -787,7 +809,10 @@ async fn publish_replays_reused_idempotency_keys(store: &dyn Store, _url: &str) 
     // Keys belong to a tenant.
     let foreign = keyed(&other, &[&other_endpoint], "order-17");
     let theirs = store.publish(std::slice::from_ref(&foreign)).await.unwrap();
-    assert_eq!(theirs, [Published { event_id: foreign.event.id.clone(), deliveries: 1, replayed: false }]);
+    assert_eq!(
+        theirs,
+        [Published { event_id: foreign.event.id.clone(), deliveries: 1, replayed: false, leased: vec![] }]
+    );
 
     let all = store.list_deliveries(&tenant.id, &DeliveryFilter::default(), &page(100)).await.unwrap();
     assert_eq!(all.len(), 3, "original, batch-key, plain");
@@ -798,12 +823,12 @@ async fn publish_is_one_transaction(store: &dyn Store, _url: &str) {
     let endpoint = add_endpoint(store, &tenant).await;
     let good = fan_out(event_of(&tenant, "brand.new", T0), &[&endpoint]);
     let mut clashing = fan_out(event_of(&tenant, "order.created", T0), &[&endpoint]);
-    clashing.deliveries[0].0 = good.deliveries[0].0.clone();
+    clashing.deliveries[0].id = good.deliveries[0].id.clone();
 
     let refused = store.publish(&[good.clone(), clashing]).await;
     assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
     assert_eq!(store.get_event(&tenant.id, &good.event.id).await.unwrap(), None);
-    assert!(store.get_delivery(&tenant.id, &good.deliveries[0].0).await.unwrap().is_none());
+    assert!(store.get_delivery(&tenant.id, &good.deliveries[0].id).await.unwrap().is_none());
     assert!(store.list_events(&tenant.id, &EventFilter::default(), &page(10)).await.unwrap().is_empty());
     assert!(store.list_event_types(&tenant.id, &page(10)).await.unwrap().is_empty(), "type registration rolled back");
 
@@ -919,7 +944,7 @@ async fn deliveries_list_by_each_filter(store: &dyn Store, _url: &str) {
     let early = publish(store, &tenant, "a.created", &[&first, &second], T0).await;
     let late = publish(store, &tenant, "b.updated", &[&first], T0 + 1_000).await;
     let succeeded =
-        claim(store, "node", T0 + 1_000).await.into_iter().find(|j| j.delivery.id == late.deliveries[0].0).unwrap();
+        claim(store, "node", T0 + 1_000).await.into_iter().find(|j| j.delivery.id == late.deliveries[0].id).unwrap();
     store.record_attempt("node", &outcome(&succeeded.delivery, DeliveryStatus::Succeeded, T0 + 1_000)).await.unwrap();
     store.release("node", &delivery_ids(&early)).await.unwrap();
 
@@ -935,7 +960,7 @@ async fn deliveries_list_by_each_filter(store: &dyn Store, _url: &str) {
     assert_eq!(list(f()).await, newest_first(all.clone()));
     assert_eq!(
         list(DeliveryFilter { endpoint_id: Some(first.id.clone()), ..f() }).await,
-        newest_first([early.deliveries[0].0.clone(), late.deliveries[0].0.clone()])
+        newest_first([early.deliveries[0].id.clone(), late.deliveries[0].id.clone()])
     );
     assert_eq!(
         list(DeliveryFilter { event_id: Some(early.event.id.clone()), ..f() }).await,
@@ -959,7 +984,7 @@ async fn deliveries_list_by_each_filter(store: &dyn Store, _url: &str) {
         "until is exclusive"
     );
     let combined = DeliveryFilter { endpoint_id: Some(second.id.clone()), event_type: Some("a.created".into()), ..f() };
-    assert_eq!(list(combined).await, vec![early.deliveries[1].0.clone()]);
+    assert_eq!(list(combined).await, vec![early.deliveries[1].id.clone()]);
 
     let pages = all_pages(
         2,
@@ -987,7 +1012,7 @@ async fn claim_respects_due_time_and_endpoint_status(store: &dyn Store, _url: &s
     let jobs = store.claim_due("node-a", T0, T0 + 30_000, 10).await.unwrap();
     assert_eq!(jobs.len(), 1);
     let job = &jobs[0];
-    assert_eq!(job.delivery.id, now_due.deliveries[0].0);
+    assert_eq!(job.delivery.id, now_due.deliveries[0].id);
     assert_eq!(job.delivery.status, DeliveryStatus::Delivering);
     assert_eq!(
         (job.delivery.lease_owner.as_deref(), job.delivery.lease_expires_at),
@@ -1000,11 +1025,11 @@ async fn claim_respects_due_time_and_endpoint_status(store: &dyn Store, _url: &s
 
     assert!(claim(store, "node-b", T0 + 5_000).await.is_empty(), "leased, paused and disabled are not claimed");
     let next = claim(store, "node-b", T0 + 10_000).await;
-    assert_eq!(claimed_ids(&next), BTreeSet::from([later.deliveries[0].0.clone()]));
+    assert_eq!(claimed_ids(&next), BTreeSet::from([later.deliveries[0].id.clone()]));
 
     store.set_endpoint_status(&tenant.id, &paused.id, EndpointStatus::Active, None, T0 + 10_001).await.unwrap();
     let resumed = claim(store, "node-b", T0 + 10_001).await;
-    assert_eq!(claimed_ids(&resumed), BTreeSet::from([now_due.deliveries[1].0.clone()]));
+    assert_eq!(claimed_ids(&resumed), BTreeSet::from([now_due.deliveries[1].id.clone()]));
     assert_eq!(resumed[0].endpoint.status, EndpointStatus::Active);
 }
 
@@ -1013,7 +1038,7 @@ async fn claim_takes_expired_leases_and_respects_the_limit(store: &dyn Store, _u
     let endpoint = add_endpoint(store, &tenant).await;
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(publish(store, &tenant, "order.created", &[&endpoint], T0 + i).await.deliveries[0].0.clone());
+        ids.push(publish(store, &tenant, "order.created", &[&endpoint], T0 + i).await.deliveries[0].id.clone());
     }
 
     let first = store.claim_due("node-a", T0 + 10, T0 + 1_000, 2).await.unwrap();
@@ -1073,7 +1098,7 @@ async fn record_attempt_updates_the_delivery_and_appends_the_attempt(store: &dyn
     let other = new_tenant(store).await;
     let endpoint = add_endpoint(store, &tenant).await;
     let new = publish(store, &tenant, "order.created", &[&endpoint], T0).await;
-    let id = &new.deliveries[0].0;
+    let id = &new.deliveries[0].id;
 
     let claimed = claim(store, "node-a", T0 + 5).await.remove(0).delivery;
     let failure = outcome(&claimed, DeliveryStatus::Failed, T0 + 5);
@@ -1114,7 +1139,7 @@ async fn record_attempt_updates_the_delivery_and_appends_the_attempt(store: &dyn
     let doomed = publish(store, &tenant, "order.created", &[&endpoint], T0).await;
     let leased = claim(store, "node-a", T0 + 100 * MINUTE).await.remove(0).delivery;
     assert!(store.record_attempt("node-a", &outcome(&leased, DeliveryStatus::Dead, T0 + 100 * MINUTE)).await.unwrap());
-    let dead = delivery(store, &tenant, &doomed.deliveries[0].0).await;
+    let dead = delivery(store, &tenant, &doomed.deliveries[0].id).await;
     assert_eq!(
         (dead.status, dead.next_attempt_at, dead.last_error.as_deref()),
         (DeliveryStatus::Dead, None, Some("HTTP 500"))
@@ -1126,7 +1151,7 @@ async fn record_attempt_without_the_lease_writes_nothing(store: &dyn Store, _url
     let other = new_tenant(store).await;
     let endpoint = add_endpoint(store, &tenant).await;
     let new = publish(store, &tenant, "order.created", &[&endpoint], T0).await;
-    let id = &new.deliveries[0].0;
+    let id = &new.deliveries[0].id;
 
     let unclaimed = delivery(store, &tenant, id).await;
     assert!(
@@ -1156,7 +1181,7 @@ async fn record_attempt_can_disable_the_endpoint(store: &dyn Store, _url: &str) 
     let waiting = publish(store, &tenant, "order.created", &[&endpoint], T0 + MINUTE).await;
 
     let leased = claim(store, "node-a", T0).await.remove(0).delivery;
-    assert_eq!(leased.id, gone.deliveries[0].0);
+    assert_eq!(leased.id, gone.deliveries[0].id);
     let mut answered_410 = outcome(&leased, DeliveryStatus::Dead, T0 + 1);
     answered_410.attempt.status_code = Some(410);
     answered_410.attempt.outcome = "gone".into();
@@ -1170,15 +1195,15 @@ async fn record_attempt_can_disable_the_endpoint(store: &dyn Store, _url: &str) 
     assert_eq!(delivery(store, &tenant, &leased.id).await.last_status_code, Some(410));
     assert!(store.active_endpoints(&tenant.id).await.unwrap().is_empty());
     assert!(claim(store, "node-a", T0 + 2 * MINUTE).await.is_empty(), "a disabled endpoint's deliveries wait");
-    assert_eq!(delivery(store, &tenant, &waiting.deliveries[0].0).await.status, DeliveryStatus::Pending);
+    assert_eq!(delivery(store, &tenant, &waiting.deliveries[0].id).await.status, DeliveryStatus::Pending);
 }
 
 async fn release_and_release_foreign_leases(store: &dyn Store, _url: &str) {
     let tenant = new_tenant(store).await;
     let endpoint = add_endpoint(store, &tenant).await;
-    let retried = publish(store, &tenant, "order.created", &[&endpoint], T0).await.deliveries[0].0.clone();
-    let fresh = publish(store, &tenant, "order.created", &[&endpoint], T0 + 1).await.deliveries[0].0.clone();
-    let stuck = publish(store, &tenant, "order.created", &[&endpoint], T0 + 2).await.deliveries[0].0.clone();
+    let retried = publish(store, &tenant, "order.created", &[&endpoint], T0).await.deliveries[0].id.clone();
+    let fresh = publish(store, &tenant, "order.created", &[&endpoint], T0 + 1).await.deliveries[0].id.clone();
+    let stuck = publish(store, &tenant, "order.created", &[&endpoint], T0 + 2).await.deliveries[0].id.clone();
 
     let first = store.claim_due("node-a", T0, T0 + MINUTE, 1).await.unwrap().remove(0).delivery;
     let mut failure = outcome(&first, DeliveryStatus::Failed, T0);
@@ -1216,7 +1241,7 @@ async fn retry_delivery_is_refused_while_delivering(store: &dyn Store, _url: &st
     let tenant = new_tenant(store).await;
     let other = new_tenant(store).await;
     let endpoint = add_endpoint(store, &tenant).await;
-    let id = publish(store, &tenant, "order.created", &[&endpoint], T0).await.deliveries[0].0.clone();
+    let id = publish(store, &tenant, "order.created", &[&endpoint], T0).await.deliveries[0].id.clone();
 
     let mut leased = claim(store, "node-a", T0).await.remove(0).delivery;
     assert_eq!(store.retry_delivery(&tenant.id, &id, T0 + 1).await.unwrap(), None, "in flight");
@@ -1257,14 +1282,14 @@ async fn requeue_dead_by_ids_and_by_filter(store: &dyn Store, _url: &str) {
     let other = new_tenant(store).await;
     let first = add_endpoint(store, &tenant).await;
     let second = add_endpoint(store, &tenant).await;
-    let first_a = publish(store, &tenant, "a.created", &[&first], T0).await.deliveries[0].0.clone();
-    let first_b = publish(store, &tenant, "b.created", &[&first], T0).await.deliveries[0].0.clone();
-    let second_a = publish(store, &tenant, "a.created", &[&second], T0).await.deliveries[0].0.clone();
-    let second_b = publish(store, &tenant, "b.created", &[&second], T0).await.deliveries[0].0.clone();
+    let first_a = publish(store, &tenant, "a.created", &[&first], T0).await.deliveries[0].id.clone();
+    let first_b = publish(store, &tenant, "b.created", &[&first], T0).await.deliveries[0].id.clone();
+    let second_a = publish(store, &tenant, "a.created", &[&second], T0).await.deliveries[0].id.clone();
+    let second_b = publish(store, &tenant, "b.created", &[&second], T0).await.deliveries[0].id.clone();
     for job in claim(store, "node", T0).await {
         store.record_attempt("node", &outcome(&job.delivery, DeliveryStatus::Dead, T0 + 1)).await.unwrap();
     }
-    let alive = publish(store, &tenant, "a.created", &[&first], T0 + 2).await.deliveries[0].0.clone();
+    let alive = publish(store, &tenant, "a.created", &[&first], T0 + 2).await.deliveries[0].id.clone();
 
     assert_eq!(store.requeue_dead(&other.id, &RequeueSelector::Ids(vec![first_a.clone()]), T0 + 10).await.unwrap(), 0);
     let by_ids = RequeueSelector::Ids(vec![first_a.clone(), alive.clone(), "dlv_missing".into()]);
@@ -1479,7 +1504,7 @@ async fn prepared_requests_are_stored_once_and_claimed_with_the_delivery(store: 
     let tenant = new_tenant(store).await;
     let endpoint = add_endpoint(store, &tenant).await;
     let new = publish(store, &tenant, "order.created", &[&endpoint], T0).await;
-    let id = &new.deliveries[0].0;
+    let id = &new.deliveries[0].id;
     assert_eq!(delivery(store, &tenant, id).await.prepared, None, "nothing is prepared before the first attempt");
 
     let claimed = claim(store, "node-a", T0 + 5).await.remove(0).delivery;
@@ -1505,14 +1530,14 @@ async fn prepared_requests_are_stored_once_and_claimed_with_the_delivery(store: 
     let mut attempt = outcome(&claimed, DeliveryStatus::Succeeded, T0 + MINUTE * 3);
     attempt.prepared = Some(prepared(None));
     assert!(store.record_attempt("node-a", &attempt).await.unwrap());
-    assert_eq!(delivery(store, &tenant, &plain.deliveries[0].0).await.prepared, Some(prepared(None)));
+    assert_eq!(delivery(store, &tenant, &plain.deliveries[0].id).await.prepared, Some(prepared(None)));
 }
 
 async fn filter_drops_are_recorded_and_retry_clears_them(store: &dyn Store, _url: &str) {
     let tenant = new_tenant(store).await;
     let endpoint = add_endpoint(store, &tenant).await;
     let new = publish(store, &tenant, "order.created", &[&endpoint], T0).await;
-    let id = &new.deliveries[0].0;
+    let id = &new.deliveries[0].id;
     let claimed = claim(store, "node-a", T0 + 5).await.remove(0).delivery;
     let dropped = Dropped {
         tenant_id: tenant.id.clone(),
@@ -1641,4 +1666,140 @@ async fn claims_carry_the_secrets_that_sign(store: &dyn Store, _url: &str) {
     }
     let rotated = jobs.iter().find(|job| job.endpoint.id == endpoint.id).unwrap();
     assert_eq!(rotated.signing_secrets.len(), 2);
+}
+
+async fn published_deliveries_can_be_stored_leased_to_the_publisher(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let (mine, waiting, gone) =
+        (add_endpoint(store, &tenant).await, add_endpoint(store, &tenant).await, add_endpoint(store, &tenant).await);
+    let lease = Lease { owner: "node-a".into(), until: T0 + MINUTE };
+    let mut new = fan_out(event_of(&tenant, "order.created", T0), &[&mine, &waiting, &gone]);
+    new.deliveries[0].lease = Some(lease.clone());
+    new.deliveries[2].lease = Some(lease.clone());
+    // Deleted after matching: its delivery is not stored, so it is not leased to anyone either.
+    assert!(store.delete_endpoint(&tenant.id, &gone.id, T0).await.unwrap());
+    let published = store.publish(std::slice::from_ref(&new)).await.unwrap();
+    let leased_id = new.deliveries[0].id.clone();
+    assert_eq!(
+        published,
+        [Published { event_id: new.event.id.clone(), deliveries: 2, replayed: false, leased: vec![leased_id.clone()] }]
+    );
+
+    let leased = delivery(store, &tenant, &leased_id).await;
+    assert_eq!(
+        (leased.status, leased.lease_owner.as_deref(), leased.lease_expires_at, leased.attempts),
+        (DeliveryStatus::Delivering, Some("node-a"), Some(T0 + MINUTE), 0)
+    );
+    assert_eq!(delivery(store, &tenant, &new.deliveries[1].id).await.status, DeliveryStatus::Pending);
+    // Nobody claims a leased delivery before its lease expires; the waiting one is claimable at once.
+    assert_eq!(claimed_ids(&claim(store, "node-b", T0 + 1).await), BTreeSet::from([new.deliveries[1].id.clone()]));
+    assert_eq!(store.next_due_at().await.unwrap(), Some(T0 + MINUTE), "the lease counts at its expiry");
+    // The publisher records its attempt like any lease holder.
+    let attempt = outcome(&leased, DeliveryStatus::Succeeded, T0 + 5);
+    assert!(store.record_attempt("node-a", &attempt).await.unwrap());
+    assert_eq!(delivery(store, &tenant, &leased_id).await.status, DeliveryStatus::Succeeded);
+
+    // Had the publisher died instead, the lease would expire and another node would take the delivery over.
+    let mut orphan = fan_out(event_of(&tenant, "order.created", T0), &[&mine]);
+    orphan.deliveries[0].lease = Some(lease);
+    store.publish(std::slice::from_ref(&orphan)).await.unwrap();
+    assert!(claim(store, "node-b", T0 + MINUTE - 1).await.is_empty());
+    let taken = claim(store, "node-b", T0 + MINUTE).await;
+    assert_eq!(claimed_ids(&taken), BTreeSet::from([orphan.deliveries[0].id.clone()]));
+    assert_eq!(taken[0].delivery.lease_owner.as_deref(), Some("node-b"));
+}
+
+async fn write_batch_stores_each_part_or_reports_it_failed(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let endpoint = add_endpoint(store, &tenant).await;
+    publish(store, &tenant, "order.created", &[&endpoint], T0).await;
+    let jobs = claim(store, "node-a", T0 + 5).await;
+    let attempt = outcome(&jobs[0].delivery, DeliveryStatus::Succeeded, T0 + 10);
+    let fresh = fan_out(event_of(&tenant, "order.paid", T0 + 10), &[&endpoint]);
+
+    let (published, recorded) =
+        store.write_batch(std::slice::from_ref(&fresh), "node-a", std::slice::from_ref(&attempt)).await;
+    assert_eq!(published.unwrap()[0].deliveries, 1);
+    assert_eq!(recorded.unwrap(), [true]);
+    assert_eq!(delivery(store, &tenant, &jobs[0].delivery.id).await.status, DeliveryStatus::Succeeded);
+    assert_eq!(delivery(store, &tenant, &fresh.deliveries[0].id).await.status, DeliveryStatus::Pending);
+
+    // A part that fails is not stored; whether the other part was stored is what its own result says.
+    publish(store, &tenant, "order.created", &[&endpoint], T0).await;
+    let jobs = claim(store, "node-a", T0 + 20).await;
+    let attempt = outcome(&jobs[0].delivery, DeliveryStatus::Succeeded, T0 + 30);
+    let duplicate = fan_out(Event { id: fresh.event.id.clone(), ..event_of(&tenant, "order.paid", T0) }, &[&endpoint]);
+    let (published, recorded) = store.write_batch(std::slice::from_ref(&duplicate), "node-a", &[attempt]).await;
+    assert!(published.is_err(), "an event id that exists is refused");
+    assert!(store.get_delivery(&tenant.id, &duplicate.deliveries[0].id).await.unwrap().is_none());
+    let status = delivery(store, &tenant, &jobs[0].delivery.id).await.status;
+    match recorded {
+        Ok(recorded) => assert_eq!((recorded, status), (vec![true], DeliveryStatus::Succeeded)),
+        Err(_) => assert_eq!(status, DeliveryStatus::Delivering, "not recorded, so still leased"),
+    }
+    let (published, recorded) = store.write_batch(&[], "node-a", &[]).await;
+    assert!(published.unwrap().is_empty() && recorded.unwrap().is_empty());
+}
+
+async fn signing_secrets_of_several_endpoints(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let rotated = add_endpoint(store, &tenant).await;
+    let plain = add_endpoint(store, &other).await;
+    let unasked = add_endpoint(store, &tenant).await;
+    store.rotate_secret(&tenant.id, &rotated.id, &new_secret("second"), T0 + MINUTE, T0).await.unwrap().unwrap();
+    let ids = [rotated.id.clone(), plain.id.clone(), "ep_missing".to_string()];
+    for at in [T0 + 5, T0 + MINUTE] {
+        let found = store.signing_secrets_of(&ids, at).await.unwrap();
+        for endpoint in [&rotated, &plain] {
+            let mut got: Vec<_> = found.iter().filter(|s| s.endpoint_id == endpoint.id).cloned().collect();
+            got.sort_by_key(|s| std::cmp::Reverse(s.version));
+            assert_eq!(got, store.signing_secrets(&endpoint.id, at).await.unwrap(), "{} at {at}", endpoint.id);
+        }
+        assert!(found.iter().all(|s| s.endpoint_id != unasked.id));
+    }
+    assert_eq!(store.signing_secrets_of(&ids, T0 + 5).await.unwrap().len(), 3, "two for the rotated endpoint");
+    assert!(store.signing_secrets_of(&[], T0).await.unwrap().is_empty());
+}
+
+/// Fan-out reads the active endpoints for every publish; whatever an implementation keeps between reads, a
+/// change made through the same store shows at once.
+async fn active_endpoints_follow_every_endpoint_change_at_once(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let ids = |found: Vec<Endpoint>| found.into_iter().map(|e| e.id).collect::<BTreeSet<_>>();
+    let first = add_endpoint(store, &tenant).await;
+    assert_eq!(ids(store.active_endpoints(&tenant.id).await.unwrap()), BTreeSet::from([first.id.clone()]));
+    let second = add_endpoint(store, &tenant).await;
+    assert_eq!(
+        ids(store.active_endpoints(&tenant.id).await.unwrap()),
+        BTreeSet::from([first.id.clone(), second.id.clone()])
+    );
+
+    store.set_endpoint_status(&tenant.id, &first.id, EndpointStatus::Paused, None, T0).await.unwrap();
+    assert_eq!(ids(store.active_endpoints(&tenant.id).await.unwrap()), BTreeSet::from([second.id.clone()]));
+    store.set_endpoint_status(&tenant.id, &first.id, EndpointStatus::Active, None, T0).await.unwrap();
+    assert_eq!(ids(store.active_endpoints(&tenant.id).await.unwrap()).len(), 2);
+
+    let only_invoices = vec![Subscription { event_type: "invoice.*".into(), filter: None }];
+    store.replace_subscriptions(&tenant.id, &second.id, &only_invoices, T0).await.unwrap();
+    let found = store.active_endpoints(&tenant.id).await.unwrap();
+    assert_eq!(found.iter().find(|e| e.id == second.id).unwrap().subscriptions, only_invoices);
+
+    let renamed = Endpoint { url: "https://elsewhere.example/in".into(), updated_at: T0 + 1, ..first.clone() };
+    store.update_endpoint(&renamed).await.unwrap();
+    let found = store.active_endpoints(&tenant.id).await.unwrap();
+    assert_eq!(found.iter().find(|e| e.id == first.id).unwrap().url, "https://elsewhere.example/in");
+
+    // A 410 Gone recorded by the dispatcher disables the endpoint.
+    publish(store, &tenant, "order.created", &[&first], T0).await;
+    let jobs = claim(store, "node-a", T0 + 5).await;
+    let gone = AttemptOutcome {
+        disable_endpoint: Some("gone".into()),
+        ..outcome(&jobs[0].delivery, DeliveryStatus::Dead, T0 + 6)
+    };
+    assert!(store.record_attempt("node-a", &gone).await.unwrap());
+    assert_eq!(ids(store.active_endpoints(&tenant.id).await.unwrap()), BTreeSet::from([second.id.clone()]));
+
+    assert!(store.delete_endpoint(&tenant.id, &second.id, T0).await.unwrap());
+    assert!(store.active_endpoints(&tenant.id).await.unwrap().is_empty());
 }

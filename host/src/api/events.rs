@@ -111,15 +111,13 @@ pub(super) fn to_event(
     })
 }
 
-/// Stores the events, each with one delivery per matching active endpoint, and wakes the dispatcher.
+/// Stores the events, each with one delivery per matching active endpoint (the ingest writer hands them to the
+/// dispatcher or wakes it).
 async fn store_events(state: &AppState, events: Vec<Event>) -> ApiResult<Vec<Published>> {
     let expected = events.len();
     let published = state.ingest.publish(events).await?;
     if published.len() != expected {
         return Err(ApiError::internal(format!("store published {} of {expected} events", published.len())));
-    }
-    if published.iter().any(|p| !p.replayed && p.deliveries > 0) {
-        state.dispatch_wakeup.notify_one();
     }
     Ok(published)
 }

@@ -4,6 +4,7 @@
 //!
 //! Runs in its own task while holding a concurrency slot; the slot is freed when the task ends.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -12,7 +13,6 @@ use reqwest::Client;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::outcome::{self, FailureKind, Resolution, Verdict};
-use super::recorder::Recorder;
 use super::send::{self, Answer};
 use super::Settings;
 use crate::model::{
@@ -24,6 +24,7 @@ use crate::retry::{self, RetryPolicy};
 use crate::secrets::{self, MasterKey};
 use crate::signing;
 use crate::store::{AttemptOutcome, DispatchJob, Dropped, Store};
+use crate::writer::Recorder;
 
 /// What every attempt needs, shared by all attempt tasks.
 pub(super) struct Worker {
@@ -34,9 +35,18 @@ pub(super) struct Worker {
     pub node_id: String,
     pub plugins: Arc<PluginRegistry>,
     pub recorder: Recorder,
+    /// The earliest retry scheduled since the dispatch loop last asked ([`NO_RETRY`] if none), so the loop can
+    /// claim it on time without asking the store after every attempt.
+    pub earliest_retry: AtomicI64,
 }
 
+pub(super) const NO_RETRY: Millis = Millis::MAX;
+
 impl Worker {
+    pub(super) fn take_earliest_retry(&self) -> Option<Millis> {
+        Some(self.earliest_retry.swap(NO_RETRY, Ordering::AcqRel)).filter(|&due| due != NO_RETRY)
+    }
+
     pub(super) async fn attempt(self: Arc<Self>, job: DispatchJob, _slot: OwnedSemaphorePermit) {
         let DispatchJob { delivery, event, endpoint, signing_secrets } = job;
         let started_at = now_millis();
@@ -119,8 +129,13 @@ impl Worker {
             disable_endpoint: resolution.disable_endpoint,
             prepared,
         };
+        let retry_at = record.next_attempt_at;
         match self.recorder.record(record).await {
-            Ok(true) => {}
+            Ok(true) => {
+                if let Some(at) = retry_at {
+                    self.earliest_retry.fetch_min(at, Ordering::AcqRel);
+                }
+            }
             Ok(false) => tracing::warn!(delivery_id = %delivery.id, endpoint_id = %endpoint.id,
                 "lease was lost before the attempt was recorded; another worker owns the delivery now"),
             // The lease expires and the delivery is attempted again: at-least-once, never lost.
@@ -130,7 +145,7 @@ impl Worker {
     }
 
     async fn drop_delivery(&self, delivery: &Delivery, prepared: PreparedRequest, reason: String) {
-        tracing::info!(delivery_id = %delivery.id, endpoint_id = %delivery.endpoint_id, %reason, "delivery dropped");
+        tracing::debug!(delivery_id = %delivery.id, endpoint_id = %delivery.endpoint_id, %reason, "delivery dropped");
         let dropped = Dropped {
             tenant_id: delivery.tenant_id.clone(),
             delivery_id: delivery.id.clone(),
@@ -222,7 +237,8 @@ fn log_attempt(attempt: &Attempt, endpoint: &Endpoint, next_attempt_at: Option<M
         tracing::warn!(delivery_id = %attempt.delivery_id, endpoint_id = %endpoint.id, attempt = attempt.attempt_number,
             duration_ms = attempt.duration_ms, "receiver answered 410 Gone; disabling the endpoint");
     } else if attempt.outcome == "succeeded" {
-        tracing::info!(delivery_id = %attempt.delivery_id, endpoint_id = %endpoint.id, attempt = attempt.attempt_number,
+        // Successes are the bulk and are recorded in the store; failures stay visible at warn.
+        tracing::debug!(delivery_id = %attempt.delivery_id, endpoint_id = %endpoint.id, attempt = attempt.attempt_number,
             status = %status, duration_ms = attempt.duration_ms, "delivered");
     } else {
         tracing::warn!(delivery_id = %attempt.delivery_id, endpoint_id = %endpoint.id, attempt = attempt.attempt_number,

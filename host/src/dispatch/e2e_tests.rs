@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::tests::Receiver;
-use super::{Dispatcher, Settings};
+use super::Settings;
 use crate::model::{
     new_id, now_millis, Attempt, Delivery, DeliveryStatus, Endpoint, EndpointStatus, Event, SignatureScheme,
     Subscription, Tenant,
@@ -20,7 +20,7 @@ use crate::model::{
 use crate::secrets::{generate_signing_secret, secret_aad, secret_hint, MasterKey};
 use crate::signing;
 use crate::store::sql::SqlStore;
-use crate::store::{NewEvent, NewSecret, Store};
+use crate::store::{NewDelivery, NewEvent, NewSecret, Store};
 
 struct World {
     _dir: tempfile::TempDir,
@@ -31,6 +31,8 @@ struct World {
     stop: CancellationToken,
     dispatcher: tokio::task::JoinHandle<()>,
     wakeup: Arc<Notify>,
+    /// Publishes as the API does: fresh deliveries are handed straight to the dispatcher.
+    ingest: crate::writer::Ingest,
 }
 
 impl World {
@@ -80,15 +82,8 @@ impl World {
         };
         let wakeup = Arc::new(Notify::new());
         let stop = CancellationToken::new();
-        let dispatcher = Dispatcher::new(
-            store.clone(),
-            key,
-            settings,
-            new_id("node"),
-            wakeup.clone(),
-            super::empty_plugin_registry(),
-        )
-        .run(stop.clone());
+        let (dispatcher, ingest) = super::with_writer(store.clone(), key, settings, new_id("node"), wakeup.clone());
+        let dispatcher = dispatcher.run(stop.clone());
         World {
             _dir: dir,
             store,
@@ -98,6 +93,7 @@ impl World {
             stop,
             dispatcher: tokio::spawn(dispatcher),
             wakeup,
+            ingest,
         }
     }
 
@@ -113,10 +109,26 @@ impl World {
         };
         let delivery_id = new_id("dlv");
         let event_id = event.id.clone();
-        let new = NewEvent { event, deliveries: vec![(delivery_id.clone(), self.endpoint_id.clone())] };
+        let delivery = NewDelivery { id: delivery_id.clone(), endpoint_id: self.endpoint_id.clone(), lease: None };
+        let new = NewEvent { event, deliveries: vec![delivery] };
         self.store.publish(&[new]).await.unwrap();
         self.wakeup.notify_one();
         (event_id, delivery_id)
+    }
+
+    /// Publishes one event through the writer, as the API does; returns the event id and what the writer reported.
+    async fn publish_through_writer(&self) -> (String, crate::store::Published) {
+        let event = Event {
+            id: new_id("evt"),
+            tenant_id: self.tenant_id.clone(),
+            event_type: "payment.succeeded".into(),
+            data: RawValue::from_string(r#"{"amount":1500}"#.into()).unwrap(),
+            idempotency_key: None,
+            received_at: now_millis(),
+        };
+        let event_id = event.id.clone();
+        let mut published = self.ingest.publish(vec![event]).await.unwrap();
+        (event_id, published.remove(0))
     }
 
     async fn delivery(&self, id: &str) -> Delivery {
@@ -217,4 +229,42 @@ async fn shutdown_hands_unfinished_deliveries_back() {
     let delivery = store.get_delivery(&tenant_id, &delivery_id).await.unwrap().unwrap();
     assert_eq!((delivery.status, delivery.attempts, delivery.lease_owner), (DeliveryStatus::Pending, 0, None));
     assert!(store.list_attempts(&tenant_id, &delivery_id).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_fresh_delivery_is_stored_leased_and_handed_over_without_a_claim() {
+    let receiver = Receiver { delay: Duration::from_millis(300), ..Receiver::default() };
+    let world = World::start(&receiver.serve().await, 3, Duration::from_secs(5)).await;
+    // The dispatcher takes handovers once its first claim has found nothing older waiting.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (event_id, published) = world.publish_through_writer().await;
+    assert_eq!((published.deliveries, published.leased.len()), (1, 1));
+    // Already leased when the 202 would go out, and nobody woke the dispatcher: no claim could have done it.
+    let stored = world.delivery(&published.leased[0]).await;
+    assert_eq!(stored.status, DeliveryStatus::Delivering);
+    assert!(stored.lease_owner.as_deref().is_some_and(|owner| owner.starts_with("node_")), "{stored:?}");
+    assert!(stored.lease_expires_at.unwrap() >= now_millis() + 50_000, "a full lease: {stored:?}");
+
+    let delivery = world.wait_status(&published.leased[0], DeliveryStatus::Succeeded).await;
+    assert_eq!((delivery.attempts, delivery.lease_owner), (1, None));
+    let (headers, body) = receiver.requests.lock().unwrap()[0].clone();
+    let get = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_string();
+    assert_eq!(get("webhook-id"), event_id);
+    let timestamp = get("webhook-timestamp").parse().unwrap();
+    assert!(signing::verify_standard(&world.secret, &event_id, timestamp, &body, &get("webhook-signature")));
+    assert_eq!(receiver.hits(), 1);
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn handed_over_deliveries_are_given_back_at_shutdown() {
+    let receiver = Receiver { delay: Duration::from_secs(30), ..Receiver::default() };
+    let world = World::start(&receiver.serve().await, 3, Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, published) = world.publish_through_writer().await;
+    assert_eq!(published.leased.len(), 1);
+    wait_for("request in flight", || async { (receiver.hits() == 1).then_some(()) }).await;
+    let (store, tenant_id, _dir) = world.stop().await;
+    let delivery = store.get_delivery(&tenant_id, &published.leased[0]).await.unwrap().unwrap();
+    assert_eq!((delivery.status, delivery.attempts, delivery.lease_owner), (DeliveryStatus::Pending, 0, None));
 }

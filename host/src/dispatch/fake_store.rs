@@ -131,6 +131,10 @@ impl Store for FakeStore {
     async fn signing_secrets(&self, endpoint_id: &str, _at: Millis) -> StoreResult<Vec<EndpointSecret>> {
         Ok(self.state.lock().unwrap().secrets.iter().filter(|s| s.endpoint_id == endpoint_id).cloned().collect())
     }
+    async fn signing_secrets_of(&self, endpoint_ids: &[String], _at: Millis) -> StoreResult<Vec<EndpointSecret>> {
+        let state = self.state.lock().unwrap();
+        Ok(state.secrets.iter().filter(|s| endpoint_ids.contains(&s.endpoint_id)).cloned().collect())
+    }
 
     async fn ping(&self) -> StoreResult<()> {
         Ok(())

@@ -6,30 +6,35 @@
 //! expire and any node picks the deliveries up again. Delivery is at-least-once: a receiver may see an event
 //! again (same `webhook-id`) when an attempt's result could not be recorded.
 //!
+//! Most deliveries are never claimed: the ingest writer stores a fresh event's deliveries already leased to this
+//! node when the dispatcher has free slots and nothing older waiting, and hands them over through [`Handoff`]
+//! right after the commit. Claims serve the rest: retries that came due, a backlog, another node's expired leases.
+//!
 //! - `attempt`: one delivery attempt (plugins, secrets, request, classification);
-//! - `recorder`: group commit of the attempts' records;
 //! - `send`: the HTTP client and request/response handling;
 //! - `outcome`: pure classification of an answer and the delivery's next state.
 
 mod attempt;
 pub mod outcome;
-mod recorder;
 pub mod send;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{Id, JoinError, JoinSet};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use self::attempt::Worker;
+use self::attempt::{Worker, NO_RETRY};
 use crate::config::Config;
-use crate::model::now_millis;
+use crate::model::{now_millis, Millis};
 use crate::plugin::PluginRegistry;
 use crate::secrets::MasterKey;
-use crate::store::{Store, StoreResult};
+use crate::store::{DispatchJob, Lease, Store, StoreResult};
+use crate::writer::Recorder;
 
 pub use crate::secrets::{NO_SIGNING_SECRET, UNDECRYPTABLE_SECRET};
 
@@ -71,6 +76,67 @@ impl Settings {
 pub struct Dispatcher {
     worker: Arc<Worker>,
     wakeup: Arc<Notify>,
+    /// One permit per attempt in flight, whether claimed here or handed over.
+    slots: Arc<Semaphore>,
+    /// Set while deliveries may be waiting to be claimed (see [`Handoff::reserve`]).
+    backlog: Arc<AtomicBool>,
+    handed_tx: mpsc::UnboundedSender<HandedOver>,
+    handed: mpsc::UnboundedReceiver<HandedOver>,
+}
+
+type HandedOver = (DispatchJob, OwnedSemaphorePermit);
+
+/// How the ingest writer gives the dispatcher the deliveries it has just stored leased to this node. Cheap to clone.
+#[derive(Clone)]
+pub struct Handoff {
+    slots: Arc<Semaphore>,
+    backlog: Arc<AtomicBool>,
+    jobs: mpsc::UnboundedSender<HandedOver>,
+    wakeup: Arc<Notify>,
+    owner: String,
+    lease: Duration,
+}
+
+impl Handoff {
+    /// Up to `wanted` free attempt slots, for deliveries about to be stored leased (see [`Handoff::lease`]). None
+    /// while older deliveries may be waiting to be claimed: those go first, and claims take them in batches.
+    pub fn reserve(&self, wanted: usize) -> Vec<OwnedSemaphorePermit> {
+        if self.backlog.load(Ordering::Acquire) || self.jobs.is_closed() {
+            return Vec::new();
+        }
+        std::iter::from_fn(|| self.slots.clone().try_acquire_owned().ok()).take(wanted).collect()
+    }
+
+    /// The lease to store reserved deliveries under, from `now`.
+    pub fn lease(&self, now: Millis) -> Lease {
+        Lease { owner: self.owner.clone(), until: lease_until(now, self.lease) }
+    }
+
+    /// Starts the attempt of a delivery stored under [`Handoff::lease`] in the slot reserved for it. If the
+    /// dispatcher has stopped, returns the delivery's id: the caller must then release its lease.
+    pub fn start(&self, job: DispatchJob, slot: OwnedSemaphorePermit) -> Result<(), String> {
+        self.jobs.send((job, slot)).map_err(|mpsc::error::SendError((job, _))| job.delivery.id)
+    }
+
+    /// Says that deliveries were stored waiting, not handed over: the dispatcher claims them, and takes no
+    /// more handovers until they are done.
+    pub fn deliveries_waiting(&self) {
+        self.backlog.store(true, Ordering::Release);
+        self.wakeup.notify_one();
+    }
+
+    /// Gives back leases of deliveries that could not be handed over, so they are claimed at once instead of
+    /// when the lease expires.
+    pub async fn release(&self, store: &dyn Store, delivery_ids: &[String]) {
+        if let Err(e) = store.release(&self.owner, delivery_ids).await {
+            tracing::error!(error = %e, "could not release leases; they will expire instead");
+        }
+        self.deliveries_waiting();
+    }
+}
+
+fn lease_until(now: Millis, lease: Duration) -> Millis {
+    now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Attempt tasks and the delivery each one holds a lease on, so leftovers can be released at shutdown.
@@ -108,19 +174,54 @@ impl Dispatcher {
         node_id: String,
         wakeup: Arc<Notify>,
         plugins: Arc<PluginRegistry>,
+        recorder: Recorder,
     ) -> Self {
         let client = send::http_client();
-        let recorder = recorder::Recorder::start(store.clone(), node_id.clone());
-        Self { worker: Arc::new(Worker { store, master_key, client, settings, node_id, plugins, recorder }), wakeup }
+        let slots = Arc::new(Semaphore::new(settings.concurrency));
+        let (handed_tx, handed) = mpsc::unbounded_channel();
+        Self {
+            worker: Arc::new(Worker {
+                store,
+                master_key,
+                client,
+                settings,
+                node_id,
+                plugins,
+                recorder,
+                earliest_retry: AtomicI64::new(NO_RETRY),
+            }),
+            wakeup,
+            slots,
+            // Until the first claim says otherwise: a previous run may have left deliveries waiting.
+            backlog: Arc::new(AtomicBool::new(true)),
+            handed_tx,
+            handed,
+        }
+    }
+
+    /// The ingest writer's handle for handing over fresh deliveries.
+    pub fn handoff(&self) -> Handoff {
+        Handoff {
+            slots: self.slots.clone(),
+            backlog: self.backlog.clone(),
+            jobs: self.handed_tx.clone(),
+            wakeup: self.wakeup.clone(),
+            owner: self.worker.node_id.clone(),
+            lease: self.worker.settings.lease,
+        }
     }
 
     /// Delivers until `stop` is cancelled, then drains (see [`Settings::shutdown_grace`]) and returns.
-    pub async fn run(self, stop: CancellationToken) {
-        let settings = &self.worker.settings;
-        let slots = Arc::new(Semaphore::new(settings.concurrency));
+    pub async fn run(mut self, stop: CancellationToken) {
+        let settings = self.worker.settings.clone();
+        let slots = self.slots.clone();
         let mut in_flight = InFlight::default();
         let claim_batch = (settings.concurrency / 8).max(1);
         let mut lingered = false;
+        // Whether a claim may find work: at start, after a wake-up, when the next due time comes, and for as long
+        // as claims come back full. A freed slot alone is no reason to ask the store.
+        let mut look = true;
+        let mut look_at = Instant::now();
         tracing::info!(node_id = %self.worker.node_id, concurrency = settings.concurrency, "dispatcher started");
         loop {
             while let Some(joined) = in_flight.tasks.try_join_next_with_id() {
@@ -129,70 +230,79 @@ impl Dispatcher {
             if stop.is_cancelled() {
                 break;
             }
+            // A failed attempt may have scheduled a retry before the time we meant to look next.
+            if let Some(due) = self.worker.take_earliest_retry() {
+                let wait = Duration::from_millis(u64::try_from(due - now_millis()).unwrap_or(0));
+                look_at = look_at.min(Instant::now() + wait);
+            }
             // Registered before looking for work, so a publish that lands while we query still wakes us.
             let notified = self.wakeup.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
 
             let free = slots.available_permits();
-            // A claim is a transaction; taking one per freed slot would spend the store's time on claims. While
-            // most slots are busy, let a few more attempts finish first (they wake the loop), but never wait long.
-            if free > 0 && free < claim_batch && free < settings.concurrency && !lingered {
+            let mut wait_for_slot = false;
+            if look && free == 0 {
+                wait_for_slot = true; // Only a finishing attempt (or stop) lets us claim.
+            } else if look && free < claim_batch && free < settings.concurrency && !lingered {
+                // A claim is a transaction; taking one per freed slot would spend the store's time on claims.
+                // While most slots are busy, let a few more attempts finish first, but never wait long.
                 lingered = true;
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    Some(joined) = in_flight.tasks.join_next_with_id() => {
-                        in_flight.finished(joined);
-                    }
-                    _ = &mut notified => {}
-                    _ = tokio::time::sleep(CLAIM_LINGER) => {}
-                }
-                continue;
-            }
-            lingered = false;
-            let pause = if free == 0 {
-                None // Every slot is busy: only a finishing attempt (or stop) matters.
-            } else {
+                wait_for_slot = true;
+                look_at = Instant::now() + CLAIM_LINGER;
+            } else if look {
+                lingered = false;
                 match self.claim(free, &slots, &mut in_flight).await {
-                    Ok(claimed) if claimed == free => continue, // There may be more due right now.
-                    Ok(_) => Some(self.idle_pause().await),
+                    Ok(claimed) if claimed == free => {
+                        self.backlog.store(true, Ordering::Release);
+                        continue; // There may be more due right now.
+                    }
+                    Ok(_) => {
+                        self.backlog.store(false, Ordering::Release);
+                        look = false;
+                        look_at = Instant::now() + self.idle_pause().await;
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "could not claim deliveries; backing off");
-                        Some(settings.error_backoff)
+                        look = false;
+                        look_at = Instant::now() + settings.error_backoff;
                     }
                 }
-            };
-            // A finishing attempt frees a slot, so it wakes the loop to claim again at once.
+            }
             tokio::select! {
                 _ = stop.cancelled() => break,
+                Some((job, slot)) = self.handed.recv() => self.spawn(job, slot, &mut in_flight),
                 Some(joined) = in_flight.tasks.join_next_with_id(), if !in_flight.tasks.is_empty() => {
                     in_flight.finished(joined);
                 }
-                _ = &mut notified => {}
-                _ = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => {}
+                _ = &mut notified => look = true,
+                _ = tokio::time::sleep_until(look_at), if !look || (wait_for_slot && lingered) => look = true,
             }
         }
         self.shutdown(in_flight).await;
+    }
+
+    fn spawn(&self, job: DispatchJob, slot: OwnedSemaphorePermit, in_flight: &mut InFlight) {
+        let delivery_id = job.delivery.id.clone();
+        let task = in_flight.tasks.spawn(self.worker.clone().attempt(job, slot));
+        in_flight.deliveries.insert(task.id(), delivery_id);
     }
 
     /// Claims up to `free` deliveries and starts an attempt for each. Returns how many were claimed.
     async fn claim(&self, free: usize, slots: &Arc<Semaphore>, in_flight: &mut InFlight) -> StoreResult<usize> {
         let worker = &self.worker;
         let now = now_millis();
-        let lease_until = now.saturating_add(i64::try_from(worker.settings.lease.as_millis()).unwrap_or(i64::MAX));
+        let lease_until = lease_until(now, worker.settings.lease);
         let jobs = worker.store.claim_due(&worker.node_id, now, lease_until, free as i64).await?;
         let claimed = jobs.len();
         let mut surplus = Vec::new();
         for job in jobs {
-            // Only this loop takes slots, so `free` are available; a store handing out more than asked for gets
-            // the extra leases straight back instead of overloading us.
+            // Handovers may have taken slots since `free` was read; a delivery without one goes straight back.
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 surplus.push(job.delivery.id);
                 continue;
             };
-            let delivery_id = job.delivery.id.clone();
-            let task = in_flight.tasks.spawn(worker.clone().attempt(job, slot));
-            in_flight.deliveries.insert(task.id(), delivery_id);
+            self.spawn(job, slot, in_flight);
         }
         if !surplus.is_empty() {
             worker.store.release(&worker.node_id, &surplus).await?;
@@ -218,8 +328,19 @@ impl Dispatcher {
 
     /// Waits up to the grace period for attempts in flight to finish and be recorded; aborts the rest and gives
     /// their leases back so another run delivers them without waiting for the leases to expire.
-    async fn shutdown(self, mut in_flight: InFlight) {
-        let worker = &self.worker;
+    async fn shutdown(mut self, mut in_flight: InFlight) {
+        let worker = self.worker.clone();
+        // Handed over but not started: nobody will attempt them now.
+        self.handed.close();
+        let mut not_started = Vec::new();
+        while let Ok((job, _slot)) = self.handed.try_recv() {
+            not_started.push(job.delivery.id);
+        }
+        if !not_started.is_empty() {
+            if let Err(e) = worker.store.release(&worker.node_id, &not_started).await {
+                tracing::error!(error = %e, "could not release leases; they will expire instead");
+            }
+        }
         if in_flight.tasks.is_empty() {
             tracing::info!("dispatcher stopped");
             return;
@@ -246,6 +367,31 @@ impl Dispatcher {
         }
         tracing::info!("dispatcher stopped");
     }
+}
+
+/// A dispatcher with its own writer, as `run()` wires them: the handle returned publishes through the writer,
+/// which hands fresh deliveries over.
+#[cfg(test)]
+pub(crate) fn with_writer(
+    store: Arc<dyn Store>,
+    master_key: MasterKey,
+    settings: Settings,
+    node_id: String,
+    wakeup: Arc<Notify>,
+) -> (Dispatcher, crate::writer::Ingest) {
+    let writer = crate::writer::Writer::default();
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        master_key,
+        settings,
+        node_id.clone(),
+        wakeup,
+        empty_plugin_registry(),
+        writer.recorder(),
+    );
+    let ingest = writer.ingest();
+    writer.start(store, node_id, Some(dispatcher.handoff()));
+    (dispatcher, ingest)
 }
 
 /// A registry with no plugins loaded, for dispatcher tests whose endpoints bind none.

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::fake_store::{FakeState, FakeStore};
 use super::outcome::GONE_REASON;
-use super::{Dispatcher, Settings, UNDECRYPTABLE_SECRET};
+use super::{Handoff, Settings, UNDECRYPTABLE_SECRET};
 use crate::model::{
     Delivery, DeliveryStatus, Endpoint, EndpointSecret, EndpointStatus, Event, SecretStatus, SignatureScheme,
 };
@@ -160,22 +160,17 @@ fn store(jobs: Vec<DispatchJob>, f: impl FnOnce(&mut FakeState)) -> Arc<FakeStor
 struct Running {
     stop: CancellationToken,
     wakeup: Arc<Notify>,
+    handoff: Handoff,
     task: JoinHandle<()>,
 }
 
 fn start(store: &Arc<FakeStore>, settings: Settings) -> Running {
     let stop = CancellationToken::new();
     let wakeup = Arc::new(Notify::new());
-    let dispatcher = Dispatcher::new(
-        store.clone(),
-        key(),
-        settings,
-        "node_test".into(),
-        wakeup.clone(),
-        super::empty_plugin_registry(),
-    );
+    let (dispatcher, _ingest) = super::with_writer(store.clone(), key(), settings, "node_test".into(), wakeup.clone());
+    let handoff = dispatcher.handoff();
     let task = tokio::spawn(dispatcher.run(stop.clone()));
-    Running { stop, wakeup, task }
+    Running { stop, wakeup, handoff, task }
 }
 
 impl Running {
@@ -358,4 +353,76 @@ async fn shutdown_gives_back_leases_of_attempts_past_grace() {
     assert_eq!(state.released, ["dlv_1"]);
     assert!(state.recorded.is_empty());
     assert_eq!(state.waiting.len(), 1, "released back to waiting");
+}
+
+#[tokio::test]
+async fn handed_over_deliveries_are_attempted_in_reserved_slots() {
+    let receiver = Receiver { delay: Duration::from_millis(200), ..Receiver::default() };
+    let url = receiver.serve().await;
+    let store = store(Vec::new(), |_| {});
+    let running = start(&store, Settings { concurrency: 2, ..settings() });
+    // Until its first claim finds nothing older waiting, the dispatcher takes no handovers.
+    eventually("first claim", || store.state.lock().unwrap().claim_calls > 0).await;
+    let slots = loop {
+        let slots = running.handoff.reserve(5);
+        if !slots.is_empty() {
+            break slots;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(slots.len(), 2, "no more slots than the concurrency");
+    assert!(running.handoff.reserve(1).is_empty(), "every slot is reserved");
+    for (n, slot) in slots.into_iter().enumerate() {
+        let mut job = job(n + 1, &url, None, None);
+        job.signing_secrets = store.state.lock().unwrap().secrets.clone();
+        job.delivery.status = DeliveryStatus::Delivering;
+        job.delivery.lease_owner = Some("node_test".into());
+        // Stored leased, as the writer would have.
+        store.state.lock().unwrap().leased.push(job.clone());
+        assert!(running.handoff.start(job, slot).is_ok());
+    }
+    eventually("both delivered", || store.outcomes().len() == 2).await;
+    assert_eq!(store.outcomes(), ["succeeded", "succeeded"]);
+    assert_eq!(receiver.most_active.load(Ordering::SeqCst), 2);
+    // Each request was signed with the secret that came with its job.
+    for (headers, body) in receiver.requests.lock().unwrap().iter() {
+        let get = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_string();
+        let timestamp: i64 = get("webhook-timestamp").parse().unwrap();
+        assert!(signing::verify_standard(SECRET, &get("webhook-id"), timestamp, body, &get("webhook-signature")));
+    }
+    // The slots are free again once the attempts are recorded.
+    eventually("slots freed", || running.handoff.reserve(2).len() == 2).await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn waiting_deliveries_are_claimed_before_handovers_resume() {
+    let receiver = Receiver { delay: Duration::from_millis(100), ..Receiver::default() };
+    let url = receiver.serve().await;
+    let store = store(Vec::new(), |_| {});
+    let running = start(&store, Settings { poll_interval: Duration::from_secs(60), ..settings() });
+    eventually("first claim", || store.state.lock().unwrap().claim_calls > 0).await;
+    eventually("handovers taken", || !running.handoff.reserve(1).is_empty()).await;
+
+    // A publish that could not hand everything over stored the rest waiting and says so.
+    store.state.lock().unwrap().waiting.push(job(1, &url, None, None));
+    running.handoff.deliveries_waiting();
+    assert!(running.handoff.reserve(1).is_empty(), "older deliveries go first");
+    eventually("the waiting one delivered", || store.outcomes() == ["succeeded"]).await;
+    eventually("handovers taken again", || !running.handoff.reserve(1).is_empty()).await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_retry_scheduled_by_an_attempt_is_claimed_on_time_without_polling() {
+    let receiver = Receiver::answering(&[500]);
+    let url = receiver.serve().await;
+    let store = store(vec![job(1, &url, Some(vec![300]), None)], |_| {});
+    // A poll interval far beyond the test: only the dispatcher's own note of the retry can bring it back.
+    let running = start(&store, Settings { poll_interval: Duration::from_secs(60), ..settings() });
+    eventually("retried and succeeded", || store.outcomes() == ["retry", "succeeded"]).await;
+    running.stop().await;
+    let state = store.state.lock().unwrap();
+    let late = state.recorded[1].attempt.started_at - state.recorded[0].next_attempt_at.unwrap();
+    assert!((0..1_000).contains(&late), "claimed {late} ms after it was due");
 }

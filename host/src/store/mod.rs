@@ -89,8 +89,24 @@ pub struct NewSecret {
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub event: Event,
-    /// `(delivery id, endpoint id)` for each matching endpoint.
-    pub deliveries: Vec<(String, String)>,
+    /// One per matching endpoint.
+    pub deliveries: Vec<NewDelivery>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    pub id: String,
+    pub endpoint_id: String,
+    /// Set when the publishing process sends the delivery itself right after the commit: it is stored
+    /// `delivering` under this lease instead of `pending`, so no claim is needed. If that process dies, the lease
+    /// expires and any node claims the delivery as usual.
+    pub lease: Option<Lease>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub owner: String,
+    pub until: Millis,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +115,9 @@ pub struct Published {
     pub deliveries: i64,
     /// True when an earlier event with the same idempotency key was returned instead of storing this one.
     pub replayed: bool,
+    /// The ids of the deliveries stored under their [`NewDelivery::lease`], in input order: the caller owns
+    /// them now. (A delivery whose endpoint was deleted meanwhile is not stored, so it is not here either.)
+    pub leased: Vec<String>,
 }
 
 /// A claimed delivery with what the dispatcher needs to send it.
@@ -201,6 +220,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<EndpointSecret>>;
     /// Secrets that sign at `at`: the active one and retiring ones not yet expired.
     async fn signing_secrets(&self, endpoint_id: &str, at: Millis) -> StoreResult<Vec<EndpointSecret>>;
+    /// [`signing_secrets`](Self::signing_secrets) of several endpoints (of any tenants) at once, in any order.
+    async fn signing_secrets_of(&self, endpoint_ids: &[String], at: Millis) -> StoreResult<Vec<EndpointSecret>>;
 
     // Event types.
     /// Creates the type or updates its description; returns the stored row.
@@ -256,6 +277,19 @@ pub trait Store: Send + Sync + 'static {
     /// [`record_attempt`](Self::record_attempt) for many outcomes in one transaction: all are written, or none
     /// (on error). Returns, in input order, whether each one's lease was still held.
     async fn record_attempts(&self, owner: &str, outcomes: &[AttemptOutcome]) -> StoreResult<Vec<bool>>;
+    /// One group commit: [`publish`](Self::publish) `events` and [`record_attempts`](Self::record_attempts)
+    /// `attempts` (either may be empty). Each part's result says whether that part was stored; an implementation
+    /// may write both in one transaction (then they fail together) or separately.
+    async fn write_batch(
+        &self,
+        events: &[NewEvent],
+        owner: &str,
+        attempts: &[AttemptOutcome],
+    ) -> (StoreResult<Vec<Published>>, StoreResult<Vec<bool>>) {
+        let published = if events.is_empty() { Ok(Vec::new()) } else { self.publish(events).await };
+        let recorded = if attempts.is_empty() { Ok(Vec::new()) } else { self.record_attempts(owner, attempts).await };
+        (published, recorded)
+    }
     /// Marks a leased delivery `dropped` (its filter said no), if `owner` still holds the lease.
     async fn record_drop(&self, owner: &str, dropped: &Dropped) -> StoreResult<bool>;
     /// Gives leased deliveries back unchanged (graceful shutdown before an attempt started).

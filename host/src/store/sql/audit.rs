@@ -1,13 +1,13 @@
 //! The audit log: appended to, never changed (the schema's triggers refuse UPDATE and DELETE).
 
-use sqlx::AnyPool;
+use sqlx::{AnyConnection, AnyPool};
 
 use super::query::{conflict_on_unique, Order, SqlBuilder};
 use super::rows::{self, to_json, AUDIT_COLUMNS};
 use crate::model::AuditEntry;
 use crate::store::{Page, StoreResult};
 
-pub(super) async fn append_audit(pool: &AnyPool, entry: &AuditEntry) -> StoreResult<()> {
+pub(super) async fn append_audit(connection: &mut AnyConnection, entry: &AuditEntry) -> StoreResult<()> {
     sqlx::query(&format!("INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
         .bind(&entry.id)
         .bind(entry.tenant_id.as_deref())
@@ -17,7 +17,7 @@ pub(super) async fn append_audit(pool: &AnyPool, entry: &AuditEntry) -> StoreRes
         .bind(&entry.resource_id)
         .bind(to_json("details", &entry.details)?)
         .bind(entry.at)
-        .execute(pool)
+        .execute(&mut *connection)
         .await
         .map_err(conflict_on_unique(|| format!("audit entry `{}` already exists", entry.id)))?;
     Ok(())

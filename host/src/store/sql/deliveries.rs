@@ -1,6 +1,6 @@
 //! Reading deliveries and their attempts, and sending them again by hand (retry, dead-letter requeue).
 
-use sqlx::AnyPool;
+use sqlx::{AnyConnection, AnyPool, Connection};
 
 use super::query::{Order, SqlBuilder, MAX_LIST};
 use super::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
@@ -57,7 +57,7 @@ pub(super) async fn list_attempts(pool: &AnyPool, tenant_id: &str, delivery_id: 
 }
 
 pub(super) async fn retry_delivery(
-    pool: &AnyPool,
+    connection: &mut AnyConnection,
     tenant_id: &str,
     id: &str,
     at: Millis,
@@ -70,13 +70,13 @@ pub(super) async fn retry_delivery(
     .bind(at)
     .bind(tenant_id)
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *connection)
     .await?;
     row.as_ref().map(rows::delivery).transpose()
 }
 
 pub(super) async fn requeue_dead(
-    pool: &AnyPool,
+    connection: &mut AnyConnection,
     dialect: Dialect,
     tenant_id: &str,
     selector: &RequeueSelector,
@@ -99,7 +99,7 @@ pub(super) async fn requeue_dead(
     let mut requeued = 0;
     match selector {
         RequeueSelector::Ids(ids) => {
-            let mut tx = pool.begin().await?;
+            let mut tx = connection.begin().await?;
             for chunk in ids.chunks(MAX_LIST) {
                 let mut sql = requeue();
                 sql.in_list("id", chunk);
@@ -114,7 +114,7 @@ pub(super) async fn requeue_dead(
                 "=",
                 event_type.as_deref(),
             );
-            requeued = sql.query().execute(pool).await?.rows_affected();
+            requeued = sql.query().execute(&mut *connection).await?.rows_affected();
         }
     }
     Ok(requeued)

@@ -1,8 +1,12 @@
 //! What differs between SQLite and PostgreSQL: connection set-up, migrations and row locking. Every other query
 //! is shared.
 
+use std::ops::{Deref, DerefMut};
+
 use sqlx::any::AnyPoolOptions;
-use sqlx::{AnyPool, Executor};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor};
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 use crate::store::{StoreError, StoreResult};
 
@@ -12,15 +16,38 @@ pub enum Dialect {
     Postgres,
 }
 
+/// How a [`Dialect::json_rows`] column is encoded in JSON: text as a string, integers as numbers, binary data
+/// as a hex string; NULL as `null` in any of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Column {
+    Text,
+    Int,
+    Blob,
+}
+
 /// Applied to every SQLite connection. `busy_timeout` comes first so the switch to WAL waits for another process
 /// (a backup, the sqlite3 shell) instead of failing. `synchronous = FULL` because a 202 Accepted promises the
 /// event is on disk: WAL's usual NORMAL can lose the last commits on power loss.
+/// `wal_autocheckpoint = 0`: the writer never checkpoints itself; see [`checkpoint`](super::checkpoint).
 const SQLITE_PRAGMAS: &[&str] = &[
     "PRAGMA busy_timeout = 5000",
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = FULL",
     "PRAGMA foreign_keys = ON",
+    "PRAGMA wal_autocheckpoint = 0",
 ];
+
+/// The connection that checkpoints the WAL into the database file; FULL so the file is synced before the WAL is
+/// reused.
+pub(super) const SQLITE_CHECKPOINT_PRAGMAS: &[&str] = &["PRAGMA busy_timeout = 5000", "PRAGMA synchronous = FULL"];
+
+/// Applied to the SQLite connections that only read. `query_only` makes a write through one an error instead of
+/// a second writer racing the first (see `open_pool`).
+const SQLITE_READER_PRAGMAS: &[&str] = &["PRAGMA busy_timeout = 5000", "PRAGMA query_only = ON"];
+
+/// SQLite connections for reads. WAL lets them read committed data while the writer commits, so an API read (or the
+/// dispatcher's) never queues behind a write transaction and its fsync.
+const SQLITE_READERS: u32 = 4;
 
 const POSTGRES_MAX_CONNECTIONS: u32 = 10;
 
@@ -37,30 +64,56 @@ impl Dialect {
         }
     }
 
-    pub(super) async fn open_pool(self, url: &str) -> StoreResult<AnyPool> {
-        let pool = match self {
+    pub(super) async fn open_writer(self, url: &str) -> StoreResult<WritePath> {
+        Ok(match self {
             // One connection. The Any driver opens transactions with a plain deferred `BEGIN`, so a transaction
             // that reads and then writes only asks for the write lock at its first write; if another connection
             // committed in between, its snapshot is stale and SQLite fails the write with SQLITE_BUSY at once
             // (busy_timeout cannot help). SQLite admits one writer at a time anyway, so a single connection
-            // costs little and makes every transaction safe. Never hold this connection while acquiring another.
+            // costs little and makes every transaction safe. It is held open rather than pooled: a pool pings a
+            // connection on every acquire and release, two round trips to SQLite's worker thread per
+            // transaction on the busiest path there is.
             Dialect::Sqlite => {
-                AnyPoolOptions::new()
-                    .max_connections(1)
-                    .after_connect(|connection, _| {
-                        Box::pin(async move {
-                            for pragma in SQLITE_PRAGMAS {
-                                connection.execute(*pragma).await?;
-                            }
-                            Ok(())
-                        })
-                    })
-                    .connect(&sqlite_url_creating_file(url))
-                    .await?
+                let mut connection = AnyConnection::connect(&sqlite_url_creating_file(url)).await?;
+                for pragma in SQLITE_PRAGMAS {
+                    connection.execute(*pragma).await?;
+                }
+                WritePath::dedicated(connection)
             }
-            Dialect::Postgres => AnyPoolOptions::new().max_connections(POSTGRES_MAX_CONNECTIONS).connect(url).await?,
-        };
-        Ok(pool)
+            Dialect::Postgres => {
+                WritePath::Pool(AnyPoolOptions::new().max_connections(POSTGRES_MAX_CONNECTIONS).connect(url).await?)
+            }
+        })
+    }
+
+    /// The pool for statements that only read. SQLite: separate read-only connections (open it after `open_pool`,
+    /// which creates the file and switches it to WAL). PostgreSQL: the same pool, as every connection can read.
+    pub(super) async fn open_reader(self, url: &str, writer: &WritePath) -> StoreResult<AnyPool> {
+        // An in-memory database exists only on its own connection: others would open an empty one.
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        match (self, writer) {
+            (Dialect::Sqlite, _) if in_memory => Err(StoreError::Database(sqlx::Error::Configuration(
+                "an in-memory SQLite database cannot be shared by connections; use a file".into(),
+            ))),
+            (_, WritePath::Pool(pool)) => Ok(pool.clone()),
+            (Dialect::Sqlite, _) => Ok(AnyPoolOptions::new()
+                .max_connections(SQLITE_READERS)
+                // A local file does not drop connections; a test before each read would cost a round trip.
+                .test_before_acquire(false)
+                .after_connect(|connection, _| {
+                    Box::pin(async move {
+                        for pragma in SQLITE_READER_PRAGMAS {
+                            connection.execute(*pragma).await?;
+                        }
+                        Ok(())
+                    })
+                })
+                .connect(url)
+                .await?),
+            (Dialect::Postgres, WritePath::Dedicated(_)) => {
+                Err(StoreError::Unavailable("PostgreSQL writes go through a pool".into()))
+            }
+        }
     }
 
     /// Appended to the SELECT that picks deliveries to claim. On PostgreSQL several nodes claim at once: each
@@ -83,12 +136,29 @@ impl Dialect {
         }
     }
 
-    /// The column type for binary data, for `CAST`s: SQLite would give `BYTEA` numeric affinity.
-    pub(super) fn blob_type(self) -> &'static str {
-        match self {
-            Dialect::Sqlite => "BLOB",
-            Dialect::Postgres => "BYTEA",
-        }
+    /// `SELECT <columns> FROM <the rows of a JSON array>`: the array is bound at `placeholder`, each element is an
+    /// array of one row's values in `columns` order ([`json_rows`](super::query::json_rows) builds it). A
+    /// many-row statement then binds one value instead of one per cell: every bound value costs a conversion,
+    /// and SQLite finds each numbered placeholder by a linear scan, so a large `VALUES` list gets
+    /// quadratically slow. The SQL text no longer depends on the row count either, so its prepared statement
+    /// is reused.
+    pub(super) fn json_rows(self, placeholder: &str, columns: &[(&str, Column)]) -> String {
+        let select: Vec<String> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, (name, column))| match (self, column) {
+                (Dialect::Sqlite, Column::Blob) => format!("unhex(r.value ->> {i}) AS {name}"),
+                (Dialect::Sqlite, _) => format!("r.value ->> {i} AS {name}"),
+                (Dialect::Postgres, Column::Text) => format!("r ->> {i} AS {name}"),
+                (Dialect::Postgres, Column::Int) => format!("CAST(r ->> {i} AS BIGINT) AS {name}"),
+                (Dialect::Postgres, Column::Blob) => format!("decode(r ->> {i}, 'hex') AS {name}"),
+            })
+            .collect();
+        let rows = match self {
+            Dialect::Sqlite => format!("json_each({placeholder}) AS r"),
+            Dialect::Postgres => format!("jsonb_array_elements(CAST({placeholder} AS JSONB)) AS r"),
+        };
+        format!("SELECT {} FROM {rows}", select.join(", "))
     }
 
     /// Appended to a SELECT of endpoint rows that a transaction creates or revives deliveries for: they cannot be
@@ -98,6 +168,108 @@ impl Dialect {
         match self {
             Dialect::Sqlite => "",
             Dialect::Postgres => " FOR KEY SHARE",
+        }
+    }
+}
+
+/// Where writes go: SQLite's one write connection, or PostgreSQL's pool.
+#[derive(Debug)]
+pub(super) enum WritePath {
+    Pool(AnyPool),
+    /// None once closed.
+    Dedicated(Mutex<Option<Dedicated>>),
+}
+
+#[derive(Debug)]
+pub(super) struct Dedicated {
+    connection: AnyConnection,
+    /// Set while a script that opens its own transaction runs (see [`WriteConnection::script_started`]).
+    script_running: bool,
+}
+
+/// A connection for writing, held until dropped. Never hold it while waiting for another.
+pub(super) enum WriteConnection<'a> {
+    Pooled(PoolConnection<Any>),
+    Dedicated(MappedMutexGuard<'a, Dedicated>),
+}
+
+impl WritePath {
+    fn dedicated(connection: AnyConnection) -> Self {
+        WritePath::Dedicated(Mutex::new(Some(Dedicated { connection, script_running: false })))
+    }
+
+    pub(super) async fn acquire(&self) -> StoreResult<WriteConnection<'_>> {
+        match self {
+            WritePath::Pool(pool) => Ok(WriteConnection::Pooled(pool.acquire().await?)),
+            WritePath::Dedicated(dedicated) => {
+                let guard = dedicated.lock().await;
+                let Ok(mut guard) = MutexGuard::try_map(guard, Option::as_mut) else {
+                    return Err(StoreError::Unavailable("the database is closed".into()));
+                };
+                if guard.script_running {
+                    // Its caller went away mid-script, so the script may have stopped inside its transaction;
+                    // end it, or every later BEGIN would fail. (If it ran to its COMMIT, this fails harmlessly.)
+                    let _ = guard.connection.execute("ROLLBACK").await;
+                    guard.script_running = false;
+                }
+                Ok(WriteConnection::Dedicated(guard))
+            }
+        }
+    }
+
+    pub(super) async fn is_closed(&self) -> bool {
+        match self {
+            WritePath::Pool(pool) => pool.is_closed(),
+            WritePath::Dedicated(dedicated) => dedicated.lock().await.is_none(),
+        }
+    }
+
+    pub(super) async fn close(&self) {
+        match self {
+            WritePath::Pool(pool) => pool.close().await,
+            WritePath::Dedicated(dedicated) => {
+                if let Some(dedicated) = dedicated.lock().await.take() {
+                    if let Err(e) = dedicated.connection.close().await {
+                        tracing::warn!(error = %e, "closing the database connection failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl WriteConnection<'_> {
+    /// Call before sending a script that begins and commits (or rolls back) its own transaction, which sqlx
+    /// does not track; and [`script_finished`](Self::script_finished) once it has ended either way.
+    pub(super) fn script_started(&mut self) {
+        if let WriteConnection::Dedicated(dedicated) = self {
+            dedicated.script_running = true;
+        }
+    }
+
+    pub(super) fn script_finished(&mut self) {
+        if let WriteConnection::Dedicated(dedicated) = self {
+            dedicated.script_running = false;
+        }
+    }
+}
+
+impl Deref for WriteConnection<'_> {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        match self {
+            WriteConnection::Pooled(connection) => connection,
+            WriteConnection::Dedicated(dedicated) => &dedicated.connection,
+        }
+    }
+}
+
+impl DerefMut for WriteConnection<'_> {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match self {
+            WriteConnection::Pooled(connection) => connection,
+            WriteConnection::Dedicated(dedicated) => &mut dedicated.connection,
         }
     }
 }
@@ -117,6 +289,20 @@ fn sqlite_url_creating_file(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_rows_decode_each_column_by_position() {
+        let columns = [("id", Column::Text), ("n", Column::Int), ("body", Column::Blob)];
+        assert_eq!(
+            Dialect::Sqlite.json_rows("$2", &columns),
+            "SELECT r.value ->> 0 AS id, r.value ->> 1 AS n, unhex(r.value ->> 2) AS body FROM json_each($2) AS r"
+        );
+        assert_eq!(
+            Dialect::Postgres.json_rows("$2", &columns),
+            "SELECT r ->> 0 AS id, CAST(r ->> 1 AS BIGINT) AS n, decode(r ->> 2, 'hex') AS body \
+             FROM jsonb_array_elements(CAST($2 AS JSONB)) AS r"
+        );
+    }
 
     #[test]
     fn dialect_follows_the_url_scheme() {

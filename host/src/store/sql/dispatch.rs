@@ -4,15 +4,20 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
-use sqlx::{Any, AnyConnection, AnyPool, Row};
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Row};
 
+use super::dialect::Column;
+use super::endpoint_secrets::signing_secrets_of;
 use super::endpoints::{lock_endpoint, with_subscriptions};
 use super::events::events_by_id;
-use super::query::{SqlBuilder, MAX_LIST};
-use super::rows::{self, to_json, RequestMeta, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, ENDPOINT_COLUMNS, SECRET_COLUMNS};
+use super::query::{json_rows, SqlBuilder, MAX_LIST};
+use super::rows::{self, to_json, RequestMeta, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, ENDPOINT_COLUMNS};
 use super::Dialect;
 use crate::model::{Attempt, Delivery, Endpoint, EndpointSecret, Event, Millis, PreparedRequest};
 use crate::store::{AttemptOutcome, DispatchJob, Dropped, StoreError, StoreResult};
+
+/// Rows per multi-row statement: bounds the JSON text one statement carries.
+const ROWS_PER_STATEMENT: usize = 500;
 
 /// Back to waiting: `failed` if an attempt was already made (so listings still say the last one failed),
 /// `pending` otherwise. `next_attempt_at` is kept, so the delivery is due again at once if it was due.
@@ -20,7 +25,7 @@ const GIVE_BACK: &str = "status = CASE WHEN attempts > 0 THEN 'failed' ELSE 'pen
     lease_expires_at = NULL";
 
 pub(super) async fn claim_due(
-    pool: &AnyPool,
+    connection: &mut AnyConnection,
     dialect: Dialect,
     owner: &str,
     now: Millis,
@@ -30,7 +35,7 @@ pub(super) async fn claim_due(
     if limit <= 0 {
         return Ok(Vec::new());
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = connection.begin().await?;
     let claimed = sqlx::query(&format!(
         "UPDATE deliveries SET status = 'delivering', lease_owner = $1, lease_expires_at = $2, updated_at = $3 \
          WHERE id IN (\
@@ -97,26 +102,6 @@ async fn complete_jobs(
     Ok(jobs)
 }
 
-/// The secrets that sign at `at` for each of `endpoint_ids`, as `signing_secrets` answers for one endpoint.
-async fn signing_secrets_of(
-    connection: &mut AnyConnection,
-    endpoint_ids: &[String],
-    at: Millis,
-) -> StoreResult<Vec<EndpointSecret>> {
-    let mut found = Vec::new();
-    for chunk in endpoint_ids.chunks(MAX_LIST) {
-        let mut sql = SqlBuilder::new(format!("SELECT {SECRET_COLUMNS} FROM endpoint_secrets"));
-        sql.in_list("endpoint_id", chunk)
-            .condition()
-            .push("(status = 'active' OR (status = 'retiring' AND expires_at > ")
-            .push_bind(at)
-            .push("))");
-        let rows = sql.query().fetch_all(&mut *connection).await?;
-        found.extend(rows::all(&rows, rows::secret)?);
-    }
-    Ok(found)
-}
-
 async fn endpoints_by_id(connection: &mut AnyConnection, ids: &[String]) -> StoreResult<Vec<Endpoint>> {
     let mut found = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(MAX_LIST) {
@@ -128,12 +113,12 @@ async fn endpoints_by_id(connection: &mut AnyConnection, ids: &[String]) -> Stor
     Ok(found)
 }
 
-/// Records a batch of attempts in one transaction: one commit (one fsync) for all of them, which is what lets the
-/// dispatcher keep up with the receiver. Outcomes that disable their endpoint go first, one by one, so endpoint
+/// Records a batch of attempts in the caller's transaction: one commit (one fsync) for all of them, which is what
+/// lets the dispatcher keep up with the receiver. Outcomes that disable their endpoint go first, one by one, so endpoint
 /// rows are locked before delivery rows (the order `delete_endpoint` takes them in); the rest are written with one
 /// multi-row UPDATE and one multi-row INSERT per chunk.
 pub(super) async fn record_attempts(
-    pool: &AnyPool,
+    tx: &mut AnyConnection,
     dialect: Dialect,
     owner: &str,
     outcomes: &[AttemptOutcome],
@@ -141,95 +126,156 @@ pub(super) async fn record_attempts(
     let mut recorded = vec![false; outcomes.len()];
     let (disabling, plain): (Vec<usize>, Vec<usize>) =
         (0..outcomes.len()).partition(|&i| outcomes[i].disable_endpoint.is_some());
-    let mut tx = pool.begin().await?;
     for i in disabling {
-        recorded[i] = record_one(&mut tx, dialect, owner, &outcomes[i]).await?;
+        recorded[i] = record_one(tx, dialect, owner, &outcomes[i]).await?;
     }
-    // Fewer rows than MAX_LIST: each row binds twelve values.
-    for chunk in plain.chunks(100) {
-        let updated = update_deliveries(&mut tx, dialect, owner, chunk.iter().map(|&i| &outcomes[i])).await?;
+    for indices in plain.chunks(ROWS_PER_STATEMENT) {
+        let chunk: Vec<&AttemptOutcome> = indices.iter().map(|&i| &outcomes[i]).collect();
+        let updated = update_deliveries(tx, dialect, owner, &chunk).await?;
         let mut inserts = Vec::new();
-        for &i in chunk {
-            if updated.contains(&outcomes[i].attempt.delivery_id) {
+        for (&i, outcome) in indices.iter().zip(&chunk) {
+            if updated.contains(&outcome.attempt.delivery_id) {
                 recorded[i] = true;
-                inserts.push(&outcomes[i].attempt);
+                inserts.push(&outcome.attempt);
             }
         }
-        insert_attempts(&mut tx, &inserts).await?;
+        insert_attempts(tx, dialect, &inserts).await?;
     }
-    tx.commit().await?;
     Ok(recorded)
 }
 
-/// Applies each outcome to its delivery if `owner` still holds the lease; returns the ids it updated.
-async fn update_deliveries<'a>(
-    connection: &mut AnyConnection,
-    dialect: Dialect,
-    owner: &str,
-    outcomes: impl Iterator<Item = &'a AttemptOutcome>,
-) -> StoreResult<HashSet<String>> {
-    // `(VALUES …)` columns are column1… on both databases; the CASTs give PostgreSQL the types.
-    let mut sql = SqlBuilder::new(
-        "UPDATE deliveries SET status = v.column3, next_attempt_at = v.column4, \
-        attempts = v.column5, last_status_code = v.column6, last_error = v.column7, lease_owner = NULL, \
-        lease_expires_at = NULL, updated_at = v.column8, \
-        plugin_versions = CASE WHEN v.column9 = 1 THEN v.column10 ELSE plugin_versions END, \
-        request_body = CASE WHEN v.column9 = 1 THEN v.column11 ELSE request_body END, \
-        request_meta = CASE WHEN v.column9 = 1 THEN v.column12 ELSE request_meta END FROM (VALUES ",
-    );
-    let blob = dialect.blob_type();
-    let mut empty = true;
+/// The JSON rows of attempt outcomes ([`Dialect::json_rows`]), as [`outcome_rows`] builds them.
+pub(super) const OUTCOME_ROWS: &[(&str, Column)] = &[
+    ("id", Column::Text),
+    ("tenant_id", Column::Text),
+    ("status", Column::Text),
+    ("next_attempt_at", Column::Int),
+    ("attempts", Column::Int),
+    ("last_status_code", Column::Int),
+    ("last_error", Column::Text),
+    ("updated_at", Column::Int),
+    ("prepared", Column::Int),
+    ("plugin_versions", Column::Text),
+    ("request_body", Column::Blob),
+    ("request_meta", Column::Text),
+];
+
+type OutcomeRow<'a> = (
+    &'a str,
+    &'a str,
+    &'static str,
+    Option<Millis>,
+    i64,
+    Option<i64>,
+    Option<&'a str>,
+    Millis,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+pub(super) fn outcome_rows<'a>(outcomes: &[&'a AttemptOutcome]) -> StoreResult<Vec<OutcomeRow<'a>>> {
+    let mut rows = Vec::with_capacity(outcomes.len());
     for outcome in outcomes {
         let attempt = &outcome.attempt;
         let prepared = outcome.prepared.as_ref().map(PreparedColumns::new).transpose()?;
-        let row = [
-            format!("CAST({} AS TEXT)", sql.bind(&attempt.delivery_id)),
-            format!("CAST({} AS TEXT)", sql.bind(&attempt.tenant_id)),
-            format!("CAST({} AS TEXT)", sql.bind(outcome.status.as_str())),
-            format!("CAST({} AS BIGINT)", sql.bind(outcome.next_attempt_at)),
-            format!("CAST({} AS BIGINT)", sql.bind(attempt.attempt_number)),
-            format!("CAST({} AS BIGINT)", sql.bind(attempt.status_code)),
-            format!("CAST({} AS TEXT)", sql.bind(attempt.error.as_deref())),
-            format!("CAST({} AS BIGINT)", sql.bind(attempt.started_at + attempt.duration_ms)),
-            format!("CAST({} AS BIGINT)", sql.bind(i64::from(prepared.is_some()))),
-            format!("CAST({} AS TEXT)", sql.bind(prepared.as_ref().map(|p| p.plugin_versions.clone()))),
-            format!("CAST({} AS {blob})", sql.bind(prepared.as_ref().and_then(|p| p.request_body.clone()))),
-            format!("CAST({} AS TEXT)", sql.bind(prepared.and_then(|p| p.request_meta))),
-        ];
-        sql.push(if empty { "(" } else { ", (" }).push(&row.join(", ")).push(")");
-        empty = false;
+        rows.push((
+            attempt.delivery_id.as_str(),
+            attempt.tenant_id.as_str(),
+            outcome.status.as_str(),
+            outcome.next_attempt_at,
+            attempt.attempt_number,
+            attempt.status_code,
+            attempt.error.as_deref(),
+            attempt.started_at + attempt.duration_ms,
+            i64::from(prepared.is_some()),
+            prepared.as_ref().map(|p| p.plugin_versions.clone()),
+            prepared.as_ref().and_then(|p| p.request_body.as_ref().map(hex::encode)),
+            prepared.and_then(|p| p.request_meta),
+        ));
     }
-    if empty {
-        return Ok(HashSet::new());
-    }
-    sql.push(") AS v WHERE deliveries.id = v.column1 AND deliveries.tenant_id = v.column2 AND lease_owner = ")
-        .push_bind(owner)
-        .push(" AND status = 'delivering' RETURNING id");
-    let rows = sql.query().fetch_all(&mut *connection).await?;
-    rows.iter().map(|row| Ok(row.try_get::<String, _>("id")?)).collect()
+    Ok(rows)
 }
 
-async fn insert_attempts(connection: &mut AnyConnection, attempts: &[&Attempt]) -> StoreResult<()> {
+/// Applies the outcome rows `values` (a SELECT of [`OUTCOME_ROWS`]) to deliveries still leased to `owner` (a
+/// placeholder), returning the ids it updated if `returning`.
+pub(super) fn update_from_outcomes(values: &str, owner: &str, returning: bool) -> String {
+    let returning = if returning { " RETURNING deliveries.id" } else { "" };
+    format!(
+        "UPDATE deliveries SET status = v.status, next_attempt_at = v.next_attempt_at, attempts = v.attempts, \
+         last_status_code = v.last_status_code, last_error = v.last_error, lease_owner = NULL, \
+         lease_expires_at = NULL, updated_at = v.updated_at, \
+         plugin_versions = CASE WHEN v.prepared = 1 THEN v.plugin_versions ELSE deliveries.plugin_versions END, \
+         request_body = CASE WHEN v.prepared = 1 THEN v.request_body ELSE deliveries.request_body END, \
+         request_meta = CASE WHEN v.prepared = 1 THEN v.request_meta ELSE deliveries.request_meta END \
+         FROM ({values}) AS v WHERE deliveries.id = v.id AND deliveries.tenant_id = v.tenant_id \
+         AND deliveries.lease_owner = {owner} AND deliveries.status = 'delivering'{returning}"
+    )
+}
+
+/// Applies each outcome to its delivery if `owner` still holds the lease; returns the ids it updated.
+async fn update_deliveries(
+    connection: &mut AnyConnection,
+    dialect: Dialect,
+    owner: &str,
+    outcomes: &[&AttemptOutcome],
+) -> StoreResult<HashSet<String>> {
+    if outcomes.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let sql = update_from_outcomes(&dialect.json_rows("$1", OUTCOME_ROWS), "$2", true);
+    let rows = outcome_rows(outcomes)?;
+    let found = sqlx::query(&sql).bind(json_rows(&rows)?).bind(owner).fetch_all(&mut *connection).await?;
+    found.iter().map(|row| Ok(row.try_get::<String, _>(0)?)).collect()
+}
+
+/// The JSON rows of attempts, as [`attempt_rows`] builds them; named like the `attempts` columns.
+pub(super) const ATTEMPT_ROWS: &[(&str, Column)] = &[
+    ("id", Column::Text),
+    ("tenant_id", Column::Text),
+    ("delivery_id", Column::Text),
+    ("attempt_number", Column::Int),
+    ("started_at", Column::Int),
+    ("duration_ms", Column::Int),
+    ("status_code", Column::Int),
+    ("response_body", Column::Text),
+    ("error", Column::Text),
+    ("outcome", Column::Text),
+];
+
+type AttemptRow<'a> =
+    (&'a str, &'a str, &'a str, i64, Millis, i64, Option<i64>, Option<&'a str>, Option<&'a str>, &'a str);
+
+pub(super) fn attempt_rows<'a>(attempts: impl Iterator<Item = &'a Attempt>) -> Vec<AttemptRow<'a>> {
+    attempts
+        .map(|a| {
+            (
+                a.id.as_str(),
+                a.tenant_id.as_str(),
+                a.delivery_id.as_str(),
+                a.attempt_number,
+                a.started_at,
+                a.duration_ms,
+                a.status_code,
+                a.response_body.as_deref(),
+                a.error.as_deref(),
+                a.outcome.as_str(),
+            )
+        })
+        .collect()
+}
+
+async fn insert_attempts(connection: &mut AnyConnection, dialect: Dialect, attempts: &[&Attempt]) -> StoreResult<()> {
     if attempts.is_empty() {
         return Ok(());
     }
-    let mut sql = SqlBuilder::new(format!("INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES "));
-    for (n, attempt) in attempts.iter().enumerate() {
-        let row = [
-            sql.bind(&attempt.id),
-            sql.bind(&attempt.tenant_id),
-            sql.bind(&attempt.delivery_id),
-            sql.bind(attempt.attempt_number),
-            sql.bind(attempt.started_at),
-            sql.bind(attempt.duration_ms),
-            sql.bind(attempt.status_code),
-            sql.bind(attempt.response_body.as_deref()),
-            sql.bind(attempt.error.as_deref()),
-            sql.bind(&attempt.outcome),
-        ];
-        sql.push(if n == 0 { "(" } else { ", (" }).push(&row.join(", ")).push(")");
-    }
-    sql.query().execute(&mut *connection).await?;
+    let rows = attempt_rows(attempts.iter().copied());
+    let sql = format!(
+        "INSERT INTO attempts ({ATTEMPT_COLUMNS}) SELECT {ATTEMPT_COLUMNS} FROM ({}) AS v",
+        dialect.json_rows("$1", ATTEMPT_ROWS)
+    );
+    sqlx::query(&sql).bind(json_rows(&rows)?).execute(&mut *connection).await?;
     Ok(())
 }
 
@@ -341,7 +387,7 @@ impl PreparedColumns {
     }
 }
 
-pub(super) async fn record_drop(pool: &AnyPool, owner: &str, dropped: &Dropped) -> StoreResult<bool> {
+pub(super) async fn record_drop(connection: &mut AnyConnection, owner: &str, dropped: &Dropped) -> StoreResult<bool> {
     let columns = PreparedColumns::new(&dropped.prepared)?;
     let update = format!(
         "UPDATE deliveries SET status = 'dropped', next_attempt_at = NULL, last_error = $1, lease_owner = NULL, \
@@ -355,12 +401,12 @@ pub(super) async fn record_drop(pool: &AnyPool, owner: &str, dropped: &Dropped) 
         .bind(&dropped.tenant_id)
         .bind(&dropped.delivery_id)
         .bind(owner);
-    let updated = columns.bind(query).execute(pool).await?;
+    let updated = columns.bind(query).execute(&mut *connection).await?;
     Ok(updated.rows_affected() == 1)
 }
 
-pub(super) async fn release(pool: &AnyPool, owner: &str, delivery_ids: &[String]) -> StoreResult<()> {
-    let mut tx = pool.begin().await?;
+pub(super) async fn release(connection: &mut AnyConnection, owner: &str, delivery_ids: &[String]) -> StoreResult<()> {
+    let mut tx = connection.begin().await?;
     for chunk in delivery_ids.chunks(MAX_LIST) {
         let mut sql = SqlBuilder::new(format!("UPDATE deliveries SET {GIVE_BACK}"));
         sql.compare("lease_owner", "=", owner).condition().push("status = 'delivering'").in_list("id", chunk);
@@ -370,13 +416,13 @@ pub(super) async fn release(pool: &AnyPool, owner: &str, delivery_ids: &[String]
     Ok(())
 }
 
-pub(super) async fn release_foreign_leases(pool: &AnyPool, owner: &str) -> StoreResult<u64> {
+pub(super) async fn release_foreign_leases(connection: &mut AnyConnection, owner: &str) -> StoreResult<u64> {
     let released = sqlx::query(&format!(
         "UPDATE deliveries SET {GIVE_BACK} \
          WHERE status = 'delivering' AND (lease_owner IS NULL OR lease_owner <> $1)"
     ))
     .bind(owner)
-    .execute(pool)
+    .execute(&mut *connection)
     .await?;
     Ok(released.rows_affected())
 }

@@ -1,9 +1,9 @@
 //! Endpoint signing secrets: versions, rotation with a grace period, and the set that signs at a given time.
 
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyConnection, AnyPool, Connection, Row};
 
 use super::endpoints::lock_endpoint;
-use super::query::conflict_on_unique;
+use super::query::{conflict_on_unique, SqlBuilder, MAX_LIST};
 use super::rows::{self, SECRET_COLUMNS};
 use super::Dialect;
 use crate::model::{EndpointSecret, Millis};
@@ -25,7 +25,7 @@ pub(super) async fn list_secrets(
 }
 
 pub(super) async fn rotate_secret(
-    pool: &AnyPool,
+    connection: &mut AnyConnection,
     dialect: Dialect,
     tenant_id: &str,
     endpoint_id: &str,
@@ -33,7 +33,7 @@ pub(super) async fn rotate_secret(
     retire_until: Millis,
     at: Millis,
 ) -> StoreResult<Option<EndpointSecret>> {
-    let mut tx = pool.begin().await?;
+    let mut tx = connection.begin().await?;
     // Locking the endpoint serialises rotations of one endpoint, so two of them cannot both compute the same
     // next version or both demote the same active secret.
     if !lock_endpoint(&mut tx, dialect, tenant_id, endpoint_id).await? {
@@ -99,4 +99,24 @@ pub(super) async fn signing_secrets(pool: &AnyPool, endpoint_id: &str, at: Milli
     .fetch_all(pool)
     .await?;
     rows::all(&found, rows::secret)
+}
+
+/// The secrets that sign at `at` for each of `endpoint_ids`, as `signing_secrets` answers for one endpoint.
+pub(super) async fn signing_secrets_of(
+    connection: &mut AnyConnection,
+    endpoint_ids: &[String],
+    at: Millis,
+) -> StoreResult<Vec<EndpointSecret>> {
+    let mut found = Vec::new();
+    for chunk in endpoint_ids.chunks(MAX_LIST) {
+        let mut sql = SqlBuilder::new(format!("SELECT {SECRET_COLUMNS} FROM endpoint_secrets"));
+        sql.in_list("endpoint_id", chunk)
+            .condition()
+            .push("(status = 'active' OR (status = 'retiring' AND expires_at > ")
+            .push_bind(at)
+            .push(")) ORDER BY endpoint_id, version DESC");
+        let rows = sql.query().fetch_all(&mut *connection).await?;
+        found.extend(rows::all(&rows, rows::secret)?);
+    }
+    Ok(found)
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
-use sqlx::{Any, AnyConnection, AnyPool, Row};
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Row};
 
 use super::query::{conflict_on_unique, Order, SqlBuilder, MAX_LIST};
 use super::rows::{self, to_json, ENDPOINT_COLUMNS, SUBSCRIPTION_COLUMNS};
@@ -12,8 +12,12 @@ use super::Dialect;
 use crate::model::{Endpoint, EndpointPlugins, EndpointStatus, Millis, Subscription};
 use crate::store::{EndpointFilter, NewSecret, Page, StoreResult};
 
-pub(super) async fn create_endpoint(pool: &AnyPool, endpoint: &Endpoint, secret: &NewSecret) -> StoreResult<()> {
-    let mut tx = pool.begin().await?;
+pub(super) async fn create_endpoint(
+    connection: &mut AnyConnection,
+    endpoint: &Endpoint,
+    secret: &NewSecret,
+) -> StoreResult<()> {
+    let mut tx = connection.begin().await?;
     let insert = format!(
         "INSERT INTO endpoints ({ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
     );
@@ -60,15 +64,21 @@ fn bind_settings<'q>(
         .bind(to_json("plugins", &endpoint.plugins)?))
 }
 
+// Reads of endpoints with their subscriptions take two statements; a transaction gives both one snapshot, so a
+// concurrent update on another connection cannot pair an endpoint with another version of its subscriptions.
+
 pub(super) async fn get_endpoint(pool: &AnyPool, tenant_id: &str, id: &str) -> StoreResult<Option<Endpoint>> {
-    let mut connection = pool.acquire().await?;
+    let mut tx = pool.begin().await?;
     let row = sqlx::query(&format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = $1 AND id = $2"))
         .bind(tenant_id)
         .bind(id)
-        .fetch_optional(&mut *connection)
+        .fetch_optional(&mut *tx)
         .await?;
-    let Some(row) = row else { return Ok(None) };
-    let endpoints = with_subscriptions(&mut connection, Some(tenant_id), vec![row]).await?;
+    let endpoints = match row {
+        Some(row) => with_subscriptions(&mut tx, Some(tenant_id), vec![row]).await?,
+        None => Vec::new(),
+    };
+    tx.commit().await?;
     Ok(endpoints.into_iter().next())
 }
 
@@ -78,13 +88,15 @@ pub(super) async fn list_endpoints(
     filter: &EndpointFilter,
     page: &Page,
 ) -> StoreResult<Vec<Endpoint>> {
-    let mut connection = pool.acquire().await?;
+    let mut tx = pool.begin().await?;
     let mut sql = SqlBuilder::new(format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints"));
     sql.compare("tenant_id", "=", tenant_id)
         .compare_if("status", "=", filter.status.map(EndpointStatus::as_str))
         .keyset_page("id", Order::Descending, page);
-    let found = sql.query().fetch_all(&mut *connection).await?;
-    with_subscriptions(&mut connection, Some(tenant_id), found).await
+    let found = sql.query().fetch_all(&mut *tx).await?;
+    let endpoints = with_subscriptions(&mut tx, Some(tenant_id), found).await?;
+    tx.commit().await?;
+    Ok(endpoints)
 }
 
 pub(super) async fn endpoints_binding_plugin(pool: &AnyPool, name: &str) -> StoreResult<Vec<(String, String)>> {
@@ -106,8 +118,8 @@ pub(super) async fn endpoints_binding_plugin(pool: &AnyPool, name: &str) -> Stor
     Ok(bound)
 }
 
-pub(super) async fn update_endpoint(pool: &AnyPool, endpoint: &Endpoint) -> StoreResult<bool> {
-    let mut tx = pool.begin().await?;
+pub(super) async fn update_endpoint(connection: &mut AnyConnection, endpoint: &Endpoint) -> StoreResult<bool> {
+    let mut tx = connection.begin().await?;
     let update = sqlx::query(
         "UPDATE endpoints SET url = $3, description = $4, status = $5, status_reason = $6, timeout_ms = $7, \
          headers = $8, retry_schedule_ms = $9, max_attempts = $10, signature_scheme = $11, metadata = $12, \
@@ -127,13 +139,13 @@ pub(super) async fn update_endpoint(pool: &AnyPool, endpoint: &Endpoint) -> Stor
 }
 
 pub(super) async fn delete_endpoint(
-    pool: &AnyPool,
+    connection: &mut AnyConnection,
     dialect: Dialect,
     tenant_id: &str,
     id: &str,
     at: Millis,
 ) -> StoreResult<bool> {
-    let mut tx = pool.begin().await?;
+    let mut tx = connection.begin().await?;
     // Locked first, a concurrent publish to this endpoint commits before the deliveries below are read, so its
     // deliveries are dead-lettered too rather than left waiting for an endpoint that is gone.
     if !lock_endpoint(&mut tx, dialect, tenant_id, id).await? {
@@ -162,7 +174,7 @@ pub(super) async fn delete_endpoint(
 }
 
 pub(super) async fn set_endpoint_status(
-    pool: &AnyPool,
+    connection: &mut AnyConnection,
     tenant_id: &str,
     id: &str,
     status: EndpointStatus,
@@ -177,19 +189,19 @@ pub(super) async fn set_endpoint_status(
     .bind(status.as_str())
     .bind(reason)
     .bind(at)
-    .execute(pool)
+    .execute(&mut *connection)
     .await?;
     Ok(result.rows_affected() > 0)
 }
 
 pub(super) async fn replace_subscriptions(
-    pool: &AnyPool,
+    connection: &mut AnyConnection,
     tenant_id: &str,
     endpoint_id: &str,
     subscriptions: &[Subscription],
     at: Millis,
 ) -> StoreResult<bool> {
-    let mut tx = pool.begin().await?;
+    let mut tx = connection.begin().await?;
     let touched = sqlx::query("UPDATE endpoints SET updated_at = $3 WHERE tenant_id = $1 AND id = $2")
         .bind(tenant_id)
         .bind(endpoint_id)
@@ -206,14 +218,16 @@ pub(super) async fn replace_subscriptions(
 }
 
 pub(super) async fn active_endpoints(pool: &AnyPool, tenant_id: &str) -> StoreResult<Vec<Endpoint>> {
-    let mut connection = pool.acquire().await?;
+    let mut tx = pool.begin().await?;
     let found = sqlx::query(&format!(
         "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant_id = $1 AND status = 'active' ORDER BY id"
     ))
     .bind(tenant_id)
-    .fetch_all(&mut *connection)
+    .fetch_all(&mut *tx)
     .await?;
-    with_subscriptions(&mut connection, Some(tenant_id), found).await
+    let endpoints = with_subscriptions(&mut tx, Some(tenant_id), found).await?;
+    tx.commit().await?;
+    Ok(endpoints)
 }
 
 /// Locks the tenant's endpoint for the rest of the transaction (see [`Dialect::for_update_clause`]); false when

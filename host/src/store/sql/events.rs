@@ -4,14 +4,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use sqlx::{AnyConnection, AnyPool, Row};
 
-use super::query::{conflict_on_unique, Order, SqlBuilder, MAX_LIST};
+use super::cache::ReadCache;
+use super::dialect::Column;
+use super::query::{conflict_on_unique, json_rows, Order, SqlBuilder, MAX_LIST};
 use super::rows::{self, EVENT_COLUMNS, EVENT_TYPE_COLUMNS};
 use super::Dialect;
 use crate::model::{Event, EventType, Millis};
-use crate::store::{EventFilter, NewEvent, Page, Published, StoreError, StoreResult};
+use crate::store::{EventFilter, NewDelivery, NewEvent, Page, Published, StoreError, StoreResult};
 
 pub(super) async fn register_event_type(
-    pool: &AnyPool,
+    connection: &mut AnyConnection,
     tenant_id: &str,
     name: &str,
     description: &str,
@@ -26,7 +28,7 @@ pub(super) async fn register_event_type(
     .bind(name)
     .bind(description)
     .bind(at)
-    .fetch_one(pool)
+    .fetch_one(&mut *connection)
     .await?;
     rows::event_type(&row)
 }
@@ -37,65 +39,166 @@ pub(super) async fn list_event_types(pool: &AnyPool, tenant_id: &str, page: &Pag
     rows::all(&sql.query().fetch_all(pool).await?, rows::event_type)
 }
 
-pub(super) async fn publish(pool: &AnyPool, dialect: Dialect, events: &[NewEvent]) -> StoreResult<Vec<Published>> {
-    let mut tx = pool.begin().await?;
-    let endpoints = existing_endpoints(&mut tx, dialect, events).await?;
+/// Stores the events with their deliveries in the caller's transaction. Once it commits, tell the cache with
+/// [`committed`].
+pub(super) async fn publish(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    cache: &ReadCache,
+    events: &[NewEvent],
+) -> StoreResult<Vec<Published>> {
+    let endpoints = existing_endpoints(tx, dialect, events).await?;
     let mut published: Vec<Option<Published>> = vec![None; events.len()];
     // Events with an idempotency key go one by one (a key may repeat within the batch); the rest are written
     // with a few multi-row statements, whatever their number.
     let (keyed, plain): (Vec<usize>, Vec<usize>) =
         (0..events.len()).partition(|&i| events[i].event.idempotency_key.is_some());
     for i in keyed {
-        published[i] = Some(publish_one(&mut tx, &events[i], &endpoints).await?);
+        published[i] = Some(publish_one(tx, dialect, cache, &events[i], &endpoints).await?);
     }
     let plain: Vec<&NewEvent> = plain.iter().map(|&i| &events[i]).collect();
-    let mut stored = publish_plain(&mut tx, &plain, &endpoints).await?.into_iter();
+    let mut stored = publish_plain(tx, dialect, cache, &plain, &endpoints).await?.into_iter();
     for slot in published.iter_mut().filter(|slot| slot.is_none()) {
         *slot = stored.next();
     }
-    tx.commit().await?;
     published
         .into_iter()
         .map(|p| p.ok_or_else(|| StoreError::Corrupt("an event of the batch has no result".into())))
         .collect()
 }
 
-/// The deliveries of `new` whose endpoints still exist.
-fn routed<'a>(new: &'a NewEvent, existing_endpoints: &HashMap<String, HashSet<String>>) -> Vec<&'a (String, String)> {
-    let existing = existing_endpoints.get(&new.event.tenant_id);
-    new.deliveries.iter().filter(|(_, endpoint_id)| existing.is_some_and(|ids| ids.contains(endpoint_id))).collect()
+/// Remembers the event types of a publish that has committed.
+pub(super) fn committed(cache: &ReadCache, events: &[NewEvent]) {
+    for new in events {
+        cache.event_type_committed(&new.event.tenant_id, &new.event.event_type);
+    }
 }
+
+/// The deliveries of `new` whose endpoints still exist.
+fn routed<'a>(new: &'a NewEvent, existing_endpoints: &HashMap<String, HashSet<String>>) -> Vec<&'a NewDelivery> {
+    let existing = existing_endpoints.get(&new.event.tenant_id);
+    new.deliveries.iter().filter(|d| existing.is_some_and(|ids| ids.contains(&d.endpoint_id))).collect()
+}
+
+fn published(new: &NewEvent, routed: &[&NewDelivery]) -> Published {
+    Published {
+        event_id: new.event.id.clone(),
+        deliveries: routed.len() as i64,
+        replayed: false,
+        leased: routed.iter().filter(|d| d.lease.is_some()).map(|d| d.id.clone()).collect(),
+    }
+}
+
+/// Rows per multi-row statement: bounds the JSON text one statement carries.
+const ROWS_PER_STATEMENT: usize = 1000;
+
+/// The JSON rows of new deliveries, as [`delivery_rows`] builds them.
+pub(super) const DELIVERY_ROWS: &[(&str, Column)] = &[
+    ("id", Column::Text),
+    ("tenant_id", Column::Text),
+    ("event_id", Column::Text),
+    ("endpoint_id", Column::Text),
+    ("event_type", Column::Text),
+    ("status", Column::Text),
+    ("at", Column::Int),
+    ("lease_owner", Column::Text),
+    ("lease_expires_at", Column::Int),
+];
+
+type DeliveryRow<'a> =
+    (&'a str, &'a str, &'a str, &'a str, &'a str, &'static str, Millis, Option<&'a str>, Option<Millis>);
+
+pub(super) fn delivery_rows<'a>(deliveries: &[(&'a Event, &'a NewDelivery)]) -> Vec<DeliveryRow<'a>> {
+    deliveries
+        .iter()
+        .map(|(event, delivery)| {
+            let lease = delivery.lease.as_ref();
+            (
+                delivery.id.as_str(),
+                event.tenant_id.as_str(),
+                event.id.as_str(),
+                delivery.endpoint_id.as_str(),
+                event.event_type.as_str(),
+                if lease.is_some() { "delivering" } else { "pending" },
+                event.received_at,
+                lease.map(|lease| lease.owner.as_str()),
+                lease.map(|lease| lease.until),
+            )
+        })
+        .collect()
+}
+
+/// `INSERT INTO deliveries` from `values`, a SELECT of [`DELIVERY_ROWS`]: due at once, `pending`, or
+/// `delivering` under their lease.
+pub(super) fn insert_deliveries_from(values: &str) -> String {
+    format!(
+        "INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, event_type, status, attempts, \
+         schedule_offset, next_attempt_at, created_at, updated_at, lease_owner, lease_expires_at) \
+         SELECT id, tenant_id, event_id, endpoint_id, event_type, status, 0, 0, at, at, at, lease_owner, \
+         lease_expires_at FROM ({values}) AS v"
+    )
+}
+
+async fn insert_deliveries(
+    connection: &mut AnyConnection,
+    dialect: Dialect,
+    deliveries: &[(&Event, &NewDelivery)],
+) -> StoreResult<()> {
+    let sql = insert_deliveries_from(&dialect.json_rows("$1", DELIVERY_ROWS));
+    for chunk in deliveries.chunks(ROWS_PER_STATEMENT) {
+        let rows = delivery_rows(chunk);
+        sqlx::query(&sql)
+            .bind(json_rows(&rows)?)
+            .execute(&mut *connection)
+            .await
+            .map_err(conflict_on_unique(|| "a delivery reuses an existing id".into()))?;
+    }
+    Ok(())
+}
+
+const EVENT_ROWS: &[(&str, Column)] = &[
+    ("id", Column::Text),
+    ("tenant_id", Column::Text),
+    ("event_type", Column::Text),
+    ("data", Column::Text),
+    ("received_at", Column::Int),
+    ("deliveries", Column::Int),
+];
 
 /// Stores events without idempotency keys: multi-row inserts of the events, their event types and deliveries.
 async fn publish_plain(
     connection: &mut AnyConnection,
+    dialect: Dialect,
+    cache: &ReadCache,
     events: &[&NewEvent],
     existing_endpoints: &HashMap<String, HashSet<String>>,
 ) -> StoreResult<Vec<Published>> {
-    let routed: Vec<Vec<&(String, String)>> = events.iter().map(|new| routed(new, existing_endpoints)).collect();
-    for chunk in events.iter().zip(&routed).collect::<Vec<_>>().chunks(MAX_LIST / 8) {
-        let mut sql = SqlBuilder::new(format!("INSERT INTO events ({EVENT_COLUMNS}, deliveries) VALUES "));
-        for (n, (new, deliveries)) in chunk.iter().enumerate() {
-            let event = &new.event;
-            let row = [
-                sql.bind(&event.id),
-                sql.bind(&event.tenant_id),
-                sql.bind(&event.event_type),
-                sql.bind(event.data.get()),
-                sql.bind(None::<&str>),
-                sql.bind(event.received_at),
-                sql.bind(deliveries.len() as i64),
-            ];
-            sql.push(if n == 0 { "(" } else { ", (" }).push(&row.join(", ")).push(")");
-        }
-        sql.query()
+    let routed: Vec<Vec<&NewDelivery>> = events.iter().map(|new| routed(new, existing_endpoints)).collect();
+    let sql = format!(
+        "INSERT INTO events ({EVENT_COLUMNS}, deliveries) \
+         SELECT id, tenant_id, event_type, data, NULL, received_at, deliveries FROM ({}) AS v",
+        dialect.json_rows("$1", EVENT_ROWS)
+    );
+    for chunk in events.iter().zip(&routed).collect::<Vec<_>>().chunks(ROWS_PER_STATEMENT) {
+        let rows: Vec<_> = chunk
+            .iter()
+            .map(|(new, deliveries)| {
+                let event = &new.event;
+                (&event.id, &event.tenant_id, &event.event_type, event.data.get(), event.received_at, deliveries.len())
+            })
+            .collect();
+        sqlx::query(&sql)
+            .bind(json_rows(&rows)?)
             .execute(&mut *connection)
             .await
             .map_err(conflict_on_unique(|| "an event id already exists".into()))?;
     }
 
-    let types: BTreeSet<(&str, &str)> =
-        events.iter().map(|new| (new.event.tenant_id.as_str(), new.event.event_type.as_str())).collect();
+    let types: BTreeSet<(&str, &str)> = events
+        .iter()
+        .map(|new| (new.event.tenant_id.as_str(), new.event.event_type.as_str()))
+        .filter(|(tenant_id, name)| !cache.event_type_known(tenant_id, name))
+        .collect();
     let first_seen = events.iter().map(|new| new.event.received_at).min().unwrap_or_default();
     for chunk in types.into_iter().collect::<Vec<_>>().chunks(MAX_LIST / 4) {
         let mut sql = SqlBuilder::new("INSERT INTO event_types (tenant_id, name, description, created_at) VALUES ");
@@ -107,43 +210,13 @@ async fn publish_plain(
         sql.query().execute(&mut *connection).await?;
     }
 
-    let rows: Vec<(&NewEvent, &(String, String))> =
-        events.iter().zip(&routed).flat_map(|(new, deliveries)| deliveries.iter().map(move |d| (*new, *d))).collect();
-    for chunk in rows.chunks(MAX_LIST / 6) {
-        let mut sql = SqlBuilder::new(
-            "INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, event_type, status, attempts, \
-             schedule_offset, next_attempt_at, created_at, updated_at) VALUES ",
-        );
-        for (n, (new, (delivery_id, endpoint_id))) in chunk.iter().enumerate() {
-            let event = &new.event;
-            let at = sql.bind(event.received_at);
-            let row = [
-                sql.bind(delivery_id),
-                sql.bind(&event.tenant_id),
-                sql.bind(&event.id),
-                sql.bind(endpoint_id),
-                sql.bind(&event.event_type),
-                "'pending', 0, 0".to_string(),
-                at.clone(),
-                at.clone(),
-                at,
-            ];
-            sql.push(if n == 0 { "(" } else { ", (" }).push(&row.join(", ")).push(")");
-        }
-        sql.query()
-            .execute(&mut *connection)
-            .await
-            .map_err(conflict_on_unique(|| "a delivery reuses an existing id".into()))?;
-    }
-    Ok(events
+    let rows: Vec<(&Event, &NewDelivery)> = events
         .iter()
         .zip(&routed)
-        .map(|(new, deliveries)| Published {
-            event_id: new.event.id.clone(),
-            deliveries: deliveries.len() as i64,
-            replayed: false,
-        })
-        .collect())
+        .flat_map(|(new, deliveries)| deliveries.iter().map(move |d| (&new.event, *d)))
+        .collect();
+    insert_deliveries(connection, dialect, &rows).await?;
+    Ok(events.iter().zip(&routed).map(|(new, deliveries)| published(new, deliveries)).collect())
 }
 
 /// The endpoints the events fan out to that exist, by tenant, held against deletion until the
@@ -157,7 +230,7 @@ async fn existing_endpoints(
     let mut wanted: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for new in events {
         let ids = wanted.entry(new.event.tenant_id.as_str()).or_default();
-        ids.extend(new.deliveries.iter().map(|(_, endpoint_id)| endpoint_id.as_str()));
+        ids.extend(new.deliveries.iter().map(|d| d.endpoint_id.as_str()));
     }
     let mut existing: HashMap<String, HashSet<String>> = HashMap::new();
     for (tenant_id, endpoint_ids) in wanted {
@@ -177,6 +250,8 @@ async fn existing_endpoints(
 
 async fn publish_one(
     connection: &mut AnyConnection,
+    dialect: Dialect,
+    cache: &ReadCache,
     new: &NewEvent,
     existing_endpoints: &HashMap<String, HashSet<String>>,
 ) -> StoreResult<Published> {
@@ -214,43 +289,25 @@ async fn publish_one(
             event_id: first.try_get("id")?,
             deliveries: first.try_get("deliveries")?,
             replayed: true,
+            leased: Vec::new(),
         });
     }
 
-    sqlx::query(
-        "INSERT INTO event_types (tenant_id, name, description, created_at) VALUES ($1, $2, '', $3) \
-         ON CONFLICT (tenant_id, name) DO NOTHING",
-    )
-    .bind(&event.tenant_id)
-    .bind(&event.event_type)
-    .bind(event.received_at)
-    .execute(&mut *connection)
-    .await?;
-
-    for chunk in routed.chunks(MAX_LIST) {
-        let mut sql = SqlBuilder::new(
-            "INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, event_type, status, attempts, \
-             schedule_offset, next_attempt_at, created_at, updated_at) VALUES ",
-        );
-        let tenant = sql.bind(&event.tenant_id);
-        let event_id = sql.bind(&event.id);
-        let event_type = sql.bind(&event.event_type);
-        let received_at = sql.bind(event.received_at);
-        for (index, (delivery_id, endpoint_id)) in chunk.iter().enumerate() {
-            let delivery_id = sql.bind(delivery_id);
-            let endpoint_id = sql.bind(endpoint_id);
-            let separator = if index == 0 { "" } else { ", " };
-            sql.push(&format!(
-                "{separator}({delivery_id}, {tenant}, {event_id}, {endpoint_id}, {event_type}, 'pending', 0, 0, \
-                 {received_at}, {received_at}, {received_at})"
-            ));
-        }
-        sql.query()
-            .execute(&mut *connection)
-            .await
-            .map_err(conflict_on_unique(|| format!("a delivery of event `{}` reuses an existing id", event.id)))?;
+    if !cache.event_type_known(&event.tenant_id, &event.event_type) {
+        sqlx::query(
+            "INSERT INTO event_types (tenant_id, name, description, created_at) VALUES ($1, $2, '', $3) \
+             ON CONFLICT (tenant_id, name) DO NOTHING",
+        )
+        .bind(&event.tenant_id)
+        .bind(&event.event_type)
+        .bind(event.received_at)
+        .execute(&mut *connection)
+        .await?;
     }
-    Ok(Published { event_id: event.id.clone(), deliveries, replayed: false })
+
+    let rows: Vec<(&Event, &NewDelivery)> = routed.iter().map(|delivery| (event, *delivery)).collect();
+    insert_deliveries(connection, dialect, &rows).await?;
+    Ok(published(new, &routed))
 }
 
 pub(super) async fn get_event(pool: &AnyPool, tenant_id: &str, id: &str) -> StoreResult<Option<Event>> {

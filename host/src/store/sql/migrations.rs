@@ -44,12 +44,12 @@ impl MigrationSource<'static> for Embedded {
 
 /// Brings the schema up to date. On PostgreSQL sqlx holds an advisory lock meanwhile, so nodes starting together
 /// migrate once.
-pub(super) async fn run(dialect: Dialect, pool: &sqlx::AnyPool) -> StoreResult<()> {
+pub(super) async fn run(dialect: Dialect, connection: &mut sqlx::AnyConnection) -> StoreResult<()> {
     let embedded = match dialect {
         Dialect::Sqlite => SQLITE,
         Dialect::Postgres => POSTGRES,
     };
-    Migrator::new(Embedded(embedded)).await?.run(pool).await?;
+    Migrator::new(Embedded(embedded)).await?.run_direct(connection).await?;
     Ok(())
 }
 

@@ -6,6 +6,8 @@
 //! to the trait.
 
 mod audit;
+mod cache;
+mod checkpoint;
 mod deliveries;
 mod dialect;
 mod dispatch;
@@ -15,25 +17,34 @@ mod events;
 mod migrations;
 mod query;
 mod rows;
+mod sqlite_batch;
 mod tenants;
 
-use async_trait::async_trait;
-use sqlx::AnyPool;
+use std::sync::Arc;
 
+use async_trait::async_trait;
+use sqlx::{AnyPool, Connection};
+
+pub use self::cache::ACTIVE_ENDPOINTS_TTL;
 pub use self::dialect::Dialect;
+use self::dialect::WritePath;
 use crate::model::{
     ApiKey, Attempt, AuditEntry, Delivery, Endpoint, EndpointSecret, EndpointStatus, Event, EventType, Millis,
     Subscription, Tenant,
 };
 use crate::store::{
     AttemptOutcome, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, NewEvent, NewSecret, Page,
-    Published, RequeueSelector, Store, StoreResult,
+    Published, RequeueSelector, Store, StoreError, StoreResult,
 };
 
 #[derive(Debug, Clone)]
 pub struct SqlStore {
-    pool: AnyPool,
+    /// Every write, and every transaction that reads what it then writes.
+    writer: Arc<WritePath>,
+    /// Statements that only read (see [`Dialect::open_reader`]).
+    reader: AnyPool,
     dialect: Dialect,
+    cache: Arc<cache::ReadCache>,
 }
 
 impl SqlStore {
@@ -42,9 +53,40 @@ impl SqlStore {
         // Idempotent: sqlx guards it with a `Once`.
         sqlx::any::install_default_drivers();
         let dialect = Dialect::from_url(url)?;
-        let pool = dialect.open_pool(url).await?;
-        migrations::run(dialect, &pool).await?;
-        Ok(SqlStore { pool, dialect })
+        let writer = dialect.open_writer(url).await?;
+        migrations::run(dialect, &mut *writer.acquire().await?).await?;
+        let reader = dialect.open_reader(url, &writer).await?;
+        let writer = Arc::new(writer);
+        if matches!(*writer, WritePath::Dedicated(_)) {
+            checkpoint::start(url, &writer).await?;
+        }
+        Ok(SqlStore { writer, reader, dialect, cache: Default::default() })
+    }
+
+    /// SQLite's publish and attempt records: one transaction, one round trip (see [`sqlite_batch`]).
+    async fn write_sqlite(
+        &self,
+        new_events: &[NewEvent],
+        owner: &str,
+        attempts: &[AttemptOutcome],
+    ) -> StoreResult<(Vec<Published>, Vec<bool>)> {
+        let written = async {
+            let mut connection = self.writer.acquire().await?;
+            sqlite_batch::write(&mut connection, &self.cache, new_events, owner, attempts).await
+        }
+        .await;
+        self.attempts_written(attempts);
+        if written.is_ok() {
+            events::committed(&self.cache, new_events);
+        }
+        written
+    }
+
+    /// After attempts were written (or not): a 410 Gone disables its endpoint.
+    fn attempts_written(&self, outcomes: &[AttemptOutcome]) {
+        for outcome in outcomes.iter().filter(|o| o.disable_endpoint.is_some()) {
+            self.cache.endpoints_changed(&outcome.attempt.tenant_id);
+        }
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -53,59 +95,62 @@ impl SqlStore {
 
     /// Waits for borrowed connections to come back and closes them all.
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.reader.close().await;
+        self.writer.close().await;
     }
 }
 
 #[async_trait]
 impl Store for SqlStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&mut *self.writer.acquire().await?).await?;
         Ok(())
     }
 
     async fn get_meta(&self, key: &str) -> StoreResult<Option<String>> {
-        tenants::get_meta(&self.pool, key).await
+        tenants::get_meta(&self.reader, key).await
     }
 
     async fn put_meta(&self, key: &str, value: &str) -> StoreResult<()> {
-        tenants::put_meta(&self.pool, key, value).await
+        tenants::put_meta(&mut *self.writer.acquire().await?, key, value).await
     }
 
     async fn create_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
-        tenants::create_tenant(&self.pool, tenant).await
+        tenants::create_tenant(&mut *self.writer.acquire().await?, tenant).await
     }
 
     async fn get_tenant(&self, id: &str) -> StoreResult<Option<Tenant>> {
-        tenants::get_tenant(&self.pool, id).await
+        tenants::get_tenant(&self.reader, id).await
     }
 
     async fn list_tenants(&self, page: &Page) -> StoreResult<Vec<Tenant>> {
-        tenants::list_tenants(&self.pool, page).await
+        tenants::list_tenants(&self.reader, page).await
     }
 
     async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()> {
-        tenants::create_api_key(&self.pool, key).await
+        tenants::create_api_key(&mut *self.writer.acquire().await?, key).await
     }
 
     async fn list_api_keys(&self, tenant_id: &str, page: &Page) -> StoreResult<Vec<ApiKey>> {
-        tenants::list_api_keys(&self.pool, tenant_id, page).await
+        tenants::list_api_keys(&self.reader, tenant_id, page).await
     }
 
     async fn revoke_api_key(&self, tenant_id: &str, id: &str, at: Millis) -> StoreResult<bool> {
-        tenants::revoke_api_key(&self.pool, tenant_id, id, at).await
+        tenants::revoke_api_key(&mut *self.writer.acquire().await?, tenant_id, id, at).await
     }
 
     async fn find_api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKey>> {
-        tenants::find_api_key(&self.pool, key_hash).await
+        tenants::find_api_key(&self.reader, key_hash).await
     }
 
     async fn create_endpoint(&self, endpoint: &Endpoint, secret: &NewSecret) -> StoreResult<()> {
-        endpoints::create_endpoint(&self.pool, endpoint, secret).await
+        let created = endpoints::create_endpoint(&mut *self.writer.acquire().await?, endpoint, secret).await;
+        self.cache.endpoints_changed(&endpoint.tenant_id);
+        created
     }
 
     async fn get_endpoint(&self, tenant_id: &str, id: &str) -> StoreResult<Option<Endpoint>> {
-        endpoints::get_endpoint(&self.pool, tenant_id, id).await
+        endpoints::get_endpoint(&self.reader, tenant_id, id).await
     }
 
     async fn list_endpoints(
@@ -114,15 +159,20 @@ impl Store for SqlStore {
         filter: &EndpointFilter,
         page: &Page,
     ) -> StoreResult<Vec<Endpoint>> {
-        endpoints::list_endpoints(&self.pool, tenant_id, filter, page).await
+        endpoints::list_endpoints(&self.reader, tenant_id, filter, page).await
     }
 
     async fn update_endpoint(&self, endpoint: &Endpoint) -> StoreResult<bool> {
-        endpoints::update_endpoint(&self.pool, endpoint).await
+        let updated = endpoints::update_endpoint(&mut *self.writer.acquire().await?, endpoint).await;
+        self.cache.endpoints_changed(&endpoint.tenant_id);
+        updated
     }
 
     async fn delete_endpoint(&self, tenant_id: &str, id: &str, at: Millis) -> StoreResult<bool> {
-        endpoints::delete_endpoint(&self.pool, self.dialect, tenant_id, id, at).await
+        let deleted =
+            endpoints::delete_endpoint(&mut *self.writer.acquire().await?, self.dialect, tenant_id, id, at).await;
+        self.cache.endpoints_changed(tenant_id);
+        deleted
     }
 
     async fn set_endpoint_status(
@@ -133,7 +183,10 @@ impl Store for SqlStore {
         reason: Option<&str>,
         at: Millis,
     ) -> StoreResult<bool> {
-        endpoints::set_endpoint_status(&self.pool, tenant_id, id, status, reason, at).await
+        let set =
+            endpoints::set_endpoint_status(&mut *self.writer.acquire().await?, tenant_id, id, status, reason, at).await;
+        self.cache.endpoints_changed(tenant_id);
+        set
     }
 
     async fn replace_subscriptions(
@@ -143,19 +196,34 @@ impl Store for SqlStore {
         subscriptions: &[Subscription],
         at: Millis,
     ) -> StoreResult<bool> {
-        endpoints::replace_subscriptions(&self.pool, tenant_id, endpoint_id, subscriptions, at).await
+        let replaced = endpoints::replace_subscriptions(
+            &mut *self.writer.acquire().await?,
+            tenant_id,
+            endpoint_id,
+            subscriptions,
+            at,
+        )
+        .await;
+        self.cache.endpoints_changed(tenant_id);
+        replaced
     }
 
     async fn endpoints_binding_plugin(&self, name: &str) -> StoreResult<Vec<(String, String)>> {
-        endpoints::endpoints_binding_plugin(&self.pool, name).await
+        endpoints::endpoints_binding_plugin(&self.reader, name).await
     }
 
     async fn active_endpoints(&self, tenant_id: &str) -> StoreResult<Vec<Endpoint>> {
-        endpoints::active_endpoints(&self.pool, tenant_id).await
+        if let Some(cached) = self.cache.active_endpoints(tenant_id) {
+            return Ok(cached.as_ref().clone());
+        }
+        let generation = self.cache.generation();
+        let found = endpoints::active_endpoints(&self.reader, tenant_id).await?;
+        self.cache.keep_active_endpoints(tenant_id, generation, Arc::new(found.clone()));
+        Ok(found)
     }
 
     async fn list_secrets(&self, tenant_id: &str, endpoint_id: &str) -> StoreResult<Vec<EndpointSecret>> {
-        endpoint_secrets::list_secrets(&self.pool, tenant_id, endpoint_id).await
+        endpoint_secrets::list_secrets(&self.reader, tenant_id, endpoint_id).await
     }
 
     async fn rotate_secret(
@@ -166,12 +234,24 @@ impl Store for SqlStore {
         retire_until: Millis,
         at: Millis,
     ) -> StoreResult<Option<EndpointSecret>> {
-        endpoint_secrets::rotate_secret(&self.pool, self.dialect, tenant_id, endpoint_id, secret, retire_until, at)
-            .await
+        endpoint_secrets::rotate_secret(
+            &mut *self.writer.acquire().await?,
+            self.dialect,
+            tenant_id,
+            endpoint_id,
+            secret,
+            retire_until,
+            at,
+        )
+        .await
     }
 
     async fn signing_secrets(&self, endpoint_id: &str, at: Millis) -> StoreResult<Vec<EndpointSecret>> {
-        endpoint_secrets::signing_secrets(&self.pool, endpoint_id, at).await
+        endpoint_secrets::signing_secrets(&self.reader, endpoint_id, at).await
+    }
+
+    async fn signing_secrets_of(&self, endpoint_ids: &[String], at: Millis) -> StoreResult<Vec<EndpointSecret>> {
+        endpoint_secrets::signing_secrets_of(&mut *self.reader.acquire().await?, endpoint_ids, at).await
     }
 
     async fn register_event_type(
@@ -181,27 +261,38 @@ impl Store for SqlStore {
         description: &str,
         at: Millis,
     ) -> StoreResult<EventType> {
-        events::register_event_type(&self.pool, tenant_id, name, description, at).await
+        let registered =
+            events::register_event_type(&mut *self.writer.acquire().await?, tenant_id, name, description, at).await?;
+        self.cache.event_type_committed(tenant_id, name);
+        Ok(registered)
     }
 
     async fn list_event_types(&self, tenant_id: &str, page: &Page) -> StoreResult<Vec<EventType>> {
-        events::list_event_types(&self.pool, tenant_id, page).await
+        events::list_event_types(&self.reader, tenant_id, page).await
     }
 
     async fn publish(&self, new_events: &[NewEvent]) -> StoreResult<Vec<Published>> {
-        events::publish(&self.pool, self.dialect, new_events).await
+        if self.dialect == Dialect::Sqlite {
+            return self.write_sqlite(new_events, "", &[]).await.map(|(published, _)| published);
+        }
+        let mut connection = self.writer.acquire().await?;
+        let mut tx = connection.begin().await?;
+        let published = events::publish(&mut tx, self.dialect, &self.cache, new_events).await?;
+        tx.commit().await?;
+        events::committed(&self.cache, new_events);
+        Ok(published)
     }
 
     async fn get_event(&self, tenant_id: &str, id: &str) -> StoreResult<Option<Event>> {
-        events::get_event(&self.pool, tenant_id, id).await
+        events::get_event(&self.reader, tenant_id, id).await
     }
 
     async fn list_events(&self, tenant_id: &str, filter: &EventFilter, page: &Page) -> StoreResult<Vec<Event>> {
-        events::list_events(&self.pool, tenant_id, filter, page).await
+        events::list_events(&self.reader, tenant_id, filter, page).await
     }
 
     async fn get_delivery(&self, tenant_id: &str, id: &str) -> StoreResult<Option<Delivery>> {
-        deliveries::get_delivery(&self.pool, tenant_id, id).await
+        deliveries::get_delivery(&self.reader, tenant_id, id).await
     }
 
     async fn list_deliveries(
@@ -210,19 +301,19 @@ impl Store for SqlStore {
         filter: &DeliveryFilter,
         page: &Page,
     ) -> StoreResult<Vec<Delivery>> {
-        deliveries::list_deliveries(&self.pool, tenant_id, filter, page).await
+        deliveries::list_deliveries(&self.reader, tenant_id, filter, page).await
     }
 
     async fn list_attempts(&self, tenant_id: &str, delivery_id: &str) -> StoreResult<Vec<Attempt>> {
-        deliveries::list_attempts(&self.pool, tenant_id, delivery_id).await
+        deliveries::list_attempts(&self.reader, tenant_id, delivery_id).await
     }
 
     async fn retry_delivery(&self, tenant_id: &str, id: &str, at: Millis) -> StoreResult<Option<Delivery>> {
-        deliveries::retry_delivery(&self.pool, tenant_id, id, at).await
+        deliveries::retry_delivery(&mut *self.writer.acquire().await?, tenant_id, id, at).await
     }
 
     async fn requeue_dead(&self, tenant_id: &str, selector: &RequeueSelector, at: Millis) -> StoreResult<u64> {
-        deliveries::requeue_dead(&self.pool, self.dialect, tenant_id, selector, at).await
+        deliveries::requeue_dead(&mut *self.writer.acquire().await?, self.dialect, tenant_id, selector, at).await
     }
 
     async fn claim_due(
@@ -232,35 +323,84 @@ impl Store for SqlStore {
         lease_until: Millis,
         limit: i64,
     ) -> StoreResult<Vec<DispatchJob>> {
-        dispatch::claim_due(&self.pool, self.dialect, owner, now, lease_until, limit).await
+        dispatch::claim_due(&mut *self.writer.acquire().await?, self.dialect, owner, now, lease_until, limit).await
     }
 
     async fn record_attempts(&self, owner: &str, outcomes: &[AttemptOutcome]) -> StoreResult<Vec<bool>> {
-        dispatch::record_attempts(&self.pool, self.dialect, owner, outcomes).await
+        if self.dialect == Dialect::Sqlite {
+            return self.write_sqlite(&[], owner, outcomes).await.map(|(_, recorded)| recorded);
+        }
+        let recorded = async {
+            let mut connection = self.writer.acquire().await?;
+            let mut tx = connection.begin().await?;
+            let recorded = dispatch::record_attempts(&mut tx, self.dialect, owner, outcomes).await?;
+            tx.commit().await?;
+            Ok(recorded)
+        }
+        .await;
+        self.attempts_written(outcomes);
+        recorded
+    }
+
+    async fn write_batch(
+        &self,
+        new_events: &[NewEvent],
+        owner: &str,
+        attempts: &[AttemptOutcome],
+    ) -> (StoreResult<Vec<Published>>, StoreResult<Vec<bool>>) {
+        match self.dialect {
+            _ if new_events.is_empty() && attempts.is_empty() => (Ok(Vec::new()), Ok(Vec::new())),
+            // One writer connection: two transactions would queue behind each other, each with its own fsync.
+            Dialect::Sqlite => match self.write_sqlite(new_events, owner, attempts).await {
+                Ok((published, recorded)) => (Ok(published), Ok(recorded)),
+                Err(e) => {
+                    let shared = StoreError::Unavailable(format!("the transaction it shared failed: {e}"));
+                    (Err(e), Err(shared))
+                }
+            },
+            // Separate connections: both commit at the same time.
+            Dialect::Postgres => {
+                let publish = async {
+                    if new_events.is_empty() {
+                        Ok(Vec::new())
+                    } else {
+                        self.publish(new_events).await
+                    }
+                };
+                let record = async {
+                    if attempts.is_empty() {
+                        Ok(Vec::new())
+                    } else {
+                        self.record_attempts(owner, attempts).await
+                    }
+                };
+                tokio::join!(publish, record)
+            }
+        }
     }
 
     async fn record_drop(&self, owner: &str, dropped: &Dropped) -> StoreResult<bool> {
-        dispatch::record_drop(&self.pool, owner, dropped).await
+        dispatch::record_drop(&mut *self.writer.acquire().await?, owner, dropped).await
     }
 
     async fn release(&self, owner: &str, delivery_ids: &[String]) -> StoreResult<()> {
-        dispatch::release(&self.pool, owner, delivery_ids).await
+        dispatch::release(&mut *self.writer.acquire().await?, owner, delivery_ids).await
     }
 
     async fn release_foreign_leases(&self, owner: &str) -> StoreResult<u64> {
-        dispatch::release_foreign_leases(&self.pool, owner).await
+        dispatch::release_foreign_leases(&mut *self.writer.acquire().await?, owner).await
     }
 
     async fn next_due_at(&self) -> StoreResult<Option<Millis>> {
-        dispatch::next_due_at(&self.pool).await
+        dispatch::next_due_at(&self.reader).await
     }
 
     async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
-        audit::append_audit(&self.pool, entry).await
+        audit::append_audit(&mut *self.writer.acquire().await?, entry).await
     }
 
     async fn list_audit(&self, tenant_id: &str, page: &Page) -> StoreResult<Vec<AuditEntry>> {
-        audit::list_audit(&self.pool, tenant_id, page).await
+        audit::list_audit(&self.reader, tenant_id, page).await
     }
 }
 
@@ -271,7 +411,7 @@ mod tests {
     use super::*;
 
     async fn pragma(store: &SqlStore, name: &str) -> sqlx::any::AnyRow {
-        sqlx::query(&format!("PRAGMA {name}")).fetch_one(&store.pool).await.unwrap()
+        sqlx::query(&format!("PRAGMA {name}")).fetch_one(&mut *store.writer.acquire().await.unwrap()).await.unwrap()
     }
 
     #[tokio::test]

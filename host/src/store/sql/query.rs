@@ -5,7 +5,7 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::Any;
 
-use crate::store::{Page, StoreError};
+use crate::store::{Page, StoreError, StoreResult};
 
 /// Longest `IN (…)` list or multi-row `VALUES` sent in one statement. Both databases accept far more (SQLite
 /// 32,766 variables, PostgreSQL 65,535), this keeps statements small and their plans cacheable.
@@ -155,6 +155,12 @@ impl SqlBuilder {
         }
         query
     }
+}
+
+/// The JSON array a [`Dialect::json_rows`](super::Dialect::json_rows) statement binds: one array per row, its
+/// values in the statement's column order (serialise blobs as hex).
+pub(super) fn json_rows<R: serde::Serialize>(rows: &[R]) -> StoreResult<String> {
+    serde_json::to_string(rows).map_err(|e| StoreError::Corrupt(format!("cannot encode rows as JSON: {e}")))
 }
 
 /// Maps a unique-constraint violation to [`StoreError::Conflict`] with `message`; other errors pass through.

@@ -1,6 +1,6 @@
 //! Installation facts (`meta`), tenants and API keys.
 
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyConnection, AnyPool, Row};
 
 use super::query::{conflict_on_unique, Order, SqlBuilder};
 use super::rows::{self, API_KEY_COLUMNS, TENANT_COLUMNS};
@@ -12,21 +12,21 @@ pub(super) async fn get_meta(pool: &AnyPool, key: &str) -> StoreResult<Option<St
     Ok(row.map(|row| row.try_get("value")).transpose()?)
 }
 
-pub(super) async fn put_meta(pool: &AnyPool, key: &str, value: &str) -> StoreResult<()> {
+pub(super) async fn put_meta(connection: &mut AnyConnection, key: &str, value: &str) -> StoreResult<()> {
     sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
         .bind(key)
         .bind(value)
-        .execute(pool)
+        .execute(&mut *connection)
         .await?;
     Ok(())
 }
 
-pub(super) async fn create_tenant(pool: &AnyPool, tenant: &Tenant) -> StoreResult<()> {
+pub(super) async fn create_tenant(connection: &mut AnyConnection, tenant: &Tenant) -> StoreResult<()> {
     sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
         .bind(&tenant.id)
         .bind(&tenant.name)
         .bind(tenant.created_at)
-        .execute(pool)
+        .execute(&mut *connection)
         .await
         .map_err(conflict_on_unique(|| format!("tenant `{}` already exists", tenant.id)))?;
     Ok(())
@@ -46,7 +46,7 @@ pub(super) async fn list_tenants(pool: &AnyPool, page: &Page) -> StoreResult<Vec
     rows::all(&sql.query().fetch_all(pool).await?, rows::tenant)
 }
 
-pub(super) async fn create_api_key(pool: &AnyPool, key: &ApiKey) -> StoreResult<()> {
+pub(super) async fn create_api_key(connection: &mut AnyConnection, key: &ApiKey) -> StoreResult<()> {
     sqlx::query(&format!("INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"))
         .bind(&key.id)
         .bind(&key.tenant_id)
@@ -55,7 +55,7 @@ pub(super) async fn create_api_key(pool: &AnyPool, key: &ApiKey) -> StoreResult<
         .bind(&key.key_hash)
         .bind(key.created_at)
         .bind(key.revoked_at)
-        .execute(pool)
+        .execute(&mut *connection)
         .await
         .map_err(conflict_on_unique(|| format!("API key `{}` or a key with the same hash already exists", key.id)))?;
     Ok(())
@@ -67,13 +67,18 @@ pub(super) async fn list_api_keys(pool: &AnyPool, tenant_id: &str, page: &Page) 
     rows::all(&sql.query().fetch_all(pool).await?, rows::api_key)
 }
 
-pub(super) async fn revoke_api_key(pool: &AnyPool, tenant_id: &str, id: &str, at: Millis) -> StoreResult<bool> {
+pub(super) async fn revoke_api_key(
+    connection: &mut AnyConnection,
+    tenant_id: &str,
+    id: &str,
+    at: Millis,
+) -> StoreResult<bool> {
     let result =
         sqlx::query("UPDATE api_keys SET revoked_at = $3 WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL")
             .bind(tenant_id)
             .bind(id)
             .bind(at)
-            .execute(pool)
+            .execute(&mut *connection)
             .await?;
     Ok(result.rows_affected() > 0)
 }

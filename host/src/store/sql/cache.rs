@@ -1,0 +1,71 @@
+//! What every publish would otherwise read or write again though it rarely changes: each tenant's active
+//! endpoints (the fan-out candidates) and the event types known to be registered.
+//!
+//! Writes through this process keep the cache exact: every endpoint write forgets its tenant's entry once it
+//! has committed. Another process sharing a PostgreSQL database is only seen when an entry expires, so a change
+//! made there applies here within [`ACTIVE_ENDPOINTS_TTL`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::sync::Cache;
+
+use crate::model::Endpoint;
+
+/// How long another node's endpoint change can go unseen by this one.
+pub const ACTIVE_ENDPOINTS_TTL: Duration = Duration::from_secs(1);
+const TENANTS: u64 = 10_000;
+const EVENT_TYPES: u64 = 100_000;
+
+#[derive(Debug)]
+pub(super) struct ReadCache {
+    active_endpoints: Cache<String, Arc<Vec<Endpoint>>>,
+    /// Bumped by every endpoint write; a read that began before a bump may hold what the write replaced, so it
+    /// is not kept.
+    generation: AtomicU64,
+    /// `(tenant id, name)` of event types committed to the database. Types are never deleted.
+    event_types: Cache<(String, String), ()>,
+}
+
+impl Default for ReadCache {
+    fn default() -> Self {
+        ReadCache {
+            active_endpoints: Cache::builder().max_capacity(TENANTS).time_to_live(ACTIVE_ENDPOINTS_TTL).build(),
+            generation: AtomicU64::new(0),
+            event_types: Cache::builder().max_capacity(EVENT_TYPES).build(),
+        }
+    }
+}
+
+impl ReadCache {
+    pub(super) fn active_endpoints(&self, tenant_id: &str) -> Option<Arc<Vec<Endpoint>>> {
+        self.active_endpoints.get(tenant_id)
+    }
+
+    /// The generation to pass to [`ReadCache::keep_active_endpoints`]: read it before querying.
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub(super) fn keep_active_endpoints(&self, tenant_id: &str, read_at: u64, endpoints: Arc<Vec<Endpoint>>) {
+        if self.generation() == read_at {
+            self.active_endpoints.insert(tenant_id.to_string(), endpoints);
+        }
+    }
+
+    /// Call after a write to a tenant's endpoints or subscriptions has committed (or failed).
+    pub(super) fn endpoints_changed(&self, tenant_id: &str) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.active_endpoints.invalidate(tenant_id);
+    }
+
+    pub(super) fn event_type_known(&self, tenant_id: &str, name: &str) -> bool {
+        self.event_types.contains_key(&(tenant_id.to_string(), name.to_string()))
+    }
+
+    /// Call once the transaction that registered (or found) the type has committed.
+    pub(super) fn event_type_committed(&self, tenant_id: &str, name: &str) {
+        self.event_types.insert((tenant_id.to_string(), name.to_string()), ());
+    }
+}

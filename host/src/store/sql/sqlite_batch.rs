@@ -1,0 +1,280 @@
+//! SQLite's group commit in one round trip. Every statement through sqlx's SQLite driver is a round trip to its
+//! worker thread, and on a busy machine each costs a thread wake-up. A publish with attempt records written
+//! statement by statement takes seven (begin, endpoint check, events, deliveries, delivery updates, attempts,
+//! commit), all on the one path every publish waits for. Here they are one script, sent and run as one command:
+//! the decisions that needed a result in between (which endpoints still exist, which leases are still held, which
+//! idempotency keys were used before) are made by the statements themselves.
+//!
+//! [`publish`](super::SqlStore) and `record_attempts` on SQLite are this script with one half empty, so the
+//! conformance suite covers it whole. PostgreSQL runs the statements one by one (`events`, `dispatch`): it cannot
+//! take several statements with parameters in one command.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
+
+use futures_util::TryStreamExt;
+use sqlx::{Either, Executor, Row};
+
+use super::cache::ReadCache;
+use super::dialect::{Column, WriteConnection};
+use super::dispatch::{attempt_rows, outcome_rows, update_from_outcomes, ATTEMPT_ROWS, OUTCOME_ROWS};
+use super::events::{delivery_rows, insert_deliveries_from, DELIVERY_ROWS};
+use super::query::json_rows;
+use super::rows::ATTEMPT_COLUMNS;
+use super::Dialect;
+use crate::model::Event;
+use crate::store::{AttemptOutcome, NewDelivery, NewEvent, Published, StoreError, StoreResult};
+
+const EVENT_ROWS: &[(&str, Column)] = &[
+    ("id", Column::Text),
+    ("tenant_id", Column::Text),
+    ("event_type", Column::Text),
+    ("data", Column::Text),
+    ("idempotency_key", Column::Text),
+    ("received_at", Column::Int),
+    // A JSON array of the endpoint ids the event was matched to.
+    ("endpoints", Column::Text),
+];
+const EVENT_TYPE_ROWS: &[(&str, Column)] = &[("tenant_id", Column::Text), ("name", Column::Text), ("at", Column::Int)];
+const KEY_ROWS: &[(&str, Column)] = &[("tenant_id", Column::Text), ("key", Column::Text)];
+const DISABLE_ROWS: &[(&str, Column)] =
+    &[("tenant_id", Column::Text), ("delivery_id", Column::Text), ("reason", Column::Text), ("at", Column::Int)];
+
+/// The statements, in order. Only the last but one returns a row: every row crosses from SQLite's worker
+/// thread one by one (and may wake this task each time), so the outcome comes back as one row of JSON arrays.
+#[derive(Clone, Copy)]
+enum Statement {
+    Begin,
+    /// Skips events whose idempotency key was used before.
+    Events,
+    EventTypes,
+    /// Skips deliveries whose event was skipped or whose endpoint was deleted since the fan-out.
+    Deliveries,
+    /// Skips attempts whose lease is no longer held.
+    Attempts,
+    DisableEndpoints,
+    Outcomes,
+    /// Which events, deliveries and attempts were stored, and the stored event of each idempotency key.
+    Results,
+    Commit,
+}
+
+use Statement::*;
+const ALL: [Statement; 9] =
+    [Begin, Events, EventTypes, Deliveries, Attempts, DisableEndpoints, Outcomes, Results, Commit];
+const STATEMENTS: usize = ALL.len();
+
+impl Statement {
+    fn sql(self) -> String {
+        let rows = |placeholder: &str, columns| Dialect::Sqlite.json_rows(placeholder, columns);
+        // The lease is still held: the condition under which an attempt is recorded at all. The attempt insert
+        // and the endpoint update test it before the outcome update releases the lease.
+        let held = "d.tenant_id = v.tenant_id AND d.lease_owner = $5 AND d.status = 'delivering'";
+        match self {
+            Begin => "BEGIN".into(),
+            // The stored count is that of deliveries whose endpoint still exists, as the delivery insert decides.
+            // `WHERE true` tells SQLite's parser that ON CONFLICT is an upsert here, not a join constraint.
+            Events => format!(
+                "INSERT INTO events (id, tenant_id, event_type, data, idempotency_key, received_at, deliveries) \
+                 SELECT v.id, v.tenant_id, v.event_type, v.data, v.idempotency_key, v.received_at, \
+                 (SELECT COUNT(*) FROM json_each(v.endpoints) AS p JOIN endpoints AS e \
+                  ON e.id = p.value AND e.tenant_id = v.tenant_id) \
+                 FROM ({}) AS v WHERE true \
+                 ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+                rows("$1", EVENT_ROWS)
+            ),
+            EventTypes => format!(
+                "INSERT INTO event_types (tenant_id, name, description, created_at) \
+                 SELECT v.tenant_id, v.name, '', v.at FROM ({}) AS v WHERE true \
+                 ON CONFLICT (tenant_id, name) DO NOTHING",
+                rows("$2", EVENT_TYPE_ROWS)
+            ),
+            // An event not stored (its key was used before) gets no deliveries; nor does an endpoint deleted
+            // since the fan-out.
+            Deliveries => format!(
+                "{} WHERE EXISTS (SELECT 1 FROM events AS e WHERE e.id = v.event_id) \
+                 AND EXISTS (SELECT 1 FROM endpoints AS e WHERE e.id = v.endpoint_id AND e.tenant_id = v.tenant_id)",
+                insert_deliveries_from(&rows("$3", DELIVERY_ROWS))
+            ),
+            Attempts => format!(
+                "INSERT INTO attempts ({ATTEMPT_COLUMNS}) SELECT {ATTEMPT_COLUMNS} FROM ({}) AS v \
+                 WHERE EXISTS (SELECT 1 FROM deliveries AS d WHERE d.id = v.delivery_id AND {held})",
+                rows("$4", ATTEMPT_ROWS)
+            ),
+            // A 410 Gone disables the endpoint, if the attempt is recorded.
+            DisableEndpoints => format!(
+                "UPDATE endpoints SET status = 'disabled', status_reason = v.reason, updated_at = v.at \
+                 FROM ({}) AS v WHERE endpoints.tenant_id = v.tenant_id AND endpoints.id = \
+                 (SELECT d.endpoint_id FROM deliveries AS d WHERE d.id = v.delivery_id AND {held})",
+                rows("$6", DISABLE_ROWS)
+            ),
+            Outcomes => update_from_outcomes(&rows("$7", OUTCOME_ROWS), "$5", false),
+            // Ids are fresh, so an id of the batch found in its table was stored by this transaction; an attempt
+            // stored means its lease was held, so its outcome was applied too.
+            Results => format!(
+                "SELECT \
+                 (SELECT json_group_array(i.value) FROM json_each($9) AS i \
+                  WHERE EXISTS (SELECT 1 FROM events AS e WHERE e.id = i.value)), \
+                 (SELECT json_group_array(i.value) FROM json_each($10) AS i \
+                  WHERE EXISTS (SELECT 1 FROM deliveries AS d WHERE d.id = i.value)), \
+                 (SELECT json_group_array(a.delivery_id) FROM json_each($11) AS i JOIN attempts AS a ON a.id = i.value), \
+                 (SELECT json_group_array(json_array(v.tenant_id, v.key, e.id, e.deliveries)) FROM ({}) AS v \
+                  JOIN events AS e ON e.tenant_id = v.tenant_id AND e.idempotency_key = v.key)",
+                rows("$8", KEY_ROWS)
+            ),
+            Commit => "COMMIT".into(),
+        }
+    }
+}
+
+/// Built once: the same text every time, so the connection's statement cache keeps it prepared.
+static SCRIPT: LazyLock<String> =
+    LazyLock::new(|| ALL.iter().map(|statement| statement.sql()).collect::<Vec<_>>().join(";\n"));
+
+/// Publishes `events` and records `outcomes` in one transaction, in one command to the connection's worker.
+/// Same semantics as `events::publish` followed by `dispatch::record_attempts`.
+pub(super) async fn write(
+    connection: &mut WriteConnection<'_>,
+    cache: &ReadCache,
+    events: &[NewEvent],
+    owner: &str,
+    outcomes: &[AttemptOutcome],
+) -> StoreResult<(Vec<Published>, Vec<bool>)> {
+    let event_rows = events
+        .iter()
+        .map(|new| {
+            let event = &new.event;
+            let endpoints: Vec<&str> = new.deliveries.iter().map(|d| d.endpoint_id.as_str()).collect();
+            Ok((
+                &event.id,
+                &event.tenant_id,
+                &event.event_type,
+                event.data.get(),
+                event.idempotency_key.as_deref(),
+                event.received_at,
+                json_rows(&endpoints)?,
+            ))
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    let mut types: Vec<(&str, &str, i64)> = Vec::new();
+    for new in events {
+        let event = &new.event;
+        let seen = types.iter().any(|(tenant, name, _)| *tenant == event.tenant_id && *name == event.event_type);
+        if !seen && !cache.event_type_known(&event.tenant_id, &event.event_type) {
+            types.push((&event.tenant_id, &event.event_type, event.received_at));
+        }
+    }
+    let deliveries: Vec<(&Event, &NewDelivery)> =
+        events.iter().flat_map(|new| new.deliveries.iter().map(move |d| (&new.event, d))).collect();
+    let keys: Vec<(&str, &str)> = events
+        .iter()
+        .filter_map(|new| Some((new.event.tenant_id.as_str(), new.event.idempotency_key.as_deref()?)))
+        .collect();
+    let outcome_refs: Vec<&AttemptOutcome> = outcomes.iter().collect();
+    let disabling: Vec<(&str, &str, &str, i64)> = outcomes
+        .iter()
+        .filter_map(|o| {
+            let reason = o.disable_endpoint.as_deref()?;
+            let a = &o.attempt;
+            Some((a.tenant_id.as_str(), a.delivery_id.as_str(), reason, a.started_at + a.duration_ms))
+        })
+        .collect();
+
+    let query = sqlx::query(SCRIPT.as_str())
+        .bind(json_rows(&event_rows)?)
+        .bind(json_rows(&types)?)
+        .bind(json_rows(&delivery_rows(&deliveries))?)
+        .bind(json_rows(&attempt_rows(outcomes.iter().map(|o| &o.attempt)))?)
+        .bind(owner)
+        .bind(json_rows(&disabling)?)
+        .bind(json_rows(&outcome_rows(&outcome_refs)?)?)
+        .bind(json_rows(&keys)?)
+        .bind(json_rows(&events.iter().map(|new| &new.event.id).collect::<Vec<_>>())?)
+        .bind(json_rows(&deliveries.iter().map(|(_, d)| &d.id).collect::<Vec<_>>())?)
+        .bind(json_rows(&outcomes.iter().map(|o| &o.attempt.id).collect::<Vec<_>>())?);
+    let mut returned: [Vec<sqlx::any::AnyRow>; STATEMENTS] = Default::default();
+    let mut statement = 0;
+    connection.script_started();
+    let ran: Result<(), sqlx::Error> = async {
+        let mut results = (&mut **connection).fetch_many(query);
+        while let Some(result) = results.try_next().await? {
+            match result {
+                Either::Left(_) => statement += 1,
+                Either::Right(row) => returned[statement.min(STATEMENTS - 1)].push(row),
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(error) = ran {
+        // The script stops at the failing statement, inside the transaction it began.
+        if statement > Begin as usize {
+            if let Err(e) = (&mut **connection).execute("ROLLBACK").await {
+                tracing::error!(error = %e, "rolling back a failed group commit failed");
+            }
+        }
+        connection.script_finished();
+        return Err(match error.as_database_error() {
+            Some(db) if db.is_unique_violation() => {
+                StoreError::Conflict("an event or delivery id already exists".into())
+            }
+            _ => StoreError::Database(error),
+        });
+    }
+    connection.script_finished();
+    if statement != STATEMENTS {
+        return Err(StoreError::Corrupt(format!("the group commit ran {statement} of {STATEMENTS} statements")));
+    }
+
+    let [results] = &returned[Results as usize][..] else {
+        return Err(StoreError::Corrupt("the group commit returned no results row".into()));
+    };
+    let column = |index: usize| -> StoreResult<String> { Ok(results.try_get::<String, _>(index)?) };
+    let parse = |text: String| -> StoreResult<Vec<serde_json::Value>> {
+        serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("group commit results: {e}")))
+    };
+    let strings = |values: Vec<serde_json::Value>| -> HashSet<String> {
+        values.into_iter().filter_map(|v| v.as_str().map(str::to_string)).collect()
+    };
+    let stored_events = strings(parse(column(0)?)?);
+    let stored_deliveries = strings(parse(column(1)?)?);
+    let updated = strings(parse(column(2)?)?);
+    let mut by_key: HashMap<(String, String), (String, i64)> = HashMap::new();
+    for found in parse(column(3)?)? {
+        let (Some(tenant), Some(key), Some(id), Some(deliveries)) =
+            (found[0].as_str(), found[1].as_str(), found[2].as_str(), found[3].as_i64())
+        else {
+            return Err(StoreError::Corrupt(format!("group commit results: unexpected key row {found}")));
+        };
+        by_key.insert((tenant.to_string(), key.to_string()), (id.to_string(), deliveries));
+    }
+
+    let mut published = Vec::with_capacity(events.len());
+    for new in events {
+        let event = &new.event;
+        if stored_events.contains(&event.id) {
+            let stored: Vec<&NewDelivery> =
+                new.deliveries.iter().filter(|d| stored_deliveries.contains(&d.id)).collect();
+            published.push(Published {
+                event_id: event.id.clone(),
+                deliveries: stored.len() as i64,
+                replayed: false,
+                leased: stored.iter().filter(|d| d.lease.is_some()).map(|d| d.id.clone()).collect(),
+            });
+            continue;
+        }
+        let earlier =
+            event.idempotency_key.as_ref().and_then(|key| by_key.get(&(event.tenant_id.clone(), key.clone())));
+        let Some((event_id, deliveries)) = earlier else {
+            return Err(StoreError::Corrupt(format!("event `{}` was neither stored nor found by its key", event.id)));
+        };
+        published.push(Published {
+            event_id: event_id.clone(),
+            deliveries: *deliveries,
+            replayed: true,
+            leased: Vec::new(),
+        });
+    }
+    let recorded = outcomes.iter().map(|o| updated.contains(&o.attempt.delivery_id)).collect();
+    Ok((published, recorded))
+}

@@ -1,0 +1,227 @@
+//! The group-commit writer. One task takes every publish and every attempt record queued at a moment and writes
+//! them together with one [`Store::write_batch`]: on SQLite one transaction and one fsync for the lot, instead of
+//! a transaction per request queueing for the single writer connection. Callers still wait for their own commit:
+//! `202 Accepted` means the event is durably stored, and an attempt frees its slot only once its record is.
+//!
+//! The publish side (fan-out, handing fresh deliveries to the dispatcher) is [`ingest`](crate::ingest).
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::dispatch::Handoff;
+use crate::ingest::{PublishReply, Publishes};
+use crate::model::Event;
+use crate::routing::FilterCache;
+use crate::store::{AttemptOutcome, Published, Store, StoreError, StoreResult};
+
+/// At most this many events share one transaction, so a flood of batch publishes still commits in steps.
+const MAX_EVENTS_PER_COMMIT: usize = 1000;
+/// Nor more payload than this, so a group of large events does not hold gigabytes in one transaction.
+const MAX_PAYLOAD_BYTES_PER_COMMIT: usize = 8 << 20;
+/// At most this many attempt records share one transaction.
+const MAX_RECORDS_PER_COMMIT: usize = 512;
+
+type RecordReply = oneshot::Sender<Result<bool, RecordError>>;
+
+enum Work {
+    Publish(Vec<Event>, PublishReply),
+    Record(Box<AttemptOutcome>, RecordReply),
+}
+
+/// Why an attempt could not be recorded. The delivery's lease then expires and it is attempted again.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the writer has stopped")]
+    Stopped,
+}
+
+/// The request handlers' handle; cheap to clone.
+#[derive(Clone)]
+pub struct Ingest {
+    queue: mpsc::UnboundedSender<Work>,
+}
+
+impl Ingest {
+    /// Matches the events against their tenant's active endpoints and stores them with their deliveries (grouped
+    /// with whatever else is waiting). Returns their results in input order.
+    pub async fn publish(&self, events: Vec<Event>) -> StoreResult<Vec<Published>> {
+        let (reply, stored) = oneshot::channel();
+        self.queue.send(Work::Publish(events, reply)).map_err(|_| stopped())?;
+        stored.await.unwrap_or_else(|_| Err(stopped()))
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the writer has stopped".into())
+}
+
+/// The dispatcher's handle for attempt records.
+#[derive(Clone)]
+pub struct Recorder {
+    queue: mpsc::UnboundedSender<Work>,
+}
+
+impl Recorder {
+    /// Records the outcome (grouped with whatever else is waiting) and returns whether the lease was still held.
+    pub async fn record(&self, outcome: AttemptOutcome) -> Result<bool, RecordError> {
+        let (reply, recorded) = oneshot::channel();
+        self.queue.send(Work::Record(Box::new(outcome), reply)).map_err(|_| RecordError::Stopped)?;
+        recorded.await.unwrap_or(Err(RecordError::Stopped))
+    }
+}
+
+/// The writer before it starts: hand out its [`Ingest`] and [`Recorder`], then [`Writer::start`] it. The task
+/// ends once every handle is dropped and the queue is written.
+pub struct Writer {
+    queue: mpsc::UnboundedSender<Work>,
+    queued: mpsc::UnboundedReceiver<Work>,
+}
+
+impl Default for Writer {
+    fn default() -> Self {
+        let (queue, queued) = mpsc::unbounded_channel();
+        Writer { queue, queued }
+    }
+}
+
+impl Writer {
+    pub fn ingest(&self) -> Ingest {
+        Ingest { queue: self.queue.clone() }
+    }
+
+    pub fn recorder(&self) -> Recorder {
+        Recorder { queue: self.queue.clone() }
+    }
+
+    /// `owner`: the node id attempts are recorded for (their lease holder). `dispatch`: where fresh deliveries
+    /// are handed over; without it they are all stored waiting to be claimed.
+    pub fn start(self, store: Arc<dyn Store>, owner: String, dispatch: Option<Handoff>) {
+        let Writer { queue, queued } = self;
+        drop(queue);
+        tokio::spawn(run(store, owner, dispatch, queued));
+    }
+}
+
+async fn run(
+    store: Arc<dyn Store>,
+    owner: String,
+    dispatch: Option<Handoff>,
+    mut queued: mpsc::UnboundedReceiver<Work>,
+) {
+    let mut filters = FilterCache::default();
+    while let Some(first) = queued.recv().await {
+        let mut publishes = Vec::new();
+        let mut records = Vec::new();
+        let (mut events, mut payload_bytes) = (0, 0);
+        let mut next = Some(first);
+        while let Some(work) = next.take() {
+            match work {
+                Work::Publish(batch, reply) => {
+                    events += batch.len();
+                    payload_bytes += batch.iter().map(|event| event.data.get().len()).sum::<usize>();
+                    publishes.push((batch, reply));
+                }
+                Work::Record(outcome, reply) => records.push((*outcome, reply)),
+            }
+            let room = events < MAX_EVENTS_PER_COMMIT
+                && payload_bytes < MAX_PAYLOAD_BYTES_PER_COMMIT
+                && records.len() < MAX_RECORDS_PER_COMMIT;
+            if room {
+                next = queued.try_recv().ok();
+            }
+        }
+        commit(store.as_ref(), &mut filters, &owner, dispatch.as_ref(), publishes, records).await;
+    }
+}
+
+async fn commit(
+    store: &dyn Store,
+    filters: &mut FilterCache,
+    owner: &str,
+    dispatch: Option<&Handoff>,
+    publishes: Vec<(Vec<Event>, PublishReply)>,
+    records: Vec<(AttemptOutcome, RecordReply)>,
+) {
+    let had_publishes = !publishes.is_empty();
+    let mut publishes = Publishes::fan_out(store, filters, dispatch, publishes).await;
+    let (outcomes, replies): (Vec<AttemptOutcome>, Vec<RecordReply>) = records.into_iter().unzip();
+    let (published, recorded) = publishes.write(store, owner, &outcomes).await;
+    let shared = had_publishes && !outcomes.is_empty();
+    publishes.finish(store, dispatch, published, shared).await;
+    match recorded {
+        Ok(recorded) => {
+            for (reply, recorded) in replies.into_iter().zip(recorded) {
+                let _ = reply.send(Ok(recorded));
+            }
+        }
+        // Nothing of the batch was kept. One bad outcome (or a deadlock victim on PostgreSQL) must not fail the
+        // others: write them one by one.
+        Err(e) if outcomes.len() > 1 || shared => {
+            tracing::warn!(error = %e, attempts = outcomes.len(), "batched attempt records failed; writing one by one");
+            for (outcome, reply) in outcomes.iter().zip(replies) {
+                let _ = reply.send(store.record_attempt(owner, outcome).await.map_err(RecordError::from));
+            }
+        }
+        Err(e) => {
+            if let Some(reply) = replies.into_iter().next() {
+                let _ = reply.send(Err(e.into()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::value::RawValue;
+
+    use super::*;
+    use crate::model::{new_id, Tenant};
+    use crate::store::sql::SqlStore;
+
+    fn event(tenant: &str) -> Event {
+        Event {
+            id: new_id("evt"),
+            tenant_id: tenant.into(),
+            event_type: "order.created".into(),
+            data: RawValue::from_string("{}".into()).unwrap(),
+            idempotency_key: None,
+            received_at: 1_700_000_000_000,
+        }
+    }
+
+    /// Requests queued together share a commit; one that fails is stored on its own, and the others still are.
+    #[tokio::test(flavor = "current_thread")]
+    async fn concurrent_requests_share_a_commit_and_a_bad_one_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("ingest.db").display());
+        let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&url).await.unwrap());
+        let tenant = Tenant { id: new_id("ten"), name: "t".into(), created_at: 0 };
+        store.create_tenant(&tenant).await.unwrap();
+        let writer = Writer::default();
+        let ingest = writer.ingest();
+        writer.start(store.clone(), "node_test".into(), None);
+
+        // An event id that is already stored: the database refuses the whole transaction that holds it.
+        let earlier = event(&tenant.id);
+        store.publish(&[crate::store::NewEvent { event: earlier.clone(), deliveries: Vec::new() }]).await.unwrap();
+        let bad = earlier;
+        let good: Vec<Event> = (0..3).map(|_| event(&tenant.id)).collect();
+        let ids: Vec<String> = good.iter().map(|e| e.id.clone()).collect();
+        let (a, b, c, bad) = tokio::join!(
+            ingest.publish(vec![good[0].clone()]),
+            ingest.publish(vec![good[1].clone(), good[2].clone()]),
+            ingest.publish(Vec::new()),
+            ingest.publish(vec![bad]),
+        );
+        assert_eq!(a.unwrap().iter().map(|p| &p.event_id).collect::<Vec<_>>(), vec![&ids[0]]);
+        assert_eq!(b.unwrap().iter().map(|p| &p.event_id).collect::<Vec<_>>(), vec![&ids[1], &ids[2]]);
+        assert!(c.unwrap().is_empty());
+        assert!(matches!(bad, Err(StoreError::Conflict(_))), "{bad:?}");
+        for id in &ids {
+            assert!(store.get_event(&tenant.id, id).await.unwrap().is_some(), "{id} was stored");
+        }
+    }
+}
