@@ -29,12 +29,15 @@ pub(super) enum Column {
 /// (a backup, the sqlite3 shell) instead of failing. `synchronous = FULL` because a 202 Accepted promises the
 /// event is on disk: WAL's usual NORMAL can lose the last commits on power loss.
 /// `wal_autocheckpoint = 0`: the writer never checkpoints itself; see [`checkpoint`](super::checkpoint).
+/// `cache_size`: 16 MiB of pages instead of 2, so the indexes every commit touches stay in SQLite's cache rather
+/// than being read back from the OS.
 const SQLITE_PRAGMAS: &[&str] = &[
     "PRAGMA busy_timeout = 5000",
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = FULL",
     "PRAGMA foreign_keys = ON",
     "PRAGMA wal_autocheckpoint = 0",
+    "PRAGMA cache_size = -16384",
 ];
 
 /// The connection that checkpoints the WAL into the database file; FULL so the file is synced before the WAL is

@@ -3,6 +3,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use sqlx::any::AnyArguments;
+use sqlx::any::AnyRow;
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Row};
 
@@ -36,14 +37,40 @@ pub(super) async fn claim_due(
         return Ok(Vec::new());
     }
     let mut tx = connection.begin().await?;
-    let claimed = sqlx::query(&format!(
+    // Expired leases first (their holder is gone, and they were due before anything waiting was), then what waits.
+    // Two statements rather than one with an OR: each walks its own index in claim order and stops at `limit`,
+    // where one OR over both indexes would sort every due delivery, a whole backlog, on every claim.
+    let expired = "d.status = 'delivering' AND d.lease_expires_at <= $3 ORDER BY d.lease_expires_at, d.id";
+    let mut claimed = claim_where(&mut tx, dialect, expired, owner, now, lease_until, limit).await?;
+    let room = limit - claimed.len() as i64;
+    if room > 0 {
+        let waiting = "d.status IN ('pending', 'failed') AND d.next_attempt_at <= $3 ORDER BY d.next_attempt_at, d.id";
+        claimed.extend(claim_where(&mut tx, dialect, waiting, owner, now, lease_until, room).await?);
+    }
+    let mut deliveries = rows::all(&claimed, rows::delivery)?;
+    // RETURNING has no order of its own.
+    deliveries.sort_by(|a, b| (a.next_attempt_at, &a.id).cmp(&(b.next_attempt_at, &b.id)));
+    let jobs = complete_jobs(&mut tx, deliveries, now).await?;
+    tx.commit().await?;
+    Ok(jobs)
+}
+
+/// Leases up to `limit` deliveries of active endpoints that match `condition_and_order` (a condition on `d` with
+/// `$3` = now, then its ORDER BY).
+async fn claim_where(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    condition_and_order: &str,
+    owner: &str,
+    now: Millis,
+    lease_until: Millis,
+    limit: i64,
+) -> StoreResult<Vec<AnyRow>> {
+    Ok(sqlx::query(&format!(
         "UPDATE deliveries SET status = 'delivering', lease_owner = $1, lease_expires_at = $2, updated_at = $3 \
          WHERE id IN (\
              SELECT d.id FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id AND e.tenant_id = d.tenant_id \
-             WHERE e.status = 'active' \
-             AND ((d.status IN ('pending', 'failed') AND d.next_attempt_at <= $3) \
-                  OR (d.status = 'delivering' AND d.lease_expires_at <= $3)) \
-             ORDER BY d.next_attempt_at, d.id LIMIT $4{}) \
+             WHERE e.status = 'active' AND {condition_and_order} LIMIT $4{}) \
          RETURNING {DELIVERY_COLUMNS}",
         dialect.claim_lock_clause()
     ))
@@ -52,13 +79,7 @@ pub(super) async fn claim_due(
     .bind(now)
     .bind(limit)
     .fetch_all(&mut *tx)
-    .await?;
-    let mut deliveries = rows::all(&claimed, rows::delivery)?;
-    // RETURNING has no order of its own.
-    deliveries.sort_by(|a, b| (a.next_attempt_at, &a.id).cmp(&(b.next_attempt_at, &b.id)));
-    let jobs = complete_jobs(&mut tx, deliveries, now).await?;
-    tx.commit().await?;
-    Ok(jobs)
+    .await?)
 }
 
 /// Adds each claimed delivery's event and endpoint, loaded together rather than row by row. Both must exist:
@@ -428,13 +449,22 @@ pub(super) async fn release_foreign_leases(connection: &mut AnyConnection, owner
 }
 
 pub(super) async fn next_due_at(pool: &AnyPool) -> StoreResult<Option<Millis>> {
-    // A lease counts at its expiry: if its holder dies, that is when the delivery becomes due again.
-    let row = sqlx::query(
-        "SELECT MIN(CASE WHEN d.status = 'delivering' THEN d.lease_expires_at ELSE d.next_attempt_at END) AS due \
-         FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id AND e.tenant_id = d.tenant_id \
-         WHERE e.status = 'active' AND d.status IN ('pending', 'failed', 'delivering')",
-    )
+    // A lease counts at its expiry: if its holder dies, that is when the delivery becomes due again. Each half
+    // reads the first entry of its index (see `claim_due`), not every waiting delivery.
+    let first = |column: &str, status: &str| {
+        format!(
+            "(SELECT d.{column} FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id AND e.tenant_id = d.tenant_id \
+             WHERE e.status = 'active' AND d.status {status} ORDER BY d.{column}, d.id LIMIT 1)"
+        )
+    };
+    let row = sqlx::query(&format!(
+        "SELECT {} AS waiting, {} AS leased",
+        first("next_attempt_at", "IN ('pending', 'failed')"),
+        first("lease_expires_at", "= 'delivering'")
+    ))
     .fetch_one(pool)
     .await?;
-    Ok(row.try_get("due")?)
+    let waiting: Option<Millis> = row.try_get("waiting")?;
+    let leased: Option<Millis> = row.try_get("leased")?;
+    Ok(waiting.into_iter().chain(leased).min())
 }
