@@ -64,7 +64,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_MAX_PAYLOAD_BYTES")]
     pub max_payload_bytes: Option<usize>,
 
-    /// Deliveries in flight at once in this process [default: 256].
+    /// Deliveries in flight at once in this process [default: 1024].
     #[arg(long, env = "SWITCHYARD_DISPATCH_CONCURRENCY")]
     pub dispatch_concurrency: Option<usize>,
 
@@ -202,7 +202,7 @@ impl Config {
         if !(1024..=64 << 20).contains(&max_payload_bytes) {
             return Err(bad("max_payload_bytes", "must be between 1024 and 67108864"));
         }
-        let dispatch_concurrency = over.dispatch_concurrency.or(under.dispatch_concurrency).unwrap_or(256);
+        let dispatch_concurrency = over.dispatch_concurrency.or(under.dispatch_concurrency).unwrap_or(1024);
         if !(1..=10_000).contains(&dispatch_concurrency) {
             return Err(bad("dispatch_concurrency", "must be between 1 and 10000"));
         }
