@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{bail, ensure, Context};
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
@@ -142,12 +142,7 @@ impl Api {
 
     /// Publishes one event; returns how many deliveries the router created for it.
     async fn publish(&self, seq: u64) -> anyhow::Result<u64> {
-        // `parity` lets the JSONPath scenario route each event to half of the endpoints.
-        let body = json!({
-            "type": EVENT_TYPE,
-            "data": {"sent_at_ns": unix_nanos(), "seq": seq, "parity": seq % 2, "amount": 1234, "currency": "EUR"},
-        });
-        let response = self.request(reqwest::Method::POST, "/events").json(&body).send().await?;
+        let response = self.request(reqwest::Method::POST, "/events").json(&event(seq)).send().await?;
         if response.status() != reqwest::StatusCode::ACCEPTED {
             bail!("publish {seq}: {} {}", response.status(), response.text().await.unwrap_or_default());
         }
@@ -155,8 +150,27 @@ impl Api {
         accepted["deliveries"].as_u64().context("202 without a deliveries count")
     }
 
-    /// Publishes `count` events as fast as `concurrency` publishers can (closed loop).
-    pub async fn publish_closed_loop(self: &Arc<Self>, count: u64, concurrency: usize) -> anyhow::Result<Published> {
+    /// Publishes events `seqs` in one `POST /events/batch`; returns how many deliveries the router created.
+    async fn publish_batch(&self, seqs: std::ops::Range<u64>) -> anyhow::Result<u64> {
+        let body = json!({"events": seqs.clone().map(event).collect::<Vec<_>>()});
+        let response = self.request(reqwest::Method::POST, "/events/batch").json(&body).send().await?;
+        if response.status() != reqwest::StatusCode::ACCEPTED {
+            bail!("publish batch {seqs:?}: {} {}", response.status(), response.text().await.unwrap_or_default());
+        }
+        let accepted: Value = response.json().await?;
+        let items = accepted["data"].as_array().context("202 without data")?;
+        ensure!(items.len() as u64 == seqs.end - seqs.start, "the batch answer has {} items", items.len());
+        items.iter().map(|item| item["deliveries"].as_u64().context("item without a deliveries count")).sum()
+    }
+
+    /// Publishes `count` events as fast as `concurrency` publishers can (closed loop), `batch` events per request
+    /// (1: `POST /events`, more: `POST /events/batch`).
+    pub async fn publish_closed_loop(
+        self: &Arc<Self>,
+        count: u64,
+        concurrency: usize,
+        batch: u64,
+    ) -> anyhow::Result<Published> {
         let next = Arc::new(AtomicU64::new(0));
         let start = Instant::now();
         let workers = (0..concurrency).map(|_| {
@@ -166,12 +180,14 @@ impl Api {
                 let mut deliveries = 0;
                 let mut accepted = 0;
                 loop {
-                    let seq = next.fetch_add(1, Ordering::Relaxed);
-                    if seq >= count {
+                    let first = next.fetch_add(batch, Ordering::Relaxed);
+                    if first >= count {
                         return anyhow::Ok((accepted, deliveries));
                     }
-                    deliveries += api.publish(seq).await?;
-                    accepted += 1;
+                    let last = (first + batch).min(count);
+                    deliveries +=
+                        if batch == 1 { api.publish(first).await? } else { api.publish_batch(first..last).await? };
+                    accepted += last - first;
                 }
             })
         });
@@ -253,6 +269,14 @@ impl Api {
             }
         }
     }
+}
+
+/// One bench event. `parity` lets the JSONPath scenario route each event to half of the endpoints.
+fn event(seq: u64) -> Value {
+    json!({
+        "type": EVENT_TYPE,
+        "data": {"sent_at_ns": unix_nanos(), "seq": seq, "parity": seq % 2, "amount": 1234, "currency": "EUR"},
+    })
 }
 
 /// The machine's limit for a dispatcher: `count` POSTs of an envelope-sized body from one keep-alive reqwest

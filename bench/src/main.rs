@@ -63,8 +63,12 @@ struct Cli {
     /// Concurrent publishers (closed loop: each publishes its next event when the previous one is accepted).
     #[arg(long, default_value_t = 50)]
     publishers: usize,
+    /// Events per publish request in closed-loop scenarios: 1 publishes through `POST /events`, more through
+    /// `POST /events/batch` (at most 100), which takes the publishing HTTP out of the per-delivery cost.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+    batch: u64,
     /// SWITCHYARD_DISPATCH_CONCURRENCY for the router, and the concurrency of the baseline client.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 1024)]
     dispatch_concurrency: usize,
     /// Requests the baseline client sends straight to the receiver. Enough for a few seconds of sending: a shorter
     /// burst swings with whatever else the machine is doing at that instant.
@@ -114,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
         pg_url: cli.pg_url.clone(),
         events: cli.events,
         publishers: cli.publishers,
+        batch: cli.batch,
         dispatch_concurrency: cli.dispatch_concurrency,
         baseline_requests: cli.baseline_requests,
         disk_baseline: cli.disk_baseline_secs,

@@ -14,6 +14,8 @@ pub struct Outcome {
     pub events: u64,
     pub deliveries: u64,
     pub publishers: usize,
+    /// Events per publish request (1: `POST /events`).
+    pub events_per_request: u64,
     pub dispatch_concurrency: usize,
     /// Events/s accepted (202) over the whole publishing phase.
     pub ingest_per_s: f64,
@@ -77,8 +79,19 @@ pub fn print_table(outcome: &Outcome) {
     let o = outcome;
     println!();
     println!(
-        "== {} ({}; {} endpoint(s), {} events, {} deliveries, {} publishers, dispatch concurrency {}) ==",
-        o.scenario, o.database, o.endpoints, o.events, o.deliveries, o.publishers, o.dispatch_concurrency
+        "== {} ({}; {} endpoint(s), {} events, {} deliveries, {} publishers{}, dispatch concurrency {}) ==",
+        o.scenario,
+        o.database,
+        o.endpoints,
+        o.events,
+        o.deliveries,
+        o.publishers,
+        if o.events_per_request > 1 {
+            format!(" x {} events per request", o.events_per_request)
+        } else {
+            String::new()
+        },
+        o.dispatch_concurrency
     );
     let rows = [
         ("ingest", format!("{:.0} events/s accepted (202)", o.ingest_per_s)),

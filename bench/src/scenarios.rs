@@ -47,6 +47,8 @@ pub struct Params {
     /// Overrides the scenario's default event count (closed-loop scenarios).
     pub events: Option<u64>,
     pub publishers: usize,
+    /// Events per publish request in closed-loop scenarios (1: `POST /events`; more: `POST /events/batch`).
+    pub batch: u64,
     pub dispatch_concurrency: usize,
     pub baseline_requests: u64,
     pub disk_baseline: Duration,
@@ -166,7 +168,7 @@ pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome>
         Scenario::Steady => api.publish_fixed_rate(params.rate, params.duration, params.rate.max(1) as usize).await?,
         _ => {
             let events = params.events.unwrap_or(scenario.default_events());
-            api.publish_closed_loop(events, params.publishers).await?
+            api.publish_closed_loop(events, params.publishers, params.batch).await?
         }
     };
     let expected = scenario.expected_deliveries(published.accepted);
@@ -226,6 +228,7 @@ pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome>
         events: published.accepted,
         deliveries: expected,
         publishers: if scenario == Scenario::Steady { params.rate as usize } else { params.publishers },
+        events_per_request: if scenario == Scenario::Steady { 1 } else { params.batch },
         dispatch_concurrency: params.dispatch_concurrency,
         ingest_per_s: published.accepted as f64 / published.elapsed.as_secs_f64(),
         deliver_per_s: deliver,
