@@ -1760,6 +1760,17 @@ async fn signing_secrets_of_several_endpoints(store: &dyn Store, _url: &str) {
     }
     assert_eq!(store.signing_secrets_of(&ids, T0 + 5).await.unwrap().len(), 3, "two for the rotated endpoint");
     assert!(store.signing_secrets_of(&[], T0).await.unwrap().is_empty());
+    // A rotation through the store shows at once, however recently the secrets were read.
+    store.rotate_secret(&other.id, &plain.id, &new_secret("plain-2"), T0 + 10, T0 + 10).await.unwrap().unwrap();
+    let after: Vec<i64> = store
+        .signing_secrets_of(&ids, T0 + 20)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|s| s.endpoint_id == plain.id)
+        .map(|s| s.version)
+        .collect();
+    assert_eq!(after, [2], "the old secret was revoked at once");
 }
 
 /// Fan-out reads the active endpoints for every publish; whatever an implementation keeps between reads, a

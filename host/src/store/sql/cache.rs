@@ -1,5 +1,6 @@
 //! What every publish would otherwise read or write again though it rarely changes: each tenant's active
-//! endpoints (the fan-out candidates) and the event types known to be registered.
+//! endpoints (the fan-out candidates), the signing secrets of endpoints deliveries are handed over for, and the
+//! event types known to be registered.
 //!
 //! Writes through this process keep the cache exact: every endpoint write forgets its tenant's entry once it
 //! has committed. Another process sharing a PostgreSQL database is only seen when an entry expires, so a change
@@ -11,12 +12,13 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 
-use crate::model::Endpoint;
+use crate::model::{Endpoint, EndpointSecret, Millis, SecretStatus};
 
-/// How long another node's endpoint change can go unseen by this one.
+/// How long another node's endpoint change (or secret rotation) can go unseen by this one.
 pub const ACTIVE_ENDPOINTS_TTL: Duration = Duration::from_secs(1);
 const TENANTS: u64 = 10_000;
 const EVENT_TYPES: u64 = 100_000;
+const ENDPOINTS: u64 = 100_000;
 
 #[derive(Debug)]
 pub(super) struct ReadCache {
@@ -26,6 +28,9 @@ pub(super) struct ReadCache {
     generation: AtomicU64,
     /// `(tenant id, name)` of event types committed to the database. Types are never deleted.
     event_types: Cache<(String, String), ()>,
+    /// Each endpoint's active and retiring secrets, whatever their expiry: which of them sign depends on the time
+    /// they are asked for (see [`ReadCache::signing_secrets`]).
+    secrets: Cache<String, Arc<Vec<EndpointSecret>>>,
 }
 
 impl Default for ReadCache {
@@ -34,6 +39,7 @@ impl Default for ReadCache {
             active_endpoints: Cache::builder().max_capacity(TENANTS).time_to_live(ACTIVE_ENDPOINTS_TTL).build(),
             generation: AtomicU64::new(0),
             event_types: Cache::builder().max_capacity(EVENT_TYPES).build(),
+            secrets: Cache::builder().max_capacity(ENDPOINTS).time_to_live(ACTIVE_ENDPOINTS_TTL).build(),
         }
     }
 }
@@ -60,6 +66,25 @@ impl ReadCache {
         self.active_endpoints.invalidate(tenant_id);
     }
 
+    /// The endpoint's secrets that sign at `at`, if its secrets are cached.
+    pub(super) fn signing_secrets(&self, endpoint_id: &str, at: Millis) -> Option<Vec<EndpointSecret>> {
+        let secrets = self.secrets.get(endpoint_id)?;
+        Some(secrets.iter().filter(|s| signs_at(s, at)).cloned().collect())
+    }
+
+    /// Keeps an endpoint's active and retiring secrets, read after [`ReadCache::generation`] returned `read_at`.
+    pub(super) fn keep_secrets(&self, endpoint_id: &str, read_at: u64, secrets: Vec<EndpointSecret>) {
+        if self.generation() == read_at {
+            self.secrets.insert(endpoint_id.to_string(), Arc::new(secrets));
+        }
+    }
+
+    /// Call after a write to an endpoint's secrets (rotation, creation, deletion) has committed (or failed).
+    pub(super) fn secrets_changed(&self, endpoint_id: &str) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.secrets.invalidate(endpoint_id);
+    }
+
     pub(super) fn event_type_known(&self, tenant_id: &str, name: &str) -> bool {
         self.event_types.contains_key(&(tenant_id.to_string(), name.to_string()))
     }
@@ -67,5 +92,14 @@ impl ReadCache {
     /// Call once the transaction that registered (or found) the type has committed.
     pub(super) fn event_type_committed(&self, tenant_id: &str, name: &str) {
         self.event_types.insert((tenant_id.to_string(), name.to_string()), ());
+    }
+}
+
+/// As the store's `signing_secrets` query decides: the active secret, and retiring ones until they expire.
+pub(super) fn signs_at(secret: &EndpointSecret, at: Millis) -> bool {
+    match secret.status {
+        SecretStatus::Active => true,
+        SecretStatus::Retiring => secret.expires_at.is_some_and(|expires| expires > at),
+        _ => false,
     }
 }

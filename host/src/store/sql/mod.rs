@@ -146,6 +146,7 @@ impl Store for SqlStore {
     async fn create_endpoint(&self, endpoint: &Endpoint, secret: &NewSecret) -> StoreResult<()> {
         let created = endpoints::create_endpoint(&mut *self.writer.acquire().await?, endpoint, secret).await;
         self.cache.endpoints_changed(&endpoint.tenant_id);
+        self.cache.secrets_changed(&endpoint.id);
         created
     }
 
@@ -172,6 +173,7 @@ impl Store for SqlStore {
         let deleted =
             endpoints::delete_endpoint(&mut *self.writer.acquire().await?, self.dialect, tenant_id, id, at).await;
         self.cache.endpoints_changed(tenant_id);
+        self.cache.secrets_changed(id);
         deleted
     }
 
@@ -234,7 +236,7 @@ impl Store for SqlStore {
         retire_until: Millis,
         at: Millis,
     ) -> StoreResult<Option<EndpointSecret>> {
-        endpoint_secrets::rotate_secret(
+        let rotated = endpoint_secrets::rotate_secret(
             &mut *self.writer.acquire().await?,
             self.dialect,
             tenant_id,
@@ -243,7 +245,9 @@ impl Store for SqlStore {
             retire_until,
             at,
         )
-        .await
+        .await;
+        self.cache.secrets_changed(endpoint_id);
+        rotated
     }
 
     async fn signing_secrets(&self, endpoint_id: &str, at: Millis) -> StoreResult<Vec<EndpointSecret>> {
@@ -251,7 +255,28 @@ impl Store for SqlStore {
     }
 
     async fn signing_secrets_of(&self, endpoint_ids: &[String], at: Millis) -> StoreResult<Vec<EndpointSecret>> {
-        endpoint_secrets::signing_secrets_of(&mut *self.reader.acquire().await?, endpoint_ids, at).await
+        // Asked for on every group commit that hands deliveries over, so served from the cache where it can be.
+        let mut found = Vec::new();
+        let mut missing = Vec::new();
+        for id in endpoint_ids {
+            match self.cache.signing_secrets(id, at) {
+                Some(secrets) => found.extend(secrets),
+                None => missing.push(id.clone()),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let generation = self.cache.generation();
+        // Every active and retiring secret, so the cached set answers for any later time too.
+        let read =
+            endpoint_secrets::signing_secrets_of(&mut *self.reader.acquire().await?, &missing, Millis::MIN).await?;
+        for id in &missing {
+            let secrets: Vec<EndpointSecret> = read.iter().filter(|s| s.endpoint_id == *id).cloned().collect();
+            found.extend(secrets.iter().filter(|s| cache::signs_at(s, at)).cloned());
+            self.cache.keep_secrets(id, generation, secrets);
+        }
+        Ok(found)
     }
 
     async fn register_event_type(
