@@ -8,6 +8,10 @@ use super::Dialect;
 use crate::model::{Attempt, Delivery, DeliveryStatus, Millis};
 use crate::store::{DeliveryFilter, RequeueSelector, StoreResult};
 
+/// The condition of the `deliveries_tenant_status` index, repeated by queries on the statuses it holds so that
+/// both databases use it (SQLite only uses a partial index whose condition appears in the query).
+pub(super) const NOT_SUCCEEDED: &str = "status <> 'succeeded'";
+
 /// The state a delivery sent again by hand starts from: due at once (`at` is the time's placeholder), its retry
 /// schedule counted from the attempts made so far; `last_error` stays as the record of why it stopped.
 fn send_again(at: &str) -> String {
@@ -40,8 +44,11 @@ pub(super) async fn list_deliveries(
         .compare_if("event_type", "=", filter.event_type.as_deref())
         .compare_if("status", "=", filter.status.map(DeliveryStatus::as_str))
         .compare_if("created_at", ">=", filter.since)
-        .compare_if("created_at", "<", filter.until)
-        .keyset_page("id", Order::Descending, page);
+        .compare_if("created_at", "<", filter.until);
+    if filter.status.is_some_and(|status| status != DeliveryStatus::Succeeded) {
+        sql.condition().push(NOT_SUCCEEDED);
+    }
+    sql.keyset_page("id", Order::Descending, page);
     rows::all(&sql.query().fetch_all(pool).await?, rows::delivery)
 }
 
@@ -90,7 +97,7 @@ pub(super) async fn requeue_dead(
         // A dead letter of a deleted endpoint has nowhere to go: requeued, it would wait forever. The lock keeps
         // the endpoints from being deleted until the requeue commits (and then dead-letters what it requeued).
         sql.condition().push(&format!(
-            "tenant_id = {tenant} AND status = 'dead' \
+            "tenant_id = {tenant} AND status = 'dead' AND {NOT_SUCCEEDED} \
              AND endpoint_id IN (SELECT id FROM endpoints WHERE tenant_id = {tenant}{})",
             dialect.key_share_clause()
         ));

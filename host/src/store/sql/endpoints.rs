@@ -152,10 +152,12 @@ pub(super) async fn delete_endpoint(
         return Ok(false);
     }
     // A dispatcher holding one of these leases loses it: its record_attempt finds the row no longer delivering.
+    // The second status condition is `deliveries_tenant_status`'s own, so the index is used (see NOT_SUCCEEDED).
     sqlx::query(
         "UPDATE deliveries SET status = 'dead', last_error = 'endpoint deleted', next_attempt_at = NULL, \
          lease_owner = NULL, lease_expires_at = NULL, updated_at = $3 \
-         WHERE tenant_id = $1 AND endpoint_id = $2 AND status IN ('pending', 'failed', 'delivering')",
+         WHERE tenant_id = $1 AND endpoint_id = $2 AND status IN ('pending', 'failed', 'delivering') \
+         AND status <> 'succeeded'",
     )
     .bind(tenant_id)
     .bind(id)

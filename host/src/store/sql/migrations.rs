@@ -21,11 +21,13 @@ const SQLITE: &[EmbeddedMigration] = &[
     (1, "core", include_str!("../../../../migrations/sqlite/0001_core.sql")),
     (2, "plugins", include_str!("../../../../migrations/sqlite/0002_plugins.sql")),
     (3, "claim order", include_str!("../../../../migrations/sqlite/0003_claim_order.sql")),
+    (4, "status indexes", include_str!("../../../../migrations/sqlite/0004_status_indexes.sql")),
 ];
 const POSTGRES: &[EmbeddedMigration] = &[
     (1, "core", include_str!("../../../../migrations/postgres/0001_core.sql")),
     (2, "plugins", include_str!("../../../../migrations/postgres/0002_plugins.sql")),
     (3, "claim order", include_str!("../../../../migrations/postgres/0003_claim_order.sql")),
+    (4, "status indexes", include_str!("../../../../migrations/postgres/0004_status_indexes.sql")),
 ];
 
 #[derive(Debug)]
