@@ -97,16 +97,21 @@ impl World {
         }
     }
 
-    /// Publishes one event for the endpoint, as the API would, and returns (event id, delivery id).
-    async fn publish(&self) -> (String, String) {
-        let event = Event {
+    fn event(&self) -> Event {
+        Event {
             id: new_id("evt"),
             tenant_id: self.tenant_id.clone(),
             event_type: "payment.succeeded".into(),
             data: RawValue::from_string(r#"{"amount":1500}"#.into()).unwrap(),
             idempotency_key: None,
             received_at: now_millis(),
-        };
+        }
+    }
+
+    /// Publishes one event for the endpoint straight into the store, matched by hand, and returns (event id,
+    /// delivery id). Nothing is handed over: the dispatcher claims it.
+    async fn publish(&self) -> (String, String) {
+        let event = self.event();
         let delivery_id = new_id("dlv");
         let event_id = event.id.clone();
         let delivery = NewDelivery { id: delivery_id.clone(), endpoint_id: self.endpoint_id.clone(), lease: None };
@@ -118,14 +123,7 @@ impl World {
 
     /// Publishes one event through the writer, as the API does; returns the event id and what the writer reported.
     async fn publish_through_writer(&self) -> (String, crate::store::Published) {
-        let event = Event {
-            id: new_id("evt"),
-            tenant_id: self.tenant_id.clone(),
-            event_type: "payment.succeeded".into(),
-            data: RawValue::from_string(r#"{"amount":1500}"#.into()).unwrap(),
-            idempotency_key: None,
-            received_at: now_millis(),
-        };
+        let event = self.event();
         let event_id = event.id.clone();
         let mut published = self.ingest.publish(vec![event]).await.unwrap();
         (event_id, published.remove(0))
