@@ -17,8 +17,8 @@ struct Config {
 /// field drops the event: it cannot be above anything.
 pub fn keep(payload: &str, config: &str) -> Result<bool, String> {
     let config: Config = sdk::config(config)?;
-    let payload = sdk::payload(payload)?;
-    Ok(sdk::field(&payload, &config.field).and_then(sdk::as_number).is_some_and(|value| value > config.above))
+    let value = sdk::payload_field(payload, &config.field)?;
+    Ok(value.as_ref().and_then(sdk::as_number).is_some_and(|value| value > config.above))
 }
 
 struct AmountThreshold;
