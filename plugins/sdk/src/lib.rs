@@ -237,8 +237,20 @@ mod tests {
         let text = r#"{"order": {"total": 12, "items": [{"sku": "a/b"}, {"sku": "c"}], "note": "x\"y"},
                        "esc\u0061ped": 1, "n": null, "order2": [1, 2]}"#;
         let value: Value = serde_json::from_str(text).unwrap();
-        for path in ["order.total", "/order/items/1/sku", "/order/items/0", "order.missing", "order.items.7",
-                     "order.total.deeper", "order.items.x", "escaped", "n", "order2.1", "/", "order.note"] {
+        for path in [
+            "order.total",
+            "/order/items/1/sku",
+            "/order/items/0",
+            "order.missing",
+            "order.items.7",
+            "order.total.deeper",
+            "order.items.x",
+            "escaped",
+            "n",
+            "order2.1",
+            "/",
+            "order.note",
+        ] {
             assert_eq!(payload_field(text, path).unwrap().as_ref(), field(&value, path), "{path}");
         }
     }
