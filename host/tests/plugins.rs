@@ -266,6 +266,23 @@ async fn an_infinite_loop_hits_the_deadline_without_stalling_the_host() {
     assert!(other_done < elapsed, "the other call ({other_done:?}) waited for the loop ({elapsed:?})");
 }
 
+/// The epoch ticker parks while no store is alive; a call arriving after a quiet spell must wake it, or a loop
+/// would never be interrupted.
+#[tokio::test]
+async fn deadlines_hold_after_the_engine_has_been_idle() {
+    let Some([misbehave]) = support::plugins(["misbehave"]) else { return };
+    let dir = TempDir::new().unwrap();
+    let registry = PluginRegistry::new(engine(&dir, limits()));
+    let looping = load(&registry, "misbehave", &misbehave).await;
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        let result = looping.filter(&event("{}"), &endpoint(r#"{"mode": "loop"}"#)).await;
+        assert_eq!(result, Err(CallError::Deadline(Duration::from_millis(50))));
+        assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
+    }
+}
+
 #[tokio::test]
 async fn a_missed_deadline_is_tried_once_more_and_other_errors_are_not() {
     let Some([misbehave]) = support::plugins(["misbehave"]) else { return };

@@ -2,8 +2,7 @@
 //! state (WASI with nothing reaching outside, the memory limiter, captured log lines).
 
 use std::path::PathBuf;
-use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -48,7 +47,7 @@ struct Inner {
     cache: ArtifactCache,
     /// One permit per call slot: calls beyond the limit wait here instead of failing on an exhausted pool.
     call_permits: tokio::sync::Semaphore,
-    _ticker: Ticker,
+    ticker: Ticker,
 }
 
 impl std::fmt::Debug for PluginEngine {
@@ -102,7 +101,7 @@ impl PluginEngine {
                 linker,
                 limits,
                 cache,
-                _ticker: ticker,
+                ticker,
             }),
         })
     }
@@ -136,6 +135,7 @@ impl PluginEngine {
     pub(crate) fn store(&self, tag: LogTag) -> Store<CallState> {
         let limits = &self.inner.limits;
         let state = CallState {
+            _ticking: self.inner.ticker.keep_ticking(),
             wasi: None,
             table: ResourceTable::new(),
             limiter: MemoryLimiter { max_bytes: limits.memory_bytes, exceeded: false },
@@ -160,33 +160,85 @@ impl PluginEngine {
     }
 }
 
-/// Advances the engine's epoch every [`TICK`]; stops when dropped.
+/// Advances the engine's epoch every [`TICK`] while any store is alive; parked otherwise, so an idle router (or
+/// one without plugins) is not woken 500 times a second. Stops when dropped.
 struct Ticker {
-    stop: Option<mpsc::Sender<()>>,
+    shared: Arc<TickerShared>,
     thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct TickerShared {
+    state: Mutex<TickerState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct TickerState {
+    live_stores: usize,
+    stop: bool,
+}
+
+impl TickerShared {
+    fn lock(&self) -> MutexGuard<'_, TickerState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 impl Ticker {
     fn start(engine: Engine) -> Result<Self, EngineError> {
-        let (stop, stopped) = mpsc::channel::<()>();
+        let shared = Arc::new(TickerShared::default());
+        let ticking = shared.clone();
         let thread = std::thread::Builder::new()
             .name("plugin-epoch".into())
             .spawn(move || {
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(TICK) {
+                let mut state = ticking.lock();
+                loop {
+                    if state.stop {
+                        return;
+                    }
+                    if state.live_stores == 0 {
+                        state = ticking.wake.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+                        continue;
+                    }
+                    state = ticking.wake.wait_timeout(state, TICK).unwrap_or_else(|poisoned| poisoned.into_inner()).0;
                     engine.increment_epoch();
                 }
             })
             .map_err(EngineError::Ticker)?;
-        Ok(Ticker { stop: Some(stop), thread: Some(thread) })
+        Ok(Ticker { shared, thread: Some(thread) })
+    }
+
+    /// Keeps the epoch advancing until the guard is dropped: held by every store, as deadlines are only
+    /// checked on a tick.
+    fn keep_ticking(&self) -> TickGuard {
+        let mut state = self.shared.lock();
+        state.live_stores += 1;
+        if state.live_stores == 1 {
+            self.shared.wake.notify_one();
+        }
+        TickGuard { shared: self.shared.clone() }
     }
 }
 
 impl Drop for Ticker {
     fn drop(&mut self) {
-        drop(self.stop.take());
+        self.shared.lock().stop = true;
+        self.shared.wake.notify_one();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+pub(crate) struct TickGuard {
+    shared: Arc<TickerShared>,
+}
+
+impl Drop for TickGuard {
+    fn drop(&mut self) {
+        // The ticker notices the count reach zero on its next tick and parks then.
+        self.shared.lock().live_stores -= 1;
     }
 }
 
@@ -248,6 +300,7 @@ impl ResourceLimiter for MemoryLimiter {
 }
 
 pub(crate) struct CallState {
+    _ticking: TickGuard,
     /// Built on the first WASI call: building one costs a dozen allocations and seeding two random generators,
     /// and most plugin calls never make a WASI call.
     wasi: Option<WasiCtx>,
