@@ -644,13 +644,19 @@ async fn event_types_upsert_and_page_by_name(store: &dyn Store, _url: &str) {
     let tenant = new_tenant(store).await;
     let tenant_id = tenant.id.as_str();
     let other = new_tenant(store).await;
-    let created = store.register_event_type(&tenant.id, "order.created", "An order was placed", T0).await.unwrap();
+    let (created, was_created) =
+        store.register_event_type(&tenant.id, "order.created", "An order was placed", T0).await.unwrap();
     assert_eq!(
-        (created.name.as_str(), created.description.as_str(), created.created_at),
-        ("order.created", "An order was placed", T0)
+        (created.name.as_str(), created.description.as_str(), created.created_at, was_created),
+        ("order.created", "An order was placed", T0, true)
     );
-    let updated = store.register_event_type(&tenant.id, "order.created", "Placed", T0 + 5).await.unwrap();
+    let (updated, was_created) =
+        store.register_event_type(&tenant.id, "order.created", "Placed", T0 + 5).await.unwrap();
     assert_eq!((updated.description.as_str(), updated.created_at), ("Placed", T0), "an upsert keeps created_at");
+    assert!(!was_created, "the second registration updates");
+    // Within the same millisecond too: what the store did is reported, not guessed from the timestamp.
+    let (again, was_created) = store.register_event_type(&tenant.id, "order.created", "Placed", T0).await.unwrap();
+    assert_eq!((again.created_at, was_created), (T0, false));
     store.register_event_type(&tenant.id, "invoice.paid", "", T0 + 1).await.unwrap();
     store.register_event_type(&tenant.id, "account.closed", "", T0 + 2).await.unwrap();
     store.register_event_type(&other.id, "zzz.other", "", T0).await.unwrap();

@@ -50,9 +50,7 @@ async fn register(
     let description = body.description.unwrap_or_default();
     validate::description("description", &description)?;
     let now = now_millis();
-    let stored = state.store.register_event_type(&caller.tenant_id, &body.name, &description, now).await?;
-    // The store keeps the first `created_at`, so a row stamped with this request's time is one it created.
-    let created = stored.created_at == now;
+    let (stored, created) = state.store.register_event_type(&caller.tenant_id, &body.name, &description, now).await?;
     let (status, action) =
         if created { (StatusCode::CREATED, "event_type.created") } else { (StatusCode::OK, "event_type.updated") };
     audit::record(&state, &caller, action, "event_type", &stored.name, json!({})).await;

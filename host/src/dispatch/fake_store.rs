@@ -216,7 +216,7 @@ impl Store for FakeStore {
     ) -> StoreResult<Option<EndpointSecret>> {
         unused()
     }
-    async fn register_event_type(&self, _: &str, _: &str, _: &str, _: Millis) -> StoreResult<EventType> {
+    async fn register_event_type(&self, _: &str, _: &str, _: &str, _: Millis) -> StoreResult<(EventType, bool)> {
         unused()
     }
     async fn list_event_types(&self, _: &str, _: &Page) -> StoreResult<Vec<EventType>> {

@@ -224,14 +224,14 @@ pub trait Store: Send + Sync + 'static {
     async fn signing_secrets_of(&self, endpoint_ids: &[String], at: Millis) -> StoreResult<Vec<EndpointSecret>>;
 
     // Event types.
-    /// Creates the type or updates its description; returns the stored row.
+    /// Creates the type or updates its description; returns the stored row and whether this call created it.
     async fn register_event_type(
         &self,
         tenant_id: &str,
         name: &str,
         description: &str,
         at: Millis,
-    ) -> StoreResult<EventType>;
+    ) -> StoreResult<(EventType, bool)>;
     async fn list_event_types(&self, tenant_id: &str, page: &Page) -> StoreResult<Vec<EventType>>;
 
     // Events.

@@ -12,25 +12,44 @@ use super::Dialect;
 use crate::model::{Event, EventType, Millis};
 use crate::store::{EventFilter, NewDelivery, NewEvent, Page, Published, StoreError, StoreResult};
 
+/// Inserts the type, or updates the description of the stored one: whichever happened is reported, as two
+/// registrations within a millisecond cannot be told apart by their `created_at`.
 pub(super) async fn register_event_type(
     connection: &mut AnyConnection,
     tenant_id: &str,
     name: &str,
     description: &str,
     at: Millis,
-) -> StoreResult<EventType> {
-    let row = sqlx::query(&format!(
-        "INSERT INTO event_types (tenant_id, name, description, created_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (tenant_id, name) DO UPDATE SET description = excluded.description \
-         RETURNING {EVENT_TYPE_COLUMNS}"
-    ))
-    .bind(tenant_id)
-    .bind(name)
-    .bind(description)
-    .bind(at)
-    .fetch_one(&mut *connection)
-    .await?;
-    rows::event_type(&row)
+) -> StoreResult<(EventType, bool)> {
+    // Event types are only ever deleted with their tenant, so the update finds the row the insert stopped at;
+    // a second round covers a tenant deleted in between (the insert then fails on the foreign key).
+    for _ in 0..2 {
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO event_types (tenant_id, name, description, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant_id, name) DO NOTHING RETURNING {EVENT_TYPE_COLUMNS}"
+        ))
+        .bind(tenant_id)
+        .bind(name)
+        .bind(description)
+        .bind(at)
+        .fetch_optional(&mut *connection)
+        .await?;
+        if let Some(row) = inserted {
+            return Ok((rows::event_type(&row)?, true));
+        }
+        let updated = sqlx::query(&format!(
+            "UPDATE event_types SET description = $3 WHERE tenant_id = $1 AND name = $2 RETURNING {EVENT_TYPE_COLUMNS}"
+        ))
+        .bind(tenant_id)
+        .bind(name)
+        .bind(description)
+        .fetch_optional(&mut *connection)
+        .await?;
+        if let Some(row) = updated {
+            return Ok((rows::event_type(&row)?, false));
+        }
+    }
+    Err(StoreError::Conflict(format!("event type {name} changed while being registered")))
 }
 
 pub(super) async fn list_event_types(pool: &AnyPool, tenant_id: &str, page: &Page) -> StoreResult<Vec<EventType>> {

@@ -285,7 +285,7 @@ impl Store for SqlStore {
         name: &str,
         description: &str,
         at: Millis,
-    ) -> StoreResult<EventType> {
+    ) -> StoreResult<(EventType, bool)> {
         let registered =
             events::register_event_type(&mut *self.writer.acquire().await?, tenant_id, name, description, at).await?;
         self.cache.event_type_committed(tenant_id, name);
