@@ -275,7 +275,8 @@ async fn deadlines_hold_after_the_engine_has_been_idle() {
     let registry = PluginRegistry::new(engine(&dir, limits()));
     let looping = load(&registry, "misbehave", &misbehave).await;
     for _ in 0..2 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Longer than the ticker's quiet spell before it parks (100 ticks of 2 ms).
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let started = Instant::now();
         let result = looping.filter(&event("{}"), &endpoint(r#"{"mode": "loop"}"#)).await;
         assert_eq!(result, Err(CallError::Deadline(Duration::from_millis(50))));

@@ -160,12 +160,16 @@ impl PluginEngine {
     }
 }
 
-/// Advances the engine's epoch every [`TICK`] while any store is alive; parked otherwise, so an idle router (or
-/// one without plugins) is not woken 500 times a second. Stops when dropped.
+/// Advances the engine's epoch every [`TICK`]; after [`IDLE_TICKS_BEFORE_PARKING`] ticks without a live store it
+/// parks until the next store is created, so an idle router (or one without plugins) is not woken 500 times a
+/// second. It parks only after a quiet spell because waking it costs a futex wake and a context switch, too much
+/// to pay on every call of a busy router. Stops when dropped.
 struct Ticker {
     shared: Arc<TickerShared>,
     thread: Option<JoinHandle<()>>,
 }
+
+const IDLE_TICKS_BEFORE_PARKING: u32 = 100;
 
 #[derive(Default)]
 struct TickerShared {
@@ -176,6 +180,7 @@ struct TickerShared {
 #[derive(Default)]
 struct TickerState {
     live_stores: usize,
+    parked: bool,
     stop: bool,
 }
 
@@ -192,15 +197,20 @@ impl Ticker {
         let thread = std::thread::Builder::new()
             .name("plugin-epoch".into())
             .spawn(move || {
+                let mut idle_ticks = 0;
                 let mut state = ticking.lock();
-                loop {
-                    if state.stop {
-                        return;
-                    }
-                    if state.live_stores == 0 {
-                        state = ticking.wake.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+                while !state.stop {
+                    idle_ticks = if state.live_stores == 0 { idle_ticks + 1 } else { 0 };
+                    if idle_ticks >= IDLE_TICKS_BEFORE_PARKING {
+                        state.parked = true;
+                        while state.live_stores == 0 && !state.stop {
+                            state = ticking.wake.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+                        }
+                        state.parked = false;
+                        idle_ticks = 0;
                         continue;
                     }
+                    // Only a stop or an unparking notifies, so this wait lasts the full tick.
                     state = ticking.wake.wait_timeout(state, TICK).unwrap_or_else(|poisoned| poisoned.into_inner()).0;
                     engine.increment_epoch();
                 }
@@ -214,7 +224,7 @@ impl Ticker {
     fn keep_ticking(&self) -> TickGuard {
         let mut state = self.shared.lock();
         state.live_stores += 1;
-        if state.live_stores == 1 {
+        if state.parked {
             self.shared.wake.notify_one();
         }
         TickGuard { shared: self.shared.clone() }
@@ -237,7 +247,6 @@ pub(crate) struct TickGuard {
 
 impl Drop for TickGuard {
     fn drop(&mut self) {
-        // The ticker notices the count reach zero on its next tick and parks then.
         self.shared.lock().live_stores -= 1;
     }
 }
@@ -347,5 +356,34 @@ impl bindings::switchyard::plugin::log::Host for CallState {
             message,
             at_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eventually(what: &str, check: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn the_ticker_parks_after_a_quiet_spell_and_wakes_for_a_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = PluginEngine::new(dir.path(), PluginLimits::default()).unwrap();
+        let parked = || engine.inner.ticker.shared.lock().parked;
+        eventually("the idle ticker parks", parked);
+        let tag = LogTag { plugin: "p".into(), version: "v".into(), event_id: None };
+        let store = engine.store(tag);
+        eventually("a live store wakes the ticker", || !parked());
+        // While a store lives it keeps ticking, however long that is.
+        std::thread::sleep(TICK * (IDLE_TICKS_BEFORE_PARKING + 20));
+        assert!(!parked());
+        drop(store);
+        eventually("the ticker parks again", parked);
     }
 }
