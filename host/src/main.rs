@@ -6,7 +6,7 @@ use switchyard::config::{Cli, Command, Config};
 use tracing_subscriber::EnvFilter;
 
 // Every request, event and delivery allocates a few dozen short-lived buffers across two worker threads; glibc's
-// malloc spent ~11 % of the router's CPU on them (BENCHMARKS.md, "A faster allocator").
+// malloc spent ~11 % of the router's CPU on them (BENCHMARKS.md, "Allocator and one-field payload reads").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -21,8 +21,8 @@ pub(super) async fn register_event_type(
     description: &str,
     at: Millis,
 ) -> StoreResult<(EventType, bool)> {
-    // Event types are only ever deleted with their tenant, so the update finds the row the insert stopped at;
-    // a second round covers a tenant deleted in between (the insert then fails on the foreign key).
+    // Event types are only deleted with their tenant, so the update finds the row the insert stopped at; the
+    // second round is for a row that vanished in between all the same.
     for _ in 0..2 {
         let inserted = sqlx::query(&format!(
             "INSERT INTO event_types (tenant_id, name, description, created_at) VALUES ($1, $2, $3, $4) \
