@@ -1,7 +1,8 @@
 //! The group-commit writer. One task takes every publish and every attempt record queued at a moment and writes
 //! them together with one [`Store::write_batch`]: on SQLite one transaction and one fsync for the lot, instead of
 //! a transaction per request queueing for the single writer connection. Callers still wait for their own commit:
-//! `202 Accepted` means the event is durably stored, and an attempt frees its slot only once its record is.
+//! `202 Accepted` means the event is durably stored, and an attempt is done (its task ends, its lease is released)
+//! only once its record is.
 //!
 //! The publish side (fan-out, handing fresh deliveries to the dispatcher) is [`ingest`](crate::ingest).
 
@@ -19,8 +20,10 @@ use crate::store::{AttemptOutcome, Published, Store, StoreError, StoreResult};
 const MAX_EVENTS_PER_COMMIT: usize = 1000;
 /// Nor more payload than this, so a group of large events does not hold gigabytes in one transaction.
 const MAX_PAYLOAD_BYTES_PER_COMMIT: usize = 8 << 20;
-/// At most this many attempt records share one transaction.
-const MAX_RECORDS_PER_COMMIT: usize = 512;
+/// At most this many attempt records share one transaction, or the dispatch concurrency if that is larger: an
+/// attempt frees its slot before its record is committed, so up to `concurrency` records can arrive during one
+/// commit, and a smaller cap would let them pile up.
+const MIN_RECORDS_PER_COMMIT: usize = 512;
 
 type RecordReply = oneshot::Sender<Result<bool, RecordError>>;
 
@@ -112,6 +115,7 @@ async fn run(
     mut queued: mpsc::UnboundedReceiver<Work>,
 ) {
     let mut filters = FilterCache::default();
+    let max_records = dispatch.as_ref().map_or(0, Handoff::concurrency).max(MIN_RECORDS_PER_COMMIT);
     while let Some(first) = queued.recv().await {
         let mut publishes = Vec::new();
         let mut records = Vec::new();
@@ -128,7 +132,7 @@ async fn run(
             }
             let room = events < MAX_EVENTS_PER_COMMIT
                 && payload_bytes < MAX_PAYLOAD_BYTES_PER_COMMIT
-                && records.len() < MAX_RECORDS_PER_COMMIT;
+                && records.len() < max_records;
             if room {
                 next = queued.try_recv().ok();
             }

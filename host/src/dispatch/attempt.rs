@@ -2,7 +2,10 @@
 //! unseal the signing secrets claimed with it, send, classify (asking the retry policy plugin, if one is bound),
 //! and hand the outcome to the recorder.
 //!
-//! Runs in its own task while holding a concurrency slot; the slot is freed when the task ends.
+//! Runs in its own task. It holds a concurrency slot while it prepares, sends and classifies, and frees it before
+//! waiting for its record's commit: the slot stands for the connection to the receiver, which is back in the
+//! pool by then. Holding it through the commit wait left slots idle for a whole group commit, so under load the
+//! ingest writer found none free and stored fresh deliveries waiting, to be claimed in transactions of their own.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -47,7 +50,7 @@ impl Worker {
         Some(self.earliest_retry.swap(NO_RETRY, Ordering::AcqRel)).filter(|&due| due != NO_RETRY)
     }
 
-    pub(super) async fn attempt(self: Arc<Self>, job: DispatchJob, _slot: OwnedSemaphorePermit) {
+    pub(super) async fn attempt(self: Arc<Self>, job: DispatchJob, slot: OwnedSemaphorePermit) {
         let DispatchJob { delivery, event, endpoint, signing_secrets } = job;
         let started_at = now_millis();
         // Filter and transform run once per delivery; later attempts resend what the first one prepared.
@@ -130,6 +133,9 @@ impl Worker {
             prepared,
         };
         let retry_at = record.next_attempt_at;
+        // The writer takes at least `concurrency` records per commit, so records waiting for a commit stay
+        // bounded (about twice the concurrency at worst) even though their slots are already reused.
+        drop(slot);
         match self.recorder.record(record).await {
             Ok(true) => {
                 if let Some(at) = retry_at {

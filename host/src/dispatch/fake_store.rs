@@ -32,9 +32,16 @@ pub struct FakeState {
     pub claim_calls: usize,
 }
 
-#[derive(Default)]
 pub struct FakeStore {
     pub state: Mutex<FakeState>,
+    /// `record_attempts` waits while this is false, like a commit stuck on a slow disk.
+    pub records_open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for FakeStore {
+    fn default() -> Self {
+        Self { state: Mutex::default(), records_open: tokio::sync::watch::Sender::new(true) }
+    }
 }
 
 impl FakeStore {
@@ -88,6 +95,7 @@ impl Store for FakeStore {
     }
 
     async fn record_attempts(&self, _owner: &str, outcomes: &[AttemptOutcome]) -> StoreResult<Vec<bool>> {
+        let _ = self.records_open.subscribe().wait_for(|open| *open).await;
         let mut state = self.state.lock().unwrap();
         let mut recorded = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {

@@ -95,9 +95,15 @@ pub struct Handoff {
     wakeup: Arc<Notify>,
     owner: String,
     lease: Duration,
+    concurrency: usize,
 }
 
 impl Handoff {
+    /// The most attempts in flight at once.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
     /// Up to `wanted` free attempt slots, for deliveries about to be stored leased (see [`Handoff::lease`]). None
     /// while older deliveries may be waiting to be claimed: those go first, and claims take them in batches.
     pub fn reserve(&self, wanted: usize) -> Vec<OwnedSemaphorePermit> {
@@ -208,6 +214,7 @@ impl Dispatcher {
             wakeup: self.wakeup.clone(),
             owner: self.worker.node_id.clone(),
             lease: self.worker.settings.lease,
+            concurrency: self.worker.settings.concurrency,
         }
     }
 

@@ -390,8 +390,44 @@ async fn handed_over_deliveries_are_attempted_in_reserved_slots() {
         let timestamp: i64 = get("webhook-timestamp").parse().unwrap();
         assert!(signing::verify_standard(SECRET, &get("webhook-id"), timestamp, body, &get("webhook-signature")));
     }
-    // The slots are free again once the attempts are recorded.
+    // The slots are free again once the attempts have been sent.
     eventually("slots freed", || running.handoff.reserve(2).len() == 2).await;
+    running.stop().await;
+}
+
+/// A slot stands for a connection to the receiver: it is free again once the answer is in, while the attempt
+/// still waits for its record's commit (and holds its lease until then).
+#[tokio::test]
+async fn slots_are_freed_before_the_record_commits() {
+    let receiver = Receiver::default();
+    let url = receiver.serve().await;
+    let store = store(Vec::new(), |_| {});
+    store.records_open.send_replace(false);
+    let running = start(&store, Settings { concurrency: 2, ..settings() });
+    eventually("first claim", || store.state.lock().unwrap().claim_calls > 0).await;
+    let slots = loop {
+        let slots = running.handoff.reserve(2);
+        if !slots.is_empty() {
+            break slots;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(slots.len(), 2);
+    for (n, slot) in slots.into_iter().enumerate() {
+        let mut job = job(n + 1, &url, None, None);
+        job.signing_secrets = store.state.lock().unwrap().secrets.clone();
+        job.delivery.status = DeliveryStatus::Delivering;
+        job.delivery.lease_owner = Some("node_test".into());
+        store.state.lock().unwrap().leased.push(job.clone());
+        assert!(running.handoff.start(job, slot).is_ok());
+    }
+    eventually("both sent", || receiver.hits() == 2).await;
+    eventually("slots freed while the records wait", || running.handoff.reserve(2).len() == 2).await;
+    assert!(store.outcomes().is_empty(), "nothing recorded yet");
+    assert_eq!(store.state.lock().unwrap().leased.len(), 2, "the leases are still held");
+    store.records_open.send_replace(true);
+    eventually("both recorded", || store.outcomes().len() == 2).await;
+    assert_eq!(store.outcomes(), ["succeeded", "succeeded"]);
     running.stop().await;
 }
 
