@@ -9,7 +9,7 @@
 //! conformance suite covers it whole. PostgreSQL runs the statements one by one (`events`, `dispatch`): it cannot
 //! take several statements with parameters in one command.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::LazyLock;
 
 use futures_util::TryStreamExt;
@@ -40,8 +40,13 @@ const KEY_ROWS: &[(&str, Column)] = &[("tenant_id", Column::Text), ("key", Colum
 const DISABLE_ROWS: &[(&str, Column)] =
     &[("tenant_id", Column::Text), ("delivery_id", Column::Text), ("reason", Column::Text), ("at", Column::Int)];
 
-/// The statements, in order. Only the last but one returns a row: every row crosses from SQLite's worker
-/// thread one by one (and may wake this task each time), so the outcome comes back as one row of JSON arrays.
+/// The statements, in order. Only `AttemptsStored` and `Results` return a row: every row crosses from SQLite's
+/// worker thread one by one (and may wake this task each time), so each answer is one row.
+///
+/// What was stored follows from those two rows without looking up every id: an event without an idempotency key
+/// is stored (or the whole transaction fails on its id); one with a key is stored unless the key's event is
+/// another; a delivery is stored when its event is and its endpoint still exists. Only attempts are skipped one
+/// by one (a lost lease), which the count tells; which ones is asked only then.
 #[derive(Clone, Copy)]
 enum Statement {
     Begin,
@@ -52,16 +57,18 @@ enum Statement {
     Deliveries,
     /// Skips attempts whose lease is no longer held.
     Attempts,
+    /// How many attempts were stored.
+    AttemptsStored,
     DisableEndpoints,
     Outcomes,
-    /// Which events, deliveries and attempts were stored, and the stored event of each idempotency key.
+    /// The stored event of each idempotency key of the batch, and which of its endpoints no longer exist.
     Results,
     Commit,
 }
 
 use Statement::*;
-const ALL: [Statement; 9] =
-    [Begin, Events, EventTypes, Deliveries, Attempts, DisableEndpoints, Outcomes, Results, Commit];
+const ALL: [Statement; 10] =
+    [Begin, Events, EventTypes, Deliveries, Attempts, AttemptsStored, DisableEndpoints, Outcomes, Results, Commit];
 const STATEMENTS: usize = ALL.len();
 
 impl Statement {
@@ -73,16 +80,20 @@ impl Statement {
         match self {
             Begin => "BEGIN".into(),
             // The stored count is that of deliveries whose endpoint still exists, as the delivery insert decides.
+            // The batch's endpoints are looked up once, not once per event; nearly always none is gone.
             // `WHERE true` tells SQLite's parser that ON CONFLICT is an upsert here, not a join constraint.
             Events => format!(
-                "INSERT INTO events (id, tenant_id, event_type, data, idempotency_key, received_at, deliveries) \
+                "WITH {GONE} \
+                 INSERT INTO events (id, tenant_id, event_type, data, idempotency_key, received_at, deliveries) \
                  SELECT v.id, v.tenant_id, v.event_type, v.data, v.idempotency_key, v.received_at, \
-                 (SELECT COUNT(*) FROM json_each(v.endpoints) AS p JOIN endpoints AS e \
-                  ON e.id = p.value AND e.tenant_id = v.tenant_id) \
+                 CASE WHEN NOT EXISTS (SELECT 1 FROM gone) THEN json_array_length(v.endpoints) \
+                 ELSE (SELECT COUNT(*) FROM json_each(v.endpoints) AS p \
+                       WHERE p.value NOT IN (SELECT id FROM gone WHERE tenant_id = v.tenant_id)) END \
                  FROM ({}) AS v WHERE true \
                  ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
                 rows("$1", EVENT_ROWS)
             ),
+            AttemptsStored => "SELECT changes()".into(),
             EventTypes => format!(
                 "INSERT INTO event_types (tenant_id, name, description, created_at) \
                  SELECT v.tenant_id, v.name, '', v.at FROM ({}) AS v WHERE true \
@@ -109,23 +120,28 @@ impl Statement {
                 rows("$6", DISABLE_ROWS)
             ),
             Outcomes => update_from_outcomes(&rows("$7", OUTCOME_ROWS), "$5", false),
-            // Ids are fresh, so an id of the batch found in its table was stored by this transaction; an attempt
-            // stored means its lease was held, so its outcome was applied too.
             Results => format!(
-                "SELECT \
-                 (SELECT json_group_array(i.value) FROM json_each($9) AS i \
-                  WHERE EXISTS (SELECT 1 FROM events AS e WHERE e.id = i.value)), \
-                 (SELECT json_group_array(i.value) FROM json_each($10) AS i \
-                  WHERE EXISTS (SELECT 1 FROM deliveries AS d WHERE d.id = i.value)), \
-                 (SELECT json_group_array(a.delivery_id) FROM json_each($11) AS i JOIN attempts AS a ON a.id = i.value), \
+                "WITH {GONE} SELECT \
                  (SELECT json_group_array(json_array(v.tenant_id, v.key, e.id, e.deliveries)) FROM ({}) AS v \
-                  JOIN events AS e ON e.tenant_id = v.tenant_id AND e.idempotency_key = v.key)",
+                  JOIN events AS e ON e.tenant_id = v.tenant_id AND e.idempotency_key = v.key), \
+                 (SELECT json_group_array(json_array(tenant_id, id)) FROM gone)",
                 rows("$8", KEY_ROWS)
             ),
             Commit => "COMMIT".into(),
         }
     }
 }
+
+/// The CTE `gone`: which of the batch's endpoints (`$9`, `[tenant_id, id]` rows) no longer exist.
+const GONE: &str = "gone AS MATERIALIZED (SELECT v.tenant_id, v.id FROM (SELECT r.value ->> 0 AS tenant_id, \
+     r.value ->> 1 AS id FROM json_each($9) AS r) AS v \
+     WHERE NOT EXISTS (SELECT 1 FROM endpoints AS e WHERE e.id = v.id AND e.tenant_id = v.tenant_id))";
+
+/// The delivery ids of the batch's attempts (`$1`) that were stored, asked after the commit when fewer were stored
+/// than sent. Attempt ids are fresh, so one found was stored by that transaction, its lease held and its outcome
+/// applied too.
+const STORED_ATTEMPTS: &str =
+    "SELECT json_group_array(a.delivery_id) FROM json_each($1) AS i JOIN attempts AS a ON a.id = i.value";
 
 /// Built once: the same text every time, so the connection's statement cache keeps it prepared.
 static SCRIPT: LazyLock<String> =
@@ -179,6 +195,8 @@ pub(super) async fn write(
             Some((a.tenant_id.as_str(), a.delivery_id.as_str(), reason, a.started_at + a.duration_ms))
         })
         .collect();
+    let batch_endpoints: BTreeSet<(&str, &str)> =
+        deliveries.iter().map(|(event, d)| (event.tenant_id.as_str(), d.endpoint_id.as_str())).collect();
 
     let query = sqlx::query(SCRIPT.as_str())
         .bind(json_rows(&event_rows)?)
@@ -189,9 +207,7 @@ pub(super) async fn write(
         .bind(json_rows(&disabling)?)
         .bind(json_rows(&outcome_rows(&outcome_refs)?)?)
         .bind(json_rows(&keys)?)
-        .bind(json_rows(&events.iter().map(|new| &new.event.id).collect::<Vec<_>>())?)
-        .bind(json_rows(&deliveries.iter().map(|(_, d)| &d.id).collect::<Vec<_>>())?)
-        .bind(json_rows(&outcomes.iter().map(|o| &o.attempt.id).collect::<Vec<_>>())?);
+        .bind(json_rows(&batch_endpoints.into_iter().collect::<Vec<_>>())?);
     let mut returned: [Vec<sqlx::any::AnyRow>; STATEMENTS] = Default::default();
     let mut statement = 0;
     connection.script_started();
@@ -226,55 +242,81 @@ pub(super) async fn write(
         return Err(StoreError::Corrupt(format!("the group commit ran {statement} of {STATEMENTS} statements")));
     }
 
-    let [results] = &returned[Results as usize][..] else {
-        return Err(StoreError::Corrupt("the group commit returned no results row".into()));
+    // Committed: from here on an error must not make the caller write the batch again.
+    let only_row = |statement: Statement| match &returned[statement as usize][..] {
+        [row] => Ok(row),
+        rows => Err(StoreError::Corrupt(format!("the group commit returned {} rows for one", rows.len()))),
     };
-    let column = |index: usize| -> StoreResult<String> { Ok(results.try_get::<String, _>(index)?) };
-    let parse = |text: String| -> StoreResult<Vec<serde_json::Value>> {
-        serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("group commit results: {e}")))
-    };
-    let strings = |values: Vec<serde_json::Value>| -> HashSet<String> {
-        values.into_iter().filter_map(|v| v.as_str().map(str::to_string)).collect()
-    };
-    let stored_events = strings(parse(column(0)?)?);
-    let stored_deliveries = strings(parse(column(1)?)?);
-    let updated = strings(parse(column(2)?)?);
-    let mut by_key: HashMap<(String, String), (String, i64)> = HashMap::new();
-    for found in parse(column(3)?)? {
-        let (Some(tenant), Some(key), Some(id), Some(deliveries)) =
-            (found[0].as_str(), found[1].as_str(), found[2].as_str(), found[3].as_i64())
-        else {
-            return Err(StoreError::Corrupt(format!("group commit results: unexpected key row {found}")));
-        };
-        by_key.insert((tenant.to_string(), key.to_string()), (id.to_string(), deliveries));
+    let attempts_stored = only_row(AttemptsStored)?.try_get::<i64, _>(0)?;
+    let results = only_row(Results)?;
+    let mut by_key: HashMap<(&str, &str), (String, i64)> = HashMap::new();
+    let replays: Vec<(String, String, String, i64)> = parse_results(results.try_get(0)?)?;
+    for (tenant, key, id, deliveries) in &replays {
+        by_key.insert((tenant, key), (id.clone(), *deliveries));
     }
+    let gone: Vec<(String, String)> = parse_results(results.try_get(1)?)?;
+    let endpoint_gone = |tenant: &str, id: &str| gone.iter().any(|(t, e)| t == tenant && e == id);
 
     let mut published = Vec::with_capacity(events.len());
     for new in events {
         let event = &new.event;
-        if stored_events.contains(&event.id) {
-            let stored: Vec<&NewDelivery> =
-                new.deliveries.iter().filter(|d| stored_deliveries.contains(&d.id)).collect();
+        let earlier = match &event.idempotency_key {
+            None => None,
+            Some(key) => match by_key.get(&(event.tenant_id.as_str(), key.as_str())) {
+                Some((id, _)) if *id == event.id => None,
+                Some(found) => Some(found),
+                None => {
+                    return Err(StoreError::Corrupt(format!(
+                        "event `{}` was neither stored nor found by its key",
+                        event.id
+                    )))
+                }
+            },
+        };
+        if let Some((event_id, deliveries)) = earlier {
             published.push(Published {
-                event_id: event.id.clone(),
-                deliveries: stored.len() as i64,
-                replayed: false,
-                leased: stored.iter().filter(|d| d.lease.is_some()).map(|d| d.id.clone()).collect(),
+                event_id: event_id.clone(),
+                deliveries: *deliveries,
+                replayed: true,
+                leased: Vec::new(),
             });
             continue;
         }
-        let earlier =
-            event.idempotency_key.as_ref().and_then(|key| by_key.get(&(event.tenant_id.clone(), key.clone())));
-        let Some((event_id, deliveries)) = earlier else {
-            return Err(StoreError::Corrupt(format!("event `{}` was neither stored nor found by its key", event.id)));
-        };
+        let stored: Vec<&NewDelivery> =
+            new.deliveries.iter().filter(|d| !endpoint_gone(&event.tenant_id, &d.endpoint_id)).collect();
         published.push(Published {
-            event_id: event_id.clone(),
-            deliveries: *deliveries,
-            replayed: true,
-            leased: Vec::new(),
+            event_id: event.id.clone(),
+            deliveries: stored.len() as i64,
+            replayed: false,
+            leased: stored.iter().filter(|d| d.lease.is_some()).map(|d| d.id.clone()).collect(),
         });
     }
-    let recorded = outcomes.iter().map(|o| updated.contains(&o.attempt.delivery_id)).collect();
+    let recorded = if attempts_stored == outcomes.len() as i64 {
+        vec![true; outcomes.len()]
+    } else {
+        stored_attempts(connection, outcomes).await
+    };
     Ok((published, recorded))
+}
+
+fn parse_results<T: serde::de::DeserializeOwned>(text: String) -> StoreResult<T> {
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("group commit results: {e}")))
+}
+
+/// Which `outcomes` were recorded, after a commit that stored fewer attempts than it was given. If that cannot be
+/// read, they count as not recorded: their deliveries are then attempted again when their leases expire, or
+/// (if recorded after all) follow what was stored; writing the batch again instead would duplicate its events.
+async fn stored_attempts(connection: &mut WriteConnection<'_>, outcomes: &[AttemptOutcome]) -> Vec<bool> {
+    let asked = async {
+        let ids = json_rows(&outcomes.iter().map(|o| &o.attempt.id).collect::<Vec<_>>())?;
+        let text: String = sqlx::query(STORED_ATTEMPTS).bind(ids).fetch_one(&mut **connection).await?.try_get(0)?;
+        parse_results::<HashSet<String>>(text)
+    };
+    match asked.await {
+        Ok(recorded) => outcomes.iter().map(|o| recorded.contains(&o.attempt.delivery_id)).collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read which attempts a group commit recorded; counting none");
+            vec![false; outcomes.len()]
+        }
+    }
 }
