@@ -20,10 +20,14 @@ pub const MAX_ERROR_CHARS: usize = 500;
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// The one client every attempt shares, so connections to a receiver are kept alive and reused. Redirects are
-/// never followed: that would send signed payloads to a URL the tenant did not configure.
+/// never followed: that would send signed payloads to a URL the tenant did not configure. Nor does the client
+/// retry on its own: every attempt is one request, recorded as such (a pooled connection the receiver had
+/// already closed is still replaced before anything is sent). Its retry layer would also copy every request's
+/// headers up front in case it retried.
 pub fn http_client() -> Client {
     Client::builder()
         .redirect(redirect::Policy::none())
+        .retry(reqwest::retry::never().max_retries_per_request(0))
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_keepalive(Duration::from_secs(60))
         .build()

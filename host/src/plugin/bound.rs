@@ -24,6 +24,10 @@ pub enum Preparation {
 /// hot swap in the middle of a preparation never mixes versions within one call.
 pub async fn prepare(registry: &PluginRegistry, event: &model::Event, endpoint: &model::Endpoint) -> Preparation {
     let mut prepared = PreparedRequest::default();
+    if endpoint.plugins.filter.is_none() && endpoint.plugins.transform.is_none() {
+        return Preparation::Send(prepared);
+    }
+    // A copy of the payload for the guests, made only for endpoints that run one.
     let guest_event = guest_event(event);
 
     if let Some(binding) = &endpoint.plugins.filter {
