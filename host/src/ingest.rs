@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;
+use std::sync::Arc;
 
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
@@ -145,7 +146,9 @@ struct Handover {
     slots: Vec<OwnedSemaphorePermit>,
     endpoint_ids: Vec<String>,
     /// None until loaded, and if they could not be read: the leased deliveries are then given back.
-    secrets: Option<HashMap<String, Vec<EndpointSecret>>>,
+    secrets: Option<HashMap<String, Arc<[EndpointSecret]>>>,
+    /// The endpoints the jobs go to, each shared by its jobs.
+    endpoints: HashMap<String, Arc<Endpoint>>,
     jobs: Vec<DispatchJob>,
     /// Leased deliveries that cannot be started (no secrets, no slot, dispatcher stopped).
     orphans: Vec<String>,
@@ -178,7 +181,8 @@ impl Handover {
                 for secret in found {
                     secrets.entry(secret.endpoint_id.clone()).or_default().push(secret);
                 }
-                self.secrets = Some(secrets);
+                self.secrets =
+                    Some(secrets.into_iter().map(|(endpoint_id, secrets)| (endpoint_id, secrets.into())).collect());
             }
             // Nothing is lost: the leases are given back and the deliveries claimed instead.
             Err(e) => tracing::warn!(error = %e, "cannot read signing secrets; fresh deliveries will be claimed"),
@@ -187,10 +191,14 @@ impl Handover {
 
     /// Adds a job for each delivery of `new` that was stored leased.
     fn take(&mut self, new: &NewEvent, published: &Published, endpoints: &HashMap<String, Vec<Endpoint>>) {
+        if published.leased.is_empty() {
+            return;
+        }
         let event = &new.event;
+        let shared_event = Arc::new(event.clone());
         for delivery_id in &published.leased {
             let leased = new.deliveries.iter().find(|d| d.id == *delivery_id);
-            let endpoint = leased.and_then(|d| endpoints.get(&event.tenant_id)?.iter().find(|e| e.id == d.endpoint_id));
+            let endpoint = leased.and_then(|d| self.endpoint(endpoints, &event.tenant_id, &d.endpoint_id));
             let (Some(NewDelivery { id, endpoint_id, lease: Some(lease) }), Some(endpoint), Some(secrets)) =
                 (leased, endpoint, &self.secrets)
             else {
@@ -215,9 +223,25 @@ impl Handover {
                 created_at: event.received_at,
                 updated_at: event.received_at,
             };
-            let signing_secrets = secrets.get(endpoint_id).cloned().unwrap_or_default();
-            self.jobs.push(DispatchJob { delivery, event: event.clone(), endpoint: endpoint.clone(), signing_secrets });
+            let signing_secrets = secrets.get(endpoint_id).cloned().unwrap_or_else(|| Arc::new([]));
+            self.jobs.push(DispatchJob { delivery, event: shared_event.clone(), endpoint, signing_secrets });
         }
+    }
+
+    /// The shared copy of a tenant's endpoint, made on first use.
+    fn endpoint(
+        &mut self,
+        endpoints: &HashMap<String, Vec<Endpoint>>,
+        tenant_id: &str,
+        endpoint_id: &str,
+    ) -> Option<Arc<Endpoint>> {
+        if let Some(shared) = self.endpoints.get(endpoint_id) {
+            return Some(shared.clone());
+        }
+        let endpoint = endpoints.get(tenant_id)?.iter().find(|e| e.id == endpoint_id)?;
+        let shared = Arc::new(endpoint.clone());
+        self.endpoints.insert(endpoint_id.to_string(), shared.clone());
+        Some(shared)
     }
 
     /// Starts every job in its slot; a lease nobody can act on is given back.

@@ -139,9 +139,9 @@ pub const NO_SIGNING_SECRET: &str = "endpoint has no signing secret";
 pub fn signing_keys(
     key: &MasterKey,
     endpoint_id: &str,
-    mut sealed: Vec<EndpointSecret>,
+    sealed: &[EndpointSecret],
 ) -> Result<Vec<String>, &'static str> {
-    sealed.retain(|s| s.status != SecretStatus::Revoked);
+    let mut sealed: Vec<&EndpointSecret> = sealed.iter().filter(|s| s.status != SecretStatus::Revoked).collect();
     if sealed.is_empty() {
         // Sending unsigned would only be rejected by the receiver, or worse, accepted.
         return Err(NO_SIGNING_SECRET);

@@ -1025,8 +1025,8 @@ async fn claim_respects_due_time_and_endpoint_status(store: &dyn Store, _url: &s
         (Some("node-a"), Some(T0 + 30_000))
     );
     assert_eq!((job.delivery.attempts, job.delivery.next_attempt_at, job.delivery.updated_at), (0, Some(T0), T0));
-    assert_eq!(job.event, now_due.event);
-    assert_eq!(job.endpoint, active, "the endpoint comes with its subscriptions");
+    assert_eq!(*job.event, now_due.event);
+    assert_eq!(*job.endpoint, active, "the endpoint comes with its subscriptions");
     assert_eq!(delivery(store, &tenant, &job.delivery.id).await, job.delivery, "the job shows the stored state");
 
     assert!(claim(store, "node-b", T0 + 5_000).await.is_empty(), "leased, paused and disabled are not claimed");
@@ -1666,7 +1666,7 @@ async fn claims_carry_the_secrets_that_sign(store: &dyn Store, _url: &str) {
     let jobs = claim(store, "node-a", T0 + 5).await;
     for job in &jobs {
         let expected = store.signing_secrets(&job.endpoint.id, T0 + 5).await.unwrap();
-        let mut got = job.signing_secrets.clone();
+        let mut got = job.signing_secrets.to_vec();
         got.sort_by_key(|s| std::cmp::Reverse(s.version));
         assert_eq!(got, expected, "endpoint {}", job.endpoint.id);
     }

@@ -112,7 +112,7 @@ async fn signed_request(
     now: i64,
 ) -> ApiResult<RequestView> {
     let sealed = state.store.signing_secrets(&endpoint.id, now).await?;
-    let keys = secrets::signing_keys(&state.master_key, &endpoint.id, sealed)
+    let keys = secrets::signing_keys(&state.master_key, &endpoint.id, &sealed)
         .map_err(|problem| ApiError::Unavailable(problem.to_string()))?;
     let body = prepared.body.clone().unwrap_or_else(|| event.envelope().into_bytes());
     let signature =

@@ -64,7 +64,7 @@ impl Worker {
         };
         let answer = match &prepared {
             Err((_, error)) => Answer::local_failure(error),
-            Ok(prepared) => match secrets::signing_keys(&self.master_key, &endpoint.id, signing_secrets) {
+            Ok(prepared) => match secrets::signing_keys(&self.master_key, &endpoint.id, &signing_secrets) {
                 Ok(keys) => {
                     let body = prepared.body.clone().unwrap_or_else(|| event.envelope().into_bytes());
                     let signature = signing::signature_headers(

@@ -132,7 +132,7 @@ fn job(n: usize, url: &str, schedule: Option<Vec<i64>>, max_attempts: Option<i64
         created_at: 0,
         updated_at: 0,
     };
-    DispatchJob { delivery, event, endpoint, signing_secrets: Vec::new() }
+    DispatchJob { delivery, event: Arc::new(event), endpoint: Arc::new(endpoint), signing_secrets: Arc::new([]) }
 }
 
 fn secret(sealed_with: &MasterKey) -> EndpointSecret {
@@ -374,7 +374,7 @@ async fn handed_over_deliveries_are_attempted_in_reserved_slots() {
     assert!(running.handoff.reserve(1).is_empty(), "every slot is reserved");
     for (n, slot) in slots.into_iter().enumerate() {
         let mut job = job(n + 1, &url, None, None);
-        job.signing_secrets = store.state.lock().unwrap().secrets.clone();
+        job.signing_secrets = store.state.lock().unwrap().secrets.clone().into();
         job.delivery.status = DeliveryStatus::Delivering;
         job.delivery.lease_owner = Some("node_test".into());
         // Stored leased, as the writer would have.
@@ -415,7 +415,7 @@ async fn slots_are_freed_before_the_record_commits() {
     assert_eq!(slots.len(), 2);
     for (n, slot) in slots.into_iter().enumerate() {
         let mut job = job(n + 1, &url, None, None);
-        job.signing_secrets = store.state.lock().unwrap().secrets.clone();
+        job.signing_secrets = store.state.lock().unwrap().secrets.clone().into();
         job.delivery.status = DeliveryStatus::Delivering;
         job.delivery.lease_owner = Some("node_test".into());
         store.state.lock().unwrap().leased.push(job.clone());

@@ -13,6 +13,8 @@
 
 pub mod sql;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::model::{
@@ -120,15 +122,16 @@ pub struct Published {
     pub leased: Vec<String>,
 }
 
-/// A claimed delivery with what the dispatcher needs to send it.
+/// A claimed delivery with what the dispatcher needs to send it. The event, the endpoint and its secrets are
+/// shared by the jobs of one claim or one group commit (ten deliveries of one event fan out to ten endpoints).
 #[derive(Debug, Clone)]
 pub struct DispatchJob {
     pub delivery: Delivery,
-    pub event: Event,
-    pub endpoint: Endpoint,
+    pub event: Arc<Event>,
+    pub endpoint: Arc<Endpoint>,
     /// The endpoint's secrets that sign at claim time (what [`Store::signing_secrets`] answers), loaded with the
     /// claim so an attempt needs no query of its own.
-    pub signing_secrets: Vec<EndpointSecret>,
+    pub signing_secrets: Arc<[EndpointSecret]>,
 }
 
 /// The result of one attempt, written atomically with the delivery's new state.

@@ -1,6 +1,7 @@
 //! The dispatcher's side: leasing due deliveries, recording attempts, giving leases back.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use sqlx::any::AnyArguments;
 use sqlx::any::AnyRow;
@@ -97,17 +98,22 @@ async fn complete_jobs(
         deliveries.iter().map(|d| d.event_id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     let endpoint_ids: Vec<String> =
         deliveries.iter().map(|d| d.endpoint_id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
-    let events: HashMap<String, Event> =
-        events_by_id(connection, &event_ids).await?.into_iter().map(|event| (event.id.clone(), event)).collect();
-    let endpoints: HashMap<String, Endpoint> = endpoints_by_id(connection, &endpoint_ids)
+    let events: HashMap<String, Arc<Event>> = events_by_id(connection, &event_ids)
         .await?
         .into_iter()
-        .map(|endpoint| (endpoint.id.clone(), endpoint))
+        .map(|event| (event.id.clone(), Arc::new(event)))
         .collect();
-    let mut secrets: HashMap<String, Vec<EndpointSecret>> = HashMap::new();
+    let endpoints: HashMap<String, Arc<Endpoint>> = endpoints_by_id(connection, &endpoint_ids)
+        .await?
+        .into_iter()
+        .map(|endpoint| (endpoint.id.clone(), Arc::new(endpoint)))
+        .collect();
+    let mut by_endpoint: HashMap<String, Vec<EndpointSecret>> = HashMap::new();
     for secret in signing_secrets_of(connection, &endpoint_ids, now).await? {
-        secrets.entry(secret.endpoint_id.clone()).or_default().push(secret);
+        by_endpoint.entry(secret.endpoint_id.clone()).or_default().push(secret);
     }
+    let secrets: HashMap<String, Arc<[EndpointSecret]>> =
+        by_endpoint.into_iter().map(|(endpoint_id, secrets)| (endpoint_id, secrets.into())).collect();
 
     let mut jobs = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
@@ -117,7 +123,7 @@ async fn complete_jobs(
         let event = events.get(&delivery.event_id).cloned().ok_or_else(|| missing("event", &delivery.event_id))?;
         let endpoint =
             endpoints.get(&delivery.endpoint_id).cloned().ok_or_else(|| missing("endpoint", &delivery.endpoint_id))?;
-        let signing_secrets = secrets.get(&delivery.endpoint_id).cloned().unwrap_or_default();
+        let signing_secrets = secrets.get(&delivery.endpoint_id).cloned().unwrap_or_else(|| Arc::new([]));
         jobs.push(DispatchJob { delivery, event, endpoint, signing_secrets });
     }
     Ok(jobs)
