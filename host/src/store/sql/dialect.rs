@@ -38,6 +38,8 @@ const SQLITE_PRAGMAS: &[&str] = &[
     "PRAGMA foreign_keys = ON",
     "PRAGMA wal_autocheckpoint = 0",
     "PRAGMA cache_size = -16384",
+    // Temporary tables (the claim's) in memory rather than in a file of their own.
+    "PRAGMA temp_store = MEMORY",
 ];
 
 /// The connection that checkpoints the WAL into the database file; FULL so the file is synced before the WAL is
@@ -81,6 +83,7 @@ impl Dialect {
                 for pragma in SQLITE_PRAGMAS {
                     connection.execute(*pragma).await?;
                 }
+                connection.execute(super::sqlite_claim::CLAIM_TABLE).await?;
                 WritePath::dedicated(connection)
             }
             Dialect::Postgres => {

@@ -26,6 +26,25 @@ const ROWS_PER_STATEMENT: usize = 500;
 const GIVE_BACK: &str = "status = CASE WHEN attempts > 0 THEN 'failed' ELSE 'pending' END, lease_owner = NULL, \
     lease_expires_at = NULL";
 
+/// What a claim takes, in this order: expired leases (their holder is gone, and they were due before anything
+/// waiting was), then what waits. Two conditions rather than one with an OR: each walks its own index in claim
+/// order and stops at the limit, where one OR over both indexes would sort every due delivery, a whole backlog,
+/// on every claim. Conditions on `d` with `$3` = now, then their ORDER BY.
+pub(super) const EXPIRED: &str =
+    "d.status = 'delivering' AND d.lease_expires_at <= $3 ORDER BY d.lease_expires_at, d.id";
+pub(super) const WAITING: &str =
+    "d.status IN ('pending', 'failed') AND d.next_attempt_at <= $3 ORDER BY d.next_attempt_at, d.id";
+
+/// The ids of deliveries of active endpoints that match `condition_and_order` ([`EXPIRED`], [`WAITING`]), up to
+/// `limit` (an SQL expression).
+pub(super) fn claimable(condition_and_order: &str, limit: &str) -> String {
+    format!(
+        "SELECT d.id FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id AND e.tenant_id = d.tenant_id \
+         WHERE e.status = 'active' AND {condition_and_order} LIMIT {limit}"
+    )
+}
+
+/// The claim statement by statement (PostgreSQL; SQLite runs [`sqlite_claim`](super::sqlite_claim)).
 pub(super) async fn claim_due(
     connection: &mut AnyConnection,
     dialect: Dialect,
@@ -38,26 +57,18 @@ pub(super) async fn claim_due(
         return Ok(Vec::new());
     }
     let mut tx = connection.begin().await?;
-    // Expired leases first (their holder is gone, and they were due before anything waiting was), then what waits.
-    // Two statements rather than one with an OR: each walks its own index in claim order and stops at `limit`,
-    // where one OR over both indexes would sort every due delivery, a whole backlog, on every claim.
-    let expired = "d.status = 'delivering' AND d.lease_expires_at <= $3 ORDER BY d.lease_expires_at, d.id";
-    let mut claimed = claim_where(&mut tx, dialect, expired, owner, now, lease_until, limit).await?;
+    let mut claimed = claim_where(&mut tx, dialect, EXPIRED, owner, now, lease_until, limit).await?;
     let room = limit - claimed.len() as i64;
     if room > 0 {
-        let waiting = "d.status IN ('pending', 'failed') AND d.next_attempt_at <= $3 ORDER BY d.next_attempt_at, d.id";
-        claimed.extend(claim_where(&mut tx, dialect, waiting, owner, now, lease_until, room).await?);
+        claimed.extend(claim_where(&mut tx, dialect, WAITING, owner, now, lease_until, room).await?);
     }
-    let mut deliveries = rows::all(&claimed, rows::delivery)?;
-    // RETURNING has no order of its own.
-    deliveries.sort_by(|a, b| (a.next_attempt_at, &a.id).cmp(&(b.next_attempt_at, &b.id)));
+    let deliveries = rows::all(&claimed, rows::delivery)?;
     let jobs = complete_jobs(&mut tx, deliveries, now).await?;
     tx.commit().await?;
     Ok(jobs)
 }
 
-/// Leases up to `limit` deliveries of active endpoints that match `condition_and_order` (a condition on `d` with
-/// `$3` = now, then its ORDER BY).
+/// Leases up to `limit` deliveries of active endpoints that match `condition_and_order` ([`claimable`]).
 async fn claim_where(
     tx: &mut AnyConnection,
     dialect: Dialect,
@@ -69,10 +80,8 @@ async fn claim_where(
 ) -> StoreResult<Vec<AnyRow>> {
     Ok(sqlx::query(&format!(
         "UPDATE deliveries SET status = 'delivering', lease_owner = $1, lease_expires_at = $2, updated_at = $3 \
-         WHERE id IN (\
-             SELECT d.id FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id AND e.tenant_id = d.tenant_id \
-             WHERE e.status = 'active' AND {condition_and_order} LIMIT $4{}) \
-         RETURNING {DELIVERY_COLUMNS}",
+         WHERE id IN ({}{}) RETURNING {DELIVERY_COLUMNS}",
+        claimable(condition_and_order, "$4"),
         dialect.claim_lock_clause()
     ))
     .bind(owner)
@@ -98,18 +107,28 @@ async fn complete_jobs(
         deliveries.iter().map(|d| d.event_id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     let endpoint_ids: Vec<String> =
         deliveries.iter().map(|d| d.endpoint_id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
-    let events: HashMap<String, Arc<Event>> = events_by_id(connection, &event_ids)
-        .await?
-        .into_iter()
-        .map(|event| (event.id.clone(), Arc::new(event)))
-        .collect();
-    let endpoints: HashMap<String, Arc<Endpoint>> = endpoints_by_id(connection, &endpoint_ids)
-        .await?
-        .into_iter()
-        .map(|endpoint| (endpoint.id.clone(), Arc::new(endpoint)))
-        .collect();
+    let events = events_by_id(connection, &event_ids).await?;
+    let endpoints = endpoints_by_id(connection, &endpoint_ids).await?;
+    let secrets = signing_secrets_of(connection, &endpoint_ids, now).await?;
+    jobs_from(deliveries, events, endpoints, secrets)
+}
+
+/// The jobs of claimed `deliveries`, in claim order, each with its event, endpoint and signing secrets (each
+/// shared by the jobs that need it).
+pub(super) fn jobs_from(
+    mut deliveries: Vec<Delivery>,
+    events: Vec<Event>,
+    endpoints: Vec<Endpoint>,
+    secrets: Vec<EndpointSecret>,
+) -> StoreResult<Vec<DispatchJob>> {
+    // Claims come back in no order of their own.
+    deliveries.sort_by(|a, b| (a.next_attempt_at, &a.id).cmp(&(b.next_attempt_at, &b.id)));
+    let events: HashMap<String, Arc<Event>> =
+        events.into_iter().map(|event| (event.id.clone(), Arc::new(event))).collect();
+    let endpoints: HashMap<String, Arc<Endpoint>> =
+        endpoints.into_iter().map(|endpoint| (endpoint.id.clone(), Arc::new(endpoint))).collect();
     let mut by_endpoint: HashMap<String, Vec<EndpointSecret>> = HashMap::new();
-    for secret in signing_secrets_of(connection, &endpoint_ids, now).await? {
+    for secret in secrets {
         by_endpoint.entry(secret.endpoint_id.clone()).or_default().push(secret);
     }
     let secrets: HashMap<String, Arc<[EndpointSecret]>> =

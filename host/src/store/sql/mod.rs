@@ -18,6 +18,7 @@ mod migrations;
 mod query;
 mod rows;
 mod sqlite_batch;
+mod sqlite_claim;
 mod tenants;
 
 use std::sync::Arc;
@@ -348,7 +349,13 @@ impl Store for SqlStore {
         lease_until: Millis,
         limit: i64,
     ) -> StoreResult<Vec<DispatchJob>> {
-        dispatch::claim_due(&mut *self.writer.acquire().await?, self.dialect, owner, now, lease_until, limit).await
+        let mut connection = self.writer.acquire().await?;
+        match self.dialect {
+            Dialect::Sqlite => sqlite_claim::claim_due(&mut connection, owner, now, lease_until, limit).await,
+            Dialect::Postgres => {
+                dispatch::claim_due(&mut connection, self.dialect, owner, now, lease_until, limit).await
+            }
+        }
     }
 
     async fn record_attempts(&self, owner: &str, outcomes: &[AttemptOutcome]) -> StoreResult<Vec<bool>> {
