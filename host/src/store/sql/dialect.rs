@@ -3,9 +3,11 @@
 
 use std::ops::{Deref, DerefMut};
 
-use sqlx::any::AnyPoolOptions;
+use futures_util::TryStreamExt;
+use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor};
+use sqlx::query::Query;
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Either, Executor};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 use crate::store::{StoreError, StoreResult};
@@ -255,15 +257,56 @@ impl WritePath {
 }
 
 impl WriteConnection<'_> {
-    /// Call before sending a script that begins and commits (or rolls back) its own transaction, which sqlx
-    /// does not track; and [`script_finished`](Self::script_finished) once it has ended either way.
-    pub(super) fn script_started(&mut self) {
+    /// Runs `script`, SQLite statements that begin and commit their own transaction, as one command to the
+    /// connection's worker thread (see [`sqlite_batch`](super::sqlite_batch)), and returns the rows of each of
+    /// its `statements` in order. On error the transaction is rolled back, and the error is the failing
+    /// statement's. `what` names the script in messages.
+    pub(super) async fn run_script<'q>(
+        &mut self,
+        script: Query<'q, Any, AnyArguments<'q>>,
+        statements: usize,
+        what: &str,
+    ) -> StoreResult<Vec<Vec<AnyRow>>> {
+        let mut returned: Vec<Vec<AnyRow>> = (0..statements).map(|_| Vec::new()).collect();
+        let mut statement = 0;
+        self.script_started();
+        let ran: Result<(), sqlx::Error> = async {
+            let mut results = (&mut **self).fetch_many(script);
+            while let Some(result) = results.try_next().await? {
+                match result {
+                    Either::Left(_) => statement += 1,
+                    Either::Right(row) => returned[statement.min(statements - 1)].push(row),
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(error) = ran {
+            // The script stops at the failing statement, inside the transaction it began (if it got that far).
+            if statement > 0 {
+                if let Err(e) = (&mut **self).execute("ROLLBACK").await {
+                    tracing::error!(error = %e, "rolling back a failed {what} failed");
+                }
+            }
+            self.script_finished();
+            return Err(error.into());
+        }
+        self.script_finished();
+        if statement != statements {
+            return Err(StoreError::Corrupt(format!("the {what} ran {statement} of {statements} statements")));
+        }
+        Ok(returned)
+    }
+
+    /// Set while a script that opens its own transaction runs, which sqlx does not track: if its caller goes
+    /// away mid-script, the next [`WritePath::acquire`] ends the transaction.
+    fn script_started(&mut self) {
         if let WriteConnection::Dedicated(dedicated) = self {
             dedicated.script_running = true;
         }
     }
 
-    pub(super) fn script_finished(&mut self) {
+    fn script_finished(&mut self) {
         if let WriteConnection::Dedicated(dedicated) = self {
             dedicated.script_running = false;
         }

@@ -12,8 +12,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::LazyLock;
 
-use futures_util::TryStreamExt;
-use sqlx::{Either, Executor, Row};
+use sqlx::Row;
 
 use super::cache::ReadCache;
 use super::dialect::{Column, WriteConnection};
@@ -208,39 +207,12 @@ pub(super) async fn write(
         .bind(json_rows(&outcome_rows(&outcome_refs)?)?)
         .bind(json_rows(&keys)?)
         .bind(json_rows(&batch_endpoints.into_iter().collect::<Vec<_>>())?);
-    let mut returned: [Vec<sqlx::any::AnyRow>; STATEMENTS] = Default::default();
-    let mut statement = 0;
-    connection.script_started();
-    let ran: Result<(), sqlx::Error> = async {
-        let mut results = (&mut **connection).fetch_many(query);
-        while let Some(result) = results.try_next().await? {
-            match result {
-                Either::Left(_) => statement += 1,
-                Either::Right(row) => returned[statement.min(STATEMENTS - 1)].push(row),
-            }
+    let returned = connection.run_script(query, STATEMENTS, "group commit").await.map_err(|error| match error {
+        StoreError::Database(e) if e.as_database_error().is_some_and(|db| db.is_unique_violation()) => {
+            StoreError::Conflict("an event or delivery id already exists".into())
         }
-        Ok(())
-    }
-    .await;
-    if let Err(error) = ran {
-        // The script stops at the failing statement, inside the transaction it began.
-        if statement > Begin as usize {
-            if let Err(e) = (&mut **connection).execute("ROLLBACK").await {
-                tracing::error!(error = %e, "rolling back a failed group commit failed");
-            }
-        }
-        connection.script_finished();
-        return Err(match error.as_database_error() {
-            Some(db) if db.is_unique_violation() => {
-                StoreError::Conflict("an event or delivery id already exists".into())
-            }
-            _ => StoreError::Database(error),
-        });
-    }
-    connection.script_finished();
-    if statement != STATEMENTS {
-        return Err(StoreError::Corrupt(format!("the group commit ran {statement} of {STATEMENTS} statements")));
-    }
+        other => other,
+    })?;
 
     // Committed: from here on an error must not make the caller write the batch again.
     let only_row = |statement: Statement| match &returned[statement as usize][..] {

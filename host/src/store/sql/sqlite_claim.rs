@@ -12,10 +12,6 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use futures_util::TryStreamExt;
-use sqlx::any::AnyRow;
-use sqlx::{Either, Executor};
-
 use super::dialect::WriteConnection;
 use super::dispatch::{claimable, jobs_from, EXPIRED, WAITING};
 use super::rows::{self, DELIVERY_COLUMNS, ENDPOINT_COLUMNS, EVENT_COLUMNS, SECRET_COLUMNS, SUBSCRIPTION_COLUMNS};
@@ -119,34 +115,7 @@ pub(super) async fn claim_due(
         return Ok(Vec::new());
     }
     let query = sqlx::query(SCRIPT.as_str()).bind(owner).bind(lease_until).bind(now).bind(limit);
-    let mut returned: [Vec<AnyRow>; STATEMENTS] = Default::default();
-    let mut statement = 0;
-    connection.script_started();
-    let ran: Result<(), sqlx::Error> = async {
-        let mut results = (&mut **connection).fetch_many(query);
-        while let Some(result) = results.try_next().await? {
-            match result {
-                Either::Left(_) => statement += 1,
-                Either::Right(row) => returned[statement.min(STATEMENTS - 1)].push(row),
-            }
-        }
-        Ok(())
-    }
-    .await;
-    if let Err(error) = ran {
-        // The script stops at the failing statement, inside the transaction it began.
-        if statement > Begin as usize {
-            if let Err(e) = (&mut **connection).execute("ROLLBACK").await {
-                tracing::error!(error = %e, "rolling back a failed claim failed");
-            }
-        }
-        connection.script_finished();
-        return Err(error.into());
-    }
-    connection.script_finished();
-    if statement != STATEMENTS {
-        return Err(StoreError::Corrupt(format!("the claim ran {statement} of {STATEMENTS} statements")));
-    }
+    let returned = connection.run_script(query, STATEMENTS, "claim").await?;
     let mut subscriptions: HashMap<String, Vec<Subscription>> = HashMap::new();
     for row in &returned[Subscriptions as usize] {
         let (endpoint_id, subscription) = rows::subscription(row)?;
