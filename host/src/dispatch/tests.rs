@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use serde_json::value::RawValue;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -355,32 +355,41 @@ async fn shutdown_gives_back_leases_of_attempts_past_grace() {
     assert_eq!(state.waiting.len(), 1, "released back to waiting");
 }
 
+/// Up to `wanted` slots, as the writer reserves them, once the dispatcher takes handovers: not until its first
+/// claim has found nothing older waiting.
+async fn reserve_slots(store: &FakeStore, running: &Running, wanted: usize) -> Vec<OwnedSemaphorePermit> {
+    eventually("first claim", || store.state.lock().unwrap().claim_calls > 0).await;
+    loop {
+        let slots = running.handoff.reserve(wanted);
+        if !slots.is_empty() {
+            return slots;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Hands a fresh job to the dispatcher in each slot, stored leased as the writer would have.
+fn hand_over(store: &FakeStore, running: &Running, url: &str, slots: Vec<OwnedSemaphorePermit>) {
+    for (n, slot) in slots.into_iter().enumerate() {
+        let mut job = job(n + 1, url, None, None);
+        job.signing_secrets = store.state.lock().unwrap().secrets.clone().into();
+        job.delivery.status = DeliveryStatus::Delivering;
+        job.delivery.lease_owner = Some("node_test".into());
+        store.state.lock().unwrap().leased.push(job.clone());
+        assert!(running.handoff.start(job, slot).is_ok());
+    }
+}
+
 #[tokio::test]
 async fn handed_over_deliveries_are_attempted_in_reserved_slots() {
     let receiver = Receiver { delay: Duration::from_millis(200), ..Receiver::default() };
     let url = receiver.serve().await;
     let store = store(Vec::new(), |_| {});
     let running = start(&store, Settings { concurrency: 2, ..settings() });
-    // Until its first claim finds nothing older waiting, the dispatcher takes no handovers.
-    eventually("first claim", || store.state.lock().unwrap().claim_calls > 0).await;
-    let slots = loop {
-        let slots = running.handoff.reserve(5);
-        if !slots.is_empty() {
-            break slots;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let slots = reserve_slots(&store, &running, 5).await;
     assert_eq!(slots.len(), 2, "no more slots than the concurrency");
     assert!(running.handoff.reserve(1).is_empty(), "every slot is reserved");
-    for (n, slot) in slots.into_iter().enumerate() {
-        let mut job = job(n + 1, &url, None, None);
-        job.signing_secrets = store.state.lock().unwrap().secrets.clone().into();
-        job.delivery.status = DeliveryStatus::Delivering;
-        job.delivery.lease_owner = Some("node_test".into());
-        // Stored leased, as the writer would have.
-        store.state.lock().unwrap().leased.push(job.clone());
-        assert!(running.handoff.start(job, slot).is_ok());
-    }
+    hand_over(&store, &running, &url, slots);
     eventually("both delivered", || store.outcomes().len() == 2).await;
     assert_eq!(store.outcomes(), ["succeeded", "succeeded"]);
     assert_eq!(receiver.most_active.load(Ordering::SeqCst), 2);
@@ -404,23 +413,9 @@ async fn slots_are_freed_before_the_record_commits() {
     let store = store(Vec::new(), |_| {});
     store.records_open.send_replace(false);
     let running = start(&store, Settings { concurrency: 2, ..settings() });
-    eventually("first claim", || store.state.lock().unwrap().claim_calls > 0).await;
-    let slots = loop {
-        let slots = running.handoff.reserve(2);
-        if !slots.is_empty() {
-            break slots;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let slots = reserve_slots(&store, &running, 2).await;
     assert_eq!(slots.len(), 2);
-    for (n, slot) in slots.into_iter().enumerate() {
-        let mut job = job(n + 1, &url, None, None);
-        job.signing_secrets = store.state.lock().unwrap().secrets.clone().into();
-        job.delivery.status = DeliveryStatus::Delivering;
-        job.delivery.lease_owner = Some("node_test".into());
-        store.state.lock().unwrap().leased.push(job.clone());
-        assert!(running.handoff.start(job, slot).is_ok());
-    }
+    hand_over(&store, &running, &url, slots);
     eventually("both sent", || receiver.hits() == 2).await;
     eventually("slots freed while the records wait", || running.handoff.reserve(2).len() == 2).await;
     assert!(store.outcomes().is_empty(), "nothing recorded yet");
