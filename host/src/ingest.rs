@@ -12,7 +12,9 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use crate::dispatch::Handoff;
 use crate::model::{new_id, now_millis, Delivery, DeliveryStatus, Endpoint, EndpointSecret, Event};
 use crate::routing::FilterCache;
-use crate::store::{AttemptOutcome, DispatchJob, NewDelivery, NewEvent, Published, Store, StoreError, StoreResult};
+use crate::store::{
+    secrets_by_endpoint, AttemptOutcome, DispatchJob, NewDelivery, NewEvent, Published, Store, StoreError, StoreResult,
+};
 
 pub(crate) type PublishReply = oneshot::Sender<StoreResult<Vec<Published>>>;
 
@@ -176,14 +178,7 @@ impl Handover {
             return;
         }
         match store.signing_secrets_of(&self.endpoint_ids, now_millis()).await {
-            Ok(found) => {
-                let mut secrets: HashMap<String, Vec<EndpointSecret>> = HashMap::new();
-                for secret in found {
-                    secrets.entry(secret.endpoint_id.clone()).or_default().push(secret);
-                }
-                self.secrets =
-                    Some(secrets.into_iter().map(|(endpoint_id, secrets)| (endpoint_id, secrets.into())).collect());
-            }
+            Ok(found) => self.secrets = Some(secrets_by_endpoint(found)),
             // Nothing is lost: the leases are given back and the deliveries claimed instead.
             Err(e) => tracing::warn!(error = %e, "cannot read signing secrets; fresh deliveries will be claimed"),
         }

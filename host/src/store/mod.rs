@@ -13,6 +13,7 @@
 
 pub mod sql;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -132,6 +133,15 @@ pub struct DispatchJob {
     /// The endpoint's secrets that sign at claim time (what [`Store::signing_secrets`] answers), loaded with the
     /// claim so an attempt needs no query of its own.
     pub signing_secrets: Arc<[EndpointSecret]>,
+}
+
+/// `secrets` grouped by endpoint, each group ready to be shared by that endpoint's jobs.
+pub fn secrets_by_endpoint(secrets: Vec<EndpointSecret>) -> HashMap<String, Arc<[EndpointSecret]>> {
+    let mut grouped: HashMap<String, Vec<EndpointSecret>> = HashMap::new();
+    for secret in secrets {
+        grouped.entry(secret.endpoint_id.clone()).or_default().push(secret);
+    }
+    grouped.into_iter().map(|(endpoint_id, secrets)| (endpoint_id, secrets.into())).collect()
 }
 
 /// The result of one attempt, written atomically with the delivery's new state.

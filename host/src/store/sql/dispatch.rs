@@ -16,7 +16,7 @@ use super::query::{json_rows, SqlBuilder, MAX_LIST};
 use super::rows::{self, to_json, RequestMeta, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, ENDPOINT_COLUMNS};
 use super::Dialect;
 use crate::model::{Attempt, Delivery, Endpoint, EndpointSecret, Event, Millis, PreparedRequest};
-use crate::store::{AttemptOutcome, DispatchJob, Dropped, StoreError, StoreResult};
+use crate::store::{secrets_by_endpoint, AttemptOutcome, DispatchJob, Dropped, StoreError, StoreResult};
 
 /// Rows per multi-row statement: bounds the JSON text one statement carries.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -127,12 +127,7 @@ pub(super) fn jobs_from(
         events.into_iter().map(|event| (event.id.clone(), Arc::new(event))).collect();
     let endpoints: HashMap<String, Arc<Endpoint>> =
         endpoints.into_iter().map(|endpoint| (endpoint.id.clone(), Arc::new(endpoint))).collect();
-    let mut by_endpoint: HashMap<String, Vec<EndpointSecret>> = HashMap::new();
-    for secret in secrets {
-        by_endpoint.entry(secret.endpoint_id.clone()).or_default().push(secret);
-    }
-    let secrets: HashMap<String, Arc<[EndpointSecret]>> =
-        by_endpoint.into_iter().map(|(endpoint_id, secrets)| (endpoint_id, secrets.into())).collect();
+    let secrets = secrets_by_endpoint(secrets);
 
     let mut jobs = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {

@@ -88,11 +88,16 @@ pub(super) async fn rotate_secret(
     Ok(Some(rotated))
 }
 
+/// The secrets that sign at the time bound at `at` (a placeholder): the active one, and retiring ones until they
+/// expire.
+pub(super) fn signing_at(at: &str) -> String {
+    format!("(status = 'active' OR (status = 'retiring' AND expires_at > {at}))")
+}
+
 pub(super) async fn signing_secrets(pool: &AnyPool, endpoint_id: &str, at: Millis) -> StoreResult<Vec<EndpointSecret>> {
     let found = sqlx::query(&format!(
-        "SELECT {SECRET_COLUMNS} FROM endpoint_secrets \
-         WHERE endpoint_id = $1 AND (status = 'active' OR (status = 'retiring' AND expires_at > $2)) \
-         ORDER BY version DESC"
+        "SELECT {SECRET_COLUMNS} FROM endpoint_secrets WHERE endpoint_id = $1 AND {} ORDER BY version DESC",
+        signing_at("$2")
     ))
     .bind(endpoint_id)
     .bind(at)
@@ -110,11 +115,9 @@ pub(super) async fn signing_secrets_of(
     let mut found = Vec::new();
     for chunk in endpoint_ids.chunks(MAX_LIST) {
         let mut sql = SqlBuilder::new(format!("SELECT {SECRET_COLUMNS} FROM endpoint_secrets"));
-        sql.in_list("endpoint_id", chunk)
-            .condition()
-            .push("(status = 'active' OR (status = 'retiring' AND expires_at > ")
-            .push_bind(at)
-            .push(")) ORDER BY endpoint_id, version DESC");
+        sql.in_list("endpoint_id", chunk);
+        let at = sql.bind(at);
+        sql.condition().push(&signing_at(&at)).push(" ORDER BY endpoint_id, version DESC");
         let rows = sql.query().fetch_all(&mut *connection).await?;
         found.extend(rows::all(&rows, rows::secret)?);
     }

@@ -14,6 +14,7 @@ use std::sync::LazyLock;
 
 use super::dialect::WriteConnection;
 use super::dispatch::{claimable, jobs_from, EXPIRED, WAITING};
+use super::endpoint_secrets::signing_at;
 use super::rows::{self, DELIVERY_COLUMNS, ENDPOINT_COLUMNS, EVENT_COLUMNS, SECRET_COLUMNS, SUBSCRIPTION_COLUMNS};
 use crate::model::{Millis, Subscription};
 use crate::store::{DispatchJob, StoreError, StoreResult};
@@ -73,11 +74,10 @@ impl Statement {
                 "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE endpoint_id IN ({endpoint_ids}) \
                  ORDER BY endpoint_id, position"
             ),
-            // As `signing_secrets_of` asks: the active secret, and retiring ones until they expire.
             Secrets => format!(
-                "SELECT {SECRET_COLUMNS} FROM endpoint_secrets WHERE endpoint_id IN ({endpoint_ids}) \
-                 AND (status = 'active' OR (status = 'retiring' AND expires_at > $3)) \
-                 ORDER BY endpoint_id, version DESC"
+                "SELECT {SECRET_COLUMNS} FROM endpoint_secrets WHERE endpoint_id IN ({endpoint_ids}) AND {} \
+                 ORDER BY endpoint_id, version DESC",
+                signing_at("$3")
             ),
             Commit => "COMMIT".into(),
         }
