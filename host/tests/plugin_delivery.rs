@@ -466,8 +466,9 @@ async fn hot_swap_during_a_stream_of_5000_events() {
     assert!(seen.values().all(|&n| n == 1), "no event arrived twice");
     assert_eq!(seen.keys().cloned().collect::<BTreeSet<_>>(), published);
 
-    // The router's record: one successful attempt per delivery, each with the version it used.
-    let deliveries = all_deliveries(&w.api, &ep).await;
+    // The router's record: one successful attempt per delivery, each with the version it used. A receiver sees
+    // a request before its attempt's record is committed, so the last few may still be recording.
+    let deliveries = settled_deliveries(&w.api, &ep, WAIT).await;
     assert_eq!(deliveries.len(), EVENTS);
     let mut by_version: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
     for delivery in &deliveries {
@@ -550,6 +551,20 @@ async fn wait_plugin(admin: &Api, name: &str, timeout: Duration, done: impl Fn(&
 async fn harness_wait_latest(admin: &Api, name: &str, old: &str, timeout: Duration) -> String {
     let plugin = wait_plugin(admin, name, timeout, |p| p["latest"].as_str().is_some_and(|latest| latest != old)).await;
     str_field(&plugin, "latest").to_string()
+}
+
+/// The endpoint's deliveries once none is waiting or in flight any more (or after `timeout`, as they are then).
+async fn settled_deliveries(api: &Api, endpoint_id: &str, timeout: Duration) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let deliveries = all_deliveries(api, endpoint_id).await;
+        let unsettled =
+            deliveries.iter().any(|d| ["pending", "delivering", "failed"].contains(&str_field(d, "status")));
+        if !unsettled || tokio::time::Instant::now() > deadline {
+            return deliveries;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn all_deliveries(api: &Api, endpoint_id: &str) -> Vec<Value> {
