@@ -40,6 +40,9 @@ const SQLITE_PRAGMAS: &[&str] = &[
     "PRAGMA foreign_keys = ON",
     "PRAGMA wal_autocheckpoint = 0",
     "PRAGMA cache_size = -16384",
+    // Once the WAL starts over, a file a burst grew past this is cut back to it; below it the file is reused
+    // as it is, so commits overwrite blocks the file already has instead of extending it.
+    "PRAGMA journal_size_limit = 67108864",
     // Temporary tables (the claim's) in memory rather than in a file of their own.
     "PRAGMA temp_store = MEMORY",
 ];
