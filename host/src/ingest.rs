@@ -13,7 +13,8 @@ use crate::dispatch::Handoff;
 use crate::model::{new_id, now_millis, Delivery, DeliveryStatus, Endpoint, EndpointSecret, Event};
 use crate::routing::FilterCache;
 use crate::store::{
-    secrets_by_endpoint, AttemptOutcome, DispatchJob, NewDelivery, NewEvent, Published, Store, StoreError, StoreResult,
+    secrets_by_endpoint, AttemptOutcome, DispatchJob, JobEndpoint, JobEvent, NewDelivery, NewEvent, Published, Store,
+    StoreError, StoreResult,
 };
 
 pub(crate) type PublishReply = oneshot::Sender<StoreResult<Vec<Published>>>;
@@ -150,7 +151,7 @@ struct Handover {
     /// None until loaded, and if they could not be read: the leased deliveries are then given back.
     secrets: Option<HashMap<String, Arc<[EndpointSecret]>>>,
     /// The endpoints the jobs go to, each shared by its jobs.
-    endpoints: HashMap<String, Arc<Endpoint>>,
+    endpoints: HashMap<String, Arc<JobEndpoint>>,
     jobs: Vec<DispatchJob>,
     /// Leased deliveries that cannot be started (no secrets, no slot, dispatcher stopped).
     orphans: Vec<String>,
@@ -190,7 +191,7 @@ impl Handover {
             return;
         }
         let event = &new.event;
-        let shared_event = Arc::new(event.clone());
+        let shared_event = Arc::new(JobEvent::from(event.clone()));
         for delivery_id in &published.leased {
             let leased = new.deliveries.iter().find(|d| d.id == *delivery_id);
             let endpoint = leased.and_then(|d| self.endpoint(endpoints, &event.tenant_id, &d.endpoint_id));
@@ -229,12 +230,12 @@ impl Handover {
         endpoints: &HashMap<String, Vec<Endpoint>>,
         tenant_id: &str,
         endpoint_id: &str,
-    ) -> Option<Arc<Endpoint>> {
+    ) -> Option<Arc<JobEndpoint>> {
         if let Some(shared) = self.endpoints.get(endpoint_id) {
             return Some(shared.clone());
         }
         let endpoint = endpoints.get(tenant_id)?.iter().find(|e| e.id == endpoint_id)?;
-        let shared = Arc::new(endpoint.clone());
+        let shared = Arc::new(JobEndpoint::from(endpoint.clone()));
         self.endpoints.insert(endpoint_id.to_string(), shared.clone());
         Some(shared)
     }

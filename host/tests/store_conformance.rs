@@ -1025,8 +1025,10 @@ async fn claim_respects_due_time_and_endpoint_status(store: &dyn Store, _url: &s
         (Some("node-a"), Some(T0 + 30_000))
     );
     assert_eq!((job.delivery.attempts, job.delivery.next_attempt_at, job.delivery.updated_at), (0, Some(T0), T0));
-    assert_eq!(*job.event, now_due.event);
-    assert_eq!(*job.endpoint, active, "the endpoint comes with its subscriptions");
+    assert_eq!(job.event.event, now_due.event);
+    assert_eq!(job.event.envelope, now_due.event.envelope().as_bytes(), "the envelope comes rendered");
+    assert_eq!(job.endpoint.endpoint, active, "the endpoint comes with its subscriptions");
+    assert_eq!(job.endpoint.url.as_ref().map(|url| url.as_str()), Some(active.url.as_str()), "and its URL parsed");
     assert_eq!(delivery(store, &tenant, &job.delivery.id).await, job.delivery, "the job shows the stored state");
 
     assert!(claim(store, "node-b", T0 + 5_000).await.is_empty(), "leased, paused and disabled are not claimed");

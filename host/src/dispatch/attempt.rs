@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use rand::Rng;
 use reqwest::Client;
 use tokio::sync::OwnedSemaphorePermit;
@@ -62,23 +63,26 @@ impl Worker {
                 Preparation::Failed { prepared, error } => (Err((prepared, error)), false),
             },
         };
-        let answer = match &prepared {
-            Err((_, error)) => Answer::local_failure(error),
-            Ok(prepared) => match secrets::signing_keys(&self.master_key, &endpoint.id, &signing_secrets) {
-                Ok(keys) => {
-                    let body = prepared.body.clone().unwrap_or_else(|| event.envelope().into_bytes());
-                    let signature = signing::signature_headers(
-                        endpoint.signature_scheme,
-                        &keys,
-                        &event.id,
-                        started_at.div_euclid(1000),
-                        &body,
-                    );
-                    let headers = send::request_headers(&endpoint, Some(prepared), &event.id, signature);
-                    send::send(&self.client, &endpoint.url, headers, body, send::request_timeout(&endpoint)).await
-                }
-                Err(problem) => Answer::local_failure(problem),
-            },
+        let keys = secrets::signing_keys(&self.master_key, &endpoint.id, &signing_secrets);
+        let answer = match (&prepared, keys, &endpoint.url) {
+            (Err((_, error)), _, _) => Answer::local_failure(error),
+            (_, Err(problem), _) => Answer::local_failure(problem),
+            (_, _, None) => Answer::local_failure("the endpoint's URL does not parse"),
+            (Ok(prepared), Ok(keys), Some(url)) => {
+                let body = match &prepared.body {
+                    Some(transformed) => Bytes::from(transformed.clone()),
+                    None => event.envelope.clone(),
+                };
+                let signature = signing::signature_headers(
+                    endpoint.signature_scheme,
+                    &keys,
+                    &event.id,
+                    started_at.div_euclid(1000),
+                    &body,
+                );
+                let headers = send::request_headers(&endpoint, Some(prepared), &event.id, signature);
+                send::send(&self.client, url.clone(), headers, body, send::request_timeout(&endpoint)).await
+            }
         };
 
         let finished_at = now_millis();

@@ -4,8 +4,9 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
-use reqwest::{redirect, Client};
+use reqwest::{redirect, Client, Url};
 
 use super::outcome::{self, FailureKind, Verdict};
 use crate::config::MAX_ENDPOINT_TIMEOUT;
@@ -137,7 +138,7 @@ impl Answer {
 
 /// POSTs `body` and reads at most [`MAX_RESPONSE_BODY`] bytes of the answer. `timeout` bounds everything from
 /// connecting to the last byte read.
-pub async fn send(client: &Client, url: &str, headers: HeaderMap, body: Vec<u8>, timeout: Duration) -> Answer {
+pub async fn send(client: &Client, url: Url, headers: HeaderMap, body: Bytes, timeout: Duration) -> Answer {
     let started = Instant::now();
     let mut response = match client.post(url).headers(headers).body(body).timeout(timeout).send().await {
         Ok(response) => response,

@@ -48,7 +48,7 @@ async fn serve(router: Router) -> String {
 }
 
 async fn post_to(url: &str, timeout: Duration) -> Answer {
-    send(&http_client(), url, HeaderMap::new(), b"{}".to_vec(), timeout).await
+    send(&http_client(), url.parse().unwrap(), HeaderMap::new(), Bytes::from_static(b"{}"), timeout).await
 }
 
 #[tokio::test]
@@ -63,12 +63,13 @@ async fn request_carries_verifiable_signature_and_reserved_headers_win() {
         &format!("{base}/hook"),
         &[("X-Team", "billing"), ("Webhook-Signature", "v1,forged"), ("User-Agent", "evil"), ("Switchyard-X", "no")],
     );
-    let body = br#"{"id":"evt_1","type":"a.b","data":{}}"#.to_vec();
+    let body = Bytes::from_static(br#"{"id":"evt_1","type":"a.b","data":{}}"#);
     let signature =
         signing::signature_headers(SignatureScheme::Standard, &[SECRET.into()], "evt_1", 1_700_000_000, &body);
     let headers = request_headers(&endpoint, None, "evt_1", signature);
 
-    let answer = send(&http_client(), &endpoint.url, headers, body.clone(), request_timeout(&endpoint)).await;
+    let url = endpoint.url.parse().unwrap();
+    let answer = send(&http_client(), url, headers, body.clone(), request_timeout(&endpoint)).await;
     assert_eq!(answer.status, Some(200));
     assert_eq!(answer.body.as_deref(), Some("thanks"));
     assert!(answer.failure.is_none());
@@ -76,7 +77,7 @@ async fn request_carries_verifiable_signature_and_reserved_headers_win() {
 
     let (headers, received) = captured.lock().unwrap().pop().unwrap();
     let get = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_string());
-    assert_eq!(received.as_ref(), body.as_slice());
+    assert_eq!(received, body);
     assert_eq!(get("content-type").as_deref(), Some("application/json"));
     assert_eq!(get("user-agent"), Some(format!("Switchyard/{}", env!("CARGO_PKG_VERSION"))));
     assert_eq!(get("idempotency-key").as_deref(), Some("evt_1"));

@@ -132,7 +132,12 @@ fn job(n: usize, url: &str, schedule: Option<Vec<i64>>, max_attempts: Option<i64
         created_at: 0,
         updated_at: 0,
     };
-    DispatchJob { delivery, event: Arc::new(event), endpoint: Arc::new(endpoint), signing_secrets: Arc::new([]) }
+    DispatchJob {
+        delivery,
+        event: Arc::new(event.into()),
+        endpoint: Arc::new(endpoint.into()),
+        signing_secrets: Arc::new([]),
+    }
 }
 
 fn secret(sealed_with: &MasterKey) -> EndpointSecret {

@@ -14,9 +14,11 @@
 pub mod sql;
 
 use std::collections::HashMap;
+use std::ops::Deref;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use crate::model::{
     ApiKey, Attempt, AuditEntry, Delivery, DeliveryStatus, Endpoint, EndpointSecret, EndpointStatus, Event, EventType,
@@ -128,11 +130,58 @@ pub struct Published {
 #[derive(Debug, Clone)]
 pub struct DispatchJob {
     pub delivery: Delivery,
-    pub event: Arc<Event>,
-    pub endpoint: Arc<Endpoint>,
+    pub event: Arc<JobEvent>,
+    pub endpoint: Arc<JobEndpoint>,
     /// The endpoint's secrets that sign at claim time (what [`Store::signing_secrets`] answers), loaded with the
     /// claim so an attempt needs no query of its own.
     pub signing_secrets: Arc<[EndpointSecret]>,
+}
+
+/// An event as its jobs share it, with the envelope every delivery without a transform sends, rendered once
+/// rather than once per endpoint.
+#[derive(Debug)]
+pub struct JobEvent {
+    pub event: Event,
+    pub envelope: Bytes,
+}
+
+impl From<Event> for JobEvent {
+    fn from(event: Event) -> Self {
+        let envelope = Bytes::from(event.envelope());
+        JobEvent { event, envelope }
+    }
+}
+
+impl Deref for JobEvent {
+    type Target = Event;
+
+    fn deref(&self) -> &Event {
+        &self.event
+    }
+}
+
+/// An endpoint as its jobs share it, with its URL parsed once rather than once per request.
+#[derive(Debug)]
+pub struct JobEndpoint {
+    pub endpoint: Endpoint,
+    /// None if the URL does not parse. The API only stores URLs that do, so this is a row written some other
+    /// way; its attempts fail, visibly, instead of the claim.
+    pub url: Option<reqwest::Url>,
+}
+
+impl From<Endpoint> for JobEndpoint {
+    fn from(endpoint: Endpoint) -> Self {
+        let url = reqwest::Url::parse(&endpoint.url).ok();
+        JobEndpoint { endpoint, url }
+    }
+}
+
+impl Deref for JobEndpoint {
+    type Target = Endpoint;
+
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
 }
 
 /// `secrets` grouped by endpoint, each group ready to be shared by that endpoint's jobs.

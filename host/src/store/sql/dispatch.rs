@@ -16,7 +16,9 @@ use super::query::{json_rows, SqlBuilder, MAX_LIST};
 use super::rows::{self, to_json, RequestMeta, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, ENDPOINT_COLUMNS};
 use super::Dialect;
 use crate::model::{Attempt, Delivery, Endpoint, EndpointSecret, Event, Millis, PreparedRequest};
-use crate::store::{secrets_by_endpoint, AttemptOutcome, DispatchJob, Dropped, StoreError, StoreResult};
+use crate::store::{
+    secrets_by_endpoint, AttemptOutcome, DispatchJob, Dropped, JobEndpoint, JobEvent, StoreError, StoreResult,
+};
 
 /// Rows per multi-row statement: bounds the JSON text one statement carries.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -123,10 +125,10 @@ pub(super) fn jobs_from(
 ) -> StoreResult<Vec<DispatchJob>> {
     // Claims come back in no order of their own.
     deliveries.sort_by(|a, b| (a.next_attempt_at, &a.id).cmp(&(b.next_attempt_at, &b.id)));
-    let events: HashMap<String, Arc<Event>> =
-        events.into_iter().map(|event| (event.id.clone(), Arc::new(event))).collect();
-    let endpoints: HashMap<String, Arc<Endpoint>> =
-        endpoints.into_iter().map(|endpoint| (endpoint.id.clone(), Arc::new(endpoint))).collect();
+    let events: HashMap<String, Arc<JobEvent>> =
+        events.into_iter().map(|event| (event.id.clone(), Arc::new(event.into()))).collect();
+    let endpoints: HashMap<String, Arc<JobEndpoint>> =
+        endpoints.into_iter().map(|endpoint| (endpoint.id.clone(), Arc::new(endpoint.into()))).collect();
     let secrets = secrets_by_endpoint(secrets);
 
     let mut jobs = Vec::with_capacity(deliveries.len());
