@@ -25,6 +25,8 @@ pub struct Outcome {
     pub e2e_p99_ms: f64,
     pub e2e_max_ms: f64,
     pub router_cpu_s_per_1000: f64,
+    /// KiB the router wrote to storage per delivery, from publish start to the end (`/proc/<pid>/io`).
+    pub router_written_kib_per_delivery: f64,
     pub router_peak_rss_mib: f64,
     /// `queued` scenario: the router's RSS with every delivery still queued (receiver holding responses).
     pub queued_rss_mib: Option<f64>,
@@ -98,6 +100,10 @@ pub fn print_table(outcome: &Outcome) {
         ("deliver", format!("{:.0} deliveries/s (sustained, 10-90 %)", o.deliver_per_s)),
         ("e2e", format!("p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", o.e2e_p50_ms, o.e2e_p99_ms, o.e2e_max_ms)),
         ("router cpu", format!("{:.3} CPU s per 1,000 deliveries", o.router_cpu_s_per_1000)),
+        (
+            "router disk",
+            format!("{:.1} KiB written per delivery (/proc/<pid>/io write_bytes)", o.router_written_kib_per_delivery),
+        ),
         ("router rss", format!("{:.1} MiB peak (VmHWM)", o.router_peak_rss_mib)),
         (
             "router rss queued",

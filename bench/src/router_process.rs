@@ -173,6 +173,18 @@ impl RouterProcess {
         Ok((utime + stime) / CLOCK_TICKS_PER_SEC)
     }
 
+    /// Bytes the router has caused to be written to storage so far (`write_bytes` in `/proc/<pid>/io`: each page
+    /// counted when it is dirtied, so a page rewritten before it reaches the disk counts once). On SQLite that is
+    /// the WAL and the checkpoints into the database file; PostgreSQL writes in processes of its own.
+    pub fn written_bytes(&self) -> anyhow::Result<u64> {
+        let io = std::fs::read_to_string(format!("/proc/{}/io", self.pid()))?;
+        let value = io
+            .lines()
+            .find_map(|line| line.strip_prefix("write_bytes:"))
+            .context("no write_bytes in /proc/<pid>/io")?;
+        Ok(value.trim().parse()?)
+    }
+
     /// A `/proc/<pid>/status` memory figure (`VmHWM` = peak RSS, `VmRSS` = current) in KiB.
     pub fn memory_kib(&self, field: &str) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;

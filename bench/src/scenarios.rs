@@ -162,6 +162,7 @@ pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome>
     let endpoint_ids = create_endpoints(scenario, &api, &receiver).await?;
 
     let cpu_before = router.cpu_seconds()?;
+    let written_before = router.written_bytes()?;
     let started = Instant::now();
     let published = match scenario {
         // One second's worth of requests in flight at most: enough to hide the router's response time.
@@ -188,6 +189,7 @@ pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome>
     let records = wait_for_router_record(&api, &mut router, expected, started + params.timeout).await?;
     let wall = started.elapsed();
     let cpu = router.cpu_seconds()? - cpu_before;
+    let written = router.written_bytes()?.saturating_sub(written_before);
     let peak_rss_mib = router.memory_kib("VmHWM")? as f64 / 1024.0;
     let mut plugin_calls = Vec::new();
     if scenario == Scenario::Wasm {
@@ -236,6 +238,7 @@ pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome>
         e2e_p99_ms: ms(quantile(&latencies, 0.99)),
         e2e_max_ms: ms(latencies.last().copied().unwrap_or(0)),
         router_cpu_s_per_1000: cpu / expected as f64 * 1000.0,
+        router_written_kib_per_delivery: written as f64 / 1024.0 / expected as f64,
         router_peak_rss_mib: peak_rss_mib,
         queued_rss_mib,
         baseline_per_s: baseline,
