@@ -35,14 +35,19 @@ pub(super) async fn start(url: &str, writer: &Arc<WritePath>) -> StoreResult<()>
 async fn run(mut connection: AnyConnection, writer: Weak<WritePath>) {
     let mut ticks = tokio::time::interval(CHECKPOINT_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut copied_before = None;
     loop {
         ticks.tick().await;
         let Some(writer) = writer.upgrade() else { break };
         if writer.is_closed().await {
             break;
         }
-        if let Err(e) = round(&mut connection, &writer).await {
-            tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+        match round(&mut connection, &writer, copied_before).await {
+            Ok(copied) => copied_before = copied,
+            Err(e) => {
+                copied_before = None;
+                tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+            }
         }
     }
     // A last full checkpoint is left to SQLite, which checkpoints when the last connection closes.
@@ -52,9 +57,21 @@ async fn run(mut connection: AnyConnection, writer: Weak<WritePath>) {
 /// One checkpoint round: the bulk beside the writer, then the rest while the writer waits. The first pass can
 /// report every frame copied and still leave the WAL to grow: it counts the frames there were when it started,
 /// and the writer, busy under load, has begun its next transaction on the WAL by the time it ends.
-async fn round(connection: &mut AnyConnection, writer: &WritePath) -> StoreResult<()> {
-    if passive_checkpoint(connection).await?.wal_frames == 0 {
-        return Ok(()); // nothing written since the WAL started over
+///
+/// `copied_before` is the WAL the previous round left wholly copied, in frames. A WAL found at exactly that size
+/// and wholly copied has not been written since, so an idle database does not hold its writer back every round.
+/// Returns the WAL this round left wholly copied, if it did.
+async fn round(
+    connection: &mut AnyConnection,
+    writer: &WritePath,
+    copied_before: Option<i64>,
+) -> StoreResult<Option<i64>> {
+    let first = passive_checkpoint(connection).await?;
+    if first.wal_frames == 0 {
+        return Ok(None); // nothing written since the WAL started over
+    }
+    if first.is_whole() && copied_before == Some(first.wal_frames) {
+        return Ok(copied_before);
     }
     let held = writer.acquire().await?;
     let started = Instant::now();
@@ -67,17 +84,24 @@ async fn round(connection: &mut AnyConnection, writer: &WritePath) -> StoreResul
         copied = second.copied_frames,
         "WAL checkpointed with the writer held"
     );
-    if second.copied_frames < second.wal_frames {
+    if !second.is_whole() {
         // A reader on an older snapshot keeps its frames from being copied; the next round gets them.
         tracing::debug!("WAL not wholly copied; a reader holds an older snapshot");
+        return Ok(None);
     }
-    Ok(())
+    Ok(Some(second.wal_frames))
 }
 
 /// What `PRAGMA wal_checkpoint` reports.
 struct Checkpoint {
     wal_frames: i64,
     copied_frames: i64,
+}
+
+impl Checkpoint {
+    fn is_whole(&self) -> bool {
+        self.copied_frames == self.wal_frames
+    }
 }
 
 async fn passive_checkpoint(connection: &mut AnyConnection) -> StoreResult<Checkpoint> {
@@ -121,7 +145,7 @@ mod tests {
             frames = wal_frames(passive_checkpoint(&mut checkpointer).await);
         }
 
-        round(&mut checkpointer, &writer).await.unwrap();
+        round(&mut checkpointer, &writer, None).await.unwrap();
         let after_round = commits.load(Ordering::Relaxed);
         while commits.load(Ordering::Relaxed) < after_round + 2 {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -130,5 +154,31 @@ mod tests {
         stop.store(true, Ordering::Relaxed);
         writing.await.unwrap();
         assert!(frames_since < frames, "the WAL went on from {frames} frames to {frames_since}");
+    }
+
+    /// Once a round has copied the whole WAL, rounds over a database nobody writes to leave the writer alone.
+    #[tokio::test]
+    async fn rounds_over_an_idle_database_do_not_wait_for_the_writer() {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("idle.db").display());
+        let writer = Dialect::Sqlite.open_writer(&url).await.unwrap();
+        writer.acquire().await.unwrap().execute("CREATE TABLE rows (body BLOB)").await.unwrap();
+        let mut checkpointer = AnyConnection::connect(&url).await.unwrap();
+
+        let copied = round(&mut checkpointer, &writer, None).await.unwrap();
+        assert!(copied.is_some_and(|frames| frames > 0), "the first round copies the table's creation: {copied:?}");
+
+        let held = writer.acquire().await.unwrap();
+        let idle = tokio::time::timeout(Duration::from_secs(2), round(&mut checkpointer, &writer, copied)).await;
+        assert_eq!(idle.expect("an idle round waited for the writer").unwrap(), copied);
+        drop(held);
+
+        // A write since the last round makes the next one hold the writer again, and copy it.
+        writer.acquire().await.unwrap().execute("INSERT INTO rows VALUES (randomblob(3000))").await.unwrap();
+        let held = writer.acquire().await.unwrap();
+        let busy = tokio::time::timeout(Duration::from_millis(300), round(&mut checkpointer, &writer, copied)).await;
+        assert!(busy.is_err(), "a round after a write did not wait for the writer");
+        drop(held);
     }
 }
