@@ -86,11 +86,19 @@ pub(super) async fn publish(
         .collect()
 }
 
-/// Remembers the event types of a publish that has committed.
+/// Remembers the event types of a publish that has committed. A batch nearly always holds few types, all known
+/// already: each is looked up once, and only a new one is inserted (a cache insert costs far more than a lookup).
 pub(super) fn committed(cache: &ReadCache, events: &[NewEvent]) {
-    for new in events {
-        cache.event_type_committed(&new.event.tenant_id, &new.event.event_type);
+    for (tenant_id, name) in distinct_types(events) {
+        if !cache.event_type_known(tenant_id, name) {
+            cache.event_type_committed(tenant_id, name);
+        }
     }
+}
+
+/// The `(tenant id, event type)` pairs of `events`, each once.
+pub(super) fn distinct_types<'a>(events: impl IntoIterator<Item = &'a NewEvent>) -> BTreeSet<(&'a str, &'a str)> {
+    events.into_iter().map(|new| (new.event.tenant_id.as_str(), new.event.event_type.as_str())).collect()
 }
 
 /// The deliveries of `new` whose endpoints still exist.
@@ -213,11 +221,8 @@ async fn publish_plain(
             .map_err(conflict_on_unique(|| "an event id already exists".into()))?;
     }
 
-    let types: BTreeSet<(&str, &str)> = events
-        .iter()
-        .map(|new| (new.event.tenant_id.as_str(), new.event.event_type.as_str()))
-        .filter(|(tenant_id, name)| !cache.event_type_known(tenant_id, name))
-        .collect();
+    let mut types = distinct_types(events.iter().copied());
+    types.retain(|(tenant_id, name)| !cache.event_type_known(tenant_id, name));
     let first_seen = events.iter().map(|new| new.event.received_at).min().unwrap_or_default();
     for chunk in types.into_iter().collect::<Vec<_>>().chunks(MAX_LIST / 4) {
         let mut sql = SqlBuilder::new("INSERT INTO event_types (tenant_id, name, description, created_at) VALUES ");

@@ -17,7 +17,7 @@ use sqlx::Row;
 use super::cache::ReadCache;
 use super::dialect::{Column, WriteConnection};
 use super::dispatch::{attempt_rows, outcome_rows, update_from_outcomes, ATTEMPT_ROWS, OUTCOME_ROWS};
-use super::events::{delivery_rows, insert_deliveries_from, DELIVERY_ROWS};
+use super::events::{delivery_rows, distinct_types, insert_deliveries_from, DELIVERY_ROWS};
 use super::query::json_rows;
 use super::rows::ATTEMPT_COLUMNS;
 use super::Dialect;
@@ -171,14 +171,12 @@ pub(super) async fn write(
             ))
         })
         .collect::<StoreResult<Vec<_>>>()?;
-    let mut types: Vec<(&str, &str, i64)> = Vec::new();
-    for new in events {
-        let event = &new.event;
-        let seen = types.iter().any(|(tenant, name, _)| *tenant == event.tenant_id && *name == event.event_type);
-        if !seen && !cache.event_type_known(&event.tenant_id, &event.event_type) {
-            types.push((&event.tenant_id, &event.event_type, event.received_at));
-        }
-    }
+    let first_seen = events.iter().map(|new| new.event.received_at).min().unwrap_or_default();
+    let types: Vec<(&str, &str, i64)> = distinct_types(events)
+        .into_iter()
+        .filter(|(tenant_id, name)| !cache.event_type_known(tenant_id, name))
+        .map(|(tenant_id, name)| (tenant_id, name, first_seen))
+        .collect();
     let deliveries: Vec<(&Event, &NewDelivery)> =
         events.iter().flat_map(|new| new.deliveries.iter().map(move |d| (&new.event, d))).collect();
     let keys: Vec<(&str, &str)> = events
