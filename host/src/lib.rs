@@ -31,9 +31,20 @@ use crate::secrets::{MasterKey, SecretError};
 use crate::store::sql::SqlStore;
 use crate::store::{Store, StoreError};
 
-/// What request handlers share.
+/// What request handlers share. axum clones the state for every request, so it is one `Arc`: a clone of the
+/// fields themselves would copy the master key's cipher and the admin key's hash for each request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<SharedState>);
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
+}
+
+pub struct SharedState {
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
     pub master_key: MasterKey,
@@ -112,7 +123,7 @@ pub async fn run(
         plugins.clone(),
         writer.recorder(),
     );
-    let state = AppState {
+    let state = AppState(Arc::new(SharedState {
         store: store.clone(),
         config: config.clone(),
         master_key,
@@ -121,7 +132,7 @@ pub async fn run(
         ingest: writer.ingest(),
         plugins,
         auth_cache: api::auth::AuthCache::default(),
-    };
+    }));
     writer.start(store, node_id, Some(dispatcher.handoff()));
 
     let stop = CancellationToken::new();
