@@ -1,7 +1,8 @@
 //! Micro-benchmarks of the router's per-delivery CPU work: subscription matching (type patterns and JSONPath
-//! filters), signature generation, the retry delay, and the WebAssembly plugins (`plugin/…`: a filter, a transform
-//! and a retry policy call, each in a fresh sandbox; an endpoint's filter + transform as a delivery runs them; and
-//! the hot-swap time from a new component file landing in the plugins directory to the registry serving it).
+//! filters), signature generation (and an attempt's whole signing cost from a sealed secret), the retry delay,
+//! and the WebAssembly plugins (`plugin/…`: a filter, a transform and a retry policy call, each in a fresh
+//! sandbox; an endpoint's filter + transform as a delivery runs them; and the hot-swap time from a new component
+//! file landing in the plugins directory to the registry serving it).
 //! `cargo bench -p switchyard-bench --bench micro`. The plugin benches need the components built
 //! (`cargo build --target wasm32-wasip2 --release -p amount-threshold -p redact -p business-hours`) and are
 //! skipped, with a message, without them.
@@ -16,7 +17,9 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
-use switchyard::model::{Endpoint, EndpointStatus, Event, PluginBinding, SignatureScheme, Subscription};
+use switchyard::model::{
+    Endpoint, EndpointSecret, EndpointStatus, Event, PluginBinding, SecretStatus, SignatureScheme, Subscription,
+};
 use switchyard::plugin::bound::{self, Preparation};
 use switchyard::plugin::{
     Attempt, Endpoint as GuestEndpoint, ErrorKind, Event as GuestEvent, FilterDecision, Outcome, PluginEngine,
@@ -24,7 +27,8 @@ use switchyard::plugin::{
 };
 use switchyard::retry::{next_delay, RetryPolicy};
 use switchyard::routing::{matching_endpoints, FilterCache};
-use switchyard::signing::signature_headers;
+use switchyard::secrets::{secret_aad, secret_hint, signing_keys, MasterKey, SigningSecrets};
+use switchyard::signing::{signature_headers, Signer};
 
 const PAYLOAD: &str = r#"{"sent_at_ns":1795000000000000000,"seq":42,"parity":0,"amount":1234,"currency":"EUR","customer":{"id":"cus_123","country":"DE"},"items":[{"sku":"a","qty":1},{"sku":"b","qty":3}]}"#;
 
@@ -109,6 +113,40 @@ fn signing(c: &mut Criterion) {
     });
     group.bench_function("stripe, 1 secret", |b| {
         b.iter(|| signature_headers(SignatureScheme::Stripe, black_box(&one), "dlv_1", 1_795_000_000, body.as_bytes()))
+    });
+    let signer = Signer::new(SignatureScheme::Standard, &one);
+    group.bench_function("standard, 1 secret, keys set up once", |b| {
+        b.iter(|| black_box(&signer).headers("dlv_1", 1_795_000_000, body.as_bytes()))
+    });
+    group.finish();
+
+    // What an attempt spends on its signature, from the sealed secret its claim loaded: unsealing and keying it
+    // per request, as attempts did, against sharing the unsealed signer among the endpoint's jobs of a batch.
+    let master_key = MasterKey::parse(&"ab".repeat(32)).expect("a valid key");
+    let sealed = vec![EndpointSecret {
+        id: "sec_1".into(),
+        endpoint_id: "ep_0001".into(),
+        tenant_id: "ten_bench".into(),
+        version: 1,
+        status: SecretStatus::Active,
+        ciphertext: master_key.seal(one[0].as_bytes(), &secret_aad("ep_0001", "sec_1")),
+        hint: secret_hint(&one[0]),
+        created_at: 0,
+        expires_at: None,
+    }];
+    let mut group = c.benchmark_group("attempt_signing");
+    group.bench_function("unsealed and keyed per request", |b| {
+        b.iter(|| {
+            let keys = signing_keys(&master_key, "ep_0001", black_box(&sealed)).expect("opens");
+            signature_headers(SignatureScheme::Standard, &keys, "dlv_1", 1_795_000_000, body.as_bytes())
+        })
+    });
+    let shared = SigningSecrets::new(sealed.clone());
+    group.bench_function("signer shared by the batch", |b| {
+        b.iter(|| {
+            let signer = black_box(&shared).signer(&master_key, "ep_0001", SignatureScheme::Standard).expect("opens");
+            signer.headers("dlv_1", 1_795_000_000, body.as_bytes())
+        })
     });
     group.finish();
 }

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::dispatch::Handoff;
-use crate::model::{new_id, now_millis, Delivery, DeliveryStatus, Endpoint, EndpointSecret, Event};
+use crate::model::{new_id, now_millis, Delivery, DeliveryStatus, Endpoint, Event};
 use crate::routing::FilterCache;
+use crate::secrets::SigningSecrets;
 use crate::store::{
     secrets_by_endpoint, AttemptOutcome, DispatchJob, JobEndpoint, JobEvent, NewDelivery, NewEvent, Published, Store,
     StoreError, StoreResult,
@@ -149,7 +150,7 @@ struct Handover {
     slots: Vec<OwnedSemaphorePermit>,
     endpoint_ids: Vec<String>,
     /// None until loaded, and if they could not be read: the leased deliveries are then given back.
-    secrets: Option<HashMap<String, Arc<[EndpointSecret]>>>,
+    secrets: Option<HashMap<String, Arc<SigningSecrets>>>,
     /// The endpoints the jobs go to, each shared by its jobs.
     endpoints: HashMap<String, Arc<JobEndpoint>>,
     jobs: Vec<DispatchJob>,
@@ -219,7 +220,7 @@ impl Handover {
                 created_at: event.received_at,
                 updated_at: event.received_at,
             };
-            let signing_secrets = secrets.get(endpoint_id).cloned().unwrap_or_else(|| Arc::new([]));
+            let signing_secrets = secrets.get(endpoint_id).cloned().unwrap_or_default();
             self.jobs.push(DispatchJob { delivery, event: shared_event.clone(), endpoint, signing_secrets });
         }
     }

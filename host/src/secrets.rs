@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -14,7 +15,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use rand::RngCore;
 
-use crate::model::{EndpointSecret, SecretStatus};
+use crate::model::{EndpointSecret, SecretStatus, SignatureScheme};
+use crate::signing::Signer;
 
 const NONCE_LEN: usize = 12;
 pub const SECRET_PREFIX: &str = "whsec_";
@@ -163,6 +165,41 @@ pub fn signing_keys(
         .collect()
 }
 
+/// An endpoint's secrets that sign now, as a claim or group commit loads them (sealed), shared by that
+/// endpoint's jobs of the batch. The first attempt to sign unseals them and sets up their keys for the others:
+/// decrypting and keying per request cost as much as signing the request itself.
+#[derive(Debug, Default)]
+pub struct SigningSecrets {
+    sealed: Vec<EndpointSecret>,
+    /// One per scheme: the jobs of a batch may see their endpoint before and after a change of scheme.
+    standard: OnceLock<Signer>,
+    stripe: OnceLock<Signer>,
+}
+
+impl SigningSecrets {
+    pub fn new(sealed: Vec<EndpointSecret>) -> Self {
+        SigningSecrets { sealed, ..SigningSecrets::default() }
+    }
+
+    pub fn sealed(&self) -> &[EndpointSecret] {
+        &self.sealed
+    }
+
+    /// The signer for these secrets as [`signing_keys`] unseals them with `key`, which must be this process's
+    /// one master key. A failure is not kept: every attempt it fails reports it, as the first did.
+    pub fn signer(&self, key: &MasterKey, endpoint_id: &str, scheme: SignatureScheme) -> Result<&Signer, &'static str> {
+        let signer = match scheme {
+            SignatureScheme::Standard => &self.standard,
+            SignatureScheme::Stripe => &self.stripe,
+        };
+        if let Some(ready) = signer.get() {
+            return Ok(ready);
+        }
+        let keys = signing_keys(key, endpoint_id, &self.sealed)?;
+        Ok(signer.get_or_init(|| Signer::new(scheme, &keys)))
+    }
+}
+
 pub const KEY_CHECK_META: &str = "master_key_check";
 const KEY_CHECK_PLAINTEXT: &[u8] = b"switchyard master key check";
 
@@ -194,6 +231,39 @@ mod tests {
         let other = MasterKey::parse(&"cd".repeat(32)).unwrap();
         assert!(other.open(&sealed, "ep_1:1").is_err());
         assert!(key().open(&sealed[..5], "ep_1:1").is_err());
+    }
+
+    #[test]
+    fn signing_secrets_unseal_once_per_scheme_and_keep_no_failure() {
+        use crate::signing::signature_headers;
+        let plain = generate_signing_secret();
+        let sealed = EndpointSecret {
+            id: "sec_1".into(),
+            endpoint_id: "ep_1".into(),
+            tenant_id: "ten_1".into(),
+            version: 1,
+            status: SecretStatus::Active,
+            ciphertext: key().seal(plain.as_bytes(), &secret_aad("ep_1", "sec_1")),
+            hint: secret_hint(&plain),
+            created_at: 0,
+            expires_at: None,
+        };
+        let shared = SigningSecrets::new(vec![sealed.clone()]);
+        for scheme in [SignatureScheme::Standard, SignatureScheme::Stripe] {
+            let signer = shared.signer(&key(), "ep_1", scheme).unwrap();
+            assert!(std::ptr::eq(signer, shared.signer(&key(), "ep_1", scheme).unwrap()));
+            assert_eq!(
+                signer.headers("msg_1", 1_700_000_000, b"{}"),
+                signature_headers(scheme, std::slice::from_ref(&plain), "msg_1", 1_700_000_000, b"{}")
+            );
+        }
+
+        let wrong_key = MasterKey::parse(&"cd".repeat(32)).unwrap();
+        let fresh = SigningSecrets::new(vec![sealed]);
+        assert_eq!(fresh.signer(&wrong_key, "ep_1", SignatureScheme::Standard).unwrap_err(), UNDECRYPTABLE_SECRET);
+        assert!(fresh.signer(&key(), "ep_1", SignatureScheme::Standard).is_ok());
+        let none = SigningSecrets::default();
+        assert_eq!(none.signer(&key(), "ep_1", SignatureScheme::Standard).unwrap_err(), NO_SIGNING_SECRET);
     }
 
     #[test]

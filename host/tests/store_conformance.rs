@@ -1668,12 +1668,12 @@ async fn claims_carry_the_secrets_that_sign(store: &dyn Store, _url: &str) {
     let jobs = claim(store, "node-a", T0 + 5).await;
     for job in &jobs {
         let expected = store.signing_secrets(&job.endpoint.id, T0 + 5).await.unwrap();
-        let mut got = job.signing_secrets.to_vec();
+        let mut got = job.signing_secrets.sealed().to_vec();
         got.sort_by_key(|s| std::cmp::Reverse(s.version));
         assert_eq!(got, expected, "endpoint {}", job.endpoint.id);
     }
     let rotated = jobs.iter().find(|job| job.endpoint.id == endpoint.id).unwrap();
-    assert_eq!(rotated.signing_secrets.len(), 2);
+    assert_eq!(rotated.signing_secrets.sealed().len(), 2);
 }
 
 async fn published_deliveries_can_be_stored_leased_to_the_publisher(store: &dyn Store, _url: &str) {

@@ -25,8 +25,7 @@ use crate::model::{
 use crate::plugin::bound::{self, Preparation};
 use crate::plugin::{self, ErrorKind, PluginRegistry, RetryDecision};
 use crate::retry::{self, RetryPolicy};
-use crate::secrets::{self, MasterKey};
-use crate::signing;
+use crate::secrets::MasterKey;
 use crate::store::{AttemptOutcome, DispatchJob, Dropped, Store};
 use crate::writer::Recorder;
 
@@ -63,23 +62,17 @@ impl Worker {
                 Preparation::Failed { prepared, error } => (Err((prepared, error)), false),
             },
         };
-        let keys = secrets::signing_keys(&self.master_key, &endpoint.id, &signing_secrets);
-        let answer = match (&prepared, keys, &endpoint.url) {
+        let signer = signing_secrets.signer(&self.master_key, &endpoint.id, endpoint.signature_scheme);
+        let answer = match (&prepared, signer, &endpoint.url) {
             (Err((_, error)), _, _) => Answer::local_failure(error),
             (_, Err(problem), _) => Answer::local_failure(problem),
             (_, _, None) => Answer::local_failure("the endpoint's URL does not parse"),
-            (Ok(prepared), Ok(keys), Some(url)) => {
+            (Ok(prepared), Ok(signer), Some(url)) => {
                 let body = match &prepared.body {
                     Some(transformed) => Bytes::from(transformed.clone()),
                     None => event.envelope.clone(),
                 };
-                let signature = signing::signature_headers(
-                    endpoint.signature_scheme,
-                    &keys,
-                    &event.id,
-                    started_at.div_euclid(1000),
-                    &body,
-                );
+                let signature = signer.headers(&event.id, started_at.div_euclid(1000), &body);
                 let headers = send::request_headers(&endpoint, Some(prepared), &event.id, signature);
                 send::send(&self.client, url.clone(), headers, body, send::request_timeout(&endpoint)).await
             }

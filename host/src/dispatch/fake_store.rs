@@ -2,7 +2,7 @@
 //! errors, shutdown) in ways a real database makes awkward to provoke. The SQL store's own behaviour is covered
 //! by the store conformance suite and the end-to-end dispatcher test.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
@@ -10,6 +10,7 @@ use crate::model::{
     ApiKey, Attempt, AuditEntry, Delivery, DeliveryStatus, Endpoint, EndpointSecret, EndpointStatus, Event, EventType,
     Millis, Subscription, Tenant,
 };
+use crate::secrets::SigningSecrets;
 use crate::store::{
     AttemptOutcome, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, NewEvent, NewSecret, Page,
     Published, RequeueSelector, Store, StoreError, StoreResult,
@@ -84,7 +85,8 @@ impl Store for FakeStore {
                 job.delivery.lease_owner = Some(owner.to_string());
                 job.delivery.lease_expires_at = Some(lease_until);
                 let endpoint_id = job.endpoint.id.clone();
-                job.signing_secrets = state.secrets.iter().filter(|s| s.endpoint_id == endpoint_id).cloned().collect();
+                let secrets = state.secrets.iter().filter(|s| s.endpoint_id == endpoint_id).cloned().collect();
+                job.signing_secrets = Arc::new(SigningSecrets::new(secrets));
                 claimed.push(job);
             } else {
                 index += 1;

@@ -22,7 +22,7 @@ use super::{Handoff, Settings, UNDECRYPTABLE_SECRET};
 use crate::model::{
     Delivery, DeliveryStatus, Endpoint, EndpointSecret, EndpointStatus, Event, SecretStatus, SignatureScheme,
 };
-use crate::secrets::{secret_aad, MasterKey};
+use crate::secrets::{secret_aad, MasterKey, SigningSecrets};
 use crate::signing;
 use crate::store::DispatchJob;
 
@@ -136,7 +136,7 @@ fn job(n: usize, url: &str, schedule: Option<Vec<i64>>, max_attempts: Option<i64
         delivery,
         event: Arc::new(event.into()),
         endpoint: Arc::new(endpoint.into()),
-        signing_secrets: Arc::new([]),
+        signing_secrets: Arc::default(),
     }
 }
 
@@ -377,7 +377,7 @@ async fn reserve_slots(store: &FakeStore, running: &Running, wanted: usize) -> V
 fn hand_over(store: &FakeStore, running: &Running, url: &str, slots: Vec<OwnedSemaphorePermit>) {
     for (n, slot) in slots.into_iter().enumerate() {
         let mut job = job(n + 1, url, None, None);
-        job.signing_secrets = store.state.lock().unwrap().secrets.clone().into();
+        job.signing_secrets = Arc::new(SigningSecrets::new(store.state.lock().unwrap().secrets.clone()));
         job.delivery.status = DeliveryStatus::Delivering;
         job.delivery.lease_owner = Some("node_test".into());
         store.state.lock().unwrap().leased.push(job.clone());

@@ -24,6 +24,7 @@ use crate::model::{
     ApiKey, Attempt, AuditEntry, Delivery, DeliveryStatus, Endpoint, EndpointSecret, EndpointStatus, Event, EventType,
     Millis, PreparedRequest, Subscription, Tenant,
 };
+use crate::secrets::SigningSecrets;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -134,7 +135,7 @@ pub struct DispatchJob {
     pub endpoint: Arc<JobEndpoint>,
     /// The endpoint's secrets that sign at claim time (what [`Store::signing_secrets`] answers), loaded with the
     /// claim so an attempt needs no query of its own.
-    pub signing_secrets: Arc<[EndpointSecret]>,
+    pub signing_secrets: Arc<SigningSecrets>,
 }
 
 /// An event as its jobs share it, with the envelope every delivery without a transform sends, rendered once
@@ -185,12 +186,12 @@ impl Deref for JobEndpoint {
 }
 
 /// `secrets` grouped by endpoint, each group ready to be shared by that endpoint's jobs.
-pub fn secrets_by_endpoint(secrets: Vec<EndpointSecret>) -> HashMap<String, Arc<[EndpointSecret]>> {
+pub fn secrets_by_endpoint(secrets: Vec<EndpointSecret>) -> HashMap<String, Arc<SigningSecrets>> {
     let mut grouped: HashMap<String, Vec<EndpointSecret>> = HashMap::new();
     for secret in secrets {
         grouped.entry(secret.endpoint_id.clone()).or_default().push(secret);
     }
-    grouped.into_iter().map(|(endpoint_id, secrets)| (endpoint_id, secrets.into())).collect()
+    grouped.into_iter().map(|(endpoint_id, secrets)| (endpoint_id, Arc::new(SigningSecrets::new(secrets)))).collect()
 }
 
 /// The result of one attempt, written atomically with the delivery's new state.

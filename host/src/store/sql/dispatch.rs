@@ -139,7 +139,7 @@ pub(super) fn jobs_from(
         let event = events.get(&delivery.event_id).cloned().ok_or_else(|| missing("event", &delivery.event_id))?;
         let endpoint =
             endpoints.get(&delivery.endpoint_id).cloned().ok_or_else(|| missing("endpoint", &delivery.endpoint_id))?;
-        let signing_secrets = secrets.get(&delivery.endpoint_id).cloned().unwrap_or_else(|| Arc::new([]));
+        let signing_secrets = secrets.get(&delivery.endpoint_id).cloned().unwrap_or_default();
         jobs.push(DispatchJob { delivery, event, endpoint, signing_secrets });
     }
     Ok(jobs)
