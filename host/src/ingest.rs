@@ -172,7 +172,8 @@ impl Handover {
             delivery.lease = Some(lease.clone());
             endpoint_ids.insert(delivery.endpoint_id.clone());
         }
-        Handover { slots, endpoint_ids: endpoint_ids.into_iter().collect(), ..Handover::default() }
+        let jobs = Vec::with_capacity(slots.len());
+        Handover { slots, endpoint_ids: endpoint_ids.into_iter().collect(), jobs, ..Handover::default() }
     }
 
     async fn load_secrets(&mut self, store: &dyn Store) {
