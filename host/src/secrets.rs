@@ -171,7 +171,7 @@ pub fn signing_keys(
 #[derive(Debug, Default)]
 pub struct SigningSecrets {
     sealed: Vec<EndpointSecret>,
-    /// One per scheme: the jobs of a batch may see their endpoint before and after a change of scheme.
+    /// One per scheme, so a signer always matches the scheme it is asked for; a batch normally needs one.
     standard: OnceLock<Signer>,
     stripe: OnceLock<Signer>,
 }
