@@ -1004,6 +1004,33 @@ async fn deliveries_list_by_each_filter(store: &dyn Store, _url: &str) {
     assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [2, 1]);
     assert_eq!(pages.concat().into_iter().map(|d| d.id).collect::<Vec<_>>(), newest_first(all));
     assert!(store.list_deliveries(&other.id, &DeliveryFilter::default(), &page(100)).await.unwrap().is_empty());
+
+    // Deliveries in flight are not in the status index but in the leases' (see migration 0005): listed through
+    // those, they are still the tenant's own only, filtered and paged like the others.
+    let sent = publish(store, &tenant, "c.sent", &[&first, &second], T0 + 2_000).await;
+    let elsewhere = publish(store, &other, "c.sent", &[&add_endpoint(store, &other).await], T0 + 2_000).await;
+    assert_eq!(claim(store, "node", T0 + 2_000).await.len(), 5, "the released, the sent and the other tenant's");
+    let delivering = || DeliveryFilter { status: Some(DeliveryStatus::Delivering), ..f() };
+    let in_flight = newest_first([delivery_ids(&early), delivery_ids(&sent)].concat());
+    assert_eq!(list(delivering()).await, in_flight);
+    assert_eq!(
+        list(DeliveryFilter { endpoint_id: Some(first.id.clone()), ..delivering() }).await,
+        newest_first([early.deliveries[0].id.clone(), sent.deliveries[0].id.clone()])
+    );
+    assert!(list(DeliveryFilter { status: Some(DeliveryStatus::Pending), ..f() }).await.is_empty());
+    let pages = all_pages(
+        3,
+        |d: &Delivery| d.id.clone(),
+        |page| {
+            let tenant = &tenant;
+            async move { store.list_deliveries(&tenant.id, &delivering(), &page).await.unwrap() }
+        },
+    )
+    .await;
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [3, 1]);
+    assert_eq!(pages.concat().into_iter().map(|d| d.id).collect::<Vec<_>>(), in_flight);
+    let others = store.list_deliveries(&other.id, &delivering(), &page(100)).await.unwrap();
+    assert_eq!(others.into_iter().map(|d| d.id).collect::<Vec<_>>(), delivery_ids(&elsewhere));
 }
 
 async fn claim_respects_due_time_and_endpoint_status(store: &dyn Store, _url: &str) {

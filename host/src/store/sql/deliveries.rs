@@ -10,7 +10,12 @@ use crate::store::{DeliveryFilter, RequeueSelector, StoreResult};
 
 /// The condition of the `deliveries_tenant_status` index, repeated by queries on the statuses it holds so that
 /// both databases use it (SQLite only uses a partial index whose condition appears in the query).
-pub(super) const NOT_SUCCEEDED: &str = "status <> 'succeeded'";
+pub(super) const STATUS_INDEXED: &str = "status NOT IN ('succeeded', 'delivering')";
+
+/// Deliveries in flight, found through `deliveries_leased`, which holds only them and so stays as small as the
+/// nodes' dispatch concurrency. Written as a subquery because, given `tenant_id = …` beside it, SQLite would
+/// rather walk the tenant's every delivery in `deliveries_tenant` than the partial index.
+pub(super) const IN_FLIGHT: &str = "id IN (SELECT id FROM deliveries WHERE status = 'delivering')";
 
 /// The state a delivery sent again by hand starts from: due at once (`at` is the time's placeholder), its retry
 /// schedule counted from the attempts made so far; `last_error` stays as the record of why it stopped.
@@ -37,7 +42,12 @@ pub(super) async fn list_deliveries(
     filter: &DeliveryFilter,
     page: &crate::store::Page,
 ) -> StoreResult<Vec<Delivery>> {
-    let mut sql = SqlBuilder::new(format!("SELECT {DELIVERY_COLUMNS} FROM deliveries"));
+    let sql = listing(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries"), tenant_id, filter, page);
+    rows::all(&sql.query().fetch_all(pool).await?, rows::delivery)
+}
+
+fn listing(select: &str, tenant_id: &str, filter: &DeliveryFilter, page: &crate::store::Page) -> SqlBuilder {
+    let mut sql = SqlBuilder::new(select);
     sql.compare("tenant_id", "=", tenant_id)
         .compare_if("endpoint_id", "=", filter.endpoint_id.as_deref())
         .compare_if("event_id", "=", filter.event_id.as_deref())
@@ -45,11 +55,17 @@ pub(super) async fn list_deliveries(
         .compare_if("status", "=", filter.status.map(DeliveryStatus::as_str))
         .compare_if("created_at", ">=", filter.since)
         .compare_if("created_at", "<", filter.until);
-    if filter.status.is_some_and(|status| status != DeliveryStatus::Succeeded) {
-        sql.condition().push(NOT_SUCCEEDED);
+    match filter.status {
+        None | Some(DeliveryStatus::Succeeded) => {}
+        Some(DeliveryStatus::Delivering) => {
+            sql.condition().push(IN_FLIGHT);
+        }
+        Some(_) => {
+            sql.condition().push(STATUS_INDEXED);
+        }
     }
     sql.keyset_page("id", Order::Descending, page);
-    rows::all(&sql.query().fetch_all(pool).await?, rows::delivery)
+    sql
 }
 
 pub(super) async fn list_attempts(pool: &AnyPool, tenant_id: &str, delivery_id: &str) -> StoreResult<Vec<Attempt>> {
@@ -97,7 +113,7 @@ pub(super) async fn requeue_dead(
         // A dead letter of a deleted endpoint has nowhere to go: requeued, it would wait forever. The lock keeps
         // the endpoints from being deleted until the requeue commits (and then dead-letters what it requeued).
         sql.condition().push(&format!(
-            "tenant_id = {tenant} AND status = 'dead' AND {NOT_SUCCEEDED} \
+            "tenant_id = {tenant} AND status = 'dead' AND {STATUS_INDEXED} \
              AND endpoint_id IN (SELECT id FROM endpoints WHERE tenant_id = {tenant}{})",
             dialect.key_share_clause()
         ));
@@ -125,4 +141,68 @@ pub(super) async fn requeue_dead(
         }
     }
     Ok(requeued)
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row;
+
+    use super::super::endpoints::dead_letter_unfinished;
+    use super::super::SqlStore;
+    use super::*;
+    use crate::store::Page;
+
+    async fn sqlite_plan(pool: &AnyPool, sql: &SqlBuilder) -> Vec<String> {
+        let rows = sql.query().fetch_all(pool).await.unwrap();
+        rows.iter().map(|row| row.try_get::<String, _>(3).unwrap()).collect()
+    }
+
+    /// A plan that reads every delivery of the table, the tenant or the endpoint (back to the page's cursor) to
+    /// find a few.
+    fn walks_too_much(plan: &[String]) -> bool {
+        plan.iter().any(|line| {
+            (line.starts_with("SCAN deliveries") && !line.contains("deliveries_leased"))
+                || ["tenant_id", "endpoint_id"].iter().any(|column| {
+                    line.ends_with(&format!("({column}=?)")) || line.ends_with(&format!("({column}=? AND id<?)"))
+                })
+        })
+    }
+
+    /// SQLite takes a partial index only where the query repeats its condition, and without statistics it would
+    /// rather walk all of a tenant's deliveries in `deliveries_tenant` than a partial index. A query on the
+    /// unfinished deliveries in the wrong shape would read a tenant's whole history to find a handful.
+    #[tokio::test]
+    async fn unfinished_deliveries_are_found_through_the_indexes_that_hold_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::connect(&format!("sqlite://{}", dir.path().join("plans.db").display())).await.unwrap();
+        let page = Page { cursor: Some("dlv_z".into()), limit: 50 };
+        for status in DeliveryStatus::ALL.iter().copied().filter(|s| *s != DeliveryStatus::Succeeded) {
+            let index =
+                if status == DeliveryStatus::Delivering { "deliveries_leased" } else { "deliveries_tenant_status" };
+            for endpoint_id in [None, Some("ep_a".to_string())] {
+                let filter = DeliveryFilter { status: Some(status), endpoint_id, ..Default::default() };
+                let sql = listing("EXPLAIN QUERY PLAN SELECT id FROM deliveries", "ten_a", &filter, &page);
+                let plan = sqlite_plan(&store.reader, &sql).await;
+                let by_endpoint = filter.endpoint_id.is_some();
+                assert!(
+                    plan.iter().any(|line| line.contains(index)),
+                    "{status:?} (by endpoint: {by_endpoint}): {plan:?}"
+                );
+                assert!(!walks_too_much(&plan), "{status:?} (by endpoint: {by_endpoint}): {plan:?}");
+            }
+        }
+
+        let [waiting, in_flight] = dead_letter_unfinished();
+        for (statement, index) in [(waiting, "deliveries_tenant_status"), (in_flight, "deliveries_leased")] {
+            let mut sql = SqlBuilder::new(format!("EXPLAIN QUERY PLAN {statement}"));
+            for value in ["ten_a", "ep_a"] {
+                sql.bind(value);
+            }
+            sql.bind(1_i64);
+            let plan = sqlite_plan(&store.reader, &sql).await;
+            assert!(plan.iter().any(|line| line.contains(index)), "{statement}: {plan:?}");
+            assert!(!walks_too_much(&plan), "{statement}: {plan:?}");
+        }
+        store.close().await;
+    }
 }

@@ -6,6 +6,7 @@ use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Row};
 
+use super::deliveries::{IN_FLIGHT, STATUS_INDEXED};
 use super::query::{conflict_on_unique, Order, SqlBuilder, MAX_LIST};
 use super::rows::{self, to_json, ENDPOINT_COLUMNS, SUBSCRIPTION_COLUMNS};
 use super::Dialect;
@@ -152,18 +153,9 @@ pub(super) async fn delete_endpoint(
         return Ok(false);
     }
     // A dispatcher holding one of these leases loses it: its record_attempt finds the row no longer delivering.
-    // The second status condition is `deliveries_tenant_status`'s own, so the index is used (see NOT_SUCCEEDED).
-    sqlx::query(
-        "UPDATE deliveries SET status = 'dead', last_error = 'endpoint deleted', next_attempt_at = NULL, \
-         lease_owner = NULL, lease_expires_at = NULL, updated_at = $3 \
-         WHERE tenant_id = $1 AND endpoint_id = $2 AND status IN ('pending', 'failed', 'delivering') \
-         AND status <> 'succeeded'",
-    )
-    .bind(tenant_id)
-    .bind(id)
-    .bind(at)
-    .execute(&mut *tx)
-    .await?;
+    for statement in dead_letter_unfinished() {
+        sqlx::query(&statement).bind(tenant_id).bind(id).bind(at).execute(&mut *tx).await?;
+    }
     delete_subscriptions(&mut tx, tenant_id, id).await?;
     for statement in [
         "DELETE FROM endpoint_secrets WHERE tenant_id = $1 AND endpoint_id = $2",
@@ -173,6 +165,18 @@ pub(super) async fn delete_endpoint(
     }
     tx.commit().await?;
     Ok(true)
+}
+
+/// Dead-letters the unfinished deliveries of endpoint `$2` of tenant `$1` at `$3`. Waiting and in-flight
+/// deliveries are held by different indexes, so each kind is found by a statement of its own.
+pub(super) fn dead_letter_unfinished() -> [String; 2] {
+    [format!("status IN ('pending', 'failed') AND {STATUS_INDEXED}"), IN_FLIGHT.to_string()].map(|unfinished| {
+        format!(
+            "UPDATE deliveries SET status = 'dead', last_error = 'endpoint deleted', next_attempt_at = NULL, \
+             lease_owner = NULL, lease_expires_at = NULL, updated_at = $3 \
+             WHERE tenant_id = $1 AND endpoint_id = $2 AND {unfinished}"
+        )
+    })
 }
 
 pub(super) async fn set_endpoint_status(

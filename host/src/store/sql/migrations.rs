@@ -22,12 +22,22 @@ const SQLITE: &[EmbeddedMigration] = &[
     (2, "plugins", include_str!("../../../../migrations/sqlite/0002_plugins.sql")),
     (3, "claim order", include_str!("../../../../migrations/sqlite/0003_claim_order.sql")),
     (4, "status indexes", include_str!("../../../../migrations/sqlite/0004_status_indexes.sql")),
+    (
+        5,
+        "in flight out of status index",
+        include_str!("../../../../migrations/sqlite/0005_in_flight_out_of_status_index.sql"),
+    ),
 ];
 const POSTGRES: &[EmbeddedMigration] = &[
     (1, "core", include_str!("../../../../migrations/postgres/0001_core.sql")),
     (2, "plugins", include_str!("../../../../migrations/postgres/0002_plugins.sql")),
     (3, "claim order", include_str!("../../../../migrations/postgres/0003_claim_order.sql")),
     (4, "status indexes", include_str!("../../../../migrations/postgres/0004_status_indexes.sql")),
+    (
+        5,
+        "in flight out of status index",
+        include_str!("../../../../migrations/postgres/0005_in_flight_out_of_status_index.sql"),
+    ),
 ];
 
 #[derive(Debug)]
