@@ -694,7 +694,15 @@ async fn publish_stores_events_with_their_deliveries(store: &dyn Store, _url: &s
     let first = add_endpoint(store, &tenant).await;
     let second = add_endpoint(store, &tenant).await;
     let fanned = fan_out(event_of(&tenant, "order.created", T0 + 7), &[&first, &second]);
-    let unrouted = fan_out(event_of(&tenant, "order.deleted", T0 + 8), &[]);
+    // Multi-byte UTF-8, escapes and spacing, after another event's payload in the same batch.
+    let unrouted_data = r#"{ "note":"café ✓ \u00e9\n\"q\"", "n" : [ 1e3 ] }"#;
+    let unrouted = fan_out(
+        Event {
+            data: RawValue::from_string(unrouted_data.into()).unwrap(),
+            ..event_of(&tenant, "order.deleted", T0 + 8)
+        },
+        &[],
+    );
     let published = store.publish(&[fanned.clone(), unrouted.clone()]).await.unwrap();
     assert_eq!(
         published,
@@ -707,6 +715,8 @@ async fn publish_stores_events_with_their_deliveries(store: &dyn Store, _url: &s
     let stored = store.get_event(&tenant.id, &fanned.event.id).await.unwrap().unwrap();
     assert_eq!(stored, fanned.event);
     assert_eq!(stored.data.get(), r#"{"amount": 12.50,  "items": [1, 2]}"#, "the payload is kept byte for byte");
+    let stored = store.get_event(&tenant.id, &unrouted.event.id).await.unwrap().unwrap();
+    assert_eq!(stored.data.get(), unrouted_data, "the payload is kept byte for byte");
     assert_eq!(store.get_event(&other.id, &fanned.event.id).await.unwrap(), None);
 
     for NewDelivery { id: delivery_id, endpoint_id, .. } in &fanned.deliveries {
