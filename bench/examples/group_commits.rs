@@ -6,8 +6,9 @@
 //! valgrind --tool=callgrind target/release/examples/group_commits 10 100 100
 //! ```
 //!
-//! Arguments: endpoints per event, commits to warm the tables up, commits measured. callgrind's total covers the
-//! whole run; the time per measured commit is printed too, for a plain run.
+//! Arguments: endpoints per event (10), commits to warm the tables up (100), commits measured (100), and the
+//! least size of each event's payload in bytes (0: the store benchmark's 178-byte payload). callgrind's total
+//! covers the whole run; the time per measured commit is printed too, for a plain run.
 
 use std::time::Instant;
 
@@ -22,14 +23,15 @@ fn main() {
         None => default,
         Some(Ok(count)) => count,
         Some(Err(e)) => {
-            eprintln!("group_commits: {name}: {e} (usage: group_commits [endpoints] [warm-up commits] [commits])");
+            eprintln!("group_commits: {name}: {e} (usage: group_commits [endpoints] [warm-up commits] [commits] [payload bytes])");
             std::process::exit(2);
         }
     };
     let (endpoints, warm_up, measured) = (next("endpoints", 10), next("warm-up commits", 100), next("commits", 100));
+    let payload_bytes = next("payload bytes", 0);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
-        let mut commits = GroupCommits::new(endpoints).await;
+        let mut commits = GroupCommits::new(endpoints).await.with_payload_of(payload_bytes);
         for _ in 0..warm_up {
             commits.commit().await;
         }

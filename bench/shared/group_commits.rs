@@ -25,6 +25,7 @@ pub struct GroupCommits {
     endpoint_ids: Vec<String>,
     /// The deliveries of the previous commit, whose attempts the next one records.
     in_flight: Vec<NewDelivery>,
+    payload: String,
     _dir: tempfile::TempDir,
 }
 
@@ -59,7 +60,24 @@ impl GroupCommits {
             store.create_endpoint(&endpoint, &secret).await.expect("endpoint");
             endpoint_ids.push(endpoint.id);
         }
-        GroupCommits { store, tenant_id: tenant.id, endpoint_ids, in_flight: Vec::new(), _dir: dir }
+        GroupCommits {
+            store,
+            tenant_id: tenant.id,
+            endpoint_ids,
+            in_flight: Vec::new(),
+            payload: PAYLOAD.into(),
+            _dir: dir,
+        }
+    }
+
+    /// Pads every event's payload to at least `bytes` with a string field (the default payload is 178 bytes).
+    pub fn with_payload_of(mut self, bytes: usize) -> Self {
+        if bytes <= PAYLOAD.len() {
+            return self;
+        }
+        let padding = bytes.saturating_sub(PAYLOAD.len() + r#","padding":"""#.len());
+        self.payload = format!(r#"{},"padding":"{}"}}"#, &PAYLOAD[..PAYLOAD.len() - 1], "x".repeat(padding));
+        self
     }
 
     pub async fn commit(&mut self) {
@@ -71,7 +89,7 @@ impl GroupCommits {
                     id: new_id("evt"),
                     tenant_id: self.tenant_id.clone(),
                     event_type: "bench.tick".into(),
-                    data: RawValue::from_string(PAYLOAD.into()).expect("valid JSON"),
+                    data: RawValue::from_string(self.payload.clone()).expect("valid JSON"),
                     idempotency_key: None,
                     received_at: now,
                 },

@@ -20,6 +20,8 @@ pub struct Api {
     http: reqwest::Client,
     base: String,
     tenant: String,
+    /// Appended to every event's data as a `padding` field (see [`padding`]).
+    padding: Option<String>,
 }
 
 /// What publishing produced: the router's own count of deliveries it created, per accepted event.
@@ -39,7 +41,7 @@ pub struct DeliveryRecord {
 }
 
 impl Api {
-    pub async fn new(base: &str, pool_size: usize) -> anyhow::Result<Self> {
+    pub async fn new(base: &str, pool_size: usize, payload_bytes: usize) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder().pool_max_idle_per_host(pool_size).tcp_nodelay(true).build()?;
         let tenant: Value = http
             .post(format!("{base}/api/v1/tenants"))
@@ -52,7 +54,7 @@ impl Api {
             .json()
             .await?;
         let tenant = tenant["id"].as_str().context("tenant without id")?.to_string();
-        Ok(Self { http, base: base.to_string(), tenant })
+        Ok(Self { http, base: base.to_string(), tenant, padding: padding(payload_bytes) })
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -142,7 +144,7 @@ impl Api {
 
     /// Publishes one event; returns how many deliveries the router created for it.
     async fn publish(&self, seq: u64) -> anyhow::Result<u64> {
-        let response = self.request(reqwest::Method::POST, "/events").json(&event(seq)).send().await?;
+        let response = self.request(reqwest::Method::POST, "/events").json(&self.event(seq)).send().await?;
         if response.status() != reqwest::StatusCode::ACCEPTED {
             bail!("publish {seq}: {} {}", response.status(), response.text().await.unwrap_or_default());
         }
@@ -152,7 +154,7 @@ impl Api {
 
     /// Publishes events `seqs` in one `POST /events/batch`; returns how many deliveries the router created.
     async fn publish_batch(&self, seqs: std::ops::Range<u64>) -> anyhow::Result<u64> {
-        let body = json!({"events": seqs.clone().map(event).collect::<Vec<_>>()});
+        let body = json!({"events": seqs.clone().map(|seq| self.event(seq)).collect::<Vec<_>>()});
         let response = self.request(reqwest::Method::POST, "/events/batch").json(&body).send().await?;
         if response.status() != reqwest::StatusCode::ACCEPTED {
             bail!("publish batch {seqs:?}: {} {}", response.status(), response.text().await.unwrap_or_default());
@@ -271,22 +273,37 @@ impl Api {
     }
 }
 
-/// One bench event. `parity` lets the JSONPath scenario route each event to half of the endpoints.
-fn event(seq: u64) -> Value {
-    json!({
-        "type": EVENT_TYPE,
-        "data": {"sent_at_ns": unix_nanos(), "seq": seq, "parity": seq % 2, "amount": 1234, "currency": "EUR"},
-    })
+impl Api {
+    /// One bench event. `parity` lets the JSONPath scenario route each event to half of the endpoints.
+    fn event(&self, seq: u64) -> Value {
+        let mut data =
+            json!({"sent_at_ns": unix_nanos(), "seq": seq, "parity": seq % 2, "amount": 1234, "currency": "EUR"});
+        if let Some(padding) = &self.padding {
+            data["padding"] = Value::String(padding.clone());
+        }
+        json!({"type": EVENT_TYPE, "data": data})
+    }
+}
+
+/// The bench events' own data is about 90 bytes; `--payload-bytes` pads it to about that size with a string field
+/// (real webhook payloads are often a few KiB). None when no padding is asked for.
+pub fn padding(payload_bytes: usize) -> Option<String> {
+    const OWN_DATA_BYTES: usize = 90;
+    (payload_bytes > OWN_DATA_BYTES).then(|| "x".repeat(payload_bytes - OWN_DATA_BYTES))
 }
 
 /// The machine's limit for a dispatcher: `count` POSTs of an envelope-sized body from one keep-alive reqwest
 /// client straight to the receiver, `concurrency` at a time. Returns requests per second.
-pub async fn baseline(url: &str, count: u64, concurrency: usize) -> anyhow::Result<f64> {
+pub async fn baseline(url: &str, count: u64, concurrency: usize, payload_bytes: usize) -> anyhow::Result<f64> {
     let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).tcp_nodelay(true).build()?;
+    let mut data = json!({"sent_at_ns": 0, "seq": 0, "parity": 0, "amount": 1234, "currency": "EUR"});
+    if let Some(padding) = padding(payload_bytes) {
+        data["padding"] = Value::String(padding);
+    }
     let body = json!({
         "id": "evt_0192f0000000000000000000000000", "type": EVENT_TYPE, "timestamp": "2026-11-22T21:56:34.123Z",
         "tenant_id": "ten_0192f0000000000000000000000000",
-        "data": {"sent_at_ns": 0, "seq": 0, "parity": 0, "amount": 1234, "currency": "EUR"},
+        "data": data,
     })
     .to_string();
     let next = Arc::new(AtomicU64::new(0));

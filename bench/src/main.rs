@@ -86,6 +86,10 @@ struct Cli {
     /// Give up (and fail) if the deliveries have not all arrived this long after publishing started.
     #[arg(long, default_value = "600", value_parser = parse_secs)]
     timeout_secs: Duration,
+    /// Pads each event's data to about this many bytes with a string field (0: the bench's own, about 90 bytes);
+    /// the baseline's body is padded alike.
+    #[arg(long, default_value_t = 0)]
+    payload_bytes: usize,
     /// Also print each result as one JSON line.
     #[arg(long)]
     json: bool,
@@ -125,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
         rate: cli.rate,
         duration: cli.duration_secs,
         timeout: cli.timeout_secs,
+        payload_bytes: cli.payload_bytes,
     };
     let runs: Vec<(Scenario, Database)> = match cli.scenario {
         Which::Single => vec![(Scenario::Single, cli.database)],

@@ -55,6 +55,8 @@ pub struct Params {
     pub rate: u64,
     pub duration: Duration,
     pub timeout: Duration,
+    /// Least size of each event's data in bytes (0: the bench's own, about 90 bytes).
+    pub payload_bytes: usize,
 }
 
 impl Scenario {
@@ -141,8 +143,13 @@ pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome>
         _ => Vec::new(),
     };
     let receiver = Receiver::start(fail_every, scenario == Scenario::Queued, expect).await?;
-    let baseline =
-        client::baseline(&receiver.url("/baseline"), params.baseline_requests, params.dispatch_concurrency).await?;
+    let baseline = client::baseline(
+        &receiver.url("/baseline"),
+        params.baseline_requests,
+        params.dispatch_concurrency,
+        params.payload_bytes,
+    )
+    .await?;
     // Where the router's database will be: the temporary directory, on the same filesystem.
     let disk = disk::measure(&std::env::temp_dir(), params.disk_baseline)?;
 
@@ -154,7 +161,8 @@ pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome>
         run_tag: scenario.name(),
     })
     .await?;
-    let api = Arc::new(Api::new(&router.base_url, params.publishers.max(params.rate as usize)).await?);
+    let api =
+        Arc::new(Api::new(&router.base_url, params.publishers.max(params.rate as usize), params.payload_bytes).await?);
     let mut uploaded = Vec::new();
     for (name, component) in components {
         uploaded.push((name, api.upload_plugin(name, component).await?));
