@@ -19,15 +19,17 @@ fn group_commit(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let mut group = c.benchmark_group("store");
     group.measurement_time(Duration::from_secs(10));
-    for endpoints in [1, 10] {
-        let mut commits = runtime.block_on(GroupCommits::new(endpoints));
+    // The bench payload (178 bytes), and one of a size real webhooks often carry.
+    for (endpoints, payload_bytes) in [(1, 0), (10, 0), (1, 4096)] {
+        let mut commits = runtime.block_on(GroupCommits::new(endpoints)).with_payload_of(payload_bytes);
         // Tables of a realistic size, and a delivery set in flight for the first measured commit.
         runtime.block_on(async {
             for _ in 0..200 {
                 commits.commit().await;
             }
         });
-        group.bench_function(format!("group_commit_{EVENTS}_events_x{endpoints}_endpoints"), |b| {
+        let payload = if payload_bytes == 0 { String::new() } else { format!("_{payload_bytes}_byte_payloads") };
+        group.bench_function(format!("group_commit_{EVENTS}_events_x{endpoints}_endpoints{payload}"), |b| {
             b.iter_custom(|iters| {
                 runtime.block_on(async {
                     let started = Instant::now();
