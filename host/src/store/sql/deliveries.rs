@@ -12,8 +12,8 @@ use crate::store::{DeliveryFilter, RequeueSelector, StoreResult};
 /// both databases use it (SQLite only uses a partial index whose condition appears in the query).
 pub(super) const STATUS_INDEXED: &str = "status NOT IN ('succeeded', 'delivering')";
 
-/// Deliveries in flight, found through `deliveries_leased`, which holds only them and so stays as small as the
-/// nodes' dispatch concurrency. Written as a subquery because, given `tenant_id = …` beside it, SQLite would
+/// Deliveries in flight, found through `deliveries_leased`, which holds only them: about twice the nodes'
+/// dispatch concurrency at most. Written as a subquery because, given `tenant_id = …` beside it, SQLite would
 /// rather walk the tenant's every delivery in `deliveries_tenant` than the partial index.
 pub(super) const IN_FLIGHT: &str = "id IN (SELECT id FROM deliveries WHERE status = 'delivering')";
 
