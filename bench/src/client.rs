@@ -57,6 +57,10 @@ impl Api {
         Ok(Self { http, base: base.to_string(), tenant, padding: padding(payload_bytes) })
     }
 
+    fn event(&self, seq: u64) -> Value {
+        json!({"type": EVENT_TYPE, "data": event_data(unix_nanos(), seq, self.padding.as_deref())})
+    }
+
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
             .request(method, format!("{}/api/v1{path}", self.base))
@@ -273,21 +277,18 @@ impl Api {
     }
 }
 
-impl Api {
-    /// One bench event. `parity` lets the JSONPath scenario route each event to half of the endpoints.
-    fn event(&self, seq: u64) -> Value {
-        let mut data =
-            json!({"sent_at_ns": unix_nanos(), "seq": seq, "parity": seq % 2, "amount": 1234, "currency": "EUR"});
-        if let Some(padding) = &self.padding {
-            data["padding"] = Value::String(padding.clone());
-        }
-        json!({"type": EVENT_TYPE, "data": data})
+/// A bench event's data. `parity` lets the JSONPath scenario route each event to half of the endpoints.
+fn event_data(sent_at_ns: u64, seq: u64, padding: Option<&str>) -> Value {
+    let mut data = json!({"sent_at_ns": sent_at_ns, "seq": seq, "parity": seq % 2, "amount": 1234, "currency": "EUR"});
+    if let Some(padding) = padding {
+        data["padding"] = Value::String(padding.to_string());
     }
+    data
 }
 
 /// The bench events' own data is about 90 bytes; `--payload-bytes` pads it to about that size with a string field
 /// (real webhook payloads are often a few KiB). None when no padding is asked for.
-pub fn padding(payload_bytes: usize) -> Option<String> {
+fn padding(payload_bytes: usize) -> Option<String> {
     const OWN_DATA_BYTES: usize = 90;
     (payload_bytes > OWN_DATA_BYTES).then(|| "x".repeat(payload_bytes - OWN_DATA_BYTES))
 }
@@ -296,10 +297,7 @@ pub fn padding(payload_bytes: usize) -> Option<String> {
 /// client straight to the receiver, `concurrency` at a time. Returns requests per second.
 pub async fn baseline(url: &str, count: u64, concurrency: usize, payload_bytes: usize) -> anyhow::Result<f64> {
     let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).tcp_nodelay(true).build()?;
-    let mut data = json!({"sent_at_ns": 0, "seq": 0, "parity": 0, "amount": 1234, "currency": "EUR"});
-    if let Some(padding) = padding(payload_bytes) {
-        data["padding"] = Value::String(padding);
-    }
+    let data = event_data(0, 0, padding(payload_bytes).as_deref());
     let body = json!({
         "id": "evt_0192f0000000000000000000000000", "type": EVENT_TYPE, "timestamp": "2026-11-22T21:56:34.123Z",
         "tenant_id": "ten_0192f0000000000000000000000000",
