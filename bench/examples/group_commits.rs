@@ -6,29 +6,37 @@
 //! valgrind --tool=callgrind target/release/examples/group_commits 10 100 100
 //! ```
 //!
-//! Arguments: endpoints per event (10), commits to warm the tables up (100), commits measured (100), and the
-//! least size of each event's payload in bytes (0: the store benchmark's 178-byte payload). callgrind's total
+//! Arguments (see `--help`): endpoints per event (10), commits to warm the tables up (100), commits measured
+//! (100), and the least size of each event's payload in bytes (0: the 178-byte default). callgrind's total
 //! covers the whole run; the time per measured commit is printed too, for a plain run.
 
 use std::time::Instant;
+
+use clap::Parser;
 
 #[path = "../shared/group_commits.rs"]
 mod group_commits;
 
 use group_commits::{GroupCommits, EVENTS};
 
+#[derive(Parser)]
+struct Args {
+    /// Endpoints each event fans out to.
+    #[arg(default_value_t = 10)]
+    endpoints: usize,
+    /// Commits that grow the tables before the measured ones.
+    #[arg(default_value_t = 100)]
+    warm_up: usize,
+    /// Commits measured.
+    #[arg(default_value_t = 100)]
+    commits: usize,
+    /// Least size of each event's payload in bytes (0: the store benchmark's 178-byte payload).
+    #[arg(default_value_t = 0)]
+    payload_bytes: usize,
+}
+
 fn main() {
-    let mut counts = std::env::args().skip(1).map(|arg| arg.parse::<usize>());
-    let mut next = |name: &str, default: usize| match counts.next() {
-        None => default,
-        Some(Ok(count)) => count,
-        Some(Err(e)) => {
-            eprintln!("group_commits: {name}: {e} (usage: group_commits [endpoints] [warm-up commits] [commits] [payload bytes])");
-            std::process::exit(2);
-        }
-    };
-    let (endpoints, warm_up, measured) = (next("endpoints", 10), next("warm-up commits", 100), next("commits", 100));
-    let payload_bytes = next("payload bytes", 0);
+    let Args { endpoints, warm_up, commits: measured, payload_bytes } = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         let mut commits = GroupCommits::new(endpoints).await.with_payload_of(payload_bytes);
