@@ -182,6 +182,22 @@ impl Dialect {
         }
     }
 
+    /// The text of the payload that lies at `start` (counted from 1) for `length` bytes in the blob bound at
+    /// `placeholder` (see [`Payloads`](super::query::Payloads)). Both databases cut a blob by byte offsets in
+    /// constant time, where cutting text would count characters from its start.
+    pub(super) fn payload_at(self, placeholder: &str, start: &str, length: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("CAST(substr({placeholder}, {start}, {length}) AS TEXT)"),
+            Dialect::Postgres => {
+                // substring() on bytea takes 32-bit offsets, which a parameter within PostgreSQL's 1 GiB limit fits.
+                format!(
+                    "convert_from(substring(CAST({placeholder} AS BYTEA) FROM CAST({start} AS INTEGER) \
+                     FOR CAST({length} AS INTEGER)), 'UTF8')"
+                )
+            }
+        }
+    }
+
     /// Appended to a SELECT of endpoint rows that a transaction creates or revives deliveries for: they cannot be
     /// deleted before it commits (the lock a foreign key would take, were deliveries not meant to outlive their
     /// endpoint), and a deletion that waited dead-letters those deliveries afterwards.

@@ -6,7 +6,7 @@ use sqlx::{AnyConnection, AnyPool, Row};
 
 use super::cache::ReadCache;
 use super::dialect::Column;
-use super::query::{conflict_on_unique, json_rows, Order, SqlBuilder, MAX_LIST};
+use super::query::{conflict_on_unique, json_rows, Order, Payloads, SqlBuilder, MAX_LIST};
 use super::rows::{self, EVENT_COLUMNS, EVENT_TYPE_COLUMNS};
 use super::Dialect;
 use crate::model::{Event, EventType, Millis};
@@ -187,7 +187,9 @@ const EVENT_ROWS: &[(&str, Column)] = &[
     ("id", Column::Text),
     ("tenant_id", Column::Text),
     ("event_type", Column::Text),
-    ("data", Column::Text),
+    // Where the event's payload lies in `$2`, the statement's payloads end to end (see `Payloads`).
+    ("data_start", Column::Int),
+    ("data_length", Column::Int),
     ("received_at", Column::Int),
     ("deliveries", Column::Int),
 ];
@@ -203,19 +205,31 @@ async fn publish_plain(
     let routed: Vec<Vec<&NewDelivery>> = events.iter().map(|new| routed(new, existing_endpoints)).collect();
     let sql = format!(
         "INSERT INTO events ({EVENT_COLUMNS}, deliveries) \
-         SELECT id, tenant_id, event_type, data, NULL, received_at, deliveries FROM ({}) AS v",
+         SELECT id, tenant_id, event_type, {}, NULL, received_at, deliveries FROM ({}) AS v",
+        dialect.payload_at("$2", "v.data_start", "v.data_length"),
         dialect.json_rows("$1", EVENT_ROWS)
     );
     for chunk in events.iter().zip(&routed).collect::<Vec<_>>().chunks(ROWS_PER_STATEMENT) {
+        let mut payloads = Payloads::with_capacity(chunk.iter().map(|(new, _)| new.event.data.get().len()).sum());
         let rows: Vec<_> = chunk
             .iter()
             .map(|(new, deliveries)| {
                 let event = &new.event;
-                (&event.id, &event.tenant_id, &event.event_type, event.data.get(), event.received_at, deliveries.len())
+                let (data_start, data_length) = payloads.push(event.data.get());
+                (
+                    &event.id,
+                    &event.tenant_id,
+                    &event.event_type,
+                    data_start,
+                    data_length,
+                    event.received_at,
+                    deliveries.len(),
+                )
             })
             .collect();
         sqlx::query(&sql)
             .bind(json_rows(&rows)?)
+            .bind(payloads.into_bytes())
             .execute(&mut *connection)
             .await
             .map_err(conflict_on_unique(|| "an event id already exists".into()))?;

@@ -18,7 +18,7 @@ use super::cache::ReadCache;
 use super::dialect::{Column, WriteConnection};
 use super::dispatch::{attempt_rows, outcome_rows, update_from_outcomes, ATTEMPT_ROWS, OUTCOME_ROWS};
 use super::events::{delivery_rows, distinct_types, insert_deliveries_from, DELIVERY_ROWS};
-use super::query::json_rows;
+use super::query::{json_rows, Payloads};
 use super::rows::ATTEMPT_COLUMNS;
 use super::Dialect;
 use crate::model::Event;
@@ -28,9 +28,7 @@ const EVENT_ROWS: &[(&str, Column)] = &[
     ("id", Column::Text),
     ("tenant_id", Column::Text),
     ("event_type", Column::Text),
-    // Where the event's payload lies in `$10`, the batch's payloads end to end. Inside the JSON rows a payload
-    // was escaped here, then parsed twice and unescaped by SQLite, byte by byte: with payloads of a few KiB, most
-    // of the group commit's work.
+    // Where the event's payload lies in `$10`, the batch's payloads end to end (see `Payloads`).
     ("data_start", Column::Int),
     ("data_length", Column::Int),
     ("idempotency_key", Column::Text),
@@ -88,13 +86,14 @@ impl Statement {
             Events => format!(
                 "WITH {GONE} \
                  INSERT INTO events (id, tenant_id, event_type, data, idempotency_key, received_at, deliveries) \
-                 SELECT v.id, v.tenant_id, v.event_type, CAST(substr($10, v.data_start, v.data_length) AS TEXT), \
+                 SELECT v.id, v.tenant_id, v.event_type, {}, \
                  v.idempotency_key, v.received_at, \
                  CASE WHEN NOT EXISTS (SELECT 1 FROM gone) THEN json_array_length(v.endpoints) \
                  ELSE (SELECT COUNT(*) FROM json_each(v.endpoints) AS p \
                        WHERE p.value NOT IN (SELECT id FROM gone WHERE tenant_id = v.tenant_id)) END \
                  FROM ({}) AS v WHERE true \
                  ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+                Dialect::Sqlite.payload_at("$10", "v.data_start", "v.data_length"),
                 rows("$1", EVENT_ROWS)
             ),
             AttemptsStored => "SELECT changes()".into(),
@@ -160,22 +159,19 @@ pub(super) async fn write(
     owner: &str,
     outcomes: &[AttemptOutcome],
 ) -> StoreResult<(Vec<Published>, Vec<bool>)> {
-    let mut payloads = Vec::with_capacity(events.iter().map(|new| new.event.data.get().len()).sum());
+    let mut payloads = Payloads::with_capacity(events.iter().map(|new| new.event.data.get().len()).sum());
     let event_rows = events
         .iter()
         .map(|new| {
             let event = &new.event;
             let endpoints: Vec<&str> = new.deliveries.iter().map(|d| d.endpoint_id.as_str()).collect();
-            let data = event.data.get().as_bytes();
-            // substr() counts from 1, and in bytes on a blob.
-            let data_start = payloads.len() as i64 + 1;
-            payloads.extend_from_slice(data);
+            let (data_start, data_length) = payloads.push(event.data.get());
             Ok((
                 &event.id,
                 &event.tenant_id,
                 &event.event_type,
                 data_start,
-                data.len() as i64,
+                data_length,
                 event.idempotency_key.as_deref(),
                 event.received_at,
                 json_rows(&endpoints)?,
@@ -216,7 +212,7 @@ pub(super) async fn write(
         .bind(json_rows(&outcome_rows(&outcome_refs)?)?)
         .bind(json_rows(&keys)?)
         .bind(json_rows(&batch_endpoints.into_iter().collect::<Vec<_>>())?)
-        .bind(payloads);
+        .bind(payloads.into_bytes());
     let returned = connection.run_script(query, STATEMENTS, "group commit").await.map_err(|error| match error {
         StoreError::Database(e) if e.as_database_error().is_some_and(|db| db.is_unique_violation()) => {
             StoreError::Conflict("an event or delivery id already exists".into())
