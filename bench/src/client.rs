@@ -250,6 +250,20 @@ impl Api {
         Ok(published)
     }
 
+    /// Whether the router still has a delivery of the tenant waiting, in flight or scheduled for a retry: one
+    /// row per status at most, so asking costs the router next to nothing (listing every delivery does not).
+    pub async fn any_unfinished_delivery(&self) -> anyhow::Result<bool> {
+        for status in ["pending", "delivering", "failed"] {
+            let request =
+                self.request(reqwest::Method::GET, "/deliveries").query(&[("status", status), ("limit", "1")]);
+            let page: Value = request.send().await?.error_for_status()?.json().await?;
+            if !page["data"].as_array().context("page without data")?.is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Every delivery of the tenant, as the router records it.
     pub async fn deliveries(&self) -> anyhow::Result<Vec<DeliveryRecord>> {
         let mut all = Vec::new();

@@ -25,7 +25,8 @@ pub struct Outcome {
     pub e2e_p99_ms: f64,
     pub e2e_max_ms: f64,
     pub router_cpu_s_per_1000: f64,
-    /// KiB the router wrote to storage per delivery, from publish start to the end (`/proc/<pid>/io`).
+    /// KiB the router wrote to storage per delivery, from publish start until it records every delivery finished
+    /// (`/proc/<pid>/io`); the same span as the CPU figure.
     pub router_written_kib_per_delivery: f64,
     pub router_peak_rss_mib: f64,
     /// `queued` scenario: the router's RSS with every delivery still queued (receiver holding responses).
