@@ -282,8 +282,8 @@ async fn wait_for_receipts(
     }
 }
 
-/// Waits until the router records every delivery as finished (the receipt can precede the status update).
-/// Until the router records no delivery as waiting, in flight or due for a retry.
+/// Waits until the router records no delivery as waiting, in flight or due for a retry (the receipt can precede
+/// the status update).
 async fn wait_until_router_finished(api: &Api, router: &mut RouterProcess, deadline: Instant) -> anyhow::Result<()> {
     loop {
         router.check_alive()?;
@@ -297,6 +297,7 @@ async fn wait_until_router_finished(api: &Api, router: &mut RouterProcess, deadl
     }
 }
 
+/// Every delivery as the router records it, once it records all of them as finished.
 async fn wait_for_router_record(
     api: &Api,
     router: &mut RouterProcess,
