@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 use switchyard::model::{
-    new_id, now_millis, Attempt, DeliveryStatus, Endpoint, EndpointStatus, Event, SignatureScheme, Subscription, Tenant,
+    new_id, now_millis, Attempt, DeliveryStatus, Endpoint, EndpointStatus, Event, PreparedRequest, SignatureScheme,
+    Subscription, Tenant,
 };
 use switchyard::store::sql::SqlStore;
 use switchyard::store::{AttemptOutcome, Lease, NewDelivery, NewEvent, NewSecret, Store};
@@ -123,7 +124,9 @@ impl GroupCommits {
                 status: DeliveryStatus::Succeeded,
                 next_attempt_at: None,
                 disable_endpoint: None,
-                prepared: None,
+                // What the dispatcher records for a first attempt on an endpoint without plugins: a preparation
+                // with nothing in it, so a retry sends the same even if plugins are bound in between.
+                prepared: Some(PreparedRequest::default()),
             })
             .collect();
         let (published, recorded) = self.store.write_batch(&events, OWNER, &outcomes).await;
