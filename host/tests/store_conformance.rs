@@ -99,6 +99,7 @@ conformance! {
     filter_drops_are_recorded_and_retry_clears_them,
     endpoints_binding_a_plugin_are_found_in_every_tenant,
     record_attempts_writes_a_batch_and_skips_lost_leases,
+    one_batch_records_prepared_and_plain_outcomes,
     claims_carry_the_secrets_that_sign,
     published_deliveries_can_be_stored_leased_to_the_publisher,
     write_batch_stores_each_part_or_reports_it_failed,
@@ -1693,6 +1694,45 @@ async fn record_attempts_writes_a_batch_and_skips_lost_leases(store: &dyn Store,
         }
     }
     assert!(store.record_attempts("node-a", &[]).await.unwrap().is_empty());
+}
+
+/// Outcomes that store a prepared request and outcomes that do not, in one batch: each delivery gets its own, and
+/// a retry that prepares nothing keeps what its first attempt prepared.
+async fn one_batch_records_prepared_and_plain_outcomes(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let endpoint = add_endpoint(store, &tenant).await;
+    let retried = publish(store, &tenant, "order.created", &[&endpoint], T0).await.deliveries[0].id.clone();
+    let claimed = claim(store, "node-a", T0 + 5).await.remove(0).delivery;
+    let body: &[u8] = b"{\"transformed\":true}";
+    let mut first = outcome(&claimed, DeliveryStatus::Failed, T0 + 5);
+    first.prepared = Some(prepared(Some(body)));
+    assert!(store.record_attempt("node-a", &first).await.unwrap());
+
+    let fresh = publish(store, &tenant, "order.created", &[&endpoint], T0 + MINUTE).await.deliveries[0].id.clone();
+    let plain = publish(store, &tenant, "order.created", &[&endpoint], T0 + MINUTE).await.deliveries[0].id.clone();
+    let jobs = claim(store, "node-a", T0 + 2 * MINUTE).await;
+    assert_eq!(claimed_ids(&jobs), BTreeSet::from([retried.clone(), fresh.clone(), plain.clone()]));
+    let job = |id: &str| &jobs.iter().find(|job| job.delivery.id == id).unwrap().delivery;
+    let mut transformed = outcome(job(&fresh), DeliveryStatus::Succeeded, T0 + 2 * MINUTE);
+    transformed.prepared = Some(prepared(None));
+    let outcomes = [
+        outcome(job(&retried), DeliveryStatus::Succeeded, T0 + 2 * MINUTE),
+        transformed,
+        outcome(job(&plain), DeliveryStatus::Failed, T0 + 2 * MINUTE),
+    ];
+    assert_eq!(store.record_attempts("node-a", &outcomes).await.unwrap(), vec![true, true, true]);
+
+    let stored = delivery(store, &tenant, &retried).await;
+    assert_eq!((stored.status, stored.attempts), (DeliveryStatus::Succeeded, 2));
+    assert_eq!(stored.prepared, Some(prepared(Some(body))), "the first attempt's request stands");
+    let stored = delivery(store, &tenant, &fresh).await;
+    assert_eq!((stored.status, stored.prepared), (DeliveryStatus::Succeeded, Some(prepared(None))));
+    let stored = delivery(store, &tenant, &plain).await;
+    assert_eq!((stored.status, stored.prepared), (DeliveryStatus::Failed, None));
+    for recorded in &outcomes {
+        let attempts = store.list_attempts(&tenant.id, &recorded.attempt.delivery_id).await.unwrap();
+        assert_eq!(attempts.last(), Some(&recorded.attempt));
+    }
 }
 
 async fn claims_carry_the_secrets_that_sign(store: &dyn Store, _url: &str) {

@@ -241,17 +241,37 @@ pub(super) fn outcome_rows<'a>(outcomes: &[&'a AttemptOutcome]) -> StoreResult<V
     Ok(rows)
 }
 
+/// Which outcome rows an [`update_from_outcomes`] statement applies. Every mention of a row's column decodes it
+/// from the JSON row again, so a statement given only rows of one kind decodes only what that kind stores.
+#[derive(Clone, Copy)]
+pub(super) enum Preparation {
+    /// Any row: the request is stored where the row's `prepared` is 1, and left alone elsewhere.
+    Any,
+    /// Only rows without a prepared request: the request columns are left alone and not decoded.
+    Absent,
+    /// Only rows with a prepared request (the first attempt's, if only with the plugin versions): it is stored.
+    Present,
+}
+
 /// Applies the outcome rows `values` (a SELECT of [`OUTCOME_ROWS`]) to deliveries still leased to `owner` (a
 /// placeholder), returning the ids it updated if `returning`.
-pub(super) fn update_from_outcomes(values: &str, owner: &str, returning: bool) -> String {
+pub(super) fn update_from_outcomes(values: &str, owner: &str, returning: bool, rows: Preparation) -> String {
     let returning = if returning { " RETURNING deliveries.id" } else { "" };
+    let prepared = match rows {
+        Preparation::Any => {
+            ", plugin_versions = CASE WHEN v.prepared = 1 THEN v.plugin_versions ELSE deliveries.plugin_versions END, \
+             request_body = CASE WHEN v.prepared = 1 THEN v.request_body ELSE deliveries.request_body END, \
+             request_meta = CASE WHEN v.prepared = 1 THEN v.request_meta ELSE deliveries.request_meta END"
+        }
+        Preparation::Absent => "",
+        Preparation::Present => {
+            ", plugin_versions = v.plugin_versions, request_body = v.request_body, request_meta = v.request_meta"
+        }
+    };
     format!(
         "UPDATE deliveries SET status = v.status, next_attempt_at = v.next_attempt_at, attempts = v.attempts, \
          last_status_code = v.last_status_code, last_error = v.last_error, lease_owner = NULL, \
-         lease_expires_at = NULL, updated_at = v.updated_at, \
-         plugin_versions = CASE WHEN v.prepared = 1 THEN v.plugin_versions ELSE deliveries.plugin_versions END, \
-         request_body = CASE WHEN v.prepared = 1 THEN v.request_body ELSE deliveries.request_body END, \
-         request_meta = CASE WHEN v.prepared = 1 THEN v.request_meta ELSE deliveries.request_meta END \
+         lease_expires_at = NULL, updated_at = v.updated_at{prepared} \
          FROM ({values}) AS v WHERE deliveries.id = v.id AND deliveries.tenant_id = v.tenant_id \
          AND deliveries.lease_owner = {owner} AND deliveries.status = 'delivering'{returning}"
     )
@@ -267,7 +287,7 @@ async fn update_deliveries(
     if outcomes.is_empty() {
         return Ok(HashSet::new());
     }
-    let sql = update_from_outcomes(&dialect.json_rows("$1", OUTCOME_ROWS), "$2", true);
+    let sql = update_from_outcomes(&dialect.json_rows("$1", OUTCOME_ROWS), "$2", true, Preparation::Any);
     let rows = outcome_rows(outcomes)?;
     let found = sqlx::query(&sql).bind(json_rows(&rows)?).bind(owner).fetch_all(&mut *connection).await?;
     found.iter().map(|row| Ok(row.try_get::<String, _>(0)?)).collect()

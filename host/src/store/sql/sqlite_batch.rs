@@ -16,7 +16,7 @@ use sqlx::Row;
 
 use super::cache::ReadCache;
 use super::dialect::{Column, WriteConnection};
-use super::dispatch::{attempt_rows, outcome_rows, update_from_outcomes, ATTEMPT_ROWS, OUTCOME_ROWS};
+use super::dispatch::{attempt_rows, outcome_rows, update_from_outcomes, Preparation, ATTEMPT_ROWS, OUTCOME_ROWS};
 use super::events::{delivery_rows, distinct_types, insert_deliveries_from, DELIVERY_ROWS};
 use super::query::{json_rows, Payloads};
 use super::rows::ATTEMPT_COLUMNS;
@@ -61,15 +61,30 @@ enum Statement {
     /// How many attempts were stored.
     AttemptsStored,
     DisableEndpoints,
+    /// Outcomes without a prepared request: every retry's (it resends what the first attempt prepared).
     Outcomes,
+    /// Outcomes that store a prepared request: every first attempt's, with the plugin versions it used (none,
+    /// on an endpoint without plugins) and the transformed request, if a transform ran.
+    PreparedOutcomes,
     /// The stored event of each idempotency key of the batch, and which of its endpoints no longer exist.
     Results,
     Commit,
 }
 
 use Statement::*;
-const ALL: [Statement; 10] =
-    [Begin, Events, EventTypes, Deliveries, Attempts, AttemptsStored, DisableEndpoints, Outcomes, Results, Commit];
+const ALL: [Statement; 11] = [
+    Begin,
+    Events,
+    EventTypes,
+    Deliveries,
+    Attempts,
+    AttemptsStored,
+    DisableEndpoints,
+    Outcomes,
+    PreparedOutcomes,
+    Results,
+    Commit,
+];
 const STATEMENTS: usize = ALL.len();
 
 impl Statement {
@@ -104,15 +119,23 @@ impl Statement {
                 rows("$2", EVENT_TYPE_ROWS)
             ),
             // An event not stored (its key was used before) gets no deliveries; nor does an endpoint deleted
-            // since the fan-out.
+            // since the fan-out. Each check only runs when it can fail: an event without a key is always stored
+            // (`$11` says whether the batch has keys), and endpoints are looked up one by one only when one of
+            // the batch's is gone. Nearly always neither holds, and each check per delivery was a JSON decode and
+            // an index seek.
             Deliveries => format!(
-                "{} WHERE EXISTS (SELECT 1 FROM events AS e WHERE e.id = v.event_id) \
-                 AND EXISTS (SELECT 1 FROM endpoints AS e WHERE e.id = v.endpoint_id AND e.tenant_id = v.tenant_id)",
+                "WITH {GONE} {} WHERE ($11 = 0 OR EXISTS (SELECT 1 FROM events AS e WHERE e.id = v.event_id)) \
+                 AND (NOT EXISTS (SELECT 1 FROM gone) \
+                 OR EXISTS (SELECT 1 FROM endpoints AS e WHERE e.id = v.endpoint_id AND e.tenant_id = v.tenant_id))",
                 insert_deliveries_from(&rows("$3", DELIVERY_ROWS))
             ),
+            // The attempt's delivery id and tenant are read from the delivery row the lease check finds, where they
+            // cost nothing; every mention of a `v` column decodes it from the JSON row again. CROSS JOIN keeps the
+            // rows outermost, each looking its delivery up by id.
             Attempts => format!(
-                "INSERT INTO attempts ({ATTEMPT_COLUMNS}) SELECT {ATTEMPT_COLUMNS} FROM ({}) AS v \
-                 WHERE EXISTS (SELECT 1 FROM deliveries AS d WHERE d.id = v.delivery_id AND {held})",
+                "INSERT INTO attempts ({ATTEMPT_COLUMNS}) SELECT v.id, d.tenant_id, d.id, v.attempt_number, \
+                 v.started_at, v.duration_ms, v.status_code, v.response_body, v.error, v.outcome \
+                 FROM ({}) AS v CROSS JOIN deliveries AS d ON d.id = v.delivery_id WHERE {held}",
                 rows("$4", ATTEMPT_ROWS)
             ),
             // A 410 Gone disables the endpoint, if the attempt is recorded.
@@ -122,7 +145,8 @@ impl Statement {
                  (SELECT d.endpoint_id FROM deliveries AS d WHERE d.id = v.delivery_id AND {held})",
                 rows("$6", DISABLE_ROWS)
             ),
-            Outcomes => update_from_outcomes(&rows("$7", OUTCOME_ROWS), "$5", false),
+            Outcomes => update_from_outcomes(&rows("$7", OUTCOME_ROWS), "$5", false, Preparation::Absent),
+            PreparedOutcomes => update_from_outcomes(&rows("$12", OUTCOME_ROWS), "$5", false, Preparation::Present),
             Results => format!(
                 "WITH {GONE} SELECT \
                  (SELECT json_group_array(json_array(v.tenant_id, v.key, e.id, e.deliveries)) FROM ({}) AS v \
@@ -190,7 +214,8 @@ pub(super) async fn write(
         .iter()
         .filter_map(|new| Some((new.event.tenant_id.as_str(), new.event.idempotency_key.as_deref()?)))
         .collect();
-    let outcome_refs: Vec<&AttemptOutcome> = outcomes.iter().collect();
+    let (prepared_outcomes, plain_outcomes): (Vec<&AttemptOutcome>, Vec<&AttemptOutcome>) =
+        outcomes.iter().partition(|o| o.prepared.is_some());
     let disabling: Vec<(&str, &str, &str, i64)> = outcomes
         .iter()
         .filter_map(|o| {
@@ -209,10 +234,12 @@ pub(super) async fn write(
         .bind(json_rows(&attempt_rows(outcomes.iter().map(|o| &o.attempt)))?)
         .bind(owner)
         .bind(json_rows(&disabling)?)
-        .bind(json_rows(&outcome_rows(&outcome_refs)?)?)
+        .bind(json_rows(&outcome_rows(&plain_outcomes)?)?)
         .bind(json_rows(&keys)?)
         .bind(json_rows(&batch_endpoints.into_iter().collect::<Vec<_>>())?)
-        .bind(payloads.into_bytes());
+        .bind(payloads.into_bytes())
+        .bind(i64::from(!keys.is_empty()))
+        .bind(json_rows(&outcome_rows(&prepared_outcomes)?)?);
     let returned = connection.run_script(query, STATEMENTS, "group commit").await.map_err(|error| match error {
         StoreError::Database(e) if e.as_database_error().is_some_and(|db| db.is_unique_violation()) => {
             StoreError::Conflict("an event or delivery id already exists".into())
