@@ -9,6 +9,11 @@
 //! Arguments (see `--help`): endpoints per event (10), commits to warm the tables up (100), commits measured
 //! (100), and the least size of each event's payload in bytes (0: the 178-byte default). callgrind's total
 //! covers the whole run; the time per measured commit is printed too, for a plain run.
+//!
+//! An instruction count is not a time. Check a change that lowers it with a plain run as well, which prints the
+//! CPU time per measured commit (all threads, SQLite's worker included; run a few thousand commits, as the
+//! kernel counts in 10 ms ticks): binding rows value by value instead of as JSON cut 28 % of the instructions of
+//! a one-endpoint commit but only 4 % of its CPU time (BENCHMARKS.md, 2026-12-03).
 
 use std::time::Instant;
 
@@ -16,6 +21,8 @@ use clap::Parser;
 
 #[path = "../shared/group_commits.rs"]
 mod group_commits;
+#[path = "../shared/proc_cpu.rs"]
+mod proc_cpu;
 
 use group_commits::{GroupCommits, EVENTS};
 
@@ -35,7 +42,7 @@ struct Args {
     payload_bytes: usize,
 }
 
-fn main() {
+fn main() -> anyhow::Result<()> {
     let Args { endpoints, warm_up, commits: measured, payload_bytes } = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
@@ -44,11 +51,18 @@ fn main() {
             commits.commit().await;
         }
         let started = Instant::now();
+        let cpu_before = proc_cpu::cpu_seconds("self")?;
         for _ in 0..measured {
             commits.commit().await;
         }
         let per_commit = started.elapsed() / measured.max(1) as u32;
+        let cpu_per_commit = (proc_cpu::cpu_seconds("self")? - cpu_before) / measured.max(1) as f64;
         let deliveries = EVENTS * endpoints;
-        println!("{measured} commits of {EVENTS} events × {endpoints} endpoints ({deliveries} deliveries): {per_commit:?} per commit");
-    });
+        println!(
+            "{measured} commits of {EVENTS} events × {endpoints} endpoints ({deliveries} deliveries): {per_commit:?} \
+             per commit, {:.3} ms CPU per commit",
+            cpu_per_commit * 1000.0
+        );
+        Ok(())
+    })
 }

@@ -7,6 +7,8 @@
 mod client;
 mod disk;
 mod plugins;
+#[path = "../shared/proc_cpu.rs"]
+mod proc_cpu;
 mod receiver;
 mod report;
 mod router_process;

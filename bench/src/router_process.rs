@@ -11,9 +11,6 @@ use anyhow::{bail, Context};
 pub const ADMIN_KEY: &str = "bench-admin-key-0123456789abcdef";
 /// Required with PostgreSQL (64 hex chars); a fixed value is fine for a throwaway database.
 const MASTER_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
-/// Linux reports CPU times in clock ticks; USER_HZ is 100 on every mainstream architecture and is fixed in the
-/// kernel ABI, so this avoids a libc dependency just for sysconf(_SC_CLK_TCK).
-const CLOCK_TICKS_PER_SEC: f64 = 100.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -163,14 +160,7 @@ impl RouterProcess {
 
     /// User + system CPU seconds consumed so far.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
-        // The command name (field 2) may contain spaces, so count fields after its closing parenthesis:
-        // utime and stime are fields 14 and 15 overall, i.e. 12th and 13th after ")".
-        let rest = stat.rsplit_once(')').context("unexpected /proc/<pid>/stat format")?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let utime: f64 = fields.get(11).context("no utime")?.parse()?;
-        let stime: f64 = fields.get(12).context("no stime")?.parse()?;
-        Ok((utime + stime) / CLOCK_TICKS_PER_SEC)
+        crate::proc_cpu::cpu_seconds(&self.pid().to_string())
     }
 
     /// Bytes the router has caused to be written to storage so far (`write_bytes` in `/proc/<pid>/io`: each page
