@@ -7,8 +7,8 @@
 //! ```
 //!
 //! Arguments (see `--help`): endpoints per event (10), commits to warm the tables up (100), commits measured
-//! (100), and the least size of each event's payload in bytes (0: the 178-byte default). callgrind's total
-//! covers the whole run; the time per measured commit is printed too, for a plain run.
+//! (100), the least size of each event's payload in bytes (0: the 178-byte default), and events per commit
+//! (50). callgrind's total covers the whole run; the time per measured commit is printed too, for a plain run.
 //!
 //! An instruction count is not a time. Check a change that lowers it with a plain run as well, which prints the
 //! CPU time per measured commit (all threads, SQLite's worker included; run a few thousand commits, as the
@@ -40,13 +40,16 @@ struct Args {
     /// Least size of each event's payload in bytes (0: the store benchmark's 178-byte payload).
     #[arg(default_value_t = 0)]
     payload_bytes: usize,
+    /// Events per commit.
+    #[arg(default_value_t = EVENTS)]
+    events: usize,
 }
 
 fn main() -> anyhow::Result<()> {
-    let Args { endpoints, warm_up, commits: measured, payload_bytes } = Args::parse();
+    let Args { endpoints, warm_up, commits: measured, payload_bytes, events } = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
-        let mut commits = GroupCommits::new(endpoints).await.with_payload_of(payload_bytes);
+        let mut commits = GroupCommits::new(endpoints).await.with_payload_of(payload_bytes).with_events(events);
         for _ in 0..warm_up {
             commits.commit().await;
         }
@@ -57,9 +60,9 @@ fn main() -> anyhow::Result<()> {
         }
         let per_commit = started.elapsed() / measured.max(1) as u32;
         let cpu_per_commit = (proc_cpu::cpu_seconds("self")? - cpu_before) / measured.max(1) as f64;
-        let deliveries = EVENTS * endpoints;
+        let deliveries = events * endpoints;
         println!(
-            "{measured} commits of {EVENTS} events × {endpoints} endpoints ({deliveries} deliveries): {per_commit:?} \
+            "{measured} commits of {events} events × {endpoints} endpoints ({deliveries} deliveries): {per_commit:?} \
              per commit, {:.3} ms CPU per commit",
             cpu_per_commit * 1000.0
         );

@@ -1,5 +1,6 @@
 //! The group commits both store benchmarks write (`benches/store.rs` times them, `examples/group_commits.rs`
-//! runs a fixed number for an instruction count): each stores `EVENTS` new events, each fanned out to every
+//! runs a fixed number for an instruction count): each stores `EVENTS` new events (or as many as
+//! [`GroupCommits::with_events`] says), each fanned out to every
 //! endpoint (stored leased, as handed-over deliveries are), and records a successful first attempt for every
 //! delivery of the commit before, so the tables grow and every delivery is inserted once and updated once, as in
 //! a real run. The fsync of `synchronous = FULL` is included.
@@ -27,6 +28,7 @@ pub struct GroupCommits {
     /// The deliveries of the previous commit, whose attempts the next one records.
     in_flight: Vec<NewDelivery>,
     payload: String,
+    events: usize,
     _dir: tempfile::TempDir,
 }
 
@@ -67,6 +69,7 @@ impl GroupCommits {
             endpoint_ids,
             in_flight: Vec::new(),
             payload: PAYLOAD.into(),
+            events: EVENTS,
             _dir: dir,
         }
     }
@@ -81,10 +84,17 @@ impl GroupCommits {
         self
     }
 
+    /// Stores `events` events per commit instead of `EVENTS`: the router's commits are smaller when publishers
+    /// wait on each commit (about 20 in `single`).
+    pub fn with_events(mut self, events: usize) -> Self {
+        self.events = events;
+        self
+    }
+
     pub async fn commit(&mut self) {
         let now = now_millis();
         let lease = Lease { owner: OWNER.into(), until: now + 360_000 };
-        let events: Vec<NewEvent> = (0..EVENTS)
+        let events: Vec<NewEvent> = (0..self.events)
             .map(|_| NewEvent {
                 event: Event {
                     id: new_id("evt"),
@@ -131,7 +141,7 @@ impl GroupCommits {
             .collect();
         let (published, recorded) = self.store.write_batch(&events, OWNER, &outcomes).await;
         let published = published.expect("publish");
-        assert_eq!(published.len(), EVENTS);
+        assert_eq!(published.len(), self.events);
         assert!(recorded.expect("records").into_iter().all(|r| r), "every lease was held");
         self.in_flight = events.into_iter().flat_map(|new| new.deliveries).collect();
     }
