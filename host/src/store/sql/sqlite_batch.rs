@@ -41,50 +41,52 @@ const KEY_ROWS: &[(&str, Column)] = &[("tenant_id", Column::Text), ("key", Colum
 const DISABLE_ROWS: &[(&str, Column)] =
     &[("tenant_id", Column::Text), ("delivery_id", Column::Text), ("reason", Column::Text), ("at", Column::Int)];
 
-/// The statements, in order. Only `AttemptsStored` and `Results` return a row: every row crosses from SQLite's
-/// worker thread one by one (and may wake this task each time), so each answer is one row.
-///
-/// What was stored follows from those two rows without looking up every id: an event without an idempotency key
-/// is stored (or the whole transaction fails on its id); one with a key is stored unless the key's event is
-/// another; a delivery is stored when its event is and its endpoint still exists. Only attempts are skipped one
-/// by one (a lost lease), which the count tells; which ones is asked only then.
-#[derive(Clone, Copy)]
-enum Statement {
-    Begin,
-    /// Skips events whose idempotency key was used before.
-    Events,
-    EventTypes,
-    /// Skips deliveries whose event was skipped or whose endpoint was deleted since the fan-out.
-    Deliveries,
-    /// Skips attempts whose lease is no longer held.
-    Attempts,
-    /// How many attempts were stored.
-    AttemptsStored,
-    DisableEndpoints,
-    /// Outcomes without a prepared request: every retry's (it resends what the first attempt prepared).
-    Outcomes,
-    /// Outcomes that store a prepared request: every first attempt's, with the plugin versions it used (none,
-    /// on an endpoint without plugins) and the transformed request, if a transform ran.
-    PreparedOutcomes,
-    /// The stored event of each idempotency key of the batch, and which of its endpoints no longer exist.
-    Results,
-    Commit,
+/// Declares the statements and `ALL`, their list in script order, from one list: a result is found by
+/// `statement as usize`, so the two orders must never drift apart.
+macro_rules! statements {
+    ($(#[$enum_doc:meta])* { $($(#[$doc:meta])* $statement:ident,)+ }) => {
+        $(#[$enum_doc])*
+        #[derive(Clone, Copy)]
+        enum Statement {
+            $($(#[$doc])* $statement,)+
+        }
+
+        const ALL: &[Statement] = &[$(Statement::$statement),+];
+    };
+}
+
+statements! {
+    /// The statements, in order. Only `AttemptsStored` and `Results` return a row: every row crosses from SQLite's
+    /// worker thread one by one (and may wake this task each time), so each answer is one row.
+    ///
+    /// What was stored follows from those two rows without looking up every id: an event without an idempotency key is
+    /// stored (or the whole transaction fails on its id); one with a key is stored unless the key's event is another; a
+    /// delivery is stored when its event is and its endpoint still exists. Only attempts are skipped one by one (a lost
+    /// lease), which the count tells; which ones is asked only then.
+    {
+        Begin,
+        /// Skips events whose idempotency key was used before.
+        Events,
+        EventTypes,
+        /// Skips deliveries whose event was skipped or whose endpoint was deleted since the fan-out.
+        Deliveries,
+        /// Skips attempts whose lease is no longer held.
+        Attempts,
+        /// How many attempts were stored.
+        AttemptsStored,
+        DisableEndpoints,
+        /// Outcomes without a prepared request: every retry's (it resends what the first attempt prepared).
+        Outcomes,
+        /// Outcomes that store a prepared request: every first attempt's, with the plugin versions it used (none, on an
+        /// endpoint without plugins) and the transformed request, if a transform ran.
+        PreparedOutcomes,
+        /// The stored event of each idempotency key of the batch, and which of its endpoints no longer exist.
+        Results,
+        Commit,
+    }
 }
 
 use Statement::*;
-const ALL: [Statement; 11] = [
-    Begin,
-    Events,
-    EventTypes,
-    Deliveries,
-    Attempts,
-    AttemptsStored,
-    DisableEndpoints,
-    Outcomes,
-    PreparedOutcomes,
-    Results,
-    Commit,
-];
 const STATEMENTS: usize = ALL.len();
 
 impl Statement {
