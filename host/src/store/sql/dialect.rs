@@ -275,6 +275,21 @@ impl WritePath {
     }
 }
 
+/// Declares a script's `enum Statement` and `ALL`, its statements in script order, from one list. Results of
+/// [`WriteConnection::run_script`] are found by `statement as usize`, so the two orders must never drift apart.
+macro_rules! script_statements {
+    ($(#[$enum_doc:meta])* { $($(#[$doc:meta])* $statement:ident,)+ }) => {
+        $(#[$enum_doc])*
+        #[derive(Clone, Copy)]
+        enum Statement {
+            $($(#[$doc])* $statement,)+
+        }
+
+        const ALL: &[Statement] = &[$(Statement::$statement),+];
+    };
+}
+pub(super) use script_statements;
+
 impl WriteConnection<'_> {
     /// Runs `script`, SQLite statements that begin and commit their own transaction, as one command to the
     /// connection's worker thread (see [`sqlite_batch`](super::sqlite_batch)), and returns the rows of each of

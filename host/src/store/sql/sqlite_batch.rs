@@ -15,7 +15,7 @@ use std::sync::LazyLock;
 use sqlx::Row;
 
 use super::cache::ReadCache;
-use super::dialect::{Column, WriteConnection};
+use super::dialect::{script_statements, Column, WriteConnection};
 use super::dispatch::{attempt_rows, outcome_rows, update_from_outcomes, Preparation, ATTEMPT_ROWS, OUTCOME_ROWS};
 use super::events::{delivery_rows, distinct_types, insert_deliveries_from, DELIVERY_ROWS};
 use super::query::{json_rows, Payloads};
@@ -41,21 +41,7 @@ const KEY_ROWS: &[(&str, Column)] = &[("tenant_id", Column::Text), ("key", Colum
 const DISABLE_ROWS: &[(&str, Column)] =
     &[("tenant_id", Column::Text), ("delivery_id", Column::Text), ("reason", Column::Text), ("at", Column::Int)];
 
-/// Declares the statements and `ALL`, their list in script order, from one list: a result is found by
-/// `statement as usize`, so the two orders must never drift apart.
-macro_rules! statements {
-    ($(#[$enum_doc:meta])* { $($(#[$doc:meta])* $statement:ident,)+ }) => {
-        $(#[$enum_doc])*
-        #[derive(Clone, Copy)]
-        enum Statement {
-            $($(#[$doc])* $statement,)+
-        }
-
-        const ALL: &[Statement] = &[$(Statement::$statement),+];
-    };
-}
-
-statements! {
+script_statements! {
     /// The statements, in order. Only `AttemptsStored` and `Results` return a row: every row crosses from SQLite's
     /// worker thread one by one (and may wake this task each time), so each answer is one row.
     ///

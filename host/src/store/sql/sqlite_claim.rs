@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use super::dialect::WriteConnection;
+use super::dialect::{script_statements, WriteConnection};
 use super::dispatch::{claimable, jobs_from, EXPIRED, WAITING};
 use super::endpoint_secrets::signing_at;
 use super::rows::{self, DELIVERY_COLUMNS, ENDPOINT_COLUMNS, EVENT_COLUMNS, SECRET_COLUMNS, SUBSCRIPTION_COLUMNS};
@@ -22,25 +22,25 @@ use crate::store::{DispatchJob, StoreError, StoreResult};
 /// Created on the write connection when it opens (see `Dialect::open_writer`); emptied by every claim.
 pub(super) const CLAIM_TABLE: &str = "CREATE TEMP TABLE claim (id TEXT PRIMARY KEY)";
 
-#[derive(Clone, Copy)]
-enum Statement {
-    Begin,
-    Clear,
-    /// As the statement-by-statement claim, expired leases first, then what waits ([`EXPIRED`], [`WAITING`]).
-    Expired,
-    Waiting,
-    Lease,
-    Deliveries,
-    Events,
-    Endpoints,
-    Subscriptions,
-    Secrets,
-    Commit,
+script_statements! {
+    /// The claim's statements, in order.
+    {
+        Begin,
+        Clear,
+        /// As the statement-by-statement claim, expired leases first, then what waits ([`EXPIRED`], [`WAITING`]).
+        Expired,
+        Waiting,
+        Lease,
+        Deliveries,
+        Events,
+        Endpoints,
+        Subscriptions,
+        Secrets,
+        Commit,
+    }
 }
 
 use Statement::*;
-const ALL: [Statement; 11] =
-    [Begin, Clear, Expired, Waiting, Lease, Deliveries, Events, Endpoints, Subscriptions, Secrets, Commit];
 const STATEMENTS: usize = ALL.len();
 
 impl Statement {
