@@ -5,12 +5,13 @@
 //! the decisions that needed a result in between (which endpoints still exist, which leases are still held, which
 //! idempotency keys were used before) are made by the statements themselves.
 //!
-//! [`publish`](super::SqlStore) and `record_attempts` on SQLite are this script with one half empty, so the
-//! conformance suite covers it whole. PostgreSQL runs the statements one by one (`events`, `dispatch`): it cannot
-//! take several statements with parameters in one command.
+//! [`publish`](super::SqlStore) and `record_attempts` on SQLite are this script without the other half, so the
+//! conformance suite covers each half alone and both together. Statements whose rows are empty are left out (see
+//! `Parts`). PostgreSQL runs the statements one by one (`events`, `dispatch`): it cannot take several statements
+//! with parameters in one command.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::LazyLock;
+use std::sync::OnceLock;
 
 use sqlx::Row;
 
@@ -73,9 +74,22 @@ script_statements! {
 }
 
 use Statement::*;
-const STATEMENTS: usize = ALL.len();
 
 impl Statement {
+    /// Whether a batch with these `parts` needs the statement. One over an empty row set changes nothing, yet
+    /// still costs its temporary tables and its statement journal, and most commits leave several sets empty.
+    fn needed(self, parts: Parts) -> bool {
+        match self {
+            Begin | Commit => true,
+            Events | Deliveries | Results => parts.events,
+            EventTypes => parts.event_types,
+            Attempts | AttemptsStored => parts.attempts,
+            DisableEndpoints => parts.disabling,
+            Outcomes => parts.plain_outcomes,
+            PreparedOutcomes => parts.prepared_outcomes,
+        }
+    }
+
     fn sql(self) -> String {
         let rows = |placeholder: &str, columns| Dialect::Sqlite.json_rows(placeholder, columns);
         // The lease is still held: the condition under which an attempt is recorded at all. The attempt insert
@@ -158,9 +172,39 @@ const GONE: &str = "gone AS MATERIALIZED (SELECT v.tenant_id, v.id FROM (SELECT 
 const STORED_ATTEMPTS: &str =
     "SELECT json_group_array(a.delivery_id) FROM json_each($1) AS i JOIN attempts AS a ON a.id = i.value";
 
-/// Built once: the same text every time, so the connection's statement cache keeps it prepared.
-static SCRIPT: LazyLock<String> =
-    LazyLock::new(|| ALL.iter().map(|statement| statement.sql()).collect::<Vec<_>>().join(";\n"));
+/// Which row sets of a batch are not empty: what decides the statements its script runs.
+#[derive(Clone, Copy)]
+struct Parts {
+    events: bool,
+    event_types: bool,
+    attempts: bool,
+    disabling: bool,
+    plain_outcomes: bool,
+    prepared_outcomes: bool,
+}
+
+impl Parts {
+    const VARIANTS: usize = 1 << 6;
+
+    fn statements(self) -> impl Iterator<Item = Statement> {
+        ALL.iter().copied().filter(move |statement| statement.needed(self))
+    }
+
+    /// Where `statement`'s rows are among the script's, if it runs.
+    fn position(self, statement: Statement) -> Option<usize> {
+        self.statements().position(|running| running as usize == statement as usize)
+    }
+
+    /// Built once per variant: the same text for the same parts, so the connection's statement cache keeps each
+    /// prepared. A router writes a handful of them: publishes, attempts, or both, and now and then the rarer sets.
+    fn script(self) -> &'static str {
+        static SCRIPTS: [OnceLock<String>; Parts::VARIANTS] = [const { OnceLock::new() }; Parts::VARIANTS];
+        let flags =
+            [self.events, self.event_types, self.attempts, self.disabling, self.plain_outcomes, self.prepared_outcomes];
+        let variant = flags.iter().enumerate().fold(0, |bits, (bit, &set)| bits | (usize::from(set) << bit));
+        SCRIPTS[variant].get_or_init(|| self.statements().map(Statement::sql).collect::<Vec<_>>().join(";\n"))
+    }
+}
 
 /// Publishes `events` and records `outcomes` in one transaction, in one command to the connection's worker.
 /// Same semantics as `events::publish` followed by `dispatch::record_attempts`.
@@ -215,7 +259,15 @@ pub(super) async fn write(
     let batch_endpoints: BTreeSet<(&str, &str)> =
         deliveries.iter().map(|(event, d)| (event.tenant_id.as_str(), d.endpoint_id.as_str())).collect();
 
-    let query = sqlx::query(SCRIPT.as_str())
+    let parts = Parts {
+        events: !events.is_empty(),
+        event_types: !types.is_empty(),
+        attempts: !outcomes.is_empty(),
+        disabling: !disabling.is_empty(),
+        plain_outcomes: !plain_outcomes.is_empty(),
+        prepared_outcomes: !prepared_outcomes.is_empty(),
+    };
+    let query = sqlx::query(parts.script())
         .bind(json_rows(&event_rows)?)
         .bind(json_rows(&types)?)
         .bind(json_rows(&delivery_rows(&deliveries))?)
@@ -228,7 +280,8 @@ pub(super) async fn write(
         .bind(payloads.into_bytes())
         .bind(i64::from(!keys.is_empty()))
         .bind(json_rows(&outcome_rows(&prepared_outcomes)?)?);
-    let returned = connection.run_script(query, STATEMENTS, "group commit").await.map_err(|error| match error {
+    let statements = parts.statements().count();
+    let returned = connection.run_script(query, statements, "group commit").await.map_err(|error| match error {
         StoreError::Database(e) if e.as_database_error().is_some_and(|db| db.is_unique_violation()) => {
             StoreError::Conflict("an event or delivery id already exists".into())
         }
@@ -236,18 +289,23 @@ pub(super) async fn write(
     })?;
 
     // Committed: from here on an error must not make the caller write the batch again.
-    let only_row = |statement: Statement| match &returned[statement as usize][..] {
-        [row] => Ok(row),
-        rows => Err(StoreError::Corrupt(format!("the group commit returned {} rows for one", rows.len()))),
+    let only_row = |statement: Statement| match parts.position(statement).map(|at| &returned[at][..]) {
+        Some([row]) => Ok(Some(row)),
+        Some(rows) => Err(StoreError::Corrupt(format!("the group commit returned {} rows for one", rows.len()))),
+        None => Ok(None),
     };
-    let attempts_stored = only_row(AttemptsStored)?.try_get::<i64, _>(0)?;
+    // Without attempts, none were stored and none were asked for.
+    let attempts_stored = only_row(AttemptsStored)?.map(|row| row.try_get::<i64, _>(0)).transpose()?.unwrap_or(0);
+    // Without events there are no keys to answer for and no endpoints that could be gone.
     let results = only_row(Results)?;
+    let replays: Vec<(String, String, String, i64)> =
+        results.map(|row| parse_results(row.try_get(0)?)).transpose()?.unwrap_or_default();
+    let gone: Vec<(String, String)> =
+        results.map(|row| parse_results(row.try_get(1)?)).transpose()?.unwrap_or_default();
     let mut by_key: HashMap<(&str, &str), (String, i64)> = HashMap::new();
-    let replays: Vec<(String, String, String, i64)> = parse_results(results.try_get(0)?)?;
     for (tenant, key, id, deliveries) in &replays {
         by_key.insert((tenant, key), (id.clone(), *deliveries));
     }
-    let gone: Vec<(String, String)> = parse_results(results.try_get(1)?)?;
     let endpoint_gone = |tenant: &str, id: &str| gone.iter().any(|(t, e)| t == tenant && e == id);
 
     let mut published = Vec::with_capacity(events.len());
