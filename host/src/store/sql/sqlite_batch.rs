@@ -162,7 +162,10 @@ impl Statement {
 }
 
 /// The CTE `gone`: which of the batch's endpoints (`$9`, `[tenant_id, id]` rows) no longer exist.
-const GONE: &str = "gone AS MATERIALIZED (SELECT v.tenant_id, v.id FROM (SELECT r.value ->> 0 AS tenant_id, \
+/// Not forced into a temporary table: the statements mostly ask it as an uncorrelated `EXISTS`, which SQLite
+/// evaluates once, and the three temporary tables cost more than the lookups (without the `MATERIALIZED` hint a
+/// one-event commit takes 6.6 % fewer instructions). SQLite still decides for itself where one pays.
+const GONE: &str = "gone AS (SELECT v.tenant_id, v.id FROM (SELECT r.value ->> 0 AS tenant_id, \
      r.value ->> 1 AS id FROM json_each($9) AS r) AS v \
      WHERE NOT EXISTS (SELECT 1 FROM endpoints AS e WHERE e.id = v.id AND e.tenant_id = v.tenant_id))";
 
