@@ -43,10 +43,10 @@ const DISABLE_ROWS: &[(&str, Column)] =
     &[("tenant_id", Column::Text), ("delivery_id", Column::Text), ("reason", Column::Text), ("at", Column::Int)];
 
 script_statements! {
-    /// The statements, in order. Only `AttemptsStored` and `Results` return a row: every row crosses from SQLite's
-    /// worker thread one by one (and may wake this task each time), so each answer is one row.
+    /// The statements, in order. Only `AttemptsStored`, `Results` and `GoneEndpoints` return a row: every row
+    /// crosses from SQLite's worker thread one by one (and may wake this task each time), so each answer is one row.
     ///
-    /// What was stored follows from those two rows without looking up every id: an event without an idempotency key is
+    /// What was stored follows from those rows without looking up every id: an event without an idempotency key is
     /// stored (or the whole transaction fails on its id); one with a key is stored unless the key's event is another; a
     /// delivery is stored when its event is and its endpoint still exists. Only attempts are skipped one by one (a lost
     /// lease), which the count tells; which ones is asked only then.
@@ -69,6 +69,9 @@ script_statements! {
         PreparedOutcomes,
         /// The stored event of each idempotency key of the batch, and which of its endpoints no longer exist.
         Results,
+        /// Which of the batch's endpoints no longer exist, for a batch without idempotency keys: `Results` would
+        /// also look its empty key set up, a temporary table opened and closed for nothing.
+        GoneEndpoints,
         Commit,
     }
 }
@@ -81,7 +84,9 @@ impl Statement {
     fn needed(self, parts: Parts) -> bool {
         match self {
             Begin | Commit => true,
-            Events | Deliveries | Results => parts.events,
+            Events | Deliveries => parts.events,
+            Results => parts.events && parts.keys,
+            GoneEndpoints => parts.events && !parts.keys,
             EventTypes => parts.event_types,
             Attempts | AttemptsStored => parts.attempts,
             DisableEndpoints => parts.disabling,
@@ -156,6 +161,7 @@ impl Statement {
                  (SELECT json_group_array(json_array(tenant_id, id)) FROM gone)",
                 rows("$8", KEY_ROWS)
             ),
+            GoneEndpoints => format!("WITH {GONE} SELECT json_group_array(json_array(tenant_id, id)) FROM gone"),
             Commit => "COMMIT".into(),
         }
     }
@@ -179,6 +185,8 @@ const STORED_ATTEMPTS: &str =
 #[derive(Clone, Copy)]
 struct Parts {
     events: bool,
+    /// Whether any of the events has an idempotency key.
+    keys: bool,
     event_types: bool,
     attempts: bool,
     disabling: bool,
@@ -187,7 +195,7 @@ struct Parts {
 }
 
 impl Parts {
-    const VARIANTS: usize = 1 << 6;
+    const VARIANTS: usize = 1 << 7;
 
     fn statements(self) -> impl Iterator<Item = Statement> {
         ALL.iter().copied().filter(move |statement| statement.needed(self))
@@ -202,8 +210,15 @@ impl Parts {
     /// prepared. A router writes a handful of them: publishes, attempts, or both, and now and then the rarer sets.
     fn script(self) -> &'static str {
         static SCRIPTS: [OnceLock<String>; Parts::VARIANTS] = [const { OnceLock::new() }; Parts::VARIANTS];
-        let flags =
-            [self.events, self.event_types, self.attempts, self.disabling, self.plain_outcomes, self.prepared_outcomes];
+        let flags = [
+            self.events,
+            self.keys,
+            self.event_types,
+            self.attempts,
+            self.disabling,
+            self.plain_outcomes,
+            self.prepared_outcomes,
+        ];
         let variant = flags.iter().enumerate().fold(0, |bits, (bit, &set)| bits | (usize::from(set) << bit));
         SCRIPTS[variant].get_or_init(|| self.statements().map(Statement::sql).collect::<Vec<_>>().join(";\n"))
     }
@@ -264,6 +279,7 @@ pub(super) async fn write(
 
     let parts = Parts {
         events: !events.is_empty(),
+        keys: !keys.is_empty(),
         event_types: !types.is_empty(),
         attempts: !outcomes.is_empty(),
         disabling: !disabling.is_empty(),
@@ -303,8 +319,12 @@ pub(super) async fn write(
     let results = only_row(Results)?;
     let replays: Vec<(String, String, String, i64)> =
         results.map(|row| parse_results(row.try_get(0)?)).transpose()?.unwrap_or_default();
+    let gone_column = match (results, only_row(GoneEndpoints)?) {
+        (Some(row), _) => Some((row, 1)),
+        (None, row) => row.map(|row| (row, 0)),
+    };
     let gone: Vec<(String, String)> =
-        results.map(|row| parse_results(row.try_get(1)?)).transpose()?.unwrap_or_default();
+        gone_column.map(|(row, column)| parse_results(row.try_get(column)?)).transpose()?.unwrap_or_default();
     let mut by_key: HashMap<(&str, &str), (String, i64)> = HashMap::new();
     for (tenant, key, id, deliveries) in &replays {
         by_key.insert((tenant, key), (id.clone(), *deliveries));
