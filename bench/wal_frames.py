@@ -3,9 +3,11 @@
 
 SQLite writes each WAL frame as a 24-byte header (page number, and on a commit's last frame the database size)
 followed by the page. Tracing the headers gives the pages of every commit; the database, opened afterwards, tells
-which table or index each page belongs to (through the `dbstat` table, which Python's SQLite has).
+which table or index each page belongs to (through SQLite's `dbstat` table, which the SQLite
+that Debian's Python uses is built with).
 
-    TMPDIR=/tmp/gc strace -f -e trace=pwrite64 -s 24 -xx -o /tmp/wal.trace \\
+    cargo build --release -p switchyard-bench --example group_commits
+    mkdir -p /tmp/gc && TMPDIR=/tmp/gc strace -f -e trace=pwrite64 -s 24 -xx -o /tmp/wal.trace \\
         target/release/examples/group_commits 1 300 100000 0 20 &
     sleep 12; pkill -9 -f 'group_commits 1 300 100000'   # killed, so its temporary database stays
     python3 bench/wal_frames.py /tmp/wal.trace /tmp/gc/.tmp*/bench.db
