@@ -13,6 +13,7 @@ mod receiver;
 mod report;
 mod router_process;
 mod scenarios;
+mod threads;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -5,6 +5,7 @@ use serde::Serialize;
 use crate::disk::DiskBaseline;
 use crate::plugins::PluginCalls;
 use crate::receiver::Receipt;
+use crate::threads::ThreadKind;
 
 #[derive(Debug, Serialize)]
 pub struct Outcome {
@@ -29,6 +30,9 @@ pub struct Outcome {
     /// (`/proc/<pid>/io`); the same span as the CPU figure.
     pub router_written_kib_per_delivery: f64,
     pub router_peak_rss_mib: f64,
+    /// The router's threads by kind over the same span as the CPU figure: time on a CPU and time runnable but
+    /// waiting for one, as shares of the span (empty where the kernel keeps no schedstat).
+    pub router_threads: Vec<ThreadKind>,
     /// `queued` scenario: the router's RSS with every delivery still queued (receiver holding responses).
     pub queued_rss_mib: Option<f64>,
     pub baseline_per_s: f64,
@@ -105,6 +109,7 @@ pub fn print_table(outcome: &Outcome) {
             "router disk",
             format!("{:.1} KiB written per delivery (/proc/<pid>/io write_bytes)", o.router_written_kib_per_delivery),
         ),
+        ("router threads", threads_text(&o.router_threads)),
         ("router rss", format!("{:.1} MiB peak (VmHWM)", o.router_peak_rss_mib)),
         (
             "router rss queued",
@@ -145,9 +150,37 @@ pub fn print_table(outcome: &Outcome) {
     }
 }
 
+/// The kinds that were on a CPU at least 1 % of the span: `name ×threads on a CPU % / waiting for one %`.
+fn threads_text(kinds: &[ThreadKind]) -> String {
+    let shown: Vec<String> = kinds
+        .iter()
+        .filter(|k| k.on_cpu >= 0.01)
+        .map(|k| format!("{} ×{} {:.0} % / {:.0} %", k.kind, k.threads, k.on_cpu * 100.0, k.waiting * 100.0))
+        .collect();
+    if shown.is_empty() {
+        return "-".into();
+    }
+    format!("{} (on a CPU / runnable, waiting for one)", shown.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thread_kinds_show_the_busy_ones() {
+        let kind = |kind: &str, threads, on_cpu, waiting| ThreadKind { kind: kind.into(), threads, on_cpu, waiting };
+        let kinds = [
+            kind("tokio-rt-worker", 2, 0.713, 0.953),
+            kind("sqlx-sqlite-wor", 6, 0.41, 0.336),
+            kind("idle", 3, 0.001, 0.0),
+        ];
+        assert_eq!(
+            threads_text(&kinds),
+            "tokio-rt-worker ×2 71 % / 95 %, sqlx-sqlite-wor ×6 41 % / 34 % (on a CPU / runnable, waiting for one)"
+        );
+        assert_eq!(threads_text(&[]), "-");
+    }
 
     #[test]
     fn nearest_rank_quantiles() {

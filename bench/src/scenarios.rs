@@ -18,7 +18,7 @@ use crate::client::{self, Api};
 use crate::receiver::{Expect, Receipt, Receiver};
 use crate::report::{ms, quantile, sustained_rate, Outcome};
 use crate::router_process::{Database, RouterOptions, RouterProcess};
-use crate::{disk, plugins};
+use crate::{disk, plugins, threads};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
@@ -171,6 +171,7 @@ pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome>
 
     let cpu_before = router.cpu_seconds()?;
     let written_before = router.written_bytes()?;
+    let threads_before = threads::Snapshot::take(router.pid());
     let started = Instant::now();
     let published = match scenario {
         // One second's worth of requests in flight at most: enough to hide the router's response time.
@@ -199,6 +200,10 @@ pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome>
     // Taken before the check lists every delivery: that listing is the harness's work, not a delivery's.
     let cpu = router.cpu_seconds()? - cpu_before;
     let written = router.written_bytes()?.saturating_sub(written_before);
+    let router_threads = match (threads_before, threads::Snapshot::take(router.pid())) {
+        (Some(before), Some(after)) => before.until(&after),
+        _ => Vec::new(),
+    };
     let records = wait_for_router_record(&api, &mut router, expected, started + params.timeout).await?;
     let peak_rss_mib = router.memory_kib("VmHWM")? as f64 / 1024.0;
     let mut plugin_calls = Vec::new();
@@ -250,6 +255,7 @@ pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome>
         router_cpu_s_per_1000: cpu / expected as f64 * 1000.0,
         router_written_kib_per_delivery: written as f64 / 1024.0 / expected as f64,
         router_peak_rss_mib: peak_rss_mib,
+        router_threads,
         queued_rss_mib,
         baseline_per_s: baseline,
         deliver_over_baseline: deliver / baseline,
