@@ -3,9 +3,9 @@
 //! and the WebAssembly plugins (`plugin/…`: a filter, a transform and a retry policy call, each in a fresh
 //! sandbox; an endpoint's filter + transform as a delivery runs them; and the hot-swap time from a new component
 //! file landing in the plugins directory to the registry serving it).
-//! `cargo bench -p switchyard-bench --bench micro`. The plugin benches need the components built
-//! (`cargo build --target wasm32-wasip2 --release -p amount-threshold -p redact -p business-hours`) and are
-//! skipped, with a message, without them.
+//! `cargo bench -p switchyard-bench --bench micro`. The plugin benches need the components built (`cargo build
+//! --target wasm32-wasip2 --release -p amount-threshold -p redact -p business-hours -p misbehave`) and are skipped,
+//! with a message, without them.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -202,7 +202,7 @@ fn components(names: &[&str]) -> Option<Vec<Vec<u8>>> {
             Err(_) => {
                 println!(
                     "plugin benches SKIPPED: {} not found; build the plugins with `cargo build --target \
-                     wasm32-wasip2 --release -p amount-threshold -p redact -p business-hours`",
+                     wasm32-wasip2 --release -p amount-threshold -p redact -p business-hours -p misbehave`",
                     path.display()
                 );
                 return None;
