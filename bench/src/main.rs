@@ -96,6 +96,11 @@ struct Cli {
     /// Also print each result as one JSON line.
     #[arg(long)]
     json: bool,
+    /// Run each scenario this many times in a row, each on a fresh router, database and receiver, and then print
+    /// the median, least and greatest of its main figures. On a shared machine the spread between runs is often
+    /// wider than the change being measured.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
 }
 
 fn parse_secs(text: &str) -> Result<Duration, String> {
@@ -169,12 +174,19 @@ async fn main() -> anyhow::Result<()> {
     };
     for (scenario, database) in runs {
         params.database = database;
-        let outcome = scenarios::run(scenario, &params)
-            .await
-            .map_err(|e| e.context(format!("scenario {} on {database:?} FAILED", scenario.name())))?;
-        report::print_table(&outcome);
-        if cli.json {
-            println!("{}", serde_json::to_string(&outcome)?);
+        let mut outcomes = Vec::new();
+        for run in 1..=cli.runs {
+            let outcome = scenarios::run(scenario, &params).await.map_err(|e| {
+                e.context(format!("scenario {} on {database:?} FAILED (run {run} of {})", scenario.name(), cli.runs))
+            })?;
+            report::print_table(&outcome);
+            if cli.json {
+                println!("{}", serde_json::to_string(&outcome)?);
+            }
+            outcomes.push(outcome);
+        }
+        if outcomes.len() > 1 {
+            report::print_spread(&outcomes);
         }
     }
     Ok(())

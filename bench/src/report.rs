@@ -150,6 +150,58 @@ pub fn print_table(outcome: &Outcome) {
     }
 }
 
+/// The median, least and greatest of one figure over several runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// The spread of `values`, leaving out the non-finite ones (a rate over too few receipts is NaN); `None` if none is
+/// left. The median of an even count is the mean of the middle two.
+pub fn spread(values: impl IntoIterator<Item = f64>) -> Option<Spread> {
+    let mut values: Vec<f64> = values.into_iter().filter(|v| v.is_finite()).collect();
+    values.sort_by(f64::total_cmp);
+    let (&min, &max) = (values.first()?, values.last()?);
+    let middle = values.len() / 2;
+    let median = if values.len() % 2 == 0 { (values[middle - 1] + values[middle]) / 2.0 } else { values[middle] };
+    Some(Spread { median, min, max })
+}
+
+/// After several runs of one scenario: the median, least and greatest of the figures the targets are about.
+pub fn print_spread(outcomes: &[Outcome]) {
+    let Some(first) = outcomes.first() else { return };
+    println!();
+    println!("== {} ({}): {} runs, median (least – greatest) ==", first.scenario, first.database, outcomes.len());
+    for (name, value) in spread_rows(outcomes) {
+        println!("  {name:<17} {value}");
+    }
+}
+
+fn spread_rows(outcomes: &[Outcome]) -> Vec<(&'static str, String)> {
+    type Figure = fn(&Outcome) -> f64;
+    let figures: [(&str, Figure, usize, &str); 7] = [
+        ("ingest", |o| o.ingest_per_s, 0, "events/s"),
+        ("deliver", |o| o.deliver_per_s, 0, "deliveries/s"),
+        ("e2e p50", |o| o.e2e_p50_ms, 1, "ms"),
+        ("e2e p99", |o| o.e2e_p99_ms, 1, "ms"),
+        ("router cpu", |o| o.router_cpu_s_per_1000, 3, "CPU s per 1,000 deliveries"),
+        ("baseline", |o| o.baseline_per_s, 0, "requests/s"),
+        ("deliver/baseline", |o| o.deliver_over_baseline, 3, ""),
+    ];
+    figures
+        .into_iter()
+        .map(|(name, figure, decimals, unit)| {
+            let text = match spread(outcomes.iter().map(figure)) {
+                Some(s) => format!("{:.decimals$} ({:.decimals$} – {:.decimals$}) {unit}", s.median, s.min, s.max),
+                None => "-".into(),
+            };
+            (name, text.trim_end().to_string())
+        })
+        .collect()
+}
+
 /// The kinds that were on a CPU at least 1 % of the span: `name ×threads on a CPU % / waiting for one %`.
 fn threads_text(kinds: &[ThreadKind]) -> String {
     let shown: Vec<String> = kinds
@@ -180,6 +232,16 @@ mod tests {
             "tokio-rt-worker ×2 71 % / 95 %, sqlx-sqlite-wor ×6 41 % / 34 % (on a CPU / runnable, waiting for one)"
         );
         assert_eq!(threads_text(&[]), "-");
+    }
+
+    #[test]
+    fn spread_of_runs() {
+        assert_eq!(spread([3.0, 1.0, 2.0]), Some(Spread { median: 2.0, min: 1.0, max: 3.0 }));
+        assert_eq!(spread([4.0, 1.0, 3.0, 2.0]), Some(Spread { median: 2.5, min: 1.0, max: 4.0 }));
+        // A run too short for a sustained rate does not drag the others.
+        assert_eq!(spread([f64::NAN, 5.0]), Some(Spread { median: 5.0, min: 5.0, max: 5.0 }));
+        assert_eq!(spread([f64::NAN]), None);
+        assert_eq!(spread([]), None);
     }
 
     #[test]
