@@ -84,7 +84,9 @@ impl Dialect {
             // connection on every acquire and release, two round trips to SQLite's worker thread per
             // transaction on the busiest path there is.
             Dialect::Sqlite => {
-                let mut connection = AnyConnection::connect(&sqlite_url_creating_file(url)).await?;
+                super::wal_vfs::register()
+                    .map_err(|reason| StoreError::Unavailable(format!("SQLite WAL VFS: {reason}")))?;
+                let mut connection = AnyConnection::connect(&sqlite_writer_url(url)).await?;
                 for pragma in SQLITE_PRAGMAS {
                     connection.execute(*pragma).await?;
                 }
@@ -367,15 +369,20 @@ impl DerefMut for WriteConnection<'_> {
     }
 }
 
-/// The URL with `mode=rwc` unless it names a mode: the first start creates the database file.
-fn sqlite_url_creating_file(url: &str) -> String {
+/// The writer's URL: `mode=rwc`, so the first start creates the database file, and the VFS that gathers WAL
+/// writes ([`wal_vfs`](super::wal_vfs)); either only where the URL does not name its own.
+fn sqlite_writer_url(url: &str) -> String {
+    with_default_parameter(&with_default_parameter(url, "mode", "rwc"), "vfs", super::wal_vfs::NAME)
+}
+
+fn with_default_parameter(url: &str, name: &str, value: &str) -> String {
     let query = url.split_once('?').map(|(_, query)| query).unwrap_or("");
-    if query.split('&').any(|pair| pair.starts_with("mode=")) {
+    if query.split('&').any(|pair| pair.split_once('=').map_or(pair, |(key, _)| key) == name) {
         url.to_string()
     } else if query.is_empty() {
-        format!("{}?mode=rwc", url.trim_end_matches('?'))
+        format!("{}?{name}={value}", url.trim_end_matches('?'))
     } else {
-        format!("{url}&mode=rwc")
+        format!("{url}&{name}={value}")
     }
 }
 
@@ -408,12 +415,16 @@ mod tests {
     }
 
     #[test]
-    fn sqlite_urls_create_the_file_unless_a_mode_is_given() {
-        assert_eq!(sqlite_url_creating_file("sqlite://data/x.db"), "sqlite://data/x.db?mode=rwc");
+    fn sqlite_writer_urls_create_the_file_and_gather_wal_writes_unless_told_otherwise() {
+        assert_eq!(sqlite_writer_url("sqlite://data/x.db"), "sqlite://data/x.db?mode=rwc&vfs=switchyard-wal");
         assert_eq!(
-            sqlite_url_creating_file("sqlite://data/x.db?cache=shared"),
-            "sqlite://data/x.db?cache=shared&mode=rwc"
+            sqlite_writer_url("sqlite://data/x.db?cache=shared"),
+            "sqlite://data/x.db?cache=shared&mode=rwc&vfs=switchyard-wal"
         );
-        assert_eq!(sqlite_url_creating_file("sqlite://data/x.db?mode=ro"), "sqlite://data/x.db?mode=ro");
+        assert_eq!(sqlite_writer_url("sqlite://data/x.db?mode=ro"), "sqlite://data/x.db?mode=ro&vfs=switchyard-wal");
+        assert_eq!(
+            sqlite_writer_url("sqlite://data/x.db?vfs=unix-dotfile"),
+            "sqlite://data/x.db?vfs=unix-dotfile&mode=rwc"
+        );
     }
 }

@@ -20,6 +20,7 @@ mod rows;
 mod sqlite_batch;
 mod sqlite_claim;
 mod tenants;
+mod wal_vfs;
 
 use std::sync::Arc;
 
