@@ -175,12 +175,20 @@ impl Gathered {
 unsafe fn write_out(file: *mut ffi::sqlite3_file) -> c_int {
     let wrapped = &mut *file.cast::<WrappedFile>();
     let Some(gathered) = wrapped.gathered.as_deref_mut() else { return ffi::SQLITE_OK };
-    let inner = inner_file(file);
+    gathered.drain(&mut inner_writer(inner_file(file)))
+}
+
+/// Writes gathered bytes to the inner file.
+///
+/// # Safety
+/// `inner` is an open inner file object, and stays open while the writer is used.
+unsafe fn inner_writer(inner: *mut ffi::sqlite3_file) -> impl FnMut(&[u8], i64) -> c_int {
     let x_write = methods(inner).xWrite.expect("every VFS file can be written");
-    gathered.drain(&mut |bytes: &[u8], offset| match c_int::try_from(bytes.len()) {
-        Ok(len) => x_write(inner, bytes.as_ptr().cast(), len, offset),
+    move |bytes, offset| match c_int::try_from(bytes.len()) {
+        // SAFETY: as promised by the caller of `inner_writer`; `bytes` is valid for `len` bytes.
+        Ok(len) => unsafe { x_write(inner, bytes.as_ptr().cast(), len, offset) },
         Err(_) => ffi::SQLITE_IOERR_WRITE,
-    })
+    }
 }
 
 unsafe extern "C" fn open(
@@ -274,13 +282,8 @@ unsafe extern "C" fn write(file: *mut ffi::sqlite3_file, buf: *const c_void, amo
     let Some(gathered) = wrapped.gathered.as_deref_mut() else {
         return forward!(file, xWrite, buf, amount, offset);
     };
-    let inner = inner_file(file);
-    let x_write = methods(inner).xWrite.expect("every VFS file can be written");
     let data = std::slice::from_raw_parts(buf.cast::<u8>(), usize::try_from(amount).unwrap_or(0));
-    gathered.add(data, offset, |bytes, at| match c_int::try_from(bytes.len()) {
-        Ok(len) => x_write(inner, bytes.as_ptr().cast(), len, at),
-        Err(_) => ffi::SQLITE_IOERR_WRITE,
-    })
+    gathered.add(data, offset, inner_writer(inner_file(file)))
 }
 
 unsafe extern "C" fn truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
