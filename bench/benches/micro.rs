@@ -55,7 +55,7 @@ fn endpoint(i: usize, event_type: &str, filter: Option<&str>) -> Endpoint {
 
 fn event() -> Event {
     Event {
-        id: "evt_0192f0000000000000000000000000".into(),
+        id: "evt_02fq8c1wq6vd2k00000000".into(),
         tenant_id: "ten_bench".into(),
         event_type: "payment.succeeded".into(),
         data: RawValue::from_string(PAYLOAD.into()).expect("valid JSON"),
@@ -96,7 +96,7 @@ fn routing(c: &mut Criterion) {
 
 fn signing(c: &mut Criterion) {
     let body = format!(
-        r#"{{"id":"evt_0192f0000000000000000000000000","type":"payment.succeeded","timestamp":"2026-11-22T21:56:34.123Z","tenant_id":"ten_bench","data":{PAYLOAD}}}"#
+        r#"{{"id":"evt_02fq8c1wq6vd2k00000000","type":"payment.succeeded","timestamp":"2026-11-22T21:56:34.123Z","tenant_id":"ten_bench","data":{PAYLOAD}}}"#
     );
     let one = vec!["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string()];
     let two = vec![one[0].clone(), "whsec_dGhpcyBpcyB0aGUgb2xkIHNlY3JldCAxMjM=".to_string()];
@@ -244,7 +244,7 @@ fn plugins(c: &mut Criterion) {
 
     let payload = payload_1k();
     let guest_event = GuestEvent {
-        id: "evt_0192f0000000000000000000000000".into(),
+        id: "evt_02fq8c1wq6vd2k00000000".into(),
         event_type: "payment.succeeded".into(),
         tenant: "ten_bench".into(),
         timestamp_ms: 1_795_000_000_000,

@@ -313,8 +313,8 @@ pub async fn baseline(url: &str, count: u64, concurrency: usize, payload_bytes: 
     let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).tcp_nodelay(true).build()?;
     let data = event_data(0, 0, padding(payload_bytes).as_deref());
     let body = json!({
-        "id": "evt_0192f0000000000000000000000000", "type": EVENT_TYPE, "timestamp": "2026-11-22T21:56:34.123Z",
-        "tenant_id": "ten_0192f0000000000000000000000000",
+        "id": "evt_02fq8c1wq6vd2k00000000", "type": EVENT_TYPE, "timestamp": "2026-11-22T21:56:34.123Z",
+        "tenant_id": "ten_02fq8c1wq6vd2k00000000",
         "data": data,
     })
     .to_string();
