@@ -10,6 +10,7 @@ mod plugins;
 #[path = "../shared/proc_cpu.rs"]
 mod proc_cpu;
 mod receiver;
+mod relay;
 mod report;
 mod router_process;
 mod scenarios;
@@ -43,8 +44,11 @@ enum Which {
     /// Every scenario on SQLite (or --database), then `single` and `fanout` on PostgreSQL.
     All,
     /// Every scenario with tiny counts, on --database: for CI, so the harness cannot rot. `wasm` is skipped (with a
-    /// message) when the plugin components are not built.
+    /// message) when the plugin components are not built. Measures the relay too (`--relay`).
     Smoke,
+    /// The relay process `--relay` starts (not a scenario).
+    #[value(hide = true)]
+    RelayServe,
 }
 
 #[derive(Debug, Parser)]
@@ -93,6 +97,16 @@ struct Cli {
     /// the baseline's body is padded alike.
     #[arg(long, default_value_t = 0)]
     payload_bytes: usize,
+    /// `single` and `fanout` (one event per request): also measure, before the router, a relay that stores nothing
+    /// (hyper in, reqwest out), published to and received alike: a ceiling for `deliver`, and `deliver / relay`.
+    #[arg(long)]
+    relay: bool,
+    /// `relay-serve`: where to listen.
+    #[arg(long, hide = true, default_value = "127.0.0.1:0")]
+    listen: std::net::SocketAddr,
+    /// `relay-serve`: where to post each body (once per occurrence).
+    #[arg(long, hide = true)]
+    relay_target: Vec<String>,
     /// Also print each result as one JSON line.
     #[arg(long)]
     json: bool,
@@ -120,6 +134,15 @@ const ALL: [Scenario; 7] = [
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if cli.scenario == Which::RelayServe {
+        return relay::serve(cli.listen, cli.relay_target, cli.dispatch_concurrency).await;
+    }
+    if cli.relay && !matches!(cli.scenario, Which::Single | Which::Fanout | Which::All) {
+        anyhow::bail!("--relay applies to single and fanout (and to them within all) only");
+    }
+    if cli.relay && cli.batch > 1 {
+        anyhow::bail!("--relay publishes one event per request: leave out --batch");
+    }
     let binary = match &cli.switchyard_bin {
         Some(path) => path.clone(),
         None => router_process::default_binary()?,
@@ -138,6 +161,7 @@ async fn main() -> anyhow::Result<()> {
         duration: cli.duration_secs,
         timeout: cli.timeout_secs,
         payload_bytes: cli.payload_bytes,
+        relay: cli.relay,
     };
     let runs: Vec<(Scenario, Database)> = match cli.scenario {
         Which::Single => vec![(Scenario::Single, cli.database)],
@@ -152,7 +176,10 @@ async fn main() -> anyhow::Result<()> {
             .map(|s| (*s, cli.database))
             .chain([(Scenario::Single, Database::Postgres), (Scenario::Fanout, Database::Postgres)])
             .collect(),
+        // Served above; nothing to run here.
+        Which::RelayServe => Vec::new(),
         Which::Smoke => {
+            params.relay = true;
             // Small enough for a debug build to finish in seconds, large enough to exercise every check.
             params.events = Some(cli.events.unwrap_or(60));
             params.publishers = params.publishers.min(8);

@@ -45,6 +45,8 @@ pub struct Recorded {
     pub requests: AtomicU64,
     pub failed: AtomicU64,
     pub baseline: AtomicU64,
+    /// Arrival times (Unix nanoseconds) of the bodies a relay forwarded (see `relay`).
+    pub relayed: Mutex<Vec<u64>>,
     /// Bodies that did not parse in the expected form (see [`Expect`]): any is a harness or router bug.
     pub malformed: AtomicU64,
 }
@@ -112,7 +114,7 @@ pub fn unix_nanos() -> u64 {
 }
 
 /// Room for every connection the harness opens at once, twice over (Linux caps it at `net.core.somaxconn`).
-const ACCEPT_BACKLOG: u32 = 4096;
+pub const ACCEPT_BACKLOG: u32 = 4096;
 
 impl Receiver {
     /// Starts listening on an ephemeral loopback port. `fail_every`: answer `500` to every n-th delivery request
@@ -171,6 +173,16 @@ async fn handle(
     };
     if path == "/baseline" {
         recorded.baseline.fetch_add(1, Ordering::Relaxed);
+        return Ok(status(StatusCode::NO_CONTENT));
+    }
+    if path == "/relay" {
+        // The work a delivery's receipt costs here, so the relay is measured against the same receiver.
+        let arrived_ns = unix_nanos();
+        if parse_delivery(&body, webhook_id.as_deref(), Expect::Envelope).is_none() {
+            recorded.malformed.fetch_add(1, Ordering::Relaxed);
+            return Ok(status(StatusCode::BAD_REQUEST));
+        }
+        recorded.relayed.lock().expect("receiver lock").push(arrived_ns);
         return Ok(status(StatusCode::NO_CONTENT));
     }
     let Some(endpoint) = path.strip_prefix("/ep/").and_then(|i| i.parse::<usize>().ok()) else {

@@ -37,6 +37,9 @@ pub struct Outcome {
     pub queued_rss_mib: Option<f64>,
     pub baseline_per_s: f64,
     pub deliver_over_baseline: f64,
+    /// `--relay`: what a relay that stores nothing reached with the same publishing and fan-out (see `relay`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelayOutcome>,
     /// The disk's commit latency in the same run (see `disk`).
     pub disk: DiskBaseline,
     /// Requests the receiver answered 500 (failure scenario) and the retries the router recorded.
@@ -49,6 +52,18 @@ pub struct Outcome {
     /// `wasm` scenario: the router's own per-call figures for each plugin version (its last 1,024 calls).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub plugin_calls: Vec<PluginCalls>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RelayOutcome {
+    /// Events/s the relay accepted.
+    pub ingest_per_s: f64,
+    /// Relayed deliveries/s received, sustained (10 %–90 %).
+    pub per_s: f64,
+    pub cpu_s_per_1000: f64,
+    pub over_baseline: f64,
+    /// `deliver` over `per_s`: the share of the ceiling the router reached.
+    pub deliver_over_relay: f64,
 }
 
 /// The `q`-quantile (nearest rank) of sorted values.
@@ -64,7 +79,11 @@ pub fn quantile(sorted: &[u64], q: f64) -> u64 {
 /// them, so start-up and the tail of the run (stragglers, retries) do not dilute it. `first_receipts` holds only
 /// the first receipt of each (event, endpoint) pair.
 pub fn sustained_rate(first_receipts: &[&Receipt]) -> f64 {
-    let mut arrivals: Vec<u64> = first_receipts.iter().map(|r| r.arrived_ns).collect();
+    sustained_rate_of(first_receipts.iter().map(|r| r.arrived_ns).collect())
+}
+
+/// [`sustained_rate`] of arrival times (Unix nanoseconds, any order).
+pub fn sustained_rate_of(mut arrivals: Vec<u64>) -> f64 {
     arrivals.sort_unstable();
     if arrivals.len() < 10 {
         return f64::NAN;
@@ -136,6 +155,15 @@ pub fn print_table(outcome: &Outcome) {
     for (name, value) in rows {
         println!("  {name:<17} {value}");
     }
+    if let Some(r) = &o.relay {
+        let relay = format!(
+            "{:.0} deliveries/s ({:.0} events/s accepted) through a relay that stores nothing, {:.3} of baseline; \
+             relay cpu {:.3} s per 1,000",
+            r.per_s, r.ingest_per_s, r.over_baseline, r.cpu_s_per_1000
+        );
+        println!("  {:<17} {relay}", "relay");
+        println!("  {:<17} {:.3}", "deliver/relay", r.deliver_over_relay);
+    }
     for p in &o.plugin_calls {
         let us = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
         println!(
@@ -181,7 +209,7 @@ pub fn print_spread(outcomes: &[Outcome]) {
 
 fn spread_rows(outcomes: &[Outcome]) -> Vec<(&'static str, String)> {
     type Figure = fn(&Outcome) -> f64;
-    let figures: [(&str, Figure, usize, &str); 7] = [
+    let figures: [(&str, Figure, usize, &str); 9] = [
         ("ingest", |o| o.ingest_per_s, 0, "events/s"),
         ("deliver", |o| o.deliver_per_s, 0, "deliveries/s"),
         ("e2e p50", |o| o.e2e_p50_ms, 1, "ms"),
@@ -189,6 +217,9 @@ fn spread_rows(outcomes: &[Outcome]) -> Vec<(&'static str, String)> {
         ("router cpu", |o| o.router_cpu_s_per_1000, 3, "CPU s per 1,000 deliveries"),
         ("baseline", |o| o.baseline_per_s, 0, "requests/s"),
         ("deliver/baseline", |o| o.deliver_over_baseline, 3, ""),
+        // NaN (left out of the spread) in runs without `--relay`.
+        ("relay", |o| o.relay.map_or(f64::NAN, |r| r.per_s), 0, "deliveries/s"),
+        ("deliver/relay", |o| o.relay.map_or(f64::NAN, |r| r.deliver_over_relay), 3, ""),
     ];
     figures
         .into_iter()
@@ -199,6 +230,8 @@ fn spread_rows(outcomes: &[Outcome]) -> Vec<(&'static str, String)> {
             };
             (name, text.trim_end().to_string())
         })
+        // The relay's rows only where it was measured.
+        .filter(|(name, text)| !(name.contains("relay") && text == "-"))
         .collect()
 }
 

@@ -64,7 +64,7 @@ pub fn default_binary() -> anyhow::Result<PathBuf> {
     Ok(candidate)
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     // Bind-then-release: a tiny race with other processes, acceptable for a benchmark on a quiet machine.
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

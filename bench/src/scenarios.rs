@@ -16,9 +16,9 @@ use serde_json::json;
 
 use crate::client::{self, Api};
 use crate::receiver::{Expect, Receipt, Receiver};
-use crate::report::{ms, quantile, sustained_rate, Outcome};
+use crate::report::{ms, quantile, sustained_rate, Outcome, RelayOutcome};
 use crate::router_process::{Database, RouterOptions, RouterProcess};
-use crate::{disk, plugins, threads};
+use crate::{disk, plugins, relay, threads};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
@@ -57,6 +57,8 @@ pub struct Params {
     pub timeout: Duration,
     /// Least size of each event's data in bytes (0: the bench's own, about 90 bytes).
     pub payload_bytes: usize,
+    /// Also measure a relay that stores nothing, where the scenario allows (see [`Scenario::relays`]).
+    pub relay: bool,
 }
 
 impl Scenario {
@@ -70,6 +72,12 @@ impl Scenario {
             Scenario::Steady => "steady",
             Scenario::Wasm => "wasm",
         }
+    }
+
+    /// Whether `--relay` applies: closed-loop publishing, one event per request, every event to every endpoint of a
+    /// receiver that answers at once (what the relay does; no filters, failures, held answers or plugins).
+    pub fn relays(self) -> bool {
+        matches!(self, Scenario::Single | Scenario::Fanout)
     }
 
     fn endpoints(self) -> usize {
@@ -150,6 +158,23 @@ pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome>
         params.payload_bytes,
     )
     .await?;
+    let relay = if params.relay && scenario.relays() && params.batch == 1 {
+        let events = params.events.unwrap_or(scenario.default_events());
+        Some(
+            relay::measure(
+                &receiver,
+                scenario.endpoints(),
+                events,
+                params.publishers,
+                params.dispatch_concurrency,
+                params.payload_bytes,
+                params.timeout,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     // Where the router's database will be: the temporary directory, on the same filesystem.
     let disk = disk::measure(&std::env::temp_dir(), params.disk_baseline)?;
 
@@ -259,6 +284,13 @@ pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome>
         queued_rss_mib,
         baseline_per_s: baseline,
         deliver_over_baseline: deliver / baseline,
+        relay: relay.map(|r| RelayOutcome {
+            ingest_per_s: r.ingest_per_s,
+            per_s: r.per_s,
+            cpu_s_per_1000: r.cpu_s_per_1000,
+            over_baseline: r.per_s / baseline,
+            deliver_over_relay: deliver / r.per_s,
+        }),
         disk,
         receiver_failures: receiver.recorded.failed.load(Ordering::Relaxed),
         retried_deliveries: check.retried,
