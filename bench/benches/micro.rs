@@ -18,7 +18,7 @@ use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use switchyard::model::{
-    Endpoint, EndpointSecret, EndpointStatus, Event, PluginBinding, SecretStatus, SignatureScheme, Subscription,
+    new_id, Endpoint, EndpointSecret, EndpointStatus, Event, PluginBinding, SecretStatus, SignatureScheme, Subscription,
 };
 use switchyard::plugin::bound::{self, Preparation};
 use switchyard::plugin::{
@@ -163,6 +163,13 @@ fn retry(c: &mut Criterion) {
     group.bench_function("next_delay, custom schedule + Retry-After", |b| {
         b.iter(|| next_delay(black_box(&custom), black_box(4), black_box(-0.5), Some(Duration::from_secs(2)), cap))
     });
+    group.finish();
+}
+
+/// Every delivery mints three ids (event, delivery, attempt).
+fn ids(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ids");
+    group.bench_function("new_id", |b| b.iter(|| new_id(black_box("dlv"))));
     group.finish();
 }
 
@@ -492,5 +499,5 @@ fn hotswap(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, routing, signing, retry, plugins, hotswap);
+criterion_group!(benches, routing, signing, retry, ids, plugins, hotswap);
 criterion_main!(benches);

@@ -47,12 +47,18 @@ fn compact_v7(uuid: u128) -> u128 {
 }
 
 /// Base 36, zero-padded to a fixed width so that the strings order as the numbers do. 36^22 > 2^112.
-fn base36(mut value: u128) -> [u8; 22] {
+fn base36(value: u128) -> [u8; 22] {
     const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    // Eleven digits per half, each half below 2^57: the digits then come from u64 arithmetic, which compiles to
+    // multiplications, where every digit of a u128 was two calls into the compiler's division routine.
+    const HALF: u128 = 36u128.pow(11);
+    let halves = [(value / HALF) as u64, (value % HALF) as u64];
     let mut encoded = [b'0'; 22];
-    for slot in encoded.iter_mut().rev() {
-        *slot = DIGITS[(value % 36) as usize];
-        value /= 36;
+    for (digits, mut half) in encoded.chunks_exact_mut(11).zip(halves) {
+        for slot in digits.iter_mut().rev() {
+            *slot = DIGITS[(half % 36) as usize];
+            half /= 36;
+        }
     }
     encoded
 }
@@ -425,6 +431,9 @@ mod tests {
         assert_eq!(&base36(0), b"0000000000000000000000");
         assert_eq!(&base36(35), b"000000000000000000000z");
         assert_eq!(&base36(36), b"0000000000000000000010");
+        // Where the two halves meet.
+        assert_eq!(&base36(36u128.pow(11) - 1), b"00000000000zzzzzzzzzzz");
+        assert_eq!(&base36(36u128.pow(11)), b"0000000000100000000000");
         // The widest compact id fits in 22 digits (the value from Python's integers).
         assert_eq!(&base36((1 << 112) - 1), b"asfdhsvozt9q6jptrryn0f");
     }
