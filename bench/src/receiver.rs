@@ -210,7 +210,7 @@ async fn handle(
     }
 }
 
-fn status(code: StatusCode) -> Response<Empty<Bytes>> {
+pub fn status(code: StatusCode) -> Response<Empty<Bytes>> {
     let mut response = Response::new(Empty::new());
     *response.status_mut() = code;
     response

@@ -1,7 +1,7 @@
 //! A ceiling for `deliver`: a relay that stores nothing. It takes each published body over HTTP, posts it on to
 //! every target with reqwest (keep-alive, at most the dispatch concurrency in flight) and answers `202` as soon as
-//! those posts have started: the two HTTP exchanges a delivery of a published event needs, and nothing else. It runs as a process of
-//! its own (this binary, `relay-serve`), as the router does, so its CPU can be read alone.
+//! those posts have started: the two HTTP exchanges a delivery of a published event needs, and nothing else. It
+//! runs as a process of its own (this binary, `relay-serve`), as the router does, so its CPU can be read alone.
 //!
 //! `deliver / relay` is then the share of that ceiling the router reaches with everything it does beside the two
 //! exchanges (the durable group commit, attempt records, signing, subscriptions). The relay's receiving end costs
@@ -26,7 +26,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 
-use crate::receiver::{Receiver, ACCEPT_BACKLOG};
+use crate::receiver::{status, Receiver, ACCEPT_BACKLOG};
 use crate::report::sustained_rate_of;
 use crate::{client, proc_cpu, router_process};
 
@@ -87,12 +87,6 @@ impl Relay {
         }
         Ok(status(StatusCode::ACCEPTED))
     }
-}
-
-fn status(code: StatusCode) -> Response<Empty<Bytes>> {
-    let mut response = Response::new(Empty::new());
-    *response.status_mut() = code;
-    response
 }
 
 /// The relay process, killed when dropped.
