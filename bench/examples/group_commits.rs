@@ -54,12 +54,12 @@ fn main() -> anyhow::Result<()> {
             commits.commit().await;
         }
         let started = Instant::now();
-        let cpu_before = proc_cpu::cpu_seconds("self")?;
+        let cpu_before = proc_cpu::cpu_seconds(None)?;
         for _ in 0..measured {
             commits.commit().await;
         }
         let per_commit = started.elapsed() / measured.max(1) as u32;
-        let cpu_per_commit = (proc_cpu::cpu_seconds("self")? - cpu_before) / measured.max(1) as f64;
+        let cpu_per_commit = (proc_cpu::cpu_seconds(None)? - cpu_before) / measured.max(1) as f64;
         let deliveries = events * endpoints;
         println!(
             "{measured} commits of {events} events × {endpoints} endpoints ({deliveries} deliveries): {per_commit:?} \

@@ -26,9 +26,10 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 
+use crate::proc_cpu::{self, MachineCpu};
 use crate::receiver::{status, Receiver, ACCEPT_BACKLOG};
 use crate::report::sustained_rate_of;
-use crate::{client, proc_cpu, router_process};
+use crate::{client, router_process};
 
 /// Serves until killed (the `relay-serve` command): binds `listen` and relays every request body to `targets`.
 pub async fn serve(listen: SocketAddr, targets: Vec<String>, concurrency: usize) -> anyhow::Result<()> {
@@ -143,6 +144,8 @@ pub struct RelayFigures {
     /// Relayed bodies/s received, sustained (10 %–90 % of arrivals), as `deliver` is measured.
     pub per_s: f64,
     pub cpu_s_per_1000: f64,
+    /// The whole machine's busy CPU per relayed delivery over the same span: publishers, relay and receiver.
+    pub machine_cpu_us_per_delivery: f64,
 }
 
 /// Publishes `events` bodies to a fresh relay, `publishers` at a time and one per request, fanned out to
@@ -159,10 +162,11 @@ pub async fn measure(
     let harness = std::env::current_exe().context("locating the harness binary")?;
     let targets = vec![receiver.url("/relay"); endpoints];
     let mut relay = RelayProcess::start(&harness, &targets, concurrency).await?;
-    let pid = relay.child.id().to_string();
+    let pid = relay.child.id();
     let expected = events * endpoints as u64;
     let already = receiver.recorded.relayed.lock().expect("receiver lock").len() as u64;
-    let cpu_before = proc_cpu::cpu_seconds(&pid)?;
+    let cpu_before = proc_cpu::cpu_seconds(Some(pid))?;
+    let machine_before = MachineCpu::now()?;
     let deadline = Instant::now() + timeout;
     let ingest_per_s =
         client::baseline(&relay.url, events, publishers, payload_bytes).await.context("publishing to the relay")?;
@@ -177,12 +181,14 @@ pub async fn measure(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let cpu = proc_cpu::cpu_seconds(&pid)? - cpu_before;
+    let cpu = proc_cpu::cpu_seconds(Some(pid))? - cpu_before;
+    let machine = MachineCpu::now()?.since(machine_before);
     let arrivals = receiver.recorded.relayed.lock().expect("receiver lock")[already as usize..].to_vec();
     Ok(RelayFigures {
         ingest_per_s,
         per_s: sustained_rate_of(arrivals),
         cpu_s_per_1000: cpu / expected as f64 * 1000.0,
+        machine_cpu_us_per_delivery: machine.busy_s / expected as f64 * 1e6,
     })
 }
 

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use crate::disk::DiskBaseline;
 use crate::plugins::PluginCalls;
+use crate::proc_cpu::MachineCpu;
 use crate::receiver::Receipt;
 use crate::threads::ThreadKind;
 
@@ -37,6 +38,14 @@ pub struct Outcome {
     pub queued_rss_mib: Option<f64>,
     pub baseline_per_s: f64,
     pub deliver_over_baseline: f64,
+    /// The whole machine (every process: the harness's client and receiver too) while the baseline ran, per
+    /// request.
+    pub baseline_machine: MachineFigures,
+    /// The whole machine over the same span as the router's CPU, per delivery.
+    pub machine: MachineFigures,
+    /// What `deliver / baseline` would be if the run's machine CPU per delivery kept every core busy: a ceiling
+    /// set by CPU alone, however short the router's waits became.
+    pub cpu_ceiling_over_baseline: f64,
     /// `--relay`: what a relay that stores nothing reached with the same publishing and fan-out (see `relay`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relay: Option<RelayOutcome>,
@@ -54,6 +63,27 @@ pub struct Outcome {
     pub plugin_calls: Vec<PluginCalls>,
 }
 
+/// The whole machine's CPU over a span of work.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct MachineFigures {
+    /// Busy CPU µs, all cores and processes, per request or delivery.
+    pub cpu_us_per_item: f64,
+    /// The busy share of all cores' time.
+    pub busy: f64,
+    pub cores: usize,
+}
+
+impl MachineFigures {
+    pub fn of(span: MachineCpu, items: u64) -> MachineFigures {
+        MachineFigures { cpu_us_per_item: span.busy_s / items as f64 * 1e6, busy: span.busy_share(), cores: span.cores }
+    }
+
+    /// Items per second with every core busy at this CPU per item.
+    pub fn ceiling_per_s(&self) -> f64 {
+        self.cores as f64 * 1e6 / self.cpu_us_per_item
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct RelayOutcome {
     /// Events/s the relay accepted.
@@ -61,6 +91,8 @@ pub struct RelayOutcome {
     /// Relayed deliveries/s received, sustained (10 %–90 %).
     pub per_s: f64,
     pub cpu_s_per_1000: f64,
+    /// The whole machine's busy CPU per relayed delivery.
+    pub machine_cpu_us_per_delivery: f64,
     pub over_baseline: f64,
     /// `deliver` over `per_s`: the share of the ceiling the router reached.
     pub deliver_over_relay: f64,
@@ -136,6 +168,17 @@ pub fn print_table(outcome: &Outcome) {
         ),
         ("baseline", format!("{:.0} requests/s (reqwest straight to the receiver)", o.baseline_per_s)),
         ("deliver/baseline", format!("{:.3}", o.deliver_over_baseline)),
+        ("machine cpu", machine_text(o)),
+        (
+            "cpu ceiling",
+            format!(
+                "{:.3} of baseline: {:.0} deliveries/s with all {} cores busy at {:.0} µs each",
+                o.cpu_ceiling_over_baseline,
+                o.machine.ceiling_per_s(),
+                o.machine.cores,
+                o.machine.cpu_us_per_item
+            ),
+        ),
         (
             "disk fsync",
             format!(
@@ -158,8 +201,8 @@ pub fn print_table(outcome: &Outcome) {
     if let Some(r) = &o.relay {
         let relay = format!(
             "{:.0} deliveries/s ({:.0} events/s accepted) through a relay that stores nothing, {:.3} of baseline; \
-             relay cpu {:.3} s per 1,000",
-            r.per_s, r.ingest_per_s, r.over_baseline, r.cpu_s_per_1000
+             relay cpu {:.3} s per 1,000; machine {:.0} µs per delivery",
+            r.per_s, r.ingest_per_s, r.over_baseline, r.cpu_s_per_1000, r.machine_cpu_us_per_delivery
         );
         println!("  {:<17} {relay}", "relay");
         println!("  {:<17} {:.3}", "deliver/relay", r.deliver_over_relay);
@@ -209,7 +252,7 @@ pub fn print_spread(outcomes: &[Outcome]) {
 
 fn spread_rows(outcomes: &[Outcome]) -> Vec<(&'static str, String)> {
     type Figure = fn(&Outcome) -> f64;
-    let figures: [(&str, Figure, usize, &str); 9] = [
+    let figures: [(&str, Figure, usize, &str); 12] = [
         ("ingest", |o| o.ingest_per_s, 0, "events/s"),
         ("deliver", |o| o.deliver_per_s, 0, "deliveries/s"),
         ("e2e p50", |o| o.e2e_p50_ms, 1, "ms"),
@@ -217,6 +260,9 @@ fn spread_rows(outcomes: &[Outcome]) -> Vec<(&'static str, String)> {
         ("router cpu", |o| o.router_cpu_s_per_1000, 3, "CPU s per 1,000 deliveries"),
         ("baseline", |o| o.baseline_per_s, 0, "requests/s"),
         ("deliver/baseline", |o| o.deliver_over_baseline, 3, ""),
+        ("machine cpu", |o| o.machine.cpu_us_per_item, 0, "µs per delivery (every process)"),
+        ("baseline machine", |o| o.baseline_machine.cpu_us_per_item, 0, "µs per request (every process)"),
+        ("cpu ceiling", |o| o.cpu_ceiling_over_baseline, 3, "of baseline"),
         // NaN (left out of the spread) in runs without `--relay`.
         ("relay", |o| o.relay.map_or(f64::NAN, |r| r.per_s), 0, "deliveries/s"),
         ("deliver/relay", |o| o.relay.map_or(f64::NAN, |r| r.deliver_over_relay), 3, ""),
@@ -233,6 +279,18 @@ fn spread_rows(outcomes: &[Outcome]) -> Vec<(&'static str, String)> {
         // The relay's rows only where it was measured.
         .filter(|(name, text)| !(name.contains("relay") && text == "-"))
         .collect()
+}
+
+/// The run's and the baseline's whole-machine CPU, each per item and as a busy share.
+fn machine_text(o: &Outcome) -> String {
+    format!(
+        "{:.0} µs per delivery, {:.0} % of the cores busy; baseline {:.0} µs per request, {:.0} % busy \
+         (every process, /proc/stat)",
+        o.machine.cpu_us_per_item,
+        o.machine.busy * 100.0,
+        o.baseline_machine.cpu_us_per_item,
+        o.baseline_machine.busy * 100.0
+    )
 }
 
 /// The kinds that were on a CPU at least 1 % of the span: `name ×threads on a CPU % / waiting for one %`.
@@ -265,6 +323,16 @@ mod tests {
             "tokio-rt-worker ×2 71 % / 95 %, sqlx-sqlite-wor ×6 41 % / 34 % (on a CPU / runnable, waiting for one)"
         );
         assert_eq!(threads_text(&[]), "-");
+    }
+
+    #[test]
+    fn the_cpu_ceiling_keeps_every_core_busy() {
+        // 2 cores, 1.5 busy CPU s over 10,000 deliveries: 150 µs each, so 13,333/s with both cores busy.
+        let span = MachineCpu { busy_s: 1.5, idle_s: 0.5, cores: 2 };
+        let figures = MachineFigures::of(span, 10_000);
+        assert!((figures.cpu_us_per_item - 150.0).abs() < 1e-9, "{figures:?}");
+        assert!((figures.busy - 0.75).abs() < 1e-9, "{figures:?}");
+        assert!((figures.ceiling_per_s() - 13_333.33).abs() < 0.01, "{figures:?}");
     }
 
     #[test]

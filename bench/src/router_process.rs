@@ -160,28 +160,27 @@ impl RouterProcess {
 
     /// User + system CPU seconds consumed so far.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        crate::proc_cpu::cpu_seconds(&self.pid().to_string())
+        crate::proc_cpu::cpu_seconds(Some(self.pid()))
     }
 
     /// Bytes the router has caused to be written to storage so far (`write_bytes` in `/proc/<pid>/io`: each page
     /// counted when it is dirtied, so a page rewritten before it reaches the disk counts once). On SQLite that is
     /// the WAL and the checkpoints into the database file; PostgreSQL writes in processes of its own.
     pub fn written_bytes(&self) -> anyhow::Result<u64> {
-        let io = std::fs::read_to_string(format!("/proc/{}/io", self.pid()))?;
-        let value = io
-            .lines()
-            .find_map(|line| line.strip_prefix("write_bytes:"))
-            .context("no write_bytes in /proc/<pid>/io")?;
-        Ok(value.trim().parse()?)
+        Ok(self.proc()?.io()?.write_bytes)
     }
 
-    /// A `/proc/<pid>/status` memory figure (`VmHWM` = peak RSS, `VmRSS` = current) in KiB.
-    pub fn memory_kib(&self, field: &str) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
-        let line = status
-            .lines()
-            .find_map(|line| line.strip_prefix(field).and_then(|rest| rest.strip_prefix(':')))
-            .with_context(|| format!("no {field} in /proc/<pid>/status"))?;
-        Ok(line.trim().trim_end_matches("kB").trim().parse()?)
+    /// Peak RSS (`VmHWM` in `/proc/<pid>/status`) in KiB.
+    pub fn peak_rss_kib(&self) -> anyhow::Result<u64> {
+        self.proc()?.status()?.vmhwm.context("no VmHWM in /proc/<pid>/status")
+    }
+
+    /// Current RSS (`VmRSS`) in KiB.
+    pub fn rss_kib(&self) -> anyhow::Result<u64> {
+        self.proc()?.status()?.vmrss.context("no VmRSS in /proc/<pid>/status")
+    }
+
+    fn proc(&self) -> anyhow::Result<procfs::process::Process> {
+        Ok(procfs::process::Process::new(i32::try_from(self.pid())?)?)
     }
 }

@@ -15,8 +15,9 @@ use anyhow::{bail, ensure, Context};
 use serde_json::json;
 
 use crate::client::{self, Api};
+use crate::proc_cpu::MachineCpu;
 use crate::receiver::{Expect, Receipt, Receiver};
-use crate::report::{ms, quantile, sustained_rate, Outcome, RelayOutcome};
+use crate::report::{ms, quantile, sustained_rate, MachineFigures, Outcome, RelayOutcome};
 use crate::router_process::{Database, RouterOptions, RouterProcess};
 use crate::{disk, plugins, relay, threads};
 
@@ -151,6 +152,7 @@ pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome>
         _ => Vec::new(),
     };
     let receiver = Receiver::start(fail_every, scenario == Scenario::Queued, expect).await?;
+    let machine_before_baseline = MachineCpu::now()?;
     let baseline = client::baseline(
         &receiver.url("/baseline"),
         params.baseline_requests,
@@ -158,6 +160,7 @@ pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome>
         params.payload_bytes,
     )
     .await?;
+    let baseline_machine = MachineCpu::now()?.since(machine_before_baseline);
     let relay = if params.relay && scenario.relays() && params.batch == 1 {
         let events = params.events.unwrap_or(scenario.default_events());
         Some(
@@ -195,6 +198,7 @@ pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome>
     let endpoint_ids = create_endpoints(scenario, &api, &receiver).await?;
 
     let cpu_before = router.cpu_seconds()?;
+    let machine_before = MachineCpu::now()?;
     let written_before = router.written_bytes()?;
     let threads_before = threads::Snapshot::take(router.pid());
     let started = Instant::now();
@@ -215,7 +219,7 @@ pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome>
     );
     let mut queued_rss_mib = None;
     if scenario == Scenario::Queued {
-        queued_rss_mib = Some(router.memory_kib("VmRSS")? as f64 / 1024.0);
+        queued_rss_mib = Some(router.rss_kib()? as f64 / 1024.0);
         receiver.open_gate();
     }
 
@@ -224,13 +228,14 @@ pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome>
     let wall = started.elapsed();
     // Taken before the check lists every delivery: that listing is the harness's work, not a delivery's.
     let cpu = router.cpu_seconds()? - cpu_before;
+    let machine = MachineCpu::now()?.since(machine_before);
     let written = router.written_bytes()?.saturating_sub(written_before);
     let router_threads = match (threads_before, threads::Snapshot::take(router.pid())) {
         (Some(before), Some(after)) => before.until(&after),
         _ => Vec::new(),
     };
     let records = wait_for_router_record(&api, &mut router, expected, started + params.timeout).await?;
-    let peak_rss_mib = router.memory_kib("VmHWM")? as f64 / 1024.0;
+    let peak_rss_mib = router.peak_rss_kib()? as f64 / 1024.0;
     let mut plugin_calls = Vec::new();
     if scenario == Scenario::Wasm {
         for name in [plugins::FILTER, plugins::TRANSFORM] {
@@ -263,6 +268,7 @@ pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome>
     let mut latencies: Vec<u64> = check.first_receipts.iter().map(|r| r.latency_ns).collect();
     latencies.sort_unstable();
     let deliver = sustained_rate(&check.first_receipts);
+    let machine = MachineFigures::of(machine, expected);
     Ok(Outcome {
         scenario: scenario.name().to_string(),
         database: format!("{:?}", params.database).to_lowercase(),
@@ -284,10 +290,14 @@ pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome>
         queued_rss_mib,
         baseline_per_s: baseline,
         deliver_over_baseline: deliver / baseline,
+        baseline_machine: MachineFigures::of(baseline_machine, params.baseline_requests),
+        cpu_ceiling_over_baseline: machine.ceiling_per_s() / baseline,
+        machine,
         relay: relay.map(|r| RelayOutcome {
             ingest_per_s: r.ingest_per_s,
             per_s: r.per_s,
             cpu_s_per_1000: r.cpu_s_per_1000,
+            machine_cpu_us_per_delivery: r.machine_cpu_us_per_delivery,
             over_baseline: r.per_s / baseline,
             deliver_over_relay: deliver / r.per_s,
         }),

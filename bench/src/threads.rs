@@ -1,7 +1,7 @@
 //! Where the router's threads spend a run: on a CPU, or runnable and waiting for one. On two cores shared with
 //! the harness's publishers and receiver, a thread on the critical path (the one SQLite writer) can spend as
 //! long queued for a CPU as running; CPU seconds alone do not show that. Read from Linux's per-thread
-//! `/proc/<pid>/task/<tid>/schedstat` (nanoseconds on a CPU, nanoseconds runnable on a run queue, time slices).
+//! `/proc/<pid>/task/<tid>/schedstat` (nanoseconds on a CPU, nanoseconds runnable on a run queue).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -11,7 +11,7 @@ use serde::Serialize;
 /// Each live thread's kind and its two counters at one moment.
 pub struct Snapshot {
     at: Instant,
-    threads: BTreeMap<u32, (String, u64, u64)>,
+    threads: BTreeMap<i32, (String, u64, u64)>,
 }
 
 /// One kind of thread over a span: how many took part, and their time on a CPU and runnable but waiting for
@@ -30,17 +30,12 @@ impl Snapshot {
     pub fn take(pid: u32) -> Option<Snapshot> {
         let at = Instant::now();
         let mut threads = BTreeMap::new();
-        for entry in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
-            let Some(tid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+        let process = procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?;
+        for task in process.tasks().ok()?.flatten() {
             // A thread may end between the listing and these reads; it then just goes uncounted.
-            let (Ok(comm), Ok(stat)) = (
-                std::fs::read_to_string(entry.path().join("comm")),
-                std::fs::read_to_string(entry.path().join("schedstat")),
-            ) else {
-                continue;
-            };
-            let (on_cpu, waiting) = parse_schedstat(&stat)?;
-            threads.insert(tid, (thread_kind(comm.trim()).to_string(), on_cpu, waiting));
+            let (Ok(stat), Ok(schedstat)) = (task.stat(), task.schedstat()) else { continue };
+            let kind = thread_kind(stat.comm.trim()).to_string();
+            threads.insert(task.tid, (kind, schedstat.sum_exec_runtime, schedstat.run_delay));
         }
         (!threads.is_empty()).then_some(Snapshot { at, threads })
     }
@@ -72,12 +67,6 @@ impl Snapshot {
     }
 }
 
-/// `<ns on a CPU> <ns waiting on a run queue> <time slices>`.
-fn parse_schedstat(text: &str) -> Option<(u64, u64)> {
-    let mut fields = text.split_whitespace().map(|field| field.parse::<u64>().ok());
-    Some((fields.next()??, fields.next()??))
-}
-
 /// A thread's name without its number: `tokio-rt-worker`, or `sqlx-sqlite-wor` for `sqlx-sqlite-worker-3`, which
 /// the kernel keeps to 15 bytes.
 fn thread_kind(comm: &str) -> &str {
@@ -93,18 +82,11 @@ fn thread_kind(comm: &str) -> &str {
 mod tests {
     use super::*;
 
-    fn snapshot(at: Instant, threads: &[(u32, &str, u64, u64)]) -> Snapshot {
+    fn snapshot(at: Instant, threads: &[(i32, &str, u64, u64)]) -> Snapshot {
         Snapshot {
             at,
             threads: threads.iter().map(|&(tid, kind, cpu, wait)| (tid, (kind.to_string(), cpu, wait))).collect(),
         }
-    }
-
-    #[test]
-    fn schedstat_gives_cpu_and_run_queue_time() {
-        assert_eq!(parse_schedstat("123456 7890 42\n"), Some((123456, 7890)));
-        assert_eq!(parse_schedstat("123456\n"), None);
-        assert_eq!(parse_schedstat("x 1 2"), None);
     }
 
     #[test]
