@@ -44,8 +44,9 @@ pub struct Outcome {
     /// The whole machine over the same span as the router's CPU, per delivery.
     pub machine: MachineFigures,
     /// What `deliver / baseline` would be if the run's machine CPU per delivery kept every core busy: a ceiling
-    /// set by CPU alone, however short the router's waits became.
-    pub cpu_ceiling_over_baseline: f64,
+    /// set by CPU alone, however short the router's waits became. Closed-loop scenarios only (see
+    /// `Scenario::closed_loop`).
+    pub cpu_ceiling_over_baseline: Option<f64>,
     /// `--relay`: what a relay that stores nothing reached with the same publishing and fan-out (see `relay`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relay: Option<RelayOutcome>,
@@ -171,13 +172,14 @@ pub fn print_table(outcome: &Outcome) {
         ("machine cpu", machine_text(o)),
         (
             "cpu ceiling",
-            format!(
-                "{:.3} of baseline: {:.0} deliveries/s with all {} cores busy at {:.0} µs each",
-                o.cpu_ceiling_over_baseline,
-                o.machine.ceiling_per_s(),
-                o.machine.cores,
-                o.machine.cpu_us_per_item
-            ),
+            o.cpu_ceiling_over_baseline.map_or("- (not a closed-loop run)".into(), |ceiling| {
+                format!(
+                    "{ceiling:.3} of baseline: {:.0} deliveries/s with all {} cores busy at {:.0} µs each",
+                    o.machine.ceiling_per_s(),
+                    o.machine.cores,
+                    o.machine.cpu_us_per_item
+                )
+            }),
         ),
         (
             "disk fsync",
@@ -262,7 +264,7 @@ fn spread_rows(outcomes: &[Outcome]) -> Vec<(&'static str, String)> {
         ("deliver/baseline", |o| o.deliver_over_baseline, 3, ""),
         ("machine cpu", |o| o.machine.cpu_us_per_item, 0, "µs per delivery (every process)"),
         ("baseline machine", |o| o.baseline_machine.cpu_us_per_item, 0, "µs per request (every process)"),
-        ("cpu ceiling", |o| o.cpu_ceiling_over_baseline, 3, "of baseline"),
+        ("cpu ceiling", |o| o.cpu_ceiling_over_baseline.unwrap_or(f64::NAN), 3, "of baseline"),
         // NaN (left out of the spread) in runs without `--relay`.
         ("relay", |o| o.relay.map_or(f64::NAN, |r| r.per_s), 0, "deliveries/s"),
         ("deliver/relay", |o| o.relay.map_or(f64::NAN, |r| r.deliver_over_relay), 3, ""),
@@ -276,8 +278,8 @@ fn spread_rows(outcomes: &[Outcome]) -> Vec<(&'static str, String)> {
             };
             (name, text.trim_end().to_string())
         })
-        // The relay's rows only where it was measured.
-        .filter(|(name, text)| !(name.contains("relay") && text == "-"))
+        // The relay's rows only where it was measured, the ceiling only where it applies.
+        .filter(|(name, text)| !((name.contains("relay") || *name == "cpu ceiling") && text == "-"))
         .collect()
 }
 
