@@ -50,6 +50,9 @@ pub struct Outcome {
     /// `--relay`: what a relay that stores nothing reached with the same publishing and fan-out (see `relay`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relay: Option<RelayOutcome>,
+    /// `--relay` on SQLite, closed-loop runs: the rate the relay's work plus this run's SQLite work alone allow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_and_store_bound: Option<RelayAndStoreBound>,
     /// The disk's commit latency in the same run (see `disk`).
     pub disk: DiskBaseline,
     /// Requests the receiver answered 500 (failure scenario) and the retries the router recorded.
@@ -97,6 +100,47 @@ pub struct RelayOutcome {
     pub over_baseline: f64,
     /// `deliver` over `per_s`: the share of the ceiling the router reached.
     pub deliver_over_relay: f64,
+}
+
+/// A floor under any router's cost per delivery, from two parts measured in the same run: the whole machine's CPU
+/// per delivery through the relay (publishers, receiver and the relay's two HTTP exchanges) and the CPU of the
+/// router's SQLite threads per delivery (its group commits, fsync calls included). A router that did nothing else
+/// would still spend their sum, so with every core busy it could deliver no faster than `per_s`. On PostgreSQL the
+/// storing happens in other processes, which this does not single out.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RelayAndStoreBound {
+    pub relay_machine_us_per_delivery: f64,
+    pub store_cpu_us_per_delivery: f64,
+    pub cores: usize,
+    pub per_s: f64,
+    pub over_baseline: f64,
+}
+
+impl RelayAndStoreBound {
+    /// The router's threads whose name starts with `store_thread` are the store's (sqlx names SQLite's workers
+    /// `sqlx-sqlite-worker-N`). None without any such thread: then no figure would mean anything.
+    pub fn of(
+        relay: &RelayOutcome,
+        threads: &[ThreadKind],
+        store_thread: &str,
+        deliveries: u64,
+        cores: usize,
+        baseline_per_s: f64,
+    ) -> Option<RelayAndStoreBound> {
+        let store_cpu_s: f64 = threads.iter().filter(|k| k.kind.starts_with(store_thread)).map(|k| k.cpu_s).sum();
+        if store_cpu_s <= 0.0 || deliveries == 0 {
+            return None;
+        }
+        let store_cpu_us_per_delivery = store_cpu_s / deliveries as f64 * 1e6;
+        let per_s = cores as f64 * 1e6 / (relay.machine_cpu_us_per_delivery + store_cpu_us_per_delivery);
+        Some(RelayAndStoreBound {
+            relay_machine_us_per_delivery: relay.machine_cpu_us_per_delivery,
+            store_cpu_us_per_delivery,
+            cores,
+            per_s,
+            over_baseline: per_s / baseline_per_s,
+        })
+    }
 }
 
 /// The `q`-quantile (nearest rank) of sorted values.
@@ -209,6 +253,14 @@ pub fn print_table(outcome: &Outcome) {
         println!("  {:<17} {relay}", "relay");
         println!("  {:<17} {:.3}", "deliver/relay", r.deliver_over_relay);
     }
+    if let Some(b) = &o.relay_and_store_bound {
+        let bound = format!(
+            "{:.3} of baseline: {:.0} deliveries/s with all {} cores busy at the relay's {:.0} µs (machine) plus \
+             SQLite's {:.0} µs (router's sqlx-sqlite threads) per delivery",
+            b.over_baseline, b.per_s, b.cores, b.relay_machine_us_per_delivery, b.store_cpu_us_per_delivery
+        );
+        println!("  {:<17} {bound}", "relay+store bound");
+    }
     for p in &o.plugin_calls {
         let us = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
         println!(
@@ -254,7 +306,7 @@ pub fn print_spread(outcomes: &[Outcome]) {
 
 fn spread_rows(outcomes: &[Outcome]) -> Vec<(&'static str, String)> {
     type Figure = fn(&Outcome) -> f64;
-    let figures: [(&str, Figure, usize, &str); 12] = [
+    let figures: [(&str, Figure, usize, &str); 14] = [
         ("ingest", |o| o.ingest_per_s, 0, "events/s"),
         ("deliver", |o| o.deliver_per_s, 0, "deliveries/s"),
         ("e2e p50", |o| o.e2e_p50_ms, 1, "ms"),
@@ -268,6 +320,13 @@ fn spread_rows(outcomes: &[Outcome]) -> Vec<(&'static str, String)> {
         // NaN (left out of the spread) in runs without `--relay`.
         ("relay", |o| o.relay.map_or(f64::NAN, |r| r.per_s), 0, "deliveries/s"),
         ("deliver/relay", |o| o.relay.map_or(f64::NAN, |r| r.deliver_over_relay), 3, ""),
+        (
+            "store cpu",
+            |o| o.relay_and_store_bound.map_or(f64::NAN, |b| b.store_cpu_us_per_delivery),
+            0,
+            "µs per delivery (SQLite threads)",
+        ),
+        ("relay+store bound", |o| o.relay_and_store_bound.map_or(f64::NAN, |b| b.over_baseline), 3, "of baseline"),
     ];
     figures
         .into_iter()
@@ -278,8 +337,10 @@ fn spread_rows(outcomes: &[Outcome]) -> Vec<(&'static str, String)> {
             };
             (name, text.trim_end().to_string())
         })
-        // The relay's rows only where it was measured, the ceiling only where it applies.
-        .filter(|(name, text)| !((name.contains("relay") || *name == "cpu ceiling") && text == "-"))
+        // The relay's rows only where it was measured, the ceiling and the store's CPU only where they apply.
+        .filter(|(name, text)| {
+            !((name.contains("relay") || *name == "cpu ceiling" || *name == "store cpu") && text == "-")
+        })
         .collect()
 }
 
@@ -314,7 +375,13 @@ mod tests {
 
     #[test]
     fn thread_kinds_show_the_busy_ones() {
-        let kind = |kind: &str, threads, on_cpu, waiting| ThreadKind { kind: kind.into(), threads, on_cpu, waiting };
+        let kind = |kind: &str, threads, on_cpu, waiting| ThreadKind {
+            kind: kind.into(),
+            threads,
+            on_cpu,
+            waiting,
+            cpu_s: 0.0,
+        };
         let kinds = [
             kind("tokio-rt-worker", 2, 0.713, 0.953),
             kind("sqlx-sqlite-wor", 6, 0.41, 0.336),
@@ -335,6 +402,31 @@ mod tests {
         assert!((figures.cpu_us_per_item - 150.0).abs() < 1e-9, "{figures:?}");
         assert!((figures.busy - 0.75).abs() < 1e-9, "{figures:?}");
         assert!((figures.ceiling_per_s() - 13_333.33).abs() < 0.01, "{figures:?}");
+    }
+
+    #[test]
+    fn the_relay_and_store_bound_adds_the_store_threads_to_the_relay() {
+        let relay = RelayOutcome {
+            ingest_per_s: 40_000.0,
+            per_s: 40_000.0,
+            cpu_s_per_1000: 0.025,
+            machine_cpu_us_per_delivery: 50.0,
+            over_baseline: 0.66,
+            deliver_over_relay: 0.3,
+        };
+        let kind = |kind: &str, cpu_s| ThreadKind { kind: kind.into(), threads: 1, on_cpu: 0.3, waiting: 0.0, cpu_s };
+        // 0.6 s of SQLite threads (two of them) over 20,000 deliveries: 30 µs each; with the relay's 50 µs, 80 µs
+        // per delivery, so 25,000/s on 2 cores, 0.5 of a 50,000/s baseline. The tokio workers do not count.
+        let threads = [kind("tokio-rt-worker", 3.0), kind("sqlx-sqlite-wor", 0.5), kind("sqlx-sqlite-w", 0.1)];
+        let bound = RelayAndStoreBound::of(&relay, &threads, crate::threads::SQLITE_THREAD, 20_000, 2, 50_000.0)
+            .expect("a bound");
+        assert!((bound.store_cpu_us_per_delivery - 30.0).abs() < 1e-9, "{bound:?}");
+        assert!((bound.per_s - 25_000.0).abs() < 1e-6, "{bound:?}");
+        assert!((bound.over_baseline - 0.5).abs() < 1e-9, "{bound:?}");
+        // No store thread seen (PostgreSQL, or a kernel without schedstat): no bound.
+        assert!(
+            RelayAndStoreBound::of(&relay, &threads[..1], crate::threads::SQLITE_THREAD, 20_000, 2, 50_000.0).is_none()
+        );
     }
 
     #[test]

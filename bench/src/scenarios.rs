@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::client::{self, Api};
 use crate::proc_cpu::MachineCpu;
 use crate::receiver::{Expect, Receipt, Receiver};
-use crate::report::{ms, quantile, sustained_rate, MachineFigures, Outcome, RelayOutcome};
+use crate::report::{ms, quantile, sustained_rate, MachineFigures, Outcome, RelayAndStoreBound, RelayOutcome};
 use crate::router_process::{Database, RouterOptions, RouterProcess};
 use crate::{disk, plugins, relay, threads};
 
@@ -276,6 +276,18 @@ pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome>
     latencies.sort_unstable();
     let deliver = sustained_rate(&check.first_receipts);
     let machine = MachineFigures::of(machine, expected);
+    let relay = relay.map(|r| RelayOutcome {
+        ingest_per_s: r.ingest_per_s,
+        per_s: r.per_s,
+        cpu_s_per_1000: r.cpu_s_per_1000,
+        machine_cpu_us_per_delivery: r.machine_cpu_us_per_delivery,
+        over_baseline: r.per_s / baseline,
+        deliver_over_relay: deliver / r.per_s,
+    });
+    // On PostgreSQL the storing runs in the database's processes, outside the router's threads.
+    let relay_and_store_bound = relay.as_ref().filter(|_| params.database == Database::Sqlite).and_then(|r| {
+        RelayAndStoreBound::of(r, &router_threads, threads::SQLITE_THREAD, expected, machine.cores, baseline)
+    });
     Ok(Outcome {
         scenario: scenario.name().to_string(),
         database: format!("{:?}", params.database).to_lowercase(),
@@ -300,14 +312,8 @@ pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome>
         baseline_machine: MachineFigures::of(baseline_machine, params.baseline_requests),
         cpu_ceiling_over_baseline: scenario.closed_loop().then(|| machine.ceiling_per_s() / baseline),
         machine,
-        relay: relay.map(|r| RelayOutcome {
-            ingest_per_s: r.ingest_per_s,
-            per_s: r.per_s,
-            cpu_s_per_1000: r.cpu_s_per_1000,
-            machine_cpu_us_per_delivery: r.machine_cpu_us_per_delivery,
-            over_baseline: r.per_s / baseline,
-            deliver_over_relay: deliver / r.per_s,
-        }),
+        relay_and_store_bound,
+        relay,
         disk,
         receiver_failures: receiver.recorded.failed.load(Ordering::Relaxed),
         retried_deliveries: check.retried,

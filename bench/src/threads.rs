@@ -8,6 +8,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+/// How the names of the router's SQLite threads start: sqlx runs each SQLite connection on a thread of its own,
+/// `sqlx-sqlite-worker-N`, and every statement and commit (fsync included) runs there.
+pub const SQLITE_THREAD: &str = "sqlx-sqlite";
+
 /// Each live thread's kind and its two counters at one moment.
 pub struct Snapshot {
     at: Instant,
@@ -15,13 +19,15 @@ pub struct Snapshot {
 }
 
 /// One kind of thread over a span: how many took part, and their time on a CPU and runnable but waiting for
-/// one, each summed over those threads as a share of the span (two busy threads make 2.0).
+/// one, each summed over those threads as a share of the span (two busy threads make 2.0); `cpu_s` is the time on
+/// a CPU in seconds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ThreadKind {
     pub kind: String,
     pub threads: usize,
     pub on_cpu: f64,
     pub waiting: f64,
+    pub cpu_s: f64,
 }
 
 impl Snapshot {
@@ -60,6 +66,7 @@ impl Snapshot {
                 threads,
                 on_cpu: on_cpu as f64 / span_ns,
                 waiting: waiting as f64 / span_ns,
+                cpu_s: on_cpu as f64 / 1e9,
             })
             .collect();
         kinds.sort_by(|a, b| b.on_cpu.total_cmp(&a.on_cpu));
@@ -117,8 +124,8 @@ mod tests {
         assert_eq!(
             kinds,
             vec![
-                ThreadKind { kind: "tokio-rt-worker".into(), threads: 2, on_cpu: 1.0, waiting: 0.25 },
-                ThreadKind { kind: "sqlx-sqlite-wor".into(), threads: 1, on_cpu: 0.25, waiting: 0.1 },
+                ThreadKind { kind: "tokio-rt-worker".into(), threads: 2, on_cpu: 1.0, waiting: 0.25, cpu_s: 1.0 },
+                ThreadKind { kind: "sqlx-sqlite-wor".into(), threads: 1, on_cpu: 0.25, waiting: 0.1, cpu_s: 0.25 },
             ]
         );
     }
