@@ -102,11 +102,12 @@ pub struct RelayOutcome {
     pub deliver_over_relay: f64,
 }
 
-/// A floor under any router's cost per delivery, from two parts measured in the same run: the whole machine's CPU
-/// per delivery through the relay (publishers, receiver and the relay's two HTTP exchanges) and the CPU of the
-/// router's SQLite threads per delivery (its group commits, fsync calls included). A router that did nothing else
-/// would still spend their sum, so with every core busy it could deliver no faster than `per_s`. On PostgreSQL the
-/// storing happens in other processes, which this does not single out.
+/// An estimate of the floor under the router's cost per delivery, from two parts measured in the same run: the
+/// whole machine's CPU per delivery through the relay (publishers, receiver and the relay's two HTTP exchanges) and
+/// the CPU of the router's SQLite threads per delivery (its group commits as this run sized them, fsync calls
+/// included). A router that did nothing else would still spend their sum, so with every core busy it could deliver
+/// no faster than `per_s`. The relay runs in a phase of its own, so noise can put a run a little past it. On
+/// PostgreSQL the storing happens in other processes, which this does not single out.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct RelayAndStoreBound {
     pub relay_machine_us_per_delivery: f64,
