@@ -119,7 +119,8 @@ pub struct RelayAndStoreBound {
 
 impl RelayAndStoreBound {
     /// The router's threads whose name starts with `store_thread` are the store's (sqlx names SQLite's workers
-    /// `sqlx-sqlite-worker-N`). None without any such thread: then no figure would mean anything.
+    /// `sqlx-sqlite-worker-N`). None without any such thread, or when the relay's span was too short for the
+    /// kernel's CPU counters (they move in clock ticks) to show any work: then no figure would mean anything.
     pub fn of(
         relay: &RelayOutcome,
         threads: &[ThreadKind],
@@ -129,7 +130,7 @@ impl RelayAndStoreBound {
         baseline_per_s: f64,
     ) -> Option<RelayAndStoreBound> {
         let store_cpu_s: f64 = threads.iter().filter(|k| k.kind.starts_with(store_thread)).map(|k| k.cpu_s).sum();
-        if store_cpu_s <= 0.0 || deliveries == 0 {
+        if store_cpu_s <= 0.0 || relay.machine_cpu_us_per_delivery <= 0.0 || deliveries == 0 {
             return None;
         }
         let store_cpu_us_per_delivery = store_cpu_s / deliveries as f64 * 1e6;
@@ -431,6 +432,9 @@ mod tests {
         assert!(
             RelayAndStoreBound::of(&relay, &threads[..1], crate::threads::SQLITE_THREAD, 20_000, 2, 50_000.0).is_none()
         );
+        // A relay run too short for the CPU counters to move (CI's smoke counts): no bound either.
+        let unmeasured = RelayOutcome { machine_cpu_us_per_delivery: 0.0, ..relay };
+        assert!(RelayAndStoreBound::of(&unmeasured, &threads, crate::threads::SQLITE_THREAD, 60, 2, 50_000.0).is_none());
     }
 
     #[test]
