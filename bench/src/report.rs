@@ -134,7 +134,12 @@ impl RelayAndStoreBound {
             return None;
         }
         let store_cpu_us_per_delivery = store_cpu_s / deliveries as f64 * 1e6;
-        let per_s = cores as f64 * 1e6 / (relay.machine_cpu_us_per_delivery + store_cpu_us_per_delivery);
+        let floor = MachineFigures {
+            cpu_us_per_item: relay.machine_cpu_us_per_delivery + store_cpu_us_per_delivery,
+            busy: 1.0,
+            cores,
+        };
+        let per_s = floor.ceiling_per_s();
         Some(RelayAndStoreBound {
             relay_machine_us_per_delivery: relay.machine_cpu_us_per_delivery,
             store_cpu_us_per_delivery,
