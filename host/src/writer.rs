@@ -1,8 +1,10 @@
 //! The group-commit writer. One task takes every publish and every attempt record queued at a moment and writes
 //! them together with one [`Store::write_batch`]: on SQLite one transaction and one fsync for the lot, instead of
-//! a transaction per request queueing for the single writer connection. Callers still wait for their own commit:
-//! `202 Accepted` means the event is durably stored, and an attempt is done (its task ends, its lease is released)
-//! only once its record is.
+//! a transaction per request queueing for the single writer connection. A publish waits for its own commit:
+//! `202 Accepted` means the event is durably stored. An attempt does not: its task hands the record over and ends,
+//! and the writer acts on what the commit found (a retry to schedule, a lease lost). Until the record is committed
+//! the delivery stays leased, so a record that never lands (a crash, a failed commit) means the delivery is
+//! attempted again when the lease expires, never that it is lost.
 //!
 //! The publish side (fan-out, handing fresh deliveries to the dispatcher) is [`ingest`](crate::ingest).
 
@@ -25,21 +27,17 @@ const MAX_PAYLOAD_BYTES_PER_COMMIT: usize = 8 << 20;
 /// commit, and a smaller cap would let them pile up.
 const MIN_RECORDS_PER_COMMIT: usize = 512;
 
-type RecordReply = oneshot::Sender<Result<bool, RecordError>>;
-
 enum Work {
     Publish(Vec<Event>, PublishReply),
-    Record(Box<AttemptOutcome>, RecordReply),
+    Record(Box<AttemptOutcome>),
+    /// Answered once everything queued before it is written.
+    Flush(oneshot::Sender<()>),
 }
 
-/// Why an attempt could not be recorded. The delivery's lease then expires and it is attempted again.
+/// Why an attempt could not be handed to the writer. The delivery's lease then expires and it is attempted again.
 #[derive(Debug, thiserror::Error)]
-pub enum RecordError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("the writer has stopped")]
-    Stopped,
-}
+#[error("the writer has stopped")]
+pub struct WriterStopped;
 
 /// The request handlers' handle; cheap to clone.
 #[derive(Clone)]
@@ -68,11 +66,19 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Records the outcome (grouped with whatever else is waiting) and returns whether the lease was still held.
-    pub async fn record(&self, outcome: AttemptOutcome) -> Result<bool, RecordError> {
-        let (reply, recorded) = oneshot::channel();
-        self.queue.send(Work::Record(Box::new(outcome), reply)).map_err(|_| RecordError::Stopped)?;
-        recorded.await.unwrap_or(Err(RecordError::Stopped))
+    /// Queues the outcome to be recorded with the next group commit. Nothing waits for that commit: an attempt
+    /// task used to, and waking a few hundred of them after every commit only to let them end kept the runtime's
+    /// queues long just when the publishers' answers were in them.
+    pub fn submit(&self, outcome: AttemptOutcome) -> Result<(), WriterStopped> {
+        self.queue.send(Work::Record(Box::new(outcome))).map_err(|_| WriterStopped)
+    }
+
+    /// Waits until every outcome submitted before this call has been written (or its commit has failed).
+    pub async fn flush(&self) {
+        let (done, flushed) = oneshot::channel();
+        if self.queue.send(Work::Flush(done)).is_ok() {
+            let _ = flushed.await;
+        }
     }
 }
 
@@ -119,6 +125,7 @@ async fn run(
     while let Some(first) = queued.recv().await {
         let mut publishes = Vec::new();
         let mut records = Vec::new();
+        let mut flushes = Vec::new();
         let (mut events, mut payload_bytes) = (0, 0);
         let mut next = Some(first);
         while let Some(work) = next.take() {
@@ -128,7 +135,8 @@ async fn run(
                     payload_bytes += batch.iter().map(|event| event.data.get().len()).sum::<usize>();
                     publishes.push((batch, reply));
                 }
-                Work::Record(outcome, reply) => records.push((*outcome, reply)),
+                Work::Record(outcome) => records.push(*outcome),
+                Work::Flush(done) => flushes.push(done),
             }
             let room = events < MAX_EVENTS_PER_COMMIT
                 && payload_bytes < MAX_PAYLOAD_BYTES_PER_COMMIT
@@ -138,6 +146,9 @@ async fn run(
             }
         }
         commit(store.as_ref(), &mut filters, &owner, dispatch.as_ref(), publishes, records).await;
+        for done in flushes {
+            let _ = done.send(());
+        }
     }
 }
 
@@ -147,33 +158,49 @@ async fn commit(
     owner: &str,
     dispatch: Option<&Handoff>,
     publishes: Vec<(Vec<Event>, PublishReply)>,
-    records: Vec<(AttemptOutcome, RecordReply)>,
+    outcomes: Vec<AttemptOutcome>,
 ) {
     let had_publishes = !publishes.is_empty();
     let mut publishes = Publishes::fan_out(store, filters, dispatch, publishes).await;
-    let (outcomes, replies): (Vec<AttemptOutcome>, Vec<RecordReply>) = records.into_iter().unzip();
     let (published, recorded) = publishes.write(store, owner, &outcomes).await;
     let shared = had_publishes && !outcomes.is_empty();
     publishes.finish(store, dispatch, published, shared).await;
     match recorded {
         Ok(recorded) => {
-            for (reply, recorded) in replies.into_iter().zip(recorded) {
-                let _ = reply.send(Ok(recorded));
+            for (outcome, held) in outcomes.iter().zip(recorded) {
+                recorded_one(dispatch, outcome, Ok(held));
             }
         }
         // Nothing of the batch was kept. One bad outcome (or a deadlock victim on PostgreSQL) must not fail the
         // others: write them one by one.
         Err(e) if outcomes.len() > 1 || shared => {
             tracing::warn!(error = %e, attempts = outcomes.len(), "batched attempt records failed; writing one by one");
-            for (outcome, reply) in outcomes.iter().zip(replies) {
-                let _ = reply.send(store.record_attempt(owner, outcome).await.map_err(RecordError::from));
+            for outcome in &outcomes {
+                recorded_one(dispatch, outcome, store.record_attempt(owner, outcome).await);
             }
         }
         Err(e) => {
-            if let Some(reply) = replies.into_iter().next() {
-                let _ = reply.send(Err(e.into()));
+            if let Some(outcome) = outcomes.first() {
+                recorded_one(dispatch, outcome, Err(e));
             }
         }
+    }
+}
+
+/// Acts on what recording one attempt found: a retry it scheduled is the dispatcher's to wake up for.
+fn recorded_one(dispatch: Option<&Handoff>, outcome: &AttemptOutcome, recorded: StoreResult<bool>) {
+    let delivery_id = &outcome.attempt.delivery_id;
+    match recorded {
+        Ok(true) => {
+            if let (Some(at), Some(dispatch)) = (outcome.next_attempt_at, dispatch) {
+                dispatch.retry_scheduled(at);
+            }
+        }
+        Ok(false) => tracing::warn!(%delivery_id,
+            "lease was lost before the attempt was recorded; another worker owns the delivery now"),
+        // The lease expires and the delivery is attempted again: at-least-once, never lost.
+        Err(e) => tracing::error!(%delivery_id, error = %e,
+            "could not record the attempt; the delivery will be retried when its lease expires"),
     }
 }
 

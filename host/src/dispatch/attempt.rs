@@ -2,12 +2,12 @@
 //! unseal the signing secrets claimed with it, send, classify (asking the retry policy plugin, if one is bound),
 //! and hand the outcome to the recorder.
 //!
-//! Runs in its own task. It holds a concurrency slot while it prepares, sends and classifies, and frees it before
-//! waiting for its record's commit: the slot stands for the connection to the receiver, which is back in the
-//! pool by then. Holding it through the commit wait left slots idle for a whole group commit, so under load the
-//! ingest writer found none free and stored fresh deliveries waiting, to be claimed in transactions of their own.
+//! Runs in its own task, which holds a concurrency slot while it prepares, sends and classifies, then hands the
+//! outcome to the writer and ends without waiting for the commit (the writer acts on what the commit finds). The
+//! slot stands for the connection to the receiver, which is back in the pool by then. Holding it through the
+//! commit left slots idle for a whole group commit, so under load the ingest writer found none free and stored
+//! fresh deliveries waiting, to be claimed in transactions of their own.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -38,18 +38,9 @@ pub(super) struct Worker {
     pub node_id: String,
     pub plugins: Arc<PluginRegistry>,
     pub recorder: Recorder,
-    /// The earliest retry scheduled since the dispatch loop last asked ([`NO_RETRY`] if none), so the loop can
-    /// claim it on time without asking the store after every attempt.
-    pub earliest_retry: AtomicI64,
 }
 
-pub(super) const NO_RETRY: Millis = Millis::MAX;
-
 impl Worker {
-    pub(super) fn take_earliest_retry(&self) -> Option<Millis> {
-        Some(self.earliest_retry.swap(NO_RETRY, Ordering::AcqRel)).filter(|&due| due != NO_RETRY)
-    }
-
     pub(super) async fn attempt(self: Arc<Self>, job: DispatchJob, slot: OwnedSemaphorePermit) {
         let DispatchJob { delivery, event, endpoint, signing_secrets } = job;
         let started_at = now_millis();
@@ -133,21 +124,13 @@ impl Worker {
             disable_endpoint: resolution.disable_endpoint,
             prepared,
         };
-        let retry_at = record.next_attempt_at;
         // The writer takes at least `concurrency` records per commit, so records waiting for a commit stay
         // bounded (about twice the concurrency at worst) even though their slots are already reused.
         drop(slot);
-        match self.recorder.record(record).await {
-            Ok(true) => {
-                if let Some(at) = retry_at {
-                    self.earliest_retry.fetch_min(at, Ordering::AcqRel);
-                }
-            }
-            Ok(false) => tracing::warn!(delivery_id = %delivery.id, endpoint_id = %endpoint.id,
-                "lease was lost before the attempt was recorded; another worker owns the delivery now"),
+        if let Err(stopped) = self.recorder.submit(record) {
             // The lease expires and the delivery is attempted again: at-least-once, never lost.
-            Err(e) => tracing::error!(delivery_id = %delivery.id, endpoint_id = %endpoint.id, error = %e,
-                "could not record the attempt; the delivery will be retried when its lease expires"),
+            tracing::error!(delivery_id = %delivery.id, endpoint_id = %endpoint.id, error = %stopped,
+                "could not record the attempt; the delivery will be retried when its lease expires");
         }
     }
 

@@ -28,7 +28,7 @@ use tokio::task::{Id, JoinError, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use self::attempt::{Worker, NO_RETRY};
+use self::attempt::Worker;
 use crate::config::Config;
 use crate::model::{now_millis, Millis};
 use crate::plugin::PluginRegistry;
@@ -76,6 +76,7 @@ impl Settings {
 pub struct Dispatcher {
     worker: Arc<Worker>,
     wakeup: Arc<Notify>,
+    retries: Arc<RetrySchedule>,
     /// One permit per attempt in flight, whether claimed here or handed over.
     slots: Arc<Semaphore>,
     /// Set while deliveries may be waiting to be claimed (see [`Handoff::reserve`]).
@@ -86,6 +87,28 @@ pub struct Dispatcher {
 
 type HandedOver = (DispatchJob, OwnedSemaphorePermit);
 
+/// The earliest retry the writer has recorded since the dispatch loop last looked, so the loop can claim it on
+/// time without asking the store after every commit.
+#[derive(Debug)]
+struct RetrySchedule {
+    earliest: AtomicI64,
+    changed: Notify,
+}
+
+const NO_RETRY: Millis = Millis::MAX;
+
+impl Default for RetrySchedule {
+    fn default() -> Self {
+        Self { earliest: AtomicI64::new(NO_RETRY), changed: Notify::new() }
+    }
+}
+
+impl RetrySchedule {
+    fn take_earliest(&self) -> Option<Millis> {
+        Some(self.earliest.swap(NO_RETRY, Ordering::AcqRel)).filter(|&due| due != NO_RETRY)
+    }
+}
+
 /// How the ingest writer gives the dispatcher the deliveries it has just stored leased to this node. Cheap to clone.
 #[derive(Clone)]
 pub struct Handoff {
@@ -93,6 +116,7 @@ pub struct Handoff {
     backlog: Arc<AtomicBool>,
     jobs: mpsc::UnboundedSender<HandedOver>,
     wakeup: Arc<Notify>,
+    retries: Arc<RetrySchedule>,
     owner: String,
     lease: Duration,
     concurrency: usize,
@@ -129,6 +153,13 @@ impl Handoff {
     pub fn deliveries_waiting(&self) {
         self.backlog.store(true, Ordering::Release);
         self.wakeup.notify_one();
+    }
+
+    /// Says that a recorded attempt scheduled its delivery's next attempt `at`.
+    pub fn retry_scheduled(&self, at: Millis) {
+        if at < self.retries.earliest.fetch_min(at, Ordering::AcqRel) {
+            self.retries.changed.notify_one();
+        }
     }
 
     /// Gives back leases of deliveries that could not be handed over, so they are claimed at once instead of
@@ -186,17 +217,9 @@ impl Dispatcher {
         let slots = Arc::new(Semaphore::new(settings.concurrency));
         let (handed_tx, handed) = mpsc::unbounded_channel();
         Self {
-            worker: Arc::new(Worker {
-                store,
-                master_key,
-                client,
-                settings,
-                node_id,
-                plugins,
-                recorder,
-                earliest_retry: AtomicI64::new(NO_RETRY),
-            }),
+            worker: Arc::new(Worker { store, master_key, client, settings, node_id, plugins, recorder }),
             wakeup,
+            retries: Arc::default(),
             slots,
             // Until the first claim says otherwise: a previous run may have left deliveries waiting.
             backlog: Arc::new(AtomicBool::new(true)),
@@ -212,6 +235,7 @@ impl Dispatcher {
             backlog: self.backlog.clone(),
             jobs: self.handed_tx.clone(),
             wakeup: self.wakeup.clone(),
+            retries: self.retries.clone(),
             owner: self.worker.node_id.clone(),
             lease: self.worker.settings.lease,
             concurrency: self.worker.settings.concurrency,
@@ -237,8 +261,12 @@ impl Dispatcher {
             if stop.is_cancelled() {
                 break;
             }
+            // Registered before reading the schedule, so a retry recorded meanwhile still wakes us.
+            let retry_recorded = self.retries.changed.notified();
+            tokio::pin!(retry_recorded);
+            retry_recorded.as_mut().enable();
             // A failed attempt may have scheduled a retry before the time we meant to look next.
-            if let Some(due) = self.worker.take_earliest_retry() {
+            if let Some(due) = self.retries.take_earliest() {
                 let wait = Duration::from_millis(u64::try_from(due - now_millis()).unwrap_or(0));
                 look_at = look_at.min(Instant::now() + wait);
             }
@@ -283,6 +311,7 @@ impl Dispatcher {
                     in_flight.finished(joined);
                 }
                 _ = &mut notified => look = true,
+                _ = &mut retry_recorded => {}
                 _ = tokio::time::sleep_until(look_at), if !look || (wait_for_slot && lingered) => look = true,
             }
         }
@@ -335,7 +364,15 @@ impl Dispatcher {
 
     /// Waits up to the grace period for attempts in flight to finish and be recorded; aborts the rest and gives
     /// their leases back so another run delivers them without waiting for the leases to expire.
-    async fn shutdown(mut self, mut in_flight: InFlight) {
+    async fn shutdown(self, in_flight: InFlight) {
+        let recorder = self.worker.recorder.clone();
+        self.stop_attempts(in_flight).await;
+        // Finished attempts hand their records to the writer without waiting for them.
+        recorder.flush().await;
+        tracing::info!("dispatcher stopped");
+    }
+
+    async fn stop_attempts(mut self, mut in_flight: InFlight) {
         let worker = self.worker.clone();
         // Handed over but not started: nobody will attempt them now.
         self.handed.close();
@@ -349,7 +386,6 @@ impl Dispatcher {
             }
         }
         if in_flight.tasks.is_empty() {
-            tracing::info!("dispatcher stopped");
             return;
         }
         tracing::info!(in_flight = in_flight.tasks.len(), grace = ?worker.settings.shutdown_grace,
@@ -372,7 +408,6 @@ impl Dispatcher {
                 tracing::error!(error = %e, "could not release leases; they will expire instead");
             }
         }
-        tracing::info!("dispatcher stopped");
     }
 }
 

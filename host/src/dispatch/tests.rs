@@ -409,8 +409,8 @@ async fn handed_over_deliveries_are_attempted_in_reserved_slots() {
     running.stop().await;
 }
 
-/// A slot stands for a connection to the receiver: it is free again once the answer is in, while the attempt
-/// still waits for its record's commit (and holds its lease until then).
+/// A slot stands for a connection to the receiver: it is free again once the answer is in, while the record
+/// still waits for its commit (and the lease is held until then).
 #[tokio::test]
 async fn slots_are_freed_before_the_record_commits() {
     let receiver = Receiver::default();
@@ -429,6 +429,28 @@ async fn slots_are_freed_before_the_record_commits() {
     eventually("both recorded", || store.outcomes().len() == 2).await;
     assert_eq!(store.outcomes(), ["succeeded", "succeeded"]);
     running.stop().await;
+}
+
+/// Attempts end without waiting for their records, so stopping must wait for the writer instead: a clean stop
+/// never leaves a delivery that was attempted leased and unrecorded, to be sent again after the lease expires.
+#[tokio::test]
+async fn stopping_waits_for_the_records_of_finished_attempts() {
+    let receiver = Receiver::default();
+    let url = receiver.serve().await;
+    let store = store(Vec::new(), |_| {});
+    store.records_open.send_replace(false);
+    let running = start(&store, settings());
+    let slots = reserve_slots(&store, &running, 1).await;
+    hand_over(&store, &running, &url, slots);
+    eventually("sent", || receiver.hits() == 1).await;
+    eventually("the attempt is over", || running.handoff.reserve(1).len() == 1).await;
+    let stopping = tokio::spawn(running.stop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!stopping.is_finished(), "stopped before the record was written");
+    store.records_open.send_replace(true);
+    stopping.await.unwrap();
+    assert_eq!(store.outcomes(), ["succeeded"]);
+    assert!(store.state.lock().unwrap().leased.is_empty(), "the lease was released by the record");
 }
 
 #[tokio::test]
