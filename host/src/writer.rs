@@ -67,8 +67,8 @@ pub struct Recorder {
 
 impl Recorder {
     /// Queues the outcome to be recorded with the next group commit. Nothing waits for that commit: an attempt
-    /// task used to, and waking a few hundred of them after every commit only to let them end kept the runtime's
-    /// queues long just when the publishers' answers were in them.
+    /// task used to, and with fan-out every commit then woke a few hundred of them only to let them end, on the
+    /// same two cores the publishers' answers needed (BENCHMARKS.md, sixteenth round).
     pub fn submit(&self, outcome: AttemptOutcome) -> Result<(), WriterStopped> {
         self.queue.send(Work::Record(Box::new(outcome))).map_err(|_| WriterStopped)
     }
