@@ -248,7 +248,8 @@ impl Dispatcher {
         let slots = self.slots.clone();
         let mut in_flight = InFlight::default();
         let claim_batch = (settings.concurrency / 8).max(1);
-        let mut lingered = false;
+        // Set while a claim waits for more slots to free up (see below), until when.
+        let mut linger_until: Option<Instant> = None;
         // Whether a claim may find work: at start, after a wake-up, when the next due time comes, and for as long
         // as claims come back full. A freed slot alone is no reason to ask the store.
         let mut look = true;
@@ -276,17 +277,21 @@ impl Dispatcher {
             notified.as_mut().enable();
 
             let free = slots.available_permits();
-            let mut wait_for_slot = false;
-            if look && free == 0 {
-                wait_for_slot = true; // Only a finishing attempt (or stop) lets us claim.
-            } else if look && free < claim_batch && free < settings.concurrency && !lingered {
+            let mut lingering = false;
+            // With no slot free, only a finishing attempt (or stop) lets us claim.
+            if look
+                && free > 0
+                && free < claim_batch
+                && free < settings.concurrency
+                && linger_until.is_none_or(|until| Instant::now() < until)
+            {
                 // A claim is a transaction; taking one per freed slot would spend the store's time on claims.
-                // While most slots are busy, let a few more attempts finish first, but never wait long.
-                lingered = true;
-                wait_for_slot = true;
-                look_at = Instant::now() + CLAIM_LINGER;
-            } else if look {
-                lingered = false;
+                // While most slots are busy, let a batch of them free up first, but never wait long. Attempts end
+                // as soon as their slot is free, so the first one to end is no sign that more have.
+                look_at = *linger_until.get_or_insert_with(|| Instant::now() + CLAIM_LINGER);
+                lingering = true;
+            } else if look && free > 0 {
+                linger_until = None;
                 match self.claim(free, &slots, &mut in_flight).await {
                     Ok(claimed) if claimed == free => {
                         self.backlog.store(true, Ordering::Release);
@@ -312,7 +317,7 @@ impl Dispatcher {
                 }
                 _ = &mut notified => look = true,
                 _ = &mut retry_recorded => {}
-                _ = tokio::time::sleep_until(look_at), if !look || (wait_for_slot && lingered) => look = true,
+                _ = tokio::time::sleep_until(look_at), if !look || lingering => look = true,
             }
         }
         self.shutdown(in_flight).await;
