@@ -1,3 +1,4 @@
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -14,6 +15,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        // Colour only for a person at a terminal: a log going to a file, journald or a container runtime kept
+        // every field wrapped in escape codes.
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
     match serve().await {
         Ok(()) => ExitCode::SUCCESS,

@@ -574,3 +574,15 @@ async fn graceful_shutdown_keeps_in_flight_delivery() {
     assert_eq!(status_codes(&delivery), [Some(204)], "{delivery:#}");
     assert_webhook_ids(&receiver.requests(), &event_id);
 }
+
+/// 13. The binary's log, written to a file as a service manager or container runtime would keep it, is plain
+/// text: colour escape codes only go to a terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_to_a_file_has_no_colour_codes() {
+    let data_dir = tempfile::tempdir().expect("data dir");
+    let log_dir = tempfile::tempdir().expect("log dir");
+    let server = BinaryServer::start(data_dir.path(), log_dir.path()).await;
+    let log = server.log();
+    assert!(log.contains("switchyard listening"), "the startup line is logged: {log}");
+    assert!(!log.contains('\u{1b}'), "escape codes in a log written to a file: {log:?}");
+}

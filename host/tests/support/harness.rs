@@ -165,6 +165,11 @@ impl BinaryServer {
         server
     }
 
+    /// What the process has written to its log so far (its last 20,000 characters).
+    pub fn log(&self) -> String {
+        read_log(&self.log)
+    }
+
     /// SIGKILL (on Unix `Child::kill` sends SIGKILL): no shutdown code runs.
     pub fn kill(mut self) {
         self.kill_now();
