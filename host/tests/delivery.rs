@@ -199,7 +199,7 @@ async fn standard_signature_headers_and_envelope() {
 }
 
 /// 2. After a rotation the old secret keeps signing during its grace period (two `v1` entries, each verifying),
-/// and `grace_period: "0s"` leaves only the new secret.
+/// and `grace_period: "0s"` leaves only the new secret, even when an earlier rotation's secret was still retiring.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_signs_with_both_secrets_during_grace() {
     let (_server, api) = setup().await;
@@ -218,7 +218,9 @@ async fn rotation_signs_with_both_secrets_during_grace() {
         "after a rotation with the default grace period, one active and one retiring secret: {rotated:#}"
     );
 
+    // The leaked-secret case: a first rotation left the old secret retiring; one with no grace revokes it too.
     let (abrupt_id, abrupt_old) = endpoint_to(&api, &abrupt, json!({})).await;
+    api.expect(Method::POST, &format!("/api/v1/endpoints/{abrupt_id}/rotate-secret"), Some(json!({})), 200).await;
     let rotated = api
         .expect(
             Method::POST,
@@ -229,6 +231,9 @@ async fn rotation_signs_with_both_secrets_during_grace() {
         .await;
     let abrupt_new = str_field(&rotated, "secret").to_string();
     assert_ne!(abrupt_new, abrupt_old);
+    let statuses: Vec<&str> =
+        rotated["secrets"].as_array().expect("secrets").iter().filter_map(|s| s["status"].as_str()).collect();
+    assert_eq!(statuses, ["active", "revoked", "revoked"], "{rotated:#}");
 
     let (_, deliveries) = publish(&api, "invoice.paid", json!({ "invoice": "in_1" })).await;
     assert_eq!(deliveries, 2, "both endpoints subscribe to everything");

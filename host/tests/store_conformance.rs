@@ -639,6 +639,34 @@ async fn secret_rotation_retires_then_revokes(store: &dyn Store, _url: &str) {
         4,
         "refused rotations change nothing"
     );
+
+    // A rotation's grace period bounds the secrets still retiring from earlier ones: a shorter one cuts theirs
+    // short, and none (a leaked secret) leaves only the new secret signing.
+    store.rotate_secret(&tenant.id, &endpoint.id, &new_secret("whsec_v5"), T0 + 2000, T0 + 500).await.unwrap().unwrap();
+    store.rotate_secret(&tenant.id, &endpoint.id, &new_secret("whsec_v6"), T0 + 700, T0 + 600).await.unwrap().unwrap();
+    assert_eq!(
+        summary(store.signing_secrets(&endpoint.id, T0 + 600).await.unwrap()),
+        [
+            (6, SecretStatus::Active, None),
+            (5, SecretStatus::Retiring, Some(T0 + 700)),
+            (4, SecretStatus::Retiring, Some(T0 + 700))
+        ]
+    );
+    let v7 = store
+        .rotate_secret(&tenant.id, &endpoint.id, &new_secret("whsec_v7"), T0 + 650, T0 + 650)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.signing_secrets(&endpoint.id, T0 + 650).await.unwrap(), vec![v7]);
+    assert_eq!(
+        summary(store.list_secrets(&tenant.id, &endpoint.id).await.unwrap())[..4],
+        [
+            (7, SecretStatus::Active, None),
+            (6, SecretStatus::Revoked, Some(T0 + 650)),
+            (5, SecretStatus::Revoked, Some(T0 + 650)),
+            (4, SecretStatus::Revoked, Some(T0 + 650))
+        ]
+    );
 }
 
 async fn event_types_upsert_and_page_by_name(store: &dyn Store, _url: &str) {

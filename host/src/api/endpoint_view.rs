@@ -10,7 +10,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{ApiError, ApiResult};
 use crate::model::{
-    rfc3339, Endpoint, EndpointSecret, EndpointStatus, PluginBinding, SecretStatus, SignatureScheme, Subscription,
+    now_millis, rfc3339, Endpoint, EndpointSecret, EndpointStatus, Millis, PluginBinding, SecretStatus,
+    SignatureScheme, Subscription,
 };
 use crate::AppState;
 
@@ -119,11 +120,14 @@ pub struct SecretView {
     expires_at: Option<String>,
 }
 
-impl From<EndpointSecret> for SecretView {
-    fn from(s: EndpointSecret) -> Self {
+impl SecretView {
+    /// A retiring secret whose grace period has ended no longer signs, so it is shown as revoked, as the store
+    /// records it at the endpoint's next rotation.
+    fn at(s: EndpointSecret, now: Millis) -> Self {
+        let grace_over = s.status == SecretStatus::Retiring && s.expires_at.is_some_and(|expires| expires <= now);
         Self {
             version: s.version,
-            status: s.status,
+            status: if grace_over { SecretStatus::Revoked } else { s.status },
             hint: s.hint,
             created_at: rfc3339(s.created_at),
             expires_at: s.expires_at.map(rfc3339),
@@ -161,7 +165,7 @@ pub fn format_delay(ms: i64) -> String {
 }
 
 impl EndpointView {
-    pub fn new(e: Endpoint, secrets: Vec<EndpointSecret>) -> Self {
+    pub fn new(e: Endpoint, secrets: Vec<EndpointSecret>, now: Millis) -> Self {
         let retry = e.retry_schedule_ms.map(|schedule| RetryView {
             max_attempts: e.max_attempts.unwrap_or(schedule.len() as i64 + 1),
             schedule: schedule.into_iter().map(format_delay).collect(),
@@ -181,7 +185,7 @@ impl EndpointView {
             filter: e.plugins.filter,
             transform: e.plugins.transform,
             retry_policy: e.plugins.retry_policy,
-            secrets: secrets.into_iter().map(SecretView::from).collect(),
+            secrets: secrets.into_iter().map(|secret| SecretView::at(secret, now)).collect(),
             created_at: rfc3339(e.created_at),
             updated_at: rfc3339(e.updated_at),
             secret: None,
@@ -191,7 +195,7 @@ impl EndpointView {
     /// Renders an endpoint with its secret versions, looked up in the store.
     pub async fn load(state: &AppState, endpoint: Endpoint) -> ApiResult<Self> {
         let secrets = state.store.list_secrets(&endpoint.tenant_id, &endpoint.id).await?;
-        Ok(Self::new(endpoint, secrets))
+        Ok(Self::new(endpoint, secrets, now_millis()))
     }
 }
 
@@ -210,6 +214,26 @@ mod tests {
         assert!(not_null("url", patch.url).is_err());
         let err = parse_slice::<UpdateEndpoint>(br#"{"retry": {"schedule": ["1m"], "max": 2}}"#).unwrap_err();
         assert!(matches!(err, ApiError::Invalid { field: Some(f), .. } if f == "retry.max"));
+    }
+
+    #[test]
+    fn a_retiring_secret_past_its_grace_shows_as_revoked() {
+        let secret = |status, expires_at| EndpointSecret {
+            id: "sec_1".into(),
+            endpoint_id: "ep_1".into(),
+            tenant_id: "ten_1".into(),
+            version: 1,
+            status,
+            ciphertext: Vec::new(),
+            hint: "whsec_ab".into(),
+            created_at: 0,
+            expires_at,
+        };
+        let shown = |status, expires_at, now| SecretView::at(secret(status, expires_at), now).status;
+        assert_eq!(shown(SecretStatus::Retiring, Some(100), 99), SecretStatus::Retiring);
+        assert_eq!(shown(SecretStatus::Retiring, Some(100), 100), SecretStatus::Revoked);
+        assert_eq!(shown(SecretStatus::Active, None, 100), SecretStatus::Active);
+        assert_eq!(shown(SecretStatus::Revoked, Some(50), 10), SecretStatus::Revoked);
     }
 
     #[test]

@@ -122,7 +122,8 @@ async fn list(
         secrets.push(state.store.list_secrets(&caller.tenant_id, &endpoint.id).await?);
     }
     let mut secrets = secrets.into_iter();
-    Ok(Json(page.respond(rows, |e| &e.id, |e| EndpointView::new(e, secrets.next().unwrap_or_default()))))
+    let now = now_millis();
+    Ok(Json(page.respond(rows, |e| &e.id, |e| EndpointView::new(e, secrets.next().unwrap_or_default(), now))))
 }
 
 async fn fetch(State(state): State<AppState>, caller: Caller, PathId(id): PathId) -> ApiResult<Json<EndpointView>> {

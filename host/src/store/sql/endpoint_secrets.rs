@@ -40,6 +40,18 @@ pub(super) async fn rotate_secret(
         return Ok(None);
     }
 
+    // This rotation's grace period bounds every secret still in an earlier one too: a rotation with no grace
+    // (the answer to a leaked secret) must leave only the new secret signing, not a retiring one beside it.
+    let grace_ends = retire_until.max(at);
+    sqlx::query(
+        "UPDATE endpoint_secrets SET expires_at = $3 \
+         WHERE tenant_id = $1 AND endpoint_id = $2 AND status = 'retiring' AND expires_at > $3",
+    )
+    .bind(tenant_id)
+    .bind(endpoint_id)
+    .bind(grace_ends)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query(
         "UPDATE endpoint_secrets SET status = 'revoked' \
          WHERE tenant_id = $1 AND endpoint_id = $2 AND status = 'retiring' AND expires_at <= $3",
