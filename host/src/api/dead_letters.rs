@@ -11,6 +11,7 @@ use super::auth::Caller;
 use super::deliveries::{common_filter, DeliveryView};
 use super::json::ApiJson;
 use super::pagination::{PageOf, Query};
+use super::validate;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{now_millis, DeliveryStatus};
 use crate::store::{DeliveryFilter, RequeueSelector};
@@ -56,6 +57,9 @@ async fn requeue(
     caller: Caller,
     ApiJson(body): ApiJson<RequeueBody>,
 ) -> ApiResult<Json<Requeued>> {
+    if let Some(event_type) = &body.event_type {
+        validate::event_type_filter("event_type", event_type)?;
+    }
     let selector = match body.delivery_ids {
         Some(_) if body.endpoint_id.is_some() || body.event_type.is_some() => {
             return Err(ApiError::invalid("delivery_ids", "cannot be combined with endpoint_id or event_type"));

@@ -96,7 +96,7 @@ struct DeliveryDetail {
 pub fn common_filter(query: &mut Query) -> ApiResult<DeliveryFilter> {
     Ok(DeliveryFilter {
         endpoint_id: query.take("endpoint_id")?,
-        event_type: query.take("event_type")?,
+        event_type: query.event_type("event_type")?,
         since: query.time("since")?,
         until: query.time("until")?,
         ..DeliveryFilter::default()

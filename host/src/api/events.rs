@@ -217,8 +217,11 @@ impl From<Event> for EventView {
 }
 
 async fn list(State(state): State<AppState>, caller: Caller, mut query: Query) -> ApiResult<Json<PageOf<EventView>>> {
-    let filter =
-        EventFilter { event_type: query.take("event_type")?, since: query.time("since")?, until: query.time("until")? };
+    let filter = EventFilter {
+        event_type: query.event_type("event_type")?,
+        since: query.time("since")?,
+        until: query.time("until")?,
+    };
     let page = query.page()?;
     query.finish()?;
     let rows = state.store.list_events(&caller.tenant_id, &filter, &page.store_page()).await?;

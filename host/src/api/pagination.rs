@@ -7,6 +7,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use serde::Serialize;
 
+use super::validate;
 use crate::error::{ApiError, ApiResult};
 use crate::model::Millis;
 use crate::store::Page;
@@ -54,6 +55,15 @@ impl Query {
 
     pub fn parsed<T: FromStr<Err = String>>(&mut self, name: &str) -> ApiResult<Option<T>> {
         self.take(name)?.map(|v| v.parse().map_err(|e: String| ApiError::invalid(name, e))).transpose()
+    }
+
+    /// An event type to filter by (see [`validate::event_type_filter`]).
+    pub fn event_type(&mut self, name: &str) -> ApiResult<Option<String>> {
+        let value = self.take(name)?;
+        if let Some(event_type) = &value {
+            validate::event_type_filter(name, event_type)?;
+        }
+        Ok(value)
     }
 
     /// An RFC 3339 time as Unix milliseconds.

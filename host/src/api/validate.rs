@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::http::{HeaderName, HeaderValue};
 use url::{Host, Url};
 
+use crate::dispatch::send::is_reserved_header;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{EndpointPlugins, Subscription};
 use crate::plugin::{self, PluginKind, PluginRegistry};
@@ -30,23 +31,17 @@ const MIN_RETRY_DELAY: Duration = Duration::from_secs(1);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const MAX_GRACE_PERIOD: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// Header names the dispatcher writes itself (or that HTTP/1.1 reserves for the connection): letting an endpoint
-/// override them would break signing, framing or idempotency on the receiver's side.
-const RESERVED_HEADERS: &[&str] = &[
-    "content-type",
-    "content-length",
-    "host",
-    "user-agent",
-    "idempotency-key",
-    "stripe-signature",
-    "connection",
-    "keep-alive",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-];
-const RESERVED_HEADER_PREFIXES: &[&str] = &["webhook-", "switchyard-"];
+/// An event type used to filter a listing or a requeue. It names one type exactly: a pattern, which would
+/// otherwise match nothing and answer an empty page, is refused with a pointer to where patterns belong.
+pub fn event_type_filter(field: &str, name: &str) -> ApiResult<()> {
+    if name.contains('*') {
+        return Err(ApiError::invalid(
+            field,
+            "names one event type exactly; patterns such as `payment.*` are for subscriptions",
+        ));
+    }
+    routing::validate_event_type(name).map_err(|message| ApiError::invalid(field, message))
+}
 
 /// An endpoint URL: absolute https without credentials; plain http only in dev mode and only to loopback, so a
 /// production install never sends signed payloads in clear text.
@@ -93,8 +88,12 @@ pub fn headers(headers: &BTreeMap<String, String>) -> ApiResult<()> {
             return Err(ApiError::invalid(field, "is not a valid HTTP header name"));
         };
         let lower = parsed.as_str();
-        if RESERVED_HEADERS.contains(&lower) || RESERVED_HEADER_PREFIXES.iter().any(|p| lower.starts_with(p)) {
-            return Err(ApiError::invalid(field, "is set by Switchyard and cannot be overridden"));
+        // The sender drops these, so accepting one would store a header that is never sent.
+        if is_reserved_header(lower) {
+            return Err(ApiError::invalid(
+                field,
+                "is set by Switchyard or by the connection, and cannot be overridden",
+            ));
         }
         if !seen.insert(lower.to_string()) {
             return Err(ApiError::invalid(field, "is given twice (header names are case-insensitive)"));

@@ -35,9 +35,10 @@ pub fn http_client() -> Client {
         .expect("a client with static settings and bundled TLS roots builds")
 }
 
-/// Headers Switchyard sets or that frame the request. A tenant's custom header by one of these names is
-/// dropped: it must never replace a signature, and a stray `transfer-encoding` or `host` would corrupt the
-/// request itself. The API rejects most of these already; this is the sender's own guarantee.
+/// Headers Switchyard sets or that frame the request. A custom header by one of these names is dropped: it must
+/// never replace or pose as a signature (`stripe-signature` too, which no plugin or static value can compute), and
+/// a stray `transfer-encoding`, `host` or `expect` would corrupt the request itself. The API and the plugin host
+/// reject them with this same rule; dropping them here is the sender's own guarantee.
 pub fn is_reserved_header(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     const EXACT: &[&str] = &[
@@ -46,6 +47,7 @@ pub fn is_reserved_header(name: &str) -> bool {
         "host",
         "user-agent",
         "idempotency-key",
+        "stripe-signature",
         "transfer-encoding",
         "connection",
         "keep-alive",

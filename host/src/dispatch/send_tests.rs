@@ -208,8 +208,17 @@ fn helpers_truncate_and_reserve_as_documented() {
     assert_eq!(truncate_chars("ééé", 2), "éé");
     assert_eq!(truncate_chars("ab", 5), "ab");
     assert_eq!(Answer::local_failure(&"x".repeat(900)).error_text().unwrap().len(), MAX_ERROR_CHARS);
-    for name in ["Content-Type", "HOST", "webhook-id", "Webhook-Anything", "switchyard-signature", "Transfer-Encoding"]
-    {
+    for name in [
+        "Content-Type",
+        "HOST",
+        "webhook-id",
+        "Webhook-Anything",
+        "switchyard-signature",
+        "Stripe-Signature",
+        "Transfer-Encoding",
+        "Expect",
+        "Proxy-Authorization",
+    ] {
         assert!(is_reserved_header(name), "{name}");
     }
     for name in ["x-team", "authorization", "webhooks"] {

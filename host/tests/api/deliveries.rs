@@ -166,6 +166,9 @@ async fn dead_letters_are_listed_and_requeued() {
     assert_eq!(alice.all_pages("/api/v1/dead-letters?event_type=a.one", 10).await.len(), 1);
     assert_eq!(alice.get("/api/v1/dead-letters?until=2000-01-01T00:00:00Z").await.json["data"], json!([]));
     alice.get("/api/v1/dead-letters?status=dead").await.expect_invalid("status");
+    alice.get("/api/v1/dead-letters?event_type=a.*").await.expect_invalid("event_type");
+    alice.get("/api/v1/deliveries?event_type=*").await.expect_invalid("event_type");
+    alice.post("/api/v1/dead-letters/requeue", json!({ "event_type": "a.*" })).await.expect_invalid("event_type");
 
     let bob = server.tenant("Bob").await;
     let b_one = dead.iter().find(|d| d["event_type"] == "b.one").unwrap()["id"].as_str().unwrap().to_string();

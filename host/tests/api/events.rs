@@ -255,6 +255,9 @@ async fn events_list_filters_and_pages() {
     alice.get("/api/v1/events?since=yesterday").await.expect_invalid("since");
     alice.get("/api/v1/events?until=2024-13-01T00:00:00Z").await.expect_invalid("until");
     alice.get("/api/v1/events?type=a.b").await.expect_invalid("type");
+    // A pattern would match no stored type and answer an empty page; it is refused instead.
+    alice.get("/api/v1/events?event_type=payment.*").await.expect_invalid("event_type");
+    alice.get("/api/v1/events?event_type=Payment").await.expect_invalid("event_type");
     alice.get("/api/v1/events/evt_unknown").await.expect_error(404, "not_found", None);
     let bob = server.tenant("Bob").await;
     bob.get(&format!("/api/v1/events/{}", ids[0])).await.expect_error(404, "not_found", None);
