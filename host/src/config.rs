@@ -56,8 +56,15 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<String>,
 
-    /// Development mode: allows plain http:// endpoint URLs on loopback addresses.
-    #[arg(long, env = "SWITCHYARD_DEV", num_args = 0..=1, default_missing_value = "true")]
+    /// Development mode: allows plain http:// endpoint URLs on loopback addresses. Takes true/false, 1/0,
+    /// yes/no or on/off, as environment variables are usually written.
+    #[arg(
+        long,
+        env = "SWITCHYARD_DEV",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub dev: Option<bool>,
 
     /// Largest accepted event payload in bytes [default: 1048576].
@@ -317,6 +324,21 @@ mod tests {
             assert_eq!(err.setting, setting);
             assert!(err.to_string().contains(setting));
         }
+    }
+
+    #[test]
+    fn dev_mode_takes_the_usual_spellings_of_a_boolean() {
+        let dev = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["switchyard", "serve"], args].concat()).unwrap();
+            let Command::Serve(serve) = cli.command;
+            serve.dev
+        };
+        assert_eq!(dev(&[]), None);
+        assert_eq!(dev(&["--dev"]), Some(true));
+        for (text, value) in [("1", true), ("yes", true), ("on", true), ("true", true), ("0", false), ("no", false)] {
+            assert_eq!(dev(&[&format!("--dev={text}")]), Some(value), "{text}");
+        }
+        assert!(Cli::try_parse_from(["switchyard", "serve", "--dev=maybe"]).is_err());
     }
 
     #[test]
