@@ -106,7 +106,8 @@ pub async fn run(
         }
     }
 
-    let engine = PluginEngine::new(config.data_dir.join("plugin-cache"), config.plugin_limits.clone())?;
+    let plugin_limits = config.plugin_limits.clone().admitting_payloads(config.max_payload_bytes);
+    let engine = PluginEngine::new(config.data_dir.join("plugin-cache"), plugin_limits)?;
     let plugins = Arc::new(PluginRegistry::new(engine));
     // Loads what is already in the directory before the first request, so bindings to it validate at once.
     let _watcher = PluginWatcher::start(plugins.clone(), config.plugins_dir.clone(), plugin::DEFAULT_DEBOUNCE).await?;

@@ -106,6 +106,37 @@ async fn filter_keeps_and_drops_through_real_deliveries() {
     assert_eq!(stats["versions"][0]["interfaces"], json!(["filter"]));
 }
 
+/// An event as large as the API accepts must fit a plugin call too: the plugin limits follow `max_payload_bytes`.
+#[tokio::test]
+async fn a_payload_above_a_mebibyte_passes_through_a_filter() {
+    let Some([filter]) = plugins::plugins(["amount-threshold"]) else { return };
+    let dir = tempfile::tempdir().expect("a temporary data directory");
+    let server = Server::start_configured(dir, |config| {
+        config.plugin_limits.deadline = Duration::from_millis(500);
+        config.max_payload_bytes = 4 << 20;
+    })
+    .await;
+    let admin = Api::admin(&server.base_url);
+    let api = Api::new_tenant(&server.base_url, "large").await;
+    let receiver = Receiver::start().await;
+    upload(&admin, "amount-threshold", &filter).await;
+    let created = api
+        .create_endpoint(json!({
+            "url": receiver.url("/hook"),
+            "retry": { "schedule": ["1s"] },
+            "filter": { "plugin": "amount-threshold", "config": { "field": "amount", "above": 100 } },
+        }))
+        .await;
+    let ep = str_field(&created, "id").to_string();
+
+    let padding = "x".repeat(3 << 19);
+    let event = api.publish("payment.succeeded", json!({ "amount": 150, "padding": padding })).await;
+    let delivery = api.delivery_of(str_field(&event, "id"), &ep).await;
+    let delivered = api.wait_status(str_field(&delivery, "id"), "succeeded", WAIT).await;
+    assert_eq!(attempts_log(&delivered).len(), 1, "the first attempt passes the filter: {delivered}");
+    assert_eq!(receiver.requests()[0].json()["data"]["padding"].as_str().map(str::len), Some(3 << 19));
+}
+
 #[tokio::test]
 async fn transform_output_is_stored_signed_and_resent_identically() {
     let Some([slack]) = plugins::plugins(["slack-message"]) else { return };

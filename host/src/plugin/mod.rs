@@ -66,7 +66,8 @@ impl std::fmt::Display for PluginKind {
 pub struct PluginLimits {
     /// Linear memory a single call may grow to.
     pub memory_bytes: usize,
-    /// Wall-clock CPU budget of one call (enforced by epoch interruption).
+    /// Wall-clock budget of one call (enforced by epoch interruption), not CPU time: a call descheduled on a busy
+    /// host can miss it.
     pub deadline: Duration,
     /// Largest accepted input: payload plus endpoint config plus the other strings of the call.
     pub max_input_bytes: usize,
@@ -83,6 +84,21 @@ pub struct PluginLimits {
     pub log_ring_size: usize,
 }
 
+/// Room beyond an event's payload in a plugin's input and output: the endpoint's config (at most 64 KiB), its URL
+/// (at most 2 KiB), the ids and the event type; or a transform's headers and content type.
+const BEYOND_PAYLOAD_BYTES: usize = 128 << 10;
+
+impl PluginLimits {
+    /// These limits with input and output caps large enough for any event the API accepts: otherwise a payload
+    /// near `max_payload_bytes` would fail every plugin call, deterministically, for the whole retry schedule.
+    pub fn admitting_payloads(mut self, max_payload_bytes: usize) -> Self {
+        let needed = max_payload_bytes.saturating_add(BEYOND_PAYLOAD_BYTES);
+        self.max_input_bytes = self.max_input_bytes.max(needed);
+        self.max_output_bytes = self.max_output_bytes.max(needed);
+        self
+    }
+}
+
 impl Default for PluginLimits {
     fn default() -> Self {
         PluginLimits {
@@ -95,5 +111,21 @@ impl Default for PluginLimits {
             max_log_line_bytes: 1024,
             log_ring_size: 100,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_admit_the_largest_payload_the_api_accepts() {
+        let shipped = PluginLimits::default().admitting_payloads(1 << 20);
+        assert!(shipped.max_input_bytes >= (1 << 20) + (64 << 10) + 2048, "payload, config and URL fit");
+        assert_eq!(shipped.max_input_bytes, shipped.max_output_bytes);
+        let large = PluginLimits::default().admitting_payloads(32 << 20);
+        assert!(large.max_input_bytes > 32 << 20 && large.max_output_bytes > 32 << 20);
+        let small = PluginLimits::default().admitting_payloads(1024);
+        assert_eq!(small.max_input_bytes, PluginLimits::default().max_input_bytes, "never below the default");
     }
 }
