@@ -243,6 +243,27 @@ async fn simulate_returns_what_a_real_delivery_sends() {
     assert!(unmatched["request"].is_null());
 }
 
+/// One version bound as filter and transform logs from two calls into one ring; the simulation shows each line once.
+#[tokio::test]
+async fn simulate_shows_each_log_line_once_when_one_version_has_two_roles() {
+    let Some([misbehave]) = plugins::plugins(["misbehave"]) else { return };
+    let w = world().await;
+    upload(&w.admin, "misbehave", &misbehave).await;
+    let config = json!({ "mode": "log", "count": 2 });
+    let ep = endpoint(
+        &w,
+        json!({
+            "filter": { "plugin": "misbehave", "config": config },
+            "transform": { "plugin": "misbehave", "config": config },
+        }),
+    )
+    .await;
+    let body = json!({ "type": "card.charged", "data": { "amount": 1 } });
+    let simulated = w.api.expect(Method::POST, &format!("/api/v1/endpoints/{ep}/simulate"), Some(body), 200).await;
+    let logs: Vec<&str> = simulated["logs"].as_array().unwrap().iter().filter_map(|l| l["message"].as_str()).collect();
+    assert_eq!(logs, ["line 0", "line 1", "line 0", "line 1"], "two lines from each of the two calls: {simulated}");
+}
+
 #[tokio::test]
 async fn retry_policy_decides_and_a_failing_policy_falls_back_to_the_default() {
     let Some([hours, misbehave]) = plugins::plugins(["business-hours", "misbehave"]) else { return };

@@ -1,7 +1,7 @@
 //! `POST /endpoints/{id}/simulate`: what a delivery of an event to this endpoint would be, computed by the same
 //! code a real delivery runs (subscription match, filter, transform, signing) without storing or sending anything.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -129,11 +129,14 @@ async fn signed_request(
     })
 }
 
-/// The simulated event's id is fresh, so the lines tagged with it in each version's log ring are this run's.
+/// The simulated event's id is fresh, so the lines tagged with it in each version's log ring are this run's. A
+/// version bound in two roles has one ring, read once.
 fn logs_of(state: &AppState, versions: &BTreeMap<String, PluginUse>, event_id: &str) -> Vec<LogView> {
-    let mut lines: Vec<LogView> = versions
-        .values()
-        .filter_map(|used| state.plugins.version(&used.plugin, &used.sha256))
+    let used: BTreeSet<(&str, &str)> =
+        versions.values().map(|used| (used.plugin.as_str(), used.sha256.as_str())).collect();
+    let mut lines: Vec<LogView> = used
+        .into_iter()
+        .filter_map(|(plugin, sha256)| state.plugins.version(plugin, sha256))
         .flat_map(|version| version.stats().recent_logs)
         .filter(|line| line.event_id.as_deref() == Some(event_id))
         .map(LogView::from)
