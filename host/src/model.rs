@@ -192,13 +192,19 @@ pub struct PluginBinding {
     /// A sha256 pinning one loaded version; absent means "the latest loaded version".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
-    /// Handed to the plugin as JSON text with every call.
-    #[serde(default = "empty_config")]
+    /// Handed to the plugin as JSON text with every call. `null` counts as unset: the contract promises plugins
+    /// `{}` then, and a plugin parsing its config as an object would fail every call on `null`.
+    #[serde(default = "empty_config", deserialize_with = "config_or_empty")]
     pub config: serde_json::Value,
 }
 
 fn empty_config() -> serde_json::Value {
     serde_json::Value::Object(serde_json::Map::new())
+}
+
+fn config_or_empty<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<serde_json::Value, D::Error> {
+    let config = <serde_json::Value as Deserialize>::deserialize(deserializer)?;
+    Ok(if config.is_null() { empty_config() } else { config })
 }
 
 /// The plugins an endpoint runs, by role.
@@ -376,6 +382,16 @@ pub fn rfc3339(at: Millis) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plugin_binding_without_config_or_with_null_gets_an_empty_object() {
+        let empty = serde_json::json!({});
+        for text in [r#"{"plugin": "p"}"#, r#"{"plugin": "p", "config": null}"#] {
+            assert_eq!(serde_json::from_str::<PluginBinding>(text).unwrap().config, empty, "{text}");
+        }
+        let set: PluginBinding = serde_json::from_str(r#"{"plugin": "p", "config": {"above": 1}}"#).unwrap();
+        assert_eq!(set.config, serde_json::json!({"above": 1}));
+    }
 
     #[test]
     fn envelope_carries_the_raw_payload_and_rfc3339_time() {
