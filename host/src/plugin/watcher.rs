@@ -10,7 +10,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::errors::WatchError;
+use super::errors::{LoadError, WatchError};
 use super::registry::PluginRegistry;
 
 /// Quiet time after the last change to a file before it is loaded: a copy arrives as several writes.
@@ -35,7 +35,15 @@ impl Drop for PluginWatcher {
 }
 
 fn is_plugin_file(path: &Path) -> bool {
-    path.extension().is_some_and(|ext| ext == "wasm")
+    path.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("wasm"))
+}
+
+/// Loads one file. Failures are recorded in the registry, except a file whose name is no plugin name: it has no
+/// entry to record them in, and without this warning it would simply never show up.
+async fn load(registry: &PluginRegistry, path: &Path) {
+    if let Err(error @ LoadError::Name(_)) = registry.load_file(path).await {
+        tracing::warn!(file = %path.display(), %error, "plugin file ignored");
+    }
 }
 
 impl PluginWatcher {
@@ -65,7 +73,7 @@ impl PluginWatcher {
             .collect();
         existing.sort();
         for path in existing {
-            let _ = registry.load_file(&path).await;
+            load(&registry, &path).await;
         }
 
         let task = tokio::spawn(async move {
@@ -76,10 +84,25 @@ impl PluginWatcher {
                     pending.insert(path);
                 }
                 for path in pending.into_iter().filter(|path| path.is_file()) {
-                    let _ = registry.load_file(&path).await;
+                    load(&registry, &path).await;
                 }
             }
         });
         Ok(PluginWatcher { _watcher: watcher, task })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_files_end_in_wasm_in_any_case() {
+        for name in ["a.wasm", "b.WASM", "dir/c.Wasm"] {
+            assert!(is_plugin_file(Path::new(name)), "{name}");
+        }
+        for name in ["a.wat", "wasm", "a.wasm.tmp", "a"] {
+            assert!(!is_plugin_file(Path::new(name)), "{name}");
+        }
     }
 }
