@@ -146,15 +146,18 @@ impl std::fmt::Debug for Config {
     }
 }
 
-/// The URL without its password, for logs.
+/// The URL without its password, for logs. Query values are masked too: sqlx takes a password as
+/// `?password=`, and a URL that does not parse is not shown at all.
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_string(),
+    let Ok(mut parsed) = url::Url::parse(url) else { return "<a URL that does not parse>".into() };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
     }
+    if parsed.query().is_some() {
+        let keys: Vec<String> = parsed.query_pairs().map(|(key, _)| key.into_owned()).collect();
+        parsed.query_pairs_mut().clear().extend_pairs(keys.iter().map(|key| (key, "***")));
+    }
+    parsed.to_string()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -269,7 +272,14 @@ impl Config {
 
 fn read_file(path: &Path) -> Result<ServeArgs, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| bad("config", format!("{}: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| bad("config", format!("{}: {e}", path.display())))
+    // toml's own rendering quotes the offending line, which may hold a key or a password.
+    toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|span| text.as_bytes()[..span.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1);
+        let at = line.map(|line| format!(", line {line}")).unwrap_or_default();
+        bad("config", format!("{}{at}: {}", path.display(), e.message()))
+    })
 }
 
 fn duration(setting: &'static str, value: Option<String>, default: &str) -> Result<Duration, ConfigError> {
@@ -354,5 +364,29 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(!shown.contains("super-secret"));
         assert!(!shown.contains("hunter2"));
+    }
+
+    #[test]
+    fn logged_database_urls_keep_no_password() {
+        assert_eq!(redact_url("postgres://u:hunter2@db:5432/x"), "postgres://u:***@db:5432/x");
+        assert_eq!(
+            redact_url("postgres://u@db/x?password=hunter2&sslmode=require"),
+            "postgres://u@db/x?password=***&sslmode=***"
+        );
+        assert_eq!(redact_url("sqlite://switchyard-data/switchyard.db"), "sqlite://switchyard-data/switchyard.db");
+        assert!(!redact_url("postgres://u:hunter2@[bad").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_bad_config_file_is_reported_without_its_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("switchyard.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\nadmin-key = \"hunter2-hunter2-hunter2\"\n").unwrap();
+        let err = read_file(&path).unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.contains("line 2") && err.contains("admin-key"), "{err}");
+        std::fs::write(&path, "master_key = abc-hunter2\n").unwrap();
+        let err = read_file(&path).unwrap_err().to_string();
+        assert!(!err.contains("hunter2") && err.contains("line 1"), "{err}");
     }
 }
