@@ -407,7 +407,13 @@ async fn endpoint_create_get_update_and_status(store: &dyn Store, _url: &str) {
         ..endpoint.clone()
     };
     assert!(store.update_endpoint(&updated).await.unwrap());
-    assert_eq!(store.get_endpoint(&tenant.id, &endpoint.id).await.unwrap(), Some(updated.clone()));
+    let status_kept = Endpoint { status: endpoint.status, status_reason: endpoint.status_reason.clone(), ..updated };
+    assert_eq!(
+        store.get_endpoint(&tenant.id, &endpoint.id).await.unwrap(),
+        Some(status_kept.clone()),
+        "an update changes the settings, never the status"
+    );
+    let updated = status_kept;
     let hijack = Endpoint { tenant_id: other.id.clone(), url: "https://attacker.example".into(), ..updated.clone() };
     assert!(!store.update_endpoint(&hijack).await.unwrap(), "an endpoint of another tenant");
     assert_eq!(store.get_endpoint(&tenant.id, &endpoint.id).await.unwrap(), Some(updated.clone()));
@@ -422,6 +428,11 @@ async fn endpoint_create_get_update_and_status(store: &dyn Store, _url: &str) {
         (disabled.status, disabled.status_reason.as_deref(), disabled.updated_at),
         (EndpointStatus::Disabled, Some(gone), T0 + 20)
     );
+    // An update made from a read before the disable (status still active in it) keeps the endpoint disabled.
+    assert_eq!(updated.status, EndpointStatus::Active);
+    assert!(store.update_endpoint(&Endpoint { updated_at: T0 + 25, ..updated.clone() }).await.unwrap());
+    let still = store.get_endpoint(&tenant.id, &endpoint.id).await.unwrap().unwrap();
+    assert_eq!((still.status, still.status_reason.as_deref()), (EndpointStatus::Disabled, Some(gone)));
     assert!(!store.set_endpoint_status(&other.id, &endpoint.id, EndpointStatus::Active, None, T0 + 30).await.unwrap());
     assert!(!store.set_endpoint_status(&tenant.id, "ep_missing", EndpointStatus::Active, None, T0 + 30).await.unwrap());
     assert!(store.set_endpoint_status(&tenant.id, &endpoint.id, EndpointStatus::Active, None, T0 + 40).await.unwrap());

@@ -19,10 +19,13 @@ pub(super) async fn create_endpoint(
     secret: &NewSecret,
 ) -> StoreResult<()> {
     let mut tx = connection.begin().await?;
+    // Placeholders in `bind_settings` order: the settings, then the status, then the times.
     let insert = format!(
-        "INSERT INTO endpoints ({ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        "INSERT INTO endpoints ({ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $12, $13, $5, $6, $7, $8, $9, $10, $11, $14, $15)"
     );
     bind_settings(sqlx::query(&insert).bind(&endpoint.id).bind(&endpoint.tenant_id), endpoint)?
+        .bind(endpoint.status.as_str())
+        .bind(endpoint.status_reason.as_deref())
         .bind(endpoint.created_at)
         .bind(endpoint.updated_at)
         .execute(&mut *tx)
@@ -46,7 +49,8 @@ pub(super) async fn create_endpoint(
     Ok(())
 }
 
-/// Binds the endpoint's settings, url through plugins, in the column order both the insert and the update use.
+/// Binds the endpoint's settings, url through plugins, for both the insert and the update. Not the status, which
+/// only the insert and `set_endpoint_status` write.
 fn bind_settings<'q>(
     query: Query<'q, Any, AnyArguments<'q>>,
     endpoint: &'q Endpoint,
@@ -54,8 +58,6 @@ fn bind_settings<'q>(
     Ok(query
         .bind(&endpoint.url)
         .bind(&endpoint.description)
-        .bind(endpoint.status.as_str())
-        .bind(endpoint.status_reason.as_deref())
         .bind(endpoint.timeout_ms)
         .bind(to_json("headers", &endpoint.headers)?)
         .bind(endpoint.retry_schedule_ms.as_ref().map(|schedule| to_json("retry_schedule_ms", schedule)).transpose()?)
@@ -121,10 +123,12 @@ pub(super) async fn endpoints_binding_plugin(pool: &AnyPool, name: &str) -> Stor
 
 pub(super) async fn update_endpoint(connection: &mut AnyConnection, endpoint: &Endpoint) -> StoreResult<bool> {
     let mut tx = connection.begin().await?;
+    // The status is left alone: a pause, or the dispatcher disabling the endpoint on a 410, that lands between a
+    // PATCH's read and this write must not be undone by it.
     let update = sqlx::query(
-        "UPDATE endpoints SET url = $3, description = $4, status = $5, status_reason = $6, timeout_ms = $7, \
-         headers = $8, retry_schedule_ms = $9, max_attempts = $10, signature_scheme = $11, metadata = $12, \
-         plugins = $13, updated_at = $14 WHERE tenant_id = $1 AND id = $2",
+        "UPDATE endpoints SET url = $3, description = $4, timeout_ms = $5, headers = $6, retry_schedule_ms = $7, \
+         max_attempts = $8, signature_scheme = $9, metadata = $10, plugins = $11, updated_at = $12 \
+         WHERE tenant_id = $1 AND id = $2",
     );
     let updated = bind_settings(update.bind(&endpoint.tenant_id).bind(&endpoint.id), endpoint)?
         .bind(endpoint.updated_at)
