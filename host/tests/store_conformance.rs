@@ -1360,6 +1360,13 @@ async fn retry_delivery_is_refused_while_delivering(store: &dyn Store, _url: &st
     store.record_attempt("node-a", &outcome(&resent, DeliveryStatus::Succeeded, T0 + 1_000)).await.unwrap();
     let again = store.retry_delivery(&tenant.id, &id, T0 + 2_000).await.unwrap().unwrap();
     assert_eq!((again.status, again.schedule_offset, again.attempts), (DeliveryStatus::Pending, 4, 4));
+
+    // Once the endpoint is deleted its deliveries are dead letters with nowhere to go: a retry (say one that checked
+    // the endpoint just before the delete) leaves them dead rather than pending forever.
+    assert!(store.delete_endpoint(&tenant.id, &endpoint.id, T0 + 3_000).await.unwrap());
+    assert_eq!(delivery(store, &tenant, &id).await.status, DeliveryStatus::Dead);
+    assert_eq!(store.retry_delivery(&tenant.id, &id, T0 + 3_001).await.unwrap(), None);
+    assert_eq!(delivery(store, &tenant, &id).await.status, DeliveryStatus::Dead);
 }
 
 async fn requeue_dead_by_ids_and_by_filter(store: &dyn Store, _url: &str) {

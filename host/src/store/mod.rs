@@ -317,7 +317,7 @@ pub trait Store: Send + Sync + 'static {
     /// Oldest first.
     async fn list_attempts(&self, tenant_id: &str, delivery_id: &str) -> StoreResult<Vec<Attempt>>;
     /// Schedules an immediate attempt of a delivery that is not being delivered right now, restarting its retry
-    /// schedule. Returns the updated delivery; None when unknown or currently `delivering`.
+    /// schedule. Returns the updated delivery; None when unknown, currently `delivering`, or its endpoint deleted.
     async fn retry_delivery(&self, tenant_id: &str, id: &str, at: Millis) -> StoreResult<Option<Delivery>>;
     /// Moves dead deliveries back to pending (schedule restarted); returns how many moved.
     async fn requeue_dead(&self, tenant_id: &str, selector: &RequeueSelector, at: Millis) -> StoreResult<u64>;

@@ -81,14 +81,19 @@ pub(super) async fn list_attempts(pool: &AnyPool, tenant_id: &str, delivery_id: 
 
 pub(super) async fn retry_delivery(
     connection: &mut AnyConnection,
+    dialect: Dialect,
     tenant_id: &str,
     id: &str,
     at: Millis,
 ) -> StoreResult<Option<Delivery>> {
+    // As in `requeue_dead`: only while the endpoint exists, locked against a delete until this commits (which then
+    // dead-letters the delivery again), so a retry racing a delete cannot leave a delivery pending forever.
     let row = sqlx::query(&format!(
         "UPDATE deliveries SET {} WHERE tenant_id = $2 AND id = $3 AND status <> 'delivering' \
+         AND endpoint_id IN (SELECT id FROM endpoints WHERE tenant_id = $2{}) \
          RETURNING {DELIVERY_COLUMNS}",
-        send_again("$1")
+        send_again("$1"),
+        dialect.key_share_clause()
     ))
     .bind(at)
     .bind(tenant_id)

@@ -336,7 +336,7 @@ impl Store for SqlStore {
     }
 
     async fn retry_delivery(&self, tenant_id: &str, id: &str, at: Millis) -> StoreResult<Option<Delivery>> {
-        deliveries::retry_delivery(&mut *self.writer.acquire().await?, tenant_id, id, at).await
+        deliveries::retry_delivery(&mut *self.writer.acquire().await?, self.dialect, tenant_id, id, at).await
     }
 
     async fn requeue_dead(&self, tenant_id: &str, selector: &RequeueSelector, at: Millis) -> StoreResult<u64> {
