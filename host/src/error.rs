@@ -66,6 +66,8 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::Conflict(what) => Self::Conflict(what),
             StoreError::Unavailable(why) => Self::Unavailable(why),
+            // A 503 tells the client to try again later, which will work once an operator frees space.
+            full if full.is_out_of_space() => Self::Unavailable(full.to_string()),
             other => Self::Internal(other.to_string()),
         }
     }
@@ -95,3 +97,30 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection;
+
+    use super::*;
+
+    /// A database that is out of space (here SQLite's page limit, which fails as a full disk does) answers 503, so
+    /// clients retry; other database errors stay 500.
+    #[tokio::test]
+    async fn a_full_database_is_unavailable_not_internal() {
+        sqlx::any::install_default_drivers();
+        let mut connection = sqlx::AnyConnection::connect("sqlite::memory:").await.unwrap();
+        for statement in ["CREATE TABLE t (x BLOB)", "PRAGMA max_page_count = 4"] {
+            sqlx::query(statement).execute(&mut connection).await.unwrap();
+        }
+        let full = sqlx::query("INSERT INTO t VALUES (zeroblob(1000000))").execute(&mut connection).await.unwrap_err();
+        let full = StoreError::Database(full);
+        assert!(full.is_out_of_space(), "{full}");
+        assert_eq!(ApiError::from(full).status_and_code(), (StatusCode::SERVICE_UNAVAILABLE, "unavailable"));
+
+        let other = sqlx::query("SELECT * FROM missing").execute(&mut connection).await.unwrap_err();
+        let other = StoreError::Database(other);
+        assert!(!other.is_out_of_space());
+        assert_eq!(ApiError::from(other).status_and_code(), (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"));
+    }
+}

@@ -45,6 +45,15 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+impl StoreError {
+    /// Whether the database refused the write for want of space (SQLite's `SQLITE_FULL`, PostgreSQL's
+    /// `disk_full`): nothing is wrong with the request, and it can succeed once space is freed.
+    pub fn is_out_of_space(&self) -> bool {
+        let StoreError::Database(error) = self else { return false };
+        error.as_database_error().and_then(|e| e.code()).is_some_and(|code| code == "13" || code == "53100")
+    }
+}
+
 /// Keyset pagination: results are ordered newest first by id (ids are time-ordered), `cursor` is the last id of
 /// the previous page.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

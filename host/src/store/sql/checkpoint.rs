@@ -36,6 +36,10 @@ async fn run(mut connection: AnyConnection, writer: Weak<WritePath>) {
     let mut ticks = tokio::time::interval(CHECKPOINT_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut copied_before = None;
+    // A checkpoint that fails (a full disk, say) fails every round until the cause goes: warn once, then once a
+    // minute, rather than twice a second.
+    let mut failures: u32 = 0;
+    const WARN_EVERY: u32 = (60_000 / CHECKPOINT_INTERVAL.as_millis()) as u32;
     loop {
         ticks.tick().await;
         let Some(writer) = writer.upgrade() else { break };
@@ -43,10 +47,19 @@ async fn run(mut connection: AnyConnection, writer: Weak<WritePath>) {
             break;
         }
         match round(&mut connection, &writer, copied_before).await {
-            Ok(copied) => copied_before = copied,
+            Ok(copied) => {
+                copied_before = copied;
+                if failures > 0 {
+                    tracing::info!(failures, "WAL checkpoints succeed again");
+                    failures = 0;
+                }
+            }
             Err(e) => {
                 copied_before = None;
-                tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+                if failures % WARN_EVERY == 0 {
+                    tracing::warn!(error = %e, failures_so_far = failures, "WAL checkpoint failed; retrying");
+                }
+                failures = failures.saturating_add(1);
             }
         }
     }

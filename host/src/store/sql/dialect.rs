@@ -320,8 +320,11 @@ impl WriteConnection<'_> {
         if let Err(error) = ran {
             // The script stops at the failing statement, inside the transaction it began (if it got that far).
             if statement > 0 {
-                if let Err(e) = (&mut **self).execute("ROLLBACK").await {
-                    tracing::error!(error = %e, "rolling back a failed {what} failed");
+                match (&mut **self).execute("ROLLBACK").await {
+                    Ok(_) => {}
+                    // After some errors (a full disk, for one) SQLite has already rolled the transaction back.
+                    Err(e) if e.to_string().contains("no transaction is active") => {}
+                    Err(e) => tracing::error!(error = %e, "rolling back a failed {what} failed"),
                 }
             }
             self.script_finished();
