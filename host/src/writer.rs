@@ -4,13 +4,17 @@
 //! `202 Accepted` means the event is durably stored. An attempt does not: its task hands the record over and ends,
 //! and the writer acts on what the commit found (a retry to schedule, a lease lost). Until the record is committed
 //! the delivery stays leased, so a record that never lands (a crash, a failed commit) means the delivery is
-//! attempted again when the lease expires, never that it is lost.
+//! attempted again when the lease expires, never that it is lost. A record whose commit failed is written again
+//! for a minute first: after a passing failure (a full disk freed, a database restarted) the attempt is kept on
+//! record, and the receiver does not get the delivery again a lease later.
 //!
 //! The publish side (fan-out, handing fresh deliveries to the dispatcher) is [`ingest`](crate::ingest).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::dispatch::Handoff;
 use crate::ingest::{PublishReply, Publishes};
@@ -26,6 +30,11 @@ const MAX_PAYLOAD_BYTES_PER_COMMIT: usize = 8 << 20;
 /// attempt frees its slot before its record is committed, so up to `concurrency` records can arrive during one
 /// commit, and a smaller cap would let them pile up.
 const MIN_RECORDS_PER_COMMIT: usize = 512;
+/// How long after a failed commit its attempt records are written again, and how many times: a minute in all, far
+/// inside the shortest lease (longer than the 300 s endpoint timeout), so no other attempt of the delivery can
+/// have started meanwhile.
+const RECORD_RETRY_DELAY: Duration = Duration::from_millis(500);
+const RECORD_RETRIES: u32 = 120;
 
 enum Work {
     Publish(Vec<Event>, PublishReply),
@@ -122,12 +131,37 @@ async fn run(
 ) {
     let mut filters = FilterCache::default();
     let max_records = dispatch.as_ref().map_or(0, Handoff::concurrency).max(MIN_RECORDS_PER_COMMIT);
-    while let Some(first) = queued.recv().await {
+    // Records whose commit failed, with how often, and when to write them again.
+    let mut failed: Vec<(AttemptOutcome, u32)> = Vec::new();
+    let mut retry_at = Instant::now();
+    let mut open = true;
+    while open || !failed.is_empty() {
+        let first = if failed.is_empty() {
+            queued.recv().await
+        } else if open {
+            tokio::select! {
+                work = queued.recv() => work,
+                () = tokio::time::sleep_until(retry_at) => None,
+            }
+        } else {
+            // Stopping: one last try for the failed records, then they are left to their leases.
+            None
+        };
+        open &= first.is_some() || !queued.is_closed() || !queued.is_empty();
+        if first.is_none() && failed.is_empty() {
+            break;
+        }
         let mut publishes = Vec::new();
         let mut records = Vec::new();
+        let mut failures = Vec::new();
         let mut flushes = Vec::new();
         let (mut events, mut payload_bytes) = (0, 0);
-        let mut next = Some(first);
+        if !failed.is_empty() && (Instant::now() >= retry_at || !open) {
+            (records, failures) = std::mem::take(&mut failed).into_iter().unzip();
+        }
+        // Records still waiting for their retry keep its time; a first failure sets it.
+        let retry_set = !failed.is_empty();
+        let mut next = first;
         while let Some(work) = next.take() {
             match work {
                 Work::Publish(batch, reply) => {
@@ -135,7 +169,10 @@ async fn run(
                     payload_bytes += batch.iter().map(|event| event.data.get().len()).sum::<usize>();
                     publishes.push((batch, reply));
                 }
-                Work::Record(outcome) => records.push(*outcome),
+                Work::Record(outcome) => {
+                    records.push(*outcome);
+                    failures.push(0);
+                }
                 Work::Flush(done) => flushes.push(done),
             }
             let room = events < MAX_EVENTS_PER_COMMIT
@@ -145,62 +182,78 @@ async fn run(
                 next = queued.try_recv().ok();
             }
         }
-        commit(store.as_ref(), &mut filters, &owner, dispatch.as_ref(), publishes, records).await;
+        let unrecorded = commit(store.as_ref(), &mut filters, &owner, dispatch.as_ref(), publishes, &records).await;
         for done in flushes {
             let _ = done.send(());
+        }
+        for (index, error) in unrecorded {
+            let delivery_id = &records[index].attempt.delivery_id;
+            let failures = failures[index] + 1;
+            if failures <= RECORD_RETRIES && open {
+                if failures == 1 {
+                    tracing::warn!(%delivery_id, %error, "could not record the attempt; trying again");
+                }
+                failed.push((records[index].clone(), failures));
+            } else {
+                // The lease expires and the delivery is attempted again: at-least-once, never lost.
+                tracing::error!(%delivery_id, %error, failures,
+                    "could not record the attempt; the delivery will be retried when its lease expires");
+            }
+        }
+        if !retry_set && !failed.is_empty() {
+            retry_at = Instant::now() + RECORD_RETRY_DELAY;
         }
     }
 }
 
+/// Writes one group commit; returns the records that could not be written (by index into `outcomes`).
 async fn commit(
     store: &dyn Store,
     filters: &mut FilterCache,
     owner: &str,
     dispatch: Option<&Handoff>,
     publishes: Vec<(Vec<Event>, PublishReply)>,
-    outcomes: Vec<AttemptOutcome>,
-) {
+    outcomes: &[AttemptOutcome],
+) -> Vec<(usize, StoreError)> {
     let had_publishes = !publishes.is_empty();
     let mut publishes = Publishes::fan_out(store, filters, dispatch, publishes).await;
-    let (published, recorded) = publishes.write(store, owner, &outcomes).await;
+    let (published, recorded) = publishes.write(store, owner, outcomes).await;
     let shared = had_publishes && !outcomes.is_empty();
     publishes.finish(store, dispatch, published, shared).await;
+    let mut unrecorded = Vec::new();
     match recorded {
         Ok(recorded) => {
             for (outcome, held) in outcomes.iter().zip(recorded) {
-                recorded_one(dispatch, outcome, Ok(held));
+                recorded_one(dispatch, outcome, held);
             }
         }
         // Nothing of the batch was kept. One bad outcome (or a deadlock victim on PostgreSQL) must not fail the
         // others: write them one by one.
         Err(e) if outcomes.len() > 1 || shared => {
             tracing::warn!(error = %e, attempts = outcomes.len(), "batched attempt records failed; writing one by one");
-            for outcome in &outcomes {
-                recorded_one(dispatch, outcome, store.record_attempt(owner, outcome).await);
+            for (index, outcome) in outcomes.iter().enumerate() {
+                match store.record_attempt(owner, outcome).await {
+                    Ok(held) => recorded_one(dispatch, outcome, held),
+                    Err(e) => unrecorded.push((index, e)),
+                }
             }
         }
         Err(e) => {
-            if let Some(outcome) = outcomes.first() {
-                recorded_one(dispatch, outcome, Err(e));
+            if !outcomes.is_empty() {
+                unrecorded.push((0, e));
             }
         }
     }
+    unrecorded
 }
 
 /// Acts on what recording one attempt found: a retry it scheduled is the dispatcher's to wake up for.
-fn recorded_one(dispatch: Option<&Handoff>, outcome: &AttemptOutcome, recorded: StoreResult<bool>) {
-    let delivery_id = &outcome.attempt.delivery_id;
-    match recorded {
-        Ok(true) => {
-            if let (Some(at), Some(dispatch)) = (outcome.next_attempt_at, dispatch) {
-                dispatch.retry_scheduled(at);
-            }
-        }
-        Ok(false) => tracing::warn!(%delivery_id,
-            "lease was lost before the attempt was recorded; another worker owns the delivery now"),
-        // The lease expires and the delivery is attempted again: at-least-once, never lost.
-        Err(e) => tracing::error!(%delivery_id, error = %e,
-            "could not record the attempt; the delivery will be retried when its lease expires"),
+fn recorded_one(dispatch: Option<&Handoff>, outcome: &AttemptOutcome, held: bool) {
+    if !held {
+        tracing::warn!(delivery_id = %outcome.attempt.delivery_id,
+            "lease was lost before the attempt was recorded; another worker owns the delivery now");
+    } else if let (Some(at), Some(dispatch)) = (outcome.next_attempt_at, dispatch) {
+        dispatch.retry_scheduled(at);
     }
 }
 

@@ -30,6 +30,8 @@ pub struct FakeState {
     pub lost_records: usize,
     /// This many upcoming `claim_due` calls fail.
     pub failing_claims: usize,
+    /// This many upcoming `record_attempts` calls fail, as on a full disk.
+    pub failing_records: usize,
     pub claim_calls: usize,
 }
 
@@ -99,6 +101,10 @@ impl Store for FakeStore {
     async fn record_attempts(&self, _owner: &str, outcomes: &[AttemptOutcome]) -> StoreResult<Vec<bool>> {
         let _ = self.records_open.subscribe().wait_for(|open| *open).await;
         let mut state = self.state.lock().unwrap();
+        if state.failing_records > 0 {
+            state.failing_records -= 1;
+            return Err(StoreError::Unavailable("injected record failure".into()));
+        }
         let mut recorded = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {
             let Some(position) = state.leased.iter().position(|j| j.delivery.id == outcome.attempt.delivery_id) else {

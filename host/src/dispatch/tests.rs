@@ -288,6 +288,21 @@ async fn lost_lease_and_store_errors_do_not_stop_the_loop() {
     assert_eq!(store.state.lock().unwrap().recorded[0].attempt.delivery_id, "dlv_2");
 }
 
+/// A record whose commit failed (a full disk, say) is written again once the store recovers: the attempt stays on
+/// record and the receiver does not get the delivery again when the lease expires.
+#[tokio::test]
+async fn a_record_whose_commit_failed_is_written_again() {
+    let receiver = Receiver::default();
+    let url = receiver.serve().await;
+    let store = store(vec![job(1, &url, None, None)], |state| state.failing_records = 3);
+    let running = start(&store, settings());
+    eventually("recorded after three failed commits", || store.outcomes() == ["succeeded"]).await;
+    assert_eq!(store.state.lock().unwrap().failing_records, 0);
+    assert!(store.state.lock().unwrap().leased.is_empty(), "the lease ended with the record");
+    running.stop().await;
+    assert_eq!(receiver.hits(), 1, "sent once");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_are_batched_while_most_slots_are_busy() {
     const JOBS: usize = 400;
