@@ -125,7 +125,8 @@ fn with_body(request: &Recorded, body: &str) -> Recorded {
 async fn standard_signature_headers_and_envelope() {
     let (_server, api) = setup().await;
     let receiver = Receiver::start().await;
-    let (endpoint_id, secret) = endpoint_to(&api, &receiver, json!({ "headers": { "X-Team": "billing" } })).await;
+    let custom = json!({ "headers": { "X-Team": "billing", "Authorization": "Bearer receiver-token" } });
+    let (endpoint_id, secret) = endpoint_to(&api, &receiver, custom).await;
 
     // Sent as raw text so we know the exact bytes of `data`: the payload must reach the receiver unchanged
     // (`1.50`, the spacing and the non-ASCII text included).
@@ -171,6 +172,7 @@ async fn standard_signature_headers_and_envelope() {
         request.headers
     );
     assert_eq!(request.header("x-team"), Some("billing"), "the endpoint's custom header");
+    assert_eq!(request.header("authorization"), Some("Bearer receiver-token"), "shown redacted, sent as set");
 
     let envelope = request.json();
     let keys: BTreeSet<&str> =

@@ -105,6 +105,29 @@ pub struct SubscriptionsBody {
     pub subscriptions: Vec<Subscription>,
 }
 
+/// What the API shows for the value of a custom header that carries a credential. Such values are write-only, as
+/// secrets are: a listing must not hand a receiver's credentials to every holder of a tenant key.
+pub const REDACTED: &str = "<redacted>";
+
+/// Whether a header's value is a credential by its name: `Authorization`, `Cookie`, or a name that says token,
+/// secret, key, auth, password, credential, session or signature (`X-Api-Key`, `X-Auth-Token`, …).
+pub fn is_credential_header(name: &str) -> bool {
+    const WORDS: &[&str] =
+        &["token", "secret", "key", "auth", "password", "passwd", "credential", "session", "signature"];
+    let name = name.to_ascii_lowercase();
+    name == "cookie" || WORDS.iter().any(|word| name.contains(word))
+}
+
+fn shown_headers(headers: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    headers
+        .into_iter()
+        .map(|(name, value)| {
+            let value = if is_credential_header(&name) { REDACTED.to_string() } else { value };
+            (name, value)
+        })
+        .collect()
+}
+
 #[derive(Debug, Serialize)]
 pub struct RetryView {
     schedule: Vec<String>,
@@ -177,7 +200,7 @@ impl EndpointView {
             status: e.status,
             status_reason: e.status_reason,
             timeout_secs: e.timeout_ms / 1000,
-            headers: e.headers,
+            headers: shown_headers(e.headers),
             retry,
             signature_scheme: e.signature_scheme,
             metadata: e.metadata,
@@ -234,6 +257,19 @@ mod tests {
         assert_eq!(shown(SecretStatus::Retiring, Some(100), 100), SecretStatus::Revoked);
         assert_eq!(shown(SecretStatus::Active, None, 100), SecretStatus::Active);
         assert_eq!(shown(SecretStatus::Revoked, Some(50), 10), SecretStatus::Revoked);
+    }
+
+    #[test]
+    fn credential_headers_are_shown_redacted() {
+        let headers = BTreeMap::from(
+            [("Authorization", "Bearer x"), ("X-Api-Key", "k"), ("Cookie", "c"), ("X-Team", "billing")]
+                .map(|(name, value)| (name.to_string(), value.to_string())),
+        );
+        let shown = shown_headers(headers);
+        assert_eq!(shown["Authorization"], REDACTED);
+        assert_eq!(shown["X-Api-Key"], REDACTED);
+        assert_eq!(shown["Cookie"], REDACTED);
+        assert_eq!(shown["X-Team"], "billing");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use base64::Engine;
 use serde::Serialize;
 
 use super::auth::Caller;
+use super::endpoint_view::{is_credential_header, REDACTED};
 use super::events::{body_limit, to_event, PublishBody};
 use super::json::parse_body;
 use super::plugins::LogView;
@@ -46,7 +47,7 @@ struct SimulationView {
 #[derive(Debug, Serialize)]
 struct RequestView {
     url: String,
-    /// Every header, signature headers included.
+    /// Every header, signature headers included; credentials among the custom ones redacted, as on the endpoint.
     headers: BTreeMap<String, String>,
     /// The body as text when it is UTF-8, else null (see `body_base64`).
     body: Option<String>,
@@ -119,7 +120,15 @@ async fn signed_request(
         signing::signature_headers(endpoint.signature_scheme, &keys, &event.id, now.div_euclid(1000), &body);
     let headers = send::request_headers(endpoint, Some(prepared), &event.id, signature)
         .iter()
-        .map(|(name, value)| (name.to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+        .map(|(name, value)| {
+            // Switchyard's own headers (the signatures) are shown; they are what a simulation is for.
+            let value = if is_credential_header(name.as_str()) && !send::is_reserved_header(name.as_str()) {
+                REDACTED.to_string()
+            } else {
+                String::from_utf8_lossy(value.as_bytes()).into_owned()
+            };
+            (name.to_string(), value)
+        })
         .collect();
     Ok(RequestView {
         url: endpoint.url.clone(),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::http::{HeaderName, HeaderValue};
 use url::{Host, Url};
 
+use super::endpoint_view::REDACTED;
 use crate::dispatch::send::is_reserved_header;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{EndpointPlugins, Subscription};
@@ -88,6 +89,14 @@ pub fn headers(headers: &BTreeMap<String, String>) -> ApiResult<()> {
             return Err(ApiError::invalid(field, "is not a valid HTTP header name"));
         };
         let lower = parsed.as_str();
+        // Sending back what a GET showed would otherwise replace the credential with the placeholder.
+        if value == REDACTED {
+            return Err(ApiError::invalid(
+                field,
+                "is the placeholder Switchyard shows for a credential; send the real value, or leave `headers` out \
+                 to keep the stored ones",
+            ));
+        }
         // The sender drops these, so accepting one would store a header that is never sent.
         if is_reserved_header(lower) {
             return Err(ApiError::invalid(

@@ -189,6 +189,22 @@ async fn subscriptions_are_replaced_whole() {
         .expect_error(404, "not_found", None);
 }
 
+/// A header that carries a credential is write-only, as a signing secret is: no response shows its value.
+#[tokio::test]
+async fn credential_headers_are_never_shown() {
+    let (_server, alice) = setup().await;
+    let headers = json!({ "Authorization": "Bearer hunter2", "X-Api-Key": "k-hunter2", "X-Team": "billing" });
+    let created = alice.create_endpoint(json!({ "headers": headers })).await.expect_status(201);
+    let shown = json!({ "Authorization": "<redacted>", "X-Api-Key": "<redacted>", "X-Team": "billing" });
+    assert_eq!(created.json["headers"], shown);
+    let path = format!("/api/v1/endpoints/{}", created.str("id"));
+    assert_eq!(alice.get(&path).await.expect_status(200).json["headers"], shown);
+    let listed = alice.all_pages("/api/v1/endpoints", 10).await;
+    assert!(!serde_json::to_string(&listed).unwrap().contains("hunter2"), "{listed:?}");
+    // Sending back what a GET showed would store the placeholder as the credential.
+    alice.patch(&path, json!({ "headers": shown })).await.expect_invalid("headers.Authorization");
+}
+
 #[tokio::test]
 async fn patch_changes_only_what_it_names() {
     let (_server, alice) = setup().await;
