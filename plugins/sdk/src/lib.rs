@@ -71,9 +71,24 @@ macro_rules! plugin {
 }
 
 /// Parses the endpoint's plugin configuration (`endpoint.config`). Unknown fields are the plugin's business:
-/// use `#[serde(deny_unknown_fields)]` on `T` to reject them.
+/// use `#[serde(deny_unknown_fields)]` on `T` to reject them. The error names what is wrong and where, but not the
+/// offending value: a config may hold a credential, and the error lands in delivery records and the host's log.
 pub fn config<T: DeserializeOwned>(json: &str) -> Result<T, String> {
-    serde_json::from_str(json).map_err(|e| format!("invalid plugin config: {e}"))
+    serde_json::from_str(json).map_err(|e| format!("invalid plugin config: {}", without_quoted_values(&e.to_string())))
+}
+
+/// serde_json quotes a string value in double quotes (`invalid type: string "…", expected u64`); field and
+/// variant names are in backticks and stay.
+fn without_quoted_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut parts = message.split('"');
+    out.push_str(parts.next().unwrap_or_default());
+    let mut inside = true;
+    for part in parts {
+        out.push_str(if inside { "\"…\"" } else { part });
+        inside = !inside;
+    }
+    out
 }
 
 /// Parses the event's payload (`event.payload`).
@@ -223,6 +238,20 @@ pub fn retry_after_ms(value: &str, now_ms: u64) -> Option<u64> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn config_errors_do_not_repeat_the_values() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Config {
+            port: u16,
+        }
+        let error = config::<Config>(r#"{"port": "hunter2"}"#).unwrap_err();
+        assert!(!error.contains("hunter2"), "{error}");
+        assert!(error.starts_with("invalid plugin config: invalid type: string") && error.contains("u16"), "{error}");
+        let missing = config::<Config>("{}").unwrap_err();
+        assert!(missing.contains("missing field `port`"), "{missing}");
+    }
 
     #[test]
     fn fields_by_dotted_path_or_pointer() {
