@@ -230,7 +230,9 @@ async fn commit(
         // Nothing of the batch was kept. One bad outcome (or a deadlock victim on PostgreSQL) must not fail the
         // others: write them one by one.
         Err(e) if outcomes.len() > 1 || shared => {
-            tracing::warn!(error = %e, attempts = outcomes.len(), "batched attempt records failed; writing one by one");
+            // Debug only: while the database refuses writes this happens at every retry, and each record that
+            // still fails is reported by the caller once.
+            tracing::debug!(error = %e, attempts = outcomes.len(), "batched attempt records failed; writing one by one");
             for (index, outcome) in outcomes.iter().enumerate() {
                 match store.record_attempt(owner, outcome).await {
                     Ok(held) => recorded_one(dispatch, outcome, held),
