@@ -9,6 +9,8 @@
 //! this process's cache at once (other nodes sharing a PostgreSQL database stop accepting the key within
 //! [`KEY_CACHE_TTL`]).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::FromRequestParts;
@@ -43,6 +45,8 @@ const AUTH_CACHE_ENTRIES: u64 = 10_000;
 pub struct AuthCache {
     keys: moka::sync::Cache<String, ApiKey>,
     tenants: moka::sync::Cache<String, ()>,
+    /// Counts revocations, so a key read from the database before one is not cached after it.
+    revocations: Arc<AtomicU64>,
 }
 
 impl Default for AuthCache {
@@ -50,6 +54,7 @@ impl Default for AuthCache {
         AuthCache {
             keys: moka::sync::Cache::builder().max_capacity(AUTH_CACHE_ENTRIES).time_to_live(KEY_CACHE_TTL).build(),
             tenants: moka::sync::Cache::builder().max_capacity(AUTH_CACHE_ENTRIES).build(),
+            revocations: Arc::default(),
         }
     }
 }
@@ -57,6 +62,7 @@ impl Default for AuthCache {
 impl AuthCache {
     /// Forgets every cached key: call it after a revocation, so this node refuses the key from now on.
     pub fn forget_keys(&self) {
+        self.revocations.fetch_add(1, Ordering::AcqRel);
         self.keys.invalidate_all();
     }
 
@@ -64,11 +70,25 @@ impl AuthCache {
         if let Some(key) = self.keys.get(&hash) {
             return Ok(Some(key));
         }
+        let read_at = self.revocations.load(Ordering::Acquire);
         let found = state.store.find_api_key(&hash).await?.filter(|key| key.revoked_at.is_none());
         if let Some(key) = &found {
-            self.keys.insert(hash, key.clone());
+            self.remember(hash, key.clone(), read_at);
         }
         Ok(found)
+    }
+
+    /// Caches a key read when the revocation count was `read_at`, unless a revocation came since: the read may
+    /// predate it, and `invalidate_all` does not reach entries inserted after it ran. Checked again after the
+    /// insert, as a revocation can land between the check and the insert.
+    fn remember(&self, hash: String, key: ApiKey, read_at: u64) {
+        let unchanged = || self.revocations.load(Ordering::Acquire) == read_at;
+        if unchanged() {
+            self.keys.insert(hash.clone(), key);
+            if !unchanged() {
+                self.keys.invalidate(&hash);
+            }
+        }
     }
 
     async fn tenant_exists(&self, state: &AppState, tenant_id: &str) -> ApiResult<bool> {
@@ -183,6 +203,28 @@ mod tests {
     use axum::http::HeaderValue;
 
     use super::*;
+
+    /// A key read before a revocation on this node is not cached after it, or it would be accepted for the cache's
+    /// lifetime more.
+    #[test]
+    fn a_key_read_before_a_revocation_is_not_cached() {
+        let cache = AuthCache::default();
+        let key = ApiKey {
+            id: "key_1".into(),
+            tenant_id: "ten_1".into(),
+            name: "k".into(),
+            prefix: "sy_abcdefg".into(),
+            key_hash: "h".into(),
+            created_at: 0,
+            revoked_at: None,
+        };
+        let read_at = cache.revocations.load(Ordering::Acquire);
+        cache.forget_keys();
+        cache.remember("h".into(), key.clone(), read_at);
+        assert!(cache.keys.get("h").is_none(), "read before the revocation");
+        cache.remember("h".into(), key, cache.revocations.load(Ordering::Acquire));
+        assert!(cache.keys.get("h").is_some(), "read after it");
+    }
 
     #[test]
     fn hash_is_hex_sha256() {
