@@ -266,6 +266,18 @@ pub struct EndpointSecret {
     pub expires_at: Option<Millis>,
 }
 
+impl EndpointSecret {
+    /// Whether it signs at `at`, as the store's `signing_secrets` query decides: the active secret, and retiring
+    /// ones until they expire.
+    pub fn signs_at(&self, at: Millis) -> bool {
+        match self.status {
+            SecretStatus::Active => true,
+            SecretStatus::Retiring => self.expires_at.is_some_and(|expires| expires > at),
+            SecretStatus::Revoked => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EventType {
     pub name: String,

@@ -147,7 +147,7 @@ impl SecretView {
     /// A retiring secret whose grace period has ended no longer signs, so it is shown as revoked, as the store
     /// records it at the endpoint's next rotation.
     fn at(s: EndpointSecret, now: Millis) -> Self {
-        let grace_over = s.status == SecretStatus::Retiring && s.expires_at.is_some_and(|expires| expires <= now);
+        let grace_over = s.status == SecretStatus::Retiring && !s.signs_at(now);
         Self {
             version: s.version,
             status: if grace_over { SecretStatus::Revoked } else { s.status },

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 
-use crate::model::{Endpoint, EndpointSecret, Millis, SecretStatus};
+use crate::model::{Endpoint, EndpointSecret, Millis};
 
 /// How long another node's endpoint change (or secret rotation) can go unseen by this one.
 pub const ACTIVE_ENDPOINTS_TTL: Duration = Duration::from_secs(1);
@@ -69,7 +69,7 @@ impl ReadCache {
     /// The endpoint's secrets that sign at `at`, if its secrets are cached.
     pub(super) fn signing_secrets(&self, endpoint_id: &str, at: Millis) -> Option<Vec<EndpointSecret>> {
         let secrets = self.secrets.get(endpoint_id)?;
-        Some(secrets.iter().filter(|s| signs_at(s, at)).cloned().collect())
+        Some(secrets.iter().filter(|s| s.signs_at(at)).cloned().collect())
     }
 
     /// Keeps an endpoint's active and retiring secrets, read after [`ReadCache::generation`] returned `read_at`.
@@ -92,14 +92,5 @@ impl ReadCache {
     /// Call once the transaction that registered (or found) the type has committed.
     pub(super) fn event_type_committed(&self, tenant_id: &str, name: &str) {
         self.event_types.insert((tenant_id.to_string(), name.to_string()), ());
-    }
-}
-
-/// As the store's `signing_secrets` query decides: the active secret, and retiring ones until they expire.
-pub(super) fn signs_at(secret: &EndpointSecret, at: Millis) -> bool {
-    match secret.status {
-        SecretStatus::Active => true,
-        SecretStatus::Retiring => secret.expires_at.is_some_and(|expires| expires > at),
-        _ => false,
     }
 }

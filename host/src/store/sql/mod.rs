@@ -275,7 +275,7 @@ impl Store for SqlStore {
             endpoint_secrets::signing_secrets_of(&mut *self.reader.acquire().await?, &missing, Millis::MIN).await?;
         for id in &missing {
             let secrets: Vec<EndpointSecret> = read.iter().filter(|s| s.endpoint_id == *id).cloned().collect();
-            found.extend(secrets.iter().filter(|s| cache::signs_at(s, at)).cloned());
+            found.extend(secrets.iter().filter(|s| s.signs_at(at)).cloned());
             self.cache.keep_secrets(id, generation, secrets);
         }
         Ok(found)
