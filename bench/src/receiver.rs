@@ -193,7 +193,7 @@ async fn handle(
     // Taken after the gate, so held deliveries count as arriving when answered, as a real receiver would see.
     let arrived_ns = unix_nanos();
     let n = recorded.requests.fetch_add(1, Ordering::Relaxed) + 1;
-    if fail_every.is_some_and(|every| n % every == 0) {
+    if fail_every.is_some_and(|every| n.is_multiple_of(every)) {
         recorded.failed.fetch_add(1, Ordering::Relaxed);
         return Ok(status(StatusCode::INTERNAL_SERVER_ERROR));
     }

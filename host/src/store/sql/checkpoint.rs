@@ -56,7 +56,7 @@ async fn run(mut connection: AnyConnection, writer: Weak<WritePath>) {
             }
             Err(e) => {
                 copied_before = None;
-                if failures % WARN_EVERY == 0 {
+                if failures.is_multiple_of(WARN_EVERY) {
                     tracing::warn!(error = %e, failures_so_far = failures, "WAL checkpoint failed; retrying");
                 }
                 failures = failures.saturating_add(1);
