@@ -92,6 +92,8 @@ pub async fn run(
 ) -> Result<(), StartError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
+    // Before anything touches the database, migrations included; held until this function returns.
+    let _process_lock = store::sql::lock_database(&config.database_url)?;
     let master_key = load_master_key(&config)?;
     let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&config.database_url).await?);
     check_master_key(store.as_ref(), &master_key).await?;

@@ -593,3 +593,30 @@ async fn log_to_a_file_has_no_colour_codes() {
     assert!(log.contains("switchyard listening"), "the startup line is logged: {log}");
     assert!(!log.contains('\u{1b}'), "escape codes in a log written to a file: {log:?}");
 }
+
+/// 14. A second process started on the same SQLite database is refused, naming the lock, and leaves the first
+/// one's deliveries alone: before the lock, it took back the first's leases at start and sent the delivery the
+/// first had in flight a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_the_same_database_is_refused() {
+    let data_dir = tempfile::tempdir().expect("data dir");
+    let log_dir = tempfile::tempdir().expect("log dir");
+    let receiver = Receiver::start().await;
+    receiver.set_default(Reply::status(204).delay(Duration::from_secs(3)));
+    let first = BinaryServer::start(data_dir.path(), log_dir.path()).await;
+    let api = Api::new_tenant(&first.base_url, "one-process").await;
+    let (endpoint_id, _) = endpoint_to(&api, &receiver, json!({})).await;
+    let (_, delivery_id) = publish_to(&api, &endpoint_id, "order.created", json!({ "n": 14 })).await;
+    receiver.wait_for_requests(1, WAIT).await;
+
+    let mut second = BinaryServer::spawn(data_dir.path(), log_dir.path());
+    let status = second.wait_exit(Duration::from_secs(20)).await;
+    let log = second.log();
+    assert!(!status.success(), "the second process exited with {status}; log:\n{log}");
+    assert!(log.contains("in use by another Switchyard process"), "the refusal names its cause: {log}");
+    assert!(log.contains("switchyard.db.lock"), "and the lock file: {log}");
+
+    let delivery = api.wait_status(&delivery_id, "succeeded", WAIT).await;
+    assert_eq!(attempts(&delivery), 1, "{delivery:#}");
+    assert_eq!(receiver.count(), 1, "the delivery in flight was sent once");
+}

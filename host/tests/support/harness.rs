@@ -135,6 +135,20 @@ impl BinaryServer {
     /// Starts `switchyard serve` on a fresh port with `data_dir`, the test admin key and dev mode, and waits until
     /// `/readyz` answers. `log_dir` receives the process output (`switchyard-<port>.log`).
     pub async fn start(data_dir: &Path, log_dir: &Path) -> Self {
+        let mut server = Self::spawn(data_dir, log_dir);
+        let base_url = server.base_url.clone();
+        let log = server.log.clone();
+        wait_ready(&base_url, Duration::from_secs(20), || match server.child.try_wait() {
+            Ok(Some(status)) => Some(format!("exited with {status}; log:\n{}", read_log(&log))),
+            Ok(None) => None,
+            Err(e) => Some(format!("cannot poll the child: {e}")),
+        })
+        .await;
+        server
+    }
+
+    /// Starts `switchyard serve` as [`BinaryServer::start`] does, without waiting for it to be ready.
+    pub fn spawn(data_dir: &Path, log_dir: &Path) -> Self {
         let port = free_port();
         let log = log_dir.join(format!("switchyard-{port}.log"));
         let out = std::fs::File::create(&log).expect("create the server log file");
@@ -153,16 +167,21 @@ impl BinaryServer {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", env!("CARGO_BIN_EXE_switchyard")));
-        let mut server = Self { base_url: format!("http://127.0.0.1:{port}"), child, log };
-        let base_url = server.base_url.clone();
-        let log = server.log.clone();
-        wait_ready(&base_url, Duration::from_secs(20), || match server.child.try_wait() {
-            Ok(Some(status)) => Some(format!("exited with {status}; log:\n{}", read_log(&log))),
-            Ok(None) => None,
-            Err(e) => Some(format!("cannot poll the child: {e}")),
-        })
-        .await;
-        server
+        Self { base_url: format!("http://127.0.0.1:{port}"), child, log }
+    }
+
+    /// Waits (at most `limit`) for the process to exit by itself; its exit status.
+    pub async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.child.try_wait().expect("poll the child") {
+                Some(status) => return status,
+                None if Instant::now() >= deadline => {
+                    panic!("still running {limit:?} after start; log:\n{}", self.log())
+                }
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
     }
 
     /// What the process has written to its log so far (its last 20,000 characters).

@@ -102,10 +102,9 @@ impl Dialect {
     /// The pool for statements that only read. SQLite: separate read-only connections (open it after `open_pool`,
     /// which creates the file and switches it to WAL). PostgreSQL: the same pool, as every connection can read.
     pub(super) async fn open_reader(self, url: &str, writer: &WritePath) -> StoreResult<AnyPool> {
-        // An in-memory database exists only on its own connection: others would open an empty one.
-        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         match (self, writer) {
-            (Dialect::Sqlite, _) if in_memory => Err(StoreError::Database(sqlx::Error::Configuration(
+            // An in-memory database exists only on its own connection: others would open an empty one.
+            (Dialect::Sqlite, _) if is_in_memory(url) => Err(StoreError::Database(sqlx::Error::Configuration(
                 "an in-memory SQLite database cannot be shared by connections; use a file".into(),
             ))),
             (_, WritePath::Pool(pool)) => Ok(pool.clone()),
@@ -370,6 +369,10 @@ impl DerefMut for WriteConnection<'_> {
             WriteConnection::Dedicated(dedicated) => &mut dedicated.connection,
         }
     }
+}
+
+pub(super) fn is_in_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
 }
 
 /// The writer's URL: `mode=rwc`, so the first start creates the database file, and the VFS that gathers WAL

@@ -19,6 +19,7 @@ mod query;
 mod rows;
 mod sqlite_batch;
 mod sqlite_claim;
+mod sqlite_lock;
 mod tenants;
 mod wal_vfs;
 
@@ -30,6 +31,7 @@ use sqlx::{AnyPool, Connection};
 pub use self::cache::ACTIVE_ENDPOINTS_TTL;
 pub use self::dialect::Dialect;
 use self::dialect::WritePath;
+pub use self::sqlite_lock::{lock_database, ProcessLock};
 use crate::model::{
     ApiKey, Attempt, AuditEntry, Delivery, Endpoint, EndpointSecret, EndpointStatus, Event, EventType, Millis,
     Subscription, Tenant,
