@@ -136,7 +136,7 @@ pub async fn run(
         plugins,
         auth_cache: api::auth::AuthCache::default(),
     }));
-    writer.start(store, node_id, Some(dispatcher.handoff()));
+    let writer = writer.start(store, node_id, Some(dispatcher.handoff()));
 
     let stop = CancellationToken::new();
     let dispatcher = tokio::spawn(dispatcher.run(stop.clone()));
@@ -154,6 +154,11 @@ pub async fn run(
     stop.cancel();
     if let Err(e) = dispatcher.await {
         tracing::error!(error = %e, "dispatcher task failed");
+    }
+    // The API and the dispatcher have let go of the writer: it ends after its last commit, which gives records
+    // whose commit failed one more try. Waiting for it also closes the database before a restart opens it.
+    if let Err(e) = writer.await {
+        tracing::error!(error = %e, "writer task failed");
     }
     served?;
     Ok(())

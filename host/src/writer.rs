@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::dispatch::Handoff;
@@ -115,11 +116,12 @@ impl Writer {
     }
 
     /// `owner`: the node id attempts are recorded for (their lease holder). `dispatch`: where fresh deliveries
-    /// are handed over; without it they are all stored waiting to be claimed.
-    pub fn start(self, store: Arc<dyn Store>, owner: String, dispatch: Option<Handoff>) {
+    /// are handed over; without it they are all stored waiting to be claimed. The task ends once every handle
+    /// is dropped and what was queued is written.
+    pub fn start(self, store: Arc<dyn Store>, owner: String, dispatch: Option<Handoff>) -> JoinHandle<()> {
         let Writer { queue, queued } = self;
         drop(queue);
-        tokio::spawn(run(store, owner, dispatch, queued));
+        tokio::spawn(run(store, owner, dispatch, queued))
     }
 }
 
