@@ -379,6 +379,12 @@ async fn gone_disables_endpoint() {
     let ids: Vec<&str> = page["data"].as_array().expect("data").iter().filter_map(|d| d["id"].as_str()).collect();
     assert_eq!(ids, [delivery_id.as_str()], "only the first delivery exists (event {event_id} created none): {page}");
     assert_eq!(receiver.count(), 1);
+
+    // Activating clears the reason on the endpoint; the audit log keeps it.
+    api.expect(Method::POST, &format!("/api/v1/endpoints/{endpoint_id}/activate"), Some(json!({})), 200).await;
+    let activated = api.get("/api/v1/audit-log?action=endpoint.activated").await;
+    assert_eq!(activated["data"][0]["details"]["previous_status"], "disabled", "{activated:#}");
+    assert_eq!(activated["data"][0]["details"]["previous_reason"], endpoint["status_reason"], "{activated:#}");
 }
 
 /// 7. A 400 is final: dead after one attempt, the response body kept for diagnosis.

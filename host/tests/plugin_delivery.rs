@@ -465,6 +465,23 @@ async fn plugins_api_lists_versions_and_refuses_to_delete_a_bound_plugin() {
     w.admin.expect(Method::GET, "/api/v1/plugins/redact", None, 404).await;
     assert!(!w.server.data_dir().join("plugins/redact.wasm").exists());
     w.admin.expect(Method::DELETE, "/api/v1/plugins/redact", None, 404).await;
+
+    // Plugin changes belong to no tenant: the admin key reads them when it names none.
+    let server_log = w.admin.get("/api/v1/audit-log").await;
+    let actions: Vec<(&Value, &Value, &Value)> =
+        server_log["data"].as_array().unwrap().iter().map(|e| (&e["action"], &e["resource_id"], &e["actor"])).collect();
+    assert_eq!(
+        actions,
+        [
+            (&json!("plugin.deleted"), &json!("redact"), &json!("admin")),
+            (&json!("plugin.uploaded"), &json!("redact"), &json!("admin"))
+        ],
+        "{server_log:#}"
+    );
+    let uploads = w.admin.get("/api/v1/audit-log?action=plugin.uploaded&resource_id=redact").await;
+    assert_eq!(uploads["data"].as_array().unwrap().len(), 1, "{uploads:#}");
+    let tenant_log = w.api.get("/api/v1/audit-log?action=plugin.uploaded").await;
+    assert_eq!(tenant_log["data"], json!([]), "no tenant's log lists them");
 }
 
 /// The hot-swap guarantee under load: a new version dropped into the plugins directory while 5,000 events flow.

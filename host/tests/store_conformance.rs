@@ -16,8 +16,8 @@ use switchyard::model::{
     Millis, PluginBinding, PluginUse, PreparedRequest, SecretStatus, SignatureScheme, Subscription, Tenant,
 };
 use switchyard::store::{
-    AttemptOutcome, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, Lease, NewDelivery, NewEvent,
-    NewSecret, Page, Published, RequeueSelector, Store, StoreError,
+    AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, Lease, NewDelivery,
+    NewEvent, NewSecret, Page, Published, RequeueSelector, Store, StoreError,
 };
 
 const T0: Millis = 1_700_000_000_000;
@@ -1460,20 +1460,30 @@ async fn audit_log_appends_and_pages(store: &dyn Store, _url: &str) {
         ours.push(e);
     }
     store.append_audit(&entry(Some(&other.id), "endpoint.create")).await.unwrap();
-    store.append_audit(&entry(None, "tenant.create")).await.unwrap();
+    let server = AuditEntry { resource_id: new_id("plugin"), ..entry(None, "plugin.uploaded") };
+    store.append_audit(&server).await.unwrap();
     let duplicate = store.append_audit(&ours[0]).await;
     assert!(matches!(duplicate, Err(StoreError::Conflict(_))), "{duplicate:?}");
 
+    let all = AuditFilter::default();
     ours.reverse();
-    assert_eq!(store.list_audit(&tenant.id, &page(10)).await.unwrap(), ours, "newest first, details intact");
+    assert_eq!(store.list_audit(Some(tenant_id), &all, &page(10)).await.unwrap(), ours, "newest first, details intact");
     let pages = all_pages(
         2,
         |e: &AuditEntry| e.id.clone(),
-        |page| async move { store.list_audit(tenant_id, &page).await.unwrap() },
+        |page| async move { store.list_audit(Some(tenant_id), &AuditFilter::default(), &page).await.unwrap() },
     )
     .await;
     assert_eq!(pages, vec![ours[..2].to_vec(), ours[2..].to_vec()]);
-    assert_eq!(store.list_audit(&other.id, &page(10)).await.unwrap().len(), 1);
+    assert_eq!(store.list_audit(Some(&other.id), &all, &page(10)).await.unwrap().len(), 1);
+
+    let server_resource = AuditFilter { resource_id: Some(server.resource_id.clone()), ..Default::default() };
+    assert_eq!(store.list_audit(None, &server_resource, &page(10)).await.unwrap(), vec![server], "the server's own");
+    assert!(store.list_audit(Some(tenant_id), &server_resource, &page(10)).await.unwrap().is_empty());
+    let updates = AuditFilter { action: Some("endpoint.update".into()), ..Default::default() };
+    assert_eq!(store.list_audit(Some(tenant_id), &updates, &page(10)).await.unwrap(), vec![ours[1].clone()]);
+    let elsewhere = AuditFilter { action: Some("endpoint.update".into()), resource_id: Some("ep_2".into()) };
+    assert!(store.list_audit(Some(tenant_id), &elsewhere, &page(10)).await.unwrap().is_empty());
 }
 
 async fn database_refuses_to_change_history(store: &dyn Store, url: &str) {
@@ -1508,7 +1518,7 @@ async fn database_refuses_to_change_history(store: &dyn Store, url: &str) {
 
     assert_eq!(store.get_event(&tenant.id, &new.event.id).await.unwrap(), Some(new.event.clone()));
     assert_eq!(store.list_attempts(&tenant.id, &leased.id).await.unwrap()[0].status_code, Some(200));
-    assert_eq!(store.list_audit(&tenant.id, &page(10)).await.unwrap(), vec![audit]);
+    assert_eq!(store.list_audit(Some(&tenant.id), &AuditFilter::default(), &page(10)).await.unwrap(), vec![audit]);
 }
 
 async fn other_tenants_see_nothing(store: &dyn Store, _url: &str) {
@@ -1568,7 +1578,7 @@ async fn other_tenants_see_nothing(store: &dyn Store, _url: &str) {
     assert_eq!(store.requeue_dead(them, &matching, T0).await.unwrap(), 0);
     assert!(store.list_api_keys(them, &all).await.unwrap().is_empty());
     assert!(!store.revoke_api_key(them, &key.id, T0).await.unwrap());
-    assert!(store.list_audit(them, &all).await.unwrap().is_empty());
+    assert!(store.list_audit(Some(them), &AuditFilter::default(), &all).await.unwrap().is_empty());
 
     assert_eq!(store.get_endpoint(&owner.id, &endpoint.id).await.unwrap(), Some(endpoint_before));
     assert_eq!(store.list_secrets(&owner.id, &endpoint.id).await.unwrap().len(), 1);

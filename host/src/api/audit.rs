@@ -6,10 +6,11 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::auth::Caller;
+use super::auth::{Caller, Reader};
 use super::pagination::{PageOf, Query};
 use crate::error::ApiResult;
 use crate::model::{new_id, now_millis, rfc3339, AuditEntry};
+use crate::store::AuditFilter;
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -69,10 +70,16 @@ struct AuditView {
     at: String,
 }
 
-async fn list(State(state): State<AppState>, caller: Caller, mut query: Query) -> ApiResult<Json<PageOf<AuditView>>> {
+/// A tenant's entries; for the admin key without `Switchyard-Tenant`, the server's own.
+async fn list(State(state): State<AppState>, reader: Reader, mut query: Query) -> ApiResult<Json<PageOf<AuditView>>> {
+    let filter = AuditFilter { action: query.take("action")?, resource_id: query.take("resource_id")? };
     let page = query.page()?;
     query.finish()?;
-    let rows = state.store.list_audit(&caller.tenant_id, &page.store_page()).await?;
+    let tenant_id = match &reader {
+        Reader::Tenant(caller) => Some(caller.tenant_id.as_str()),
+        Reader::Server => None,
+    };
+    let rows = state.store.list_audit(tenant_id, &filter, &page.store_page()).await?;
     Ok(Json(page.respond(
         rows,
         |e| &e.id,

@@ -175,25 +175,52 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
         let principal = authenticate(parts, state).await?;
-        // An unreadable value names no tenant: a 400 for the admin key, a 404 for a tenant key like any other
-        // tenant that is not its own.
-        let named = parts.headers.get(TENANT_HEADER).map(|v| v.to_str().map(str::trim).unwrap_or_default());
-        match principal {
-            Principal::Admin => {
-                let Some(tenant_id) = named.filter(|t| !t.is_empty()) else {
-                    return Err(ApiError::invalid(
-                        TENANT_HEADER,
-                        "the admin key must name the tenant it acts for in the Switchyard-Tenant header",
-                    ));
-                };
-                if !state.auth_cache.tenant_exists(state, tenant_id).await? {
-                    return Err(ApiError::NotFound("tenant"));
-                }
-                Ok(Caller { tenant_id: tenant_id.to_string(), actor: ADMIN_ACTOR.to_string() })
+        caller(principal, parts, state).await
+    }
+}
+
+async fn caller(principal: Principal, parts: &Parts, state: &AppState) -> ApiResult<Caller> {
+    // An unreadable value names no tenant: a 400 for the admin key, a 404 for a tenant key like any other
+    // tenant that is not its own.
+    let named = named_tenant(parts);
+    match principal {
+        Principal::Admin => {
+            let Some(tenant_id) = named.filter(|t| !t.is_empty()) else {
+                return Err(ApiError::invalid(
+                    TENANT_HEADER,
+                    "the admin key must name the tenant it acts for in the Switchyard-Tenant header",
+                ));
+            };
+            if !state.auth_cache.tenant_exists(state, tenant_id).await? {
+                return Err(ApiError::NotFound("tenant"));
             }
-            // A tenant key naming another tenant learns nothing about whether that tenant exists.
-            Principal::Tenant(key) if named.is_some_and(|t| t != key.tenant_id) => Err(ApiError::NotFound("tenant")),
-            Principal::Tenant(key) => Ok(Caller { tenant_id: key.tenant_id, actor: key.id }),
+            Ok(Caller { tenant_id: tenant_id.to_string(), actor: ADMIN_ACTOR.to_string() })
+        }
+        // A tenant key naming another tenant learns nothing about whether that tenant exists.
+        Principal::Tenant(key) if named.is_some_and(|t| t != key.tenant_id) => Err(ApiError::NotFound("tenant")),
+        Principal::Tenant(key) => Ok(Caller { tenant_id: key.tenant_id, actor: key.id }),
+    }
+}
+
+fn named_tenant(parts: &Parts) -> Option<&str> {
+    parts.headers.get(TENANT_HEADER).map(|v| v.to_str().map(str::trim).unwrap_or_default())
+}
+
+/// Whose records a request reads: a tenant's, or (the admin key naming no tenant) the server's own, the actions
+/// no tenant owns such as tenant creation and plugin changes.
+#[derive(Debug, Clone)]
+pub enum Reader {
+    Tenant(Caller),
+    Server,
+}
+
+impl FromRequestParts<AppState> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        match authenticate(parts, state).await? {
+            Principal::Admin if named_tenant(parts).is_none() => Ok(Reader::Server),
+            principal => Ok(Reader::Tenant(caller(principal, parts, state).await?)),
         }
     }
 }

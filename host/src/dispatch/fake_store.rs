@@ -12,8 +12,8 @@ use crate::model::{
 };
 use crate::secrets::SigningSecrets;
 use crate::store::{
-    AttemptOutcome, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, NewEvent, NewSecret, Page,
-    Published, RequeueSelector, Store, StoreError, StoreResult,
+    AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, NewEvent,
+    NewSecret, Page, Published, RequeueSelector, Store, StoreError, StoreResult,
 };
 
 #[derive(Default)]
@@ -268,7 +268,7 @@ impl Store for FakeStore {
     async fn append_audit(&self, _: &AuditEntry) -> StoreResult<()> {
         unused()
     }
-    async fn list_audit(&self, _: &str, _: &Page) -> StoreResult<Vec<AuditEntry>> {
+    async fn list_audit(&self, _: Option<&str>, _: &AuditFilter, _: &Page) -> StoreResult<Vec<AuditEntry>> {
         unused()
     }
 }

@@ -86,6 +86,13 @@ pub struct DeliveryFilter {
     pub until: Option<Millis>,
 }
 
+/// Which audit entries to list.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub action: Option<String>,
+    pub resource_id: Option<String>,
+}
+
 /// Which dead letters to requeue.
 #[derive(Debug, Clone)]
 pub enum RequeueSelector {
@@ -375,5 +382,11 @@ pub trait Store: Send + Sync + 'static {
 
     // Audit log.
     async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
-    async fn list_audit(&self, tenant_id: &str, page: &Page) -> StoreResult<Vec<AuditEntry>>;
+    /// A tenant's entries, or with `tenant_id: None` the server's own (those recorded without a tenant).
+    async fn list_audit(
+        &self,
+        tenant_id: Option<&str>,
+        filter: &AuditFilter,
+        page: &Page,
+    ) -> StoreResult<Vec<AuditEntry>>;
 }

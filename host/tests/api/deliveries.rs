@@ -287,6 +287,17 @@ async fn management_actions_are_audited_without_secrets() {
     ] {
         assert!(!text.contains(&secret), "the audit log shows `{secret}`: {text}");
     }
+    let paused = alice.all_pages("/api/v1/audit-log?action=endpoint.paused", 10).await;
+    assert_eq!(paused.len(), 1);
+    assert_eq!(paused[0]["resource_id"], id.as_str());
+    assert_eq!(paused[0]["details"], json!({ "previous_status": "active", "previous_reason": null }));
+    let of_endpoint = alice.all_pages(&format!("/api/v1/audit-log?resource_id={id}"), 10).await;
+    assert_eq!(
+        of_endpoint.len(),
+        7,
+        "created, updated, paused, activated, rotated, subscriptions, deleted: {of_endpoint:#?}"
+    );
+
     let bob = server.tenant("Bob").await;
     let bobs = bob.all_pages("/api/v1/audit-log", 100).await;
     assert!(bobs.iter().all(|e| e["resource_id"] != id.as_str()));

@@ -5,7 +5,7 @@ use sqlx::{AnyConnection, AnyPool};
 use super::query::{conflict_on_unique, Order, SqlBuilder};
 use super::rows::{self, to_json, AUDIT_COLUMNS};
 use crate::model::AuditEntry;
-use crate::store::{Page, StoreResult};
+use crate::store::{AuditFilter, Page, StoreResult};
 
 pub(super) async fn append_audit(connection: &mut AnyConnection, entry: &AuditEntry) -> StoreResult<()> {
     sqlx::query(&format!("INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
@@ -23,8 +23,19 @@ pub(super) async fn append_audit(connection: &mut AnyConnection, entry: &AuditEn
     Ok(())
 }
 
-pub(super) async fn list_audit(pool: &AnyPool, tenant_id: &str, page: &Page) -> StoreResult<Vec<AuditEntry>> {
+pub(super) async fn list_audit(
+    pool: &AnyPool,
+    tenant_id: Option<&str>,
+    filter: &AuditFilter,
+    page: &Page,
+) -> StoreResult<Vec<AuditEntry>> {
     let mut sql = SqlBuilder::new(format!("SELECT {AUDIT_COLUMNS} FROM audit_log"));
-    sql.compare("tenant_id", "=", tenant_id).keyset_page("id", Order::Descending, page);
+    match tenant_id {
+        Some(tenant_id) => sql.compare("tenant_id", "=", tenant_id),
+        None => sql.condition().push("tenant_id IS NULL"),
+    };
+    sql.compare_if("action", "=", filter.action.as_deref())
+        .compare_if("resource_id", "=", filter.resource_id.as_deref())
+        .keyset_page("id", Order::Descending, page);
     rows::all(&sql.query().fetch_all(pool).await?, rows::audit_entry)
 }

@@ -37,8 +37,8 @@ use crate::model::{
     Subscription, Tenant,
 };
 use crate::store::{
-    AttemptOutcome, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, NewEvent, NewSecret, Page,
-    Published, RequeueSelector, Store, StoreError, StoreResult,
+    AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, NewEvent,
+    NewSecret, Page, Published, RequeueSelector, Store, StoreError, StoreResult,
 };
 
 #[derive(Debug, Clone)]
@@ -434,8 +434,13 @@ impl Store for SqlStore {
         audit::append_audit(&mut *self.writer.acquire().await?, entry).await
     }
 
-    async fn list_audit(&self, tenant_id: &str, page: &Page) -> StoreResult<Vec<AuditEntry>> {
-        audit::list_audit(&self.reader, tenant_id, page).await
+    async fn list_audit(
+        &self,
+        tenant_id: Option<&str>,
+        filter: &AuditFilter,
+        page: &Page,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        audit::list_audit(&self.reader, tenant_id, filter, page).await
     }
 }
 
