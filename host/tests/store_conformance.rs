@@ -91,6 +91,7 @@ conformance! {
     release_and_release_foreign_leases,
     retry_delivery_is_refused_while_delivering,
     requeue_dead_by_ids_and_by_filter,
+    requeue_by_filter_goes_through_every_chunk,
     next_due_at_follows_waiting_deliveries_and_leases,
     audit_log_appends_and_pages,
     database_refuses_to_change_history,
@@ -918,7 +919,8 @@ async fn endpoint_deletion_racing_with_other_changes(store: &dyn Store, _url: &s
         let late_event = fan_out(event_of(&tenant, "order.created", T0 + 2), &[endpoint]);
         let (tenant_id, endpoint_id) = (tenant.id.clone(), endpoint.id.clone());
         let rotated_secret = new_secret("whsec_v2");
-        let requeue = RequeueSelector::Matching { endpoint_id: Some(endpoint.id.clone()), event_type: None };
+        let requeue =
+            RequeueSelector::Matching(DeliveryFilter { endpoint_id: Some(endpoint.id.clone()), ..Default::default() });
         async move {
             let (recorded, deleted, rotated, published, requeued) = tokio::join!(
                 store.record_attempt("node", &gone),
@@ -1394,18 +1396,22 @@ async fn requeue_dead_by_ids_and_by_filter(store: &dyn Store, _url: &str) {
     assert_eq!((requeued.schedule_offset, requeued.attempts, requeued.last_error.as_deref()), (1, 1, Some("HTTP 500")));
     assert_eq!(delivery(store, &tenant, &alive).await.updated_at, T0 + 2, "a live delivery is untouched");
 
-    let by_endpoint = RequeueSelector::Matching { endpoint_id: Some(second.id.clone()), event_type: None };
+    let by_endpoint =
+        RequeueSelector::Matching(DeliveryFilter { endpoint_id: Some(second.id.clone()), ..Default::default() });
     assert_eq!(store.requeue_dead(&other.id, &by_endpoint, T0 + 20).await.unwrap(), 0);
     assert_eq!(store.requeue_dead(&tenant.id, &by_endpoint, T0 + 20).await.unwrap(), 2);
     assert_eq!(delivery(store, &tenant, &second_a).await.status, DeliveryStatus::Pending);
     assert_eq!(delivery(store, &tenant, &second_b).await.status, DeliveryStatus::Pending);
     assert_eq!(delivery(store, &tenant, &first_b).await.status, DeliveryStatus::Dead);
 
-    let by_type =
-        RequeueSelector::Matching { endpoint_id: Some(first.id.clone()), event_type: Some("b.created".into()) };
+    let by_type = RequeueSelector::Matching(DeliveryFilter {
+        endpoint_id: Some(first.id.clone()),
+        event_type: Some("b.created".into()),
+        ..Default::default()
+    });
     assert_eq!(store.requeue_dead(&tenant.id, &by_type, T0 + 30).await.unwrap(), 1);
     assert_eq!(delivery(store, &tenant, &first_b).await.status, DeliveryStatus::Pending);
-    let everything = RequeueSelector::Matching { endpoint_id: None, event_type: None };
+    let everything = RequeueSelector::Matching(DeliveryFilter::default());
     assert_eq!(store.requeue_dead(&tenant.id, &everything, T0 + 40).await.unwrap(), 0, "nothing dead is left");
 
     // Dead letters of a deleted endpoint stay dead: requeued, they could never be delivered.
@@ -1413,6 +1419,37 @@ async fn requeue_dead_by_ids_and_by_filter(store: &dyn Store, _url: &str) {
     assert_eq!(delivery(store, &tenant, &first_b).await.status, DeliveryStatus::Dead);
     assert_eq!(store.requeue_dead(&tenant.id, &everything, T0 + 60).await.unwrap(), 0);
     assert_eq!(store.requeue_dead(&tenant.id, &RequeueSelector::Ids(vec![first_b.clone()]), T0 + 60).await.unwrap(), 0);
+}
+
+/// A requeue by filter works through its dead letters a chunk at a time (1,000 per transaction) and misses none,
+/// with the list's filters: `since` on the delivery's creation, `event_id`.
+async fn requeue_by_filter_goes_through_every_chunk(store: &dyn Store, _url: &str) {
+    const RECENT: usize = 2_150;
+    let tenant = new_tenant(store).await;
+    let endpoint = add_endpoint(store, &tenant).await;
+    let old: Vec<NewEvent> = (0..3).map(|_| fan_out(event_of(&tenant, "a.old", T0), &[&endpoint])).collect();
+    let recent: Vec<NewEvent> =
+        (0..RECENT).map(|_| fan_out(event_of(&tenant, "a.new", T0 + 1_000), &[&endpoint])).collect();
+    store.publish(&old).await.unwrap();
+    store.publish(&recent).await.unwrap();
+    let jobs = store.claim_due("node", T0 + 2_000, T0 + 2_000 + MINUTE, 10_000).await.unwrap();
+    assert_eq!(jobs.len(), RECENT + 3);
+    let dead: Vec<AttemptOutcome> =
+        jobs.iter().map(|job| outcome(&job.delivery, DeliveryStatus::Dead, T0 + 2_000)).collect();
+    assert!(store.record_attempts("node", &dead).await.unwrap().iter().all(|&held| held));
+
+    let since = RequeueSelector::Matching(DeliveryFilter { since: Some(T0 + 1_000), ..Default::default() });
+    assert_eq!(store.requeue_dead(&tenant.id, &since, T0 + 3_000).await.unwrap(), RECENT as u64);
+    for new in &recent {
+        assert_eq!(delivery(store, &tenant, &new.deliveries[0].id).await.status, DeliveryStatus::Pending);
+    }
+    let one =
+        RequeueSelector::Matching(DeliveryFilter { event_id: Some(old[1].event.id.clone()), ..Default::default() });
+    assert_eq!(store.requeue_dead(&tenant.id, &one, T0 + 3_000).await.unwrap(), 1);
+    assert_eq!(delivery(store, &tenant, &old[0].deliveries[0].id).await.status, DeliveryStatus::Dead);
+    assert_eq!(delivery(store, &tenant, &old[1].deliveries[0].id).await.status, DeliveryStatus::Pending);
+    let everything = RequeueSelector::Matching(DeliveryFilter::default());
+    assert_eq!(store.requeue_dead(&tenant.id, &everything, T0 + 3_000).await.unwrap(), 2);
 }
 
 async fn next_due_at_follows_waiting_deliveries_and_leases(store: &dyn Store, _url: &str) {
@@ -1574,7 +1611,8 @@ async fn other_tenants_see_nothing(store: &dyn Store, _url: &str) {
     assert!(store.list_attempts(them, &leased.id).await.unwrap().is_empty());
     assert_eq!(store.retry_delivery(them, &leased.id, T0).await.unwrap(), None);
     assert_eq!(store.requeue_dead(them, &RequeueSelector::Ids(vec![leased.id.clone()]), T0).await.unwrap(), 0);
-    let matching = RequeueSelector::Matching { endpoint_id: Some(endpoint.id.clone()), event_type: None };
+    let matching =
+        RequeueSelector::Matching(DeliveryFilter { endpoint_id: Some(endpoint.id.clone()), ..Default::default() });
     assert_eq!(store.requeue_dead(them, &matching, T0).await.unwrap(), 0);
     assert!(store.list_api_keys(them, &all).await.unwrap().is_empty());
     assert!(!store.revoke_api_key(them, &key.id, T0).await.unwrap());

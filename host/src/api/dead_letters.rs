@@ -10,10 +10,10 @@ use super::audit;
 use super::auth::Caller;
 use super::deliveries::{common_filter, DeliveryView};
 use super::json::ApiJson;
-use super::pagination::{PageOf, Query};
+use super::pagination::{time_field, PageOf, Query};
 use super::validate;
 use crate::error::{ApiError, ApiResult};
-use crate::model::{now_millis, DeliveryStatus};
+use crate::model::{now_millis, rfc3339, DeliveryStatus};
 use crate::store::{DeliveryFilter, RequeueSelector};
 use crate::AppState;
 
@@ -28,14 +28,18 @@ async fn list(
     caller: Caller,
     mut query: Query,
 ) -> ApiResult<Json<PageOf<DeliveryView>>> {
-    let filter = DeliveryFilter { status: Some(DeliveryStatus::Dead), ..common_filter(&mut query)? };
+    let filter = DeliveryFilter {
+        status: Some(DeliveryStatus::Dead),
+        event_id: query.take("event_id")?,
+        ..common_filter(&mut query)?
+    };
     let page = query.page()?;
     query.finish()?;
     let rows = state.store.list_deliveries(&caller.tenant_id, &filter, &page.store_page()).await?;
     Ok(Json(page.respond(rows, |d| &d.id, DeliveryView::from)))
 }
 
-/// Either a list of ids or a filter (`{}` selects every dead letter of the tenant).
+/// Either a list of ids or the filters `GET /dead-letters` takes (`{}` selects every dead letter of the tenant).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RequeueBody {
@@ -44,7 +48,31 @@ struct RequeueBody {
     #[serde(default)]
     endpoint_id: Option<String>,
     #[serde(default)]
+    event_id: Option<String>,
+    #[serde(default)]
     event_type: Option<String>,
+    #[serde(default)]
+    since: Option<String>,
+    #[serde(default)]
+    until: Option<String>,
+}
+
+impl RequeueBody {
+    fn has_filter(&self) -> bool {
+        [&self.endpoint_id, &self.event_id, &self.event_type, &self.since, &self.until].iter().any(|f| f.is_some())
+    }
+
+    fn filter(self) -> ApiResult<DeliveryFilter> {
+        let time = |name, text: Option<String>| text.map(|t| time_field(name, &t)).transpose();
+        Ok(DeliveryFilter {
+            since: time("since", self.since)?,
+            until: time("until", self.until)?,
+            endpoint_id: self.endpoint_id,
+            event_id: self.event_id,
+            event_type: self.event_type,
+            status: Some(DeliveryStatus::Dead),
+        })
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -61,21 +89,26 @@ async fn requeue(
         validate::event_type_filter("event_type", event_type)?;
     }
     let selector = match body.delivery_ids {
-        Some(_) if body.endpoint_id.is_some() || body.event_type.is_some() => {
-            return Err(ApiError::invalid("delivery_ids", "cannot be combined with endpoint_id or event_type"));
+        Some(_) if body.has_filter() => {
+            return Err(ApiError::invalid("delivery_ids", "cannot be combined with filters"));
         }
         Some(ids) if ids.is_empty() || ids.len() > MAX_REQUEUE_IDS => {
             return Err(ApiError::invalid("delivery_ids", format!("must hold 1 to {MAX_REQUEUE_IDS} ids")));
         }
         Some(ids) => RequeueSelector::Ids(ids),
-        None => RequeueSelector::Matching { endpoint_id: body.endpoint_id, event_type: body.event_type },
+        None => RequeueSelector::Matching(body.filter()?),
     };
     let requeued = state.store.requeue_dead(&caller.tenant_id, &selector, now_millis()).await?;
     let details = match &selector {
         RequeueSelector::Ids(ids) => json!({ "requeued": requeued, "delivery_ids": ids }),
-        RequeueSelector::Matching { endpoint_id, event_type } => {
-            json!({ "requeued": requeued, "endpoint_id": endpoint_id, "event_type": event_type })
-        }
+        RequeueSelector::Matching(filter) => json!({
+            "requeued": requeued,
+            "endpoint_id": filter.endpoint_id,
+            "event_id": filter.event_id,
+            "event_type": filter.event_type,
+            "since": filter.since.map(rfc3339),
+            "until": filter.until.map(rfc3339),
+        }),
     };
     audit::record(&state, &caller, "dead_letters.requeued", "delivery", "*", details).await;
     if requeued > 0 {

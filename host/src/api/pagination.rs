@@ -69,9 +69,7 @@ impl Query {
     /// An RFC 3339 time as Unix milliseconds.
     pub fn time(&mut self, name: &str) -> ApiResult<Option<Millis>> {
         let Some(text) = self.take(name)? else { return Ok(None) };
-        parse_time(&text)
-            .map(Some)
-            .ok_or_else(|| ApiError::invalid(name, "must be an RFC 3339 time such as 2026-01-31T12:00:00Z"))
+        time_field(name, &text).map(Some)
     }
 
     /// `limit` (1–1000, default 50) and `cursor`.
@@ -97,6 +95,11 @@ impl Query {
             None => Ok(()),
         }
     }
+}
+
+/// A time a request gives in field `name`, in a query or a body.
+pub fn time_field(name: &str, text: &str) -> ApiResult<Millis> {
+    parse_time(text).ok_or_else(|| ApiError::invalid(name, "must be an RFC 3339 time such as 2026-01-31T12:00:00Z"))
 }
 
 fn parse_time(text: &str) -> Option<Millis> {

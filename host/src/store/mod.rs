@@ -97,7 +97,8 @@ pub struct AuditFilter {
 #[derive(Debug, Clone)]
 pub enum RequeueSelector {
     Ids(Vec<String>),
-    Matching { endpoint_id: Option<String>, event_type: Option<String> },
+    /// The dead letters the filter lists (its `status` is ignored).
+    Matching(DeliveryFilter),
 }
 
 #[derive(Debug, Clone)]

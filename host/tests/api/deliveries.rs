@@ -180,11 +180,19 @@ async fn dead_letters_are_listed_and_requeued() {
     assert_eq!(one.expect_status(200).json, json!({ "requeued": 1 }));
     let requeued = alice.get(&format!("/api/v1/deliveries/{b_one}")).await.expect_status(200);
     assert_eq!(requeued.json["status"], "pending");
+    let none_before = json!({ "until": "2000-01-01T00:00:00Z", "since": "1999-01-01T00:00:00+01:00" });
+    assert_eq!(alice.post("/api/v1/dead-letters/requeue", none_before).await.expect_status(200).json["requeued"], 0);
+    alice.post("/api/v1/dead-letters/requeue", json!({ "since": "yesterday" })).await.expect_invalid("since");
+    let a_one = dead.iter().find(|d| d["event_type"] == "a.one").unwrap();
+    let by_event = format!("/api/v1/dead-letters?event_id={}", a_one["event_id"].as_str().unwrap());
+    assert_eq!(alice.all_pages(&by_event, 10).await, vec![a_one.clone()]);
+    let by_event = alice.post("/api/v1/dead-letters/requeue", json!({ "event_id": a_one["event_id"] })).await;
+    assert_eq!(by_event.expect_status(200).json["requeued"], 1);
     let typed =
         alice.post("/api/v1/dead-letters/requeue", json!({ "event_type": "a.two", "endpoint_id": failing })).await;
     assert_eq!(typed.expect_status(200).json["requeued"], 1);
-    let rest = alice.post("/api/v1/dead-letters/requeue", json!({})).await.expect_status(200);
-    assert_eq!(rest.json["requeued"], 1);
+    let rest = alice.post("/api/v1/dead-letters/requeue", json!({ "since": "2000-01-01T00:00:00Z" })).await;
+    assert_eq!(rest.expect_status(200).json["requeued"], 0, "all requeued already");
     assert_eq!(alice.all_pages("/api/v1/dead-letters", 100).await, Vec::<Value>::new());
 
     // Deleting an endpoint turns its unfinished deliveries into dead letters, which have nowhere to go back to.
@@ -200,6 +208,8 @@ async fn dead_letters_are_listed_and_requeued() {
         .await
         .expect_invalid("delivery_ids");
     let mixed = json!({ "delivery_ids": ["dlv_1"], "endpoint_id": kept });
+    alice.post("/api/v1/dead-letters/requeue", mixed).await.expect_invalid("delivery_ids");
+    let mixed = json!({ "delivery_ids": ["dlv_1"], "since": "2000-01-01T00:00:00Z" });
     alice.post("/api/v1/dead-letters/requeue", mixed).await.expect_invalid("delivery_ids");
     alice.post("/api/v1/dead-letters/requeue", json!({ "delivery_ids": "dlv_1" })).await.expect_invalid("delivery_ids");
     alice.post("/api/v1/dead-letters/requeue", json!({ "status": "dead" })).await.expect_invalid("status");

@@ -1,12 +1,12 @@
 //! Reading deliveries and their attempts, and sending them again by hand (retry, dead-letter requeue).
 
-use sqlx::{AnyConnection, AnyPool, Connection};
+use sqlx::{AnyConnection, AnyPool, Connection, Row};
 
 use super::query::{Order, SqlBuilder, MAX_LIST};
 use super::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
 use super::Dialect;
 use crate::model::{Attempt, Delivery, DeliveryStatus, Millis};
-use crate::store::{DeliveryFilter, RequeueSelector, StoreResult};
+use crate::store::{DeliveryFilter, StoreResult};
 
 /// The condition of the `deliveries_tenant_status` index, repeated by queries on the statuses it holds so that
 /// both databases use it (SQLite only uses a partial index whose condition appears in the query).
@@ -103,11 +103,12 @@ pub(super) async fn retry_delivery(
     row.as_ref().map(rows::delivery).transpose()
 }
 
+/// Requeues the dead letters among `ids` (at most a few thousand: one transaction).
 pub(super) async fn requeue_dead(
     connection: &mut AnyConnection,
     dialect: Dialect,
     tenant_id: &str,
-    selector: &RequeueSelector,
+    ids: &[String],
     at: Millis,
 ) -> StoreResult<u64> {
     let requeue = || {
@@ -125,27 +126,28 @@ pub(super) async fn requeue_dead(
         sql
     };
     let mut requeued = 0;
-    match selector {
-        RequeueSelector::Ids(ids) => {
-            let mut tx = connection.begin().await?;
-            for chunk in ids.chunks(MAX_LIST) {
-                let mut sql = requeue();
-                sql.in_list("id", chunk);
-                requeued += sql.query().execute(&mut *tx).await?.rows_affected();
-            }
-            tx.commit().await?;
-        }
-        RequeueSelector::Matching { endpoint_id, event_type } => {
-            let mut sql = requeue();
-            sql.compare_if("endpoint_id", "=", endpoint_id.as_deref()).compare_if(
-                "event_type",
-                "=",
-                event_type.as_deref(),
-            );
-            requeued = sql.query().execute(&mut *connection).await?.rows_affected();
-        }
+    let mut tx = connection.begin().await?;
+    for chunk in ids.chunks(MAX_LIST) {
+        let mut sql = requeue();
+        sql.in_list("id", chunk);
+        requeued += sql.query().execute(&mut *tx).await?.rows_affected();
     }
+    tx.commit().await?;
     Ok(requeued)
+}
+
+/// Ids of up to `page.limit` dead letters `filter` selects, after `page.cursor`: what a requeue by filter
+/// takes one chunk at a time.
+pub(super) async fn dead_letter_ids(
+    pool: &AnyPool,
+    tenant_id: &str,
+    filter: &DeliveryFilter,
+    page: &crate::store::Page,
+) -> StoreResult<Vec<String>> {
+    let filter = DeliveryFilter { status: Some(DeliveryStatus::Dead), ..filter.clone() };
+    let sql = listing("SELECT id FROM deliveries", tenant_id, &filter, page);
+    let found = sql.query().fetch_all(pool).await?;
+    Ok(found.iter().map(|row| row.try_get::<String, _>(0)).collect::<Result<_, _>>()?)
 }
 
 #[cfg(test)]

@@ -41,6 +41,9 @@ use crate::store::{
     NewSecret, Page, Published, RequeueSelector, Store, StoreError, StoreResult,
 };
 
+/// Dead letters requeued per transaction by a requeue that selects them by filter.
+const REQUEUE_CHUNK: i64 = 1000;
+
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     /// Every write, and every transaction that reads what it then writes.
@@ -342,7 +345,29 @@ impl Store for SqlStore {
     }
 
     async fn requeue_dead(&self, tenant_id: &str, selector: &RequeueSelector, at: Millis) -> StoreResult<u64> {
-        deliveries::requeue_dead(&mut *self.writer.acquire().await?, self.dialect, tenant_id, selector, at).await
+        let filter = match selector {
+            RequeueSelector::Ids(ids) => {
+                return deliveries::requeue_dead(&mut *self.writer.acquire().await?, self.dialect, tenant_id, ids, at)
+                    .await;
+            }
+            RequeueSelector::Matching(filter) => filter,
+        };
+        // A chunk per transaction, the writer taken anew for each: requeueing a long outage's dead letters must
+        // not hold every tenant's publishes behind one statement over all of them. The ids are read first, in
+        // keyset order, so each dead letter is considered once even if it dies again meanwhile.
+        let mut page = Page { cursor: None, limit: REQUEUE_CHUNK };
+        let mut requeued = 0;
+        loop {
+            let mut ids = deliveries::dead_letter_ids(&self.reader, tenant_id, filter, &page).await?;
+            if !ids.is_empty() {
+                let mut writer = self.writer.acquire().await?;
+                requeued += deliveries::requeue_dead(&mut writer, self.dialect, tenant_id, &ids, at).await?;
+            }
+            if ids.len() < REQUEUE_CHUNK as usize {
+                return Ok(requeued);
+            }
+            page.cursor = ids.pop();
+        }
     }
 
     async fn claim_due(
