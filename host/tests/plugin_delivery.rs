@@ -10,6 +10,8 @@ mod harness;
 mod plugins;
 #[path = "support/receiver.rs"]
 mod receiver;
+#[path = "support/store_pg.rs"]
+mod store_pg;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -651,4 +653,52 @@ async fn all_deliveries(api: &Api, endpoint_id: &str) -> Vec<Value> {
             None => return all,
         }
     }
+}
+
+/// Two nodes on one PostgreSQL database: events published through either are delivered once, and each node
+/// loads its own plugins directory. A node without a plugin refuses to bind it, but does not let a binding made
+/// elsewhere block unrelated changes to the endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_deliveries_and_each_loads_its_own_plugins() {
+    const EVENTS: usize = 60;
+    let Some([redact]) = plugins::plugins(["redact"]) else { return };
+    let Some(db) = store_pg::PostgresTestDatabase::create("plugin_delivery::two_nodes").await else { return };
+    let node = |url: String| {
+        move |config: &mut switchyard::config::Config| {
+            config.database_url = url;
+            config.plugin_limits.deadline = Duration::from_millis(500);
+        }
+    };
+    let a = Server::start_configured(tempfile::tempdir().unwrap(), node(db.url.clone())).await;
+    let b = Server::start_configured(tempfile::tempdir().unwrap(), node(db.url.clone())).await;
+    let api_a = Api::new_tenant(&a.base_url, "two-nodes").await;
+    let api_b = api_a.at(&b.base_url);
+    let receiver = Receiver::start().await;
+
+    let plain = api_a.create_endpoint(json!({ "url": receiver.url("/plain") })).await;
+    let plain = str_field(&plain, "id").to_string();
+    let mut published = BTreeSet::new();
+    for n in 0..EVENTS {
+        let api = if n % 2 == 0 { &api_a } else { &api_b };
+        published.insert(str_field(&api.publish("order.created", json!({ "n": n })).await, "id").to_string());
+    }
+    let requests = receiver.wait_for_requests(EVENTS, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ids: Vec<String> =
+        receiver.requests().iter().filter_map(|r| r.header("webhook-id").map(String::from)).collect();
+    assert_eq!(ids.len(), EVENTS, "each event once, through either node: {} requests", requests.len());
+    assert_eq!(ids.into_iter().collect::<BTreeSet<_>>(), published);
+
+    upload(&Api::admin(&a.base_url), "redact", &redact).await;
+    let bind = json!({ "transform": { "plugin": "redact", "config": { "fields": ["n"] } } });
+    let (status, answer) = api_b.send(Method::PATCH, &format!("/api/v1/endpoints/{plain}"), Some(bind.clone())).await;
+    assert_eq!((status.as_u16(), &answer["error"]["field"]), (400, &json!("transform.plugin")), "{answer}");
+    api_a.expect(Method::PATCH, &format!("/api/v1/endpoints/{plain}"), Some(bind), 200).await;
+    let renamed = json!({ "description": "edited on the node without the plugin" });
+    let edited = api_b.expect(Method::PATCH, &format!("/api/v1/endpoints/{plain}"), Some(renamed), 200).await;
+    assert_eq!(edited["transform"]["plugin"], "redact", "{edited:#}");
+
+    a.stop(Duration::from_secs(10)).await;
+    b.stop(Duration::from_secs(10)).await;
+    db.drop_database().await;
 }

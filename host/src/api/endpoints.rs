@@ -181,18 +181,22 @@ async fn update(
         changed.push("metadata");
     }
     let plugins = &mut endpoint.plugins;
-    for (field, update, slot) in [
-        ("filter", body.filter, &mut plugins.filter),
-        ("transform", body.transform, &mut plugins.transform),
-        ("retry_policy", body.retry_policy, &mut plugins.retry_policy),
+    // Only the bindings this request sets are checked against the plugins loaded here. One set earlier may be
+    // missing on this node (each node loads its own plugins directory) and must not block unrelated changes.
+    let mut rebound = EndpointPlugins::default();
+    for (field, update, slot, checked) in [
+        ("filter", body.filter, &mut plugins.filter, &mut rebound.filter),
+        ("transform", body.transform, &mut plugins.transform, &mut rebound.transform),
+        ("retry_policy", body.retry_policy, &mut plugins.retry_policy, &mut rebound.retry_policy),
     ] {
         // `null` unbinds; absent leaves the binding as it is.
         if let Some(binding) = update {
+            checked.clone_from(&binding);
             *slot = binding;
             changed.push(field);
         }
     }
-    validate::plugin_bindings(&endpoint.plugins, &state.plugins)?;
+    validate::plugin_bindings(&rebound, &state.plugins)?;
     if !changed.is_empty() {
         endpoint.updated_at = now_millis();
         if !state.store.update_endpoint(&endpoint).await? {
