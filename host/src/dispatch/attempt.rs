@@ -233,7 +233,7 @@ fn log_attempt(attempt: &Attempt, endpoint: &Endpoint, next_attempt_at: Option<M
     } else {
         tracing::warn!(delivery_id = %attempt.delivery_id, endpoint_id = %endpoint.id, attempt = attempt.attempt_number,
             status = %status, duration_ms = attempt.duration_ms, outcome = %attempt.outcome,
-            error = attempt.error.as_deref().unwrap_or(""),
+            error = attempt.error.as_deref(),
             retry_in_ms = next_attempt_at.map(|at| at - now_millis()), "delivery attempt failed");
     }
 }
