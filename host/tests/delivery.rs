@@ -626,3 +626,31 @@ async fn a_second_process_on_the_same_database_is_refused() {
     assert_eq!(attempts(&delivery), 1, "{delivery:#}");
     assert_eq!(receiver.count(), 1, "the delivery in flight was sent once");
 }
+
+/// 15. An event published while its endpoint was paused reached no delivery for it; after activation an operator
+/// sends it by hand, and the receiver gets the event as published (same `webhook-id`, same payload), once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_missed_while_paused_is_sent_by_hand() {
+    let (_server, api) = setup().await;
+    let receiver = Receiver::start().await;
+    let (endpoint_id, _) = endpoint_to(&api, &receiver, json!({})).await;
+    let endpoint_path = format!("/api/v1/endpoints/{endpoint_id}");
+    api.expect(Method::POST, &format!("{endpoint_path}/pause"), Some(json!({})), 200).await;
+    let (event_id, deliveries) = publish(&api, "invoice.paid", json!({ "invoice": 15 })).await;
+    assert_eq!(deliveries, 0, "a paused endpoint gets no delivery");
+    api.expect(Method::POST, &format!("{endpoint_path}/activate"), Some(json!({})), 200).await;
+
+    let send = format!("/api/v1/events/{event_id}/deliveries");
+    let created = api.expect(Method::POST, &send, Some(json!({ "endpoint_id": endpoint_id })), 201).await;
+    let delivery = api.wait_status(str_field(&created, "id"), "succeeded", WAIT).await;
+    assert_eq!(attempts(&delivery), 1, "{delivery:#}");
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 1);
+    assert_webhook_ids(&requests, &event_id);
+    assert_eq!(requests[0].json()["data"], json!({ "invoice": 15 }));
+
+    let again = api.expect(Method::POST, &send, Some(json!({ "endpoint_id": endpoint_id })), 409).await;
+    assert!(str_field(&again["error"], "message").contains(str_field(&created, "id")), "{again}");
+    let log = api.get("/api/v1/audit-log?action=delivery.created").await;
+    assert_eq!(log["data"][0]["details"], json!({ "event_id": event_id, "endpoint_id": endpoint_id }));
+}

@@ -17,7 +17,7 @@ use switchyard::model::{
 };
 use switchyard::store::{
     AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, Lease, NewDelivery,
-    NewEvent, NewSecret, Page, Published, RequeueSelector, Store, StoreError,
+    NewEvent, NewSecret, Page, Published, RequeueSelector, SentTo, Store, StoreError,
 };
 
 const T0: Millis = 1_700_000_000_000;
@@ -92,6 +92,7 @@ conformance! {
     retry_delivery_is_refused_while_delivering,
     requeue_dead_by_ids_and_by_filter,
     requeue_by_filter_goes_through_every_chunk,
+    an_event_is_sent_to_one_endpoint_once,
     next_due_at_follows_waiting_deliveries_and_leases,
     audit_log_appends_and_pages,
     database_refuses_to_change_history,
@@ -1450,6 +1451,48 @@ async fn requeue_by_filter_goes_through_every_chunk(store: &dyn Store, _url: &st
     assert_eq!(delivery(store, &tenant, &old[1].deliveries[0].id).await.status, DeliveryStatus::Pending);
     let everything = RequeueSelector::Matching(DeliveryFilter::default());
     assert_eq!(store.requeue_dead(&tenant.id, &everything, T0 + 3_000).await.unwrap(), 2);
+}
+
+/// An operator sends a stored event to an endpoint it did not fan out to: one new delivery, pending and claimable,
+/// whatever the endpoint's subscriptions; never a second one, nor one across tenants or to a deleted endpoint.
+async fn an_event_is_sent_to_one_endpoint_once(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let subscribed = add_endpoint(store, &tenant).await;
+    let missed = add_endpoint(store, &tenant).await;
+    let theirs = add_endpoint(store, &other).await;
+    let event = publish(store, &tenant, "a.created", &[&subscribed], T0).await;
+    let event_id = event.event.id.as_str();
+    let send = |endpoint_id: &str, tenant_id: &str| {
+        let (tenant_id, endpoint_id) = (tenant_id.to_string(), endpoint_id.to_string());
+        async move { store.send_event_to(&tenant_id, event_id, &endpoint_id, &new_id("dlv"), T0 + 500).await.unwrap() }
+    };
+
+    let SentTo::Created(created) = send(&missed.id, &tenant.id).await else { panic!("a new delivery") };
+    assert_eq!(
+        (created.event_id.as_str(), created.endpoint_id.as_str(), created.event_type.as_str()),
+        (event_id, missed.id.as_str(), "a.created")
+    );
+    assert_eq!(
+        (created.status, created.attempts, created.next_attempt_at),
+        (DeliveryStatus::Pending, 0, Some(T0 + 500))
+    );
+    assert_eq!(delivery(store, &tenant, &created.id).await, created);
+    assert_eq!(send(&missed.id, &tenant.id).await, SentTo::Exists(created.id.clone()), "one per event and endpoint");
+    assert_eq!(send(&subscribed.id, &tenant.id).await, SentTo::Exists(event.deliveries[0].id.clone()));
+    assert_eq!(send(&theirs.id, &tenant.id).await, SentTo::NoEndpoint, "another tenant's endpoint");
+    assert_eq!(send(&theirs.id, &other.id).await, SentTo::NoEvent, "another tenant's event");
+    assert_eq!(send("ep_missing", &tenant.id).await, SentTo::NoEndpoint);
+    let claimed = claimed_ids(&claim(store, "node", T0 + 500).await);
+    assert_eq!(claimed, BTreeSet::from([event.deliveries[0].id.clone(), created.id.clone()]));
+
+    // Sent at once by several operators (PostgreSQL: on several connections), the event still gets one delivery.
+    let later = add_endpoint(store, &tenant).await;
+    let sends = futures_util::future::join_all((0..8).map(|_| send(&later.id, &tenant.id))).await;
+    assert_eq!(sends.iter().filter(|sent| matches!(sent, SentTo::Created(_))).count(), 1, "{sends:?}");
+
+    store.delete_endpoint(&tenant.id, &missed.id, T0 + 600).await.unwrap();
+    assert_eq!(send(&missed.id, &tenant.id).await, SentTo::NoEndpoint, "a deleted endpoint");
 }
 
 async fn next_due_at_follows_waiting_deliveries_and_leases(store: &dyn Store, _url: &str) {

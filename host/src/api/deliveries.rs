@@ -1,20 +1,22 @@
-//! Deliveries (one per event and endpoint) with their attempt history, and manual retry.
+//! Deliveries (one per event and endpoint) with their attempt history, manual retry, and sending a stored event
+//! to an endpoint by hand.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::auth::Caller;
+use super::json::ApiJson;
 use super::pagination::{PageOf, Query};
 use super::{audit, PathId};
 use crate::error::{ApiError, ApiResult};
 use std::collections::BTreeMap;
 
-use crate::model::{now_millis, rfc3339, Attempt, Delivery, DeliveryStatus, PluginUse};
-use crate::store::DeliveryFilter;
+use crate::model::{new_id, now_millis, rfc3339, Attempt, Delivery, DeliveryStatus, PluginUse};
+use crate::store::{DeliveryFilter, SentTo};
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -22,6 +24,7 @@ pub fn router() -> Router<AppState> {
         .route("/deliveries", get(list))
         .route("/deliveries/{id}", get(fetch))
         .route("/deliveries/{id}/retry", post(retry))
+        .route("/events/{id}/deliveries", post(send_event))
 }
 
 #[derive(Debug, Serialize)]
@@ -151,4 +154,35 @@ async fn retry(
     audit::record(&state, &caller, "delivery.retried", "delivery", &id, details).await;
     state.dispatch_wakeup.notify_one();
     Ok((StatusCode::ACCEPTED, Json(delivery.into())))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendEvent {
+    endpoint_id: String,
+}
+
+/// Sends a stored event to one of the tenant's endpoints, whatever its subscriptions: how an operator delivers
+/// what an endpoint missed (events published while it was paused, disabled or not yet subscribed).
+async fn send_event(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(event_id): PathId,
+    ApiJson(body): ApiJson<SendEvent>,
+) -> ApiResult<(StatusCode, Json<DeliveryView>)> {
+    let endpoint_id = body.endpoint_id;
+    let delivery_id = new_id("dlv");
+    match state.store.send_event_to(&caller.tenant_id, &event_id, &endpoint_id, &delivery_id, now_millis()).await? {
+        SentTo::Created(delivery) => {
+            let details = json!({ "event_id": event_id, "endpoint_id": endpoint_id });
+            audit::record(&state, &caller, "delivery.created", "delivery", &delivery.id, details).await;
+            state.dispatch_wakeup.notify_one();
+            Ok((StatusCode::CREATED, Json(delivery.into())))
+        }
+        SentTo::Exists(id) => Err(ApiError::Conflict(format!(
+            "the event already has delivery {id} to this endpoint; send it again with POST /api/v1/deliveries/{id}/retry"
+        ))),
+        SentTo::NoEvent => Err(ApiError::NotFound("event")),
+        SentTo::NoEndpoint => Err(ApiError::invalid("endpoint_id", "no endpoint of this tenant has this id")),
+    }
 }

@@ -13,7 +13,7 @@ use crate::model::{
 use crate::secrets::SigningSecrets;
 use crate::store::{
     AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, NewEvent,
-    NewSecret, Page, Published, RequeueSelector, Store, StoreError, StoreResult,
+    NewSecret, Page, Published, RequeueSelector, SentTo, Store, StoreError, StoreResult,
 };
 
 #[derive(Default)]
@@ -257,6 +257,9 @@ impl Store for FakeStore {
         unused()
     }
     async fn retry_delivery(&self, _: &str, _: &str, _: Millis) -> StoreResult<Option<Delivery>> {
+        unused()
+    }
+    async fn send_event_to(&self, _: &str, _: &str, _: &str, _: &str, _: Millis) -> StoreResult<SentTo> {
         unused()
     }
     async fn requeue_dead(&self, _: &str, _: &RequeueSelector, _: Millis) -> StoreResult<u64> {

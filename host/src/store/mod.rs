@@ -93,6 +93,17 @@ pub struct AuditFilter {
     pub resource_id: Option<String>,
 }
 
+/// What [`Store::send_event_to`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SentTo {
+    /// A new delivery, pending and due at once.
+    Created(Delivery),
+    /// The event already has a delivery to that endpoint, this one: retry it instead.
+    Exists(String),
+    NoEvent,
+    NoEndpoint,
+}
+
 /// Which dead letters to requeue.
 #[derive(Debug, Clone)]
 pub enum RequeueSelector {
@@ -336,6 +347,17 @@ pub trait Store: Send + Sync + 'static {
     /// Schedules an immediate attempt of a delivery that is not being delivered right now, restarting its retry
     /// schedule. Returns the updated delivery; None when unknown, currently `delivering`, or its endpoint deleted.
     async fn retry_delivery(&self, tenant_id: &str, id: &str, at: Millis) -> StoreResult<Option<Delivery>>;
+    /// A new delivery of a stored event to one endpoint of its tenant, due at once, whatever the endpoint's
+    /// subscriptions: an operator sending an event the endpoint missed (published while it was paused, say).
+    /// At most one delivery per event and endpoint.
+    async fn send_event_to(
+        &self,
+        tenant_id: &str,
+        event_id: &str,
+        endpoint_id: &str,
+        delivery_id: &str,
+        at: Millis,
+    ) -> StoreResult<SentTo>;
     /// Moves dead deliveries back to pending (schedule restarted); returns how many moved.
     async fn requeue_dead(&self, tenant_id: &str, selector: &RequeueSelector, at: Millis) -> StoreResult<u64>;
 

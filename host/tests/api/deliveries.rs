@@ -90,6 +90,31 @@ async fn deliveries_are_listed_filtered_and_shown_with_attempts() {
 }
 
 #[tokio::test]
+async fn an_event_is_sent_to_an_endpoint_by_hand_once() {
+    let server = TestServer::start().await;
+    let alice = server.tenant("Alice").await;
+    let event = publish(&alice, "invoice.paid").await;
+    let endpoint = alice.create_endpoint(json!({ "subscriptions": [{ "event_type": "other.*" }] })).await;
+    let endpoint = endpoint.expect_status(201).str("id");
+    let path = format!("/api/v1/events/{event}/deliveries");
+
+    let created = alice.post(&path, json!({ "endpoint_id": endpoint })).await.expect_status(201);
+    assert_eq!(created.json["event_id"], event.as_str());
+    assert_eq!(created.json["endpoint_id"], endpoint.as_str());
+    assert_eq!(created.json["event_type"], "invoice.paid", "sent whatever the endpoint's subscriptions");
+    alice.post(&path, json!({ "endpoint_id": endpoint })).await.expect_error(409, "conflict", None);
+    alice.post(&path, json!({ "endpoint_id": "ep_unknown" })).await.expect_invalid("endpoint_id");
+    alice.post(&path, json!({})).await.expect_invalid("endpoint_id");
+    alice.post(&path, json!({ "endpoint_id": endpoint, "status": "dead" })).await.expect_invalid("status");
+    let unknown = json!({ "endpoint_id": endpoint });
+    alice.post("/api/v1/events/evt_unknown/deliveries", unknown).await.expect_error(404, "not_found", None);
+    let bob = server.tenant("Bob").await;
+    let bobs = bob.create_endpoint(json!({})).await.expect_status(201).str("id");
+    bob.post(&path, json!({ "endpoint_id": bobs })).await.expect_error(404, "not_found", None);
+    alice.post(&path, json!({ "endpoint_id": bobs })).await.expect_invalid("endpoint_id");
+}
+
+#[tokio::test]
 async fn manual_retry_schedules_now_unless_in_flight() {
     let server = TestServer::start().await;
     let alice = server.tenant("Alice").await;

@@ -6,7 +6,7 @@ use super::query::{Order, SqlBuilder, MAX_LIST};
 use super::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
 use super::Dialect;
 use crate::model::{Attempt, Delivery, DeliveryStatus, Millis};
-use crate::store::{DeliveryFilter, StoreResult};
+use crate::store::{DeliveryFilter, SentTo, StoreResult};
 
 /// The condition of the `deliveries_tenant_status` index, repeated by queries on the statuses it holds so that
 /// both databases use it (SQLite only uses a partial index whose condition appears in the query).
@@ -101,6 +101,73 @@ pub(super) async fn retry_delivery(
     .fetch_optional(&mut *connection)
     .await?;
     row.as_ref().map(rows::delivery).transpose()
+}
+
+pub(super) async fn send_event_to(
+    connection: &mut AnyConnection,
+    dialect: Dialect,
+    tenant_id: &str,
+    event_id: &str,
+    endpoint_id: &str,
+    delivery_id: &str,
+    at: Millis,
+) -> StoreResult<SentTo> {
+    let mut tx = connection.begin().await?;
+    let sent = async {
+        // Locked until this commits: a delete of the endpoint waits (and then dead-letters this delivery with the
+        // rest), and a second send of the event to it waits, then finds this one.
+        let endpoint = sqlx::query(&format!(
+            "SELECT id FROM endpoints WHERE tenant_id = $1 AND id = $2{}",
+            dialect.row_lock_clause()
+        ))
+        .bind(tenant_id)
+        .bind(endpoint_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if endpoint.is_none() {
+            return Ok(SentTo::NoEndpoint);
+        }
+        let existing = sqlx::query(
+            "SELECT id FROM deliveries WHERE tenant_id = $1 AND event_id = $2 AND endpoint_id = $3 LIMIT 1",
+        )
+        .bind(tenant_id)
+        .bind(event_id)
+        .bind(endpoint_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = existing {
+            return Ok(SentTo::Exists(row.try_get(0)?));
+        }
+        let created = sqlx::query(&format!(
+            "INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, event_type, status, attempts, \
+             schedule_offset, next_attempt_at, created_at, updated_at) \
+             SELECT $1, tenant_id, id, $4, event_type, 'pending', 0, 0, $5, $5, $5 FROM events \
+             WHERE tenant_id = $2 AND id = $3 \
+             RETURNING {DELIVERY_COLUMNS}"
+        ))
+        .bind(delivery_id)
+        .bind(tenant_id)
+        .bind(event_id)
+        .bind(endpoint_id)
+        .bind(at)
+        .fetch_optional(&mut *tx)
+        .await?;
+        match created {
+            Some(row) => Ok(SentTo::Created(rows::delivery(&row)?)),
+            None => Ok(SentTo::NoEvent),
+        }
+    }
+    .await;
+    match sent {
+        Ok(SentTo::Created(delivery)) => {
+            tx.commit().await?;
+            Ok(SentTo::Created(delivery))
+        }
+        other => {
+            tx.rollback().await?;
+            other
+        }
+    }
 }
 
 /// Requeues the dead letters among `ids` (at most a few thousand: one transaction).

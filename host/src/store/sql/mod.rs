@@ -38,7 +38,7 @@ use crate::model::{
 };
 use crate::store::{
     AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, NewEvent,
-    NewSecret, Page, Published, RequeueSelector, Store, StoreError, StoreResult,
+    NewSecret, Page, Published, RequeueSelector, SentTo, Store, StoreError, StoreResult,
 };
 
 /// Dead letters requeued per transaction by a requeue that selects them by filter.
@@ -342,6 +342,18 @@ impl Store for SqlStore {
 
     async fn retry_delivery(&self, tenant_id: &str, id: &str, at: Millis) -> StoreResult<Option<Delivery>> {
         deliveries::retry_delivery(&mut *self.writer.acquire().await?, self.dialect, tenant_id, id, at).await
+    }
+
+    async fn send_event_to(
+        &self,
+        tenant_id: &str,
+        event_id: &str,
+        endpoint_id: &str,
+        delivery_id: &str,
+        at: Millis,
+    ) -> StoreResult<SentTo> {
+        let mut writer = self.writer.acquire().await?;
+        deliveries::send_event_to(&mut writer, self.dialect, tenant_id, event_id, endpoint_id, delivery_id, at).await
     }
 
     async fn requeue_dead(&self, tenant_id: &str, selector: &RequeueSelector, at: Millis) -> StoreResult<u64> {
