@@ -297,7 +297,8 @@ pub fn spread(values: impl IntoIterator<Item = f64>) -> Option<Spread> {
     values.sort_by(f64::total_cmp);
     let (&min, &max) = (values.first()?, values.last()?);
     let middle = values.len() / 2;
-    let median = if values.len().is_multiple_of(2) { (values[middle - 1] + values[middle]) / 2.0 } else { values[middle] };
+    let median =
+        if values.len().is_multiple_of(2) { (values[middle - 1] + values[middle]) / 2.0 } else { values[middle] };
     Some(Spread { median, min, max })
 }
 
