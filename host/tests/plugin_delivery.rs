@@ -655,6 +655,36 @@ async fn all_deliveries(api: &Api, endpoint_id: &str) -> Vec<Value> {
     }
 }
 
+/// Retry and requeue resend what the first attempt prepared, unless told to run the plugins again: after a
+/// transform's config was fixed, the operator gets the new output to a receiver that rejected the old one.
+#[tokio::test]
+async fn a_resend_runs_the_transform_again_only_when_asked() {
+    let Some([redact]) = plugins::plugins(["redact"]) else { return };
+    let w = world().await;
+    upload(&w.admin, "redact", &redact).await;
+    let ep = endpoint(&w, json!({ "transform": { "plugin": "redact", "config": { "fields": ["secret"] } } })).await;
+    w.receiver.push([Reply::status(400)]);
+    let event = w.api.publish("user.updated", json!({ "secret": "x", "name": "Ada" })).await;
+    let delivery = w.api.delivery_of(str_field(&event, "id"), &ep).await;
+    let id = str_field(&delivery, "id").to_string();
+    w.api.wait_status(&id, "dead", WAIT).await;
+    let fixed = json!({ "transform": { "plugin": "redact", "config": { "fields": ["name"] } } });
+    w.api.expect(Method::PATCH, &format!("/api/v1/endpoints/{ep}"), Some(fixed), 200).await;
+
+    let requeue = json!({ "delivery_ids": [id] });
+    w.api.expect(Method::POST, "/api/v1/dead-letters/requeue", Some(requeue), 200).await;
+    w.api.wait_status(&id, "succeeded", WAIT).await;
+    let rerun = Some(json!({ "rerun_plugins": true }));
+    w.api.expect(Method::POST, &format!("/api/v1/deliveries/{id}/retry"), rerun, 202).await;
+    w.api.wait_delivery(&id, "a third attempt", WAIT, |d| d["attempts"] == 3 && d["status"] == "succeeded").await;
+    let bodies: Vec<String> = w.receiver.requests().iter().map(|r| r.body_text().to_string()).collect();
+    assert_eq!(
+        bodies,
+        [r#"{"name":"Ada"}"#, r#"{"name":"Ada"}"#, r#"{"secret":"x"}"#],
+        "the same bytes, then new ones"
+    );
+}
+
 /// Two nodes on one PostgreSQL database: events published through either are delivered once, and each node
 /// loads its own plugins directory. A node without a plugin refuses to bind it, but does not let a binding made
 /// elsewhere block unrelated changes to the endpoint.

@@ -17,7 +17,7 @@ use switchyard::model::{
 };
 use switchyard::store::{
     AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, Lease, NewDelivery,
-    NewEvent, NewSecret, Page, Published, RequeueSelector, SentTo, Store, StoreError,
+    NewEvent, NewSecret, Page, Published, RequeueSelector, Resend, SentTo, Store, StoreError,
 };
 
 const T0: Millis = 1_700_000_000_000;
@@ -928,7 +928,7 @@ async fn endpoint_deletion_racing_with_other_changes(store: &dyn Store, _url: &s
                 store.delete_endpoint(&tenant_id, &endpoint_id, T0 + 3),
                 store.rotate_secret(&tenant_id, &endpoint_id, &rotated_secret, T0 + 10, T0 + 3),
                 store.publish(std::slice::from_ref(&late_event)),
-                store.requeue_dead(&tenant_id, &requeue, T0 + 3),
+                store.requeue_dead(&tenant_id, &requeue, T0 + 3, Resend::SameRequest),
             );
             recorded.unwrap();
             assert!(deleted.unwrap());
@@ -1332,7 +1332,7 @@ async fn retry_delivery_is_refused_while_delivering(store: &dyn Store, _url: &st
     let id = publish(store, &tenant, "order.created", &[&endpoint], T0).await.deliveries[0].id.clone();
 
     let mut leased = claim(store, "node-a", T0).await.remove(0).delivery;
-    assert_eq!(store.retry_delivery(&tenant.id, &id, T0 + 1).await.unwrap(), None, "in flight");
+    assert_eq!(store.retry_delivery(&tenant.id, &id, T0 + 1, Resend::SameRequest).await.unwrap(), None, "in flight");
     for attempt in 1..=3 {
         let status = if attempt == 3 { DeliveryStatus::Dead } else { DeliveryStatus::Failed };
         let mut result = outcome(&leased, status, T0 + attempt);
@@ -1345,9 +1345,9 @@ async fn retry_delivery_is_refused_while_delivering(store: &dyn Store, _url: &st
     let dead = delivery(store, &tenant, &id).await;
     assert_eq!((dead.status, dead.attempts), (DeliveryStatus::Dead, 3));
 
-    assert_eq!(store.retry_delivery(&other.id, &id, T0 + 999).await.unwrap(), None);
-    assert_eq!(store.retry_delivery(&tenant.id, "dlv_missing", T0 + 999).await.unwrap(), None);
-    let retried = store.retry_delivery(&tenant.id, &id, T0 + 999).await.unwrap().unwrap();
+    assert_eq!(store.retry_delivery(&other.id, &id, T0 + 999, Resend::SameRequest).await.unwrap(), None);
+    assert_eq!(store.retry_delivery(&tenant.id, "dlv_missing", T0 + 999, Resend::SameRequest).await.unwrap(), None);
+    let retried = store.retry_delivery(&tenant.id, &id, T0 + 999, Resend::SameRequest).await.unwrap().unwrap();
     let expected = Delivery {
         status: DeliveryStatus::Pending,
         next_attempt_at: Some(T0 + 999),
@@ -1361,14 +1361,14 @@ async fn retry_delivery_is_refused_while_delivering(store: &dyn Store, _url: &st
     // A succeeded delivery can be sent again too.
     let resent = claim(store, "node-a", T0 + 999).await.remove(0).delivery;
     store.record_attempt("node-a", &outcome(&resent, DeliveryStatus::Succeeded, T0 + 1_000)).await.unwrap();
-    let again = store.retry_delivery(&tenant.id, &id, T0 + 2_000).await.unwrap().unwrap();
+    let again = store.retry_delivery(&tenant.id, &id, T0 + 2_000, Resend::SameRequest).await.unwrap().unwrap();
     assert_eq!((again.status, again.schedule_offset, again.attempts), (DeliveryStatus::Pending, 4, 4));
 
     // Once the endpoint is deleted its deliveries are dead letters with nowhere to go: a retry (say one that checked
     // the endpoint just before the delete) leaves them dead rather than pending forever.
     assert!(store.delete_endpoint(&tenant.id, &endpoint.id, T0 + 3_000).await.unwrap());
     assert_eq!(delivery(store, &tenant, &id).await.status, DeliveryStatus::Dead);
-    assert_eq!(store.retry_delivery(&tenant.id, &id, T0 + 3_001).await.unwrap(), None);
+    assert_eq!(store.retry_delivery(&tenant.id, &id, T0 + 3_001, Resend::SameRequest).await.unwrap(), None);
     assert_eq!(delivery(store, &tenant, &id).await.status, DeliveryStatus::Dead);
 }
 
@@ -1386,9 +1386,19 @@ async fn requeue_dead_by_ids_and_by_filter(store: &dyn Store, _url: &str) {
     }
     let alive = publish(store, &tenant, "a.created", &[&first], T0 + 2).await.deliveries[0].id.clone();
 
-    assert_eq!(store.requeue_dead(&other.id, &RequeueSelector::Ids(vec![first_a.clone()]), T0 + 10).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .requeue_dead(&other.id, &RequeueSelector::Ids(vec![first_a.clone()]), T0 + 10, Resend::SameRequest)
+            .await
+            .unwrap(),
+        0
+    );
     let by_ids = RequeueSelector::Ids(vec![first_a.clone(), alive.clone(), "dlv_missing".into()]);
-    assert_eq!(store.requeue_dead(&tenant.id, &by_ids, T0 + 10).await.unwrap(), 1, "only dead letters move");
+    assert_eq!(
+        store.requeue_dead(&tenant.id, &by_ids, T0 + 10, Resend::SameRequest).await.unwrap(),
+        1,
+        "only dead letters move"
+    );
     let requeued = delivery(store, &tenant, &first_a).await;
     assert_eq!(
         (requeued.status, requeued.next_attempt_at, requeued.updated_at),
@@ -1399,8 +1409,8 @@ async fn requeue_dead_by_ids_and_by_filter(store: &dyn Store, _url: &str) {
 
     let by_endpoint =
         RequeueSelector::Matching(DeliveryFilter { endpoint_id: Some(second.id.clone()), ..Default::default() });
-    assert_eq!(store.requeue_dead(&other.id, &by_endpoint, T0 + 20).await.unwrap(), 0);
-    assert_eq!(store.requeue_dead(&tenant.id, &by_endpoint, T0 + 20).await.unwrap(), 2);
+    assert_eq!(store.requeue_dead(&other.id, &by_endpoint, T0 + 20, Resend::SameRequest).await.unwrap(), 0);
+    assert_eq!(store.requeue_dead(&tenant.id, &by_endpoint, T0 + 20, Resend::SameRequest).await.unwrap(), 2);
     assert_eq!(delivery(store, &tenant, &second_a).await.status, DeliveryStatus::Pending);
     assert_eq!(delivery(store, &tenant, &second_b).await.status, DeliveryStatus::Pending);
     assert_eq!(delivery(store, &tenant, &first_b).await.status, DeliveryStatus::Dead);
@@ -1410,16 +1420,26 @@ async fn requeue_dead_by_ids_and_by_filter(store: &dyn Store, _url: &str) {
         event_type: Some("b.created".into()),
         ..Default::default()
     });
-    assert_eq!(store.requeue_dead(&tenant.id, &by_type, T0 + 30).await.unwrap(), 1);
+    assert_eq!(store.requeue_dead(&tenant.id, &by_type, T0 + 30, Resend::SameRequest).await.unwrap(), 1);
     assert_eq!(delivery(store, &tenant, &first_b).await.status, DeliveryStatus::Pending);
     let everything = RequeueSelector::Matching(DeliveryFilter::default());
-    assert_eq!(store.requeue_dead(&tenant.id, &everything, T0 + 40).await.unwrap(), 0, "nothing dead is left");
+    assert_eq!(
+        store.requeue_dead(&tenant.id, &everything, T0 + 40, Resend::SameRequest).await.unwrap(),
+        0,
+        "nothing dead is left"
+    );
 
     // Dead letters of a deleted endpoint stay dead: requeued, they could never be delivered.
     store.delete_endpoint(&tenant.id, &first.id, T0 + 50).await.unwrap();
     assert_eq!(delivery(store, &tenant, &first_b).await.status, DeliveryStatus::Dead);
-    assert_eq!(store.requeue_dead(&tenant.id, &everything, T0 + 60).await.unwrap(), 0);
-    assert_eq!(store.requeue_dead(&tenant.id, &RequeueSelector::Ids(vec![first_b.clone()]), T0 + 60).await.unwrap(), 0);
+    assert_eq!(store.requeue_dead(&tenant.id, &everything, T0 + 60, Resend::SameRequest).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .requeue_dead(&tenant.id, &RequeueSelector::Ids(vec![first_b.clone()]), T0 + 60, Resend::SameRequest)
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 /// A requeue by filter works through its dead letters a chunk at a time (1,000 per transaction) and misses none,
@@ -1440,17 +1460,17 @@ async fn requeue_by_filter_goes_through_every_chunk(store: &dyn Store, _url: &st
     assert!(store.record_attempts("node", &dead).await.unwrap().iter().all(|&held| held));
 
     let since = RequeueSelector::Matching(DeliveryFilter { since: Some(T0 + 1_000), ..Default::default() });
-    assert_eq!(store.requeue_dead(&tenant.id, &since, T0 + 3_000).await.unwrap(), RECENT as u64);
+    assert_eq!(store.requeue_dead(&tenant.id, &since, T0 + 3_000, Resend::SameRequest).await.unwrap(), RECENT as u64);
     for new in &recent {
         assert_eq!(delivery(store, &tenant, &new.deliveries[0].id).await.status, DeliveryStatus::Pending);
     }
     let one =
         RequeueSelector::Matching(DeliveryFilter { event_id: Some(old[1].event.id.clone()), ..Default::default() });
-    assert_eq!(store.requeue_dead(&tenant.id, &one, T0 + 3_000).await.unwrap(), 1);
+    assert_eq!(store.requeue_dead(&tenant.id, &one, T0 + 3_000, Resend::SameRequest).await.unwrap(), 1);
     assert_eq!(delivery(store, &tenant, &old[0].deliveries[0].id).await.status, DeliveryStatus::Dead);
     assert_eq!(delivery(store, &tenant, &old[1].deliveries[0].id).await.status, DeliveryStatus::Pending);
     let everything = RequeueSelector::Matching(DeliveryFilter::default());
-    assert_eq!(store.requeue_dead(&tenant.id, &everything, T0 + 3_000).await.unwrap(), 2);
+    assert_eq!(store.requeue_dead(&tenant.id, &everything, T0 + 3_000, Resend::SameRequest).await.unwrap(), 2);
 }
 
 /// An operator sends a stored event to an endpoint it did not fan out to: one new delivery, pending and claimable,
@@ -1652,11 +1672,17 @@ async fn other_tenants_see_nothing(store: &dyn Store, _url: &str) {
     let for_endpoint = DeliveryFilter { endpoint_id: Some(endpoint.id.clone()), ..Default::default() };
     assert!(store.list_deliveries(them, &for_endpoint, &all).await.unwrap().is_empty());
     assert!(store.list_attempts(them, &leased.id).await.unwrap().is_empty());
-    assert_eq!(store.retry_delivery(them, &leased.id, T0).await.unwrap(), None);
-    assert_eq!(store.requeue_dead(them, &RequeueSelector::Ids(vec![leased.id.clone()]), T0).await.unwrap(), 0);
+    assert_eq!(store.retry_delivery(them, &leased.id, T0, Resend::SameRequest).await.unwrap(), None);
+    assert_eq!(
+        store
+            .requeue_dead(them, &RequeueSelector::Ids(vec![leased.id.clone()]), T0, Resend::SameRequest)
+            .await
+            .unwrap(),
+        0
+    );
     let matching =
         RequeueSelector::Matching(DeliveryFilter { endpoint_id: Some(endpoint.id.clone()), ..Default::default() });
-    assert_eq!(store.requeue_dead(them, &matching, T0).await.unwrap(), 0);
+    assert_eq!(store.requeue_dead(them, &matching, T0, Resend::SameRequest).await.unwrap(), 0);
     assert!(store.list_api_keys(them, &all).await.unwrap().is_empty());
     assert!(!store.revoke_api_key(them, &key.id, T0).await.unwrap());
     assert!(store.list_audit(Some(them), &AuditFilter::default(), &all).await.unwrap().is_empty());
@@ -1706,6 +1732,15 @@ async fn prepared_requests_are_stored_once_and_claimed_with_the_delivery(store: 
         .await
         .unwrap());
     assert_eq!(delivery(store, &tenant, id).await.prepared, Some(prepared(Some(body))));
+
+    // Sent again by hand, it keeps what was prepared, unless told to run the plugins again.
+    let kept = store.retry_delivery(&tenant.id, id, T0 + MINUTE * 2, Resend::SameRequest).await.unwrap().unwrap();
+    assert_eq!(kept.prepared, Some(prepared(Some(body))));
+    let rerun = store.retry_delivery(&tenant.id, id, T0 + MINUTE * 2, Resend::RerunPlugins).await.unwrap().unwrap();
+    assert_eq!(rerun.prepared, None, "the next attempt prepares the request again");
+    let reclaimed = store.claim_due("node-a", T0 + MINUTE * 2, T0 + MINUTE * 100, 10).await.unwrap();
+    assert_eq!(reclaimed.len(), 1);
+    assert_eq!(reclaimed[0].delivery.prepared, None);
 
     // Without a transform only the versions are kept.
     let plain = publish(store, &tenant, "order.created", &[&endpoint], T0).await;
@@ -1758,7 +1793,7 @@ async fn filter_drops_are_recorded_and_retry_clears_them(store: &dyn Store, _url
     assert_eq!(listed.len(), 1);
 
     // A manual retry runs the filter again: the decision is not kept.
-    let retried = store.retry_delivery(&tenant.id, id, T0 + MINUTE).await.unwrap().unwrap();
+    let retried = store.retry_delivery(&tenant.id, id, T0 + MINUTE, Resend::SameRequest).await.unwrap().unwrap();
     assert_eq!((retried.status, retried.prepared), (DeliveryStatus::Pending, None));
 }
 

@@ -14,7 +14,7 @@ use super::pagination::{time_field, PageOf, Query};
 use super::validate;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{now_millis, rfc3339, DeliveryStatus};
-use crate::store::{DeliveryFilter, RequeueSelector};
+use crate::store::{DeliveryFilter, RequeueSelector, Resend};
 use crate::AppState;
 
 pub const MAX_REQUEUE_IDS: usize = 1000;
@@ -55,6 +55,9 @@ struct RequeueBody {
     since: Option<String>,
     #[serde(default)]
     until: Option<String>,
+    /// Run the endpoints' filters and transforms again instead of resending what was prepared.
+    #[serde(default)]
+    rerun_plugins: bool,
 }
 
 impl RequeueBody {
@@ -88,6 +91,7 @@ async fn requeue(
     if let Some(event_type) = &body.event_type {
         validate::event_type_filter("event_type", event_type)?;
     }
+    let rerun_plugins = body.rerun_plugins;
     let selector = match body.delivery_ids {
         Some(_) if body.has_filter() => {
             return Err(ApiError::invalid("delivery_ids", "cannot be combined with filters"));
@@ -98,9 +102,12 @@ async fn requeue(
         Some(ids) => RequeueSelector::Ids(ids),
         None => RequeueSelector::Matching(body.filter()?),
     };
-    let requeued = state.store.requeue_dead(&caller.tenant_id, &selector, now_millis()).await?;
+    let resend = Resend::rerunning_plugins(rerun_plugins);
+    let requeued = state.store.requeue_dead(&caller.tenant_id, &selector, now_millis(), resend).await?;
     let details = match &selector {
-        RequeueSelector::Ids(ids) => json!({ "requeued": requeued, "delivery_ids": ids }),
+        RequeueSelector::Ids(ids) => {
+            json!({ "requeued": requeued, "delivery_ids": ids, "rerun_plugins": rerun_plugins })
+        }
         RequeueSelector::Matching(filter) => json!({
             "requeued": requeued,
             "endpoint_id": filter.endpoint_id,
@@ -108,6 +115,7 @@ async fn requeue(
             "event_type": filter.event_type,
             "since": filter.since.map(rfc3339),
             "until": filter.until.map(rfc3339),
+            "rerun_plugins": rerun_plugins,
         }),
     };
     audit::record(&state, &caller, "dead_letters.requeued", "delivery", "*", details).await;

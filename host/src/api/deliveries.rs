@@ -9,14 +9,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::auth::Caller;
-use super::json::ApiJson;
+use super::json::{ApiJson, OptionalJson};
 use super::pagination::{PageOf, Query};
 use super::{audit, PathId};
 use crate::error::{ApiError, ApiResult};
 use std::collections::BTreeMap;
 
 use crate::model::{new_id, now_millis, rfc3339, Attempt, Delivery, DeliveryStatus, PluginUse};
-use crate::store::{DeliveryFilter, SentTo};
+use crate::store::{DeliveryFilter, Resend, SentTo};
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -135,10 +135,20 @@ fn in_flight() -> ApiError {
     ApiError::Conflict("the delivery is being delivered right now; retry after the attempt finishes".into())
 }
 
+/// A retry's optional body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryBody {
+    /// Run the endpoint's filter and transform again instead of resending what the first attempt prepared.
+    #[serde(default)]
+    rerun_plugins: bool,
+}
+
 async fn retry(
     State(state): State<AppState>,
     caller: Caller,
     PathId(id): PathId,
+    OptionalJson(body): OptionalJson<RetryBody>,
 ) -> ApiResult<(StatusCode, Json<DeliveryView>)> {
     let current = state.store.get_delivery(&caller.tenant_id, &id).await?.ok_or(ApiError::NotFound("delivery"))?;
     if current.status == DeliveryStatus::Delivering {
@@ -149,8 +159,16 @@ async fn retry(
         return Err(ApiError::Conflict("its endpoint was deleted; the delivery cannot be retried".into()));
     }
     // None here means a worker claimed it between the two calls (the id is known to exist).
-    let delivery = state.store.retry_delivery(&caller.tenant_id, &id, now_millis()).await?.ok_or_else(in_flight)?;
-    let details = json!({ "previous_status": current.status, "attempts": current.attempts });
+    let delivery = state
+        .store
+        .retry_delivery(&caller.tenant_id, &id, now_millis(), Resend::rerunning_plugins(body.rerun_plugins))
+        .await?
+        .ok_or_else(in_flight)?;
+    let details = json!({
+        "previous_status": current.status,
+        "attempts": current.attempts,
+        "rerun_plugins": body.rerun_plugins,
+    });
     audit::record(&state, &caller, "delivery.retried", "delivery", &id, details).await;
     state.dispatch_wakeup.notify_one();
     Ok((StatusCode::ACCEPTED, Json(delivery.into())))

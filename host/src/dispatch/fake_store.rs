@@ -13,7 +13,7 @@ use crate::model::{
 use crate::secrets::SigningSecrets;
 use crate::store::{
     AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, NewEvent,
-    NewSecret, Page, Published, RequeueSelector, SentTo, Store, StoreError, StoreResult,
+    NewSecret, Page, Published, RequeueSelector, Resend, SentTo, Store, StoreError, StoreResult,
 };
 
 #[derive(Default)]
@@ -256,13 +256,13 @@ impl Store for FakeStore {
     async fn list_attempts(&self, _: &str, _: &str) -> StoreResult<Vec<Attempt>> {
         unused()
     }
-    async fn retry_delivery(&self, _: &str, _: &str, _: Millis) -> StoreResult<Option<Delivery>> {
+    async fn retry_delivery(&self, _: &str, _: &str, _: Millis, _: Resend) -> StoreResult<Option<Delivery>> {
         unused()
     }
     async fn send_event_to(&self, _: &str, _: &str, _: &str, _: &str, _: Millis) -> StoreResult<SentTo> {
         unused()
     }
-    async fn requeue_dead(&self, _: &str, _: &RequeueSelector, _: Millis) -> StoreResult<u64> {
+    async fn requeue_dead(&self, _: &str, _: &RequeueSelector, _: Millis, _: Resend) -> StoreResult<u64> {
         unused()
     }
     async fn release_foreign_leases(&self, _: &str) -> StoreResult<u64> {

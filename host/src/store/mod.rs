@@ -93,6 +93,29 @@ pub struct AuditFilter {
     pub resource_id: Option<String>,
 }
 
+/// What a delivery sent again by hand (retry, requeue) sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Resend {
+    /// What its first attempt prepared, byte for byte: a receiver that de-duplicates on `webhook-id` sees the
+    /// same payload again.
+    #[default]
+    SameRequest,
+    /// What the endpoint's filter and transform make of the event at the next attempt, with the plugins and
+    /// configs bound then: after a plugin, or its config, was fixed.
+    RerunPlugins,
+}
+
+impl Resend {
+    /// The API's `rerun_plugins` flag.
+    pub fn rerunning_plugins(rerun_plugins: bool) -> Resend {
+        if rerun_plugins {
+            Resend::RerunPlugins
+        } else {
+            Resend::SameRequest
+        }
+    }
+}
+
 /// What [`Store::send_event_to`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SentTo {
@@ -346,7 +369,13 @@ pub trait Store: Send + Sync + 'static {
     async fn list_attempts(&self, tenant_id: &str, delivery_id: &str) -> StoreResult<Vec<Attempt>>;
     /// Schedules an immediate attempt of a delivery that is not being delivered right now, restarting its retry
     /// schedule. Returns the updated delivery; None when unknown, currently `delivering`, or its endpoint deleted.
-    async fn retry_delivery(&self, tenant_id: &str, id: &str, at: Millis) -> StoreResult<Option<Delivery>>;
+    async fn retry_delivery(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        at: Millis,
+        resend: Resend,
+    ) -> StoreResult<Option<Delivery>>;
     /// A new delivery of a stored event to one endpoint of its tenant, due at once, whatever the endpoint's
     /// subscriptions: an operator sending an event the endpoint missed (published while it was paused, say).
     /// At most one delivery per event and endpoint.
@@ -359,7 +388,13 @@ pub trait Store: Send + Sync + 'static {
         at: Millis,
     ) -> StoreResult<SentTo>;
     /// Moves dead deliveries back to pending (schedule restarted); returns how many moved.
-    async fn requeue_dead(&self, tenant_id: &str, selector: &RequeueSelector, at: Millis) -> StoreResult<u64>;
+    async fn requeue_dead(
+        &self,
+        tenant_id: &str,
+        selector: &RequeueSelector,
+        at: Millis,
+        resend: Resend,
+    ) -> StoreResult<u64>;
 
     // Dispatch.
     /// Leases up to `limit` due deliveries (pending or failed with `next_attempt_at <= now`, or delivering with

@@ -126,6 +126,9 @@ async fn manual_retry_schedules_now_unless_in_flight() {
     assert_eq!(retried.json["id"], id);
     assert_eq!(retried.json["status"], "pending");
     alice.post("/api/v1/deliveries/dlv_unknown/retry", json!({})).await.expect_error(404, "not_found", None);
+    let retry = format!("/api/v1/deliveries/{id}/retry");
+    alice.post(&retry, json!({ "rerun_plugins": "yes" })).await.expect_invalid("rerun_plugins");
+    alice.post(&retry, json!({ "rerun": true })).await.expect_invalid("rerun");
 
     // A receiver that accepts the connection and never answers keeps an attempt in flight.
     let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -238,6 +241,8 @@ async fn dead_letters_are_listed_and_requeued() {
     alice.post("/api/v1/dead-letters/requeue", mixed).await.expect_invalid("delivery_ids");
     alice.post("/api/v1/dead-letters/requeue", json!({ "delivery_ids": "dlv_1" })).await.expect_invalid("delivery_ids");
     alice.post("/api/v1/dead-letters/requeue", json!({ "status": "dead" })).await.expect_invalid("status");
+    let rerun = json!({ "rerun_plugins": 1 });
+    alice.post("/api/v1/dead-letters/requeue", rerun).await.expect_invalid("rerun_plugins");
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use super::query::{Order, SqlBuilder, MAX_LIST};
 use super::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
 use super::Dialect;
 use crate::model::{Attempt, Delivery, DeliveryStatus, Millis};
-use crate::store::{DeliveryFilter, SentTo, StoreResult};
+use crate::store::{DeliveryFilter, Resend, SentTo, StoreResult};
 
 /// The condition of the `deliveries_tenant_status` index, repeated by queries on the statuses it holds so that
 /// both databases use it (SQLite only uses a partial index whose condition appears in the query).
@@ -18,12 +18,17 @@ pub(super) const STATUS_INDEXED: &str = "status NOT IN ('succeeded', 'delivering
 pub(super) const IN_FLIGHT: &str = "id IN (SELECT id FROM deliveries WHERE status = 'delivering')";
 
 /// The state a delivery sent again by hand starts from: due at once (`at` is the time's placeholder), its retry
-/// schedule counted from the attempts made so far; `last_error` stays as the record of why it stopped.
-fn send_again(at: &str) -> String {
+/// schedule counted from the attempts made so far; `last_error` stays as the record of why it stopped. Without
+/// plugin versions its next attempt runs the filter and transform again: always for a dropped delivery (nothing
+/// was prepared), and for any with [`Resend::RerunPlugins`].
+fn send_again(at: &str, resend: Resend) -> String {
+    let prepared = match resend {
+        Resend::SameRequest => "plugin_versions = CASE WHEN status = 'dropped' THEN NULL ELSE plugin_versions END",
+        Resend::RerunPlugins => "plugin_versions = NULL, request_body = NULL, request_meta = NULL",
+    };
     format!(
         "status = 'pending', next_attempt_at = {at}, schedule_offset = attempts, lease_owner = NULL, \
-         lease_expires_at = NULL, updated_at = {at}, \
-         plugin_versions = CASE WHEN status = 'dropped' THEN NULL ELSE plugin_versions END"
+         lease_expires_at = NULL, updated_at = {at}, {prepared}"
     )
 }
 
@@ -85,6 +90,7 @@ pub(super) async fn retry_delivery(
     tenant_id: &str,
     id: &str,
     at: Millis,
+    resend: Resend,
 ) -> StoreResult<Option<Delivery>> {
     // As in `requeue_dead`: only while the endpoint exists, locked against a delete until this commits (which then
     // dead-letters the delivery again), so a retry racing a delete cannot leave a delivery pending forever.
@@ -92,7 +98,7 @@ pub(super) async fn retry_delivery(
         "UPDATE deliveries SET {} WHERE tenant_id = $2 AND id = $3 AND status <> 'delivering' \
          AND endpoint_id IN (SELECT id FROM endpoints WHERE tenant_id = $2{}) \
          RETURNING {DELIVERY_COLUMNS}",
-        send_again("$1"),
+        send_again("$1", resend),
         dialect.key_share_clause()
     ))
     .bind(at)
@@ -177,12 +183,13 @@ pub(super) async fn requeue_dead(
     tenant_id: &str,
     ids: &[String],
     at: Millis,
+    resend: Resend,
 ) -> StoreResult<u64> {
     let requeue = || {
         let mut sql = SqlBuilder::new("UPDATE deliveries SET ");
         let at = sql.bind(at);
         let tenant = sql.bind(tenant_id);
-        sql.push(&send_again(&at));
+        sql.push(&send_again(&at, resend));
         // A dead letter of a deleted endpoint has nowhere to go: requeued, it would wait forever. The lock keeps
         // the endpoints from being deleted until the requeue commits (and then dead-letters what it requeued).
         sql.condition().push(&format!(

@@ -38,7 +38,7 @@ use crate::model::{
 };
 use crate::store::{
     AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, NewEvent,
-    NewSecret, Page, Published, RequeueSelector, SentTo, Store, StoreError, StoreResult,
+    NewSecret, Page, Published, RequeueSelector, Resend, SentTo, Store, StoreError, StoreResult,
 };
 
 /// Dead letters requeued per transaction by a requeue that selects them by filter.
@@ -340,8 +340,14 @@ impl Store for SqlStore {
         deliveries::list_attempts(&self.reader, tenant_id, delivery_id).await
     }
 
-    async fn retry_delivery(&self, tenant_id: &str, id: &str, at: Millis) -> StoreResult<Option<Delivery>> {
-        deliveries::retry_delivery(&mut *self.writer.acquire().await?, self.dialect, tenant_id, id, at).await
+    async fn retry_delivery(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        at: Millis,
+        resend: Resend,
+    ) -> StoreResult<Option<Delivery>> {
+        deliveries::retry_delivery(&mut *self.writer.acquire().await?, self.dialect, tenant_id, id, at, resend).await
     }
 
     async fn send_event_to(
@@ -356,11 +362,17 @@ impl Store for SqlStore {
         deliveries::send_event_to(&mut writer, self.dialect, tenant_id, event_id, endpoint_id, delivery_id, at).await
     }
 
-    async fn requeue_dead(&self, tenant_id: &str, selector: &RequeueSelector, at: Millis) -> StoreResult<u64> {
+    async fn requeue_dead(
+        &self,
+        tenant_id: &str,
+        selector: &RequeueSelector,
+        at: Millis,
+        resend: Resend,
+    ) -> StoreResult<u64> {
         let filter = match selector {
             RequeueSelector::Ids(ids) => {
-                return deliveries::requeue_dead(&mut *self.writer.acquire().await?, self.dialect, tenant_id, ids, at)
-                    .await;
+                let mut writer = self.writer.acquire().await?;
+                return deliveries::requeue_dead(&mut writer, self.dialect, tenant_id, ids, at, resend).await;
             }
             RequeueSelector::Matching(filter) => filter,
         };
@@ -373,7 +385,7 @@ impl Store for SqlStore {
             let mut ids = deliveries::dead_letter_ids(&self.reader, tenant_id, filter, &page).await?;
             if !ids.is_empty() {
                 let mut writer = self.writer.acquire().await?;
-                requeued += deliveries::requeue_dead(&mut writer, self.dialect, tenant_id, &ids, at).await?;
+                requeued += deliveries::requeue_dead(&mut writer, self.dialect, tenant_id, &ids, at, resend).await?;
             }
             if ids.len() < REQUEUE_CHUNK as usize {
                 return Ok(requeued);
