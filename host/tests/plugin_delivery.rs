@@ -243,6 +243,14 @@ async fn simulate_returns_what_a_real_delivery_sends() {
     let unmatched = simulate("invoice.paid", json!({ "amount": 99 })).await;
     assert_eq!(unmatched["matched"], false);
     assert!(unmatched["request"].is_null());
+
+    // Only the simulation that returned signatures is in the audit log, with the webhook-id it signed.
+    let audited = w.api.get("/api/v1/audit-log?action=endpoint.simulated").await;
+    let audited = audited["data"].as_array().unwrap();
+    assert_eq!(audited.len(), 1, "{audited:#?}");
+    assert_eq!(audited[0]["resource_id"], ep.as_str());
+    assert_eq!(audited[0]["details"]["webhook_id"], request["headers"]["webhook-id"]);
+    assert_eq!(audited[0]["details"]["event_type"], "card.charged");
 }
 
 /// One version bound as filter and transform logs from two calls into one ring; the simulation shows each line once.

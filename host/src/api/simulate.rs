@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use base64::Engine;
 use serde::Serialize;
 
+use super::audit;
 use super::auth::Caller;
 use super::endpoint_view::{is_credential_header, REDACTED};
 use super::events::{body_limit, to_event, PublishBody};
@@ -99,6 +100,10 @@ async fn simulate(
         }
         view.request = Some(signed_request(&state, &endpoint, &event, &prepared, now).await?);
         view.plugin_versions = prepared.plugin_versions;
+        // The answer carries signatures the receiver accepts (for a few minutes, by their timestamp) over data the
+        // caller chose, and nothing else records it: the log ties any such request back to who asked.
+        let details = serde_json::json!({ "event_type": event.event_type, "webhook_id": event.id });
+        audit::record(&state, &caller, "endpoint.simulated", "endpoint", &endpoint.id, details).await;
     }
     view.logs = logs_of(&state, &view.plugin_versions, &event.id);
     Ok(Json(view))
