@@ -1044,6 +1044,13 @@ async fn deliveries_list_by_each_filter(store: &dyn Store, _url: &str) {
     );
     let combined = DeliveryFilter { endpoint_id: Some(second.id.clone()), event_type: Some("a.created".into()), ..f() };
     assert_eq!(list(combined).await, vec![early.deliveries[1].id.clone()]);
+    // By last change (for a dead letter, its death): the late delivery's attempt came after every other change.
+    let rows = store.list_deliveries(&tenant.id, &f(), &page(100)).await.unwrap();
+    let changed = delivery(store, &tenant, &late.deliveries[0].id).await.updated_at;
+    let before: Vec<String> = rows.iter().filter(|d| d.updated_at < changed).map(|d| d.id.clone()).collect();
+    assert_eq!(before, newest_first(delivery_ids(&early)), "{rows:#?}");
+    assert_eq!(list(DeliveryFilter { updated_since: Some(changed), ..f() }).await, delivery_ids(&late), "inclusive");
+    assert_eq!(list(DeliveryFilter { updated_until: Some(changed), ..f() }).await, before, "exclusive");
 
     let pages = all_pages(
         2,

@@ -55,6 +55,10 @@ struct RequeueBody {
     since: Option<String>,
     #[serde(default)]
     until: Option<String>,
+    #[serde(default)]
+    updated_since: Option<String>,
+    #[serde(default)]
+    updated_until: Option<String>,
     /// Run the endpoints' filters and transforms again instead of resending what was prepared.
     #[serde(default)]
     rerun_plugins: bool,
@@ -62,7 +66,17 @@ struct RequeueBody {
 
 impl RequeueBody {
     fn has_filter(&self) -> bool {
-        [&self.endpoint_id, &self.event_id, &self.event_type, &self.since, &self.until].iter().any(|f| f.is_some())
+        [
+            &self.endpoint_id,
+            &self.event_id,
+            &self.event_type,
+            &self.since,
+            &self.until,
+            &self.updated_since,
+            &self.updated_until,
+        ]
+        .iter()
+        .any(|f| f.is_some())
     }
 
     fn filter(self) -> ApiResult<DeliveryFilter> {
@@ -70,6 +84,8 @@ impl RequeueBody {
         Ok(DeliveryFilter {
             since: time("since", self.since)?,
             until: time("until", self.until)?,
+            updated_since: time("updated_since", self.updated_since)?,
+            updated_until: time("updated_until", self.updated_until)?,
             endpoint_id: self.endpoint_id,
             event_id: self.event_id,
             event_type: self.event_type,
@@ -115,6 +131,8 @@ async fn requeue(
             "event_type": filter.event_type,
             "since": filter.since.map(rfc3339),
             "until": filter.until.map(rfc3339),
+            "updated_since": filter.updated_since.map(rfc3339),
+            "updated_until": filter.updated_until.map(rfc3339),
             "rerun_plugins": rerun_plugins,
         }),
     };

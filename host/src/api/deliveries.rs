@@ -102,6 +102,8 @@ pub fn common_filter(query: &mut Query) -> ApiResult<DeliveryFilter> {
         event_type: query.event_type("event_type")?,
         since: query.time("since")?,
         until: query.time("until")?,
+        updated_since: query.time("updated_since")?,
+        updated_until: query.time("updated_until")?,
         ..DeliveryFilter::default()
     })
 }

@@ -84,6 +84,10 @@ pub struct DeliveryFilter {
     pub since: Option<Millis>,
     /// On `created_at`, exclusive.
     pub until: Option<Millis>,
+    /// On `updated_at` (for a dead letter, when it died), inclusive.
+    pub updated_since: Option<Millis>,
+    /// On `updated_at`, exclusive.
+    pub updated_until: Option<Millis>,
 }
 
 /// Which audit entries to list.

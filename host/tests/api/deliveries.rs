@@ -193,6 +193,12 @@ async fn dead_letters_are_listed_and_requeued() {
     assert_eq!(alice.all_pages(&format!("/api/v1/dead-letters?endpoint_id={failing}"), 10).await.len(), 3);
     assert_eq!(alice.all_pages("/api/v1/dead-letters?event_type=a.one", 10).await.len(), 1);
     assert_eq!(alice.get("/api/v1/dead-letters?until=2000-01-01T00:00:00Z").await.json["data"], json!([]));
+    let died_lately = alice.all_pages("/api/v1/dead-letters?updated_since=2000-01-01T00:00:00Z", 10).await;
+    assert_eq!(died_lately.len(), 3);
+    assert_eq!(alice.get("/api/v1/dead-letters?updated_until=2000-01-01T00:00:00Z").await.json["data"], json!([]));
+    alice.get("/api/v1/dead-letters?updated_since=today").await.expect_invalid("updated_since");
+    let none_died_then = json!({ "updated_until": "2000-01-01T00:00:00Z" });
+    assert_eq!(alice.post("/api/v1/dead-letters/requeue", none_died_then).await.expect_status(200).json["requeued"], 0);
     alice.get("/api/v1/dead-letters?status=dead").await.expect_invalid("status");
     alice.get("/api/v1/dead-letters?event_type=a.*").await.expect_invalid("event_type");
     alice.get("/api/v1/deliveries?event_type=*").await.expect_invalid("event_type");

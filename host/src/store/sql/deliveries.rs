@@ -59,7 +59,9 @@ fn listing(select: &str, tenant_id: &str, filter: &DeliveryFilter, page: &crate:
         .compare_if("event_type", "=", filter.event_type.as_deref())
         .compare_if("status", "=", filter.status.map(DeliveryStatus::as_str))
         .compare_if("created_at", ">=", filter.since)
-        .compare_if("created_at", "<", filter.until);
+        .compare_if("created_at", "<", filter.until)
+        .compare_if("updated_at", ">=", filter.updated_since)
+        .compare_if("updated_at", "<", filter.updated_until);
     match filter.status {
         None | Some(DeliveryStatus::Succeeded) => {}
         Some(DeliveryStatus::Delivering) => {
