@@ -1504,7 +1504,7 @@ async fn an_event_is_sent_to_one_endpoint_once(store: &dyn Store, _url: &str) {
         (created.status, created.attempts, created.next_attempt_at),
         (DeliveryStatus::Pending, 0, Some(T0 + 500))
     );
-    assert_eq!(delivery(store, &tenant, &created.id).await, created);
+    assert_eq!(delivery(store, &tenant, &created.id).await, *created);
     assert_eq!(send(&missed.id, &tenant.id).await, SentTo::Exists(created.id.clone()), "one per event and endpoint");
     assert_eq!(send(&subscribed.id, &tenant.id).await, SentTo::Exists(event.deliveries[0].id.clone()));
     assert_eq!(send(&theirs.id, &tenant.id).await, SentTo::NoEndpoint, "another tenant's endpoint");

@@ -197,7 +197,7 @@ async fn send_event(
             let details = json!({ "event_id": event_id, "endpoint_id": endpoint_id });
             audit::record(&state, &caller, "delivery.created", "delivery", &delivery.id, details).await;
             state.dispatch_wakeup.notify_one();
-            Ok((StatusCode::CREATED, Json(delivery.into())))
+            Ok((StatusCode::CREATED, Json((*delivery).into())))
         }
         SentTo::Exists(id) => Err(ApiError::Conflict(format!(
             "the event already has delivery {id} to this endpoint; send it again with POST /api/v1/deliveries/{id}/retry"

@@ -124,7 +124,7 @@ impl Resend {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SentTo {
     /// A new delivery, pending and due at once.
-    Created(Delivery),
+    Created(Box<Delivery>),
     /// The event already has a delivery to that endpoint, this one: retry it instead.
     Exists(String),
     NoEvent,

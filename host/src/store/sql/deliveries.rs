@@ -161,7 +161,7 @@ pub(super) async fn send_event_to(
         .fetch_optional(&mut *tx)
         .await?;
         match created {
-            Some(row) => Ok(SentTo::Created(rows::delivery(&row)?)),
+            Some(row) => Ok(SentTo::Created(Box::new(rows::delivery(&row)?))),
             None => Ok(SentTo::NoEvent),
         }
     }
