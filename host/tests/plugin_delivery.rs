@@ -675,7 +675,9 @@ async fn a_resend_runs_the_transform_again_only_when_asked() {
     let event = w.api.publish("user.updated", json!({ "secret": "x", "name": "Ada" })).await;
     let delivery = w.api.delivery_of(str_field(&event, "id"), &ep).await;
     let id = str_field(&delivery, "id").to_string();
-    w.api.wait_status(&id, "dead", WAIT).await;
+    let dead = w.api.wait_status(&id, "dead", WAIT).await;
+    assert_eq!(dead["transform_output"]["body"], r#"{"name":"Ada"}"#, "what the transform made is shown: {dead:#}");
+    assert_eq!(dead["transform_output"]["content_type"], "application/json", "{dead:#}");
     let fixed = json!({ "transform": { "plugin": "redact", "config": { "fields": ["name"] } } });
     w.api.expect(Method::PATCH, &format!("/api/v1/endpoints/{ep}"), Some(fixed), 200).await;
 
@@ -684,7 +686,9 @@ async fn a_resend_runs_the_transform_again_only_when_asked() {
     w.api.wait_status(&id, "succeeded", WAIT).await;
     let rerun = Some(json!({ "rerun_plugins": true }));
     w.api.expect(Method::POST, &format!("/api/v1/deliveries/{id}/retry"), rerun, 202).await;
-    w.api.wait_delivery(&id, "a third attempt", WAIT, |d| d["attempts"] == 3 && d["status"] == "succeeded").await;
+    let rerun =
+        w.api.wait_delivery(&id, "a third attempt", WAIT, |d| d["attempts"] == 3 && d["status"] == "succeeded").await;
+    assert_eq!(rerun["transform_output"]["body"], r#"{"secret":"x"}"#, "{rerun:#}");
     let bodies: Vec<String> = w.receiver.requests().iter().map(|r| r.body_text().to_string()).collect();
     assert_eq!(
         bodies,

@@ -5,17 +5,19 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::auth::Caller;
+use super::endpoint_view::{is_credential_header, REDACTED};
 use super::json::{ApiJson, OptionalJson};
 use super::pagination::{PageOf, Query};
 use super::{audit, PathId};
 use crate::error::{ApiError, ApiResult};
 use std::collections::BTreeMap;
 
-use crate::model::{new_id, now_millis, rfc3339, Attempt, Delivery, DeliveryStatus, PluginUse};
+use crate::model::{new_id, now_millis, rfc3339, Attempt, Delivery, DeliveryStatus, PluginUse, PreparedRequest};
 use crate::store::{DeliveryFilter, Resend, SentTo};
 use crate::AppState;
 
@@ -92,7 +94,39 @@ impl From<Attempt> for AttemptView {
 struct DeliveryDetail {
     #[serde(flatten)]
     delivery: DeliveryView,
+    /// What the transform made at the first attempt, which every attempt since has sent; null without one.
+    transform_output: Option<TransformOutput>,
     attempts_log: Vec<AttemptView>,
+}
+
+#[derive(Debug, Serialize)]
+struct TransformOutput {
+    content_type: Option<String>,
+    /// The transform's extra headers; values that carry credentials redacted, as on endpoints.
+    headers: BTreeMap<String, String>,
+    /// The body as text when it is UTF-8, else null (see `body_base64`).
+    body: Option<String>,
+    body_base64: String,
+}
+
+impl TransformOutput {
+    fn of(prepared: &PreparedRequest) -> Option<TransformOutput> {
+        let body = prepared.body.as_ref()?;
+        let headers = prepared
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let value = if is_credential_header(name) { REDACTED.to_string() } else { value.clone() };
+                (name.clone(), value)
+            })
+            .collect();
+        Some(TransformOutput {
+            content_type: prepared.content_type.clone(),
+            headers,
+            body: String::from_utf8(body.clone()).ok(),
+            body_base64: base64::engine::general_purpose::STANDARD.encode(body),
+        })
+    }
 }
 
 /// Reads the filters deliveries and dead letters share (`status` is the caller's business).
@@ -128,6 +162,7 @@ async fn fetch(State(state): State<AppState>, caller: Caller, PathId(id): PathId
     let delivery = state.store.get_delivery(&caller.tenant_id, &id).await?.ok_or(ApiError::NotFound("delivery"))?;
     let attempts = state.store.list_attempts(&caller.tenant_id, &id).await?;
     Ok(Json(DeliveryDetail {
+        transform_output: delivery.prepared.as_ref().and_then(TransformOutput::of),
         delivery: delivery.into(),
         attempts_log: attempts.into_iter().map(AttemptView::from).collect(),
     }))

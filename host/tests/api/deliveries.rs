@@ -77,11 +77,13 @@ async fn deliveries_are_listed_filtered_and_shown_with_attempts() {
         "last_error",
         "created_at",
         "updated_at",
+        "transform_output",
         "attempts_log",
     ] {
         assert!(detail.json.get(field).is_some(), "delivery without `{field}`: {}", detail.text);
     }
     assert!(detail.json["attempts_log"].is_array());
+    assert!(detail.json["transform_output"].is_null(), "no transform, nothing to show: {}", detail.text);
     alice.get("/api/v1/deliveries/dlv_unknown").await.expect_error(404, "not_found", None);
     let bob = server.tenant("Bob").await;
     bob.get(&format!("/api/v1/deliveries/{id}")).await.expect_error(404, "not_found", None);
