@@ -485,6 +485,12 @@ async fn manual_retry_resends_succeeded_delivery() {
     let requests = receiver.wait_for_requests(2, WAIT).await;
     assert_webhook_ids(&requests, &event_id);
     assert_eq!(requests[1].body, requests[0].body, "the same payload is sent again");
+    // The receiver can tell the resend from a duplicate: same event, next attempt.
+    for (request, attempt) in requests.iter().zip(["1", "2"]) {
+        assert_eq!(request.header("switchyard-event-type"), Some("invoice.sent"));
+        assert_eq!(request.header("switchyard-delivery-id"), Some(delivery_id.as_str()));
+        assert_eq!(request.header("switchyard-attempt"), Some(attempt));
+    }
     let delivery = api
         .wait_delivery(&delivery_id, "a second successful attempt", WAIT, |d| {
             d["status"] == "succeeded" && d["attempts"] == 2

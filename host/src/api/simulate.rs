@@ -123,7 +123,8 @@ async fn signed_request(
     let body = prepared.body.clone().unwrap_or_else(|| event.envelope().into_bytes());
     let signature =
         signing::signature_headers(endpoint.signature_scheme, &keys, &event.id, now.div_euclid(1000), &body);
-    let headers = send::request_headers(endpoint, Some(prepared), &event.id, signature)
+    let identity = send::RequestIdentity { event_id: &event.id, event_type: &event.event_type, attempt: None };
+    let headers = send::request_headers(endpoint, Some(prepared), identity, signature)
         .iter()
         .map(|(name, value)| {
             // Switchyard's own headers (the signatures) are shown; they are what a simulation is for.

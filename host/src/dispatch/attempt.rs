@@ -17,7 +17,7 @@ use reqwest::Client;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::outcome::{self, FailureKind, Resolution, Verdict};
-use super::send::{self, Answer};
+use super::send::{self, Answer, RequestIdentity};
 use super::Settings;
 use crate::model::{
     now_millis, Attempt, Delivery, DeliveryStatus, Endpoint, Millis, PluginBinding, PluginUse, PreparedRequest,
@@ -68,7 +68,12 @@ impl Worker {
                     None => event.envelope.clone(),
                 };
                 let signature = signer.headers(&event.id, started_at.div_euclid(1000), &body);
-                let headers = send::request_headers(&endpoint, Some(prepared), &event.id, signature);
+                let identity = RequestIdentity {
+                    event_id: &event.id,
+                    event_type: &event.event_type,
+                    attempt: Some((&delivery.id, delivery.attempts + 1)),
+                };
+                let headers = send::request_headers(&endpoint, Some(prepared), identity, signature);
                 send::send(&self.client, url.clone(), headers, body, send::request_timeout(&endpoint)).await
             }
         };

@@ -62,17 +62,32 @@ pub fn is_reserved_header(name: &str) -> bool {
         || name.starts_with("proxy-")
 }
 
+const EVENT_TYPE: HeaderName = HeaderName::from_static("switchyard-event-type");
+const DELIVERY_ID: HeaderName = HeaderName::from_static("switchyard-delivery-id");
+const ATTEMPT: HeaderName = HeaderName::from_static("switchyard-attempt");
+
+/// What a request is, told to the receiver beside the signature: the event (its id is `webhook-id` and
+/// `Idempotency-Key`) and its type, so a receiver can route without parsing the body, and, for a real delivery,
+/// which delivery and attempt it is (a simulation has neither).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestIdentity<'a> {
+    pub event_id: &'a str,
+    pub event_type: &'a str,
+    /// The delivery's id and this attempt's number (1 for the first).
+    pub attempt: Option<(&'a str, i64)>,
+}
+
 /// All headers of one attempt: the endpoint's custom ones first, then a transform's, then ours, which always win.
 pub fn request_headers(
     endpoint: &Endpoint,
     prepared: Option<&PreparedRequest>,
-    event_id: &str,
+    identity: RequestIdentity<'_>,
     signature: Vec<(&'static str, String)>,
 ) -> HeaderMap {
     let transform_headers = prepared.map(|p| p.headers.as_slice()).unwrap_or_default();
     // Sized up front, with room for the `accept` reqwest adds: grown one insert at a time, the map was
     // reallocated and rehashed on every request.
-    let ours = 3 + signature.len() + 1;
+    let ours = 6 + signature.len() + 1;
     let mut headers = HeaderMap::with_capacity(endpoint.headers.len() + transform_headers.len() + ours);
     let custom = endpoint.headers.iter().map(|(name, value)| (name.as_str(), value.as_str()));
     for (name, value) in custom.chain(transform_headers.iter().map(|(name, value)| (name.as_str(), value.as_str()))) {
@@ -90,8 +105,18 @@ pub fn request_headers(
         HeaderValue::try_from(content_type).unwrap_or_else(|_| HeaderValue::from_static("application/json")),
     );
     headers.insert(USER_AGENT, HeaderValue::from_static(concat!("Switchyard/", env!("CARGO_PKG_VERSION"))));
-    if let Ok(value) = HeaderValue::try_from(event_id) {
+    if let Ok(value) = HeaderValue::try_from(identity.event_id) {
         headers.insert(IDEMPOTENCY_KEY, value);
+    }
+    // Event types, ids and numbers are visible ASCII by construction; `try_from` only guards against the odd one.
+    if let Ok(value) = HeaderValue::try_from(identity.event_type) {
+        headers.insert(EVENT_TYPE, value);
+    }
+    if let Some((delivery_id, attempt)) = identity.attempt {
+        if let Ok(value) = HeaderValue::try_from(delivery_id) {
+            headers.insert(DELIVERY_ID, value);
+        }
+        headers.insert(ATTEMPT, HeaderValue::from(attempt));
     }
     for (name, value) in signature {
         // Signature values are ids, digits, base64 and hex; `try_from` only guards against an odd event id.

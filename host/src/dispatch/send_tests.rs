@@ -66,7 +66,8 @@ async fn request_carries_verifiable_signature_and_reserved_headers_win() {
     let body = Bytes::from_static(br#"{"id":"evt_1","type":"a.b","data":{}}"#);
     let signature =
         signing::signature_headers(SignatureScheme::Standard, &[SECRET.into()], "evt_1", 1_700_000_000, &body);
-    let headers = request_headers(&endpoint, None, "evt_1", signature);
+    let identity = RequestIdentity { event_id: "evt_1", event_type: "a.b", attempt: Some(("dlv_1", 3)) };
+    let headers = request_headers(&endpoint, None, identity, signature);
 
     let url = endpoint.url.parse().unwrap();
     let answer = send(&http_client(), url, headers, body.clone(), request_timeout(&endpoint)).await;
@@ -85,6 +86,9 @@ async fn request_carries_verifiable_signature_and_reserved_headers_win() {
     assert_eq!(get("webhook-timestamp").as_deref(), Some("1700000000"));
     assert_eq!(get("x-team").as_deref(), Some("billing"));
     assert_eq!(get("switchyard-x"), None);
+    assert_eq!(get("switchyard-event-type").as_deref(), Some("a.b"));
+    assert_eq!(get("switchyard-delivery-id").as_deref(), Some("dlv_1"));
+    assert_eq!(get("switchyard-attempt").as_deref(), Some("3"));
     assert_eq!(headers.get_all("webhook-signature").iter().count(), 1);
     let signature = get("webhook-signature").unwrap();
     assert!(signing::verify_standard(SECRET, "evt_1", 1_700_000_000, &received, &signature));
