@@ -5,11 +5,11 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER, USER_AGENT};
 use reqwest::{redirect, Client, Method, Request, Url};
 
 use super::outcome::{self, FailureKind, Verdict};
-use crate::config::MAX_ENDPOINT_TIMEOUT;
+use crate::config::{redact_url, MAX_ENDPOINT_TIMEOUT};
 use crate::model::{Endpoint, PreparedRequest};
 
 /// At most this much of a response body is read and kept: enough to debug a rejection, bounded so a receiver
@@ -143,6 +143,8 @@ pub struct Answer {
     pub body: Option<String>,
     /// Set when the request or the body read failed, with a short description (no URL, no payload).
     pub failure: Option<(FailureKind, String)>,
+    /// A redirect's `Location`, its query and credentials masked (receivers put tokens there).
+    pub location: Option<String>,
     pub duration: Duration,
 }
 
@@ -161,8 +163,18 @@ impl Answer {
         }
     }
 
+    /// What went wrong, for the attempt's record: the failure, or why a redirect was not followed (it is retried
+    /// like a 5xx, and the same answer would come back every time until the endpoint's URL changes).
     pub fn error_text(&self) -> Option<String> {
-        self.failure.as_ref().map(|(_, text)| text.clone())
+        if let Some((_, text)) = &self.failure {
+            return Some(text.clone());
+        }
+        let status = self.status.filter(|status| (300..400).contains(status))?;
+        let target = self.location.as_deref().map(|location| format!(" to {location}")).unwrap_or_default();
+        let text = format!(
+            "redirected (HTTP {status}){target}; redirects are not followed: set the endpoint's URL to the final one"
+        );
+        Some(truncate_chars(&text, MAX_ERROR_CHARS))
     }
 }
 
@@ -184,6 +196,8 @@ pub async fn send(client: &Client, url: Url, headers: HeaderMap, body: Bytes, ti
     };
     let status = response.status().as_u16();
     let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let location = response.status().is_redirection().then(|| response.headers().get(LOCATION)).flatten();
+    let location = location.and_then(|v| v.to_str().ok()).map(shown_location);
     let mut kept = Vec::new();
     let mut failure = None;
     while kept.len() < MAX_RESPONSE_BODY {
@@ -201,7 +215,24 @@ pub async fn send(client: &Client, url: Url, headers: HeaderMap, body: Bytes, ti
     }
     // Dropping the response here abandons whatever is left unread, which is the point of the cap.
     drop(response);
-    Answer { status: Some(status), retry_after, body: Some(body_text(&kept)), failure, duration: started.elapsed() }
+    Answer {
+        status: Some(status),
+        retry_after,
+        body: Some(body_text(&kept)),
+        failure,
+        location,
+        duration: started.elapsed(),
+    }
+}
+
+/// A `Location` as it may be recorded: an absolute URL with its password and query values masked, a relative one
+/// without its query.
+fn shown_location(location: &str) -> String {
+    if Url::parse(location).is_ok() {
+        redact_url(location)
+    } else {
+        location.split(['?', '#']).next().unwrap_or_default().to_string()
+    }
 }
 
 fn describe(error: reqwest::Error, timeout: Duration) -> (FailureKind, String) {

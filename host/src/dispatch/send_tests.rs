@@ -150,18 +150,32 @@ async fn timeout_also_covers_reading_the_body() {
 async fn redirects_are_not_followed() {
     let followed = Arc::new(AtomicUsize::new(0));
     let counter = followed.clone();
-    let router = Router::new().route("/moved", any(|| async { (StatusCode::FOUND, [("location", "/target")]) })).route(
-        "/target",
-        any(move || {
-            counter.fetch_add(1, Ordering::SeqCst);
-            async { "should not be reached" }
-        }),
-    );
+    let router = Router::new()
+        .route("/moved", any(|| async { (StatusCode::FOUND, [("location", "/target?token=s3cret")]) }))
+        .route(
+            "/away",
+            any(|| async { (StatusCode::PERMANENT_REDIRECT, [("location", "https://u:pw@x.test/h?k=s3cret")]) }),
+        )
+        .route(
+            "/target",
+            any(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async { "should not be reached" }
+            }),
+        );
     let base = serve(router).await;
     let answer = post_to(&format!("{base}/moved"), Duration::from_secs(5)).await;
     assert_eq!(answer.status, Some(302));
     assert_eq!(followed.load(Ordering::SeqCst), 0);
     assert_eq!(answer.verdict(SystemTime::now()), Verdict::Retry { retry_after: None });
+    // The record says why, and where to, without the token the target's query carries.
+    let error = answer.error_text().unwrap();
+    assert!(error.starts_with("redirected (HTTP 302) to /target;"), "{error}");
+    assert!(error.contains("set the endpoint's URL"), "{error}");
+    let away = post_to(&format!("{base}/away"), Duration::from_secs(5)).await;
+    let error = away.error_text().unwrap();
+    assert!(error.contains("to https://u:***@x.test/h?k=***;"), "{error}");
+    assert!(!error.contains("s3cret") && !error.contains("pw@"), "{error}");
 }
 
 #[tokio::test]
