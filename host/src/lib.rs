@@ -20,6 +20,7 @@ pub mod writer;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -82,6 +83,9 @@ pub enum StartError {
     #[error("server: {0}")]
     Serve(#[from] std::io::Error),
 }
+
+/// How long `run` waits for the writer's last commit once the dispatcher has stopped.
+const WRITER_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the API on `listener` and the dispatcher until `shutdown` completes, then stops accepting requests,
 /// lets in-flight deliveries finish (or gives their leases back) and returns.
@@ -156,9 +160,14 @@ pub async fn run(
         tracing::error!(error = %e, "dispatcher task failed");
     }
     // The API and the dispatcher have let go of the writer: it ends after its last commit, which gives records
-    // whose commit failed one more try. Waiting for it also closes the database before a restart opens it.
-    if let Err(e) = writer.await {
-        tracing::error!(error = %e, "writer task failed");
+    // whose commit failed one more try. Waiting for it also closes the database before a restart opens it. Not
+    // for long, though: with the database unreachable each try waits out a connection timeout, and what is not
+    // written is left to its lease.
+    match tokio::time::timeout(WRITER_SHUTDOWN_GRACE, writer).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "writer task failed"),
+        Err(_) => tracing::warn!(grace = ?WRITER_SHUTDOWN_GRACE,
+            "the writer's last commit did not finish in time; unrecorded attempts are left to their leases"),
     }
     served?;
     Ok(())
