@@ -17,7 +17,7 @@ use switchyard::model::{
 };
 use switchyard::store::{
     AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, Lease, NewDelivery,
-    NewEvent, NewSecret, Page, Published, RequeueSelector, Resend, SentTo, Store, StoreError,
+    NewEvent, NewSecret, Page, Published, RequeueSelector, Resend, SentTo, StatusBefore, Store, StoreError,
 };
 
 const T0: Millis = 1_700_000_000_000;
@@ -421,10 +421,11 @@ async fn endpoint_create_get_update_and_status(store: &dyn Store, _url: &str) {
     assert_eq!(store.get_endpoint(&tenant.id, &endpoint.id).await.unwrap(), Some(updated.clone()));
 
     let gone = "receiver answered 410 Gone";
-    assert!(store
+    let replaced = store
         .set_endpoint_status(&tenant.id, &endpoint.id, EndpointStatus::Disabled, Some(gone), T0 + 20)
         .await
-        .unwrap());
+        .unwrap();
+    assert_eq!(replaced, Some(StatusBefore { status: EndpointStatus::Active, reason: None }));
     let disabled = store.get_endpoint(&tenant.id, &endpoint.id).await.unwrap().unwrap();
     assert_eq!(
         (disabled.status, disabled.status_reason.as_deref(), disabled.updated_at),
@@ -435,9 +436,14 @@ async fn endpoint_create_get_update_and_status(store: &dyn Store, _url: &str) {
     assert!(store.update_endpoint(&Endpoint { updated_at: T0 + 25, ..updated.clone() }).await.unwrap());
     let still = store.get_endpoint(&tenant.id, &endpoint.id).await.unwrap().unwrap();
     assert_eq!((still.status, still.status_reason.as_deref()), (EndpointStatus::Disabled, Some(gone)));
-    assert!(!store.set_endpoint_status(&other.id, &endpoint.id, EndpointStatus::Active, None, T0 + 30).await.unwrap());
-    assert!(!store.set_endpoint_status(&tenant.id, "ep_missing", EndpointStatus::Active, None, T0 + 30).await.unwrap());
-    assert!(store.set_endpoint_status(&tenant.id, &endpoint.id, EndpointStatus::Active, None, T0 + 40).await.unwrap());
+    let set = |tenant_id: &str, id: &str, at| {
+        let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
+        async move { store.set_endpoint_status(&tenant_id, &id, EndpointStatus::Active, None, at).await.unwrap() }
+    };
+    assert_eq!(set(&other.id, &endpoint.id, T0 + 30).await, None, "another tenant's endpoint");
+    assert_eq!(set(&tenant.id, "ep_missing", T0 + 30).await, None);
+    let disabled_before = StatusBefore { status: EndpointStatus::Disabled, reason: Some(gone.to_string()) };
+    assert_eq!(set(&tenant.id, &endpoint.id, T0 + 40).await, Some(disabled_before), "what the activation replaced");
     let active = store.get_endpoint(&tenant.id, &endpoint.id).await.unwrap().unwrap();
     assert_eq!(
         active,
@@ -1666,7 +1672,7 @@ async fn other_tenants_see_nothing(store: &dyn Store, _url: &str) {
     assert!(store.list_endpoints(them, &EndpointFilter::default(), &all).await.unwrap().is_empty());
     let moved = Endpoint { tenant_id: intruder.id.clone(), description: "mine now".into(), ..endpoint.clone() };
     assert!(!store.update_endpoint(&moved).await.unwrap());
-    assert!(!store.set_endpoint_status(them, &endpoint.id, EndpointStatus::Paused, None, T0).await.unwrap());
+    assert!(store.set_endpoint_status(them, &endpoint.id, EndpointStatus::Paused, None, T0).await.unwrap().is_none());
     assert!(!store.replace_subscriptions(them, &endpoint.id, &[], T0).await.unwrap());
     assert!(!store.delete_endpoint(them, &endpoint.id, T0).await.unwrap());
     assert!(store.active_endpoints(them).await.unwrap().is_empty());

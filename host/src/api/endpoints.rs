@@ -222,14 +222,15 @@ async fn remove(State(state): State<AppState>, caller: Caller, PathId(id): PathI
 }
 
 async fn set_status(state: &AppState, caller: &Caller, id: &str, status: EndpointStatus) -> ApiResult<EndpointView> {
-    let before = load(state, caller, id).await?;
     // Activation clears a reason such as "receiver answered 410 Gone"; a pause has no reason to give.
-    if !state.store.set_endpoint_status(&caller.tenant_id, id, status, None, now_millis()).await? {
-        return Err(ApiError::NotFound("endpoint"));
-    }
+    let before = state
+        .store
+        .set_endpoint_status(&caller.tenant_id, id, status, None, now_millis())
+        .await?
+        .ok_or(ApiError::NotFound("endpoint"))?;
     let action = if status == EndpointStatus::Active { "endpoint.activated" } else { "endpoint.paused" };
     // The endpoint forgets the status it had and why (a 410's disable, say); the log keeps them.
-    let details = json!({ "previous_status": before.status.as_str(), "previous_reason": before.status_reason });
+    let details = json!({ "previous_status": before.status.as_str(), "previous_reason": before.reason });
     audit::record(state, caller, action, "endpoint", id, details).await;
     EndpointView::load(state, load(state, caller, id).await?).await
 }

@@ -13,7 +13,7 @@ use crate::model::{
 use crate::secrets::SigningSecrets;
 use crate::store::{
     AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, NewEvent,
-    NewSecret, Page, Published, RequeueSelector, Resend, SentTo, Store, StoreError, StoreResult,
+    NewSecret, Page, Published, RequeueSelector, Resend, SentTo, StatusBefore, Store, StoreError, StoreResult,
 };
 
 #[derive(Default)]
@@ -204,7 +204,7 @@ impl Store for FakeStore {
         _: EndpointStatus,
         _: Option<&str>,
         _: Millis,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<StatusBefore>> {
         unused()
     }
     async fn replace_subscriptions(&self, _: &str, _: &str, _: &[Subscription], _: Millis) -> StoreResult<bool> {

@@ -97,6 +97,13 @@ pub struct AuditFilter {
     pub resource_id: Option<String>,
 }
 
+/// An endpoint's status and its reason, as [`Store::set_endpoint_status`] found them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusBefore {
+    pub status: EndpointStatus,
+    pub reason: Option<String>,
+}
+
 /// What a delivery sent again by hand (retry, requeue) sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Resend {
@@ -305,6 +312,8 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the endpoint with its subscriptions and secrets; its unfinished deliveries become dead letters
     /// ("endpoint deleted") so the record of what was accepted survives.
     async fn delete_endpoint(&self, tenant_id: &str, id: &str, at: Millis) -> StoreResult<bool>;
+    /// Sets the endpoint's status and reason; returns the ones it replaced (None: no such endpoint), read in the
+    /// same transaction.
     async fn set_endpoint_status(
         &self,
         tenant_id: &str,
@@ -312,7 +321,7 @@ pub trait Store: Send + Sync + 'static {
         status: EndpointStatus,
         reason: Option<&str>,
         at: Millis,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<Option<StatusBefore>>;
     async fn replace_subscriptions(
         &self,
         tenant_id: &str,

@@ -11,7 +11,7 @@ use super::query::{conflict_on_unique, Order, SqlBuilder, MAX_LIST};
 use super::rows::{self, to_json, ENDPOINT_COLUMNS, SUBSCRIPTION_COLUMNS};
 use super::Dialect;
 use crate::model::{Endpoint, EndpointPlugins, EndpointStatus, Millis, Subscription};
-use crate::store::{EndpointFilter, NewSecret, Page, StoreResult};
+use crate::store::{EndpointFilter, NewSecret, Page, StatusBefore, StoreResult};
 
 pub(super) async fn create_endpoint(
     connection: &mut AnyConnection,
@@ -185,13 +185,29 @@ pub(super) fn dead_letter_unfinished() -> [String; 2] {
 
 pub(super) async fn set_endpoint_status(
     connection: &mut AnyConnection,
+    dialect: Dialect,
     tenant_id: &str,
     id: &str,
     status: EndpointStatus,
     reason: Option<&str>,
     at: Millis,
-) -> StoreResult<bool> {
-    let result = sqlx::query(
+) -> StoreResult<Option<StatusBefore>> {
+    let mut tx = connection.begin().await?;
+    // Read under the row's lock, so what is reported replaced is what this update replaced.
+    let before = sqlx::query(&format!(
+        "SELECT status, status_reason FROM endpoints WHERE tenant_id = $1 AND id = $2{}",
+        dialect.row_lock_clause()
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(before) = before else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    let before = rows::status_before(&before)?;
+    sqlx::query(
         "UPDATE endpoints SET status = $3, status_reason = $4, updated_at = $5 WHERE tenant_id = $1 AND id = $2",
     )
     .bind(tenant_id)
@@ -199,9 +215,10 @@ pub(super) async fn set_endpoint_status(
     .bind(status.as_str())
     .bind(reason)
     .bind(at)
-    .execute(&mut *connection)
+    .execute(&mut *tx)
     .await?;
-    Ok(result.rows_affected() > 0)
+    tx.commit().await?;
+    Ok(Some(before))
 }
 
 pub(super) async fn replace_subscriptions(

@@ -38,7 +38,7 @@ use crate::model::{
 };
 use crate::store::{
     AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, NewEvent,
-    NewSecret, Page, Published, RequeueSelector, Resend, SentTo, Store, StoreError, StoreResult,
+    NewSecret, Page, Published, RequeueSelector, Resend, SentTo, StatusBefore, Store, StoreError, StoreResult,
 };
 
 /// Dead letters requeued per transaction by a requeue that selects them by filter.
@@ -191,9 +191,9 @@ impl Store for SqlStore {
         status: EndpointStatus,
         reason: Option<&str>,
         at: Millis,
-    ) -> StoreResult<bool> {
-        let set =
-            endpoints::set_endpoint_status(&mut *self.writer.acquire().await?, tenant_id, id, status, reason, at).await;
+    ) -> StoreResult<Option<StatusBefore>> {
+        let mut writer = self.writer.acquire().await?;
+        let set = endpoints::set_endpoint_status(&mut writer, self.dialect, tenant_id, id, status, reason, at).await;
         self.cache.endpoints_changed(tenant_id);
         set
     }

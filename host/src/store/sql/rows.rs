@@ -13,7 +13,7 @@ use crate::model::{
     ApiKey, Attempt, AuditEntry, Delivery, Endpoint, EndpointSecret, Event, EventType, PreparedRequest, Subscription,
     Tenant,
 };
-use crate::store::{StoreError, StoreResult};
+use crate::store::{StatusBefore, StoreError, StoreResult};
 
 pub(super) const TENANT_COLUMNS: &str = "id, name, created_at";
 pub(super) const API_KEY_COLUMNS: &str = "id, tenant_id, name, prefix, key_hash, created_at, revoked_at";
@@ -45,6 +45,11 @@ pub(super) fn api_key(row: &AnyRow) -> StoreResult<ApiKey> {
         created_at: row.try_get("created_at")?,
         revoked_at: row.try_get("revoked_at")?,
     })
+}
+
+/// `status, status_reason` of an endpoint.
+pub(super) fn status_before(row: &AnyRow) -> StoreResult<StatusBefore> {
+    Ok(StatusBefore { status: parse(row, "status")?, reason: row.try_get("status_reason")? })
 }
 
 /// An endpoint row; its subscriptions live in another table and are passed in.
