@@ -9,7 +9,7 @@
 //! lock itself when its holder exits, however it exits.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use sqlx::sqlite::SqliteConnectOptions;
@@ -54,19 +54,47 @@ fn lock(url: &str) -> StoreResult<ProcessLock> {
 
 fn lock_path(url: &str) -> StoreResult<PathBuf> {
     let options = SqliteConnectOptions::from_str(url)?;
-    let mut path = options.get_filename().as_os_str().to_owned();
+    let mut path = canonical(options.get_filename()).into_os_string();
     path.push(".lock");
     Ok(PathBuf::from(path))
+}
+
+/// The database's path with symlinks and `..` resolved, so that every spelling of it finds the same lock: the
+/// file's own when it exists, else its directory's (the first start creates the file).
+fn canonical(database: &Path) -> PathBuf {
+    if let Ok(path) = std::fs::canonicalize(database) {
+        return path;
+    }
+    let directory = match database.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    match (std::fs::canonicalize(directory), database.file_name()) {
+        (Ok(directory), Some(name)) => directory.join(name),
+        _ => database.to_path_buf(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[cfg(unix)]
     #[test]
-    fn the_lock_file_sits_beside_the_database() {
-        assert_eq!(lock_path("sqlite://data/x.db").unwrap(), PathBuf::from("data/x.db.lock"));
-        assert_eq!(lock_path("sqlite:///var/lib/s/x.db?mode=rwc").unwrap(), PathBuf::from("/var/lib/s/x.db.lock"));
+    fn the_lock_file_sits_beside_the_database_however_its_path_is_spelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir(real.join("data")).unwrap();
+        std::os::unix::fs::symlink(real.join("data"), real.join("link")).unwrap();
+        let expected = real.join("data/x.db.lock");
+        for spelling in ["data/x.db", "link/x.db", "data/../link/x.db"] {
+            let url = format!("sqlite://{}?mode=rwc", real.join(spelling).display());
+            assert_eq!(lock_path(&url).unwrap(), expected, "{spelling}, before the file exists");
+        }
+        std::fs::write(real.join("data/x.db"), b"").unwrap();
+        std::os::unix::fs::symlink(real.join("data/x.db"), real.join("alias.db")).unwrap();
+        let url = format!("sqlite://{}", real.join("alias.db").display());
+        assert_eq!(lock_path(&url).unwrap(), expected, "a symlink to the file");
     }
 
     #[test]
