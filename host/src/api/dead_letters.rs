@@ -119,26 +119,37 @@ async fn requeue(
         None => RequeueSelector::Matching(body.filter()?),
     };
     let resend = Resend::rerunning_plugins(rerun_plugins);
-    let requeued = state.store.requeue_dead(&caller.tenant_id, &selector, now_millis(), resend).await?;
-    let details = match &selector {
-        RequeueSelector::Ids(ids) => {
-            json!({ "requeued": requeued, "delivery_ids": ids, "rerun_plugins": rerun_plugins })
+    // A task of its own: a requeue by filter commits a chunk at a time, and a client that gives up (a proxy's
+    // timeout, say) must not stop it half-way, with what it did missing from the audit log.
+    let requeue = tokio::spawn(async move {
+        let requeued = state.store.requeue_dead(&caller.tenant_id, &selector, now_millis(), resend).await;
+        let mut details = match &selector {
+            RequeueSelector::Ids(ids) => json!({ "delivery_ids": ids }),
+            RequeueSelector::Matching(filter) => json!({
+                "endpoint_id": filter.endpoint_id,
+                "event_id": filter.event_id,
+                "event_type": filter.event_type,
+                "since": filter.since.map(rfc3339),
+                "until": filter.until.map(rfc3339),
+                "updated_since": filter.updated_since.map(rfc3339),
+                "updated_until": filter.updated_until.map(rfc3339),
+            }),
+        };
+        details["rerun_plugins"] = json!(rerun_plugins);
+        // A failure part-way leaves the chunks before it requeued: recorded as such, without a count.
+        let action = match &requeued {
+            Ok(count) => {
+                details["requeued"] = json!(count);
+                "dead_letters.requeued"
+            }
+            Err(_) => "dead_letters.requeue_failed",
+        };
+        audit::record(&state, &caller, action, "delivery", "*", details).await;
+        if requeued.as_ref().is_ok_and(|count| *count > 0) {
+            state.dispatch_wakeup.notify_one();
         }
-        RequeueSelector::Matching(filter) => json!({
-            "requeued": requeued,
-            "endpoint_id": filter.endpoint_id,
-            "event_id": filter.event_id,
-            "event_type": filter.event_type,
-            "since": filter.since.map(rfc3339),
-            "until": filter.until.map(rfc3339),
-            "updated_since": filter.updated_since.map(rfc3339),
-            "updated_until": filter.updated_until.map(rfc3339),
-            "rerun_plugins": rerun_plugins,
-        }),
-    };
-    audit::record(&state, &caller, "dead_letters.requeued", "delivery", "*", details).await;
-    if requeued > 0 {
-        state.dispatch_wakeup.notify_one();
-    }
+        requeued
+    });
+    let requeued = requeue.await.map_err(ApiError::internal)??;
     Ok(Json(Requeued { requeued }))
 }
