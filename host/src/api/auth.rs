@@ -206,8 +206,8 @@ fn named_tenant(parts: &Parts) -> Option<&str> {
     parts.headers.get(TENANT_HEADER).map(|v| v.to_str().map(str::trim).unwrap_or_default())
 }
 
-/// Whose records a request reads: a tenant's, or (the admin key naming no tenant) the server's own, the actions
-/// no tenant owns such as tenant creation and plugin changes.
+/// Whose records a request reads: a tenant's, or (the admin key naming no tenant, or an empty one) the server's
+/// own, the actions no tenant owns such as plugin uploads and deletions.
 #[derive(Debug, Clone)]
 pub enum Reader {
     Tenant(Caller),
@@ -219,7 +219,7 @@ impl FromRequestParts<AppState> for Reader {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
         match authenticate(parts, state).await? {
-            Principal::Admin if named_tenant(parts).is_none() => Ok(Reader::Server),
+            Principal::Admin if named_tenant(parts).is_none_or(str::is_empty) => Ok(Reader::Server),
             principal => Ok(Reader::Tenant(caller(principal, parts, state).await?)),
         }
     }

@@ -199,9 +199,6 @@ impl Dialect {
         }
     }
 
-    /// Appended to a SELECT of endpoint rows that a transaction creates or revives deliveries for: they cannot be
-    /// deleted before it commits (the lock a foreign key would take, were deliveries not meant to outlive their
-    /// endpoint), and a deletion that waited dead-letters those deliveries afterwards.
     /// Locks the rows a SELECT reads as an update that keeps their keys would, on PostgreSQL: writers of the same
     /// rows wait, and so does a delete; a `FOR KEY SHARE` (a publish's fan-out) does not.
     pub(super) fn row_lock_clause(self) -> &'static str {
@@ -211,6 +208,9 @@ impl Dialect {
         }
     }
 
+    /// Appended to a SELECT of endpoint rows that a transaction creates or revives deliveries for: they cannot be
+    /// deleted before it commits (the lock a foreign key would take, were deliveries not meant to outlive their
+    /// endpoint), and a deletion that waited dead-letters those deliveries afterwards.
     pub(super) fn key_share_clause(self) -> &'static str {
         match self {
             Dialect::Sqlite => "",
