@@ -124,6 +124,13 @@ pub fn generate_signing_secret() -> String {
     format!("{SECRET_PREFIX}{}", STANDARD.encode(bytes))
 }
 
+/// Whether `secret` can be an endpoint's signing secret: `whsec_` and the standard base64 of 24 to 64 bytes, the
+/// Standard Webhooks form. Secrets brought from Svix or Stripe have it, so receivers keep theirs when they move.
+pub fn is_signing_secret(secret: &str) -> bool {
+    let key = secret.strip_prefix(SECRET_PREFIX).and_then(|text| STANDARD.decode(text).ok());
+    key.is_some_and(|key| (24..=64).contains(&key.len()))
+}
+
 /// What a list response may show of a secret: the prefix and four characters.
 pub fn secret_hint(secret: &str) -> String {
     let shown: String = secret.chars().take(SECRET_PREFIX.len() + 4).collect();
@@ -301,5 +308,18 @@ mod tests {
         assert!(hint.len() < secret.len());
         assert!(secret.starts_with(hint.trim_end_matches('…')));
         assert_ne!(generate_signing_secret(), secret);
+    }
+
+    #[test]
+    fn signing_secrets_are_whsec_and_24_to_64_bytes_of_base64() {
+        assert!(is_signing_secret(&generate_signing_secret()));
+        assert!(is_signing_secret(&format!("whsec_{}", STANDARD.encode([7u8; 24]))));
+        assert!(is_signing_secret(&format!("whsec_{}", STANDARD.encode([7u8; 64]))));
+        assert!(is_signing_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), "a Svix-style secret");
+        assert!(!is_signing_secret(&format!("whsec_{}", STANDARD.encode([7u8; 23]))), "too short");
+        assert!(!is_signing_secret(&format!("whsec_{}", STANDARD.encode([7u8; 65]))), "too long");
+        assert!(!is_signing_secret(&STANDARD.encode([7u8; 32])), "no prefix");
+        assert!(!is_signing_secret("whsec_not base64!"));
+        assert!(!is_signing_secret(""));
     }
 }

@@ -660,3 +660,29 @@ async fn an_event_missed_while_paused_is_sent_by_hand() {
     let log = api.get("/api/v1/audit-log?action=delivery.created").await;
     assert_eq!(log["data"][0]["details"], json!({ "event_id": event_id, "endpoint_id": endpoint_id }));
 }
+
+/// 16. A receiver moving from another system keeps its secret: an endpoint created with a Svix-style secret and
+/// one rotated to a Stripe-style secret sign with them, as the reference libraries check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_keeps_the_secret_it_brings() {
+    const SVIX_STYLE: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const STRIPE_STYLE: &str = "whsec_5b2ZkQ8pX1rN7tL3vC9mJ4hG6fD0sA2e";
+    let (_server, api) = setup().await;
+    let standard = Receiver::start().await;
+    let stripe = Receiver::start().await;
+    let (_, secret) = endpoint_to(&api, &standard, json!({ "secret": SVIX_STYLE })).await;
+    assert_eq!(secret, SVIX_STYLE, "the create response shows the secret it was given");
+    let (stripe_id, _) = endpoint_to(&api, &stripe, json!({ "signature_scheme": "stripe" })).await;
+    let rotate = json!({ "secret": STRIPE_STYLE, "grace_period": "0s" });
+    let rotated =
+        api.expect(Method::POST, &format!("/api/v1/endpoints/{stripe_id}/rotate-secret"), Some(rotate), 200).await;
+    assert_eq!(rotated["secret"], STRIPE_STYLE);
+
+    let (_, deliveries) = publish(&api, "customer.moved", json!({ "from": "elsewhere" })).await;
+    assert_eq!(deliveries, 2);
+    let standard_request = &standard.wait_for_requests(1, WAIT).await[0];
+    assert_verifies("standard", SVIX_STYLE, standard_request, "a provided standard secret").await;
+    let stripe_request = &stripe.wait_for_requests(1, WAIT).await[0];
+    assert_verifies("stripe", STRIPE_STYLE, stripe_request, "a provided stripe secret").await;
+    assert_eq!(stripe_request.header("switchyard-signature").map(|h| h.matches("v1=").count()), Some(1));
+}

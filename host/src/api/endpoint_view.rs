@@ -47,6 +47,31 @@ pub struct CreateEndpoint {
     pub transform: Option<PluginBinding>,
     #[serde(default)]
     pub retry_policy: Option<PluginBinding>,
+    /// A signing secret to use instead of a generated one (a receiver keeping the secret it has).
+    #[serde(default)]
+    pub secret: Option<ProvidedSecret>,
+}
+
+/// A signing secret a request brings. Its `Debug` shows nothing of it, so no log of the request can.
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub struct ProvidedSecret(String);
+
+impl std::fmt::Debug for ProvidedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProvidedSecret(<redacted>)")
+    }
+}
+
+impl ProvidedSecret {
+    /// The secret, once it has the form of one (see [`crate::secrets::is_signing_secret`]).
+    pub fn validated(self, field: &str) -> ApiResult<String> {
+        if crate::secrets::is_signing_secret(&self.0) {
+            Ok(self.0)
+        } else {
+            Err(ApiError::invalid(field, "must be `whsec_` followed by the base64 of 24 to 64 bytes"))
+        }
+    }
 }
 
 /// A PATCH body. Each field is `None` when absent and `Some(None)` when `null`, because `"retry": null` means
@@ -97,6 +122,9 @@ pub fn not_null<T>(field: &str, value: Option<Option<T>>) -> ApiResult<Option<T>
 pub struct RotateBody {
     #[serde(default)]
     pub grace_period: Option<String>,
+    /// The new secret, instead of a generated one.
+    #[serde(default)]
+    pub secret: Option<ProvidedSecret>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -32,8 +32,9 @@ pub fn router() -> Router<AppState> {
 }
 
 /// A fresh secret sealed for `endpoint_id`: the plaintext (to show once) and what the store keeps.
-fn new_secret(state: &AppState, endpoint_id: &str) -> (String, NewSecret) {
-    let plaintext = generate_signing_secret();
+/// The endpoint's next secret, sealed: the one the request brings, or a generated one.
+fn new_secret(state: &AppState, endpoint_id: &str, provided: Option<String>) -> (String, NewSecret) {
+    let plaintext = provided.unwrap_or_else(generate_signing_secret);
     let id = new_id("sec");
     let sealed = NewSecret {
         ciphertext: state.master_key.seal(plaintext.as_bytes(), &secret_aad(endpoint_id, &id)),
@@ -41,6 +42,15 @@ fn new_secret(state: &AppState, endpoint_id: &str) -> (String, NewSecret) {
         hint: secret_hint(&plaintext),
     };
     (plaintext, sealed)
+}
+
+/// For the audit log: whether the secret was brought or made, never the secret.
+fn secret_source(provided: &Option<String>) -> &'static str {
+    if provided.is_some() {
+        "provided"
+    } else {
+        "generated"
+    }
 }
 
 /// Only the host of a URL goes into the audit log: receivers often carry tokens in the path or query.
@@ -74,6 +84,7 @@ async fn create(
     validate::subscriptions(&subscriptions)?;
     let plugins = EndpointPlugins { filter: body.filter, transform: body.transform, retry_policy: body.retry_policy };
     validate::plugin_bindings(&plugins, &state.plugins)?;
+    let provided = body.secret.map(|secret| secret.validated("secret")).transpose()?;
 
     let now = now_millis();
     let endpoint = Endpoint {
@@ -94,13 +105,15 @@ async fn create(
         created_at: now,
         updated_at: now,
     };
-    let (plaintext, sealed) = new_secret(&state, &endpoint.id);
+    let secret_source = secret_source(&provided);
+    let (plaintext, sealed) = new_secret(&state, &endpoint.id, provided);
     state.store.create_endpoint(&endpoint, &sealed).await?;
     let details = json!({
         "host": url_host(&endpoint.url),
         "subscriptions": endpoint.subscriptions.len(),
         "signature_scheme": endpoint.signature_scheme,
         "plugins": plugin_names(&endpoint.plugins),
+        "secret": secret_source,
     });
     audit::record(&state, &caller, "endpoint.created", "endpoint", &endpoint.id, details).await;
     let mut view = EndpointView::load(&state, endpoint).await?;
@@ -256,16 +269,18 @@ async fn rotate_secret(
         Some(text) => validate::grace_period(text)?,
         None => state.config.secret_grace,
     };
+    let provided = body.secret.map(|secret| secret.validated("secret")).transpose()?;
     let endpoint = load(&state, &caller, &id).await?;
     let now = now_millis();
     let retire_until = now.saturating_add(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
-    let (plaintext, sealed) = new_secret(&state, &id);
+    let secret_source = secret_source(&provided);
+    let (plaintext, sealed) = new_secret(&state, &id, provided);
     let stored = state
         .store
         .rotate_secret(&caller.tenant_id, &id, &sealed, retire_until, now)
         .await?
         .ok_or(ApiError::NotFound("endpoint"))?;
-    let details = json!({ "version": stored.version, "grace_period_secs": grace.as_secs() });
+    let details = json!({ "version": stored.version, "grace_period_secs": grace.as_secs(), "secret": secret_source });
     audit::record(&state, &caller, "endpoint.secret_rotated", "endpoint", &id, details).await;
     let mut view = EndpointView::load(&state, endpoint).await?;
     view.secret = Some(plaintext);

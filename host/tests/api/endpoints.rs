@@ -298,6 +298,18 @@ async fn rotation_returns_the_new_secret_once_and_retires_the_old() {
         assert!(!shown.text.contains(secret.as_str()));
     }
     alice.post(&path, json!({ "grace_period": "31d" })).await.expect_invalid("grace_period");
+    // A secret brought along must have the form of one; the refusal does not repeat it.
+    for bad in ["whsec_c2hvcnQ=", "no-prefix-MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_not base64 at all!!"] {
+        let refused = alice.post(&path, json!({ "secret": bad })).await;
+        refused.expect_invalid("secret");
+        assert!(!refused.text.contains(bad), "{}", refused.text);
+        alice.create_endpoint(json!({ "secret": bad })).await.expect_invalid("secret");
+    }
+    let brought = alice.post(&path, json!({ "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" })).await;
+    assert_eq!(brought.expect_status(200).str("secret"), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+    let log = alice.get("/api/v1/audit-log?action=endpoint.secret_rotated").await.expect_status(200);
+    assert_eq!(log.json["data"][0]["details"]["secret"], "provided");
+    assert!(!log.text.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
     alice.post(&path, json!({ "grace_period": "soon" })).await.expect_invalid("grace_period");
     alice.post(&path, json!({ "grace": "1h" })).await.expect_invalid("grace");
     let text = alice.request(Method::POST, &path).header("content-type", "text/plain").body("1h");
