@@ -103,6 +103,11 @@ pub struct ServeArgs {
     /// Time one plugin call may run, e.g. `50ms` [default: 50ms].
     #[arg(long, env = "SWITCHYARD_PLUGIN_DEADLINE")]
     pub plugin_deadline: Option<String>,
+
+    /// PEM file of CA certificates to trust for receivers' TLS besides the bundled public roots, for receivers
+    /// whose certificates come from a private or corporate CA [default: none].
+    #[arg(long, env = "SWITCHYARD_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Validated settings the server runs with.
@@ -122,6 +127,8 @@ pub struct Config {
     pub secret_grace: Duration,
     pub plugins_dir: PathBuf,
     pub plugin_limits: crate::plugin::PluginLimits,
+    /// Trusted for receivers' TLS besides the bundled public roots (`ca_file`).
+    pub extra_root_certificates: Vec<reqwest::Certificate>,
 }
 
 impl std::fmt::Debug for Config {
@@ -142,6 +149,7 @@ impl std::fmt::Debug for Config {
             .field("secret_grace", &self.secret_grace)
             .field("plugins_dir", &self.plugins_dir)
             .field("plugin_limits", &self.plugin_limits)
+            .field("extra_root_certificates", &self.extra_root_certificates.len())
             .finish()
     }
 }
@@ -165,6 +173,17 @@ pub fn redact_url(url: &str) -> String {
 pub struct ConfigError {
     pub setting: &'static str,
     pub problem: String,
+}
+
+/// The certificates of a `ca_file`: at least one, every one parsed.
+fn root_certificates(path: &Path) -> Result<Vec<reqwest::Certificate>, ConfigError> {
+    let pem = std::fs::read(path).map_err(|e| bad("ca_file", format!("cannot read {}: {e}", path.display())))?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| bad("ca_file", format!("{} is not a PEM certificate bundle: {e}", path.display())))?;
+    if certificates.is_empty() {
+        return Err(bad("ca_file", format!("{} holds no PEM certificate", path.display())));
+    }
+    Ok(certificates)
 }
 
 fn bad(setting: &'static str, problem: impl Into<String>) -> ConfigError {
@@ -234,9 +253,14 @@ impl Config {
             deadline: plugin_deadline,
             ..Default::default()
         };
+        let extra_root_certificates = match over.ca_file.or(under.ca_file) {
+            Some(path) => root_certificates(&path)?,
+            None => Vec::new(),
+        };
         let config = Config {
             plugins_dir,
             plugin_limits,
+            extra_root_certificates,
             listen,
             data_dir,
             database_url,
@@ -388,5 +412,18 @@ mod tests {
         std::fs::write(&path, "master_key = abc-hunter2\n").unwrap();
         let err = read_file(&path).unwrap_err().to_string();
         assert!(!err.contains("hunter2") && err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn a_ca_file_must_hold_certificates() {
+        let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/tls/ca.pem");
+        let with = |path: &str| {
+            Config::from_layers(ServeArgs { ca_file: Some(path.into()), ..Default::default() }, ServeArgs::default())
+        };
+        assert_eq!(with(ca).unwrap().extra_root_certificates.len(), 1);
+        let missing = with("/nonexistent/ca.pem").unwrap_err();
+        assert_eq!(missing.setting, "ca_file");
+        let not_pem = with(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap_err();
+        assert_eq!(not_pem.setting, "ca_file", "{not_pem}");
     }
 }

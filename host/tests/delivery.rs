@@ -11,6 +11,8 @@ mod harness;
 mod python;
 #[path = "support/receiver.rs"]
 mod receiver;
+#[path = "support/tls_receiver.rs"]
+mod tls_receiver;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -685,4 +687,31 @@ async fn a_receiver_keeps_the_secret_it_brings() {
     let stripe_request = &stripe.wait_for_requests(1, WAIT).await[0];
     assert_verifies("stripe", STRIPE_STYLE, stripe_request, "a provided stripe secret").await;
     assert_eq!(stripe_request.header("switchyard-signature").map(|h| h.matches("v1=").count()), Some(1));
+}
+
+/// 17. A receiver whose certificate comes from a private CA: refused without `ca_file` (a connection error that
+/// names the certificate, no request reaches it), delivered once the CA is configured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_ca_is_trusted_only_when_configured() {
+    let receiver = tls_receiver::TlsReceiver::start().await;
+    let endpoint = json!({ "url": receiver.url, "retry": { "schedule": ["1s"], "max_attempts": 1 } });
+
+    let untrusting = Server::start().await;
+    let api = Api::new_tenant(&untrusting.base_url, "private-ca").await;
+    let endpoint_id = str_field(&api.create_endpoint(endpoint.clone()).await, "id").to_string();
+    let (_, delivery_id) = publish_to(&api, &endpoint_id, "invoice.paid", json!({ "n": 17 })).await;
+    let refused = api.wait_final(&delivery_id, WAIT).await;
+    assert_eq!(refused["status"], "dead", "{refused:#}");
+    let error = str_field(&refused, "last_error").to_lowercase();
+    assert!(error.contains("certificate"), "the error says why: {error}");
+    assert_eq!(receiver.count(), 0);
+
+    let roots = reqwest::Certificate::from_pem_bundle(tls_receiver::CA_PEM).expect("the test CA");
+    let dir = tempfile::tempdir().expect("data dir");
+    let trusting = Server::start_configured(dir, |config| config.extra_root_certificates = roots).await;
+    let api = Api::new_tenant(&trusting.base_url, "private-ca").await;
+    let endpoint_id = str_field(&api.create_endpoint(endpoint).await, "id").to_string();
+    let (_, delivery_id) = publish_to(&api, &endpoint_id, "invoice.paid", json!({ "n": 17 })).await;
+    api.wait_status(&delivery_id, "succeeded", WAIT).await;
+    assert_eq!(receiver.count(), 1);
 }

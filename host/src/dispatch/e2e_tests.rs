@@ -79,6 +79,7 @@ impl World {
             max_retry_after: Duration::from_secs(3600),
             shutdown_grace,
             error_backoff: Duration::from_millis(100),
+            extra_root_certificates: Vec::new(),
         };
         let wakeup = Arc::new(Notify::new());
         let stop = CancellationToken::new();

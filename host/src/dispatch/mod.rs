@@ -58,6 +58,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Pause after a store error before asking again.
     pub error_backoff: Duration,
+    /// Trusted for receivers' TLS besides the bundled public roots.
+    pub extra_root_certificates: Vec<reqwest::Certificate>,
 }
 
 impl Settings {
@@ -69,6 +71,7 @@ impl Settings {
             max_retry_after: config.max_retry_after,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             error_backoff: Duration::from_secs(1),
+            extra_root_certificates: config.extra_root_certificates.clone(),
         }
     }
 }
@@ -213,7 +216,7 @@ impl Dispatcher {
         plugins: Arc<PluginRegistry>,
         recorder: Recorder,
     ) -> Self {
-        let client = send::http_client();
+        let client = send::http_client(&settings.extra_root_certificates);
         let slots = Arc::new(Semaphore::new(settings.concurrency));
         let (handed_tx, handed) = mpsc::unbounded_channel();
         Self {

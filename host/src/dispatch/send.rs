@@ -24,15 +24,18 @@ const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// never followed: that would send signed payloads to a URL the tenant did not configure. Nor does the client
 /// retry on its own: every attempt is one request, recorded as such (a pooled connection the receiver had
 /// already closed is still replaced before anything is sent). Its retry layer would also copy every request's
-/// headers up front in case it retried.
-pub fn http_client() -> Client {
-    Client::builder()
+/// headers up front in case it retried. `extra_roots` are trusted beside the bundled public roots (`ca_file`).
+pub fn http_client(extra_roots: &[reqwest::Certificate]) -> Client {
+    let builder = Client::builder()
         .redirect(redirect::Policy::none())
         .retry(reqwest::retry::never().max_retries_per_request(0))
         .pool_idle_timeout(Duration::from_secs(90))
-        .tcp_keepalive(Duration::from_secs(60))
+        .tcp_keepalive(Duration::from_secs(60));
+    extra_roots
+        .iter()
+        .fold(builder, |builder, root| builder.add_root_certificate(root.clone()))
         .build()
-        .expect("a client with static settings and bundled TLS roots builds")
+        .expect("a client with static settings, bundled TLS roots and parsed extra roots builds")
 }
 
 /// Headers Switchyard sets or that frame the request. A custom header by one of these names is dropped: it must

@@ -48,7 +48,7 @@ async fn serve(router: Router) -> String {
 }
 
 async fn post_to(url: &str, timeout: Duration) -> Answer {
-    send(&http_client(), url.parse().unwrap(), HeaderMap::new(), Bytes::from_static(b"{}"), timeout).await
+    send(&http_client(&[]), url.parse().unwrap(), HeaderMap::new(), Bytes::from_static(b"{}"), timeout).await
 }
 
 #[tokio::test]
@@ -70,7 +70,7 @@ async fn request_carries_verifiable_signature_and_reserved_headers_win() {
     let headers = request_headers(&endpoint, None, identity, signature);
 
     let url = endpoint.url.parse().unwrap();
-    let answer = send(&http_client(), url, headers, body.clone(), request_timeout(&endpoint)).await;
+    let answer = send(&http_client(&[]), url, headers, body.clone(), request_timeout(&endpoint)).await;
     assert_eq!(answer.status, Some(200));
     assert_eq!(answer.body.as_deref(), Some("thanks"));
     assert!(answer.failure.is_none());

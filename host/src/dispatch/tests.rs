@@ -40,6 +40,7 @@ fn settings() -> Settings {
         max_retry_after: Duration::from_secs(3600),
         shutdown_grace: Duration::from_secs(5),
         error_backoff: Duration::from_millis(50),
+        extra_root_certificates: Vec::new(),
     }
 }
 
