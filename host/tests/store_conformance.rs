@@ -89,6 +89,7 @@ conformance! {
     record_attempt_without_the_lease_writes_nothing,
     record_attempt_can_disable_the_endpoint,
     release_and_release_foreign_leases,
+    defer_gives_back_due_later_without_an_attempt,
     retry_delivery_is_refused_while_delivering,
     requeue_dead_by_ids_and_by_filter,
     requeue_by_filter_goes_through_every_chunk,
@@ -1336,6 +1337,40 @@ async fn release_and_release_foreign_leases(store: &dyn Store, _url: &str) {
     assert_eq!(delivery(store, &tenant, &stuck).await, given_back(&before[2], DeliveryStatus::Pending));
     assert_eq!(claim(store, "node-restarted", T0 + 10).await.len(), 3, "everything released is due again at once");
     assert_eq!(store.release_foreign_leases("node-restarted").await.unwrap(), 0);
+}
+
+async fn defer_gives_back_due_later_without_an_attempt(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let endpoint = add_endpoint(store, &tenant).await;
+    let retried = publish(store, &tenant, "order.created", &[&endpoint], T0).await.deliveries[0].id.clone();
+    let fresh = publish(store, &tenant, "order.created", &[&endpoint], T0 + 1).await.deliveries[0].id.clone();
+    let first = store.claim_due("node-a", T0, T0 + MINUTE, 1).await.unwrap().remove(0).delivery;
+    let mut failure = outcome(&first, DeliveryStatus::Failed, T0);
+    failure.next_attempt_at = Some(T0);
+    store.record_attempt("node-a", &failure).await.unwrap();
+    assert_eq!(claim(store, "node-a", T0 + 10).await.len(), 2);
+    let before = [delivery(store, &tenant, &retried).await, delivery(store, &tenant, &fresh).await];
+
+    let deferrals = [(retried.clone(), T0 + 500), (fresh.clone(), T0 + 550)];
+    store.defer("node-b", &deferrals).await.unwrap();
+    assert_eq!(delivery(store, &tenant, &retried).await, before[0], "only the lease holder can defer");
+
+    store.defer("node-a", &deferrals).await.unwrap();
+    let deferred = |d: &Delivery, status, at| Delivery {
+        status,
+        next_attempt_at: Some(at),
+        lease_owner: None,
+        lease_expires_at: None,
+        ..d.clone()
+    };
+    assert_eq!(delivery(store, &tenant, &retried).await, deferred(&before[0], DeliveryStatus::Failed, T0 + 500));
+    assert_eq!(delivery(store, &tenant, &fresh).await, deferred(&before[1], DeliveryStatus::Pending, T0 + 550));
+    assert_eq!(store.next_due_at().await.unwrap(), Some(T0 + 500));
+    assert!(claim(store, "node-a", T0 + 499).await.is_empty(), "not due before its turn");
+    let due = claim(store, "node-a", T0 + 550).await;
+    let due: Vec<_> = due.iter().map(|job| (job.delivery.id.clone(), job.delivery.attempts)).collect();
+    assert_eq!(due, [(retried, 1), (fresh, 0)], "in turn order, attempts unchanged");
+    store.defer("node-a", &[]).await.unwrap();
 }
 
 async fn retry_delivery_is_refused_while_delivering(store: &dyn Store, _url: &str) {

@@ -24,6 +24,8 @@ pub struct FakeState {
     pub secrets: Vec<EndpointSecret>,
     pub recorded: Vec<AttemptOutcome>,
     pub released: Vec<String>,
+    /// Every deferral, `(delivery id, due at)`, in order.
+    pub deferred: Vec<(String, Millis)>,
     /// `record_attempt` answers "lease lost" while set.
     pub lose_leases: bool,
     /// How many records were refused because of `lose_leases`.
@@ -128,6 +130,21 @@ impl Store for FakeStore {
             recorded.push(true);
         }
         Ok(recorded)
+    }
+
+    async fn defer(&self, _owner: &str, deferrals: &[(String, Millis)]) -> StoreResult<()> {
+        let mut state = self.state.lock().unwrap();
+        state.deferred.extend(deferrals.iter().cloned());
+        for (delivery_id, due_at) in deferrals {
+            if let Some(position) = state.leased.iter().position(|j| &j.delivery.id == delivery_id) {
+                let mut job = state.leased.remove(position);
+                job.delivery.status = DeliveryStatus::Pending;
+                job.delivery.next_attempt_at = Some(*due_at);
+                job.delivery.lease_owner = None;
+                state.waiting.push(job);
+            }
+        }
+        Ok(())
     }
 
     async fn release(&self, _owner: &str, delivery_ids: &[String]) -> StoreResult<()> {

@@ -445,6 +445,9 @@ pub trait Store: Send + Sync + 'static {
     async fn record_drop(&self, owner: &str, dropped: &Dropped) -> StoreResult<bool>;
     /// Gives leased deliveries back unchanged (graceful shutdown before an attempt started).
     async fn release(&self, owner: &str, delivery_ids: &[String]) -> StoreResult<()>;
+    /// Gives leased deliveries back due at a later time, each `(delivery id, due at)`, with no attempt recorded:
+    /// a rate-limited endpoint's deliveries that must wait their turn. Those whose lease `owner` lost are skipped.
+    async fn defer(&self, owner: &str, deferrals: &[(String, Millis)]) -> StoreResult<()>;
     /// Gives back every lease not held by `owner`. Only for the embedded single-node database, at start-up: no
     /// other process can be delivering, so a lease left by a crashed run need not wait to expire.
     async fn release_foreign_leases(&self, owner: &str) -> StoreResult<u64>;

@@ -479,6 +479,23 @@ pub(super) async fn release(connection: &mut AnyConnection, owner: &str, deliver
     Ok(())
 }
 
+pub(super) async fn defer(
+    connection: &mut AnyConnection,
+    owner: &str,
+    deferrals: &[(String, Millis)],
+) -> StoreResult<()> {
+    let mut tx = connection.begin().await?;
+    let update = format!(
+        "UPDATE deliveries SET {GIVE_BACK}, next_attempt_at = $1 WHERE id = $2 AND lease_owner = $3 \
+         AND status = 'delivering'"
+    );
+    for (delivery_id, due_at) in deferrals {
+        sqlx::query(&update).bind(due_at).bind(delivery_id).bind(owner).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 pub(super) async fn release_foreign_leases(connection: &mut AnyConnection, owner: &str) -> StoreResult<u64> {
     let released = sqlx::query(&format!(
         "UPDATE deliveries SET {GIVE_BACK} \

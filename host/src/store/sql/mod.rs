@@ -471,6 +471,10 @@ impl Store for SqlStore {
         dispatch::release(&mut *self.writer.acquire().await?, owner, delivery_ids).await
     }
 
+    async fn defer(&self, owner: &str, deferrals: &[(String, Millis)]) -> StoreResult<()> {
+        dispatch::defer(&mut *self.writer.acquire().await?, owner, deferrals).await
+    }
+
     async fn release_foreign_leases(&self, owner: &str) -> StoreResult<u64> {
         dispatch::release_foreign_leases(&mut *self.writer.acquire().await?, owner).await
     }
