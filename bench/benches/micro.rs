@@ -44,6 +44,7 @@ fn endpoint(i: usize, event_type: &str, filter: Option<&str>) -> Endpoint {
         headers: BTreeMap::new(),
         retry_schedule_ms: None,
         max_attempts: None,
+        rate_limit: None,
         signature_scheme: SignatureScheme::Standard,
         metadata: BTreeMap::new(),
         plugins: Default::default(),

@@ -176,6 +176,8 @@ pub struct Endpoint {
     pub retry_schedule_ms: Option<Vec<i64>>,
     /// Total attempts (first one included), overriding `schedule.len() + 1`.
     pub max_attempts: Option<i64>,
+    /// The most requests per second this node sends the endpoint; `None` for no limit.
+    pub rate_limit: Option<i64>,
     pub signature_scheme: SignatureScheme,
     pub metadata: BTreeMap<String, String>,
     pub subscriptions: Vec<Subscription>,

@@ -197,6 +197,7 @@ mod tests {
             headers: BTreeMap::new(),
             retry_schedule_ms: None,
             max_attempts: None,
+            rate_limit: None,
             signature_scheme: SignatureScheme::Standard,
             metadata: BTreeMap::new(),
             plugins: Default::default(),

@@ -715,3 +715,45 @@ async fn a_private_ca_is_trusted_only_when_configured() {
     api.wait_status(&delivery_id, "succeeded", WAIT).await;
     assert_eq!(receiver.count(), 1);
 }
+
+/// 18. An endpoint's rate limit spaces its requests out. Sixty events published at once reach an endpoint limited
+/// to 20 per second over three seconds, no second seeing more than the limit and its burst (2), each in one
+/// attempt: waiting for a turn is not an attempt. An endpoint without a limit is not held back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_spaces_requests_and_counts_no_attempt() {
+    const EVENTS: usize = 60;
+    let (_server, api) = setup().await;
+    let limited = Receiver::start().await;
+    let unlimited = Receiver::start().await;
+    let (limited_id, _) = endpoint_to(&api, &limited, json!({ "rate_limit": 20 })).await;
+    endpoint_to(&api, &unlimited, json!({})).await;
+    let events: Vec<Value> = (0..EVENTS).map(|n| json!({ "type": "order.created", "data": { "n": n } })).collect();
+    api.expect(Method::POST, "/api/v1/events/batch", Some(json!({ "events": events })), 202).await;
+
+    let requests = limited.wait_for_requests(EVENTS, WAIT).await;
+    let ids: BTreeSet<_> = requests.iter().filter_map(|r| r.header("webhook-id")).collect();
+    assert_eq!(ids.len(), EVENTS, "each event once");
+    let mut times: Vec<Instant> = requests.iter().map(|r| r.received_at).collect();
+    times.sort();
+    let span = times[EVENTS - 1] - times[0];
+    // Two at once, then one every 50 ms: 2.9 s. A little less may show, as requests travel for different times.
+    assert!(span >= Duration::from_millis(2_700), "{EVENTS} requests within {span:?}");
+    let busiest_second = times
+        .iter()
+        .map(|&start| times.iter().filter(|&&t| t >= start && t < start + Duration::from_secs(1)).count())
+        .max();
+    assert!(busiest_second <= Some(20 + 2), "{busiest_second:?} requests within one second");
+
+    let unlimited_requests = unlimited.wait_for_requests(EVENTS, WAIT).await;
+    let last_unlimited = unlimited_requests.iter().map(|r| r.received_at).max().expect("requests");
+    assert!(last_unlimited < times[EVENTS / 2], "the endpoint without a limit waited for the limited one");
+
+    let listed = api.get(&format!("/api/v1/deliveries?endpoint_id={limited_id}&limit=100")).await;
+    let deliveries = listed["data"].as_array().expect("a page of deliveries");
+    assert_eq!(deliveries.len(), EVENTS);
+    for delivery in deliveries {
+        // The last requests may have arrived before their attempts were recorded.
+        let delivery = api.wait_final(str_field(delivery, "id"), WAIT).await;
+        assert_eq!((delivery["status"].as_str(), attempts(&delivery)), (Some("succeeded"), 1), "{delivery:#}");
+    }
+}

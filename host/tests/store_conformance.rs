@@ -131,6 +131,7 @@ fn endpoint_of(tenant: &Tenant) -> Endpoint {
         headers: BTreeMap::from([("X-Team".into(), "payments".into())]),
         retry_schedule_ms: Some(vec![1_000, MINUTE]),
         max_attempts: Some(3),
+        rate_limit: Some(40),
         signature_scheme: SignatureScheme::Standard,
         metadata: BTreeMap::from([("owner".into(), "ops".into())]),
         plugins: Default::default(),
@@ -371,6 +372,7 @@ async fn endpoint_create_get_update_and_status(store: &dyn Store, _url: &str) {
     let plain = Endpoint {
         retry_schedule_ms: None,
         max_attempts: None,
+        rate_limit: None,
         headers: BTreeMap::new(),
         metadata: BTreeMap::new(),
         plugins: Default::default(),
@@ -402,6 +404,7 @@ async fn endpoint_create_get_update_and_status(store: &dyn Store, _url: &str) {
         headers: BTreeMap::from([("Authorization".into(), "Bearer x".into())]),
         retry_schedule_ms: None,
         max_attempts: Some(7),
+        rate_limit: Some(25),
         signature_scheme: SignatureScheme::Stripe,
         metadata: BTreeMap::new(),
         plugins: Default::default(),

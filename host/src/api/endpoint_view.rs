@@ -35,6 +35,9 @@ pub struct CreateEndpoint {
     pub headers: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub retry: Option<RetryBody>,
+    /// Requests per second, at most; absent or `null` for no limit.
+    #[serde(default)]
+    pub rate_limit: Option<i64>,
     #[serde(default)]
     pub signature_scheme: Option<SignatureScheme>,
     #[serde(default)]
@@ -89,6 +92,8 @@ pub struct UpdateEndpoint {
     pub headers: Option<Option<BTreeMap<String, String>>>,
     #[serde(default, deserialize_with = "present")]
     pub retry: Option<Option<RetryBody>>,
+    #[serde(default, deserialize_with = "present")]
+    pub rate_limit: Option<Option<i64>>,
     #[serde(default, deserialize_with = "present")]
     pub signature_scheme: Option<Option<SignatureScheme>>,
     #[serde(default, deserialize_with = "present")]
@@ -196,6 +201,7 @@ pub struct EndpointView {
     timeout_secs: i64,
     headers: BTreeMap<String, String>,
     retry: Option<RetryView>,
+    rate_limit: Option<i64>,
     signature_scheme: SignatureScheme,
     metadata: BTreeMap<String, String>,
     subscriptions: Vec<Subscription>,
@@ -230,6 +236,7 @@ impl EndpointView {
             timeout_secs: e.timeout_ms / 1000,
             headers: shown_headers(e.headers),
             retry,
+            rate_limit: e.rate_limit,
             signature_scheme: e.signature_scheme,
             metadata: e.metadata,
             subscriptions: e.subscriptions,

@@ -77,6 +77,7 @@ async fn create(
         Some(retry) => validate::retry(&retry.schedule, retry.max_attempts).map(|(s, m)| (Some(s), m))?,
         None => (None, None),
     };
+    let rate_limit = body.rate_limit.map(validate::rate_limit).transpose()?;
     let metadata = body.metadata.unwrap_or_default();
     validate::metadata(&metadata)?;
     let subscriptions =
@@ -98,6 +99,7 @@ async fn create(
         headers,
         retry_schedule_ms,
         max_attempts,
+        rate_limit,
         signature_scheme: body.signature_scheme.unwrap_or(SignatureScheme::Standard),
         metadata,
         subscriptions,
@@ -183,6 +185,11 @@ async fn update(
             None => (None, None),
         };
         changed.push("retry");
+    }
+    // `null` lifts the limit.
+    if let Some(limit) = body.rate_limit {
+        endpoint.rate_limit = limit.map(validate::rate_limit).transpose()?;
+        changed.push("rate_limit");
     }
     if let Some(scheme) = not_null("signature_scheme", body.signature_scheme)? {
         endpoint.signature_scheme = scheme;

@@ -155,6 +155,19 @@ pub fn metadata(metadata: &BTreeMap<String, String>) -> ApiResult<()> {
     Ok(())
 }
 
+/// The most requests per second an endpoint may be sent: enough for any receiver that needs a limit at all.
+pub const MAX_RATE_LIMIT: i64 = 10_000;
+
+pub fn rate_limit(per_second: i64) -> ApiResult<i64> {
+    if !(1..=MAX_RATE_LIMIT).contains(&per_second) {
+        return Err(ApiError::invalid(
+            "rate_limit",
+            format!("must be between 1 and {MAX_RATE_LIMIT} requests per second, or null for no limit"),
+        ));
+    }
+    Ok(per_second)
+}
+
 pub fn timeout_secs(secs: i64) -> ApiResult<i64> {
     if !TIMEOUT_SECS.contains(&secs) {
         return Err(ApiError::invalid("timeout_secs", "must be between 1 and 300"));
@@ -364,6 +377,9 @@ mod tests {
     #[test]
     fn scalar_rules() {
         assert_eq!(timeout_secs(10).unwrap(), 10_000);
+        assert_eq!((rate_limit(1).unwrap(), rate_limit(MAX_RATE_LIMIT).unwrap()), (1, MAX_RATE_LIMIT));
+        assert_eq!(field(rate_limit(0)), "rate_limit");
+        assert_eq!(field(rate_limit(MAX_RATE_LIMIT + 1)), "rate_limit");
         assert_eq!(field(timeout_secs(0)), "timeout_secs");
         assert_eq!(field(timeout_secs(301)), "timeout_secs");
         assert_eq!(field(name("name", "  ")), "name");

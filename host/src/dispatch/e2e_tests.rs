@@ -56,6 +56,7 @@ impl World {
             headers: BTreeMap::new(),
             retry_schedule_ms: Some(vec![200]),
             max_attempts: Some(max_attempts),
+            rate_limit: None,
             signature_scheme: SignatureScheme::Standard,
             metadata: BTreeMap::new(),
             plugins: Default::default(),

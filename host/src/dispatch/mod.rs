@@ -12,13 +12,16 @@
 //!
 //! - `attempt`: one delivery attempt (plugins, secrets, request, classification);
 //! - `send`: the HTTP client and request/response handling;
-//! - `outcome`: pure classification of an answer and the delivery's next state.
+//! - `outcome`: pure classification of an answer and the delivery's next state;
+//! - `throttle`: endpoints' rate limits.
 
 mod attempt;
 pub mod outcome;
 pub mod send;
+mod throttle;
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +32,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::attempt::Worker;
+use self::throttle::{Throttle, Turn};
 use crate::config::Config;
 use crate::model::{now_millis, Millis};
 use crate::plugin::PluginRegistry;
@@ -179,11 +183,16 @@ fn lease_until(now: Millis, lease: Duration) -> Millis {
     now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Attempt tasks and the delivery each one holds a lease on, so leftovers can be released at shutdown.
+/// Attempt tasks and the delivery each one holds a lease on, so leftovers can be released at shutdown; and
+/// deliveries of rate-limited endpoints put off until their turn, whose leases are still ours until they are
+/// given back (see [`Dispatcher::give_back_put_off`]).
 #[derive(Default)]
 struct InFlight {
     tasks: JoinSet<()>,
     deliveries: HashMap<Id, String>,
+    throttle: Throttle,
+    /// `(delivery id, due at)`.
+    put_off: Vec<(String, Millis)>,
 }
 
 impl InFlight {
@@ -314,7 +323,14 @@ impl Dispatcher {
             }
             tokio::select! {
                 _ = stop.cancelled() => break,
-                Some((job, slot)) = self.handed.recv() => self.spawn(job, slot, &mut in_flight),
+                Some((job, slot)) = self.handed.recv() => {
+                    self.spawn(job, slot, &mut in_flight);
+                    // One commit hands over many; take them all so those put off go back in one transaction.
+                    while let Ok((job, slot)) = self.handed.try_recv() {
+                        self.spawn(job, slot, &mut in_flight);
+                    }
+                    self.give_back_put_off(&mut in_flight).await;
+                }
                 Some(joined) = in_flight.tasks.join_next_with_id(), if !in_flight.tasks.is_empty() => {
                     in_flight.finished(joined);
                 }
@@ -326,7 +342,19 @@ impl Dispatcher {
         self.shutdown(in_flight).await;
     }
 
+    /// Starts the attempt of a leased delivery, or puts it off if its endpoint's rate limit says so.
     fn spawn(&self, job: DispatchJob, slot: OwnedSemaphorePermit, in_flight: &mut InFlight) {
+        let limit = job.endpoint.rate_limit.and_then(|limit| NonZeroU32::new(u32::try_from(limit).ok()?));
+        if let Some(per_second) = limit {
+            if let Turn::After(wait) = in_flight.throttle.turn(&job.endpoint.id, per_second) {
+                // Rounded up, and a millisecond more for the clock's own rounding down, so the delivery is not
+                // claimed again a moment before its turn and put off anew.
+                let wait_ms = i64::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(i64::MAX).saturating_add(1);
+                let due_at = now_millis().saturating_add(wait_ms);
+                in_flight.put_off.push((job.delivery.id, due_at));
+                return;
+            }
+        }
         let delivery_id = job.delivery.id.clone();
         let task = in_flight.tasks.spawn(self.worker.clone().attempt(job, slot));
         in_flight.deliveries.insert(task.id(), delivery_id);
@@ -351,7 +379,26 @@ impl Dispatcher {
         if !surplus.is_empty() {
             worker.store.release(&worker.node_id, &surplus).await?;
         }
+        self.give_back_put_off(in_flight).await;
         Ok(claimed.min(free))
+    }
+
+    /// Gives the deliveries put off for their endpoint's rate limit back to the store, due at their turn, and
+    /// makes sure the loop looks for them then.
+    async fn give_back_put_off(&self, in_flight: &mut InFlight) {
+        if in_flight.put_off.is_empty() {
+            return;
+        }
+        let put_off = std::mem::take(&mut in_flight.put_off);
+        match self.worker.store.defer(&self.worker.node_id, &put_off).await {
+            Ok(()) => {
+                let first_due = put_off.iter().map(|&(_, due_at)| due_at).min().unwrap_or(NO_RETRY);
+                self.retries.earliest.fetch_min(first_due, Ordering::AcqRel);
+            }
+            // Still leased to us: they are claimed again when the leases expire, later than their turn but never lost.
+            Err(e) => tracing::error!(error = %e, count = put_off.len(),
+                "could not give back deliveries put off for their endpoint's rate limit; they will wait for their leases to expire"),
+        }
     }
 
     /// How long to sleep when nothing is due: until the next scheduled attempt, at most `poll_interval`.

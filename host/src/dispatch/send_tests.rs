@@ -31,6 +31,7 @@ fn endpoint(url: &str, headers: &[(&str, &str)]) -> Endpoint {
         headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         retry_schedule_ms: None,
         max_attempts: None,
+        rate_limit: None,
         signature_scheme: SignatureScheme::Standard,
         metadata: BTreeMap::new(),
         plugins: Default::default(),

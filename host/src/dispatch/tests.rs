@@ -100,6 +100,7 @@ fn job(n: usize, url: &str, schedule: Option<Vec<i64>>, max_attempts: Option<i64
         headers: BTreeMap::new(),
         retry_schedule_ms: schedule,
         max_attempts,
+        rate_limit: None,
         signature_scheme: SignatureScheme::Standard,
         metadata: BTreeMap::new(),
         plugins: Default::default(),
@@ -227,6 +228,36 @@ async fn failed_attempt_is_retried_per_schedule_then_succeeds() {
         assert!(signing::verify_standard(SECRET, "evt_1", timestamp, body, &get("webhook-signature")));
         assert!(body.starts_with(br#"{"id":"evt_1","type":"payment.succeeded""#));
     }
+}
+
+#[tokio::test]
+async fn a_rate_limited_backlog_waits_its_turns_without_attempts() {
+    let receiver = Receiver::default();
+    let url = receiver.serve().await;
+    let limited = |n| {
+        let mut job = job(n, &url, None, None);
+        let mut endpoint = job.endpoint.endpoint.clone();
+        endpoint.rate_limit = Some(10);
+        job.endpoint = Arc::new(endpoint.into());
+        job
+    };
+    let store = store((1..=5).map(limited).collect(), |_| {});
+    let running = start(&store, settings());
+    eventually("five attempts", || store.outcomes().len() == 5).await;
+    running.stop().await;
+
+    assert_eq!(store.outcomes(), ["succeeded"; 5]);
+    assert_eq!(receiver.hits(), 5);
+    let state = store.state.lock().unwrap();
+    assert!(state.recorded.iter().all(|o| o.attempt.attempt_number == 1), "waiting for a turn is no attempt");
+    // 10 per second, bursts of 2: two at once, three put off 100 ms apart, each once.
+    assert_eq!(state.deferred.len(), 3, "{:?}", state.deferred);
+    let turns: Vec<_> = state.deferred.iter().map(|&(_, due_at)| due_at).collect();
+    assert!(turns.windows(2).all(|pair| (99..=101).contains(&(pair[1] - pair[0]))), "{turns:?}");
+    let mut started: Vec<_> = state.recorded.iter().map(|o| o.attempt.started_at).collect();
+    started.sort();
+    assert!(started[2..].windows(2).all(|pair| pair[1] - pair[0] >= 90), "sent at {started:?}");
+    assert!(started[2] - started[0] >= 95, "sent at {started:?}");
 }
 
 #[tokio::test]

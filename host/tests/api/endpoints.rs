@@ -26,6 +26,7 @@ async fn create_applies_defaults_and_shows_the_secret_once() {
     assert_eq!(ep["timeout_secs"], 10);
     assert_eq!(ep["headers"], json!({}));
     assert!(ep["retry"].is_null());
+    assert!(ep["rate_limit"].is_null(), "no limit unless one is set");
     assert_eq!(ep["signature_scheme"], "standard");
     assert_eq!(ep["metadata"], json!({}));
     assert_eq!(ep["subscriptions"], json!([{ "event_type": "*" }]));
@@ -60,6 +61,7 @@ async fn create_keeps_every_given_field() {
         "url": "https://example.com/hooks?team=billing",
         "description": "Billing",
         "timeout_secs": 30,
+        "rate_limit": 25,
         "headers": { "X-Team": "billing" },
         "retry": { "schedule": ["30s", "5m", "90m"], "max_attempts": 6 },
         "signature_scheme": "stripe",
@@ -68,7 +70,9 @@ async fn create_keeps_every_given_field() {
     });
     let created = alice.post("/api/v1/endpoints", body.clone()).await.expect_status(201);
     let ep = &created.json;
-    for field in ["url", "description", "timeout_secs", "headers", "signature_scheme", "metadata", "subscriptions"] {
+    for field in
+        ["url", "description", "timeout_secs", "rate_limit", "headers", "signature_scheme", "metadata", "subscriptions"]
+    {
         assert_eq!(ep[field], body[field], "{field}");
     }
     assert_eq!(ep["retry"], json!({ "schedule": ["30s", "5m", "1h 30m"], "max_attempts": 6 }));
@@ -95,6 +99,10 @@ async fn every_validation_rule_names_its_field() {
         (json!({ "timeout_secs": 0 }), "timeout_secs"),
         (json!({ "timeout_secs": 301 }), "timeout_secs"),
         (json!({ "timeout_secs": "10" }), "timeout_secs"),
+        (json!({ "rate_limit": 0 }), "rate_limit"),
+        (json!({ "rate_limit": 10_001 }), "rate_limit"),
+        (json!({ "rate_limit": 2.5 }), "rate_limit"),
+        (json!({ "rate_limit": "10" }), "rate_limit"),
         (json!({ "headers": { "Content-Type": "text/plain" } }), "headers.Content-Type"),
         (json!({ "headers": { "webhook-id": "x" } }), "headers.webhook-id"),
         (json!({ "headers": { "Switchyard-Tenant": "x" } }), "headers.Switchyard-Tenant"),
@@ -220,14 +228,20 @@ async fn patch_changes_only_what_it_names() {
     assert_eq!(patched.json["headers"], json!({ "X-A": "1" }));
     assert!(patched.json.get("secret").is_none());
 
-    let cleared = alice.patch(&path, json!({ "retry": null })).await.expect_status(200);
+    let limited = alice.patch(&path, json!({ "rate_limit": 5 })).await.expect_status(200);
+    assert_eq!(limited.json["rate_limit"], 5);
+    assert_eq!(limited.json["description"], "new");
+
+    let cleared = alice.patch(&path, json!({ "retry": null, "rate_limit": null })).await.expect_status(200);
     assert!(cleared.json["retry"].is_null());
+    assert!(cleared.json["rate_limit"].is_null(), "null lifts the limit");
     let unchanged = alice.patch(&path, json!({})).await.expect_status(200);
     assert_eq!(unchanged.json, cleared.json);
 
     alice.patch(&path, json!({ "url": null })).await.expect_invalid("url");
     alice.patch(&path, json!({ "url": "ftp://x/" })).await.expect_invalid("url");
     alice.patch(&path, json!({ "timeout_secs": 0 })).await.expect_invalid("timeout_secs");
+    alice.patch(&path, json!({ "rate_limit": 0 })).await.expect_invalid("rate_limit");
     alice.patch(&path, json!({ "headers": { "Host": "x" } })).await.expect_invalid("headers.Host");
     alice.patch(&path, json!({ "retry": { "schedule": ["x"] } })).await.expect_invalid("retry.schedule[0]");
     alice.patch(&path, json!({ "subscriptions": [{ "event_type": "*" }] })).await.expect_invalid("subscriptions");

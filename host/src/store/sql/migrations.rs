@@ -27,6 +27,7 @@ const SQLITE: &[EmbeddedMigration] = &[
         "in flight out of status index",
         include_str!("../../../../migrations/sqlite/0005_in_flight_out_of_status_index.sql"),
     ),
+    (6, "endpoint rate limit", include_str!("../../../../migrations/sqlite/0006_endpoint_rate_limit.sql")),
 ];
 const POSTGRES: &[EmbeddedMigration] = &[
     (1, "core", include_str!("../../../../migrations/postgres/0001_core.sql")),
@@ -38,6 +39,7 @@ const POSTGRES: &[EmbeddedMigration] = &[
         "in flight out of status index",
         include_str!("../../../../migrations/postgres/0005_in_flight_out_of_status_index.sql"),
     ),
+    (6, "endpoint rate limit", include_str!("../../../../migrations/postgres/0006_endpoint_rate_limit.sql")),
 ];
 
 #[derive(Debug)]

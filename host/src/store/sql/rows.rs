@@ -18,7 +18,7 @@ use crate::store::{StatusBefore, StoreError, StoreResult};
 pub(super) const TENANT_COLUMNS: &str = "id, name, created_at";
 pub(super) const API_KEY_COLUMNS: &str = "id, tenant_id, name, prefix, key_hash, created_at, revoked_at";
 pub(super) const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, status, status_reason, timeout_ms, \
-    headers, retry_schedule_ms, max_attempts, signature_scheme, metadata, plugins, created_at, updated_at";
+    headers, retry_schedule_ms, max_attempts, signature_scheme, metadata, plugins, rate_limit, created_at, updated_at";
 pub(super) const SUBSCRIPTION_COLUMNS: &str = "endpoint_id, event_type, filter";
 pub(super) const SECRET_COLUMNS: &str =
     "id, endpoint_id, tenant_id, version, status, ciphertext, hint, created_at, expires_at";
@@ -66,6 +66,7 @@ pub(super) fn endpoint(row: &AnyRow, subscriptions: Vec<Subscription>) -> StoreR
         headers: json::<BTreeMap<String, String>>(row, "headers")?,
         retry_schedule_ms: retry_schedule_ms.map(|text| from_json("retry_schedule_ms", &text)).transpose()?,
         max_attempts: row.try_get("max_attempts")?,
+        rate_limit: row.try_get("rate_limit")?,
         signature_scheme: parse(row, "signature_scheme")?,
         metadata: json::<BTreeMap<String, String>>(row, "metadata")?,
         subscriptions,
