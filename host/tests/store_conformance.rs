@@ -94,6 +94,7 @@ conformance! {
     requeue_dead_by_ids_and_by_filter,
     requeue_by_filter_goes_through_every_chunk,
     an_event_is_sent_to_one_endpoint_once,
+    missed_events_are_found_and_sent_in_a_batch,
     next_due_at_follows_waiting_deliveries_and_leases,
     audit_log_appends_and_pages,
     database_refuses_to_change_history,
@@ -1523,6 +1524,76 @@ async fn requeue_by_filter_goes_through_every_chunk(store: &dyn Store, _url: &st
     assert_eq!(delivery(store, &tenant, &old[1].deliveries[0].id).await.status, DeliveryStatus::Pending);
     let everything = RequeueSelector::Matching(DeliveryFilter::default());
     assert_eq!(store.requeue_dead(&tenant.id, &everything, T0 + 3_000, Resend::SameRequest).await.unwrap(), 2);
+}
+
+/// Replaying what an endpoint missed: the events in a window with no delivery to it, oldest first and a page at
+/// a time, then one delivery each, never a second one, nor one across tenants or to an unknown endpoint.
+async fn missed_events_are_found_and_sent_in_a_batch(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let subscribed = add_endpoint(store, &tenant).await;
+    let missing = add_endpoint(store, &tenant).await;
+    let before = publish(store, &tenant, "a.created", &[&subscribed], T0).await;
+    let missed: Vec<NewEvent> = [("a.created", 10), ("a.updated", 20), ("a.created", 30)]
+        .iter()
+        .map(|&(event_type, at)| fan_out(event_of(&tenant, event_type, T0 + at), &[&subscribed]))
+        .collect();
+    store.publish(&missed).await.unwrap();
+    let both = publish(store, &tenant, "a.created", &[&subscribed, &missing], T0 + 40).await;
+    let theirs = publish(store, &other, "a.created", &[], T0 + 50).await;
+    let ids = |events: Vec<Event>| events.into_iter().map(|event| event.id).collect::<Vec<_>>();
+    let missed_ids: Vec<String> = missed.iter().map(|new| new.event.id.clone()).collect();
+
+    let window = EventFilter { since: Some(T0 + 10), until: Some(T0 + 100), ..Default::default() };
+    let found = store.events_missed_by(&tenant.id, &missing.id, &window, &page(10)).await.unwrap();
+    let shown = |event: &Event| {
+        (
+            event.id.clone(),
+            event.tenant_id.clone(),
+            event.event_type.clone(),
+            event.data.get().to_string(),
+            event.received_at,
+        )
+    };
+    assert_eq!(shown(&found[0]), shown(&missed[0].event), "whole events");
+    assert_eq!(ids(found), missed_ids, "oldest first, not `before` (earlier), `both` or another tenant's");
+    let first_two = store.events_missed_by(&tenant.id, &missing.id, &window, &page(2)).await.unwrap();
+    let rest_page = Page { cursor: Some(missed_ids[1].clone()), limit: 2 };
+    let rest = store.events_missed_by(&tenant.id, &missing.id, &window, &rest_page).await.unwrap();
+    assert_eq!([ids(first_two), ids(rest)], [missed_ids[..2].to_vec(), missed_ids[2..].to_vec()]);
+    let updates = EventFilter { event_type: Some("a.updated".into()), ..window.clone() };
+    let found = store.events_missed_by(&tenant.id, &missing.id, &updates, &page(10)).await.unwrap();
+    assert_eq!(ids(found), [missed_ids[1].clone()]);
+    let found = store.events_missed_by(&tenant.id, &subscribed.id, &window, &page(10)).await.unwrap();
+    assert!(found.is_empty(), "the subscribed endpoint missed nothing");
+
+    let chosen = vec![missed_ids[0].clone(), missed_ids[2].clone(), both.event.id.clone(), theirs.event.id.clone()];
+    assert_eq!(store.send_events_to(&tenant.id, &missing.id, &chosen, T0 + 500).await.unwrap(), Some(2));
+    assert_eq!(store.send_events_to(&tenant.id, &missing.id, &chosen, T0 + 600).await.unwrap(), Some(0), "once");
+    assert_eq!(store.send_events_to(&tenant.id, "ep_missing", &chosen, T0 + 600).await.unwrap(), None);
+    assert_eq!(
+        store.send_events_to(&other.id, &missing.id, std::slice::from_ref(&theirs.event.id), T0).await.unwrap(),
+        None
+    );
+    let found = store.events_missed_by(&tenant.id, &missing.id, &window, &page(10)).await.unwrap();
+    assert_eq!(ids(found), [missed_ids[1].clone()]);
+
+    let jobs = claim(store, "node", T0 + 500).await;
+    let sent: Vec<_> = jobs.iter().filter(|job| job.endpoint.id == missing.id).collect();
+    let mut sent_events: Vec<&str> = sent.iter().map(|job| job.event.id.as_str()).collect();
+    sent_events.sort();
+    let mut expected = vec![missed_ids[0].as_str(), missed_ids[2].as_str(), both.event.id.as_str()];
+    expected.sort();
+    assert_eq!(sent_events, expected, "pending and due at `at`, with the fan-out's own delivery of `both`");
+    for job in sent.iter().filter(|job| job.event.id != both.event.id) {
+        let delivery = &job.delivery;
+        assert_eq!(
+            (delivery.attempts, delivery.created_at, delivery.tenant_id.as_str()),
+            (0, T0 + 500, tenant.id.as_str())
+        );
+        assert_eq!(delivery.event_type, "a.created");
+    }
+    assert_eq!(before.deliveries.len(), 1);
 }
 
 /// An operator sends a stored event to an endpoint it did not fan out to: one new delivery, pending and claimable,

@@ -279,6 +279,12 @@ impl Store for FakeStore {
     async fn send_event_to(&self, _: &str, _: &str, _: &str, _: &str, _: Millis) -> StoreResult<SentTo> {
         unused()
     }
+    async fn events_missed_by(&self, _: &str, _: &str, _: &EventFilter, _: &Page) -> StoreResult<Vec<Event>> {
+        unused()
+    }
+    async fn send_events_to(&self, _: &str, _: &str, _: &[String], _: Millis) -> StoreResult<Option<u64>> {
+        unused()
+    }
     async fn requeue_dead(&self, _: &str, _: &RequeueSelector, _: Millis, _: Resend) -> StoreResult<u64> {
         unused()
     }

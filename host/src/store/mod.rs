@@ -400,6 +400,25 @@ pub trait Store: Send + Sync + 'static {
         delivery_id: &str,
         at: Millis,
     ) -> StoreResult<SentTo>;
+    /// Events received in `filter`'s window (and of its type, if it names one) that have no delivery to
+    /// `endpoint_id`, oldest first, after `page.cursor`: what replaying the events an endpoint missed walks
+    /// through, a page at a time.
+    async fn events_missed_by(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+        filter: &EventFilter,
+        page: &Page,
+    ) -> StoreResult<Vec<Event>>;
+    /// A delivery to `endpoint_id`, due at `at`, for each of `event_ids` (a few thousand at most: one
+    /// transaction) that has none yet. Returns how many were created; `None` if the tenant has no such endpoint.
+    async fn send_events_to(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+        event_ids: &[String],
+        at: Millis,
+    ) -> StoreResult<Option<u64>>;
     /// Moves dead deliveries back to pending (schedule restarted); returns how many moved.
     async fn requeue_dead(
         &self,

@@ -5,7 +5,7 @@ use sqlx::{AnyConnection, AnyPool, Connection, Row};
 use super::query::{Order, SqlBuilder, MAX_LIST};
 use super::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
 use super::Dialect;
-use crate::model::{Attempt, Delivery, DeliveryStatus, Millis};
+use crate::model::{new_id, Attempt, Delivery, DeliveryStatus, Millis};
 use crate::store::{DeliveryFilter, Resend, SentTo, StoreResult};
 
 /// The condition of the `deliveries_tenant_status` index, repeated by queries on the statuses it holds so that
@@ -111,6 +111,24 @@ pub(super) async fn retry_delivery(
     row.as_ref().map(rows::delivery).transpose()
 }
 
+/// Locks an endpoint that deliveries are about to be created for, until the transaction commits: a delete of
+/// the endpoint waits (and then dead-letters them with the rest), and a second send of the same events to it
+/// waits, then finds them. Publishes, which only share the row, go on. False if the tenant has no such endpoint.
+async fn lock_to_send(
+    connection: &mut AnyConnection,
+    dialect: Dialect,
+    tenant_id: &str,
+    endpoint_id: &str,
+) -> StoreResult<bool> {
+    let endpoint =
+        sqlx::query(&format!("SELECT id FROM endpoints WHERE tenant_id = $1 AND id = $2{}", dialect.row_lock_clause()))
+            .bind(tenant_id)
+            .bind(endpoint_id)
+            .fetch_optional(&mut *connection)
+            .await?;
+    Ok(endpoint.is_some())
+}
+
 pub(super) async fn send_event_to(
     connection: &mut AnyConnection,
     dialect: Dialect,
@@ -122,17 +140,7 @@ pub(super) async fn send_event_to(
 ) -> StoreResult<SentTo> {
     let mut tx = connection.begin().await?;
     let sent = async {
-        // Locked until this commits: a delete of the endpoint waits (and then dead-letters this delivery with the
-        // rest), and a second send of the event to it waits, then finds this one.
-        let endpoint = sqlx::query(&format!(
-            "SELECT id FROM endpoints WHERE tenant_id = $1 AND id = $2{}",
-            dialect.row_lock_clause()
-        ))
-        .bind(tenant_id)
-        .bind(endpoint_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if endpoint.is_none() {
+        if !lock_to_send(&mut tx, dialect, tenant_id, endpoint_id).await? {
             return Ok(SentTo::NoEndpoint);
         }
         let existing = sqlx::query(
@@ -176,6 +184,40 @@ pub(super) async fn send_event_to(
             other
         }
     }
+}
+
+pub(super) async fn send_events_to(
+    connection: &mut AnyConnection,
+    dialect: Dialect,
+    tenant_id: &str,
+    endpoint_id: &str,
+    event_ids: &[String],
+    at: Millis,
+) -> StoreResult<Option<u64>> {
+    let mut tx = connection.begin().await?;
+    if !lock_to_send(&mut tx, dialect, tenant_id, endpoint_id).await? {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    let insert = "INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, event_type, status, attempts, \
+        schedule_offset, next_attempt_at, created_at, updated_at) \
+        SELECT $1, tenant_id, id, $4, event_type, 'pending', 0, 0, $5, $5, $5 FROM events \
+        WHERE tenant_id = $2 AND id = $3 \
+        AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.event_id = $3 AND d.endpoint_id = $4)";
+    let mut created = 0;
+    for event_id in event_ids {
+        let inserted = sqlx::query(insert)
+            .bind(new_id("dlv"))
+            .bind(tenant_id)
+            .bind(event_id)
+            .bind(endpoint_id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        created += inserted.rows_affected();
+    }
+    tx.commit().await?;
+    Ok(Some(created))
 }
 
 /// Requeues the dead letters among `ids` (at most a few thousand: one transaction).

@@ -372,6 +372,26 @@ pub(super) async fn list_events(
     rows::all(&sql.query().fetch_all(pool).await?, rows::event)
 }
 
+pub(super) async fn events_missed_by(
+    pool: &AnyPool,
+    tenant_id: &str,
+    endpoint_id: &str,
+    filter: &EventFilter,
+    page: &Page,
+) -> StoreResult<Vec<Event>> {
+    let mut sql = SqlBuilder::new(format!("SELECT {EVENT_COLUMNS} FROM events"));
+    sql.compare("tenant_id", "=", tenant_id)
+        .compare_if("event_type", "=", filter.event_type.as_deref())
+        .compare_if("received_at", ">=", filter.since)
+        .compare_if("received_at", "<", filter.until);
+    sql.condition()
+        .push("NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.event_id = events.id AND d.endpoint_id = ")
+        .push_bind(endpoint_id)
+        .push(")");
+    sql.keyset_page("id", Order::Ascending, page);
+    rows::all(&sql.query().fetch_all(pool).await?, rows::event)
+}
+
 /// Events by id, in any order; used to complete claimed deliveries.
 pub(super) async fn events_by_id(connection: &mut AnyConnection, ids: &[String]) -> StoreResult<Vec<Event>> {
     let mut found = Vec::with_capacity(ids.len());

@@ -362,6 +362,27 @@ impl Store for SqlStore {
         deliveries::send_event_to(&mut writer, self.dialect, tenant_id, event_id, endpoint_id, delivery_id, at).await
     }
 
+    async fn events_missed_by(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+        filter: &EventFilter,
+        page: &Page,
+    ) -> StoreResult<Vec<Event>> {
+        events::events_missed_by(&self.reader, tenant_id, endpoint_id, filter, page).await
+    }
+
+    async fn send_events_to(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+        event_ids: &[String],
+        at: Millis,
+    ) -> StoreResult<Option<u64>> {
+        let mut writer = self.writer.acquire().await?;
+        deliveries::send_events_to(&mut writer, self.dialect, tenant_id, endpoint_id, event_ids, at).await
+    }
+
     async fn requeue_dead(
         &self,
         tenant_id: &str,
