@@ -757,3 +757,54 @@ async fn a_rate_limit_spaces_requests_and_counts_no_attempt() {
         assert_eq!((delivery["status"].as_str(), attempts(&delivery)), (Some("succeeded"), 1), "{delivery:#}");
     }
 }
+
+/// 19. What an endpoint missed while paused is replayed in one request: the events published meanwhile that its
+/// subscriptions select (type and JSONPath filter), each once; not the others, and not twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_missed_while_paused_are_replayed_once() {
+    let (_server, api) = setup().await;
+    let receiver = Receiver::start().await;
+    let subscriptions = json!({ "subscriptions": [{ "event_type": "order.*", "filter": "$[?@.data.total > 10]" }] });
+    let (endpoint_id, _) = endpoint_to(&api, &receiver, subscriptions).await;
+    let endpoint_path = format!("/api/v1/endpoints/{endpoint_id}");
+    let (delivered, _) = publish(&api, "order.created", json!({ "total": 11 })).await;
+    receiver.wait_for_requests(1, WAIT).await;
+
+    api.expect(Method::POST, &format!("{endpoint_path}/pause"), Some(json!({})), 200).await;
+    let mut missed = Vec::new();
+    for (event_type, total) in
+        [("order.created", 20), ("order.created", 5), ("invoice.paid", 50), ("order.shipped", 30)]
+    {
+        let (event_id, deliveries) = publish(&api, event_type, json!({ "total": total })).await;
+        assert_eq!(deliveries, 0, "a paused endpoint gets no delivery");
+        missed.push(event_id);
+    }
+    api.expect(Method::POST, &format!("{endpoint_path}/activate"), Some(json!({})), 200).await;
+
+    let replay = format!("{endpoint_path}/replay-missing");
+    for (body, field) in [
+        (json!({}), "since"),
+        (json!({ "since": "yesterday" }), "since"),
+        (json!({ "since": "2030-01-01T00:00:00Z", "until": "2029-01-01T00:00:00Z" }), "until"),
+        (json!({ "since": "2000-01-01T00:00:00Z", "event_type": "Order Created" }), "event_type"),
+        (json!({ "since": "2000-01-01T00:00:00Z", "colour": "red" }), "colour"),
+    ] {
+        let refused = api.expect(Method::POST, &replay, Some(body), 400).await;
+        assert_eq!(refused["error"]["field"], field, "{refused}");
+    }
+    let everything = json!({ "since": "2000-01-01T00:00:00Z" });
+    api.expect(Method::POST, "/api/v1/endpoints/ep_unknown/replay-missing", Some(everything.clone()), 404).await;
+
+    let replayed = api.expect(Method::POST, &replay, Some(everything.clone()), 200).await;
+    assert_eq!(replayed, json!({ "created": 2 }));
+    let requests = receiver.wait_for_requests(3, WAIT).await;
+    let ids: BTreeSet<&str> = requests.iter().filter_map(|r| r.header("webhook-id")).collect();
+    assert_eq!(ids, BTreeSet::from([delivered.as_str(), missed[0].as_str(), missed[3].as_str()]));
+    assert_eq!(api.expect(Method::POST, &replay, Some(everything), 200).await, json!({ "created": 0 }));
+
+    let log = api.get("/api/v1/audit-log?action=endpoint.missed_replayed").await;
+    let created: Vec<&Value> =
+        log["data"].as_array().expect("audit entries").iter().map(|e| &e["details"]["created"]).collect();
+    assert_eq!(created, [&json!(0), &json!(2)], "newest first: {log:#}");
+    assert_eq!(receiver.count(), 3);
+}

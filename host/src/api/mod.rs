@@ -17,6 +17,7 @@ pub mod health;
 pub mod json;
 pub mod pagination;
 pub mod plugins;
+pub mod replay;
 pub mod simulate;
 pub mod tenants;
 pub mod validate;
@@ -45,7 +46,8 @@ pub fn router(state: AppState) -> Router {
         .merge(dead_letters::router())
         .merge(audit::router())
         .merge(plugins::router())
-        .merge(simulate::router());
+        .merge(simulate::router())
+        .merge(replay::router());
     // The span carries the method and the path only: never headers (Authorization) or bodies (payloads,
     // secrets), and not the query string.
     let trace = TraceLayer::new_for_http()

@@ -1,0 +1,113 @@
+//! `POST /endpoints/{id}/replay-missing`: deliveries of the stored events an endpoint has none of (published
+//! while it was paused or disabled, or before it subscribed to them) and that its subscriptions select now.
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::auth::Caller;
+use super::json::ApiJson;
+use super::pagination::time_field;
+use super::{audit, validate, PathId};
+use crate::error::{ApiError, ApiResult};
+use crate::model::{now_millis, rfc3339, Endpoint};
+use crate::routing::FilterCache;
+use crate::store::{EventFilter, Page, Store};
+use crate::AppState;
+
+/// Events read per page, and so the most deliveries created per transaction: a long outage's replay must not
+/// hold every tenant's publishes behind one transaction.
+const REPLAY_CHUNK: i64 = 1_000;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/endpoints/{id}/replay-missing", post(replay_missing))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayBody {
+    since: String,
+    /// Now if absent.
+    #[serde(default)]
+    until: Option<String>,
+    #[serde(default)]
+    event_type: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Replayed {
+    created: u64,
+}
+
+async fn replay_missing(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+    ApiJson(body): ApiJson<ReplayBody>,
+) -> ApiResult<Json<Replayed>> {
+    let since = time_field("since", &body.since)?;
+    let until = match &body.until {
+        Some(until) => time_field("until", until)?,
+        None => now_millis(),
+    };
+    if until <= since {
+        return Err(ApiError::invalid("until", "must be later than `since`"));
+    }
+    if let Some(event_type) = &body.event_type {
+        validate::event_type_filter("event_type", event_type)?;
+    }
+    let endpoint = state.store.get_endpoint(&caller.tenant_id, &id).await?.ok_or(ApiError::NotFound("endpoint"))?;
+    let window = EventFilter { event_type: body.event_type, since: Some(since), until: Some(until) };
+    // A task of its own, as a requeue by filter: it commits a chunk at a time, and a client that gives up must not
+    // stop it half-way with what it did missing from the audit log.
+    let replay = tokio::spawn(async move {
+        let created = replay(state.store.as_ref(), &endpoint, &window).await;
+        let mut details = json!({
+            "since": rfc3339(since),
+            "until": rfc3339(until),
+            "event_type": window.event_type,
+        });
+        // A failure part-way leaves the chunks before it sent: recorded as such, without a count.
+        let action = match &created {
+            Ok(count) => {
+                details["created"] = json!(count);
+                "endpoint.missed_replayed"
+            }
+            Err(_) => "endpoint.missed_replay_failed",
+        };
+        audit::record(&state, &caller, action, "endpoint", &endpoint.id, details).await;
+        if created.as_ref().is_ok_and(|count| *count > 0) {
+            state.dispatch_wakeup.notify_one();
+        }
+        created
+    });
+    let created = replay.await.map_err(ApiError::internal)??;
+    Ok(Json(Replayed { created }))
+}
+
+/// Walks the events in `window` that `endpoint` has no delivery of, oldest first, and creates one for each its
+/// subscriptions select (type pattern and JSONPath filter, as a publish would match them now).
+async fn replay(store: &dyn Store, endpoint: &Endpoint, window: &EventFilter) -> ApiResult<u64> {
+    let mut filters = FilterCache::default();
+    let mut page = Page { cursor: None, limit: REPLAY_CHUNK };
+    let mut created = 0;
+    loop {
+        let missed = store.events_missed_by(&endpoint.tenant_id, &endpoint.id, window, &page).await?;
+        let selected: Vec<String> = missed
+            .iter()
+            .filter(|event| !filters.matching_endpoints(std::slice::from_ref(endpoint), event).is_empty())
+            .map(|event| event.id.clone())
+            .collect();
+        if !selected.is_empty() {
+            let sent = store.send_events_to(&endpoint.tenant_id, &endpoint.id, &selected, now_millis()).await?;
+            // Deleted meanwhile: what was sent before became dead letters with the endpoint's other deliveries.
+            created += sent.ok_or(ApiError::NotFound("endpoint"))?;
+        }
+        if missed.len() < REPLAY_CHUNK as usize {
+            return Ok(created);
+        }
+        page.cursor = missed.last().map(|event| event.id.clone());
+    }
+}
