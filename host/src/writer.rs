@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::dispatch::Handoff;
 use crate::ingest::{PublishReply, Publishes};
-use crate::model::Event;
+use crate::model::{new_id, AuditEntry, Event};
 use crate::routing::FilterCache;
 use crate::store::{AttemptOutcome, Published, Store, StoreError, StoreResult};
 
@@ -223,10 +223,17 @@ async fn commit(
     let shared = had_publishes && !outcomes.is_empty();
     publishes.finish(store, dispatch, published, shared).await;
     let mut unrecorded = Vec::new();
+    let mut disabling = Vec::new();
+    let mut recorded_one = |outcome: &AttemptOutcome, held: bool| {
+        if held && outcome.disable_endpoint.is_some() {
+            disabling.push(outcome.clone());
+        }
+        recorded_one(dispatch, outcome, held);
+    };
     match recorded {
         Ok(recorded) => {
             for (outcome, held) in outcomes.iter().zip(recorded) {
-                recorded_one(dispatch, outcome, held);
+                recorded_one(outcome, held);
             }
         }
         // Nothing of the batch was kept. One bad outcome (or a deadlock victim on PostgreSQL) must not fail the
@@ -237,7 +244,7 @@ async fn commit(
             tracing::debug!(error = %e, attempts = outcomes.len(), "batched attempt records failed; writing one by one");
             for (index, outcome) in outcomes.iter().enumerate() {
                 match store.record_attempt(owner, outcome).await {
-                    Ok(held) => recorded_one(dispatch, outcome, held),
+                    Ok(held) => recorded_one(outcome, held),
                     Err(e) => unrecorded.push((index, e)),
                 }
             }
@@ -248,7 +255,43 @@ async fn commit(
             }
         }
     }
+    for outcome in &disabling {
+        audit_disabled(store, outcome).await;
+    }
     unrecorded
+}
+
+/// The audit log's entry for an endpoint a receiver's 410 disabled: the server's decision rather than an
+/// operator's, but whoever finds the endpoint disabled looks here for when and why. Written after the commit that
+/// disabled it, as an operator's action is after the action; rare enough not to slow the commits after it.
+async fn audit_disabled(store: &dyn Store, outcome: &AttemptOutcome) {
+    let attempt = &outcome.attempt;
+    let endpoint_id = match store.get_delivery(&attempt.tenant_id, &attempt.delivery_id).await {
+        Ok(Some(delivery)) => delivery.endpoint_id,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(delivery_id = %attempt.delivery_id, error = %e,
+                "could not look up the endpoint a 410 disabled; its audit entry is missing");
+            return;
+        }
+    };
+    let entry = AuditEntry {
+        id: new_id("aud"),
+        tenant_id: Some(attempt.tenant_id.clone()),
+        actor: "switchyard".into(),
+        action: "endpoint.disabled".into(),
+        resource_type: "endpoint".into(),
+        resource_id: endpoint_id,
+        details: serde_json::json!({
+            "reason": outcome.disable_endpoint,
+            "delivery_id": attempt.delivery_id,
+            "status_code": attempt.status_code,
+        }),
+        at: attempt.started_at + attempt.duration_ms,
+    };
+    if let Err(e) = store.append_audit(&entry).await {
+        tracing::error!(resource_id = %entry.resource_id, error = %e, "could not record an audit entry");
+    }
 }
 
 /// Acts on what recording one attempt found: a retry it scheduled is the dispatcher's to wake up for.

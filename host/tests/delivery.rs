@@ -382,6 +382,13 @@ async fn gone_disables_endpoint() {
     assert_eq!(ids, [delivery_id.as_str()], "only the first delivery exists (event {event_id} created none): {page}");
     assert_eq!(receiver.count(), 1);
 
+    // The audit log says who disabled it: the server, for this delivery's 410.
+    let disabled = api.get(&format!("/api/v1/audit-log?action=endpoint.disabled&resource_id={endpoint_id}")).await;
+    let entry = &disabled["data"][0];
+    assert_eq!((&entry["actor"], &entry["resource_type"]), (&json!("switchyard"), &json!("endpoint")), "{disabled:#}");
+    let expected = json!({ "reason": endpoint["status_reason"], "delivery_id": delivery_id, "status_code": 410 });
+    assert_eq!(entry["details"], expected, "{disabled:#}");
+
     // Activating clears the reason on the endpoint; the audit log keeps it.
     api.expect(Method::POST, &format!("/api/v1/endpoints/{endpoint_id}/activate"), Some(json!({})), 200).await;
     let activated = api.get("/api/v1/audit-log?action=endpoint.activated").await;
