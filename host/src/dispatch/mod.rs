@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::attempt::Worker;
-use self::throttle::{Throttle, Turn};
+use self::throttle::{Limit, Throttle, Turn};
 use crate::config::Config;
 use crate::model::{now_millis, Millis};
 use crate::plugin::PluginRegistry;
@@ -346,7 +346,9 @@ impl Dispatcher {
     fn spawn(&self, job: DispatchJob, slot: OwnedSemaphorePermit, in_flight: &mut InFlight) {
         let limit = job.endpoint.rate_limit.and_then(|limit| NonZeroU32::new(u32::try_from(limit).ok()?));
         if let Some(per_second) = limit {
-            if let Turn::After(wait) = in_flight.throttle.turn(&job.endpoint.id, per_second) {
+            let limit = Limit { endpoint_id: &job.endpoint.id, per_second, version: job.endpoint.updated_at };
+            let turn = in_flight.throttle.turn(limit, &job.delivery.id, std::time::Instant::now());
+            if let Turn::After(wait) = turn {
                 // Rounded up, and a millisecond more for the clock's own rounding down, so the delivery is not
                 // claimed again a moment before its turn and put off anew.
                 let wait_ms = i64::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(i64::MAX).saturating_add(1);
@@ -360,7 +362,10 @@ impl Dispatcher {
         in_flight.deliveries.insert(task.id(), delivery_id);
     }
 
-    /// Claims up to `free` deliveries and starts an attempt for each. Returns how many were claimed.
+    /// Claims up to `free` deliveries and starts an attempt for each, or puts it off until its endpoint's rate
+    /// limit allows. Returns how many were claimed and not put off: a claim that found only a rate-limited
+    /// endpoint's backlog is no reason to claim again at once (and keep handovers off meanwhile) rather than after
+    /// the idle pause.
     async fn claim(&self, free: usize, slots: &Arc<Semaphore>, in_flight: &mut InFlight) -> StoreResult<usize> {
         let worker = &self.worker;
         let now = now_millis();
@@ -376,18 +381,17 @@ impl Dispatcher {
             };
             self.spawn(job, slot, in_flight);
         }
-        if !surplus.is_empty() {
-            worker.store.release(&worker.node_id, &surplus).await?;
-        }
-        self.give_back_put_off(in_flight).await;
-        Ok(claimed.min(free))
+        let released = if surplus.is_empty() { Ok(()) } else { worker.store.release(&worker.node_id, &surplus).await };
+        let put_off = self.give_back_put_off(in_flight).await;
+        released?;
+        Ok(claimed.min(free).saturating_sub(put_off))
     }
 
     /// Gives the deliveries put off for their endpoint's rate limit back to the store, due at their turn, and
-    /// makes sure the loop looks for them then.
-    async fn give_back_put_off(&self, in_flight: &mut InFlight) {
+    /// makes sure the loop looks for them then. Returns how many there were.
+    async fn give_back_put_off(&self, in_flight: &mut InFlight) -> usize {
         if in_flight.put_off.is_empty() {
-            return;
+            return 0;
         }
         let put_off = std::mem::take(&mut in_flight.put_off);
         match self.worker.store.defer(&self.worker.node_id, &put_off).await {
@@ -399,6 +403,7 @@ impl Dispatcher {
             Err(e) => tracing::error!(error = %e, count = put_off.len(),
                 "could not give back deliveries put off for their endpoint's rate limit; they will wait for their leases to expire"),
         }
+        put_off.len()
     }
 
     /// How long to sleep when nothing is due: until the next scheduled attempt, at most `poll_interval`.

@@ -1,19 +1,29 @@
 //! Endpoints' rate limits: when a rate-limited endpoint's delivery may be sent.
 //!
-//! A delivery that comes before its turn is not attempted: the dispatcher gives it back to the store due at its
-//! turn, with no attempt recorded (see [`crate::store::Store::defer`]). Turns are handed out one interval apart,
-//! so a backlog sent back in one claim comes due again at the endpoint's rate rather than all at once, and each
-//! delivery is put off about once. The limit is per node: it lives in this process's memory.
+//! Every delivery to such an endpoint takes a turn, now or later, on a GCRA schedule: one interval (a second
+//! divided by the limit) after the previous turn, with bursts of up to a tenth of a second's worth. A delivery
+//! whose turn is later is not attempted: the dispatcher gives it back to the store due at its turn, with no
+//! attempt recorded (see [`crate::store::Store::defer`]), and the turn stays reserved for it. When it comes back it
+//! is sent without asking again, so a delivery is put off once, and those that arrived meanwhile take the turns
+//! after it instead of its own.
+//!
+//! Hand-written rather than `governor`'s: a rate limiter answers "now, or not yet", where this must hand out
+//! turns ahead and honour them later. The limit is per node: the schedule lives in this process's memory.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use governor::clock::{Clock, DefaultClock, Reference};
-use governor::middleware::NoOpMiddleware;
-use governor::nanos::Nanos;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
+use crate::model::Millis;
+
+/// How early a delivery may come back for its turn and still take it: the store's clock and this one round
+/// differently.
+const EARLY: Duration = Duration::from_millis(5);
+/// A reservation whose delivery has not come back this long after its turn is forgotten: another node took the
+/// delivery, or it was deleted, retried or requeued by hand.
+const FORGET_AFTER: Duration = Duration::from_secs(60);
+/// Forgotten reservations are swept every this many turns.
+const SWEEP_EVERY: u32 = 1024;
 
 /// When a delivery may be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,152 +33,203 @@ pub(super) enum Turn {
     After(Duration),
 }
 
-pub(super) struct Throttle<C: Clock = DefaultClock> {
-    clock: C,
-    endpoints: HashMap<String, Paced<C>>,
+/// What a turn is asked for: the endpoint as the job carries it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limit<'a> {
+    pub endpoint_id: &'a str,
+    pub per_second: NonZeroU32,
+    /// The endpoint row's `updated_at`, so that a job carrying an older copy of the endpoint (handovers read a
+    /// cache) does not undo a change another job brought.
+    pub version: Millis,
 }
 
-struct Paced<C: Clock> {
+#[derive(Default)]
+pub(super) struct Throttle {
+    endpoints: HashMap<String, Schedule>,
+}
+
+struct Schedule {
     per_second: NonZeroU32,
-    limiter: RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<C::Instant>>,
-    /// The latest turn handed to a delivery put off.
-    last_turn: Option<C::Instant>,
+    version: Millis,
+    /// GCRA's theoretical arrival time: the turn after the last one handed out, were there no bursts.
+    next: Option<Instant>,
+    /// Deliveries put off, by id, with their turn.
+    reserved: HashMap<String, Instant>,
+    turns: u32,
 }
 
-impl Default for Throttle {
-    fn default() -> Self {
-        Self::with_clock(DefaultClock::default())
+impl Schedule {
+    fn new(per_second: NonZeroU32, version: Millis) -> Self {
+        Self { per_second, version, next: None, reserved: HashMap::new(), turns: 0 }
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_secs(1) / self.per_second.get()
+    }
+
+    /// How far ahead of the schedule a turn may be, so that deliveries due together, which a claim takes
+    /// together, go together; small enough that no second sees more than a tenth more than the limit.
+    fn burst_tolerance(&self) -> Duration {
+        let burst = (self.per_second.get() / 10).max(1);
+        self.interval() * (burst - 1)
     }
 }
 
-/// Bursts of up to a tenth of a second's worth, and at least 2: enough that deliveries due together, which a
-/// claim takes together, go together, and that a delivery sent a little after its turn leaves the next one its
-/// own (with bursts of 1, the next one, claimed on time, would come too early and be put off again); small enough
-/// that no second sees much more than the limit.
-fn quota(per_second: NonZeroU32) -> Quota {
-    let burst = NonZeroU32::new((per_second.get() / 10).max(2)).unwrap_or(NonZeroU32::MIN);
-    Quota::per_second(per_second).allow_burst(burst)
-}
-
-impl<C: Clock + Clone> Throttle<C> {
-    pub fn with_clock(clock: C) -> Self {
-        Self { clock, endpoints: HashMap::new() }
-    }
-
-    /// Takes a turn for one request to `endpoint_id`, whose limit is `per_second`: now if the limit allows,
-    /// otherwise the first one after every turn already handed out.
-    pub fn turn(&mut self, endpoint_id: &str, per_second: NonZeroU32) -> Turn {
-        let paced = match self.endpoints.get_mut(endpoint_id) {
-            // A changed limit starts afresh; the deliveries already put off keep their turns.
-            Some(paced) if paced.per_second == per_second => paced,
+impl Throttle {
+    /// The turn of delivery `delivery_id` to the endpoint `limit` describes, at `now`.
+    pub fn turn(&mut self, limit: Limit<'_>, delivery_id: &str, now: Instant) -> Turn {
+        let schedule = match self.endpoints.get_mut(limit.endpoint_id) {
+            Some(schedule) if limit.version <= schedule.version || limit.per_second == schedule.per_second => {
+                schedule.version = schedule.version.max(limit.version);
+                schedule
+            }
+            // New, or a changed limit: it applies at once, to every delivery from now on. Those put off keep
+            // their turn in the store (an update of the limit brings it forward, see `update_endpoint`) but lose
+            // their reservation here, so they line up again under the new limit.
             _ => {
-                let limiter = RateLimiter::direct_with_clock(quota(per_second), self.clock.clone());
-                let paced = Paced { per_second, limiter, last_turn: None };
-                self.endpoints.insert(endpoint_id.to_string(), paced);
-                self.endpoints.get_mut(endpoint_id).expect("just inserted")
+                let schedule = Schedule::new(limit.per_second, limit.version);
+                self.endpoints.insert(limit.endpoint_id.to_string(), schedule);
+                self.endpoints.get_mut(limit.endpoint_id).expect("just inserted")
             }
         };
-        let Err(not_until) = paced.limiter.check() else {
+        schedule.turns = schedule.turns.wrapping_add(1);
+        if schedule.turns % SWEEP_EVERY == 0 {
+            schedule.reserved.retain(|_, turn| now.saturating_duration_since(*turn) < FORGET_AFTER);
+        }
+        if let Some(reserved) = schedule.reserved.remove(delivery_id) {
+            if now + EARLY >= reserved {
+                return Turn::Now;
+            }
+            // Back before its turn (brought forward by hand): it lines up again.
+        }
+        let next = schedule.next.unwrap_or(now);
+        let turn = now.max(next.checked_sub(schedule.burst_tolerance()).unwrap_or(now));
+        schedule.next = Some(next.max(turn) + schedule.interval());
+        if turn <= now {
             return Turn::Now;
-        };
-        let now = self.clock.now();
-        let interval = Nanos::from(Duration::from_secs(1) / per_second.get());
-        let earliest = not_until.earliest_possible();
-        let turn = match paced.last_turn {
-            Some(last) if last + interval > earliest => last + interval,
-            _ => earliest,
-        };
-        paced.last_turn = Some(turn);
-        Turn::After(Duration::from(turn.duration_since(now)))
+        }
+        schedule.reserved.insert(delivery_id.to_string(), turn);
+        Turn::After(turn - now)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use governor::clock::FakeRelativeClock;
-
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
 
-    fn rate(per_second: u32) -> NonZeroU32 {
-        NonZeroU32::new(per_second).unwrap()
+    fn limit(per_second: u32) -> Limit<'static> {
+        Limit { endpoint_id: "ep_1", per_second: NonZeroU32::new(per_second).unwrap(), version: 0 }
+    }
+
+    /// Turns for deliveries `dlv_<first>..`, all asked at `at`.
+    fn turns(throttle: &mut Throttle, limit: Limit<'_>, ids: std::ops::Range<u32>, at: Instant) -> Vec<Turn> {
+        ids.map(|n| throttle.turn(limit, &format!("dlv_{n}"), at)).collect()
     }
 
     #[test]
     fn within_the_burst_every_request_goes_now() {
-        let mut throttle = Throttle::with_clock(FakeRelativeClock::default());
-        let turns: Vec<_> = (0..10).map(|_| throttle.turn("ep_1", rate(100))).collect();
-        assert_eq!(turns, vec![Turn::Now; 10]);
+        let mut throttle = Throttle::default();
+        assert_eq!(turns(&mut throttle, limit(100), 0..10, Instant::now()), vec![Turn::Now; 10]);
     }
 
     #[test]
     fn a_backlog_is_put_off_one_interval_apart() {
-        let mut throttle = Throttle::with_clock(FakeRelativeClock::default());
+        let mut throttle = Throttle::default();
         // 20 per second: 50 ms apart, bursts of 2.
-        let turns: Vec<_> = (0..6).map(|_| throttle.turn("ep_1", rate(20))).collect();
-        assert_eq!(
-            turns,
-            vec![
-                Turn::Now,
-                Turn::Now,
-                Turn::After(50 * MS),
-                Turn::After(100 * MS),
-                Turn::After(150 * MS),
-                Turn::After(200 * MS)
-            ]
-        );
+        let expected = [Turn::Now, Turn::Now, Turn::After(50 * MS), Turn::After(100 * MS), Turn::After(150 * MS)];
+        assert_eq!(turns(&mut throttle, limit(20), 0..5, Instant::now()), expected);
+        // 5 per second: bursts of 1.
+        let expected = [Turn::Now, Turn::After(200 * MS), Turn::After(400 * MS)];
+        assert_eq!(turns(&mut throttle, Limit { endpoint_id: "ep_2", ..limit(5) }, 0..3, Instant::now()), expected);
     }
 
     #[test]
-    fn put_off_deliveries_find_their_turn_free_when_it_comes() {
-        let clock = FakeRelativeClock::default();
-        let mut throttle = Throttle::with_clock(clock.clone());
-        let first: Vec<_> = (0..5).map(|_| throttle.turn("ep_1", rate(10))).collect();
-        let put_off = [Turn::After(100 * MS), Turn::After(200 * MS), Turn::After(300 * MS)];
-        assert_eq!(first, [[Turn::Now, Turn::Now].as_slice(), &put_off].concat());
-        // The first comes back 30 ms late for its turn, and leaves the next one its turn all the same.
-        let mut now = Duration::ZERO;
-        for back_at in [130, 200, 300] {
-            clock.advance(back_at * MS - now);
-            now = back_at * MS;
-            assert_eq!(throttle.turn("ep_1", rate(10)), Turn::Now, "at {back_at} ms");
-        }
+    fn a_delivery_put_off_keeps_its_turn_when_others_come_first() {
+        let mut throttle = Throttle::default();
+        let start = Instant::now();
+        assert_eq!(turns(&mut throttle, limit(10), 0..3, start)[1..], [Turn::After(100 * MS), Turn::After(200 * MS)]);
+        // A fresh delivery before dlv_1 comes back lines up behind the reserved turns...
+        assert_eq!(throttle.turn(limit(10), "dlv_fresh", start + 50 * MS), Turn::After(250 * MS));
+        // ...and dlv_1 and dlv_2 take theirs, even late.
+        assert_eq!(throttle.turn(limit(10), "dlv_1", start + 130 * MS), Turn::Now);
+        assert_eq!(throttle.turn(limit(10), "dlv_2", start + 200 * MS), Turn::Now);
+        assert_eq!(throttle.turn(limit(10), "dlv_fresh", start + 300 * MS), Turn::Now);
+        // A turn is taken once: the same delivery asking again lines up anew.
+        assert_eq!(throttle.turn(limit(10), "dlv_fresh", start + 300 * MS), Turn::After(100 * MS));
+    }
+
+    #[test]
+    fn a_delivery_back_before_its_turn_lines_up_again() {
+        let mut throttle = Throttle::default();
+        let start = Instant::now();
+        assert_eq!(turns(&mut throttle, limit(10), 0..3, start)[2], Turn::After(200 * MS));
+        assert_eq!(throttle.turn(limit(10), "dlv_2", start + 10 * MS), Turn::After(290 * MS));
     }
 
     #[test]
     fn endpoints_are_limited_apart() {
-        let mut throttle = Throttle::with_clock(FakeRelativeClock::default());
-        for endpoint in ["ep_1", "ep_2", "ep_1", "ep_2"] {
-            assert_eq!(throttle.turn(endpoint, rate(1)), Turn::Now, "bursts of 2");
-        }
-        assert_eq!(throttle.turn("ep_1", rate(1)), Turn::After(1000 * MS));
-        assert_eq!(throttle.turn("ep_2", rate(1)), Turn::After(1000 * MS));
+        let mut throttle = Throttle::default();
+        let now = Instant::now();
+        let other = Limit { endpoint_id: "ep_2", ..limit(1) };
+        assert_eq!([throttle.turn(limit(1), "a", now), throttle.turn(other, "b", now)], [Turn::Now; 2]);
+        assert_eq!(throttle.turn(limit(1), "c", now), Turn::After(1000 * MS));
+        assert_eq!(throttle.turn(other, "d", now), Turn::After(1000 * MS));
     }
 
     #[test]
-    fn a_changed_limit_applies_at_once() {
-        let mut throttle = Throttle::with_clock(FakeRelativeClock::default());
-        assert_eq!([throttle.turn("ep_1", rate(1)), throttle.turn("ep_1", rate(1))], [Turn::Now; 2]);
-        assert_eq!(throttle.turn("ep_1", rate(1)), Turn::After(1000 * MS));
-        assert_eq!(throttle.turn("ep_1", rate(1000)), Turn::Now);
+    fn a_newer_limit_applies_at_once_and_an_older_copy_does_not_undo_it() {
+        let mut throttle = Throttle::default();
+        let now = Instant::now();
+        let (slow, fast) = (Limit { version: 1, ..limit(1) }, Limit { version: 2, ..limit(1000) });
+        assert_eq!(turns(&mut throttle, slow, 0..2, now), [Turn::Now, Turn::After(1000 * MS)]);
+        assert_eq!(turns(&mut throttle, fast, 2..102, now), vec![Turn::Now; 100], "a fresh burst at the new limit");
+        assert_eq!(throttle.turn(slow, "dlv_old_copy", now), Turn::After(MS), "paced at 1000/s, not 1/s");
+        assert_eq!(throttle.turn(Limit { version: 3, ..limit(1) }, "dlv_x", now), Turn::Now, "newer again");
     }
 
     #[test]
-    fn no_second_sees_more_than_the_limit_and_its_burst() {
-        let clock = FakeRelativeClock::default();
-        let mut throttle = Throttle::with_clock(clock.clone());
-        // Requests every millisecond for three seconds, against 50 per second.
+    fn no_second_sees_more_than_the_limit_and_a_tenth() {
+        let mut throttle = Throttle::default();
+        let start = Instant::now();
+        // A new delivery every millisecond for three seconds against 50 per second; each put off comes back at
+        // its turn.
         let mut sent_at = Vec::new();
-        for ms in 0..3000u64 {
-            if throttle.turn("ep_1", rate(50)) == Turn::Now {
-                sent_at.push(ms);
+        let mut waiting: Vec<(Duration, String)> = Vec::new();
+        for ms in 0..3000u32 {
+            let now = start + ms * MS;
+            let mut asking: Vec<String> = Vec::new();
+            waiting.retain(|(turn, id)| {
+                if *turn <= ms * MS {
+                    asking.push(id.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            asking.push(format!("dlv_{ms}"));
+            for id in asking {
+                match throttle.turn(limit(50), &id, now) {
+                    Turn::Now => sent_at.push(ms),
+                    Turn::After(wait) => waiting.push((ms * MS + wait, id)),
+                }
             }
-            clock.advance(MS);
         }
         let most_in_a_second =
             sent_at.iter().map(|&start| sent_at.iter().filter(|&&t| t >= start && t < start + 1000).count()).max();
         assert_eq!(most_in_a_second, Some(50 + 5 - 1));
-        assert!(sent_at.len() <= 3 * 50 + 5, "{}", sent_at.len());
+        assert_eq!(sent_at.len(), 5 + 3 * 50 - 1, "every turn used");
+    }
+
+    #[test]
+    fn reservations_never_taken_are_forgotten() {
+        let mut throttle = Throttle::default();
+        let start = Instant::now();
+        turns(&mut throttle, limit(1000), 0..200, start);
+        let later = start + FORGET_AFTER + Duration::from_secs(1);
+        turns(&mut throttle, limit(1000), 200..(200 + SWEEP_EVERY), later);
+        assert!(throttle.endpoints["ep_1"].reserved.len() < 200 + SWEEP_EVERY as usize - 100);
+        assert!(throttle.endpoints["ep_1"].reserved.keys().all(|id| id != "dlv_150"));
     }
 }
