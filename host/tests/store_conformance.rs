@@ -22,6 +22,7 @@ use switchyard::store::{
 
 const T0: Millis = 1_700_000_000_000;
 const MINUTE: Millis = 60_000;
+const HOUR: Millis = 60 * MINUTE;
 
 /// Generates `sqlite::<case>` and `postgres::<case>` tests for each case, so a failure names both the case and
 /// the backend.
@@ -90,6 +91,7 @@ conformance! {
     record_attempt_can_disable_the_endpoint,
     release_and_release_foreign_leases,
     defer_gives_back_due_later_without_an_attempt,
+    a_changed_rate_limit_brings_deliveries_put_off_forward,
     retry_delivery_is_refused_while_delivering,
     requeue_dead_by_ids_and_by_filter,
     requeue_by_filter_goes_through_every_chunk,
@@ -1375,6 +1377,34 @@ async fn defer_gives_back_due_later_without_an_attempt(store: &dyn Store, _url: 
     let due: Vec<_> = due.iter().map(|job| (job.delivery.id.clone(), job.delivery.attempts)).collect();
     assert_eq!(due, [(retried, 1), (fresh, 0)], "in turn order, attempts unchanged");
     store.defer("node-a", &[]).await.unwrap();
+}
+
+async fn a_changed_rate_limit_brings_deliveries_put_off_forward(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let endpoint = add_endpoint(store, &tenant).await;
+    let other = add_endpoint(store, &tenant).await;
+    let retried = publish(store, &tenant, "order.created", &[&endpoint], T0).await.deliveries[0].id.clone();
+    let put_off = publish(store, &tenant, "order.created", &[&endpoint], T0).await.deliveries[0].id.clone();
+    let elsewhere = publish(store, &tenant, "order.created", &[&other], T0).await.deliveries[0].id.clone();
+    let jobs = claim(store, "node", T0).await;
+    let first = jobs.iter().find(|job| job.delivery.id == retried).expect("claimed").delivery.clone();
+    let mut failure = outcome(&first, DeliveryStatus::Failed, T0);
+    failure.next_attempt_at = Some(T0 + HOUR);
+    assert!(store.record_attempt("node", &failure).await.unwrap());
+    store.defer("node", &[(put_off.clone(), T0 + HOUR), (elsewhere.clone(), T0 + HOUR)]).await.unwrap();
+    let tenant = &tenant;
+    let due = |id: String| async move { delivery(store, tenant, &id).await.next_attempt_at };
+
+    let described = Endpoint { description: "same limit".into(), updated_at: T0 + 10, ..endpoint.clone() };
+    assert!(store.update_endpoint(&described).await.unwrap());
+    assert_eq!(due(put_off.clone()).await, Some(T0 + HOUR), "the limit did not change");
+
+    let faster = Endpoint { rate_limit: Some(400), updated_at: T0 + 20, ..described };
+    assert!(store.update_endpoint(&faster).await.unwrap());
+    assert_eq!(due(put_off.clone()).await, Some(T0 + 20), "put off for the old limit: due now");
+    assert_eq!(due(retried).await, Some(T0 + HOUR), "a retry keeps its schedule");
+    assert_eq!(due(elsewhere).await, Some(T0 + HOUR), "another endpoint's");
+    assert_eq!(claimed_ids(&claim(store, "node", T0 + 20).await), BTreeSet::from([put_off]));
 }
 
 async fn retry_delivery_is_refused_while_delivering(store: &dyn Store, _url: &str) {

@@ -307,7 +307,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_endpoints(&self, tenant_id: &str, filter: &EndpointFilter, page: &Page)
         -> StoreResult<Vec<Endpoint>>;
     /// Replaces every setting (url … plugins, subscriptions) and `updated_at`; not the status, which only
-    /// `set_endpoint_status` changes, so an update cannot undo a pause or a disable it did not see.
+    /// `set_endpoint_status` changes, so an update cannot undo a pause or a disable it did not see. A changed
+    /// `rate_limit` makes the deliveries put off for the old one due at once (see [`Store::defer`]).
     async fn update_endpoint(&self, endpoint: &Endpoint) -> StoreResult<bool>;
     /// Deletes the endpoint with its subscriptions and secrets; its unfinished deliveries become dead letters
     /// ("endpoint deleted") so the record of what was accepted survives.

@@ -124,6 +124,14 @@ pub(super) async fn endpoints_binding_plugin(pool: &AnyPool, name: &str) -> Stor
 
 pub(super) async fn update_endpoint(connection: &mut AnyConnection, endpoint: &Endpoint) -> StoreResult<bool> {
     let mut tx = connection.begin().await?;
+    let rate_limit_before: Option<Option<i64>> =
+        sqlx::query("SELECT rate_limit FROM endpoints WHERE tenant_id = $1 AND id = $2")
+            .bind(&endpoint.tenant_id)
+            .bind(&endpoint.id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| row.try_get("rate_limit"))
+            .transpose()?;
     // The status is left alone: a pause, or the dispatcher disabling the endpoint on a 410, that lands between a
     // PATCH's read and this write must not be undone by it.
     let update = sqlx::query(
@@ -137,6 +145,20 @@ pub(super) async fn update_endpoint(connection: &mut AnyConnection, endpoint: &E
         .await?;
     if updated.rows_affected() == 0 {
         return Ok(false);
+    }
+    if rate_limit_before.is_some_and(|before| before != endpoint.rate_limit) {
+        // Deliveries put off for the old limit wait for turns it gave them, hours ahead after a long backlog. They
+        // are the only pending ones due later than now (nothing else moves a delivery not yet attempted into the
+        // future), so they line up again under the new limit. The condition repeats the due index's.
+        sqlx::query(
+            "UPDATE deliveries SET next_attempt_at = $3 WHERE status IN ('pending', 'failed') AND next_attempt_at > $3 \
+             AND status = 'pending' AND tenant_id = $1 AND endpoint_id = $2",
+        )
+        .bind(&endpoint.tenant_id)
+        .bind(&endpoint.id)
+        .bind(endpoint.updated_at)
+        .execute(&mut *tx)
+        .await?;
     }
     delete_subscriptions(&mut tx, &endpoint.tenant_id, &endpoint.id).await?;
     insert_subscriptions(&mut tx, &endpoint.tenant_id, &endpoint.id, &endpoint.subscriptions).await?;
