@@ -481,15 +481,28 @@ pub(super) async fn release(connection: &mut AnyConnection, owner: &str, deliver
 
 pub(super) async fn defer(
     connection: &mut AnyConnection,
+    dialect: Dialect,
     owner: &str,
     deferrals: &[(String, Millis)],
 ) -> StoreResult<()> {
+    let mut deferrals = deferrals.to_vec();
+    deferrals.sort();
     let mut tx = connection.begin().await?;
+    if dialect == Dialect::Postgres {
+        // Their endpoints first, in id order, as a deletion locks an endpoint before its deliveries: the two wait
+        // for each other instead of deadlocking over the deliveries' rows.
+        for chunk in deferrals.chunks(MAX_LIST) {
+            let mut sql = SqlBuilder::new("SELECT id FROM endpoints WHERE id IN (SELECT endpoint_id FROM deliveries");
+            sql.in_list("id", chunk.iter().map(|(id, _)| id.as_str()));
+            sql.push(&format!(") ORDER BY id{}", dialect.key_share_clause()));
+            sql.query().fetch_all(&mut *tx).await?;
+        }
+    }
     let update = format!(
         "UPDATE deliveries SET {GIVE_BACK}, next_attempt_at = $1 WHERE id = $2 AND lease_owner = $3 \
          AND status = 'delivering'"
     );
-    for (delivery_id, due_at) in deferrals {
+    for (delivery_id, due_at) in &deferrals {
         sqlx::query(&update).bind(due_at).bind(delivery_id).bind(owner).execute(&mut *tx).await?;
     }
     tx.commit().await?;

@@ -493,7 +493,7 @@ impl Store for SqlStore {
     }
 
     async fn defer(&self, owner: &str, deferrals: &[(String, Millis)]) -> StoreResult<()> {
-        dispatch::defer(&mut *self.writer.acquire().await?, owner, deferrals).await
+        dispatch::defer(&mut *self.writer.acquire().await?, self.dialect, owner, deferrals).await
     }
 
     async fn release_foreign_leases(&self, owner: &str) -> StoreResult<u64> {
