@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::dispatch::Handoff;
 use crate::ingest::{PublishReply, Publishes};
-use crate::model::{new_id, AuditEntry, Event};
+use crate::model::{new_id, AuditEntry, EndpointStatus, Event};
 use crate::routing::FilterCache;
 use crate::store::{AttemptOutcome, Published, Store, StoreError, StoreResult};
 
@@ -184,7 +184,12 @@ async fn run(
                 next = queued.try_recv().ok();
             }
         }
-        let unrecorded = commit(store.as_ref(), &mut filters, &owner, dispatch.as_ref(), publishes, &records).await;
+        let (unrecorded, disabling) =
+            commit(store.as_ref(), &mut filters, &owner, dispatch.as_ref(), publishes, &records).await;
+        if !disabling.is_empty() {
+            // Off the writer's task: the next commit does not wait for audit entries.
+            tokio::spawn(audit_disabled(store.clone(), disabling));
+        }
         for done in flushes {
             let _ = done.send(());
         }
@@ -208,7 +213,8 @@ async fn run(
     }
 }
 
-/// Writes one group commit; returns the records that could not be written (by index into `outcomes`).
+/// Writes one group commit; returns the records that could not be written (by index into `outcomes`), and
+/// those written that would disable their endpoint (a 410).
 async fn commit(
     store: &dyn Store,
     filters: &mut FilterCache,
@@ -216,7 +222,7 @@ async fn commit(
     dispatch: Option<&Handoff>,
     publishes: Vec<(Vec<Event>, PublishReply)>,
     outcomes: &[AttemptOutcome],
-) -> Vec<(usize, StoreError)> {
+) -> (Vec<(usize, StoreError)>, Vec<AttemptOutcome>) {
     let had_publishes = !publishes.is_empty();
     let mut publishes = Publishes::fan_out(store, filters, dispatch, publishes).await;
     let (published, recorded) = publishes.write(store, owner, outcomes).await;
@@ -255,43 +261,45 @@ async fn commit(
             }
         }
     }
-    for outcome in &disabling {
-        audit_disabled(store, outcome).await;
-    }
-    unrecorded
+    (unrecorded, disabling)
 }
 
-/// The audit log's entry for an endpoint a receiver's 410 disabled: the server's decision rather than an
-/// operator's, but whoever finds the endpoint disabled looks here for when and why. Written after the commit that
-/// disabled it, as an operator's action is after the action; rare enough not to slow the commits after it.
-async fn audit_disabled(store: &dyn Store, outcome: &AttemptOutcome) {
-    let attempt = &outcome.attempt;
-    let endpoint_id = match store.get_delivery(&attempt.tenant_id, &attempt.delivery_id).await {
-        Ok(Some(delivery)) => delivery.endpoint_id,
-        Ok(None) => return,
-        Err(e) => {
-            tracing::error!(delivery_id = %attempt.delivery_id, error = %e,
-                "could not look up the endpoint a 410 disabled; its audit entry is missing");
-            return;
+/// The audit log's entries for endpoints a receiver's 410 disabled: the server's decision rather than an
+/// operator's, but whoever finds an endpoint disabled looks there for when and why. Written after the commit, as
+/// an operator's action is audited after the action. Only for the 410 that disabled the endpoint (its time is the
+/// endpoint's `updated_at`), not for the others its deliveries in flight then met.
+async fn audit_disabled(store: Arc<dyn Store>, outcomes: Vec<AttemptOutcome>) {
+    for outcome in &outcomes {
+        if let Err(e) = audit_disabled_by(store.as_ref(), outcome).await {
+            tracing::error!(delivery_id = %outcome.attempt.delivery_id, error = %e,
+                "could not record the audit entry of an endpoint a 410 disabled");
         }
-    };
+    }
+}
+
+async fn audit_disabled_by(store: &dyn Store, outcome: &AttemptOutcome) -> StoreResult<()> {
+    let attempt = &outcome.attempt;
+    let finished_at = attempt.started_at + attempt.duration_ms;
+    let Some(delivery) = store.get_delivery(&attempt.tenant_id, &attempt.delivery_id).await? else { return Ok(()) };
+    let Some(endpoint) = store.get_endpoint(&attempt.tenant_id, &delivery.endpoint_id).await? else { return Ok(()) };
+    if endpoint.status != EndpointStatus::Disabled || endpoint.updated_at != finished_at {
+        return Ok(());
+    }
     let entry = AuditEntry {
         id: new_id("aud"),
         tenant_id: Some(attempt.tenant_id.clone()),
         actor: "switchyard".into(),
         action: "endpoint.disabled".into(),
         resource_type: "endpoint".into(),
-        resource_id: endpoint_id,
+        resource_id: endpoint.id,
         details: serde_json::json!({
             "reason": outcome.disable_endpoint,
             "delivery_id": attempt.delivery_id,
             "status_code": attempt.status_code,
         }),
-        at: attempt.started_at + attempt.duration_ms,
+        at: finished_at,
     };
-    if let Err(e) = store.append_audit(&entry).await {
-        tracing::error!(resource_id = %entry.resource_id, error = %e, "could not record an audit entry");
-    }
+    store.append_audit(&entry).await
 }
 
 /// Acts on what recording one attempt found: a retry it scheduled is the dispatcher's to wake up for.

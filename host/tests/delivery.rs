@@ -382,8 +382,15 @@ async fn gone_disables_endpoint() {
     assert_eq!(ids, [delivery_id.as_str()], "only the first delivery exists (event {event_id} created none): {page}");
     assert_eq!(receiver.count(), 1);
 
-    // The audit log says who disabled it: the server, for this delivery's 410.
-    let disabled = api.get(&format!("/api/v1/audit-log?action=endpoint.disabled&resource_id={endpoint_id}")).await;
+    // The audit log says who disabled it: the server, for this delivery's 410 (written just after the commit).
+    let audit = format!("/api/v1/audit-log?action=endpoint.disabled&resource_id={endpoint_id}");
+    let deadline = Instant::now() + WAIT;
+    let mut disabled = api.get(&audit).await;
+    while disabled["data"].as_array().is_some_and(Vec::is_empty) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        disabled = api.get(&audit).await;
+    }
+    assert_eq!(disabled["data"].as_array().map(Vec::len), Some(1), "one entry: {disabled:#}");
     let entry = &disabled["data"][0];
     assert_eq!((&entry["actor"], &entry["resource_type"]), (&json!("switchyard"), &json!("endpoint")), "{disabled:#}");
     let expected = json!({ "reason": endpoint["status_reason"], "delivery_id": delivery_id, "status_code": 410 });

@@ -1286,9 +1286,16 @@ async fn record_attempt_can_disable_the_endpoint(store: &dyn Store, _url: &str) 
     let tenant = new_tenant(store).await;
     let endpoint = add_endpoint(store, &tenant).await;
     let gone = publish(store, &tenant, "order.created", &[&endpoint], T0).await;
+    let in_flight = publish(store, &tenant, "order.created", &[&endpoint], T0).await;
     let waiting = publish(store, &tenant, "order.created", &[&endpoint], T0 + MINUTE).await;
 
-    let leased = claim(store, "node-a", T0).await.remove(0).delivery;
+    let mut claimed = claim(store, "node-a", T0).await;
+    assert_eq!(
+        claimed_ids(&claimed),
+        BTreeSet::from([gone.deliveries[0].id.clone(), in_flight.deliveries[0].id.clone()])
+    );
+    claimed.sort_by(|a, b| a.delivery.id.cmp(&b.delivery.id));
+    let (leased, also_leased) = (claimed[0].delivery.clone(), claimed[1].delivery.clone());
     assert_eq!(leased.id, gone.deliveries[0].id);
     let mut answered_410 = outcome(&leased, DeliveryStatus::Dead, T0 + 1);
     answered_410.attempt.status_code = Some(410);
@@ -1301,6 +1308,14 @@ async fn record_attempt_can_disable_the_endpoint(store: &dyn Store, _url: &str) 
     assert_eq!(disabled.status_reason.as_deref(), Some("receiver answered 410 Gone"));
     assert_eq!(disabled.updated_at, T0 + 121);
     assert_eq!(delivery(store, &tenant, &leased.id).await.last_status_code, Some(410));
+
+    // Another delivery in flight meets a 410 too: recorded, but the endpoint keeps the first one's reason and time.
+    let mut another_410 = outcome(&also_leased, DeliveryStatus::Dead, T0 + 5);
+    another_410.attempt.status_code = Some(410);
+    another_410.disable_endpoint = Some("a later 410".into());
+    assert!(store.record_attempts("node-a", &[another_410]).await.unwrap()[0]);
+    assert_eq!(store.get_endpoint(&tenant.id, &endpoint.id).await.unwrap().unwrap(), disabled);
+    assert_eq!(delivery(store, &tenant, &also_leased.id).await.status, DeliveryStatus::Dead);
     assert!(store.active_endpoints(&tenant.id).await.unwrap().is_empty());
     assert!(claim(store, "node-a", T0 + 2 * MINUTE).await.is_empty(), "a disabled endpoint's deliveries wait");
     assert_eq!(delivery(store, &tenant, &waiting.deliveries[0].id).await.status, DeliveryStatus::Pending);

@@ -411,7 +411,7 @@ async fn record_one(
     if let Some((endpoint_id, reason)) = endpoint_to_disable {
         sqlx::query(
             "UPDATE endpoints SET status = 'disabled', status_reason = $3, updated_at = $4 \
-             WHERE tenant_id = $1 AND id = $2",
+             WHERE tenant_id = $1 AND id = $2 AND status <> 'disabled'",
         )
         .bind(&attempt.tenant_id)
         .bind(&endpoint_id)

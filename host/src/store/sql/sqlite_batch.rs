@@ -145,10 +145,11 @@ impl Statement {
                  FROM ({}) AS v CROSS JOIN deliveries AS d ON d.id = v.delivery_id WHERE {held}",
                 rows("$4", ATTEMPT_ROWS)
             ),
-            // A 410 Gone disables the endpoint, if the attempt is recorded.
+            // A 410 Gone disables the endpoint, if the attempt is recorded and the endpoint is not disabled yet (the
+            // first 410 is the one the endpoint and the audit log name).
             DisableEndpoints => format!(
                 "UPDATE endpoints SET status = 'disabled', status_reason = v.reason, updated_at = v.at \
-                 FROM ({}) AS v WHERE endpoints.tenant_id = v.tenant_id AND endpoints.id = \
+                 FROM ({}) AS v WHERE endpoints.status <> 'disabled' AND endpoints.tenant_id = v.tenant_id AND endpoints.id = \
                  (SELECT d.endpoint_id FROM deliveries AS d WHERE d.id = v.delivery_id AND {held})",
                 rows("$6", DISABLE_ROWS)
             ),
