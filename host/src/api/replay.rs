@@ -53,7 +53,10 @@ async fn replay_missing(
         None => now_millis(),
     };
     if until <= since {
-        return Err(ApiError::invalid("until", "must be later than `since`"));
+        return Err(match body.until {
+            Some(_) => ApiError::invalid("until", "must be later than `since`"),
+            None => ApiError::invalid("since", "must be in the past"),
+        });
     }
     if let Some(event_type) = &body.event_type {
         validate::event_type_filter("event_type", event_type)?;
