@@ -357,18 +357,24 @@ pub(super) async fn get_event(pool: &AnyPool, tenant_id: &str, id: &str) -> Stor
     row.as_ref().map(rows::event).transpose()
 }
 
+/// The tenant's events `filter` selects, with their columns.
+fn filtered(tenant_id: &str, filter: &EventFilter) -> SqlBuilder {
+    let mut sql = SqlBuilder::new(format!("SELECT {EVENT_COLUMNS} FROM events"));
+    sql.compare("tenant_id", "=", tenant_id)
+        .compare_if("event_type", "=", filter.event_type.as_deref())
+        .compare_if("received_at", ">=", filter.since)
+        .compare_if("received_at", "<", filter.until);
+    sql
+}
+
 pub(super) async fn list_events(
     pool: &AnyPool,
     tenant_id: &str,
     filter: &EventFilter,
     page: &Page,
 ) -> StoreResult<Vec<Event>> {
-    let mut sql = SqlBuilder::new(format!("SELECT {EVENT_COLUMNS} FROM events"));
-    sql.compare("tenant_id", "=", tenant_id)
-        .compare_if("event_type", "=", filter.event_type.as_deref())
-        .compare_if("received_at", ">=", filter.since)
-        .compare_if("received_at", "<", filter.until)
-        .keyset_page("id", Order::Descending, page);
+    let mut sql = filtered(tenant_id, filter);
+    sql.keyset_page("id", Order::Descending, page);
     rows::all(&sql.query().fetch_all(pool).await?, rows::event)
 }
 
@@ -379,11 +385,7 @@ pub(super) async fn events_missed_by(
     filter: &EventFilter,
     page: &Page,
 ) -> StoreResult<Vec<Event>> {
-    let mut sql = SqlBuilder::new(format!("SELECT {EVENT_COLUMNS} FROM events"));
-    sql.compare("tenant_id", "=", tenant_id)
-        .compare_if("event_type", "=", filter.event_type.as_deref())
-        .compare_if("received_at", ">=", filter.since)
-        .compare_if("received_at", "<", filter.until);
+    let mut sql = filtered(tenant_id, filter);
     sql.condition()
         .push("NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.event_id = events.id AND d.endpoint_id = ")
         .push_bind(endpoint_id)
