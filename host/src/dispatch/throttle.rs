@@ -7,6 +7,10 @@
 //! is sent without asking again, so a delivery is put off once, and those that arrived meanwhile take the turns
 //! after it instead of its own.
 //!
+//! A delivery back late for its turn (the endpoint was paused, the host is busy) makes the whole schedule slip by
+//! its lateness: the turns after it keep their spacing instead of all falling due at once, and those already back
+//! wait the difference.
+//!
 //! Hand-written rather than `governor`'s: a rate limiter answers "now, or not yet", where this must hand out
 //! turns ahead and honour them later. The limit is per node: the schedule lives in this process's memory.
 
@@ -48,11 +52,14 @@ pub(super) struct Throttle {
     endpoints: HashMap<String, Schedule>,
 }
 
+/// Turns are planned on the schedule's own clock, which runs `behind` real time by as much as the schedule has
+/// slipped.
 struct Schedule {
     per_second: NonZeroU32,
     version: Millis,
     /// GCRA's theoretical arrival time: the turn after the last one handed out, were there no bursts.
     next: Option<Instant>,
+    behind: Duration,
     /// Deliveries put off, by id, with their turn.
     reserved: HashMap<String, Instant>,
     turns: u32,
@@ -60,7 +67,7 @@ struct Schedule {
 
 impl Schedule {
     fn new(per_second: NonZeroU32, version: Millis) -> Self {
-        Self { per_second, version, next: None, reserved: HashMap::new(), turns: 0 }
+        Self { per_second, version, next: None, behind: Duration::ZERO, reserved: HashMap::new(), turns: 0 }
     }
 
     fn interval(&self) -> Duration {
@@ -94,22 +101,30 @@ impl Throttle {
         };
         schedule.turns = schedule.turns.wrapping_add(1);
         if schedule.turns % SWEEP_EVERY == 0 {
-            schedule.reserved.retain(|_, turn| now.saturating_duration_since(*turn) < FORGET_AFTER);
+            let behind = schedule.behind;
+            schedule.reserved.retain(|_, turn| now.saturating_duration_since(*turn + behind) < FORGET_AFTER);
         }
-        if let Some(reserved) = schedule.reserved.remove(delivery_id) {
-            if now + EARLY >= reserved {
-                return Turn::Now;
+        if let Some(&reserved) = schedule.reserved.get(delivery_id) {
+            let due = reserved + schedule.behind;
+            if now + EARLY < due {
+                // Back before its turn: the schedule slipped since it was put off.
+                return Turn::After(due - now);
             }
-            // Back before its turn (brought forward by hand): it lines up again.
+            schedule.reserved.remove(delivery_id);
+            if now > due + EARLY {
+                schedule.behind += now - due;
+            }
+            return Turn::Now;
         }
-        let next = schedule.next.unwrap_or(now);
-        let turn = now.max(next.checked_sub(schedule.burst_tolerance()).unwrap_or(now));
+        let schedule_now = now.checked_sub(schedule.behind).unwrap_or(now);
+        let next = schedule.next.unwrap_or(schedule_now);
+        let turn = schedule_now.max(next.checked_sub(schedule.burst_tolerance()).unwrap_or(schedule_now));
         schedule.next = Some(next.max(turn) + schedule.interval());
-        if turn <= now {
+        if turn <= schedule_now {
             return Turn::Now;
         }
         schedule.reserved.insert(delivery_id.to_string(), turn);
-        Turn::After(turn - now)
+        Turn::After(turn - schedule_now)
     }
 }
 
@@ -152,20 +167,72 @@ mod tests {
         assert_eq!(turns(&mut throttle, limit(10), 0..3, start)[1..], [Turn::After(100 * MS), Turn::After(200 * MS)]);
         // A fresh delivery before dlv_1 comes back lines up behind the reserved turns...
         assert_eq!(throttle.turn(limit(10), "dlv_fresh", start + 50 * MS), Turn::After(250 * MS));
-        // ...and dlv_1 and dlv_2 take theirs, even late.
-        assert_eq!(throttle.turn(limit(10), "dlv_1", start + 130 * MS), Turn::Now);
+        // ...and dlv_1 and dlv_2 take theirs.
+        assert_eq!(throttle.turn(limit(10), "dlv_1", start + 102 * MS), Turn::Now);
         assert_eq!(throttle.turn(limit(10), "dlv_2", start + 200 * MS), Turn::Now);
-        assert_eq!(throttle.turn(limit(10), "dlv_fresh", start + 300 * MS), Turn::Now);
+        assert_eq!(throttle.turn(limit(10), "dlv_fresh", start + 301 * MS), Turn::Now);
         // A turn is taken once: the same delivery asking again lines up anew.
-        assert_eq!(throttle.turn(limit(10), "dlv_fresh", start + 300 * MS), Turn::After(100 * MS));
+        assert_eq!(throttle.turn(limit(10), "dlv_fresh", start + 301 * MS), Turn::After(99 * MS));
     }
 
     #[test]
-    fn a_delivery_back_before_its_turn_lines_up_again() {
+    fn a_delivery_back_before_its_turn_keeps_it() {
         let mut throttle = Throttle::default();
         let start = Instant::now();
         assert_eq!(turns(&mut throttle, limit(10), 0..3, start)[2], Turn::After(200 * MS));
-        assert_eq!(throttle.turn(limit(10), "dlv_2", start + 10 * MS), Turn::After(290 * MS));
+        assert_eq!(throttle.turn(limit(10), "dlv_2", start + 10 * MS), Turn::After(190 * MS));
+        assert_eq!(throttle.turn(limit(10), "dlv_fresh", start + 10 * MS), Turn::After(290 * MS));
+    }
+
+    #[test]
+    fn after_a_pause_the_turns_that_fell_due_keep_their_spacing() {
+        let mut throttle = Throttle::default();
+        let start = Instant::now();
+        turns(&mut throttle, limit(10), 0..5, start);
+        // Paused for a minute: all four come back at once on activation, and go 100 ms apart.
+        let back = start + Duration::from_secs(60);
+        let expected = [Turn::Now, Turn::After(100 * MS), Turn::After(200 * MS), Turn::After(300 * MS)];
+        assert_eq!(turns(&mut throttle, limit(10), 1..5, back), expected);
+        assert_eq!(throttle.turn(limit(10), "dlv_fresh", back), Turn::After(400 * MS), "fresh ones after them");
+        assert_eq!(throttle.turn(limit(10), "dlv_2", back + 100 * MS), Turn::Now);
+    }
+
+    #[test]
+    fn deliveries_back_late_do_not_bunch() {
+        let mut throttle = Throttle::default();
+        let start = Instant::now();
+        // 50 per second (20 ms apart, bursts of 5) on a busy host: deliveries put off are claimed again only every
+        // 150 ms, so they come back late and several at once.
+        let mut sent_at = Vec::new();
+        let mut waiting: Vec<(Duration, String)> = Vec::new();
+        for ms in 0..3000u32 {
+            let now = start + ms * MS;
+            let mut asking: Vec<String> = Vec::new();
+            if ms % 150 == 0 {
+                waiting.retain(|(due, id)| {
+                    let back = *due <= ms * MS;
+                    if back {
+                        asking.push(id.clone());
+                    }
+                    !back
+                });
+            }
+            if ms % 4 == 0 {
+                asking.push(format!("dlv_{ms}"));
+            }
+            for id in asking {
+                match throttle.turn(limit(50), &id, now) {
+                    Turn::Now => sent_at.push(ms),
+                    Turn::After(wait) => waiting.push((ms * MS + wait, id)),
+                }
+            }
+        }
+        let most_in = |window: u32| {
+            sent_at.iter().map(|&start| sent_at.iter().filter(|&&t| t >= start && t < start + window).count()).max()
+        };
+        assert!(most_in(1000) <= Some(50 + 5 - 1), "{sent_at:?}");
+        // GCRA's own bound on a shorter window: the burst, and one more for each interval it spans.
+        assert!(most_in(30) <= Some(5 + 1), "{sent_at:?}");
     }
 
     #[test]
