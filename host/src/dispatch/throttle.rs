@@ -8,8 +8,8 @@
 //! after it instead of its own.
 //!
 //! A delivery back late for its turn (the endpoint was paused, the host is busy) makes the whole schedule slip by
-//! its lateness: the turns after it keep their spacing instead of all falling due at once, and those already back
-//! wait the difference.
+//! its lateness beyond the burst tolerance: the turns after it keep their spacing instead of all falling due at
+//! once, and those already back wait the difference.
 //!
 //! Hand-written rather than `governor`'s: a rate limiter answers "now, or not yet", where this must hand out
 //! turns ahead and honour them later. The limit is per node: the schedule lives in this process's memory.
@@ -111,8 +111,11 @@ impl Throttle {
                 return Turn::After(due - now);
             }
             schedule.reserved.remove(delivery_id);
-            if now > due + EARLY {
-                schedule.behind += now - due;
+            // Late within the burst tolerance, the turns after it may still come on time: GCRA allows a request
+            // that much early. Later than that, the schedule slips by the rest.
+            let slack = schedule.burst_tolerance().max(EARLY);
+            if now > due + slack {
+                schedule.behind += now - due - slack;
             }
             return Turn::Now;
         }
@@ -191,9 +194,10 @@ mod tests {
         turns(&mut throttle, limit(10), 0..5, start);
         // Paused for a minute: all four come back at once on activation, and go 100 ms apart.
         let back = start + Duration::from_secs(60);
-        let expected = [Turn::Now, Turn::After(100 * MS), Turn::After(200 * MS), Turn::After(300 * MS)];
+        // (5 ms earlier each: a turn may be taken that much late without the schedule slipping.)
+        let expected = [Turn::Now, Turn::After(95 * MS), Turn::After(195 * MS), Turn::After(295 * MS)];
         assert_eq!(turns(&mut throttle, limit(10), 1..5, back), expected);
-        assert_eq!(throttle.turn(limit(10), "dlv_fresh", back), Turn::After(400 * MS), "fresh ones after them");
+        assert_eq!(throttle.turn(limit(10), "dlv_fresh", back), Turn::After(395 * MS), "fresh ones after them");
         assert_eq!(throttle.turn(limit(10), "dlv_2", back + 100 * MS), Turn::Now);
     }
 
