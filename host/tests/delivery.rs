@@ -756,8 +756,8 @@ async fn a_rate_limit_spaces_requests_and_counts_no_attempt() {
         .iter()
         .map(|&start| times.iter().filter(|&&t| t >= start && t < start + Duration::from_secs(1)).count())
         .max();
-    // 21 turns fit in a second; a request sent late for its turn can bunch with the next, on time.
-    assert!(busiest_second <= Some(20 + 2 * 2), "{busiest_second:?} requests within one second");
+    // 21 turns fit in a second; the receiver shares this test's two threads, so a stall can bunch a few arrivals.
+    assert!(busiest_second <= Some(26), "{busiest_second:?} requests within one second");
 
     let unlimited_requests = unlimited.wait_for_requests(EVENTS, WAIT).await;
     let last_unlimited = unlimited_requests.iter().map(|r| r.received_at).max().expect("requests");

@@ -345,6 +345,9 @@ impl Dispatcher {
     /// Starts the attempt of a leased delivery, or puts it off if its endpoint's rate limit says so.
     fn spawn(&self, job: DispatchJob, slot: OwnedSemaphorePermit, in_flight: &mut InFlight) {
         let limit = job.endpoint.rate_limit.and_then(|limit| NonZeroU32::new(u32::try_from(limit).ok()?));
+        if limit.is_none() {
+            in_flight.throttle.lifted(&job.endpoint.id, job.endpoint.updated_at);
+        }
         if let Some(per_second) = limit {
             let limit = Limit { endpoint_id: &job.endpoint.id, per_second, version: job.endpoint.updated_at };
             let turn = in_flight.throttle.turn(limit, &job.delivery.id, std::time::Instant::now());

@@ -254,7 +254,7 @@ async fn a_rate_limited_backlog_waits_its_turns_without_attempts() {
     // late and the schedule slipped), none sent before its last turn.
     assert!(state.deferred.len() >= 4, "{:?}", state.deferred);
     let turns: Vec<_> = state.deferred[..4].iter().map(|&(_, due_at)| due_at).collect();
-    assert!(turns.windows(2).all(|pair| (99..=101).contains(&(pair[1] - pair[0]))), "{turns:?}");
+    assert!(turns.windows(2).all(|pair| (98..=102).contains(&(pair[1] - pair[0]))), "{turns:?}");
     for sent in &state.recorded {
         let last_turn =
             state.deferred.iter().filter(|(id, _)| *id == sent.attempt.delivery_id).map(|&(_, at)| at).max();

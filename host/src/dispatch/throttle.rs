@@ -7,9 +7,10 @@
 //! is sent without asking again, so a delivery is put off once, and those that arrived meanwhile take the turns
 //! after it instead of its own.
 //!
-//! A delivery back late for its turn (the endpoint was paused, the host is busy) makes the whole schedule slip by
-//! its lateness beyond the burst tolerance: the turns after it keep their spacing instead of all falling due at
-//! once, and those already back wait the difference.
+//! A delivery back late for its turn (the host is busy) makes the whole schedule slip by its lateness beyond the
+//! burst tolerance: the turns after it keep their spacing instead of falling due together, and those already back
+//! wait the difference. One back more than a second late (the endpoint was paused, a lease expired, another node
+//! had it) lines up again like a fresh delivery instead: slipping by that much would stall every turn after it.
 //!
 //! Hand-written rather than `governor`'s: a rate limiter answers "now, or not yet", where this must hand out
 //! turns ahead and honour them later. The limit is per node: the schedule lives in this process's memory.
@@ -26,8 +27,8 @@ const EARLY: Duration = Duration::from_millis(5);
 /// A reservation whose delivery has not come back this long after its turn is forgotten: another node took the
 /// delivery, or it was deleted, retried or requeued by hand.
 const FORGET_AFTER: Duration = Duration::from_secs(60);
-/// Forgotten reservations are swept every this many turns.
-const SWEEP_EVERY: u32 = 1024;
+/// Lateness beyond which a turn no longer counts (see the module's documentation).
+const SLIP_AT_MOST: Duration = Duration::from_secs(1);
 
 /// When a delivery may be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,12 +63,12 @@ struct Schedule {
     behind: Duration,
     /// Deliveries put off, by id, with their turn.
     reserved: HashMap<String, Instant>,
-    turns: u32,
+    last_sweep: Option<Instant>,
 }
 
 impl Schedule {
     fn new(per_second: NonZeroU32, version: Millis) -> Self {
-        Self { per_second, version, next: None, behind: Duration::ZERO, reserved: HashMap::new(), turns: 0 }
+        Self { per_second, version, next: None, behind: Duration::ZERO, reserved: HashMap::new(), last_sweep: None }
     }
 
     fn interval(&self) -> Duration {
@@ -83,10 +84,22 @@ impl Schedule {
 }
 
 impl Throttle {
+    /// Forgets the schedule of an endpoint whose limit was lifted (`version` being the endpoint's `updated_at`
+    /// without a limit), so that a limit set again starts afresh rather than behind the old backlog's turns.
+    pub fn lifted(&mut self, endpoint_id: &str, version: Millis) {
+        // Most deliveries come here, and most servers limit no endpoint: no hashing then.
+        if self.endpoints.is_empty() {
+            return;
+        }
+        if self.endpoints.get(endpoint_id).is_some_and(|schedule| schedule.version < version) {
+            self.endpoints.remove(endpoint_id);
+        }
+    }
+
     /// The turn of delivery `delivery_id` to the endpoint `limit` describes, at `now`.
     pub fn turn(&mut self, limit: Limit<'_>, delivery_id: &str, now: Instant) -> Turn {
         let schedule = match self.endpoints.get_mut(limit.endpoint_id) {
-            Some(schedule) if limit.version <= schedule.version || limit.per_second == schedule.per_second => {
+            Some(schedule) if limit.version < schedule.version || limit.per_second == schedule.per_second => {
                 schedule.version = schedule.version.max(limit.version);
                 schedule
             }
@@ -99,10 +112,11 @@ impl Throttle {
                 self.endpoints.get_mut(limit.endpoint_id).expect("just inserted")
             }
         };
-        schedule.turns = schedule.turns.wrapping_add(1);
-        if schedule.turns % SWEEP_EVERY == 0 {
+        // At most once a minute: a sweep reads every reservation, and a long backlog holds many.
+        if schedule.last_sweep.is_none_or(|at| now.saturating_duration_since(at) >= FORGET_AFTER) {
             let behind = schedule.behind;
             schedule.reserved.retain(|_, turn| now.saturating_duration_since(*turn + behind) < FORGET_AFTER);
+            schedule.last_sweep = Some(now);
         }
         if let Some(&reserved) = schedule.reserved.get(delivery_id) {
             let due = reserved + schedule.behind;
@@ -112,12 +126,13 @@ impl Throttle {
             }
             schedule.reserved.remove(delivery_id);
             // Late within the burst tolerance, the turns after it may still come on time: GCRA allows a request
-            // that much early. Later than that, the schedule slips by the rest.
+            // that much early. Later than that, the schedule slips by the rest; far later, the turn is void.
             let slack = schedule.burst_tolerance().max(EARLY);
-            if now > due + slack {
-                schedule.behind += now - due - slack;
+            let late = now.saturating_duration_since(due + slack);
+            if late <= SLIP_AT_MOST {
+                schedule.behind += late;
+                return Turn::Now;
             }
-            return Turn::Now;
         }
         let schedule_now = now.checked_sub(schedule.behind).unwrap_or(now);
         let next = schedule.next.unwrap_or(schedule_now);
@@ -192,12 +207,11 @@ mod tests {
         let mut throttle = Throttle::default();
         let start = Instant::now();
         turns(&mut throttle, limit(10), 0..5, start);
-        // Paused for a minute: all four come back at once on activation, and go 100 ms apart.
+        // Paused for a minute: all four come back at once on activation, line up again, and go 100 ms apart.
         let back = start + Duration::from_secs(60);
-        // (5 ms earlier each: a turn may be taken that much late without the schedule slipping.)
-        let expected = [Turn::Now, Turn::After(95 * MS), Turn::After(195 * MS), Turn::After(295 * MS)];
+        let expected = [Turn::Now, Turn::After(100 * MS), Turn::After(200 * MS), Turn::After(300 * MS)];
         assert_eq!(turns(&mut throttle, limit(10), 1..5, back), expected);
-        assert_eq!(throttle.turn(limit(10), "dlv_fresh", back), Turn::After(395 * MS), "fresh ones after them");
+        assert_eq!(throttle.turn(limit(10), "dlv_fresh", back), Turn::After(400 * MS), "fresh ones after them");
         assert_eq!(throttle.turn(limit(10), "dlv_2", back + 100 * MS), Turn::Now);
     }
 
@@ -294,13 +308,44 @@ mod tests {
     }
 
     #[test]
+    fn one_turn_taken_very_late_does_not_stall_the_others() {
+        let mut throttle = Throttle::default();
+        let start = Instant::now();
+        // 50 per second: dlv_5 (turn at 20 ms) comes back half a minute late (another node had it, say), while
+        // the others have taken their turns.
+        turns(&mut throttle, limit(50), 0..20, start);
+        for n in 6..20u32 {
+            let id = format!("dlv_{n}");
+            assert_eq!(throttle.turn(limit(50), &id, start + (n - 4) * 20 * MS), Turn::Now, "{id}");
+        }
+        let late = start + Duration::from_secs(30);
+        assert_eq!(throttle.turn(limit(50), "dlv_5", late), Turn::Now, "lines up again, and the burst is free");
+        assert_eq!(throttle.turn(limit(50), "dlv_fresh", late), Turn::Now, "no stall behind it");
+    }
+
+    #[test]
+    fn a_limit_lifted_and_set_again_starts_afresh() {
+        let mut throttle = Throttle::default();
+        let now = Instant::now();
+        let backlog = turns(&mut throttle, Limit { version: 1, ..limit(1) }, 0..3600, now);
+        assert_eq!(backlog.last(), Some(&Turn::After(Duration::from_secs(3599))));
+        throttle.lifted("ep_1", 0);
+        assert_eq!(
+            throttle.turn(Limit { version: 1, ..limit(1) }, "dlv_x", now),
+            Turn::After(Duration::from_secs(3600))
+        );
+        throttle.lifted("ep_1", 2);
+        assert_eq!(throttle.turn(Limit { version: 3, ..limit(1) }, "dlv_y", now), Turn::Now);
+    }
+
+    #[test]
     fn reservations_never_taken_are_forgotten() {
         let mut throttle = Throttle::default();
         let start = Instant::now();
         turns(&mut throttle, limit(1000), 0..200, start);
         let later = start + FORGET_AFTER + Duration::from_secs(1);
-        turns(&mut throttle, limit(1000), 200..(200 + SWEEP_EVERY), later);
-        assert!(throttle.endpoints["ep_1"].reserved.len() < 200 + SWEEP_EVERY as usize - 100);
+        turns(&mut throttle, limit(1000), 200..300, later);
         assert!(throttle.endpoints["ep_1"].reserved.keys().all(|id| id != "dlv_150"));
+        assert!(throttle.endpoints["ep_1"].reserved.len() <= 100);
     }
 }
