@@ -161,6 +161,43 @@ mod tests {
         ids.map(|n| throttle.turn(limit, &format!("dlv_{n}"), at)).collect()
     }
 
+    /// Three seconds at 50 per second, a millisecond at a time: a new delivery every `arrive_every` ms, and the
+    /// deliveries put off asked again every `reclaim_every` ms once their turn has come. Returns when each went.
+    fn simulate(arrive_every: u32, reclaim_every: u32) -> Vec<u32> {
+        let mut throttle = Throttle::default();
+        let start = Instant::now();
+        let mut sent_at = Vec::new();
+        let mut waiting: Vec<(Duration, String)> = Vec::new();
+        for ms in 0..3000u32 {
+            let now = start + ms * MS;
+            let mut asking: Vec<String> = Vec::new();
+            if ms % reclaim_every == 0 {
+                waiting.retain(|(due, id)| {
+                    let back = *due <= ms * MS;
+                    if back {
+                        asking.push(id.clone());
+                    }
+                    !back
+                });
+            }
+            if ms % arrive_every == 0 {
+                asking.push(format!("dlv_{ms}"));
+            }
+            for id in asking {
+                match throttle.turn(limit(50), &id, now) {
+                    Turn::Now => sent_at.push(ms),
+                    Turn::After(wait) => waiting.push((ms * MS + wait, id)),
+                }
+            }
+        }
+        sent_at
+    }
+
+    /// The most of `sent_at` within any `window` ms.
+    fn most_within(sent_at: &[u32], window: u32) -> Option<usize> {
+        sent_at.iter().map(|&start| sent_at.iter().filter(|&&t| t >= start && t < start + window).count()).max()
+    }
+
     #[test]
     fn within_the_burst_every_request_goes_now() {
         let mut throttle = Throttle::default();
@@ -217,40 +254,12 @@ mod tests {
 
     #[test]
     fn deliveries_back_late_do_not_bunch() {
-        let mut throttle = Throttle::default();
-        let start = Instant::now();
-        // 50 per second (20 ms apart, bursts of 5) on a busy host: deliveries put off are claimed again only every
-        // 150 ms, so they come back late and several at once.
-        let mut sent_at = Vec::new();
-        let mut waiting: Vec<(Duration, String)> = Vec::new();
-        for ms in 0..3000u32 {
-            let now = start + ms * MS;
-            let mut asking: Vec<String> = Vec::new();
-            if ms % 150 == 0 {
-                waiting.retain(|(due, id)| {
-                    let back = *due <= ms * MS;
-                    if back {
-                        asking.push(id.clone());
-                    }
-                    !back
-                });
-            }
-            if ms % 4 == 0 {
-                asking.push(format!("dlv_{ms}"));
-            }
-            for id in asking {
-                match throttle.turn(limit(50), &id, now) {
-                    Turn::Now => sent_at.push(ms),
-                    Turn::After(wait) => waiting.push((ms * MS + wait, id)),
-                }
-            }
-        }
-        let most_in = |window: u32| {
-            sent_at.iter().map(|&start| sent_at.iter().filter(|&&t| t >= start && t < start + window).count()).max()
-        };
-        assert!(most_in(1000) <= Some(50 + 5 - 1), "{sent_at:?}");
+        // A busy host: deliveries put off are claimed again only every 150 ms, so they come back late and several
+        // at once.
+        let sent_at = simulate(4, 150);
+        assert!(most_within(&sent_at, 1000) <= Some(50 + 5 - 1), "{sent_at:?}");
         // GCRA's own bound on a shorter window: the burst, and one more for each interval it spans.
-        assert!(most_in(30) <= Some(5 + 1), "{sent_at:?}");
+        assert!(most_within(&sent_at, 30) <= Some(5 + 1), "{sent_at:?}");
     }
 
     #[test]
@@ -276,34 +285,9 @@ mod tests {
 
     #[test]
     fn no_second_sees_more_than_the_limit_and_a_tenth() {
-        let mut throttle = Throttle::default();
-        let start = Instant::now();
-        // A new delivery every millisecond for three seconds against 50 per second; each put off comes back at
-        // its turn.
-        let mut sent_at = Vec::new();
-        let mut waiting: Vec<(Duration, String)> = Vec::new();
-        for ms in 0..3000u32 {
-            let now = start + ms * MS;
-            let mut asking: Vec<String> = Vec::new();
-            waiting.retain(|(turn, id)| {
-                if *turn <= ms * MS {
-                    asking.push(id.clone());
-                    false
-                } else {
-                    true
-                }
-            });
-            asking.push(format!("dlv_{ms}"));
-            for id in asking {
-                match throttle.turn(limit(50), &id, now) {
-                    Turn::Now => sent_at.push(ms),
-                    Turn::After(wait) => waiting.push((ms * MS + wait, id)),
-                }
-            }
-        }
-        let most_in_a_second =
-            sent_at.iter().map(|&start| sent_at.iter().filter(|&&t| t >= start && t < start + 1000).count()).max();
-        assert_eq!(most_in_a_second, Some(50 + 5 - 1));
+        // A new delivery every millisecond; each put off comes back at its turn.
+        let sent_at = simulate(1, 1);
+        assert_eq!(most_within(&sent_at, 1000), Some(50 + 5 - 1));
         assert_eq!(sent_at.len(), 5 + 3 * 50 - 1, "every turn used");
     }
 
