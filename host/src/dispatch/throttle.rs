@@ -12,6 +12,12 @@
 //! wait the difference. One back more than a second late (the endpoint was paused, a lease expired, another node
 //! had it) lines up again like a fresh delivery instead: slipping by that much would stall every turn after it.
 //!
+//! An endpoint holds at most [`MAX_RESERVED`] reservations, about 170 bytes each in memory. A delivery beyond them
+//! takes no turn: it is given back due when the turns reserved ahead of it, and the other deliveries already
+//! beyond them, would have run out, and asks again then. A backlog of millions thus costs the memory of ten
+//! thousand, and a delivery is given back about twice whatever the backlog's length: more when fresh deliveries
+//! take turns freed ahead of one coming back, which then lines up again (the unit tests measure both).
+//!
 //! Hand-written rather than `governor`'s: a rate limiter answers "now, or not yet", where this must hand out
 //! turns ahead and honour them later. The limit is per node: the schedule lives in this process's memory.
 
@@ -29,6 +35,8 @@ const EARLY: Duration = Duration::from_millis(5);
 const FORGET_AFTER: Duration = Duration::from_secs(60);
 /// Lateness beyond which a turn no longer counts (see the module's documentation).
 const SLIP_AT_MOST: Duration = Duration::from_secs(1);
+/// Reservations an endpoint may hold (see the module's documentation).
+const MAX_RESERVED: usize = 10_000;
 
 /// When a delivery may be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,9 +56,16 @@ pub(super) struct Limit<'a> {
     pub version: Millis,
 }
 
-#[derive(Default)]
 pub(super) struct Throttle {
     endpoints: HashMap<String, Schedule>,
+    max_reserved: usize,
+    last_prune: Option<Instant>,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Self { endpoints: HashMap::new(), max_reserved: MAX_RESERVED, last_prune: None }
+    }
 }
 
 /// Turns are planned on the schedule's own clock, which runs `behind` real time by as much as the schedule has
@@ -63,12 +78,22 @@ struct Schedule {
     behind: Duration,
     /// Deliveries put off, by id, with their turn.
     reserved: HashMap<String, Instant>,
+    /// When the deliveries given back beyond the reservations run out: the next one given back is due then.
+    unreserved_until: Option<Instant>,
     last_sweep: Option<Instant>,
 }
 
 impl Schedule {
     fn new(per_second: NonZeroU32, version: Millis) -> Self {
-        Self { per_second, version, next: None, behind: Duration::ZERO, reserved: HashMap::new(), last_sweep: None }
+        Self {
+            per_second,
+            version,
+            next: None,
+            behind: Duration::ZERO,
+            reserved: HashMap::new(),
+            unreserved_until: None,
+            last_sweep: None,
+        }
     }
 
     fn interval(&self) -> Duration {
@@ -80,6 +105,15 @@ impl Schedule {
     fn burst_tolerance(&self) -> Duration {
         let burst = (self.per_second.get() / 10).max(1);
         self.interval() * (burst - 1)
+    }
+
+    /// Nothing reserved or given back ahead, and the last turn long past: a new schedule would hand out the same
+    /// turns, so this one can go (its endpoint may well have been deleted).
+    fn idle(&self, now: Instant) -> bool {
+        let past =
+            |at: Option<Instant>| at.is_none_or(|at| now.saturating_duration_since(at + self.behind) >= FORGET_AFTER);
+        // Every reservation's turn is before `next`.
+        past(self.next) && past(self.unreserved_until)
     }
 }
 
@@ -98,6 +132,11 @@ impl Throttle {
 
     /// The turn of delivery `delivery_id` to the endpoint `limit` describes, at `now`.
     pub fn turn(&mut self, limit: Limit<'_>, delivery_id: &str, now: Instant) -> Turn {
+        // At most once a minute, like the sweep of reservations below.
+        if self.last_prune.is_none_or(|at| now.saturating_duration_since(at) >= FORGET_AFTER) {
+            self.endpoints.retain(|_, schedule| !schedule.idle(now));
+            self.last_prune = Some(now);
+        }
         let schedule = match self.endpoints.get_mut(limit.endpoint_id) {
             Some(schedule) if limit.version < schedule.version || limit.per_second == schedule.per_second => {
                 schedule.version = schedule.version.max(limit.version);
@@ -137,6 +176,11 @@ impl Throttle {
         let schedule_now = now.checked_sub(schedule.behind).unwrap_or(now);
         let next = schedule.next.unwrap_or(schedule_now);
         let turn = schedule_now.max(next.checked_sub(schedule.burst_tolerance()).unwrap_or(schedule_now));
+        if turn > schedule_now && schedule.reserved.len() >= self.max_reserved {
+            let back_at = schedule.unreserved_until.map_or(next, |until| until.max(next));
+            schedule.unreserved_until = Some(back_at + schedule.interval());
+            return Turn::After(back_at - schedule_now);
+        }
         schedule.next = Some(next.max(turn) + schedule.interval());
         if turn <= schedule_now {
             return Turn::Now;
@@ -161,16 +205,34 @@ mod tests {
         ids.map(|n| throttle.turn(limit, &format!("dlv_{n}"), at)).collect()
     }
 
-    /// Three seconds at 50 per second, a millisecond at a time: a new delivery every `arrive_every` ms, and the
-    /// deliveries put off asked again every `reclaim_every` ms once their turn has come. Returns when each went.
-    fn simulate(arrive_every: u32, reclaim_every: u32) -> Vec<u32> {
-        let mut throttle = Throttle::default();
+    /// What [`simulate`] saw.
+    struct Simulated {
+        /// When each delivery was sent, in ms.
+        sent_at: Vec<u32>,
+        /// How often each delivery was put off.
+        put_off: HashMap<String, u32>,
+        most_reserved: usize,
+    }
+
+    /// `millis` at 50 per second, a millisecond at a time: `backlog` deliveries at the start, then a new one every
+    /// `arrive_every` ms (if any), and the deliveries put off asked again every `reclaim_every` ms once their turn
+    /// has come.
+    fn simulate(
+        throttle: &mut Throttle,
+        backlog: u32,
+        arrive_every: Option<u32>,
+        reclaim_every: u32,
+        millis: u32,
+    ) -> Simulated {
         let start = Instant::now();
-        let mut sent_at = Vec::new();
+        let mut seen = Simulated { sent_at: Vec::new(), put_off: HashMap::new(), most_reserved: 0 };
         let mut waiting: Vec<(Duration, String)> = Vec::new();
-        for ms in 0..3000u32 {
+        for ms in 0..millis {
             let now = start + ms * MS;
             let mut asking: Vec<String> = Vec::new();
+            if ms == 0 {
+                asking.extend((0..backlog).map(|n| format!("dlv_backlog_{n}")));
+            }
             if ms % reclaim_every == 0 {
                 waiting.retain(|(due, id)| {
                     let back = *due <= ms * MS;
@@ -180,17 +242,22 @@ mod tests {
                     !back
                 });
             }
-            if ms % arrive_every == 0 {
+            if arrive_every.is_some_and(|every| ms % every == 0) {
                 asking.push(format!("dlv_{ms}"));
             }
             for id in asking {
                 match throttle.turn(limit(50), &id, now) {
-                    Turn::Now => sent_at.push(ms),
-                    Turn::After(wait) => waiting.push((ms * MS + wait, id)),
+                    Turn::Now => seen.sent_at.push(ms),
+                    Turn::After(wait) => {
+                        *seen.put_off.entry(id.clone()).or_default() += 1;
+                        waiting.push((ms * MS + wait, id));
+                    }
                 }
             }
+            let reserved = throttle.endpoints.get("ep_1").map_or(0, |schedule| schedule.reserved.len());
+            seen.most_reserved = seen.most_reserved.max(reserved);
         }
-        sent_at
+        seen
     }
 
     /// The most of `sent_at` within any `window` ms.
@@ -256,7 +323,7 @@ mod tests {
     fn deliveries_back_late_do_not_bunch() {
         // A busy host: deliveries put off are claimed again only every 150 ms, so they come back late and several
         // at once.
-        let sent_at = simulate(4, 150);
+        let sent_at = simulate(&mut Throttle::default(), 0, Some(4), 150, 3000).sent_at;
         assert!(most_within(&sent_at, 1000) <= Some(50 + 5 - 1), "{sent_at:?}");
         // GCRA's own bound on a shorter window: the burst, and one more for each interval it spans.
         assert!(most_within(&sent_at, 30) <= Some(5 + 1), "{sent_at:?}");
@@ -286,7 +353,7 @@ mod tests {
     #[test]
     fn no_second_sees_more_than_the_limit_and_a_tenth() {
         // A new delivery every millisecond; each put off comes back at its turn.
-        let sent_at = simulate(1, 1);
+        let sent_at = simulate(&mut Throttle::default(), 0, Some(1), 1, 3000).sent_at;
         assert_eq!(most_within(&sent_at, 1000), Some(50 + 5 - 1));
         assert_eq!(sent_at.len(), 5 + 3 * 50 - 1, "every turn used");
     }
@@ -331,5 +398,38 @@ mod tests {
         turns(&mut throttle, limit(1000), 200..300, later);
         assert!(throttle.endpoints["ep_1"].reserved.keys().all(|id| id != "dlv_150"));
         assert!(throttle.endpoints["ep_1"].reserved.len() <= 100);
+    }
+
+    #[test]
+    fn a_backlog_beyond_the_reservations_takes_no_memory_and_keeps_the_pace() {
+        // 1,000 at once at 50 per second, at most 100 reserved: 20 s, and each given back at most twice.
+        let mut throttle = Throttle { max_reserved: 100, ..Throttle::default() };
+        let seen = simulate(&mut throttle, 1000, None, 1, 25_000);
+        assert_eq!(seen.most_reserved, 100);
+        assert_eq!(seen.sent_at.len(), 1000, "all sent");
+        assert!(seen.sent_at[999] < 20_000, "{}", seen.sent_at[999]);
+        assert!(most_within(&seen.sent_at, 1000) <= Some(50 + 5 - 1));
+        assert!(seen.put_off.values().all(|&times| times <= 2), "{:?}", seen.put_off.values().max());
+
+        // The same, with one more every 100 ms, half the limit. The fresh ones take turns freed ahead of some
+        // given back, which then go round again: fewer than two puts-off a delivery all the same.
+        let mut throttle = Throttle { max_reserved: 100, ..Throttle::default() };
+        let seen = simulate(&mut throttle, 1000, Some(100), 1, 40_000);
+        assert_eq!(seen.most_reserved, 100);
+        assert_eq!(seen.sent_at.len(), 1000 + 400, "all sent");
+        assert!(most_within(&seen.sent_at, 1000) <= Some(50 + 5 - 1));
+        assert!(seen.put_off.values().sum::<u32>() < 2 * 1400, "{}", seen.put_off.values().sum::<u32>());
+    }
+
+    #[test]
+    fn schedules_long_idle_are_dropped() {
+        let mut throttle = Throttle::default();
+        let start = Instant::now();
+        turns(&mut throttle, limit(10), 0..3, start);
+        let other = Limit { endpoint_id: "ep_2", ..limit(10) };
+        turns(&mut throttle, other, 0..1, start + FORGET_AFTER);
+        assert!(throttle.endpoints.contains_key("ep_1"), "a reservation's turn less than a minute ago");
+        turns(&mut throttle, other, 1..2, start + 2 * FORGET_AFTER + Duration::from_secs(1));
+        assert_eq!(throttle.endpoints.keys().collect::<Vec<_>>(), ["ep_2"]);
     }
 }
