@@ -140,7 +140,7 @@ pub async fn run(
         plugins,
         auth_cache: api::auth::AuthCache::default(),
     }));
-    let writer = writer.start(store, node_id, Some(dispatcher.handoff()));
+    let writer = writer.start(store.clone(), node_id, Some(dispatcher.handoff()));
 
     let stop = CancellationToken::new();
     let dispatcher = tokio::spawn(dispatcher.run(stop.clone()));
@@ -168,6 +168,11 @@ pub async fn run(
         Ok(Err(e)) => tracing::error!(error = %e, "writer task failed"),
         Err(_) => tracing::warn!(grace = ?WRITER_SHUTDOWN_GRACE,
             "the writer's last commit did not finish in time; unrecorded attempts are left to their leases"),
+    }
+    // Bounded like the writer: a task still holding a connection (a replay walking its pages) finds the pool
+    // closed at its next query and ends.
+    if tokio::time::timeout(WRITER_SHUTDOWN_GRACE, store.close()).await.is_err() {
+        tracing::warn!("closing the database did not finish in time");
     }
     served?;
     Ok(())

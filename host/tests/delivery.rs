@@ -823,3 +823,31 @@ async fn events_missed_while_paused_are_replayed_once() {
     assert_eq!(created, [&json!(0), &json!(2)], "newest first: {log:#}");
     assert_eq!(receiver.count(), 3);
 }
+
+/// 20. After a clean stop the SQLite database file alone is a whole backup: the WAL has been copied into it, so a
+/// copy of `switchyard.db` without its `-wal` file, started elsewhere, holds every accepted event and its
+/// delivery's outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_clean_stop_the_database_file_alone_is_a_backup() {
+    let (server, api) = setup().await;
+    let receiver = Receiver::start().await;
+    let (endpoint_id, _) = endpoint_to(&api, &receiver, json!({})).await;
+    let (event_id, delivery_id) = publish_to(&api, &endpoint_id, "backup.taken", json!({ "n": 20 })).await;
+    api.wait_status(&delivery_id, "succeeded", WAIT).await;
+
+    let (_, data_dir) = server.stop(Duration::from_secs(10)).await;
+    let wal = data_dir.path().join("switchyard.db-wal");
+    let wal_bytes = std::fs::metadata(&wal).map_or(0, |m| m.len());
+    assert_eq!(wal_bytes, 0, "{} holds {wal_bytes} bytes after a clean stop", wal.display());
+
+    let copy = tempfile::tempdir().expect("backup dir");
+    std::fs::copy(data_dir.path().join("switchyard.db"), copy.path().join("switchyard.db")).expect("copy the file");
+    drop(data_dir);
+    let restored = Server::start_in(copy).await;
+    let api = api.at(&restored.base_url);
+    let event = api.get(&format!("/api/v1/events/{event_id}")).await;
+    assert_eq!(event["data"], json!({ "n": 20 }), "{event:#}");
+    let delivery = api.get(&format!("/api/v1/deliveries/{delivery_id}")).await;
+    assert_eq!(delivery["status"], "succeeded", "{delivery:#}");
+    assert_eq!(receiver.count(), 1);
+}

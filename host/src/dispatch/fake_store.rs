@@ -172,6 +172,7 @@ impl Store for FakeStore {
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
     }
+    async fn close(&self) {}
     async fn get_meta(&self, _: &str) -> StoreResult<Option<String>> {
         unused()
     }

@@ -284,6 +284,9 @@ pub struct Dropped {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
+    /// Lets go of the database at shutdown, leaving it complete in its own files: a copy of an SQLite database
+    /// file taken after a clean stop is a whole backup.
+    async fn close(&self);
 
     /// Small key/value facts about the installation (e.g. the master-key check value).
     async fn get_meta(&self, key: &str) -> StoreResult<Option<String>>;

@@ -100,9 +100,21 @@ impl SqlStore {
         self.dialect
     }
 
-    /// Waits for borrowed connections to come back and closes them all.
+    /// Waits for borrowed connections to come back and closes them all. On SQLite the WAL is copied into the
+    /// database file first, once the readers are gone (a reader's snapshot would hold the copy back).
     pub async fn close(&self) {
         self.reader.close().await;
+        if self.dialect == Dialect::Sqlite {
+            let checkpoint = async {
+                let mut connection = self.writer.acquire().await?;
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut *connection).await?;
+                StoreResult::Ok(())
+            };
+            if let Err(e) = checkpoint.await {
+                tracing::warn!(error = %e, "could not copy the WAL into the database file before closing; \
+                the next start recovers it from the WAL");
+            }
+        }
         self.writer.close().await;
     }
 }
@@ -112,6 +124,10 @@ impl Store for SqlStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&mut *self.writer.acquire().await?).await?;
         Ok(())
+    }
+
+    async fn close(&self) {
+        SqlStore::close(self).await
     }
 
     async fn get_meta(&self, key: &str) -> StoreResult<Option<String>> {
