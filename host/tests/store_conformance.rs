@@ -17,7 +17,8 @@ use switchyard::model::{
 };
 use switchyard::store::{
     AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, Lease, NewDelivery,
-    NewEvent, NewSecret, Page, Published, RequeueSelector, Resend, SentTo, StatusBefore, Store, StoreError,
+    NewEvent, NewSecret, Page, PluginUpload, Published, RequeueSelector, Resend, SentTo, StatusBefore, Store,
+    StoreError,
 };
 
 const T0: Millis = 1_700_000_000_000;
@@ -67,6 +68,7 @@ macro_rules! conformance {
 
 conformance! {
     meta_and_ping,
+    plugin_uploads_keep_the_latest_and_deletions,
     tenants_create_get_and_page,
     api_keys_find_list_and_revoke,
     endpoint_create_get_update_and_status,
@@ -302,6 +304,36 @@ async fn meta_and_ping(store: &dyn Store, _url: &str) {
     store.put_meta("key_check", "second").await.unwrap();
     store.put_meta("other", "x").await.unwrap();
     assert_eq!(store.get_meta("key_check").await.unwrap().as_deref(), Some("second"));
+}
+
+async fn plugin_uploads_keep_the_latest_and_deletions(store: &dyn Store, _url: &str) {
+    assert_eq!(store.plugin_uploads().await.unwrap(), []);
+    assert!(!store.delete_plugin_upload("redact", T0).await.unwrap(), "nothing to delete");
+    let wasm_v1: Vec<u8> = (0..=255).cycle().take(100_000).collect();
+    store.put_plugin_upload("redact", "sha_v1", &wasm_v1, T0).await.unwrap();
+    store.put_plugin_upload("filter", "sha_f", b"f", T0 + 1).await.unwrap();
+    store.put_plugin_upload("redact", "sha_v2", b"v2", T0 + 2).await.unwrap();
+    let upload = |name: &str, sha256: &str, deleted, changed_at| PluginUpload {
+        name: name.into(),
+        sha256: sha256.into(),
+        deleted,
+        changed_at,
+    };
+    assert_eq!(
+        store.plugin_uploads().await.unwrap(),
+        [upload("filter", "sha_f", false, T0 + 1), upload("redact", "sha_v2", false, T0 + 2)]
+    );
+    assert_eq!(store.plugin_upload_wasm("redact", "sha_v2").await.unwrap().as_deref(), Some(&b"v2"[..]));
+    assert_eq!(store.plugin_upload_wasm("redact", "sha_v1").await.unwrap(), None, "replaced");
+    store.put_plugin_upload("redact", "sha_v1", &wasm_v1, T0 + 3).await.unwrap();
+    assert_eq!(store.plugin_upload_wasm("redact", "sha_v1").await.unwrap(), Some(wasm_v1), "bytes intact");
+
+    assert!(store.delete_plugin_upload("redact", T0 + 4).await.unwrap());
+    assert!(!store.delete_plugin_upload("redact", T0 + 5).await.unwrap(), "deleted already");
+    assert_eq!(store.plugin_uploads().await.unwrap()[1], upload("redact", "sha_v1", true, T0 + 4));
+    assert_eq!(store.plugin_upload_wasm("redact", "sha_v1").await.unwrap(), None);
+    store.put_plugin_upload("redact", "sha_v3", b"v3", T0 + 6).await.unwrap();
+    assert_eq!(store.plugin_uploads().await.unwrap()[1], upload("redact", "sha_v3", false, T0 + 6), "uploaded again");
 }
 
 async fn tenants_create_get_and_page(store: &dyn Store, _url: &str) {

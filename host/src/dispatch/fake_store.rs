@@ -13,7 +13,8 @@ use crate::model::{
 use crate::secrets::SigningSecrets;
 use crate::store::{
     AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, NewEvent,
-    NewSecret, Page, Published, RequeueSelector, Resend, SentTo, StatusBefore, Store, StoreError, StoreResult,
+    NewSecret, Page, PluginUpload, Published, RequeueSelector, Resend, SentTo, StatusBefore, Store, StoreError,
+    StoreResult,
 };
 
 #[derive(Default)]
@@ -290,6 +291,18 @@ impl Store for FakeStore {
         unused()
     }
     async fn release_foreign_leases(&self, _: &str) -> StoreResult<u64> {
+        unused()
+    }
+    async fn put_plugin_upload(&self, _: &str, _: &str, _: &[u8], _: Millis) -> StoreResult<()> {
+        unused()
+    }
+    async fn delete_plugin_upload(&self, _: &str, _: Millis) -> StoreResult<bool> {
+        unused()
+    }
+    async fn plugin_uploads(&self) -> StoreResult<Vec<PluginUpload>> {
+        unused()
+    }
+    async fn plugin_upload_wasm(&self, _: &str, _: &str) -> StoreResult<Option<Vec<u8>>> {
         unused()
     }
     async fn append_audit(&self, _: &AuditEntry) -> StoreResult<()> {

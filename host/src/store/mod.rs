@@ -281,6 +281,16 @@ pub struct Dropped {
     pub at: Millis,
 }
 
+/// A plugin's latest upload through the API, or its deletion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginUpload {
+    pub name: String,
+    /// The version uploaded; once deleted, the version that was deleted.
+    pub sha256: String,
+    pub deleted: bool,
+    pub changed_at: Millis,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
@@ -476,6 +486,16 @@ pub trait Store: Send + Sync + 'static {
     async fn release_foreign_leases(&self, owner: &str) -> StoreResult<u64>;
     /// The earliest `next_attempt_at` among waiting deliveries of active endpoints, to know how long to sleep.
     async fn next_due_at(&self) -> StoreResult<Option<Millis>>;
+
+    // Plugins uploaded through the API, kept for every node to install (see `plugin::sync`).
+    /// Makes `wasm` (whose sha256 is `sha256`) the latest upload of plugin `name`.
+    async fn put_plugin_upload(&self, name: &str, sha256: &str, wasm: &[u8], at: Millis) -> StoreResult<()>;
+    /// Marks plugin `name` deleted, keeping which version was. Returns whether it had an upload not yet deleted.
+    async fn delete_plugin_upload(&self, name: &str, at: Millis) -> StoreResult<bool>;
+    /// Every plugin's latest upload or deletion, by name, without the components' bytes.
+    async fn plugin_uploads(&self) -> StoreResult<Vec<PluginUpload>>;
+    /// The bytes of plugin `name`, if `sha256` is still its latest upload.
+    async fn plugin_upload_wasm(&self, name: &str, sha256: &str) -> StoreResult<Option<Vec<u8>>>;
 
     // Audit log.
     async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()>;

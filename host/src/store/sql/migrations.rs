@@ -28,6 +28,7 @@ const SQLITE: &[EmbeddedMigration] = &[
         include_str!("../../../../migrations/sqlite/0005_in_flight_out_of_status_index.sql"),
     ),
     (6, "endpoint rate limit", include_str!("../../../../migrations/sqlite/0006_endpoint_rate_limit.sql")),
+    (7, "plugin uploads", include_str!("../../../../migrations/sqlite/0007_plugin_uploads.sql")),
 ];
 const POSTGRES: &[EmbeddedMigration] = &[
     (1, "core", include_str!("../../../../migrations/postgres/0001_core.sql")),
@@ -40,6 +41,7 @@ const POSTGRES: &[EmbeddedMigration] = &[
         include_str!("../../../../migrations/postgres/0005_in_flight_out_of_status_index.sql"),
     ),
     (6, "endpoint rate limit", include_str!("../../../../migrations/postgres/0006_endpoint_rate_limit.sql")),
+    (7, "plugin uploads", include_str!("../../../../migrations/postgres/0007_plugin_uploads.sql")),
 ];
 
 #[derive(Debug)]

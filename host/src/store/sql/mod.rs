@@ -15,6 +15,7 @@ mod endpoint_secrets;
 mod endpoints;
 mod events;
 mod migrations;
+mod plugins;
 mod query;
 mod rows;
 mod sqlite_batch;
@@ -38,7 +39,8 @@ use crate::model::{
 };
 use crate::store::{
     AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, NewEvent,
-    NewSecret, Page, Published, RequeueSelector, Resend, SentTo, StatusBefore, Store, StoreError, StoreResult,
+    NewSecret, Page, PluginUpload, Published, RequeueSelector, Resend, SentTo, StatusBefore, Store, StoreError,
+    StoreResult,
 };
 
 /// Dead letters requeued per transaction by a requeue that selects them by filter.
@@ -518,6 +520,22 @@ impl Store for SqlStore {
 
     async fn next_due_at(&self) -> StoreResult<Option<Millis>> {
         dispatch::next_due_at(&self.reader).await
+    }
+
+    async fn put_plugin_upload(&self, name: &str, sha256: &str, wasm: &[u8], at: Millis) -> StoreResult<()> {
+        plugins::put_upload(&mut *self.writer.acquire().await?, name, sha256, wasm, at).await
+    }
+
+    async fn delete_plugin_upload(&self, name: &str, at: Millis) -> StoreResult<bool> {
+        plugins::delete_upload(&mut *self.writer.acquire().await?, name, at).await
+    }
+
+    async fn plugin_uploads(&self) -> StoreResult<Vec<PluginUpload>> {
+        plugins::uploads(&self.reader).await
+    }
+
+    async fn plugin_upload_wasm(&self, name: &str, sha256: &str) -> StoreResult<Option<Vec<u8>>> {
+        plugins::upload_wasm(&self.reader, name, sha256).await
     }
 
     async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
