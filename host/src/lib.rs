@@ -117,6 +117,7 @@ pub async fn run(
     let plugins = Arc::new(PluginRegistry::new(engine));
     // Loads what is already in the directory before the first request, so bindings to it validate at once.
     let _watcher = PluginWatcher::start(plugins.clone(), config.plugins_dir.clone(), plugin::DEFAULT_DEBOUNCE).await?;
+    let _plugin_sync = plugin::sync::start(store.clone(), plugins.clone(), config.plugins_dir.clone()).await;
 
     let config = Arc::new(config);
     let dispatch_wakeup = Arc::new(Notify::new());

@@ -50,6 +50,26 @@ async fn upload(admin: &Api, name: &str, bytes: &[u8]) -> String {
     str_field(&body, "latest").to_string()
 }
 
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Waits until `admin`'s node serves `sha256` as the latest version of plugin `name`, or (with `None`) no longer
+/// knows the plugin.
+async fn wait_for_plugin(admin: &Api, name: &str, sha256: Option<&str>) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = admin.send(Method::GET, &format!("/api/v1/plugins/{name}"), None).await;
+        let latest = (status == 200).then(|| body["latest"].as_str().map(String::from)).flatten();
+        if latest.as_deref() == sha256 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "plugin {name}: HTTP {status} {body} after {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Creates an endpoint at the receiver (`/hook`) with `extra` merged in; returns its id.
 async fn endpoint(world: &World, extra: Value) -> String {
     let mut body = json!({ "url": world.receiver.url("/hook"), "retry": { "schedule": ["1s"], "max_attempts": 10 } });
@@ -697,11 +717,12 @@ async fn a_resend_runs_the_transform_again_only_when_asked() {
     );
 }
 
-/// Two nodes on one PostgreSQL database: events published through either are delivered once, and each node
-/// loads its own plugins directory. A node without a plugin refuses to bind it, but does not let a binding made
-/// elsewhere block unrelated changes to the endpoint.
+/// Two nodes on one PostgreSQL database: events published through either are delivered once. A plugin file
+/// copied into one node's directory is that node's alone: the other refuses to bind it, but does not let a binding
+/// made elsewhere block unrelated changes to the endpoint. A plugin uploaded through the API to one node is soon
+/// live on the other too, and so is its deletion.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_nodes_share_deliveries_and_each_loads_its_own_plugins() {
+async fn two_nodes_share_deliveries_and_plugins_uploaded_through_the_api() {
     const EVENTS: usize = 60;
     let Some([redact]) = plugins::plugins(["redact"]) else { return };
     let Some(db) = store_pg::PostgresTestDatabase::create("plugin_delivery::two_nodes").await else { return };
@@ -711,7 +732,9 @@ async fn two_nodes_share_deliveries_and_each_loads_its_own_plugins() {
             config.plugin_limits.deadline = Duration::from_millis(500);
         }
     };
-    let a = Server::start_configured(tempfile::tempdir().unwrap(), node(db.url.clone())).await;
+    let dir_a = tempfile::tempdir().unwrap();
+    let plugins_a = dir_a.path().join("plugins");
+    let a = Server::start_configured(dir_a, node(db.url.clone())).await;
     let b = Server::start_configured(tempfile::tempdir().unwrap(), node(db.url.clone())).await;
     let api_a = Api::new_tenant(&a.base_url, "two-nodes").await;
     let api_b = api_a.at(&b.base_url);
@@ -737,16 +760,55 @@ async fn two_nodes_share_deliveries_and_each_loads_its_own_plugins() {
     assert_eq!(ids.len(), EVENTS, "each event once, through either node");
     assert_eq!(ids.into_iter().collect::<BTreeSet<_>>(), published);
 
-    upload(&Api::admin(&a.base_url), "redact", &redact).await;
+    let (admin_a, admin_b) = (Api::admin(&a.base_url), Api::admin(&b.base_url));
+    std::fs::write(plugins_a.join("redact.wasm"), &redact).unwrap();
+    wait_for_plugin(&admin_a, "redact", Some(&sha256_hex(&redact))).await;
+    let endpoint_path = format!("/api/v1/endpoints/{plain}");
     let bind = json!({ "transform": { "plugin": "redact", "config": { "fields": ["n"] } } });
-    let (status, answer) = api_b.send(Method::PATCH, &format!("/api/v1/endpoints/{plain}"), Some(bind.clone())).await;
+    let (status, answer) = api_b.send(Method::PATCH, &endpoint_path, Some(bind.clone())).await;
     assert_eq!((status.as_u16(), &answer["error"]["field"]), (400, &json!("transform.plugin")), "{answer}");
-    api_a.expect(Method::PATCH, &format!("/api/v1/endpoints/{plain}"), Some(bind), 200).await;
+    api_a.expect(Method::PATCH, &endpoint_path, Some(bind.clone()), 200).await;
     let renamed = json!({ "description": "edited on the node without the plugin" });
-    let edited = api_b.expect(Method::PATCH, &format!("/api/v1/endpoints/{plain}"), Some(renamed), 200).await;
+    let edited = api_b.expect(Method::PATCH, &endpoint_path, Some(renamed), 200).await;
     assert_eq!(edited["transform"]["plugin"], "redact", "{edited:#}");
+
+    // Uploaded through node A's API: node B installs it into its own directory, and binds it.
+    let unbind = json!({ "transform": null });
+    api_a.expect(Method::PATCH, &endpoint_path, Some(unbind.clone()), 200).await;
+    std::fs::remove_file(plugins_a.join("redact.wasm")).unwrap();
+    admin_a.expect(Method::DELETE, "/api/v1/plugins/redact", None, 204).await;
+    let sha256 = upload(&admin_a, "redact", &redact).await;
+    wait_for_plugin(&admin_b, "redact", Some(&sha256)).await;
+    api_b.expect(Method::PATCH, &endpoint_path, Some(bind), 200).await;
+    let n = api_b.publish("order.created", json!({ "n": "hidden" })).await;
+    let redacted = receiver.wait_for_requests(EVENTS + 1, WAIT).await;
+    let last = redacted.iter().find(|r| r.header("webhook-id") == Some(str_field(&n, "id"))).expect("sent");
+    assert!(!last.body_text().contains("hidden"), "transformed by the uploaded plugin: {}", last.body_text());
+
+    // Deleted through node B's API: gone from node A too.
+    api_b.expect(Method::PATCH, &endpoint_path, Some(unbind), 200).await;
+    admin_b.expect(Method::DELETE, "/api/v1/plugins/redact", None, 204).await;
+    wait_for_plugin(&admin_a, "redact", None).await;
+    assert!(!plugins_a.join("redact.wasm").exists(), "its file removed from node A's directory");
 
     a.stop(Duration::from_secs(10)).await;
     b.stop(Duration::from_secs(10)).await;
     db.drop_database().await;
+}
+
+/// On one node too, the database keeps what was uploaded: a node whose plugins directory was lost (a fresh
+/// container with only the database on a volume) installs the uploaded plugins before it answers a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploaded_plugins_come_back_from_the_database_at_start() {
+    let Some([redact]) = plugins::plugins(["redact"]) else { return };
+    let server = Server::start().await;
+    let sha256 = upload(&Api::admin(&server.base_url), "redact", &redact).await;
+    let (_, dir) = server.stop(Duration::from_secs(10)).await;
+    let plugins_dir = dir.path().join("plugins");
+    std::fs::remove_dir_all(&plugins_dir).unwrap();
+
+    let server = Server::start_in(dir).await;
+    let plugin = Api::admin(&server.base_url).expect(Method::GET, "/api/v1/plugins/redact", None, 200).await;
+    assert_eq!(plugin["latest"], sha256.as_str(), "{plugin:#}");
+    assert_eq!(std::fs::read(plugins_dir.join("redact.wasm")).unwrap(), redact, "written back to the directory");
 }

@@ -1,8 +1,6 @@
 //! Plugins: the WebAssembly components in the plugins directory, their loaded versions and call statistics.
 //! Installation-wide code, so every route takes the admin key.
 
-use std::path::{Path, PathBuf};
-
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -15,7 +13,8 @@ use super::auth::{AdminCaller, ADMIN_ACTOR};
 use super::json::read_limited;
 use super::{audit, PathId};
 use crate::error::{ApiError, ApiResult};
-use crate::model::{new_id, rfc3339};
+use crate::model::{now_millis, rfc3339};
+use crate::plugin::sync::{self, InstallError};
 use crate::plugin::{valid_plugin_name, LoadFailure, LogLine, PluginKind, PluginSnapshot, VersionStatsSnapshot};
 use crate::AppState;
 
@@ -134,13 +133,8 @@ fn checked_name(name: &str) -> ApiResult<()> {
     Ok(())
 }
 
-fn plugin_file(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!("{name}.wasm"))
-}
-
-/// Compiles and validates the uploaded component first, so a broken upload never reaches the directory (where a
-/// restart would find it instead of the version that works); then writes it atomically (temporary file, rename).
-/// The watcher sees the new file and finds that version already loaded.
+/// Installed on this node as [`sync::install`] says (a component that does not load never reaches the
+/// directory), then stored for the other nodes to install.
 async fn upload(
     State(state): State<AppState>,
     _: AdminCaller,
@@ -154,24 +148,17 @@ async fn upload(
         return Err(ApiError::Invalid { field: None, message: "the body must be a WebAssembly component".into() });
     }
     let existed = state.plugins.latest(&name).is_some();
-    let dir = state.config.plugins_dir.clone();
-    let target = plugin_file(&dir, &name);
-    let temporary = dir.join(format!(".{}.upload", new_id(&name)));
-    let persist = async {
-        tokio::fs::create_dir_all(&dir).await?;
-        tokio::fs::write(&temporary, &bytes).await?;
-        tokio::fs::File::open(&temporary).await?.sync_all().await?;
-        tokio::fs::rename(&temporary, &target).await
+    let version = match sync::install(&state.plugins, &state.config.plugins_dir, &name, bytes.clone()).await {
+        Ok(version) => version,
+        Err(e @ InstallError::Load(_)) => return Err(ApiError::Invalid { field: None, message: e.to_string() }),
+        // Live until a restart, which would load the previous file: say so rather than pretend.
+        Err(e @ InstallError::Write { .. }) => return Err(ApiError::internal(e)),
     };
-    let version = match state.plugins.load_and_persist(&name, bytes.clone(), persist).await {
-        Ok(Ok(version)) => version,
-        Ok(Err(e)) => {
-            let _ = tokio::fs::remove_file(&temporary).await;
-            // Live until a restart, which would load the previous file: say so rather than pretend.
-            return Err(ApiError::internal(format!("loaded, but cannot write {}: {e}", target.display())));
-        }
-        Err(e) => return Err(ApiError::Invalid { field: None, message: format!("the component was not loaded: {e}") }),
-    };
+    // For the other nodes, and for this one's next start. Live here already: a failure says so.
+    if let Err(e) = state.store.put_plugin_upload(&name, version.sha256(), &bytes, now_millis()).await {
+        tracing::error!(plugin = %name, error = %e, "plugin installed on this node only: could not store it for the others");
+        return Err(e.into());
+    }
     let details = json!({ "sha256": version.sha256(), "interfaces": version.kinds() });
     audit::record_as(&state, None, ADMIN_ACTOR, "plugin.uploaded", "plugin", &name, details).await;
     let snapshot = state.plugins.snapshot(&name).ok_or(ApiError::NotFound("plugin"))?;
@@ -191,14 +178,11 @@ async fn remove(State(state): State<AppState>, _: AdminCaller, PathId(name): Pat
             endpoints.join(", ")
         )));
     }
-    let target = plugin_file(&state.config.plugins_dir, &name);
-    let file_removed = match tokio::fs::remove_file(&target).await {
-        Ok(()) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => return Err(ApiError::internal(format!("cannot remove {}: {e}", target.display()))),
-    };
-    let unloaded = state.plugins.remove(&name);
-    if !file_removed && !unloaded {
+    let removed_here = sync::uninstall(&state.plugins, &state.config.plugins_dir, &name)
+        .await
+        .map_err(|e| ApiError::internal(format!("cannot remove the file of plugin `{name}`: {e}")))?;
+    let removed_everywhere = state.store.delete_plugin_upload(&name, now_millis()).await?;
+    if !removed_here && !removed_everywhere {
         return Err(ApiError::NotFound("plugin"));
     }
     audit::record_as(&state, None, ADMIN_ACTOR, "plugin.deleted", "plugin", &name, json!({})).await;

@@ -10,6 +10,7 @@
 //!   worker is never held) and time spent waiting in WASI host calls (the call future is dropped).
 //! * [`PluginRegistry`]: name → latest version, every loaded version by sha256, last load error, per-version stats.
 //! * [`PluginWatcher`]: watches the plugins directory and feeds the registry.
+//! * [`sync`]: installs on every node the plugins uploaded through the API to any of them.
 //! * [`bound`]: runs the plugins an endpoint binds (shared by the dispatcher and simulate).
 
 mod bindings;
@@ -19,6 +20,7 @@ mod engine;
 mod errors;
 mod registry;
 mod stats;
+pub mod sync;
 mod validate;
 mod version;
 mod watcher;

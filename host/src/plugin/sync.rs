@@ -1,0 +1,176 @@
+//! Plugins uploaded through the API reach every node. The upload is written to this node's plugins directory and
+//! to the store, which keeps each plugin's latest upload (or its deletion); every node reads that list at start
+//! and then every [`SYNC_INTERVAL`], and installs into its own directory what it lacks, as an upload to it would.
+//!
+//! A node acts on each upload or deletion once: a file copied into one node's directory by hand, which the list
+//! knows nothing of, stays until the plugin is uploaded or deleted through the API again (or, for a name the API
+//! manages, until the node restarts and installs the uploaded version). A deletion unloads only the version it
+//! deleted, so a node running something else under that name keeps it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use super::errors::LoadError;
+use super::registry::PluginRegistry;
+use super::version::{sha256_hex, PluginVersion};
+use crate::model::new_id;
+use crate::store::{PluginUpload, Store, StoreError};
+
+/// How often each node reads the list of uploads: a tiny query, and a new version is live everywhere this soon.
+pub const SYNC_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Why a plugin could not be installed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// The component did not load; the previous version stays live.
+    #[error("the component was not loaded: {0}")]
+    Load(#[from] LoadError),
+    /// Loaded and live, but not written to the directory, so a restart would bring back the previous file.
+    #[error("loaded, but cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+pub fn plugin_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.wasm"))
+}
+
+/// Compiles and validates `bytes` first, so a broken component never reaches the directory (where a restart would
+/// find it instead of the version that works); then writes it atomically (temporary file, rename). The watcher
+/// sees the new file and finds that version already loaded.
+pub async fn install(
+    registry: &PluginRegistry,
+    dir: &Path,
+    name: &str,
+    bytes: Vec<u8>,
+) -> Result<Arc<PluginVersion>, InstallError> {
+    let target = plugin_file(dir, name);
+    let temporary = dir.join(format!(".{}.upload", new_id(name)));
+    let persist = async {
+        tokio::fs::create_dir_all(dir).await?;
+        tokio::fs::write(&temporary, &bytes).await?;
+        tokio::fs::File::open(&temporary).await?.sync_all().await?;
+        tokio::fs::rename(&temporary, &target).await
+    };
+    match registry.load_and_persist(name, bytes.clone(), persist).await? {
+        Ok(version) => Ok(version),
+        Err(source) => {
+            let _ = tokio::fs::remove_file(&temporary).await;
+            Err(InstallError::Write { path: target, source })
+        }
+    }
+}
+
+/// Removes the plugin's file and unloads every version of it (calls in flight finish). Returns whether there was
+/// either to remove.
+pub async fn uninstall(registry: &PluginRegistry, dir: &Path, name: &str) -> std::io::Result<bool> {
+    let target = plugin_file(dir, name);
+    let file_removed = match tokio::fs::remove_file(&target).await {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(e),
+    };
+    Ok(registry.remove(name) | file_removed)
+}
+
+/// Reads the uploads once, installing what this node lacks, then keeps reading them in a task of its own. The
+/// first round runs before this returns, so bindings to an uploaded plugin validate at once on a fresh node; a
+/// store that does not answer then only delays it to the next round.
+pub async fn start(store: Arc<dyn Store>, registry: Arc<PluginRegistry>, dir: PathBuf) -> PluginSync {
+    let mut applied = Applied::default();
+    if let Err(e) = applied.round(store.as_ref(), &registry, &dir).await {
+        tracing::warn!(error = %e, "could not read the plugins uploaded through the API; trying again shortly");
+    }
+    let task = tokio::spawn(async move {
+        let mut failing = false;
+        loop {
+            tokio::time::sleep(SYNC_INTERVAL).await;
+            match applied.round(store.as_ref(), &registry, &dir).await {
+                Ok(()) => failing = false,
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "could not read the plugins uploaded through the API; retrying");
+                }
+                Err(_) => {}
+            }
+        }
+    });
+    PluginSync { task }
+}
+
+/// Stops reading the uploads when dropped.
+#[derive(Debug)]
+pub struct PluginSync {
+    task: JoinHandle<()>,
+}
+
+impl Drop for PluginSync {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Each plugin's upload or deletion this node has acted on: `(sha256, deleted)` by name.
+#[derive(Default)]
+struct Applied(HashMap<String, (String, bool)>);
+
+impl Applied {
+    async fn round(&mut self, store: &dyn Store, registry: &PluginRegistry, dir: &Path) -> Result<(), StoreError> {
+        for upload in store.plugin_uploads().await? {
+            let state = (upload.sha256.clone(), upload.deleted);
+            if self.0.get(&upload.name) == Some(&state) {
+                continue;
+            }
+            if apply(store, registry, dir, &upload).await? {
+                self.0.insert(upload.name, state);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Acts on one upload or deletion. Returns false when it should be tried again next round.
+async fn apply(
+    store: &dyn Store,
+    registry: &PluginRegistry,
+    dir: &Path,
+    upload: &PluginUpload,
+) -> Result<bool, StoreError> {
+    let name = upload.name.as_str();
+    let running = registry.latest(name).map(|version| version.sha256().to_string());
+    if running.as_deref() == Some(upload.sha256.as_str()) {
+        if upload.deleted {
+            if let Err(e) = uninstall(registry, dir, name).await {
+                tracing::error!(plugin = name, error = %e, "could not remove a plugin deleted on another node");
+                return Ok(false);
+            }
+            tracing::info!(plugin = name, sha256 = %upload.sha256, "plugin deleted through the API: unloaded");
+        }
+        return Ok(true);
+    }
+    if upload.deleted {
+        return Ok(true);
+    }
+    // Replaced or deleted since the list was read: the next round sees what replaced it.
+    let Some(bytes) = store.plugin_upload_wasm(name, &upload.sha256).await? else { return Ok(false) };
+    if sha256_hex(&bytes) != upload.sha256 {
+        tracing::error!(plugin = name, sha256 = %upload.sha256, "an uploaded plugin's stored bytes do not match \
+        their sha256; not installed");
+        return Ok(true);
+    }
+    match install(registry, dir, name, bytes).await {
+        Ok(_) => {
+            tracing::info!(plugin = name, sha256 = %upload.sha256, "plugin uploaded through the API: installed");
+            Ok(true)
+        }
+        // Recorded as the plugin's `last_load_error`; the same bytes would fail again.
+        Err(InstallError::Load(_)) => Ok(true),
+        Err(e @ InstallError::Write { .. }) => {
+            tracing::error!(plugin = name, error = %e, "could not install a plugin uploaded through the API");
+            Ok(false)
+        }
+    }
+}
