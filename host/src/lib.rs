@@ -9,6 +9,7 @@ pub mod config;
 pub mod dispatch;
 pub mod error;
 pub mod ingest;
+pub mod metrics;
 pub mod model;
 pub mod plugin;
 pub mod retry;
@@ -27,6 +28,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::plugin::{PluginEngine, PluginRegistry, PluginWatcher};
 use crate::secrets::{MasterKey, SecretError};
 use crate::store::sql::SqlStore;
@@ -59,6 +61,8 @@ pub struct SharedState {
     pub plugins: Arc<PluginRegistry>,
     /// Recently authenticated keys and known tenants.
     pub auth_cache: api::auth::AuthCache,
+    /// Served at `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +125,8 @@ pub async fn run(
 
     let config = Arc::new(config);
     let dispatch_wakeup = Arc::new(Notify::new());
-    let writer = writer::Writer::default();
+    let metrics = Arc::new(Metrics::default());
+    let writer = writer::Writer::new(metrics.clone());
     let dispatcher = dispatch::Dispatcher::new(
         store.clone(),
         master_key.clone(),
@@ -140,6 +145,7 @@ pub async fn run(
         ingest: writer.ingest(),
         plugins,
         auth_cache: api::auth::AuthCache::default(),
+        metrics,
     }));
     let writer = writer.start(store.clone(), node_id, Some(dispatcher.handoff()));
 

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::dispatch::Handoff;
 use crate::ingest::{PublishReply, Publishes};
+use crate::metrics::Metrics;
 use crate::model::{new_id, AuditEntry, EndpointStatus, Event};
 use crate::routing::FilterCache;
 use crate::store::{AttemptOutcome, Published, Store, StoreError, StoreResult};
@@ -73,6 +74,7 @@ fn stopped() -> StoreError {
 #[derive(Clone)]
 pub struct Recorder {
     queue: mpsc::UnboundedSender<Work>,
+    metrics: Arc<Metrics>,
 }
 
 impl Recorder {
@@ -81,6 +83,11 @@ impl Recorder {
     /// same two cores the publishers' answers needed (BENCHMARKS.md, sixteenth round).
     pub fn submit(&self, outcome: AttemptOutcome) -> Result<(), WriterStopped> {
         self.queue.send(Work::Record(Box::new(outcome))).map_err(|_| WriterStopped)
+    }
+
+    /// Where attempts are counted.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Waits until every outcome submitted before this call has been written (or its commit has failed).
@@ -97,31 +104,37 @@ impl Recorder {
 pub struct Writer {
     queue: mpsc::UnboundedSender<Work>,
     queued: mpsc::UnboundedReceiver<Work>,
+    metrics: Arc<Metrics>,
 }
 
 impl Default for Writer {
     fn default() -> Self {
-        let (queue, queued) = mpsc::unbounded_channel();
-        Writer { queue, queued }
+        Self::new(Arc::default())
     }
 }
 
 impl Writer {
+    /// Counting commits and attempts in `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        let (queue, queued) = mpsc::unbounded_channel();
+        Writer { queue, queued, metrics }
+    }
+
     pub fn ingest(&self) -> Ingest {
         Ingest { queue: self.queue.clone() }
     }
 
     pub fn recorder(&self) -> Recorder {
-        Recorder { queue: self.queue.clone() }
+        Recorder { queue: self.queue.clone(), metrics: self.metrics.clone() }
     }
 
     /// `owner`: the node id attempts are recorded for (their lease holder). `dispatch`: where fresh deliveries
     /// are handed over; without it they are all stored waiting to be claimed. The task ends once every handle
     /// is dropped and what was queued is written.
     pub fn start(self, store: Arc<dyn Store>, owner: String, dispatch: Option<Handoff>) -> JoinHandle<()> {
-        let Writer { queue, queued } = self;
+        let Writer { queue, queued, metrics } = self;
         drop(queue);
-        tokio::spawn(run(store, owner, dispatch, queued))
+        tokio::spawn(run(store, owner, dispatch, queued, metrics))
     }
 }
 
@@ -130,6 +143,7 @@ async fn run(
     owner: String,
     dispatch: Option<Handoff>,
     mut queued: mpsc::UnboundedReceiver<Work>,
+    metrics: Arc<Metrics>,
 ) {
     let mut filters = FilterCache::default();
     let max_records = dispatch.as_ref().map_or(0, Handoff::concurrency).max(MIN_RECORDS_PER_COMMIT);
@@ -184,8 +198,10 @@ async fn run(
                 next = queued.try_recv().ok();
             }
         }
+        let started = Instant::now();
         let (unrecorded, disabling) =
             commit(store.as_ref(), &mut filters, &owner, dispatch.as_ref(), publishes, &records).await;
+        metrics.committed(started.elapsed());
         if !disabling.is_empty() {
             // Off the writer's task: the next commit does not wait for audit entries.
             tokio::spawn(audit_disabled(store.clone(), disabling));

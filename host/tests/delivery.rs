@@ -851,3 +851,45 @@ async fn after_a_clean_stop_the_database_file_alone_is_a_backup() {
     assert_eq!(delivery["status"], "succeeded", "{delivery:#}");
     assert_eq!(receiver.count(), 1);
 }
+
+/// 21. `GET /metrics` shows what was published and delivered in Prometheus' text format, to the admin key only,
+/// and names no tenant, endpoint or event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_publishes_attempts_and_requests() {
+    let (server, api) = setup().await;
+    let receiver = Receiver::start().await;
+    receiver.set_default(Reply::status(204));
+    let (endpoint_id, _) = endpoint_to(&api, &receiver, json!({})).await;
+    let mut event_ids = Vec::new();
+    for n in 0..3 {
+        event_ids.push(publish_to(&api, &endpoint_id, "metrics.counted", json!({ "n": n })).await);
+    }
+    for (_, delivery_id) in &event_ids {
+        api.wait_status(delivery_id, "succeeded", WAIT).await;
+    }
+
+    let url = format!("{}/metrics", server.base_url);
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 401);
+    let (status, refused) = api.send(Method::GET, "/metrics", None).await;
+    assert_eq!(status, 403, "a tenant key: {refused}");
+    let scraped = http.get(&url).bearer_auth(harness::ADMIN_KEY).send().await.unwrap();
+    assert_eq!(scraped.status(), 200);
+    assert!(scraped.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    let text = scraped.text().await.unwrap();
+    for line in [
+        "switchyard_events_published_total 3",
+        "switchyard_deliveries_created_total 3",
+        r#"switchyard_delivery_attempts_total{outcome="succeeded"} 3"#,
+        "switchyard_delivery_latency_seconds_count 3",
+        "switchyard_delivery_attempts_in_flight 0",
+        r#"switchyard_http_requests_total{method="POST",route="/api/v1/events",status="202"} 3"#,
+        r#"switchyard_http_requests_total{method="GET",route="/metrics",status="403"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+    }
+    assert!(text.lines().any(|l| l.starts_with("switchyard_group_commit_duration_seconds_count ")), "{text}");
+    for id in [api.tenant_id(), endpoint_id.as_str(), event_ids[0].0.as_str()] {
+        assert!(!text.contains(id), "{id} in the metrics:\n{text}");
+    }
+}

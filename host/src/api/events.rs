@@ -119,6 +119,9 @@ async fn store_events(state: &AppState, events: Vec<Event>) -> ApiResult<Vec<Pub
     if published.len() != expected {
         return Err(ApiError::internal(format!("store published {} of {expected} events", published.len())));
     }
+    let stored = published.iter().filter(|p| !p.replayed);
+    let deliveries = stored.clone().map(|p| u64::try_from(p.deliveries).unwrap_or(0)).sum();
+    state.metrics.published(stored.count() as u64, deliveries);
     Ok(published)
 }
 

@@ -15,6 +15,7 @@ pub mod event_types;
 pub mod events;
 pub mod health;
 pub mod json;
+pub mod metrics;
 pub mod pagination;
 pub mod plugins;
 pub mod replay;
@@ -64,9 +65,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .merge(health::router())
+        .merge(metrics::router())
         .fallback(route_not_found)
         // Must come after every route is added: it applies to the routes present when it is called.
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count_request))
         .layer(trace)
         .with_state(state)
 }

@@ -9,7 +9,7 @@
 //! fresh deliveries waiting, to be claimed in transactions of their own.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use rand::Rng;
@@ -43,6 +43,7 @@ pub(super) struct Worker {
 impl Worker {
     pub(super) async fn attempt(self: Arc<Self>, job: DispatchJob, slot: OwnedSemaphorePermit) {
         let DispatchJob { delivery, event, endpoint, signing_secrets } = job;
+        let in_flight = self.recorder.metrics().attempt_started();
         let started_at = now_millis();
         // Filter and transform run once per delivery; later attempts resend what the first one prepared.
         // The plugin calls' futures are boxed: inline, the largest of them sized every attempt's task (3.3 KiB
@@ -112,6 +113,9 @@ impl Worker {
             outcome: resolution.outcome.to_string(),
         };
         log_attempt(&attempt, &endpoint, resolution.next_attempt_at);
+        let since_received = (resolution.outcome == "succeeded")
+            .then(|| Duration::from_millis(u64::try_from(finished_at - event.received_at).unwrap_or(0)));
+        self.recorder.metrics().attempted(resolution.outcome, answer.duration, since_received);
 
         // Stored with the attempt that prepared it, and again when the retry policy ran so its version is recorded.
         let prepared = match (prepared, policy_used) {
@@ -132,6 +136,7 @@ impl Worker {
         // The writer takes at least `concurrency` records per commit, so records waiting for a commit stay
         // bounded (about twice the concurrency at worst) even though their slots are already reused.
         drop(slot);
+        drop(in_flight);
         if let Err(stopped) = self.recorder.submit(record) {
             // The lease expires and the delivery is attempted again: at-least-once, never lost.
             tracing::error!(delivery_id = %delivery.id, endpoint_id = %endpoint.id, error = %stopped,
@@ -141,6 +146,7 @@ impl Worker {
 
     async fn drop_delivery(&self, delivery: &Delivery, prepared: PreparedRequest, reason: String) {
         tracing::debug!(delivery_id = %delivery.id, endpoint_id = %delivery.endpoint_id, %reason, "delivery dropped");
+        self.recorder.metrics().dropped();
         let dropped = Dropped {
             tenant_id: delivery.tenant_id.clone(),
             delivery_id: delivery.id.clone(),

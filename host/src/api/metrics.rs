@@ -1,0 +1,34 @@
+//! `GET /metrics`: the server's [`Metrics`](crate::metrics::Metrics) in Prometheus' text format, for the admin
+//! key (Prometheus sends it as a bearer token: `authorization: {credentials: …}` in the scrape config). Outside
+//! `/api/v1`, as the health probes are. Also the layer that counts every API request.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use super::auth::AdminCaller;
+use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/metrics", get(render))
+}
+
+async fn render(State(state): State<AppState>, _: AdminCaller) -> impl IntoResponse {
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
+}
+
+/// Counts the request by its route's template, so ids in paths do not grow the label set.
+pub async fn count_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let response = next.run(request).await;
+    let route = route.as_ref().map(MatchedPath::as_str);
+    state.metrics.answered(method.as_str(), route, response.status().as_u16(), started.elapsed());
+    response
+}

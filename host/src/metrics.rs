@@ -1,0 +1,218 @@
+//! What the server counts for Prometheus, served as text at `GET /metrics` (see `api::metrics`). One [`Metrics`]
+//! per server, handed to the parts that count, rather than a process-wide recorder: two servers in one process
+//! (the tests run many) keep their own figures.
+//!
+//! Labels stay few and bounded: outcomes, HTTP methods, route templates and status codes, never tenant, endpoint
+//! or event ids, so a scrape stays small however many tenants there are (per-endpoint figures are in the API).
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+/// Seconds, from a millisecond to a minute: receivers' answers, end-to-end delivery, commits and API requests.
+const SECONDS_BUCKETS: [f64; 16] =
+    [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    /// "succeeded", "retry", "dead" or "gone", as the attempt is recorded.
+    outcome: Cow<'static, str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: Cow<'static, str>,
+    /// The route's template (`/api/v1/endpoints/{id}`), or "unmatched".
+    route: Cow<'static, str>,
+    status: u16,
+}
+
+fn seconds_histogram() -> Histogram {
+    Histogram::new(SECONDS_BUCKETS)
+}
+
+pub struct Metrics {
+    registry: Registry,
+    events_published: Counter,
+    deliveries_created: Counter,
+    attempts: Family<OutcomeLabels, Counter>,
+    attempt_duration: Histogram,
+    delivery_latency: Histogram,
+    deliveries_dropped: Counter,
+    attempts_in_flight: Gauge,
+    commit_duration: Histogram,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut metrics = Metrics {
+            registry: Registry::with_prefix("switchyard"),
+            events_published: Counter::default(),
+            deliveries_created: Counter::default(),
+            attempts: Family::default(),
+            attempt_duration: seconds_histogram(),
+            delivery_latency: seconds_histogram(),
+            deliveries_dropped: Counter::default(),
+            attempts_in_flight: Gauge::default(),
+            commit_duration: seconds_histogram(),
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(seconds_histogram),
+        };
+        let registry = &mut metrics.registry;
+        registry.register(
+            "events_published",
+            "Events stored (an idempotent repeat is not counted)",
+            metrics.events_published.clone(),
+        );
+        registry.register(
+            "deliveries_created",
+            "Deliveries created when events were published",
+            metrics.deliveries_created.clone(),
+        );
+        registry.register("delivery_attempts", "Delivery attempts, by recorded outcome", metrics.attempts.clone());
+        registry.register_with_unit(
+            "delivery_attempt_duration",
+            "Time from sending an attempt's request to its answer (or failure)",
+            Unit::Seconds,
+            metrics.attempt_duration.clone(),
+        );
+        registry.register_with_unit(
+            "delivery_latency",
+            "Time from an event's receipt to its successful delivery, retries included",
+            Unit::Seconds,
+            metrics.delivery_latency.clone(),
+        );
+        registry.register(
+            "deliveries_dropped",
+            "Deliveries a filter plugin dropped",
+            metrics.deliveries_dropped.clone(),
+        );
+        registry.register(
+            "delivery_attempts_in_flight",
+            "Attempts started and not yet answered",
+            metrics.attempts_in_flight.clone(),
+        );
+        registry.register_with_unit(
+            "group_commit_duration",
+            "Time of one group commit of publishes and attempt records",
+            Unit::Seconds,
+            metrics.commit_duration.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "API requests answered, by method, route and status",
+            metrics.requests.clone(),
+        );
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time to answer an API request, by method, route and status",
+            Unit::Seconds,
+            metrics.request_duration.clone(),
+        );
+        metrics
+    }
+}
+
+impl Metrics {
+    /// `published` events newly stored, with `deliveries` deliveries between them.
+    pub fn published(&self, published: u64, deliveries: u64) {
+        self.events_published.inc_by(published);
+        self.deliveries_created.inc_by(deliveries);
+    }
+
+    /// An attempt ended with `outcome` after `took`; `since_received` is the event's age when it succeeded.
+    pub fn attempted(&self, outcome: &'static str, took: Duration, since_received: Option<Duration>) {
+        self.attempts.get_or_create(&OutcomeLabels { outcome: Cow::Borrowed(outcome) }).inc();
+        self.attempt_duration.observe(took.as_secs_f64());
+        if let Some(latency) = since_received {
+            self.delivery_latency.observe(latency.as_secs_f64());
+        }
+    }
+
+    pub fn dropped(&self) {
+        self.deliveries_dropped.inc();
+    }
+
+    /// Counts an attempt in flight until the guard is dropped.
+    pub fn attempt_started(&self) -> InFlight {
+        self.attempts_in_flight.inc();
+        InFlight(self.attempts_in_flight.clone())
+    }
+
+    pub fn committed(&self, took: Duration) {
+        self.commit_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn answered(&self, method: &str, route: Option<&str>, status: u16, took: Duration) {
+        let labels = RequestLabels {
+            method: known_method(method),
+            route: route.map_or(Cow::Borrowed("unmatched"), |route| Cow::Owned(route.to_string())),
+            status,
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.request_duration.get_or_create(&labels).observe(took.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// Standard methods by name, anything else as "other": a client cannot grow the label set.
+fn known_method(method: &str) -> Cow<'static, str> {
+    const KNOWN: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"];
+    Cow::Borrowed(KNOWN.into_iter().find(|known| *known == method).unwrap_or("other"))
+}
+
+/// See [`Metrics::attempt_started`].
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_show_in_the_text_format() {
+        let metrics = Metrics::default();
+        metrics.published(3, 5);
+        metrics.attempted("succeeded", Duration::from_millis(4), Some(Duration::from_millis(30)));
+        metrics.attempted("retry", Duration::from_millis(4), None);
+        let in_flight = metrics.attempt_started();
+        metrics.answered("POST", Some("/api/v1/events"), 202, Duration::from_millis(2));
+        metrics.answered("BREW", None, 404, Duration::from_millis(1));
+        let text = metrics.render();
+        for line in [
+            "switchyard_events_published_total 3",
+            "switchyard_deliveries_created_total 5",
+            r#"switchyard_delivery_attempts_total{outcome="succeeded"} 1"#,
+            r#"switchyard_delivery_attempts_total{outcome="retry"} 1"#,
+            "switchyard_delivery_attempt_duration_seconds_count 2",
+            "switchyard_delivery_latency_seconds_count 1",
+            "switchyard_delivery_attempts_in_flight 1",
+            r#"switchyard_http_requests_total{method="POST",route="/api/v1/events",status="202"} 1"#,
+            r#"switchyard_http_requests_total{method="other",route="unmatched",status="404"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
+        drop(in_flight);
+        assert!(metrics.render().lines().any(|l| l == "switchyard_delivery_attempts_in_flight 0"));
+    }
+}
