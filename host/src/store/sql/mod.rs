@@ -102,17 +102,27 @@ impl SqlStore {
         self.dialect
     }
 
+    /// Copies the whole WAL into the database file and empties it. SQLite answers "busy" at once, rather than
+    /// waiting, while another connection checkpoints (the checkpoint task's round, a backup): tried again then.
+    async fn checkpoint_all(&self) -> StoreResult<()> {
+        const TRIES: u32 = 50;
+        for _ in 0..TRIES {
+            let row =
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&mut *self.writer.acquire().await?).await?;
+            if sqlx::Row::try_get::<i64, _>(&row, 0)? == 0 {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Err(StoreError::Unavailable(format!("another connection kept checkpointing ({TRIES} tries)")))
+    }
+
     /// Waits for borrowed connections to come back and closes them all. On SQLite the WAL is copied into the
     /// database file first, once the readers are gone (a reader's snapshot would hold the copy back).
     pub async fn close(&self) {
         self.reader.close().await;
         if self.dialect == Dialect::Sqlite {
-            let checkpoint = async {
-                let mut connection = self.writer.acquire().await?;
-                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut *connection).await?;
-                StoreResult::Ok(())
-            };
-            if let Err(e) = checkpoint.await {
+            if let Err(e) = self.checkpoint_all().await {
                 tracing::warn!(error = %e, "could not copy the WAL into the database file before closing; \
                 the next start recovers it from the WAL");
             }
