@@ -120,8 +120,8 @@ pub async fn run(
     let engine = PluginEngine::new(config.data_dir.join("plugin-cache"), plugin_limits)?;
     let plugins = Arc::new(PluginRegistry::new(engine));
     // Loads what is already in the directory before the first request, so bindings to it validate at once.
-    let _watcher = PluginWatcher::start(plugins.clone(), config.plugins_dir.clone(), plugin::DEFAULT_DEBOUNCE).await?;
-    let _plugin_sync = plugin::sync::start(store.clone(), plugins.clone(), config.plugins_dir.clone()).await;
+    let watcher = PluginWatcher::start(plugins.clone(), config.plugins_dir.clone(), plugin::DEFAULT_DEBOUNCE).await?;
+    let plugin_sync = plugin::sync::start(store.clone(), plugins.clone(), config.plugins_dir.clone()).await;
 
     let config = Arc::new(config);
     let dispatch_wakeup = Arc::new(Notify::new());
@@ -176,6 +176,9 @@ pub async fn run(
         Err(_) => tracing::warn!(grace = ?WRITER_SHUTDOWN_GRACE,
             "the writer's last commit did not finish in time; unrecorded attempts are left to their leases"),
     }
+    // Nothing may read the plugins table or write plugin files past this point.
+    drop(plugin_sync);
+    drop(watcher);
     // Bounded like the writer: a task still holding a connection (a replay walking its pages) finds the pool
     // closed at its next query and ends.
     if tokio::time::timeout(WRITER_SHUTDOWN_GRACE, store.close()).await.is_err() {

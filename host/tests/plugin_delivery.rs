@@ -724,7 +724,7 @@ async fn a_resend_runs_the_transform_again_only_when_asked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_deliveries_and_plugins_uploaded_through_the_api() {
     const EVENTS: usize = 60;
-    let Some([redact]) = plugins::plugins(["redact"]) else { return };
+    let Some([redact, slack]) = plugins::plugins(["redact", "slack-message"]) else { return };
     let Some(db) = store_pg::PostgresTestDatabase::create("plugin_delivery::two_nodes").await else { return };
     let node = |url: String| {
         move |config: &mut switchyard::config::Config| {
@@ -791,6 +791,18 @@ async fn two_nodes_share_deliveries_and_plugins_uploaded_through_the_api() {
     wait_for_plugin(&admin_a, "redact", None).await;
     assert!(!plugins_a.join("redact.wasm").exists(), "its file removed from node A's directory");
 
+    // Node A is down while another version is uploaded and deleted through node B: A still has the first
+    // version's file, and drops it before it answers a request again.
+    upload(&admin_b, "redact", &redact).await;
+    wait_for_plugin(&admin_a, "redact", Some(&sha256)).await;
+    let (_, dir_a) = a.stop(Duration::from_secs(10)).await;
+    assert_eq!(upload(&admin_b, "redact", &slack).await, sha256_hex(&slack));
+    admin_b.expect(Method::DELETE, "/api/v1/plugins/redact", None, 204).await;
+    assert!(plugins_a.join("redact.wasm").exists());
+    let a = Server::start_configured(dir_a, node(db.url.clone())).await;
+    Api::admin(&a.base_url).expect(Method::GET, "/api/v1/plugins/redact", None, 404).await;
+    assert!(!plugins_a.join("redact.wasm").exists());
+
     a.stop(Duration::from_secs(10)).await;
     b.stop(Duration::from_secs(10)).await;
     db.drop_database().await;
@@ -811,4 +823,23 @@ async fn uploaded_plugins_come_back_from_the_database_at_start() {
     let plugin = Api::admin(&server.base_url).expect(Method::GET, "/api/v1/plugins/redact", None, 200).await;
     assert_eq!(plugin["latest"], sha256.as_str(), "{plugin:#}");
     assert_eq!(std::fs::read(plugins_dir.join("redact.wasm")).unwrap(), redact, "written back to the directory");
+}
+
+/// The newer wins: a file copied into the directory by hand after the last upload of its name stays at the next
+/// start, until the name is uploaded (or deleted) through the API again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_copied_by_hand_after_an_upload_stays_until_the_next_one() {
+    let Some([redact, slack]) = plugins::plugins(["redact", "slack-message"]) else { return };
+    let server = Server::start().await;
+    let uploaded = upload(&Api::admin(&server.base_url), "shaper", &redact).await;
+    let (_, dir) = server.stop(Duration::from_secs(10)).await;
+    let file = dir.path().join("plugins").join("shaper.wasm");
+    std::fs::write(&file, &slack).unwrap();
+
+    let server = Server::start_in(dir).await;
+    let admin = Api::admin(&server.base_url);
+    let plugin = admin.expect(Method::GET, "/api/v1/plugins/shaper", None, 200).await;
+    assert_eq!(plugin["latest"], sha256_hex(&slack).as_str(), "the copy is newer than the upload: {plugin:#}");
+    assert_eq!(upload(&admin, "shaper", &redact).await, uploaded);
+    assert_eq!(std::fs::read(&file).unwrap(), redact, "uploading again replaced the copy");
 }

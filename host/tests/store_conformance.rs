@@ -308,7 +308,7 @@ async fn meta_and_ping(store: &dyn Store, _url: &str) {
 
 async fn plugin_uploads_keep_the_latest_and_deletions(store: &dyn Store, _url: &str) {
     assert_eq!(store.plugin_uploads().await.unwrap(), []);
-    assert!(!store.delete_plugin_upload("redact", T0).await.unwrap(), "nothing to delete");
+    assert!(!store.delete_plugin_upload("redact", "sha_v1", T0).await.unwrap(), "nothing to delete");
     let wasm_v1: Vec<u8> = (0..=255).cycle().take(100_000).collect();
     store.put_plugin_upload("redact", "sha_v1", &wasm_v1, T0).await.unwrap();
     store.put_plugin_upload("filter", "sha_f", b"f", T0 + 1).await.unwrap();
@@ -328,8 +328,9 @@ async fn plugin_uploads_keep_the_latest_and_deletions(store: &dyn Store, _url: &
     store.put_plugin_upload("redact", "sha_v1", &wasm_v1, T0 + 3).await.unwrap();
     assert_eq!(store.plugin_upload_wasm("redact", "sha_v1").await.unwrap(), Some(wasm_v1), "bytes intact");
 
-    assert!(store.delete_plugin_upload("redact", T0 + 4).await.unwrap());
-    assert!(!store.delete_plugin_upload("redact", T0 + 5).await.unwrap(), "deleted already");
+    assert!(!store.delete_plugin_upload("redact", "sha_v2", T0 + 4).await.unwrap(), "not the latest upload");
+    assert!(store.delete_plugin_upload("redact", "sha_v1", T0 + 4).await.unwrap());
+    assert!(!store.delete_plugin_upload("redact", "sha_v1", T0 + 5).await.unwrap(), "deleted already");
     assert_eq!(store.plugin_uploads().await.unwrap()[1], upload("redact", "sha_v1", true, T0 + 4));
     assert_eq!(store.plugin_upload_wasm("redact", "sha_v1").await.unwrap(), None);
     store.put_plugin_upload("redact", "sha_v3", b"v3", T0 + 6).await.unwrap();

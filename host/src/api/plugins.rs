@@ -147,6 +147,7 @@ async fn upload(
     if bytes.is_empty() {
         return Err(ApiError::Invalid { field: None, message: "the body must be a WebAssembly component".into() });
     }
+    let _changing = state.plugins.changing().await;
     let existed = state.plugins.latest(&name).is_some();
     let version = match sync::install(&state.plugins, &state.config.plugins_dir, &name, bytes.clone()).await {
         Ok(version) => version,
@@ -178,11 +179,21 @@ async fn remove(State(state): State<AppState>, _: AdminCaller, PathId(name): Pat
             endpoints.join(", ")
         )));
     }
+    let _changing = state.plugins.changing().await;
+    let uploads = state.store.plugin_uploads().await?;
+    let uploaded = uploads.into_iter().find(|upload| upload.name == name && !upload.deleted);
     let removed_here = sync::uninstall(&state.plugins, &state.config.plugins_dir, &name)
         .await
         .map_err(|e| ApiError::internal(format!("cannot remove the file of plugin `{name}`: {e}")))?;
-    let removed_everywhere = state.store.delete_plugin_upload(&name, now_millis()).await?;
-    if !removed_here && !removed_everywhere {
+    if let Some(uploaded) = &uploaded {
+        // Conditional: a version uploaded through another node meanwhile is not deleted unseen (this node gets it
+        // back at its next sync round).
+        if !state.store.delete_plugin_upload(&name, &uploaded.sha256, now_millis()).await? {
+            return Err(ApiError::Conflict(format!(
+                "plugin `{name}` was uploaded again through another node meanwhile; delete it again to delete that version"
+            )));
+        }
+    } else if !removed_here {
         return Err(ApiError::NotFound("plugin"));
     }
     audit::record_as(&state, None, ADMIN_ACTOR, "plugin.deleted", "plugin", &name, json!({})).await;

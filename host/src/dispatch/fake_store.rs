@@ -296,7 +296,7 @@ impl Store for FakeStore {
     async fn put_plugin_upload(&self, _: &str, _: &str, _: &[u8], _: Millis) -> StoreResult<()> {
         unused()
     }
-    async fn delete_plugin_upload(&self, _: &str, _: Millis) -> StoreResult<bool> {
+    async fn delete_plugin_upload(&self, _: &str, _: &str, _: Millis) -> StoreResult<bool> {
         unused()
     }
     async fn plugin_uploads(&self) -> StoreResult<Vec<PluginUpload>> {

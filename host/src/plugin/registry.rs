@@ -50,6 +50,8 @@ pub struct PluginRegistry {
     plugins: RwLock<BTreeMap<String, Entry>>,
     /// Loads are serialized so a slow compilation of an older file can never overtake a newer one.
     loading: tokio::sync::Mutex<()>,
+    /// See [`PluginRegistry::changing`].
+    changing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for PluginRegistry {
@@ -74,7 +76,16 @@ impl PluginRegistry {
             kept_versions,
             plugins: RwLock::new(BTreeMap::new()),
             loading: tokio::sync::Mutex::new(()),
+            changing: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Held across reading which version of a plugin runs and changing it, by an upload or a deletion through
+    /// the API and by the sync of uploads made on other nodes, so that one of them cannot act on what another
+    /// is replacing. (The watcher does not take it: a file copied by hand can land at any time, and the latest
+    /// load wins.)
+    pub async fn changing(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.changing.lock().await
     }
 
     pub fn engine(&self) -> &PluginEngine {

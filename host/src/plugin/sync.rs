@@ -1,11 +1,16 @@
-//! Plugins uploaded through the API reach every node. The upload is written to this node's plugins directory and
-//! to the store, which keeps each plugin's latest upload (or its deletion); every node reads that list at start
-//! and then every [`SYNC_INTERVAL`], and installs into its own directory what it lacks, as an upload to it would.
+//! Plugins uploaded through the API reach every node. An upload is written to this node's plugins directory and
+//! to the store, which keeps each plugin's latest upload or deletion; every node reads that list at start and
+//! then every [`SYNC_INTERVAL`], and makes its own directory agree with it, as an upload to it would have.
 //!
-//! A node acts on each upload or deletion once: a file copied into one node's directory by hand, which the list
-//! knows nothing of, stays until the plugin is uploaded or deleted through the API again (or, for a name the API
-//! manages, until the node restarts and installs the uploaded version). A deletion unloads only the version it
-//! deleted, so a node running something else under that name keeps it.
+//! The newer wins: a row changed after the plugin's file in this node's directory was last written is applied
+//! (the version installed, or for a deletion, every version unloaded and the file removed); a file written
+//! after the row (copied into one node's directory by hand) is left alone. So a node that was down while a
+//! plugin was uploaded or deleted catches up when it starts, and a file copied by hand overrides what was
+//! uploaded before it, on that node only, until the next upload or deletion. Files are compared by their
+//! modification time with the row's time, taken by the node that changed it: clocks should agree.
+//!
+//! Each row is acted on once per change while the node runs (a file copied by hand afterwards stays until the
+//! next change), and again at its next start, by the same rule.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,9 +20,9 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use super::errors::LoadError;
-use super::registry::PluginRegistry;
+use super::registry::{valid_plugin_name, PluginRegistry};
 use super::version::{sha256_hex, PluginVersion};
-use crate::model::new_id;
+use crate::model::{new_id, Millis};
 use crate::store::{PluginUpload, Store, StoreError};
 
 /// How often each node reads the list of uploads: a tiny query, and a new version is live everywhere this soon.
@@ -140,18 +145,29 @@ async fn apply(
     upload: &PluginUpload,
 ) -> Result<bool, StoreError> {
     let name = upload.name.as_str();
+    if !valid_plugin_name(name) {
+        // Only a bug or a hand-edited table gets here; its name must not reach a path or the registry.
+        tracing::warn!(plugin = ?name, "plugin upload under an invalid name ignored");
+        return Ok(true);
+    }
+    let _changing = registry.changing().await;
+    let file = plugin_file(dir, name);
+    if modified_millis(&file).await.is_some_and(|modified| modified > upload.changed_at) {
+        return Ok(true);
+    }
     let running = registry.latest(name).map(|version| version.sha256().to_string());
-    if running.as_deref() == Some(upload.sha256.as_str()) {
-        if upload.deleted {
-            if let Err(e) = uninstall(registry, dir, name).await {
-                tracing::error!(plugin = name, error = %e, "could not remove a plugin deleted on another node");
+    if upload.deleted {
+        match uninstall(registry, dir, name).await {
+            Ok(true) => tracing::info!(plugin = name, "plugin deleted through the API: unloaded"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(plugin = name, error = %e, "could not remove a plugin deleted through the API");
                 return Ok(false);
             }
-            tracing::info!(plugin = name, sha256 = %upload.sha256, "plugin deleted through the API: unloaded");
         }
         return Ok(true);
     }
-    if upload.deleted {
+    if running.as_deref() == Some(upload.sha256.as_str()) {
         return Ok(true);
     }
     // Replaced or deleted since the list was read: the next round sees what replaced it.
@@ -162,15 +178,21 @@ async fn apply(
         return Ok(true);
     }
     match install(registry, dir, name, bytes).await {
-        Ok(_) => {
-            tracing::info!(plugin = name, sha256 = %upload.sha256, "plugin uploaded through the API: installed");
-            Ok(true)
-        }
+        Ok(_) => tracing::info!(plugin = name, sha256 = %upload.sha256, "plugin uploaded through the API: installed"),
         // Recorded as the plugin's `last_load_error`; the same bytes would fail again.
-        Err(InstallError::Load(_)) => Ok(true),
+        Err(InstallError::Load(_)) => {}
+        // Live until the node restarts, which installs it again.
         Err(e @ InstallError::Write { .. }) => {
-            tracing::error!(plugin = name, error = %e, "could not install a plugin uploaded through the API");
-            Ok(false)
+            tracing::error!(plugin = name, error = %e, "plugin uploaded through the API is live on this node, but \
+            its file could not be written")
         }
     }
+    Ok(true)
+}
+
+/// When `file` was last written, in milliseconds since the Unix epoch; `None` if it does not exist.
+async fn modified_millis(file: &Path) -> Option<Millis> {
+    let modified = tokio::fs::metadata(file).await.ok()?.modified().ok()?;
+    let since_epoch = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(i64::try_from(since_epoch.as_millis()).unwrap_or(Millis::MAX))
 }

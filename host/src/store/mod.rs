@@ -490,8 +490,8 @@ pub trait Store: Send + Sync + 'static {
     // Plugins uploaded through the API, kept for every node to install (see `plugin::sync`).
     /// Makes `wasm` (whose sha256 is `sha256`) the latest upload of plugin `name`.
     async fn put_plugin_upload(&self, name: &str, sha256: &str, wasm: &[u8], at: Millis) -> StoreResult<()>;
-    /// Marks plugin `name` deleted, keeping which version was. Returns whether it had an upload not yet deleted.
-    async fn delete_plugin_upload(&self, name: &str, at: Millis) -> StoreResult<bool>;
+    /// Marks plugin `name` deleted if `sha256` is still its latest upload. Returns whether it was.
+    async fn delete_plugin_upload(&self, name: &str, sha256: &str, at: Millis) -> StoreResult<bool>;
     /// Every plugin's latest upload or deletion, by name, without the components' bytes.
     async fn plugin_uploads(&self) -> StoreResult<Vec<PluginUpload>>;
     /// The bytes of plugin `name`, if `sha256` is still its latest upload.

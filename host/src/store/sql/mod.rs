@@ -536,8 +536,8 @@ impl Store for SqlStore {
         plugins::put_upload(&mut *self.writer.acquire().await?, name, sha256, wasm, at).await
     }
 
-    async fn delete_plugin_upload(&self, name: &str, at: Millis) -> StoreResult<bool> {
-        plugins::delete_upload(&mut *self.writer.acquire().await?, name, at).await
+    async fn delete_plugin_upload(&self, name: &str, sha256: &str, at: Millis) -> StoreResult<bool> {
+        plugins::delete_upload(&mut *self.writer.acquire().await?, name, sha256, at).await
     }
 
     async fn plugin_uploads(&self) -> StoreResult<Vec<PluginUpload>> {

@@ -19,20 +19,27 @@ pub(super) async fn put_upload(
     )
     .bind(name)
     .bind(sha256)
-    .bind(wasm.to_vec())
+    .bind(wasm)
     .bind(at)
     .execute(&mut *connection)
     .await?;
     Ok(())
 }
 
-pub(super) async fn delete_upload(connection: &mut AnyConnection, name: &str, at: Millis) -> StoreResult<bool> {
-    let deleted =
-        sqlx::query("UPDATE plugin_uploads SET wasm = NULL, changed_at = $2 WHERE name = $1 AND wasm IS NOT NULL")
-            .bind(name)
-            .bind(at)
-            .execute(&mut *connection)
-            .await?;
+pub(super) async fn delete_upload(
+    connection: &mut AnyConnection,
+    name: &str,
+    sha256: &str,
+    at: Millis,
+) -> StoreResult<bool> {
+    let deleted = sqlx::query(
+        "UPDATE plugin_uploads SET wasm = NULL, changed_at = $3 WHERE name = $1 AND sha256 = $2 AND wasm IS NOT NULL",
+    )
+    .bind(name)
+    .bind(sha256)
+    .bind(at)
+    .execute(&mut *connection)
+    .await?;
     Ok(deleted.rows_affected() > 0)
 }
 
