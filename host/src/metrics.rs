@@ -6,6 +6,7 @@
 //! or event ids, so a scrape stays small however many tenants there are (per-endpoint figures are in the API).
 
 use std::borrow::Cow;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -47,6 +48,7 @@ pub struct Metrics {
     delivery_latency: Histogram,
     deliveries_dropped: Counter,
     attempts_in_flight: Gauge,
+    due_lag: Gauge<f64, AtomicU64>,
     commit_duration: Histogram,
     requests: Family<RequestLabels, Counter>,
     request_duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
@@ -63,6 +65,7 @@ impl Default for Metrics {
             delivery_latency: seconds_histogram(),
             deliveries_dropped: Counter::default(),
             attempts_in_flight: Gauge::default(),
+            due_lag: Gauge::default(),
             commit_duration: seconds_histogram(),
             requests: Family::default(),
             request_duration: Family::new_with_constructor(seconds_histogram),
@@ -100,6 +103,12 @@ impl Default for Metrics {
             "delivery_attempts_in_flight",
             "Attempts started and not yet answered",
             metrics.attempts_in_flight.clone(),
+        );
+        registry.register_with_unit(
+            "due_delivery_lag",
+            "How long the delivery due first has waited past its time (0 when none has): the backlog, read at scrape",
+            Unit::Seconds,
+            metrics.due_lag.clone(),
         );
         registry.register_with_unit(
             "group_commit_duration",
@@ -146,6 +155,11 @@ impl Metrics {
     pub fn attempt_started(&self) -> InFlight {
         self.attempts_in_flight.inc();
         InFlight(self.attempts_in_flight.clone())
+    }
+
+    /// Read from the store when scraped: see `api::metrics`.
+    pub fn set_due_lag(&self, lag: Duration) {
+        self.due_lag.set(lag.as_secs_f64());
     }
 
     pub fn committed(&self, took: Duration) {

@@ -893,3 +893,33 @@ async fn metrics_count_publishes_attempts_and_requests() {
         assert!(!text.contains(id), "{id} in the metrics:\n{text}");
     }
 }
+
+/// 22. `switchyard_due_delivery_lag_seconds` shows a backlog: with one attempt at a time and a slow receiver,
+/// the deliveries behind the first wait past their due time, and the lag says for how long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_how_long_due_deliveries_have_waited() {
+    let server = Server::start_configured(tempfile::tempdir().unwrap(), |config| config.dispatch_concurrency = 1).await;
+    let api = Api::new_tenant(&server.base_url, "lagging").await;
+    let receiver = Receiver::start().await;
+    receiver.set_default(Reply::status(204).delay(Duration::from_secs(3)));
+    endpoint_to(&api, &receiver, json!({})).await;
+    let lag = || async {
+        let scraped = reqwest::Client::new()
+            .get(format!("{}/metrics", server.base_url))
+            .bearer_auth(harness::ADMIN_KEY)
+            .send()
+            .await
+            .unwrap();
+        let text = scraped.text().await.unwrap();
+        let line = text.lines().find(|l| l.starts_with("switchyard_due_delivery_lag_seconds ")).expect("the lag");
+        line.rsplit(' ').next().unwrap().parse::<f64>().unwrap()
+    };
+    assert_eq!(lag().await, 0.0, "nothing due");
+    for n in 0..3 {
+        publish(&api, "lag.measured", json!({ "n": n })).await;
+    }
+    receiver.wait_for_requests(1, WAIT).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let waited = lag().await;
+    assert!((0.9..30.0).contains(&waited), "two deliveries wait behind the first: lag {waited}");
+}

@@ -2,7 +2,7 @@
 //! key (Prometheus sends it as a bearer token: `authorization: {credentials: …}` in the scrape config). Outside
 //! `/api/v1`, as the health probes are. Also the layer that counts every API request.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
@@ -12,6 +12,7 @@ use axum::routing::get;
 use axum::Router;
 
 use super::auth::AdminCaller;
+use crate::model::now_millis;
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -19,6 +20,14 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn render(State(state): State<AppState>, _: AdminCaller) -> impl IntoResponse {
+    match state.store.next_due_at().await {
+        Ok(first_due) => {
+            let lag = first_due.map_or(0, |at| now_millis().saturating_sub(at).max(0));
+            state.metrics.set_due_lag(Duration::from_millis(u64::try_from(lag).unwrap_or(0)));
+        }
+        // The rest is in memory and still worth scraping; the lag keeps its last value.
+        Err(e) => tracing::warn!(error = %e, "metrics: could not read the earliest due delivery"),
+    }
     ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
 }
 
