@@ -875,7 +875,10 @@ async fn metrics_count_publishes_attempts_and_requests() {
     assert_eq!(status, 403, "a tenant key: {refused}");
     let scraped = http.get(&url).bearer_auth(harness::ADMIN_KEY).send().await.unwrap();
     assert_eq!(scraped.status(), 200);
-    assert!(scraped.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(scraped.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text; version=1.0.0"));
     let text = scraped.text().await.unwrap();
     for line in [
         "switchyard_events_published_total 3",

@@ -1,4 +1,4 @@
-//! `GET /metrics`: the server's [`Metrics`](crate::metrics::Metrics) in Prometheus' text format, for the admin
+//! `GET /metrics`: the server's [`Metrics`](crate::metrics::Metrics) in the OpenMetrics text format, for the admin
 //! key (Prometheus sends it as a bearer token: `authorization: {credentials: …}` in the scrape config). Outside
 //! `/api/v1`, as the health probes are. Also the layer that counts every API request.
 
@@ -28,7 +28,8 @@ async fn render(State(state): State<AppState>, _: AdminCaller) -> impl IntoRespo
         // The rest is in memory and still worth scraping; the lag keeps its last value.
         Err(e) => tracing::warn!(error = %e, "metrics: could not read the earliest due delivery"),
     }
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
+    // The OpenMetrics text format (counters end in `_total`, the text in `# EOF`), which Prometheus reads.
+    ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
 }
 
 /// Counts the request by its route's template, so ids in paths do not grow the label set.
