@@ -779,6 +779,12 @@ async fn two_nodes_share_deliveries_and_plugins_uploaded_through_the_api() {
     admin_a.expect(Method::DELETE, "/api/v1/plugins/redact", None, 204).await;
     let sha256 = upload(&admin_a, "redact", &redact).await;
     wait_for_plugin(&admin_b, "redact", Some(&sha256)).await;
+    // Replaced through B, then uploaded again through A before B's next round: both end on the last upload
+    // (B once skipped it as the version it had already installed).
+    upload(&admin_b, "redact", &slack).await;
+    assert_eq!(upload(&admin_a, "redact", &redact).await, sha256);
+    wait_for_plugin(&admin_b, "redact", Some(&sha256)).await;
+    wait_for_plugin(&admin_a, "redact", Some(&sha256)).await;
     api_b.expect(Method::PATCH, &endpoint_path, Some(bind), 200).await;
     let n = api_b.publish("order.created", json!({ "n": "hidden" })).await;
     let redacted = receiver.wait_for_requests(EVENTS + 1, WAIT).await;

@@ -118,19 +118,19 @@ impl Drop for PluginSync {
     }
 }
 
-/// Each plugin's upload or deletion this node has acted on: `(sha256, deleted)` by name.
+/// Each plugin's upload or deletion this node has acted on, by name. Its time is part of it: the same version
+/// uploaded again (say, after this node's own API replaced it) is a change to act on.
 #[derive(Default)]
-struct Applied(HashMap<String, (String, bool)>);
+struct Applied(HashMap<String, PluginUpload>);
 
 impl Applied {
     async fn round(&mut self, store: &dyn Store, registry: &PluginRegistry, dir: &Path) -> Result<(), StoreError> {
         for upload in store.plugin_uploads().await? {
-            let state = (upload.sha256.clone(), upload.deleted);
-            if self.0.get(&upload.name) == Some(&state) {
+            if self.0.get(&upload.name) == Some(&upload) {
                 continue;
             }
             if apply(store, registry, dir, &upload).await? {
-                self.0.insert(upload.name, state);
+                self.0.insert(upload.name.clone(), upload);
             }
         }
         Ok(())
