@@ -44,13 +44,14 @@ pub struct Metrics {
     events_published: Counter,
     deliveries_created: Counter,
     attempts: Family<OutcomeLabels, Counter>,
+    /// The family's counters for the usual outcomes, found once: every attempt counts one.
+    usual_outcomes: [(&'static str, Counter); 4],
     attempt_duration: Histogram,
     delivery_latency: Histogram,
     deliveries_dropped: Counter,
     attempts_in_flight: Gauge,
     due_lag: Gauge<f64, AtomicU64>,
     commit_duration: Histogram,
-    requests: Family<RequestLabels, Counter>,
     request_duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
 }
 
@@ -61,15 +62,18 @@ impl Default for Metrics {
             events_published: Counter::default(),
             deliveries_created: Counter::default(),
             attempts: Family::default(),
+            usual_outcomes: Default::default(),
             attempt_duration: seconds_histogram(),
             delivery_latency: seconds_histogram(),
             deliveries_dropped: Counter::default(),
             attempts_in_flight: Gauge::default(),
             due_lag: Gauge::default(),
             commit_duration: seconds_histogram(),
-            requests: Family::default(),
             request_duration: Family::new_with_constructor(seconds_histogram),
         };
+        metrics.usual_outcomes = ["succeeded", "retry", "dead", "gone"].map(|outcome| {
+            (outcome, metrics.attempts.get_or_create(&OutcomeLabels { outcome: Cow::Borrowed(outcome) }).clone())
+        });
         let registry = &mut metrics.registry;
         registry.register(
             "events_published",
@@ -116,14 +120,9 @@ impl Default for Metrics {
             Unit::Seconds,
             metrics.commit_duration.clone(),
         );
-        registry.register(
-            "http_requests",
-            "API requests answered, by method, route and status",
-            metrics.requests.clone(),
-        );
         registry.register_with_unit(
             "http_request_duration",
-            "Time to answer an API request, by method, route and status",
+            "Time to answer an API request, by method, route and status (its count is the number of requests)",
             Unit::Seconds,
             metrics.request_duration.clone(),
         );
@@ -140,7 +139,10 @@ impl Metrics {
 
     /// An attempt ended with `outcome` after `took`; `since_received` is the event's age when it succeeded.
     pub fn attempted(&self, outcome: &'static str, took: Duration, since_received: Option<Duration>) {
-        self.attempts.get_or_create(&OutcomeLabels { outcome: Cow::Borrowed(outcome) }).inc();
+        match self.usual_outcomes.iter().find(|(usual, _)| *usual == outcome) {
+            Some((_, counter)) => counter.inc(),
+            None => self.attempts.get_or_create(&OutcomeLabels { outcome: Cow::Borrowed(outcome) }).inc(),
+        };
         self.attempt_duration.observe(took.as_secs_f64());
         if let Some(latency) = since_received {
             self.delivery_latency.observe(latency.as_secs_f64());
@@ -172,7 +174,6 @@ impl Metrics {
             route: route.map_or(Cow::Borrowed("unmatched"), |route| Cow::Owned(route.to_string())),
             status,
         };
-        self.requests.get_or_create(&labels).inc();
         self.request_duration.get_or_create(&labels).observe(took.as_secs_f64());
     }
 
@@ -221,8 +222,8 @@ mod tests {
             "switchyard_delivery_attempt_duration_seconds_count 2",
             "switchyard_delivery_latency_seconds_count 1",
             "switchyard_delivery_attempts_in_flight 1",
-            r#"switchyard_http_requests_total{method="POST",route="/api/v1/events",status="202"} 1"#,
-            r#"switchyard_http_requests_total{method="other",route="unmatched",status="404"} 1"#,
+            r#"switchyard_http_request_duration_seconds_count{method="POST",route="/api/v1/events",status="202"} 1"#,
+            r#"switchyard_http_request_duration_seconds_count{method="other",route="unmatched",status="404"} 1"#,
         ] {
             assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
         }

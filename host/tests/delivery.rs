@@ -886,8 +886,8 @@ async fn metrics_count_publishes_attempts_and_requests() {
         r#"switchyard_delivery_attempts_total{outcome="succeeded"} 3"#,
         "switchyard_delivery_latency_seconds_count 3",
         "switchyard_delivery_attempts_in_flight 0",
-        r#"switchyard_http_requests_total{method="POST",route="/api/v1/events",status="202"} 3"#,
-        r#"switchyard_http_requests_total{method="GET",route="/metrics",status="403"} 1"#,
+        r#"switchyard_http_request_duration_seconds_count{method="POST",route="/api/v1/events",status="202"} 3"#,
+        r#"switchyard_http_request_duration_seconds_count{method="GET",route="/metrics",status="403"} 1"#,
     ] {
         assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
     }

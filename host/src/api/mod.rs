@@ -69,7 +69,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(route_not_found)
         // Must come after every route is added: it applies to the routes present when it is called.
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count_request))
+        .layer(metrics::CountRequestsLayer(state.metrics.clone()))
         .layer(trace)
         .with_state(state)
 }
