@@ -735,7 +735,9 @@ async fn two_nodes_share_deliveries_and_plugins_uploaded_through_the_api() {
     let dir_a = tempfile::tempdir().unwrap();
     let plugins_a = dir_a.path().join("plugins");
     let a = Server::start_configured(dir_a, node(db.url.clone())).await;
-    let b = Server::start_configured(tempfile::tempdir().unwrap(), node(db.url.clone())).await;
+    let dir_b = tempfile::tempdir().unwrap();
+    let plugins_b = dir_b.path().join("plugins");
+    let b = Server::start_configured(dir_b, node(db.url.clone())).await;
     let api_a = Api::new_tenant(&a.base_url, "two-nodes").await;
     let api_b = api_a.at(&b.base_url);
     let receiver = Receiver::start().await;
@@ -785,6 +787,9 @@ async fn two_nodes_share_deliveries_and_plugins_uploaded_through_the_api() {
     assert_eq!(upload(&admin_a, "redact", &redact).await, sha256);
     wait_for_plugin(&admin_b, "redact", Some(&sha256)).await;
     wait_for_plugin(&admin_a, "redact", Some(&sha256)).await;
+    // Both files carry the time of the upload, not of their writing: B's sync wrote its copy later.
+    let modified = |dir: &std::path::Path| std::fs::metadata(dir.join("redact.wasm")).unwrap().modified().unwrap();
+    assert_eq!(modified(&plugins_a), modified(&plugins_b));
     api_b.expect(Method::PATCH, &endpoint_path, Some(bind), 200).await;
     let n = api_b.publish("order.created", json!({ "n": "hidden" })).await;
     let redacted = receiver.wait_for_requests(EVENTS + 1, WAIT).await;

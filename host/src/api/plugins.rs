@@ -149,14 +149,15 @@ async fn upload(
     }
     let _changing = state.plugins.changing().await;
     let existed = state.plugins.latest(&name).is_some();
-    let version = match sync::install(&state.plugins, &state.config.plugins_dir, &name, bytes.clone()).await {
+    let at = now_millis();
+    let version = match sync::install(&state.plugins, &state.config.plugins_dir, &name, bytes.clone(), at).await {
         Ok(version) => version,
         Err(e @ InstallError::Load(_)) => return Err(ApiError::Invalid { field: None, message: e.to_string() }),
         // Live until a restart, which would load the previous file: say so rather than pretend.
         Err(e @ InstallError::Write { .. }) => return Err(ApiError::internal(e)),
     };
     // For the other nodes, and for this one's next start. Live here already: a failure says so.
-    if let Err(e) = state.store.put_plugin_upload(&name, version.sha256(), &bytes, now_millis()).await {
+    if let Err(e) = state.store.put_plugin_upload(&name, version.sha256(), &bytes, at).await {
         tracing::error!(plugin = %name, error = %e, "plugin installed on this node only: could not store it for the others");
         return Err(e.into());
     }
@@ -182,18 +183,19 @@ async fn remove(State(state): State<AppState>, _: AdminCaller, PathId(name): Pat
     let _changing = state.plugins.changing().await;
     let uploads = state.store.plugin_uploads().await?;
     let uploaded = uploads.into_iter().find(|upload| upload.name == name && !upload.deleted);
-    let removed_here = sync::uninstall(&state.plugins, &state.config.plugins_dir, &name)
-        .await
-        .map_err(|e| ApiError::internal(format!("cannot remove the file of plugin `{name}`: {e}")))?;
+    // Conditional: a version uploaded through another node meanwhile is not deleted unseen. First, so that a
+    // refusal leaves this node as it was; if removing the file then fails, this node's sync tries again.
     if let Some(uploaded) = &uploaded {
-        // Conditional: a version uploaded through another node meanwhile is not deleted unseen (this node gets it
-        // back at its next sync round).
         if !state.store.delete_plugin_upload(&name, &uploaded.sha256, now_millis()).await? {
             return Err(ApiError::Conflict(format!(
                 "plugin `{name}` was uploaded again through another node meanwhile; delete it again to delete that version"
             )));
         }
-    } else if !removed_here {
+    }
+    let removed_here = sync::uninstall(&state.plugins, &state.config.plugins_dir, &name)
+        .await
+        .map_err(|e| ApiError::internal(format!("cannot remove the file of plugin `{name}`: {e}")))?;
+    if uploaded.is_none() && !removed_here {
         return Err(ApiError::NotFound("plugin"));
     }
     audit::record_as(&state, None, ADMIN_ACTOR, "plugin.deleted", "plugin", &name, json!({})).await;

@@ -7,7 +7,9 @@
 //! after the row (copied into one node's directory by hand) is left alone. So a node that was down while a
 //! plugin was uploaded or deleted catches up when it starts, and a file copied by hand overrides what was
 //! uploaded before it, on that node only, until the next upload or deletion. Files are compared by their
-//! modification time with the row's time, taken by the node that changed it: clocks should agree.
+//! modification time with the row's time, taken by the node that changed it: clocks should agree. A file written
+//! by an upload or by this sync carries its row's time, so only a file copied by hand can be newer than its row
+//! (and a copy that keeps its source's time, `cp -p` or `rsync -a`, is as old as that).
 //!
 //! Each row is acted on once per change while the node runs (a file copied by hand afterwards stays until the
 //! next change), and again at its next start, by the same rule.
@@ -15,7 +17,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use tokio::task::JoinHandle;
 
@@ -46,18 +48,28 @@ pub fn plugin_file(dir: &Path, name: &str) -> PathBuf {
 /// Compiles and validates `bytes` first, so a broken component never reaches the directory (where a restart would
 /// find it instead of the version that works); then writes it atomically (temporary file, rename). The watcher
 /// sees the new file and finds that version already loaded.
+///
+/// The file's modification time is set to `uploaded_at`, the time of the upload it copies (as stored in the
+/// list), not when it was written: a change to the list made while this node compiled is then still newer than
+/// the file, as the sync's rule needs.
 pub async fn install(
     registry: &PluginRegistry,
     dir: &Path,
     name: &str,
     bytes: Vec<u8>,
+    uploaded_at: Millis,
 ) -> Result<Arc<PluginVersion>, InstallError> {
     let target = plugin_file(dir, name);
     let temporary = dir.join(format!(".{}.upload", new_id(name)));
+    let modified = UNIX_EPOCH + Duration::from_millis(u64::try_from(uploaded_at).unwrap_or(0));
     let persist = async {
         tokio::fs::create_dir_all(dir).await?;
         tokio::fs::write(&temporary, &bytes).await?;
-        tokio::fs::File::open(&temporary).await?.sync_all().await?;
+        let file = tokio::fs::File::options().write(true).open(&temporary).await?.into_std().await;
+        let file = tokio::task::spawn_blocking(move || file.set_modified(modified).and_then(|()| file.sync_all()))
+            .await
+            .map_err(std::io::Error::other)?;
+        file?;
         tokio::fs::rename(&temporary, &target).await
     };
     match registry.load_and_persist(name, bytes.clone(), persist).await? {
@@ -177,7 +189,7 @@ async fn apply(
         their sha256; not installed");
         return Ok(true);
     }
-    match install(registry, dir, name, bytes).await {
+    match install(registry, dir, name, bytes, upload.changed_at).await {
         Ok(_) => tracing::info!(plugin = name, sha256 = %upload.sha256, "plugin uploaded through the API: installed"),
         // Recorded as the plugin's `last_load_error`; the same bytes would fail again.
         Err(InstallError::Load(_)) => {}
@@ -193,6 +205,6 @@ async fn apply(
 /// When `file` was last written, in milliseconds since the Unix epoch; `None` if it does not exist.
 async fn modified_millis(file: &Path) -> Option<Millis> {
     let modified = tokio::fs::metadata(file).await.ok()?.modified().ok()?;
-    let since_epoch = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+    let since_epoch = modified.duration_since(UNIX_EPOCH).ok()?;
     Some(i64::try_from(since_epoch.as_millis()).unwrap_or(Millis::MAX))
 }
