@@ -105,7 +105,8 @@ impl SqlStore {
     /// Copies the whole WAL into the database file and empties it. SQLite answers "busy" at once, rather than
     /// waiting, while another connection checkpoints (the checkpoint task's round, a backup): tried again then.
     async fn checkpoint_all(&self) -> StoreResult<()> {
-        const TRIES: u32 = 50;
+        // Up to 5 s, inside the 10 s that `run` gives closing: a checkpoint round copying a large WAL takes a while.
+        const TRIES: u32 = 250;
         for _ in 0..TRIES {
             let row =
                 sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&mut *self.writer.acquire().await?).await?;
