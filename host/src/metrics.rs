@@ -17,13 +17,38 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-/// Seconds, from a millisecond to a minute: receivers' answers, end-to-end delivery, commits and API requests.
+/// Seconds, from a millisecond to a minute: commits and API requests.
 const SECONDS_BUCKETS: [f64; 16] =
     [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0];
+/// Receivers' answers: up to the longest endpoint timeout, 300 s.
+const ATTEMPT_BUCKETS: [f64; 16] =
+    [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0];
+/// An event's age when delivered, which includes its retries (the default schedule spans 31 hours).
+const LATENCY_BUCKETS: [f64; 18] = [
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    5.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    6.0 * 3600.0,
+    24.0 * 3600.0,
+    48.0 * 3600.0,
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
-    /// "succeeded", "retry", "dead" or "gone", as the attempt is recorded.
+    /// "succeeded", "retry", "dead" or "gone", as the attempt is recorded (counted when it ends, before its record
+    /// is committed).
     outcome: Cow<'static, str>,
 }
 
@@ -63,8 +88,8 @@ impl Default for Metrics {
             deliveries_created: Counter::default(),
             attempts: Family::default(),
             usual_outcomes: Default::default(),
-            attempt_duration: seconds_histogram(),
-            delivery_latency: seconds_histogram(),
+            attempt_duration: Histogram::new(ATTEMPT_BUCKETS),
+            delivery_latency: Histogram::new(LATENCY_BUCKETS),
             deliveries_dropped: Counter::default(),
             attempts_in_flight: Gauge::default(),
             due_lag: Gauge::default(),
@@ -85,7 +110,7 @@ impl Default for Metrics {
             "Deliveries created when events were published",
             metrics.deliveries_created.clone(),
         );
-        registry.register("delivery_attempts", "Delivery attempts, by recorded outcome", metrics.attempts.clone());
+        registry.register("delivery_attempts", "Delivery attempts, by outcome", metrics.attempts.clone());
         registry.register_with_unit(
             "delivery_attempt_duration",
             "Time from sending an attempt's request to its answer (or failure)",
@@ -159,18 +184,21 @@ impl Metrics {
         InFlight(self.attempts_in_flight.clone())
     }
 
-    /// Read from the store when scraped: see `api::metrics`.
-    pub fn set_due_lag(&self, lag: Duration) {
-        self.due_lag.set(lag.as_secs_f64());
+    /// Read from the store when scraped (see `api::metrics`); `None` when it could not be read, shown as NaN
+    /// rather than a stale figure.
+    pub fn set_due_lag(&self, lag: Option<Duration>) {
+        self.due_lag.set(lag.map_or(f64::NAN, |lag| lag.as_secs_f64()));
     }
 
     pub fn committed(&self, took: Duration) {
         self.commit_duration.observe(took.as_secs_f64());
     }
 
+    /// `status` 499 for a request whose client went away before the answer (as nginx logs it).
     pub fn answered(&self, method: &str, route: Option<&str>, status: u16, took: Duration) {
         let labels = RequestLabels {
-            method: known_method(method),
+            // A route's every method answers 405 alike: one series for them, however many methods are tried.
+            method: if status == 405 { Cow::Borrowed("other") } else { known_method(method) },
             route: route.map_or(Cow::Borrowed("unmatched"), |route| Cow::Owned(route.to_string())),
             status,
         };

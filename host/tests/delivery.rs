@@ -871,6 +871,10 @@ async fn metrics_count_publishes_attempts_and_requests() {
     let url = format!("{}/metrics", server.base_url);
     let http = reqwest::Client::new();
     assert_eq!(http.get(&url).send().await.unwrap().status(), 401);
+    assert_eq!(api.send(Method::GET, "/api/v1/no-such-route", None).await.0, 404);
+    for method in [Method::DELETE, Method::PUT] {
+        assert_eq!(api.send(method, "/api/v1/events", None).await.0, 405);
+    }
     let (status, refused) = api.send(Method::GET, "/metrics", None).await;
     assert_eq!(status, 403, "a tenant key: {refused}");
     let scraped = http.get(&url).bearer_auth(harness::ADMIN_KEY).send().await.unwrap();
@@ -888,6 +892,8 @@ async fn metrics_count_publishes_attempts_and_requests() {
         "switchyard_delivery_attempts_in_flight 0",
         r#"switchyard_http_request_duration_seconds_count{method="POST",route="/api/v1/events",status="202"} 3"#,
         r#"switchyard_http_request_duration_seconds_count{method="GET",route="/metrics",status="403"} 1"#,
+        r#"switchyard_http_request_duration_seconds_count{method="GET",route="unmatched",status="404"} 1"#,
+        r#"switchyard_http_request_duration_seconds_count{method="other",route="/api/v1/events",status="405"} 2"#,
     ] {
         assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
     }

@@ -126,6 +126,16 @@ async fn filter_keeps_and_drops_through_real_deliveries() {
     let stats = w.admin.get("/api/v1/plugins/amount-threshold").await;
     assert_eq!(stats["versions"][0]["calls"], 2, "{stats}");
     assert_eq!(stats["versions"][0]["interfaces"], json!(["filter"]));
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", w.server.base_url))
+        .bearer_auth(harness::ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.lines().any(|line| line == "switchyard_deliveries_dropped_total 1"), "{metrics}");
 }
 
 /// An event as large as the API accepts must fit a plugin call too: the plugin limits follow `max_payload_bytes`.

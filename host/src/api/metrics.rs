@@ -30,10 +30,13 @@ async fn render(State(state): State<AppState>, _: AdminCaller) -> impl IntoRespo
     match state.store.next_due_at().await {
         Ok(first_due) => {
             let lag = first_due.map_or(0, |at| now_millis().saturating_sub(at).max(0));
-            state.metrics.set_due_lag(Duration::from_millis(u64::try_from(lag).unwrap_or(0)));
+            state.metrics.set_due_lag(Some(Duration::from_millis(u64::try_from(lag).unwrap_or(0))));
         }
-        // The rest is in memory and still worth scraping; the lag keeps its last value.
-        Err(e) => tracing::warn!(error = %e, "metrics: could not read the earliest due delivery"),
+        // The rest is in memory and still worth scraping.
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: could not read the earliest due delivery");
+            state.metrics.set_due_lag(None);
+        }
     }
     // The OpenMetrics text format (counters end in `_total`, the text in `# EOF`), which Prometheus reads.
     ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
@@ -95,6 +98,25 @@ pin_project_lite::pin_project! {
         inner: F,
         counted: Option<Counting>,
     }
+
+    impl<F> PinnedDrop for Counted<F> {
+        // Dropped before it answered: the client went away (or timed out), and these are the slow requests.
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(counting) = this.project().counted.take() {
+                counting.count(CLIENT_CLOSED_REQUEST);
+            }
+        }
+    }
+}
+
+/// The status a request is counted with when its client went away first (nginx's convention).
+const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+impl Counting {
+    fn count(self, status: u16) {
+        let route = self.route.as_ref().map(MatchedPath::as_str);
+        self.metrics.answered(self.method.as_str(), route, status, self.started.elapsed());
+    }
 }
 
 impl<F, E> Future for Counted<F>
@@ -106,11 +128,46 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let answered = ready!(this.inner.poll(cx));
-        if let (Ok(response), Some(counting)) = (&answered, this.counted.take()) {
-            let route = counting.route.as_ref().map(MatchedPath::as_str);
-            let took = counting.started.elapsed();
-            counting.metrics.answered(counting.method.as_str(), route, response.status().as_u16(), took);
+        if let Some(counting) = this.counted.take() {
+            // axum's routes do not fail; a service that did would answer 500.
+            counting.count(answered.as_ref().map_or(500, |response| response.status().as_u16()));
         }
         Poll::Ready(answered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use axum::body::Body;
+
+    use super::*;
+
+    /// A route that never answers.
+    struct Silent;
+
+    impl Service<Request> for Silent {
+        type Response = Response;
+        type Error = Infallible;
+        type Future = std::future::Pending<Result<Response, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request) -> Self::Future {
+            std::future::pending()
+        }
+    }
+
+    #[test]
+    fn a_request_whose_client_went_away_is_counted_as_499() {
+        let metrics = Arc::new(Metrics::default());
+        let mut service = CountRequestsLayer(metrics.clone()).layer(Silent);
+        drop(service.call(Request::new(Body::empty())));
+        let expected =
+            r#"switchyard_http_request_duration_seconds_count{method="GET",route="unmatched",status="499"} 1"#;
+        assert!(metrics.render().lines().any(|line| line == expected), "{}", metrics.render());
     }
 }
