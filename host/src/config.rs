@@ -51,6 +51,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
 
+    /// Bearer token (at least 16 characters) that may read `GET /metrics` and nothing else, for Prometheus'
+    /// scrape config instead of the admin key. The admin key reads the metrics too.
+    #[arg(long, env = "SWITCHYARD_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
     /// 32-byte key encrypting endpoint secrets at rest, as 64 hex characters or base64. If unset with the
     /// embedded database, one is generated into `<data dir>/master.key`; required with PostgreSQL.
     #[arg(long, env = "SWITCHYARD_MASTER_KEY", hide_env_values = true)]
@@ -117,6 +122,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub database_url: String,
     pub admin_key: Option<String>,
+    pub metrics_token: Option<String>,
     pub master_key: Option<String>,
     pub dev_mode: bool,
     pub max_payload_bytes: usize,
@@ -139,6 +145,7 @@ impl std::fmt::Debug for Config {
             .field("data_dir", &self.data_dir)
             .field("database", &redact_url(&self.database_url))
             .field("admin_key", &self.admin_key.as_ref().map(|_| "<set>"))
+            .field("metrics_token", &self.metrics_token.as_ref().map(|_| "<set>"))
             .field("master_key", &self.master_key.as_ref().map(|_| "<set>"))
             .field("dev_mode", &self.dev_mode)
             .field("max_payload_bytes", &self.max_payload_bytes)
@@ -223,6 +230,10 @@ impl Config {
         if admin_key.as_ref().is_some_and(|k| k.trim().len() < 16) {
             return Err(bad("admin_key", "must be at least 16 characters"));
         }
+        let metrics_token = over.metrics_token.or(under.metrics_token);
+        if metrics_token.as_ref().is_some_and(|token| token.trim().len() < 16) {
+            return Err(bad("metrics_token", "must be at least 16 characters"));
+        }
         let master_key = over.master_key.or(under.master_key);
         if let Some(key) = &master_key {
             crate::secrets::MasterKey::parse(key).map_err(|e| bad("master_key", e.to_string()))?;
@@ -265,6 +276,7 @@ impl Config {
             data_dir,
             database_url,
             admin_key,
+            metrics_token,
             master_key,
             dev_mode: over.dev.or(under.dev).unwrap_or(false),
             max_payload_bytes,
@@ -346,6 +358,7 @@ mod tests {
             (ServeArgs { listen: Some("nope".into()), ..Default::default() }, "listen"),
             (ServeArgs { database_url: Some("mysql://x".into()), ..Default::default() }, "database_url"),
             (ServeArgs { admin_key: Some("short".into()), ..Default::default() }, "admin_key"),
+            (ServeArgs { metrics_token: Some("short".into()), ..Default::default() }, "metrics_token"),
             (ServeArgs { master_key: Some("zz".into()), ..Default::default() }, "master_key"),
             (ServeArgs { lease: Some("1m".into()), ..Default::default() }, "lease"),
             (ServeArgs { poll_interval: Some("soon".into()), ..Default::default() }, "poll_interval"),
@@ -384,9 +397,11 @@ mod tests {
     fn debug_output_hides_keys_and_database_password() {
         let mut config = Config::for_data_dir(Path::new("/tmp/x"));
         config.admin_key = Some("super-secret-admin-key".into());
+        config.metrics_token = Some("scrape-secret-token".into());
         config.database_url = "postgres://u:hunter2@db/x".into();
         let shown = format!("{config:?}");
         assert!(!shown.contains("super-secret"));
+        assert!(!shown.contains("scrape-secret"));
         assert!(!shown.contains("hunter2"));
     }
 

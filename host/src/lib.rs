@@ -53,6 +53,8 @@ pub struct SharedState {
     pub master_key: MasterKey,
     /// SHA-256 (hex) of the bootstrap admin key.
     pub admin_key_hash: String,
+    /// SHA-256 (hex) of `metrics_token`, which reads `/metrics` only.
+    pub metrics_token_hash: Option<String>,
     /// Poked after a publish or requeue so idle dispatch workers look for work at once.
     pub dispatch_wakeup: Arc<Notify>,
     /// Group commit of publishes: every accepted event goes through it.
@@ -141,6 +143,7 @@ pub async fn run(
         config: config.clone(),
         master_key,
         admin_key_hash,
+        metrics_token_hash: config.metrics_token.as_deref().map(api::auth::hash_key),
         dispatch_wakeup,
         ingest: writer.ingest(),
         plugins,

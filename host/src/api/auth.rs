@@ -147,6 +147,23 @@ async fn authenticate(parts: &Parts, state: &AppState) -> ApiResult<Principal> {
     }
 }
 
+/// Whoever may read `/metrics`: the metrics token (`metrics_token`), which opens nothing else, or the admin key.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsReader;
+
+impl FromRequestParts<AppState> for MetricsReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        if let (Some(token), Some(expected)) = (bearer_token(&parts.headers), &state.metrics_token_hash) {
+            if bool::from(hash_key(token).as_bytes().ct_eq(expected.as_bytes())) {
+                return Ok(MetricsReader);
+            }
+        }
+        AdminCaller::from_request_parts(parts, state).await.map(|AdminCaller| MetricsReader)
+    }
+}
+
 /// The admin key, on a route only it may use.
 #[derive(Debug, Clone, Copy)]
 pub struct AdminCaller;

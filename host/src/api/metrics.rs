@@ -1,5 +1,6 @@
-//! `GET /metrics`: the server's [`Metrics`](crate::metrics::Metrics) in the OpenMetrics text format, for the admin
-//! key (Prometheus sends it as a bearer token: `authorization: {credentials: …}` in the scrape config). Outside
+//! `GET /metrics`: the server's [`Metrics`](crate::metrics::Metrics) in the OpenMetrics text format, for the
+//! metrics token or the admin key (Prometheus sends it as a bearer token: `authorization: {credentials: …}` in
+//! the scrape config). Outside
 //! `/api/v1`, as the health probes are. Also [`CountRequestsLayer`], which counts every API request.
 
 use std::future::Future;
@@ -17,7 +18,7 @@ use axum::Router;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::auth::AdminCaller;
+use super::auth::MetricsReader;
 use crate::metrics::Metrics;
 use crate::model::now_millis;
 use crate::AppState;
@@ -26,7 +27,7 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(render))
 }
 
-async fn render(State(state): State<AppState>, _: AdminCaller) -> impl IntoResponse {
+async fn render(State(state): State<AppState>, _: MetricsReader) -> impl IntoResponse {
     match state.store.next_due_at().await {
         Ok(first_due) => {
             let lag = first_due.map_or(0, |at| now_millis().saturating_sub(at).max(0));

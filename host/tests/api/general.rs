@@ -14,6 +14,22 @@ async fn health_probes() {
     assert_eq!(anyone.get("/readyz").await.expect_status(200).json, json!({ "status": "ready" }));
 }
 
+/// `/metrics` takes the metrics token, which opens nothing else, or the admin key; not a tenant key, nor nothing.
+#[tokio::test]
+async fn metrics_are_read_with_the_metrics_token_or_the_admin_key() {
+    const TOKEN: &str = "prometheus-scrape-token-0123";
+    let server = TestServer::start_with(|config| config.metrics_token = Some(TOKEN.into())).await;
+    let scraper = server.anonymous().with_key(TOKEN);
+    let scraped = scraper.get("/metrics").await.expect_status(200);
+    assert!(scraped.text.contains("# TYPE switchyard_events_published counter"), "{}", scraped.text);
+    assert!(scraped.text.ends_with("# EOF\n"), "{}", scraped.text);
+    server.admin().get("/metrics").await.expect_status(200);
+    scraper.get("/api/v1/tenants").await.expect_error(401, "unauthorized", None);
+    server.anonymous().get("/metrics").await.expect_error(401, "unauthorized", None);
+    server.anonymous().with_key("prometheus-scrape-token-0124").get("/metrics").await.expect_status(401);
+    server.tenant("Alice").await.get("/metrics").await.expect_error(403, "forbidden", None);
+}
+
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_json() {
     let server = TestServer::start().await;

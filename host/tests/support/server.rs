@@ -147,7 +147,9 @@ impl Client {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let text = response.text().await.expect("response body");
-        let json = if text.is_empty() {
+        // Every answer is JSON, except the metrics' text.
+        let metrics = headers.get("content-type").is_some_and(|t| t.as_bytes().starts_with(b"application/openmetrics"));
+        let json = if text.is_empty() || metrics {
             Value::Null
         } else {
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("HTTP {status}: body is not JSON ({e}): {text}"))
