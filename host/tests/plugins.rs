@@ -191,6 +191,23 @@ async fn components_without_a_plugin_interface_are_rejected_clearly() {
     assert!(matches!(registry.load("../evil", b"x".to_vec()).await, Err(LoadError::Name(_))));
 }
 
+/// The latest version read again (the watcher sees the file an upload wrote, after a later upload failed) is no
+/// new load: the failure stays shown. A kept older version loaded again is one, and clears it.
+#[tokio::test]
+async fn reading_the_latest_version_again_keeps_a_later_failure() {
+    let Some([filter, redact]) = support::plugins(["amount-threshold", "redact"]) else { return };
+    let dir = TempDir::new().unwrap();
+    let registry = PluginRegistry::new(engine(&dir, limits()));
+    registry.load("p", redact.clone()).await.unwrap();
+    let latest = registry.load("p", filter.clone()).await.unwrap();
+    assert!(registry.load("p", b"broken".to_vec()).await.is_err());
+    registry.load("p", filter).await.unwrap();
+    assert!(registry.last_load_error("p").is_some(), "the failure is still the news");
+    assert_eq!(registry.latest("p").unwrap().sha256(), latest.sha256());
+    registry.load("p", redact).await.unwrap();
+    assert!(registry.last_load_error("p").is_none(), "a version made the latest again");
+}
+
 #[tokio::test]
 async fn misbehaving_plugins_yield_typed_errors() {
     let Some([wasm]) = support::plugins(["misbehave"]) else { return };

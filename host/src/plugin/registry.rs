@@ -136,6 +136,11 @@ impl PluginRegistry {
         }
         let sha256 = sha256_hex(&bytes);
         if let Some(existing) = self.version(name, &sha256) {
+            // The latest already: nothing changes, and a failed load's error stays shown (the watcher reads a
+            // file an upload has just written after the debounce, maybe after a later upload that failed).
+            if self.latest(name).is_some_and(|latest| Arc::ptr_eq(&latest, &existing)) {
+                return Ok(existing);
+            }
             self.install(name, existing.clone());
             return Ok(existing);
         }
