@@ -877,13 +877,7 @@ async fn metrics_count_publishes_attempts_and_requests() {
     }
     let (status, refused) = api.send(Method::GET, "/metrics", None).await;
     assert_eq!(status, 403, "a tenant key: {refused}");
-    let scraped = http.get(&url).bearer_auth(harness::ADMIN_KEY).send().await.unwrap();
-    assert_eq!(scraped.status(), 200);
-    assert!(scraped.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("application/openmetrics-text; version=1.0.0"));
-    let text = scraped.text().await.unwrap();
+    let text = harness::scrape_metrics(&server.base_url).await;
     for line in [
         "switchyard_events_published_total 3",
         "switchyard_deliveries_created_total 3",
@@ -913,13 +907,7 @@ async fn metrics_show_how_long_due_deliveries_have_waited() {
     receiver.set_default(Reply::status(204).delay(Duration::from_secs(3)));
     endpoint_to(&api, &receiver, json!({})).await;
     let lag = || async {
-        let scraped = reqwest::Client::new()
-            .get(format!("{}/metrics", server.base_url))
-            .bearer_auth(harness::ADMIN_KEY)
-            .send()
-            .await
-            .unwrap();
-        let text = scraped.text().await.unwrap();
+        let text = harness::scrape_metrics(&server.base_url).await;
         let line = text.lines().find(|l| l.starts_with("switchyard_due_delivery_lag_seconds ")).expect("the lag");
         line.rsplit(' ').next().unwrap().parse::<f64>().unwrap()
     };

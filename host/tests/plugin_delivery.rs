@@ -126,15 +126,7 @@ async fn filter_keeps_and_drops_through_real_deliveries() {
     let stats = w.admin.get("/api/v1/plugins/amount-threshold").await;
     assert_eq!(stats["versions"][0]["calls"], 2, "{stats}");
     assert_eq!(stats["versions"][0]["interfaces"], json!(["filter"]));
-    let metrics = reqwest::Client::new()
-        .get(format!("{}/metrics", w.server.base_url))
-        .bearer_auth(harness::ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = harness::scrape_metrics(&w.server.base_url).await;
     assert!(metrics.lines().any(|line| line == "switchyard_deliveries_dropped_total 1"), "{metrics}");
 }
 

@@ -388,3 +388,17 @@ pub fn attempts_log(delivery: &Value) -> &Vec<Value> {
 pub fn outcomes(delivery: &Value) -> Vec<String> {
     attempts_log(delivery).iter().map(|a| a["outcome"].as_str().unwrap_or("<missing>").to_string()).collect()
 }
+
+/// `GET /metrics` with the admin key: the text, after checking it is answered as OpenMetrics.
+pub async fn scrape_metrics(base_url: &str) -> String {
+    let scraped = reqwest::Client::new()
+        .get(format!("{base_url}/metrics"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert_eq!(scraped.status(), 200);
+    let content_type = scraped.headers()["content-type"].to_str().unwrap_or_default().to_string();
+    assert!(content_type.starts_with("application/openmetrics-text; version=1.0.0"), "{content_type}");
+    scraped.text().await.expect("the metrics' text")
+}
