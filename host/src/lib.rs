@@ -65,6 +65,8 @@ pub struct SharedState {
     pub auth_cache: api::auth::AuthCache,
     /// Served at `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// The endpoints `replay-missing` is running for.
+    pub replays: api::replay::Replays,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +151,7 @@ pub async fn run(
         plugins,
         auth_cache: api::auth::AuthCache::default(),
         metrics,
+        replays: api::replay::Replays::default(),
     }));
     let writer = writer.start(store.clone(), node_id, Some(dispatcher.handoff()));
 

@@ -1,6 +1,9 @@
 //! `POST /endpoints/{id}/replay-missing`: deliveries of the stored events an endpoint has none of (published
 //! while it was paused or disabled, or before it subscribed to them) and that its subscriptions select now.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -16,6 +19,29 @@ use crate::model::{now_millis, rfc3339, Endpoint};
 use crate::routing::FilterCache;
 use crate::store::{EventFilter, Page, Store};
 use crate::AppState;
+
+/// The endpoints a replay is running for on this node. One at a time per endpoint: a second would walk the same
+/// events only to find them sent, and a client repeating its request must not multiply the database's work.
+#[derive(Debug, Default)]
+pub struct Replays(Arc<Mutex<HashSet<String>>>);
+
+impl Replays {
+    /// `None` if a replay of the endpoint is running; else a guard that ends it when dropped.
+    pub fn start(&self, endpoint_id: &str) -> Option<ReplayRunning> {
+        let mut running = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        running.insert(endpoint_id.to_string()).then(|| ReplayRunning(self.0.clone(), endpoint_id.to_string()))
+    }
+}
+
+/// See [`Replays::start`].
+#[derive(Debug)]
+pub struct ReplayRunning(Arc<Mutex<HashSet<String>>>, String);
+
+impl Drop for ReplayRunning {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&self.1);
+    }
+}
 
 /// Events read per page, and so the most deliveries created per transaction: a long outage's replay must not
 /// hold every tenant's publishes behind one transaction.
@@ -62,10 +88,17 @@ async fn replay_missing(
         validate::event_type_filter("event_type", event_type)?;
     }
     let endpoint = state.store.get_endpoint(&caller.tenant_id, &id).await?.ok_or(ApiError::NotFound("endpoint"))?;
+    let Some(running) = state.replays.start(&endpoint.id) else {
+        return Err(ApiError::Conflict(format!(
+            "a replay of endpoint {} is running on this node; wait for it to answer (replaying again then creates only what it missed)",
+            endpoint.id
+        )));
+    };
     let window = EventFilter { event_type: body.event_type, since: Some(since), until: Some(until) };
     // A task of its own, as a requeue by filter: it commits a chunk at a time, and a client that gives up must not
     // stop it half-way with what it did missing from the audit log.
     let replay = tokio::spawn(async move {
+        let _running = running;
         let created = replay(state.store.as_ref(), &endpoint, &window).await;
         let mut details = json!({
             "since": rfc3339(since),
@@ -112,5 +145,21 @@ async fn replay(store: &dyn Store, endpoint: &Endpoint, window: &EventFilter) ->
             return Ok(created);
         }
         page.cursor = missed.last().map(|event| event.id.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_replay_at_a_time_per_endpoint() {
+        let replays = Replays::default();
+        let first = replays.start("ep_1").expect("none running");
+        assert!(replays.start("ep_1").is_none(), "ep_1's is running");
+        let other = replays.start("ep_2").expect("another endpoint's may run");
+        drop(first);
+        assert!(replays.start("ep_1").is_some(), "ended with its guard");
+        drop(other);
     }
 }
