@@ -298,7 +298,9 @@ fn plugins(c: &mut Criterion) {
     model_endpoint.plugins.transform = Some(binding("redact", transform_config));
     let mut model_event = event();
     model_event.data = RawValue::from_string(payload).expect("valid JSON");
-    match rt.block_on(bound::prepare(&registry, &model_event, &model_endpoint)) {
+    // Counted as the dispatcher counts them.
+    let metrics = switchyard::metrics::Metrics::default();
+    match rt.block_on(bound::prepare(&registry, &metrics, &model_event, &model_endpoint)) {
         Preparation::Send(prepared) => assert!(prepared.body.is_some_and(|b| b.len() > 800)),
         other => panic!("prepare did not send: {other:?}"),
     }
@@ -366,7 +368,7 @@ fn plugins(c: &mut Criterion) {
             rt.block_on(async {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    black_box(bound::prepare(&registry, black_box(&model_event), &model_endpoint).await);
+                    black_box(bound::prepare(&registry, &metrics, black_box(&model_event), &model_endpoint).await);
                 }
                 start.elapsed()
             })

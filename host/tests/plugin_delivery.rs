@@ -128,6 +128,9 @@ async fn filter_keeps_and_drops_through_real_deliveries() {
     assert_eq!(stats["versions"][0]["interfaces"], json!(["filter"]));
     let metrics = harness::scrape_metrics(&w.server.base_url).await;
     assert!(metrics.lines().any(|line| line == "switchyard_deliveries_dropped_total 1"), "{metrics}");
+    let calls =
+        r#"switchyard_plugin_call_duration_seconds_count{plugin="amount-threshold",interface="filter",result="ok"} 2"#;
+    assert!(metrics.lines().any(|line| line == calls), "{metrics}");
 }
 
 /// An event as large as the API accepts must fit a plugin call too: the plugin limits follow `max_payload_bytes`.

@@ -80,7 +80,7 @@ async fn simulate(
         return Ok(Json(view));
     }
 
-    let prepared = match bound::prepare(&state.plugins, &event, &endpoint).await {
+    let prepared = match bound::prepare(&state.plugins, &state.metrics, &event, &endpoint).await {
         Preparation::Send(prepared) => Some(prepared),
         Preparation::Drop { prepared, reason } => {
             view.plugin_versions = prepared.plugin_versions;

@@ -50,7 +50,7 @@ impl Worker {
         // rather than 1.9), and tokio copies a task's future in and its stage out, whether plugins ran or not.
         let (prepared, newly_prepared) = match &delivery.prepared {
             Some(prepared) => (Ok(prepared.clone()), false),
-            None => match Box::pin(bound::prepare(&self.plugins, &event, &endpoint)).await {
+            None => match Box::pin(bound::prepare(&self.plugins, self.recorder.metrics(), &event, &endpoint)).await {
                 Preparation::Send(prepared) => (Ok(prepared), true),
                 Preparation::Drop { prepared, reason } => {
                     return Box::pin(self.drop_delivery(&delivery, prepared, reason)).await
@@ -185,7 +185,7 @@ impl Worker {
             since_first_attempt_ms: u64::try_from(finished_at - delivery.created_at).unwrap_or(0),
             now_ms: u64::try_from(finished_at).unwrap_or(0),
         };
-        bound::decide_retry(&self.plugins, binding, &attempt, endpoint).await
+        bound::decide_retry(&self.plugins, self.recorder.metrics(), binding, &attempt, endpoint).await
     }
 }
 

@@ -5,8 +5,10 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::{Attempt, CallError, FilterDecision, PluginKind, PluginRegistry, PluginVersion, RetryDecision};
+use crate::metrics::Metrics;
 use crate::model::{self, PluginBinding, PluginUse, PreparedRequest};
 
 /// What the filter and transform decided for one delivery.
@@ -22,7 +24,12 @@ pub enum Preparation {
 
 /// Runs the endpoint's filter, then its transform. Versions are resolved once, at the start of each call, so a
 /// hot swap in the middle of a preparation never mixes versions within one call.
-pub async fn prepare(registry: &PluginRegistry, event: &model::Event, endpoint: &model::Endpoint) -> Preparation {
+pub async fn prepare(
+    registry: &PluginRegistry,
+    metrics: &Metrics,
+    event: &model::Event,
+    endpoint: &model::Endpoint,
+) -> Preparation {
     let mut prepared = PreparedRequest::default();
     if endpoint.plugins.filter.is_none() && endpoint.plugins.transform.is_none() {
         return Preparation::Send(prepared);
@@ -37,7 +44,8 @@ pub async fn prepare(registry: &PluginRegistry, event: &model::Event, endpoint: 
         };
         prepared.plugin_versions.insert("filter".into(), plugin_use(&version));
         let guest_endpoint = guest_endpoint(endpoint, binding);
-        match once_more_if_starved(|| version.filter(&guest_event, &guest_endpoint)).await {
+        let decided = counted(metrics, &version, PluginKind::Filter, || version.filter(&guest_event, &guest_endpoint));
+        match decided.await {
             Ok(FilterDecision::Keep) => {}
             Ok(FilterDecision::Drop) => {
                 let reason = format!("dropped by filter `{}` ({})", version.name(), short(version.sha256()));
@@ -57,7 +65,9 @@ pub async fn prepare(registry: &PluginRegistry, event: &model::Event, endpoint: 
         };
         prepared.plugin_versions.insert("transform".into(), plugin_use(&version));
         let guest_endpoint = guest_endpoint(endpoint, binding);
-        match once_more_if_starved(|| version.transform(&guest_event, &guest_endpoint)).await {
+        let transformed =
+            counted(metrics, &version, PluginKind::Transform, || version.transform(&guest_event, &guest_endpoint));
+        match transformed.await {
             Ok(request) => {
                 prepared.body = Some(request.body);
                 prepared.content_type = Some(request.content_type);
@@ -76,6 +86,7 @@ pub async fn prepare(registry: &PluginRegistry, event: &model::Event, endpoint: 
 /// answer; the caller then applies the default schedule.
 pub async fn decide_retry(
     registry: &PluginRegistry,
+    metrics: &Metrics,
     binding: &PluginBinding,
     attempt: &Attempt,
     endpoint: &model::Endpoint,
@@ -85,9 +96,10 @@ pub async fn decide_retry(
         Err(error) => return (None, Err(error)),
     };
     let guest_endpoint = guest_endpoint(endpoint, binding);
-    let decision = once_more_if_starved(|| version.retry_policy(attempt, &guest_endpoint))
-        .await
-        .map_err(|e| call_failed("retry policy", &version, &e));
+    let decision =
+        counted(metrics, &version, PluginKind::RetryPolicy, || version.retry_policy(attempt, &guest_endpoint))
+            .await
+            .map_err(|e| call_failed("retry policy", &version, &e));
     (Some(plugin_use(&version)), decision)
 }
 
@@ -104,6 +116,23 @@ where
         Err(CallError::Deadline(_) | CallError::Busy) => call().await,
         answer => answer,
     }
+}
+
+/// [`once_more_if_starved`], counted in `metrics` as one call.
+async fn counted<T, F, Fut>(
+    metrics: &Metrics,
+    version: &PluginVersion,
+    kind: PluginKind,
+    call: F,
+) -> Result<T, CallError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, CallError>>,
+{
+    let started = Instant::now();
+    let answer = once_more_if_starved(call).await;
+    metrics.plugin_called(version.name(), kind.as_str(), answer.is_ok(), started.elapsed());
+    answer
 }
 
 /// The version a binding uses now: its pinned sha256, or the latest loaded version. It must export `kind`.
