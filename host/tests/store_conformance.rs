@@ -85,6 +85,7 @@ conformance! {
     endpoint_deletion_racing_with_other_changes,
     events_list_by_filter_in_pages,
     deliveries_list_by_each_filter,
+    tenant_counts_by_status_stop_at_the_limit,
     claim_respects_due_time_and_endpoint_status,
     claim_takes_expired_leases_and_respects_the_limit,
     concurrent_claims_never_share_a_delivery,
@@ -606,6 +607,43 @@ async fn deleting_an_endpoint_dead_letters_its_unfinished_deliveries(store: &dyn
     assert!(!late.unwrap(), "the lease ended with the endpoint");
     assert!(store.list_attempts(&tenant.id, &in_flight_delivery.id).await.unwrap().is_empty());
     assert_eq!(claimed_ids(&claim(store, "node-b", T0 + MINUTE * 100).await), BTreeSet::from([kept_delivery.id]));
+}
+
+async fn tenant_counts_by_status_stop_at_the_limit(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let endpoint = add_endpoint(store, &tenant).await;
+    add_endpoint(store, &tenant).await;
+    add_endpoint_with_status(store, &tenant, EndpointStatus::Paused).await;
+    add_endpoint_with_status(store, &tenant, EndpointStatus::Disabled).await;
+    let elsewhere = add_endpoint(store, &other).await;
+    for at in 0..4 {
+        publish(store, &tenant, "order.created", &[&endpoint], T0 + at).await;
+    }
+    let jobs = claim(store, "node-a", T0 + 10).await;
+    assert_eq!(jobs.len(), 4);
+    for (job, status) in jobs.iter().zip([DeliveryStatus::Succeeded, DeliveryStatus::Failed, DeliveryStatus::Dead]) {
+        assert!(store.record_attempt("node-a", &outcome(&job.delivery, status, T0 + 20)).await.unwrap());
+    }
+    for at in 0..3 {
+        publish(store, &tenant, "order.created", &[&endpoint], T0 + MINUTE * 10 + at).await;
+        publish(store, &other, "order.created", &[&elsewhere], T0 + MINUTE * 10 + at).await;
+    }
+
+    let counts = store.tenant_counts(&tenant.id, 100).await.unwrap();
+    use DeliveryStatus::*;
+    assert_eq!(counts.deliveries, [(Pending, 3), (Delivering, 1), (Failed, 1), (Dead, 1), (Dropped, 0)]);
+    assert_eq!(
+        counts.endpoints,
+        [(EndpointStatus::Active, 2), (EndpointStatus::Paused, 1), (EndpointStatus::Disabled, 1)]
+    );
+    let capped = store.tenant_counts(&tenant.id, 2).await.unwrap();
+    assert_eq!(capped.deliveries, [(Pending, 2), (Delivering, 1), (Failed, 1), (Dead, 1), (Dropped, 0)]);
+    assert_eq!(capped.endpoints, counts.endpoints, "endpoints are not capped");
+
+    let nobody = store.tenant_counts("ten_unknown", 100).await.unwrap();
+    assert!(nobody.deliveries.iter().all(|(_, n)| *n == 0));
+    assert!(nobody.endpoints.iter().all(|(_, n)| *n == 0));
 }
 
 async fn active_endpoints_exclude_paused_and_disabled(store: &dyn Store, _url: &str) {

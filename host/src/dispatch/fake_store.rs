@@ -14,7 +14,7 @@ use crate::secrets::SigningSecrets;
 use crate::store::{
     AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, NewEvent,
     NewSecret, Page, PluginUpload, Published, RequeueSelector, Resend, SentTo, StatusBefore, Store, StoreError,
-    StoreResult,
+    StoreResult, TenantCounts,
 };
 
 #[derive(Default)]
@@ -300,6 +300,9 @@ impl Store for FakeStore {
         unused()
     }
     async fn plugin_uploads(&self) -> StoreResult<Vec<PluginUpload>> {
+        unused()
+    }
+    async fn tenant_counts(&self, _: &str, _: u64) -> StoreResult<TenantCounts> {
         unused()
     }
     async fn plugin_upload_wasm(&self, _: &str, _: &str) -> StoreResult<Option<Vec<u8>>> {

@@ -281,6 +281,17 @@ pub struct Dropped {
     pub at: Millis,
 }
 
+/// What needs an operator's eye in one tenant: its deliveries in each status but `succeeded` (waiting, in flight,
+/// parked) and its endpoints in each status. A delivery count stops at the limit asked for, so the answer costs
+/// the same however large a dead-letter queue grows; a count equal to the limit means "at least".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantCounts {
+    /// Every [`DeliveryStatus`] but `Succeeded`, in [`DeliveryStatus::ALL`] order.
+    pub deliveries: Vec<(DeliveryStatus, u64)>,
+    /// Every [`EndpointStatus`], in [`EndpointStatus::ALL`] order.
+    pub endpoints: Vec<(EndpointStatus, u64)>,
+}
+
 /// A plugin's latest upload through the API, or its deletion.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginUpload {
@@ -392,6 +403,8 @@ pub trait Store: Send + Sync + 'static {
         filter: &DeliveryFilter,
         page: &Page,
     ) -> StoreResult<Vec<Delivery>>;
+    /// See [`TenantCounts`]; each delivery count is at most `limit`.
+    async fn tenant_counts(&self, tenant_id: &str, limit: u64) -> StoreResult<TenantCounts>;
     /// Oldest first.
     async fn list_attempts(&self, tenant_id: &str, delivery_id: &str) -> StoreResult<Vec<Attempt>>;
     /// Schedules an immediate attempt of a delivery that is not being delivered right now, restarting its retry

@@ -8,6 +8,7 @@
 mod audit;
 mod cache;
 mod checkpoint;
+mod counts;
 mod deliveries;
 mod dialect;
 mod dispatch;
@@ -40,7 +41,7 @@ use crate::model::{
 use crate::store::{
     AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, NewEvent,
     NewSecret, Page, PluginUpload, Published, RequeueSelector, Resend, SentTo, StatusBefore, Store, StoreError,
-    StoreResult,
+    StoreResult, TenantCounts,
 };
 
 /// Dead letters requeued per transaction by a requeue that selects them by filter.
@@ -363,6 +364,10 @@ impl Store for SqlStore {
         page: &Page,
     ) -> StoreResult<Vec<Delivery>> {
         deliveries::list_deliveries(&self.reader, tenant_id, filter, page).await
+    }
+
+    async fn tenant_counts(&self, tenant_id: &str, limit: u64) -> StoreResult<TenantCounts> {
+        counts::tenant_counts(&self.reader, tenant_id, limit).await
     }
 
     async fn list_attempts(&self, tenant_id: &str, delivery_id: &str) -> StoreResult<Vec<Attempt>> {
