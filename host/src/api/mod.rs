@@ -20,6 +20,7 @@ pub mod pagination;
 pub mod plugins;
 pub mod replay;
 pub mod simulate;
+pub mod stats;
 pub mod tenants;
 pub mod validate;
 
@@ -48,7 +49,8 @@ pub fn router(state: AppState) -> Router {
         .merge(audit::router())
         .merge(plugins::router())
         .merge(simulate::router())
-        .merge(replay::router());
+        .merge(replay::router())
+        .merge(stats::router());
     // The span carries the method and the path only: never headers (Authorization) or bodies (payloads,
     // secrets), and not the query string.
     let trace = TraceLayer::new_for_http()

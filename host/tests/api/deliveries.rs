@@ -173,6 +173,40 @@ async fn wait_dead(client: &Client, query: &str, count: usize) -> Vec<Value> {
     }
 }
 
+/// `GET /stats` counts the caller's tenant only: its dead letters and endpoints, nothing of another tenant's.
+#[tokio::test]
+async fn stats_count_the_tenants_own_deliveries_and_endpoints() {
+    let server = TestServer::start().await;
+    let alice = server.tenant("Alice").await;
+    let bob = server.tenant("Bob").await;
+    let failing = alice.create_endpoint(json!({ "retry": { "schedule": ["1s"], "max_attempts": 1 } })).await;
+    let failing = failing.expect_status(201).str("id");
+    let held = alice.create_endpoint(json!({ "subscriptions": [{ "event_type": "held.event" }] })).await;
+    let held = held.expect_status(201).str("id");
+    alice.post(&format!("/api/v1/endpoints/{held}/pause"), json!({})).await.expect_status(200);
+    bob.create_endpoint(json!({})).await.expect_status(201);
+    for event_type in ["a.one", "a.two"] {
+        publish(&alice, event_type).await;
+    }
+    wait_dead(&alice, &format!("?endpoint_id={failing}"), 2).await;
+    publish(&bob, "b.one").await;
+
+    let stats = alice.get("/api/v1/stats").await.expect_status(200).json;
+    assert_eq!(
+        stats,
+        json!({
+            "deliveries": { "pending": 0, "delivering": 0, "failed": 0, "dead": 2, "dropped": 0 },
+            "endpoints": { "active": 1, "paused": 1, "disabled": 0 },
+            "count_limit": 10000,
+        })
+    );
+    let bobs = bob.get("/api/v1/stats").await.expect_status(200).json;
+    assert_eq!(bobs["endpoints"], json!({ "active": 1, "paused": 0, "disabled": 0 }));
+    assert_eq!(server.admin().for_tenant(alice.tenant_id()).get("/api/v1/stats").await.json, stats);
+    server.admin().get("/api/v1/stats").await.expect_error(400, "invalid_request", Some("Switchyard-Tenant"));
+    server.anonymous().get("/api/v1/stats").await.expect_error(401, "unauthorized", None);
+}
+
 #[tokio::test]
 async fn dead_letters_are_listed_and_requeued() {
     let server = TestServer::start().await;
