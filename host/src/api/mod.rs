@@ -7,6 +7,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
+pub mod dashboard;
 pub mod dead_letters;
 pub mod deliveries;
 pub mod endpoint_view;
@@ -67,6 +68,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .merge(health::router())
+        .merge(dashboard::router())
         .merge(metrics::router())
         .fallback(route_not_found)
         // Must come after every route is added: it applies to the routes present when it is called.

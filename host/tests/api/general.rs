@@ -30,6 +30,34 @@ async fn metrics_are_read_with_the_metrics_token_or_the_admin_key() {
     server.tenant("Alice").await.get("/metrics").await.expect_error(403, "forbidden", None);
 }
 
+/// The dashboard is served without a key (it asks for one) and may run only its own files.
+#[tokio::test]
+async fn the_dashboard_is_served_under_a_strict_content_security_policy() {
+    let server = TestServer::start().await;
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    for path in ["/", "/dashboard"] {
+        let answer = no_redirects.get(format!("{}{path}", server.base_url)).send().await.unwrap();
+        assert_eq!(answer.status(), 303, "{path}");
+        assert_eq!(answer.headers()["location"], "/dashboard/", "{path}");
+    }
+    let anyone = server.anonymous();
+    for (path, content_type, holds) in [
+        ("/dashboard/", "text/html; charset=utf-8", "<script type=\"module\" src=\"app.js\"></script>"),
+        ("/dashboard/app.js", "text/javascript; charset=utf-8", "sessionStorage"),
+        ("/dashboard/style.css", "text/css; charset=utf-8", ".card"),
+        ("/dashboard/favicon.svg", "image/svg+xml", "<svg"),
+    ] {
+        let answer = anyone.get(path).await.expect_status(200);
+        assert_eq!(answer.header("content-type"), Some(content_type), "{path}");
+        assert!(answer.text.contains(holds), "{path}");
+        let policy = answer.header("content-security-policy").unwrap_or_default();
+        assert!(policy.starts_with("default-src 'none'; script-src 'self';"), "{path}: {policy}");
+        assert!(policy.contains("frame-ancestors 'none'"), "{path}: {policy}");
+        assert_eq!(answer.header("x-content-type-options"), Some("nosniff"), "{path}");
+    }
+    anyone.get("/dashboard/missing.js").await.expect_error(404, "not_found", None);
+}
+
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_json() {
     let server = TestServer::start().await;

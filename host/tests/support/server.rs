@@ -147,9 +147,11 @@ impl Client {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let text = response.text().await.expect("response body");
-        // Every answer is JSON, except the metrics' text.
-        let metrics = headers.get("content-type").is_some_and(|t| t.as_bytes().starts_with(b"application/openmetrics"));
-        let json = if text.is_empty() || metrics {
+        // Every answer of the API is JSON; the metrics' text and the dashboard's files are not the API's.
+        let not_api = headers.get("content-type").is_some_and(|t| {
+            [&b"application/openmetrics"[..], b"text/", b"image/"].iter().any(|kind| t.as_bytes().starts_with(kind))
+        });
+        let json = if text.is_empty() || not_api {
             Value::Null
         } else {
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("HTTP {status}: body is not JSON ({e}): {text}"))

@@ -1,0 +1,511 @@
+// The operators' dashboard: a page over the REST API, with the key the operator signs in with. It holds no state
+// of its own beyond this browser tab; everything it shows or changes goes through /api/v1, so it can do nothing
+// the key could not do with curl. Text from the API is only ever set as text (never as HTML).
+
+const KEY = 'switchyard-key';
+const TENANT = 'switchyard-tenant';
+const PAGE_SIZE = '50';
+const OVERVIEW_REFRESH_MS = 5000;
+
+const $ = (id) => document.getElementById(id);
+
+let session = null; // { key, admin, tenant }
+let endpointUrls = new Map();
+let overviewTimer = null;
+
+class ApiFailure extends Error {
+  constructor(status, error) {
+    const field = error && error.field ? ` (${error.field})` : '';
+    super(`${status}: ${error && error.message ? error.message : 'request failed'}${field}`);
+    this.status = status;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { Authorization: `Bearer ${session.key}` };
+  const adminRoute = path.startsWith('/tenants') || path.startsWith('/plugins');
+  if (session.admin && session.tenant && !adminRoute) headers['Switchyard-Tenant'] = session.tenant;
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const response = await fetch(`/api/v1${path}`, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    cache: 'no-store',
+  });
+  const text = await response.text();
+  let json = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch {
+    json = null;
+  }
+  if (!response.ok) {
+    const failure = new ApiFailure(response.status, json && json.error);
+    if (response.status === 401 && session) {
+      signOut('The key was refused: sign in again.');
+    }
+    throw failure;
+  }
+  return json;
+}
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(props)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === 'class') node.className = value;
+    else if (name.startsWith('on')) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value === true ? '' : value);
+  }
+  for (const child of children) {
+    if (child !== undefined && child !== null) node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+function time(rfc3339) {
+  return rfc3339 ? rfc3339.replace('T', ' ').replace(/\.\d+Z$/, ' UTC') : '—';
+}
+
+function statusBadge(status) {
+  return el('span', { class: `status status-${status}` }, status);
+}
+
+function lastResult(delivery) {
+  const parts = [];
+  if (delivery.last_status_code) parts.push(`HTTP ${delivery.last_status_code}`);
+  if (delivery.last_error) parts.push(delivery.last_error);
+  return parts.join(' · ') || '—';
+}
+
+function endpointLabel(id) {
+  const url = endpointUrls.get(id);
+  return el('span', { class: 'mono', title: url || id }, url || id);
+}
+
+function showError(error) {
+  $('notice').textContent = '';
+  $('error').textContent = error instanceof Error ? error.message : String(error);
+}
+
+function showNotice(text) {
+  $('error').textContent = '';
+  $('notice').textContent = text;
+}
+
+function clearMessages() {
+  $('error').textContent = '';
+  $('notice').textContent = '';
+}
+
+// A table filled page by page from a listing route (`data` and `next_cursor`).
+class PagedTable {
+  constructor(tbody, more, path, row) {
+    this.tbody = tbody;
+    this.more = more;
+    this.path = path;
+    this.row = row;
+    this.params = {};
+    this.cursor = null;
+    more.addEventListener('click', () => this.next().catch(showError));
+  }
+
+  async reload(params = {}) {
+    this.params = Object.fromEntries(Object.entries(params).filter(([, v]) => v));
+    this.cursor = null;
+    this.tbody.replaceChildren();
+    await this.next();
+  }
+
+  async next() {
+    const query = new URLSearchParams({ ...this.params, limit: PAGE_SIZE });
+    if (this.cursor) query.set('cursor', this.cursor);
+    const page = await api('GET', `${this.path}?${query}`);
+    this.tbody.append(...page.data.map((item) => this.row(item)));
+    this.cursor = page.next_cursor;
+    this.more.hidden = !this.cursor;
+    if (!this.tbody.children.length) {
+      const columns = this.tbody.closest('table').querySelectorAll('thead th').length;
+      this.tbody.append(el('tr', { class: 'empty' }, el('td', { colspan: columns }, 'Nothing here.')));
+    }
+  }
+}
+
+// ---- Overview
+
+const DELIVERY_CARDS = [
+  ['pending', 'Waiting', false],
+  ['delivering', 'In flight', false],
+  ['failed', 'Retrying', true],
+  ['dead', 'Dead letters', true],
+  ['dropped', 'Dropped by a filter', false],
+];
+const ENDPOINT_CARDS = [
+  ['active', 'Active', false],
+  ['paused', 'Paused', true],
+  ['disabled', 'Disabled', true],
+];
+
+function cards(container, counts, specs, limit) {
+  container.replaceChildren(
+    ...specs.map(([status, label, alarming]) => {
+      const n = counts[status] || 0;
+      const shown = limit && n >= limit ? `${n.toLocaleString('en')}+` : n.toLocaleString('en');
+      return el(
+        'div',
+        { class: alarming && n > 0 ? 'card attention' : 'card', 'data-status': status },
+        el('div', { class: 'count' }, shown),
+        el('div', { class: 'label' }, label),
+      );
+    }),
+  );
+}
+
+async function loadOverview() {
+  const stats = await api('GET', '/stats');
+  cards($('delivery-counts'), stats.deliveries, DELIVERY_CARDS, stats.count_limit);
+  cards($('endpoint-counts'), stats.endpoints, ENDPOINT_CARDS, null);
+}
+
+// ---- Endpoints
+
+function subscriptionsText(endpoint) {
+  return endpoint.subscriptions.map((s) => (s.filter ? `${s.event_type} ${s.filter}` : s.event_type)).join(', ');
+}
+
+function endpointRow(endpoint) {
+  endpointUrls.set(endpoint.id, endpoint.url);
+  const action = endpoint.status === 'active' ? 'pause' : 'activate';
+  const button = el(
+    'button',
+    {
+      type: 'button',
+      onclick: async () => {
+        button.disabled = true;
+        try {
+          await api('POST', `/endpoints/${encodeURIComponent(endpoint.id)}/${action}`);
+          showNotice(`Endpoint ${endpoint.url} ${action === 'pause' ? 'paused' : 'activated'}.`);
+          await endpoints.reload();
+        } catch (error) {
+          button.disabled = false;
+          showError(error);
+        }
+      },
+    },
+    action === 'pause' ? 'Pause' : 'Activate',
+  );
+  return el(
+    'tr',
+    { 'data-id': endpoint.id },
+    el('td', { class: 'mono' }, endpoint.url),
+    el('td', {}, endpoint.description),
+    el('td', {}, statusBadge(endpoint.status), endpoint.status_reason ? ` (${endpoint.status_reason})` : null),
+    el('td', { class: 'mono' }, subscriptionsText(endpoint)),
+    el('td', {}, endpoint.rate_limit ? `${endpoint.rate_limit}/s` : '—'),
+    el('td', {}, button),
+  );
+}
+
+const endpoints = new PagedTable($('endpoint-rows'), $('endpoints-more'), '/endpoints', endpointRow);
+
+// ---- Deliveries
+
+function deliveryRow(delivery) {
+  return el(
+    'tr',
+    { 'data-id': delivery.id },
+    el('td', {}, time(delivery.created_at)),
+    el('td', { class: 'mono' }, delivery.event_type),
+    el('td', {}, endpointLabel(delivery.endpoint_id)),
+    el('td', {}, statusBadge(delivery.status)),
+    el('td', {}, delivery.attempts),
+    el('td', {}, lastResult(delivery)),
+    el('td', {}, el('button', { type: 'button', onclick: () => showDelivery(delivery.id).catch(showError) }, 'Details')),
+  );
+}
+
+const deliveries = new PagedTable($('delivery-rows'), $('deliveries-more'), '/deliveries', deliveryRow);
+
+function deliveryFilter() {
+  return {
+    status: $('delivery-status').value,
+    event_type: $('delivery-event-type').value.trim(),
+    endpoint_id: $('delivery-endpoint').value.trim(),
+  };
+}
+
+async function showDelivery(id) {
+  const delivery = await api('GET', `/deliveries/${encodeURIComponent(id)}`);
+  const retry = el(
+    'button',
+    {
+      type: 'button',
+      id: 'retry-delivery',
+      disabled: delivery.status === 'delivering',
+      onclick: async () => {
+        retry.disabled = true;
+        try {
+          await api('POST', `/deliveries/${encodeURIComponent(id)}/retry`, {});
+          showNotice(`Delivery ${id} scheduled again.`);
+          await showDelivery(id);
+          await deliveries.reload(deliveryFilter());
+        } catch (error) {
+          retry.disabled = false;
+          showError(error);
+        }
+      },
+    },
+    'Retry now',
+  );
+  const attempts = delivery.attempts_log.map((a) =>
+    el(
+      'tr',
+      {},
+      el('td', {}, a.attempt),
+      el('td', {}, time(a.started_at)),
+      el('td', {}, `${a.duration_ms} ms`),
+      el('td', {}, a.status_code ?? '—'),
+      el('td', {}, a.outcome),
+      el('td', {}, a.error || ''),
+      el('td', {}, a.response_body ? el('pre', {}, a.response_body) : ''),
+    ),
+  );
+  const detail = $('delivery-detail');
+  detail.replaceChildren(
+    el('h3', {}, 'Delivery ', el('code', {}, delivery.id)),
+    el(
+      'p',
+      {},
+      statusBadge(delivery.status),
+      ` · event `,
+      el('code', {}, delivery.event_id),
+      ` (${delivery.event_type}) · to `,
+      endpointLabel(delivery.endpoint_id),
+      delivery.next_attempt_at ? ` · next attempt ${time(delivery.next_attempt_at)}` : '',
+    ),
+    delivery.last_error ? el('p', { class: 'error' }, delivery.last_error) : '',
+    el('div', { class: 'actions' }, retry),
+    el(
+      'table',
+      {},
+      el(
+        'thead',
+        {},
+        el(
+          'tr',
+          {},
+          ...['#', 'Started', 'Took', 'Status', 'Outcome', 'Error', 'Response'].map((h) => el('th', {}, h)),
+        ),
+      ),
+      el('tbody', { id: 'attempt-rows' }, ...(attempts.length ? attempts : [el('tr', {}, el('td', { colspan: 7 }, 'No attempt yet.'))])),
+    ),
+  );
+  detail.hidden = false;
+}
+
+// ---- Dead letters
+
+function selectedDeadLetters() {
+  return [...document.querySelectorAll('#dead-rows input[type=checkbox]:checked')].map((box) => box.value);
+}
+
+function updateRequeueButton() {
+  $('requeue-selected').disabled = selectedDeadLetters().length === 0;
+}
+
+function deadRow(delivery) {
+  return el(
+    'tr',
+    { 'data-id': delivery.id },
+    el(
+      'td',
+      {},
+      el('input', { type: 'checkbox', value: delivery.id, 'aria-label': `select ${delivery.id}`, onchange: updateRequeueButton }),
+    ),
+    el('td', {}, time(delivery.updated_at)),
+    el('td', { class: 'mono' }, delivery.event_type),
+    el('td', {}, endpointLabel(delivery.endpoint_id)),
+    el('td', {}, delivery.attempts),
+    el('td', {}, lastResult(delivery)),
+  );
+}
+
+const deadLetters = new PagedTable($('dead-rows'), $('dead-more'), '/dead-letters', deadRow);
+
+async function requeue(selector) {
+  const body = { ...selector, rerun_plugins: $('rerun-plugins').checked };
+  const answer = await api('POST', '/dead-letters/requeue', body);
+  showNotice(`Requeued ${answer.requeued} dead letter${answer.requeued === 1 ? '' : 's'}.`);
+  $('select-all-dead').checked = false;
+  await deadLetters.reload();
+  updateRequeueButton();
+}
+
+// ---- Plugins (admin key only)
+
+function pluginRow(plugin) {
+  const latest = plugin.versions.find((v) => v.sha256 === plugin.latest);
+  const percentiles = latest && latest.p50_us !== null ? `${latest.p50_us} / ${latest.p99_us}` : '—';
+  return el(
+    'tr',
+    { 'data-name': plugin.name },
+    el('td', { class: 'mono' }, plugin.name),
+    el('td', { class: 'mono', title: plugin.latest || '' }, plugin.latest ? plugin.latest.slice(0, 12) : 'none loaded'),
+    el('td', {}, latest ? latest.interfaces.join(', ') : '—'),
+    el('td', {}, latest ? latest.calls : '—'),
+    el('td', {}, latest ? latest.errors : '—'),
+    el('td', {}, percentiles),
+    el('td', { class: plugin.last_load_error ? 'error' : '' }, plugin.last_load_error ? plugin.last_load_error.message : ''),
+  );
+}
+
+async function loadPlugins() {
+  const plugins = await api('GET', '/plugins');
+  const rows = plugins.data.map(pluginRow);
+  $('plugin-rows').replaceChildren(...(rows.length ? rows : [el('tr', {}, el('td', { colspan: 7 }, 'No plugin loaded.'))]));
+}
+
+// ---- Views
+
+const VIEWS = {
+  overview: loadOverview,
+  endpoints: () => endpoints.reload(),
+  deliveries: () => deliveries.reload(deliveryFilter()),
+  'dead-letters': () => deadLetters.reload().then(updateRequeueButton),
+  plugins: loadPlugins,
+};
+
+async function show(view) {
+  clearInterval(overviewTimer);
+  overviewTimer = null;
+  clearMessages();
+  for (const name of Object.keys(VIEWS)) $(`view-${name}`).hidden = name !== view;
+  for (const button of document.querySelectorAll('nav button')) {
+    if (button.dataset.view === view) button.setAttribute('aria-current', 'page');
+    else button.removeAttribute('aria-current');
+  }
+  $('delivery-detail').hidden = true;
+  await VIEWS[view]();
+  if (view === 'overview') {
+    overviewTimer = setInterval(() => {
+      if (!document.hidden) loadOverview().catch(showError);
+    }, OVERVIEW_REFRESH_MS);
+  }
+}
+
+function currentView() {
+  const button = document.querySelector('nav button[aria-current="page"]');
+  return button ? button.dataset.view : 'overview';
+}
+
+// Endpoint URLs label the deliveries; a tenant with more than 1,000 endpoints sees the later ones by id.
+async function loadEndpointUrls() {
+  endpointUrls = new Map();
+  const page = await api('GET', '/endpoints?limit=1000');
+  for (const endpoint of page.data) endpointUrls.set(endpoint.id, endpoint.url);
+}
+
+// ---- Signing in and out
+
+async function signIn(key, tenant) {
+  session = { key, admin: false, tenant: null };
+  try {
+    const tenants = await api('GET', '/tenants?limit=1000');
+    session.admin = true;
+    if (!tenants.data.length) {
+      throw new Error('No tenant yet: create one with POST /api/v1/tenants, then sign in again.');
+    }
+    const byName = [...tenants.data].sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
+    const picker = $('tenant');
+    picker.replaceChildren(...byName.map((t) => el('option', { value: t.id }, `${t.name} (${t.id})`)));
+    const known = tenants.data.some((t) => t.id === tenant);
+    session.tenant = known ? tenant : byName[0].id;
+    picker.value = session.tenant;
+  } catch (error) {
+    if (!(error instanceof ApiFailure) || error.status !== 403) {
+      session = null;
+      throw error;
+    }
+    // A tenant key: admin routes are closed to it, and every other route acts for its own tenant.
+  }
+  try {
+    await loadEndpointUrls();
+  } catch (error) {
+    session = null;
+    throw error;
+  }
+  sessionStorage.setItem(KEY, key);
+  if (session.tenant) sessionStorage.setItem(TENANT, session.tenant);
+  $('tenant-picker').hidden = !session.admin;
+  $('who').textContent = session.admin ? 'admin key' : 'tenant key';
+  for (const node of document.querySelectorAll('[data-admin-only]')) node.hidden = !session.admin;
+  $('sign-in').hidden = true;
+  $('session').hidden = false;
+  $('app').hidden = false;
+  await show('overview');
+}
+
+function signOut(message) {
+  clearInterval(overviewTimer);
+  overviewTimer = null;
+  session = null;
+  sessionStorage.removeItem(KEY);
+  sessionStorage.removeItem(TENANT);
+  $('app').hidden = true;
+  $('session').hidden = true;
+  $('sign-in').hidden = false;
+  $('key').value = '';
+  $('sign-in-error').textContent = message || '';
+}
+
+// ---- Wiring
+
+$('sign-in-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  $('sign-in-error').textContent = '';
+  try {
+    await signIn($('key').value.trim(), sessionStorage.getItem(TENANT));
+  } catch (error) {
+    $('sign-in-error').textContent =
+      error instanceof ApiFailure && error.status === 401 ? 'The key was refused.' : error.message;
+  }
+});
+
+$('sign-out').addEventListener('click', () => signOut());
+
+$('tenant').addEventListener('change', async () => {
+  session.tenant = $('tenant').value;
+  sessionStorage.setItem(TENANT, session.tenant);
+  try {
+    await loadEndpointUrls();
+    await show(currentView());
+  } catch (error) {
+    showError(error);
+  }
+});
+
+for (const button of document.querySelectorAll('nav button')) {
+  button.addEventListener('click', () => show(button.dataset.view).catch(showError));
+}
+
+$('delivery-filter').addEventListener('submit', (event) => {
+  event.preventDefault();
+  $('delivery-detail').hidden = true;
+  deliveries.reload(deliveryFilter()).catch(showError);
+});
+
+$('select-all-dead').addEventListener('change', () => {
+  for (const box of document.querySelectorAll('#dead-rows input[type=checkbox]')) box.checked = $('select-all-dead').checked;
+  updateRequeueButton();
+});
+
+$('requeue-selected').addEventListener('click', () => requeue({ delivery_ids: selectedDeadLetters() }).catch(showError));
+
+$('requeue-all').addEventListener('click', () => {
+  if (window.confirm('Requeue every dead letter of this tenant?')) requeue({}).catch(showError);
+});
+
+const savedKey = sessionStorage.getItem(KEY);
+if (savedKey) {
+  signIn(savedKey, sessionStorage.getItem(TENANT)).catch((error) => signOut(error.message));
+}
