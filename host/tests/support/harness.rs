@@ -258,6 +258,11 @@ impl Api {
         self.tenant_id.as_deref().expect("a tenant client")
     }
 
+    /// The key this client sends, for a client of another kind (a browser) to sign in with.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     /// Sends a request; returns the status and the JSON body (`Null` when empty).
     pub async fn send(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         self.send_text(method, path, body.map(|b| b.to_string())).await

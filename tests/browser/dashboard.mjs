@@ -1,0 +1,152 @@
+// Drives the dashboard as an operator would, in a real browser (Debian's Chromium through playwright-core).
+// host/tests/dashboard.rs starts the server, makes three dead letters and runs this with their context in the
+// environment; it checks the server's state afterwards. Exits non-zero, saying which step failed, on any
+// mismatch, on a script error in the page, or on a console error (a Content-Security-Policy violation is one).
+import { chromium } from 'playwright-core';
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
+};
+const base = env('SWITCHYARD_URL');
+const adminKey = env('ADMIN_KEY');
+const tenantKey = env('TENANT_KEY');
+const tenantId = env('TENANT_ID');
+const endpointUrl = env('ENDPOINT_URL');
+const deadIds = env('DEAD_IDS').split(',');
+const chromiumPath = env('CHROMIUM');
+
+const problems = [];
+const browser = await chromium.launch({
+  executablePath: chromiumPath,
+  args: ['--headless', '--no-sandbox', '--disable-gpu'],
+});
+let step = 'start';
+const page = await browser.newPage();
+page.setDefaultTimeout(10_000);
+page.on('pageerror', (error) => problems.push(`page error during "${step}": ${error.message}`));
+// Chromium logs every 4xx answer as a console error; the refused key and the tenant key's 403 on /tenants are
+// expected, so answers are checked by status instead: a 5xx is a failure.
+page.on('console', (message) => {
+  if (message.type() === 'error' && !message.text().startsWith('Failed to load resource')) {
+    problems.push(`console error during "${step}": ${message.text()}`);
+  }
+});
+page.on('response', (response) => {
+  if (response.status() >= 500) problems.push(`${response.status()} from ${response.url()} during "${step}"`);
+});
+
+function check(condition, what) {
+  if (!condition) throw new Error(`${step}: ${what}`);
+}
+
+async function cardCount(status) {
+  return (await page.locator(`.card[data-status="${status}"] .count`).textContent()).trim();
+}
+
+async function rows(tbody) {
+  return page.locator(`#${tbody} tr:not(.empty)`).count();
+}
+
+try {
+  step = 'the root redirects to the dashboard';
+  await page.goto(base + '/');
+  check(page.url() === `${base}/dashboard/`, `landed on ${page.url()}`);
+
+  step = 'a wrong key is refused';
+  await page.fill('#key', 'not-a-key');
+  await page.click('#sign-in-form button[type=submit]');
+  await page.locator('#sign-in-error', { hasText: 'The key was refused.' }).waitFor();
+  check(await page.locator('#app').isHidden(), 'the app shows after a refused key');
+
+  step = 'the admin signs in and sees the tenant overview';
+  await page.fill('#key', adminKey);
+  await page.click('#sign-in-form button[type=submit]');
+  await page.locator('#app').waitFor();
+  check((await page.locator('#tenant').inputValue()) === tenantId, 'the tenant picker names the tenant');
+  await page.locator('.card[data-status="dead"] .count', { hasText: String(deadIds.length) }).waitFor();
+  check((await cardCount('active')) === '1', `active endpoints: ${await cardCount('active')}`);
+  check(await page.locator('.card[data-status="dead"]').evaluate((c) => c.classList.contains('attention')), 'dead letters are not marked for attention');
+  check(await page.locator('nav button[data-view=plugins]').isVisible(), 'the admin has no Plugins tab');
+
+  step = 'the dead letters are listed';
+  await page.click('nav button[data-view=dead-letters]');
+  await page.locator('#dead-rows tr[data-id]').first().waitFor();
+  const listed = await page.locator('#dead-rows tr[data-id]').evaluateAll((trs) => trs.map((tr) => tr.dataset.id));
+  check(JSON.stringify([...listed].sort()) === JSON.stringify([...deadIds].sort()), `listed ${listed}`);
+  const firstRow = page.locator(`#dead-rows tr[data-id="${deadIds[0]}"]`);
+  check((await firstRow.textContent()).includes('HTTP 400'), 'the last result is not shown');
+  check((await firstRow.textContent()).includes(endpointUrl), 'the endpoint is not named by its URL');
+
+  step = 'one dead letter is requeued';
+  check(await page.locator('#requeue-selected').isDisabled(), 'requeue is enabled with nothing selected');
+  await firstRow.locator('input[type=checkbox]').check();
+  await page.click('#requeue-selected');
+  await page.locator('#notice', { hasText: 'Requeued 1 dead letter.' }).waitFor();
+  await page.waitForFunction((n) => document.querySelectorAll('#dead-rows tr[data-id]').length === n, deadIds.length - 1);
+
+  step = 'the rest are requeued at once';
+  page.once('dialog', (dialog) => dialog.accept());
+  await page.click('#requeue-all');
+  await page.locator('#notice', { hasText: `Requeued ${deadIds.length - 1} dead letters.` }).waitFor();
+  await page.locator('#dead-rows tr.empty').waitFor();
+
+  step = 'the deliveries succeed and show their attempts';
+  await page.click('nav button[data-view=deliveries]');
+  await page.selectOption('#delivery-status', 'succeeded');
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    await page.click('#delivery-filter button[type=submit]');
+    await page.waitForLoadState('networkidle');
+    if ((await rows('delivery-rows')) === deadIds.length) break;
+    check(Date.now() < deadline, `succeeded deliveries: ${await rows('delivery-rows')}`);
+    await page.waitForTimeout(200);
+  }
+  await page.locator(`#delivery-rows tr[data-id="${deadIds[0]}"] button`).click();
+  await page.locator('#attempt-rows tr').nth(1).waitFor();
+  const attempts = await page.locator('#attempt-rows tr').evaluateAll((trs) => trs.map((tr) => tr.textContent));
+  check(attempts.length === 2, `attempts: ${attempts}`);
+  check(attempts[0].includes('400') && attempts[0].includes('dead'), `first attempt: ${attempts[0]}`);
+  check(attempts[1].includes('204') && attempts[1].includes('succeeded'), `second attempt: ${attempts[1]}`);
+
+  step = 'the endpoint is paused';
+  await page.click('nav button[data-view=endpoints]');
+  const endpointRow = page.locator('#endpoint-rows tr[data-id]').first();
+  check((await endpointRow.textContent()).includes(endpointUrl), 'the endpoint row has no URL');
+  await endpointRow.locator('button', { hasText: 'Pause' }).click();
+  await page.locator('#endpoint-rows .status-paused').waitFor();
+  await page.locator('#endpoint-rows button', { hasText: 'Activate' }).waitFor();
+
+  step = 'the overview follows';
+  await page.click('nav button[data-view=overview]');
+  await page.locator('.card[data-status="paused"] .count', { hasText: '1' }).waitFor();
+  check((await cardCount('dead')) === '0', `dead letters: ${await cardCount('dead')}`);
+
+  step = 'the plugins view answers';
+  await page.click('nav button[data-view=plugins]');
+  await page.locator('#plugin-rows tr').first().waitFor();
+
+  step = 'a tenant key signs in without the admin views';
+  await page.click('#sign-out');
+  await page.locator('#sign-in').waitFor();
+  await page.fill('#key', tenantKey);
+  await page.click('#sign-in-form button[type=submit]');
+  await page.locator('.card[data-status="paused"] .count', { hasText: '1' }).waitFor();
+  check(await page.locator('#tenant-picker').isHidden(), 'a tenant key sees the tenant picker');
+  check(await page.locator('nav button[data-view=plugins]').isHidden(), 'a tenant key sees the Plugins tab');
+
+  step = 'a reload keeps the session in the tab';
+  await page.reload();
+  await page.locator('.card[data-status="paused"] .count', { hasText: '1' }).waitFor();
+} catch (error) {
+  problems.push(error.message.startsWith(step) ? error.message : `${step}: ${error.message}`);
+} finally {
+  await browser.close();
+}
+
+if (problems.length) {
+  console.error(problems.join('\n'));
+  process.exit(1);
+}
+console.log('dashboard: every step passed');
