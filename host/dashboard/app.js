@@ -12,6 +12,9 @@ const $ = (id) => document.getElementById(id);
 let session = null; // { key, admin, tenant }
 let endpointUrls = new Map();
 let overviewTimer = null;
+// Bumped whenever what is on screen changes meaning (another view, tenant or session): an answer that arrives
+// after that is dropped instead of being drawn over the new view.
+let epoch = 0;
 
 class ApiFailure extends Error {
   constructor(status, error) {
@@ -22,6 +25,7 @@ class ApiFailure extends Error {
 }
 
 async function api(method, path, body) {
+  if (!session) throw new Error('Signed out.');
   const headers = { Authorization: `Bearer ${session.key}` };
   const adminRoute = path.startsWith('/tenants') || path.startsWith('/plugins');
   if (session.admin && session.tenant && !adminRoute) headers['Switchyard-Tenant'] = session.tenant;
@@ -113,14 +117,24 @@ class PagedTable {
   async reload(params = {}) {
     this.params = Object.fromEntries(Object.entries(params).filter(([, v]) => v));
     this.cursor = null;
+    this.more.hidden = true;
     this.tbody.replaceChildren();
+    this.loaded = ++epoch;
     await this.next();
   }
 
   async next() {
+    const loaded = this.loaded;
     const query = new URLSearchParams({ ...this.params, limit: PAGE_SIZE });
     if (this.cursor) query.set('cursor', this.cursor);
-    const page = await api('GET', `${this.path}?${query}`);
+    this.more.disabled = true;
+    let page;
+    try {
+      page = await api('GET', `${this.path}?${query}`);
+    } finally {
+      this.more.disabled = false;
+    }
+    if (loaded !== epoch) return; // another reload, view or tenant since
     this.tbody.append(...page.data.map((item) => this.row(item)));
     this.cursor = page.next_cursor;
     this.more.hidden = !this.cursor;
@@ -162,7 +176,9 @@ function cards(container, counts, specs, limit) {
 }
 
 async function loadOverview() {
+  const asked = epoch;
   const stats = await api('GET', '/stats');
+  if (asked !== epoch) return;
   cards($('delivery-counts'), stats.deliveries, DELIVERY_CARDS, stats.count_limit);
   cards($('endpoint-counts'), stats.endpoints, ENDPOINT_CARDS, null);
 }
@@ -360,7 +376,9 @@ function pluginRow(plugin) {
 }
 
 async function loadPlugins() {
+  const asked = epoch;
   const plugins = await api('GET', '/plugins');
+  if (asked !== epoch) return;
   const rows = plugins.data.map(pluginRow);
   $('plugin-rows').replaceChildren(...(rows.length ? rows : [el('tr', {}, el('td', { colspan: 7 }, 'No plugin loaded.'))]));
 }
@@ -376,6 +394,7 @@ const VIEWS = {
 };
 
 async function show(view) {
+  epoch += 1;
   clearInterval(overviewTimer);
   overviewTimer = null;
   clearMessages();
@@ -446,6 +465,7 @@ async function signIn(key, tenant) {
 }
 
 function signOut(message) {
+  epoch += 1;
   clearInterval(overviewTimer);
   overviewTimer = null;
   session = null;
