@@ -617,29 +617,50 @@ async fn tenant_counts_by_status_stop_at_the_limit(store: &dyn Store, _url: &str
     add_endpoint_with_status(store, &tenant, EndpointStatus::Paused).await;
     add_endpoint_with_status(store, &tenant, EndpointStatus::Disabled).await;
     let elsewhere = add_endpoint(store, &other).await;
-    for at in 0..4 {
+    // Every status in both tenants, so a count that leaked across tenants would show.
+    for at in 0..5 {
         publish(store, &tenant, "order.created", &[&endpoint], T0 + at).await;
+        publish(store, &other, "order.created", &[&elsewhere], T0 + at).await;
     }
     let jobs = claim(store, "node-a", T0 + 10).await;
-    assert_eq!(jobs.len(), 4);
-    for (job, status) in jobs.iter().zip([DeliveryStatus::Succeeded, DeliveryStatus::Failed, DeliveryStatus::Dead]) {
-        assert!(store.record_attempt("node-a", &outcome(&job.delivery, status, T0 + 20)).await.unwrap());
+    assert_eq!(jobs.len(), 10);
+    for of_tenant in [&tenant, &other] {
+        let mut mine = jobs.iter().filter(|job| job.delivery.tenant_id == of_tenant.id);
+        for status in [DeliveryStatus::Succeeded, DeliveryStatus::Failed, DeliveryStatus::Dead] {
+            let job = mine.next().unwrap();
+            assert!(store.record_attempt("node-a", &outcome(&job.delivery, status, T0 + 20)).await.unwrap());
+        }
+        let job = mine.next().unwrap();
+        let dropped = switchyard::store::Dropped {
+            tenant_id: of_tenant.id.clone(),
+            delivery_id: job.delivery.id.clone(),
+            prepared: prepared(None),
+            reason: "dropped by filter `x`".into(),
+            at: T0 + 20,
+        };
+        assert!(store.record_drop("node-a", &dropped).await.unwrap());
+        // The fifth stays in flight.
     }
     for at in 0..3 {
         publish(store, &tenant, "order.created", &[&endpoint], T0 + MINUTE * 10 + at).await;
-        publish(store, &other, "order.created", &[&elsewhere], T0 + MINUTE * 10 + at).await;
     }
 
     let counts = store.tenant_counts(&tenant.id, 100).await.unwrap();
     use DeliveryStatus::*;
-    assert_eq!(counts.deliveries, [(Pending, 3), (Delivering, 1), (Failed, 1), (Dead, 1), (Dropped, 0)]);
+    assert_eq!(counts.deliveries, [(Pending, 3), (Delivering, 1), (Failed, 1), (Dead, 1), (Dropped, 1)]);
     assert_eq!(
         counts.endpoints,
         [(EndpointStatus::Active, 2), (EndpointStatus::Paused, 1), (EndpointStatus::Disabled, 1)]
     );
     let capped = store.tenant_counts(&tenant.id, 2).await.unwrap();
-    assert_eq!(capped.deliveries, [(Pending, 2), (Delivering, 1), (Failed, 1), (Dead, 1), (Dropped, 0)]);
+    assert_eq!(capped.deliveries, [(Pending, 2), (Delivering, 1), (Failed, 1), (Dead, 1), (Dropped, 1)]);
     assert_eq!(capped.endpoints, counts.endpoints, "endpoints are not capped");
+    let others = store.tenant_counts(&other.id, 100).await.unwrap();
+    assert_eq!(others.deliveries, [(Pending, 0), (Delivering, 1), (Failed, 1), (Dead, 1), (Dropped, 1)]);
+    assert_eq!(
+        others.endpoints,
+        [(EndpointStatus::Active, 1), (EndpointStatus::Paused, 0), (EndpointStatus::Disabled, 0)]
+    );
 
     let nobody = store.tenant_counts("ten_unknown", 100).await.unwrap();
     assert!(nobody.deliveries.iter().all(|(_, n)| *n == 0));

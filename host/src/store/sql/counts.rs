@@ -8,12 +8,15 @@ use super::deliveries::{IN_FLIGHT, STATUS_INDEXED};
 use crate::model::{DeliveryStatus, EndpointStatus};
 use crate::store::{StoreResult, TenantCounts};
 
-pub(super) async fn tenant_counts(pool: &AnyPool, tenant_id: &str, limit: u64) -> StoreResult<TenantCounts> {
-    // Each count reads at most `limit` entries of an index that holds only its status (`deliveries_leased` for
-    // the deliveries in flight), so a dead-letter queue of millions costs no more than one of `limit`.
-    // `succeeded` is left out: it is in no such index, and counting it would walk every delivery the tenant has.
-    let counted: Vec<DeliveryStatus> =
-        DeliveryStatus::ALL.iter().copied().filter(|s| *s != DeliveryStatus::Succeeded).collect();
+/// `succeeded` is left out: it is in no index of its own, and counting it would walk every delivery the tenant has.
+fn counted_statuses() -> Vec<DeliveryStatus> {
+    DeliveryStatus::ALL.iter().copied().filter(|s| *s != DeliveryStatus::Succeeded).collect()
+}
+
+/// One row per status: its name and its count, up to the limit (`$2`) for the tenant (`$1`). Each count reads at
+/// most that many entries of an index that holds only its status (`deliveries_leased` for the deliveries in
+/// flight), so a dead-letter queue of millions costs no more than one of the limit.
+fn counting_deliveries(counted: &[DeliveryStatus]) -> String {
     let selects: Vec<String> = counted
         .iter()
         .map(|status| {
@@ -28,8 +31,13 @@ pub(super) async fn tenant_counts(pool: &AnyPool, tenant_id: &str, limit: u64) -
             )
         })
         .collect();
+    selects.join(" UNION ALL ")
+}
+
+pub(super) async fn tenant_counts(pool: &AnyPool, tenant_id: &str, limit: u64) -> StoreResult<TenantCounts> {
+    let counted = counted_statuses();
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = sqlx::query(&selects.join(" UNION ALL ")).bind(tenant_id).bind(limit).fetch_all(pool).await?;
+    let rows = sqlx::query(&counting_deliveries(&counted)).bind(tenant_id).bind(limit).fetch_all(pool).await?;
     let mut found = HashMap::new();
     for row in &rows {
         found.insert(row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?);
@@ -48,4 +56,29 @@ pub(super) async fn tenant_counts(pool: &AnyPool, tenant_id: &str, limit: u64) -
     let endpoints =
         EndpointStatus::ALL.iter().map(|s| (*s, found.get(s.as_str()).copied().unwrap_or(0).max(0) as u64)).collect();
     Ok(TenantCounts { deliveries, endpoints })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::deliveries::tests::{sqlite_plan, walks_too_much};
+    use super::super::query::SqlBuilder;
+    use super::super::SqlStore;
+    use super::*;
+
+    /// The overview is refreshed every few seconds: a count that walked a tenant's whole history instead of the
+    /// index of its status would grow with every delivery ever made.
+    #[tokio::test]
+    async fn each_count_reads_the_index_of_its_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::connect(&format!("sqlite://{}", dir.path().join("plans.db").display())).await.unwrap();
+        let mut sql = SqlBuilder::new(format!("EXPLAIN QUERY PLAN {}", counting_deliveries(&counted_statuses())));
+        sql.bind("ten_a");
+        sql.bind(10_000_i64);
+        let plan = sqlite_plan(&store.reader, &sql).await;
+        let by_status = plan.iter().filter(|line| line.contains("deliveries_tenant_status")).count();
+        assert_eq!(by_status, 4, "pending, failed, dead and dropped: {plan:?}");
+        assert!(plan.iter().any(|line| line.contains("deliveries_leased")), "delivering: {plan:?}");
+        assert!(!walks_too_much(&plan), "{plan:?}");
+        store.close().await;
+    }
 }

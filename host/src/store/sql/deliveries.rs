@@ -269,7 +269,7 @@ pub(super) async fn dead_letter_ids(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use sqlx::Row;
 
     use super::super::endpoints::dead_letter_unfinished;
@@ -277,14 +277,14 @@ mod tests {
     use super::*;
     use crate::store::Page;
 
-    async fn sqlite_plan(pool: &AnyPool, sql: &SqlBuilder) -> Vec<String> {
+    pub(in crate::store::sql) async fn sqlite_plan(pool: &AnyPool, sql: &SqlBuilder) -> Vec<String> {
         let rows = sql.query().fetch_all(pool).await.unwrap();
         rows.iter().map(|row| row.try_get::<String, _>(3).unwrap()).collect()
     }
 
     /// A plan that reads every delivery of the table, the tenant or the endpoint (back to the page's cursor) to
     /// find a few.
-    fn walks_too_much(plan: &[String]) -> bool {
+    pub(in crate::store::sql) fn walks_too_much(plan: &[String]) -> bool {
         plan.iter().any(|line| {
             (line.starts_with("SCAN deliveries") && !line.contains("deliveries_leased"))
                 || ["tenant_id", "endpoint_id"].iter().any(|column| {
