@@ -5,6 +5,8 @@
 const KEY = 'switchyard-key';
 const TENANT = 'switchyard-tenant';
 const PAGE_SIZE = '50';
+// The most ids one requeue request takes (`POST /dead-letters/requeue`).
+const MAX_REQUEUE_IDS = 1000;
 const OVERVIEW_REFRESH_MS = 5000;
 
 const $ = (id) => document.getElementById(id);
@@ -104,11 +106,12 @@ function clearMessages() {
 
 // A table filled page by page from a listing route (`data` and `next_cursor`).
 class PagedTable {
-  constructor(tbody, more, path, row) {
+  constructor(tbody, more, path, row, onPage = () => {}) {
     this.tbody = tbody;
     this.more = more;
     this.path = path;
     this.row = row;
+    this.onPage = onPage;
     this.params = {};
     this.cursor = null;
     more.addEventListener('click', () => this.next().catch(showError));
@@ -138,6 +141,7 @@ class PagedTable {
     this.tbody.append(...page.data.map((item) => this.row(item)));
     this.cursor = page.next_cursor;
     this.more.hidden = !this.cursor;
+    this.onPage();
     if (!this.tbody.children.length) {
       const columns = this.tbody.closest('table').querySelectorAll('thead th').length;
       this.tbody.append(el('tr', { class: 'empty' }, el('td', { colspan: columns }, 'Nothing here.')));
@@ -250,8 +254,14 @@ function deliveryFilter() {
   };
 }
 
+let detailAsked = 0;
+
 async function showDelivery(id) {
+  const asked = ++detailAsked;
+  const shownIn = epoch;
   const delivery = await api('GET', `/deliveries/${encodeURIComponent(id)}`);
+  // Only the last delivery asked for, and only while the list it was asked from is still the one shown.
+  if (asked !== detailAsked || shownIn !== epoch) return;
   const retry = el(
     'button',
     {
@@ -262,9 +272,9 @@ async function showDelivery(id) {
         retry.disabled = true;
         try {
           await api('POST', `/deliveries/${encodeURIComponent(id)}/retry`, {});
-          showNotice(`Delivery ${id} scheduled again.`);
-          await showDelivery(id);
           await deliveries.reload(deliveryFilter());
+          await showDelivery(id);
+          showNotice(`Delivery ${id} scheduled again.`);
         } catch (error) {
           retry.disabled = false;
           showError(error);
@@ -346,15 +356,38 @@ function deadRow(delivery) {
   );
 }
 
-const deadLetters = new PagedTable($('dead-rows'), $('dead-more'), '/dead-letters', deadRow);
-
-async function requeue(selector) {
-  const body = { ...selector, rerun_plugins: $('rerun-plugins').checked };
-  const answer = await api('POST', '/dead-letters/requeue', body);
-  showNotice(`Requeued ${answer.requeued} dead letter${answer.requeued === 1 ? '' : 's'}.`);
+// Rows added by "Load more" come unticked, so "select all" no longer holds.
+const deadLetters = new PagedTable($('dead-rows'), $('dead-more'), '/dead-letters', deadRow, () => {
   $('select-all-dead').checked = false;
-  await deadLetters.reload();
   updateRequeueButton();
+});
+
+// Ids go in requests of at most MAX_REQUEUE_IDS; `{}` (every dead letter) in one.
+async function requeue(selector) {
+  const rerun_plugins = $('rerun-plugins').checked;
+  const bodies = [];
+  if (selector.delivery_ids) {
+    for (let i = 0; i < selector.delivery_ids.length; i += MAX_REQUEUE_IDS) {
+      bodies.push({ delivery_ids: selector.delivery_ids.slice(i, i + MAX_REQUEUE_IDS), rerun_plugins });
+    }
+  } else {
+    bodies.push({ ...selector, rerun_plugins });
+  }
+  $('requeue-selected').disabled = true;
+  $('requeue-all').disabled = true;
+  let requeued = 0;
+  let failure = null;
+  try {
+    for (const body of bodies) requeued += (await api('POST', '/dead-letters/requeue', body)).requeued;
+  } catch (error) {
+    failure = error;
+  }
+  $('requeue-all').disabled = false;
+  if (!session) return;
+  await deadLetters.reload().catch(showError);
+  const done = `Requeued ${requeued} dead letter${requeued === 1 ? '' : 's'}.`;
+  if (failure) showError(requeued ? `${failure.message} (${done})` : failure);
+  else showNotice(done);
 }
 
 // ---- Plugins (admin key only)
@@ -389,7 +422,7 @@ const VIEWS = {
   overview: loadOverview,
   endpoints: () => endpoints.reload(),
   deliveries: () => deliveries.reload(deliveryFilter()),
-  'dead-letters': () => deadLetters.reload().then(updateRequeueButton),
+  'dead-letters': () => deadLetters.reload(),
   plugins: loadPlugins,
 };
 
@@ -404,11 +437,16 @@ async function show(view) {
     else button.removeAttribute('aria-current');
   }
   $('delivery-detail').hidden = true;
-  await VIEWS[view]();
-  if (view === 'overview') {
-    overviewTimer = setInterval(() => {
-      if (!document.hidden) loadOverview().catch(showError);
-    }, OVERVIEW_REFRESH_MS);
+  const shown = epoch;
+  try {
+    await VIEWS[view]();
+  } finally {
+    // Refreshing goes on after a failed first load, but not once another view or session has taken over.
+    if (view === 'overview' && shown === epoch && session) {
+      overviewTimer = setInterval(() => {
+        if (!document.hidden) loadOverview().catch(showError);
+      }, OVERVIEW_REFRESH_MS);
+    }
   }
 }
 
@@ -426,18 +464,31 @@ async function loadEndpointUrls() {
 
 // ---- Signing in and out
 
+async function allTenants() {
+  const tenants = [];
+  let cursor = null;
+  do {
+    const query = new URLSearchParams({ limit: '1000' });
+    if (cursor) query.set('cursor', cursor);
+    const page = await api('GET', `/tenants?${query}`);
+    tenants.push(...page.data);
+    cursor = page.next_cursor;
+  } while (cursor);
+  return tenants;
+}
+
 async function signIn(key, tenant) {
   session = { key, admin: false, tenant: null };
   try {
-    const tenants = await api('GET', '/tenants?limit=1000');
+    const tenants = await allTenants();
     session.admin = true;
-    if (!tenants.data.length) {
+    if (!tenants.length) {
       throw new Error('No tenant yet: create one with POST /api/v1/tenants, then sign in again.');
     }
-    const byName = [...tenants.data].sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
+    const byName = [...tenants].sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
     const picker = $('tenant');
     picker.replaceChildren(...byName.map((t) => el('option', { value: t.id }, `${t.name} (${t.id})`)));
-    const known = tenants.data.some((t) => t.id === tenant);
+    const known = tenants.some((t) => t.id === tenant);
     session.tenant = known ? tenant : byName[0].id;
     picker.value = session.tenant;
   } catch (error) {
@@ -476,6 +527,12 @@ function signOut(message) {
   $('sign-in').hidden = false;
   $('key').value = '';
   $('sign-in-error').textContent = message || '';
+  // Nothing of this session stays on the page for the next key to see.
+  for (const id of ['delivery-counts', 'endpoint-counts', 'endpoint-rows', 'delivery-rows', 'dead-rows', 'plugin-rows', 'delivery-detail', 'tenant']) {
+    $(id).replaceChildren();
+  }
+  $('delivery-detail').hidden = true;
+  clearMessages();
 }
 
 // ---- Wiring
