@@ -1,7 +1,7 @@
 //! The operators' dashboard in a real browser: `tests/browser/dashboard.mjs` drives Debian's Chromium through
 //! playwright-core against a real server, and this test checks what the clicks did through the REST API.
 //!
-//! Needs `node`, `tests/browser/node_modules` (`npm ci --prefix tests/browser`) and Chromium (`/usr/bin/chromium`,
+//! Needs Node.js 20 or later as `node`, `tests/browser/node_modules` (`npm ci --prefix tests/browser`) and Chromium (`/usr/bin/chromium`,
 //! or `SWITCHYARD_TEST_CHROMIUM`); `tests/run` installs them. Without them the test is skipped locally and fails
 //! under `CI=true`.
 
@@ -32,9 +32,12 @@ fn browser() -> Option<Browser> {
     let chromium = std::env::var_os("SWITCHYARD_TEST_CHROMIUM")
         .filter(|path| !path.is_empty())
         .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
-    let node = std::process::Command::new("node").arg("--version").output();
+    // playwright-core needs Node.js 20 or later.
+    let node = std::process::Command::new("node")
+        .args(["-e", "process.exit(Number(process.versions.node.split('.')[0]) < 20 ? 1 : 0)"])
+        .output();
     let missing = if !matches!(node, Ok(ref out) if out.status.success()) {
-        Some("`node` does not run".to_string())
+        Some("Node.js 20 or later does not run as `node`".to_string())
     } else if !browser_dir.join("node_modules/playwright-core").is_dir() {
         Some("tests/browser/node_modules is missing (run `npm ci --prefix tests/browser`)".to_string())
     } else if !chromium.is_file() {

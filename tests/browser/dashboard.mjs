@@ -97,8 +97,12 @@ try {
   await page.selectOption('#delivery-status', 'succeeded');
   const deadline = Date.now() + 10_000;
   for (;;) {
-    await page.click('#delivery-filter button[type=submit]');
-    await page.waitForLoadState('networkidle');
+    // Count only once the list asked for has come back and been drawn.
+    await Promise.all([
+      page.waitForResponse((r) => r.url().includes('/api/v1/deliveries?') && r.url().includes('status=succeeded')),
+      page.click('#delivery-filter button[type=submit]'),
+    ]);
+    await page.waitForFunction(() => document.querySelectorAll('#delivery-rows tr').length > 0);
     if ((await rows('delivery-rows')) === deadIds.length) break;
     check(Date.now() < deadline, `succeeded deliveries: ${await rows('delivery-rows')}`);
     await page.waitForTimeout(200);
@@ -127,11 +131,18 @@ try {
   await page.click('nav button[data-view=plugins]');
   await page.locator('#plugin-rows tr').first().waitFor();
 
-  step = 'a tenant key signs in without the admin views';
+  step = 'signing out leaves nothing of the session on the page';
   await page.click('#sign-out');
   await page.locator('#sign-in').waitFor();
+  check((await page.locator('.card, #endpoint-rows tr, #delivery-rows tr, #dead-rows tr').count()) === 0, 'rows or cards remain');
+  check((await page.evaluate(() => sessionStorage.length)) === 0, 'the key stays in session storage');
+
+  step = 'a tenant key signs in without the admin views';
   await page.fill('#key', tenantKey);
-  await page.click('#sign-in-form button[type=submit]');
+  await Promise.all([
+    page.waitForResponse((r) => r.url().endsWith('/api/v1/stats') && r.request().headers()['authorization'] === `Bearer ${tenantKey}`),
+    page.click('#sign-in-form button[type=submit]'),
+  ]);
   await page.locator('.card[data-status="paused"] .count', { hasText: '1' }).waitFor();
   check(await page.locator('#tenant-picker').isHidden(), 'a tenant key sees the tenant picker');
   check(await page.locator('nav button[data-view=plugins]').isHidden(), 'a tenant key sees the Plugins tab');
