@@ -8,6 +8,8 @@ const PAGE_SIZE = '50';
 // The most ids one requeue request takes (`POST /dead-letters/requeue`).
 const MAX_REQUEUE_IDS = 1000;
 const OVERVIEW_REFRESH_MS = 5000;
+// A delivery's detail follows it while an attempt is due or in flight.
+const DETAIL_REFRESH_MS = 2000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -327,6 +329,11 @@ async function showDelivery(id) {
     ),
   );
   detail.hidden = false;
+  if (delivery.status === 'pending' || delivery.status === 'delivering') {
+    setTimeout(() => {
+      if (asked === detailAsked && shownIn === epoch && !detail.hidden) showDelivery(id).catch(showError);
+    }, DETAIL_REFRESH_MS);
+  }
 }
 
 // ---- Dead letters
@@ -375,6 +382,7 @@ async function requeue(selector) {
   }
   $('requeue-selected').disabled = true;
   $('requeue-all').disabled = true;
+  showNotice('Requeuing…');
   let requeued = 0;
   let failure = null;
   try {
@@ -385,7 +393,7 @@ async function requeue(selector) {
   $('requeue-all').disabled = false;
   if (!session) return;
   await deadLetters.reload().catch(showError);
-  const done = `Requeued ${requeued} dead letter${requeued === 1 ? '' : 's'}.`;
+  const done = `Requeued ${requeued.toLocaleString('en')} dead letter${requeued === 1 ? '' : 's'}.`;
   if (failure) showError(requeued ? `${failure.message} (${done})` : failure);
   else showNotice(done);
 }
@@ -437,6 +445,8 @@ async function show(view) {
     else button.removeAttribute('aria-current');
   }
   $('delivery-detail').hidden = true;
+  // The view is in the address, so a reload comes back to it.
+  history.replaceState(null, '', `#${view}`);
   const shown = epoch;
   try {
     await VIEWS[view]();
@@ -512,7 +522,9 @@ async function signIn(key, tenant) {
   $('sign-in').hidden = true;
   $('session').hidden = false;
   $('app').hidden = false;
-  await show('overview');
+  const asked = location.hash.slice(1);
+  const allowed = Object.hasOwn(VIEWS, asked) && (asked !== 'plugins' || session.admin);
+  await show(allowed ? asked : 'overview');
 }
 
 function signOut(message) {
@@ -540,8 +552,14 @@ function signOut(message) {
 $('sign-in-form').addEventListener('submit', async (event) => {
   event.preventDefault();
   $('sign-in-error').textContent = '';
+  const key = $('key').value.trim();
+  // A key travels in a header, which takes visible ASCII only; say so rather than show the browser's error.
+  if (!/^[\x21-\x7e]+$/.test(key)) {
+    $('sign-in-error').textContent = 'A key is made of visible ASCII characters, without spaces.';
+    return;
+  }
   try {
-    await signIn($('key').value.trim(), sessionStorage.getItem(TENANT));
+    await signIn(key, sessionStorage.getItem(TENANT));
   } catch (error) {
     $('sign-in-error').textContent =
       error instanceof ApiFailure && error.status === 401 ? 'The key was refused.' : error.message;
