@@ -68,7 +68,9 @@ async fn an_operator_requeues_dead_letters_and_pauses_an_endpoint_in_the_dashboa
     let receiver = Receiver::start().await;
     receiver.set_default(Reply::status(400).body("no such order"));
     let endpoint_url = receiver.url("/hook");
-    let endpoint = api.create_endpoint(json!({ "url": endpoint_url, "description": "orders" })).await;
+    // A long word in the description: the page must wrap it, not grow wider than the window.
+    let description = format!("orders-{}", "x".repeat(600));
+    let endpoint = api.create_endpoint(json!({ "url": endpoint_url, "description": description })).await;
     let endpoint_id = str_field(&endpoint, "id").to_string();
 
     let mut dead = Vec::new();

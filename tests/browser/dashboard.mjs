@@ -54,6 +54,11 @@ try {
   await page.goto(base + '/');
   check(page.url() === `${base}/dashboard/`, `landed on ${page.url()}`);
 
+  step = 'a key that cannot go in a header is explained';
+  await page.fill('#key', 'clé-secrète');
+  await page.click('#sign-in-form button[type=submit]');
+  await page.locator('#sign-in-error', { hasText: 'visible ASCII' }).waitFor();
+
   step = 'a wrong key is refused';
   await page.fill('#key', 'not-a-key');
   await page.click('#sign-in-form button[type=submit]');
@@ -118,6 +123,9 @@ try {
   await page.click('nav button[data-view=endpoints]');
   const endpointRow = page.locator('#endpoint-rows tr[data-id]').first();
   check((await endpointRow.textContent()).includes(endpointUrl), 'the endpoint row has no URL');
+  // The description is 600 characters without a space: it wraps instead of widening the page.
+  const width = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+  check(width[0] <= width[1], `the page is ${width[0]} px wide in a ${width[1]} px window`);
   await endpointRow.locator('button', { hasText: 'Pause' }).click();
   await page.locator('#endpoint-rows .status-paused').waitFor();
   await page.locator('#endpoint-rows button', { hasText: 'Activate' }).waitFor();
@@ -147,9 +155,12 @@ try {
   check(await page.locator('#tenant-picker').isHidden(), 'a tenant key sees the tenant picker');
   check(await page.locator('nav button[data-view=plugins]').isHidden(), 'a tenant key sees the Plugins tab');
 
-  step = 'a reload keeps the session in the tab';
+  step = 'a reload keeps the session and the view';
+  await page.click('nav button[data-view=endpoints]');
+  await page.locator('#endpoint-rows .status-paused').waitFor();
   await page.reload();
-  await page.locator('.card[data-status="paused"] .count', { hasText: '1' }).waitFor();
+  await page.locator('#endpoint-rows .status-paused').waitFor();
+  check(await page.locator('#view-overview').isHidden(), 'the reload went back to the overview');
 } catch (error) {
   problems.push(error.message.startsWith(step) ? error.message : `${step}: ${error.message}`);
 } finally {
