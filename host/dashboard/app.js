@@ -195,27 +195,49 @@ function subscriptionsText(endpoint) {
   return endpoint.subscriptions.map((s) => (s.filter ? `${s.event_type} ${s.filter}` : s.event_type)).join(', ');
 }
 
+// A button that runs `action` once at a time, showing its error if it fails.
+function actionButton(label, action) {
+  const button = el('button', { type: 'button' }, label);
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    try {
+      await action();
+    } catch (error) {
+      showError(error);
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return button;
+}
+
+function showSecret(endpoint) {
+  $('secret-endpoint').textContent = endpoint.url;
+  $('secret-value').textContent = endpoint.secret;
+  $('secret-once').hidden = false;
+}
+
 function endpointRow(endpoint) {
   endpointUrls.set(endpoint.id, endpoint.url);
+  const path = `/endpoints/${encodeURIComponent(endpoint.id)}`;
   const action = endpoint.status === 'active' ? 'pause' : 'activate';
-  const button = el(
-    'button',
-    {
-      type: 'button',
-      onclick: async () => {
-        button.disabled = true;
-        try {
-          await api('POST', `/endpoints/${encodeURIComponent(endpoint.id)}/${action}`);
-          showNotice(`Endpoint ${endpoint.url} ${action === 'pause' ? 'paused' : 'activated'}.`);
-          await endpoints.reload();
-        } catch (error) {
-          button.disabled = false;
-          showError(error);
-        }
-      },
-    },
-    action === 'pause' ? 'Pause' : 'Activate',
-  );
+  const toggle = actionButton(action === 'pause' ? 'Pause' : 'Activate', async () => {
+    await api('POST', `${path}/${action}`);
+    await endpoints.reload();
+    showNotice(`Endpoint ${endpoint.url} ${action === 'pause' ? 'paused' : 'activated'}.`);
+  });
+  const rotate = actionButton('Rotate secret', async () => {
+    if (!window.confirm(`Rotate the signing secret of ${endpoint.url}? The old one keeps signing during the grace period (24 h unless the server says otherwise).`)) return;
+    showSecret(await api('POST', `${path}/rotate-secret`, {}));
+    showNotice(`Secret of ${endpoint.url} rotated.`);
+  });
+  const remove = actionButton('Delete', async () => {
+    if (!window.confirm(`Delete ${endpoint.url}? Its deliveries still waiting become dead letters.`)) return;
+    await api('DELETE', path);
+    endpointUrls.delete(endpoint.id);
+    await endpoints.reload();
+    showNotice(`Endpoint ${endpoint.url} deleted.`);
+  });
   return el(
     'tr',
     { 'data-id': endpoint.id },
@@ -224,8 +246,35 @@ function endpointRow(endpoint) {
     el('td', {}, statusBadge(endpoint.status), endpoint.status_reason ? ` (${endpoint.status_reason})` : null),
     el('td', { class: 'mono' }, subscriptionsText(endpoint)),
     el('td', {}, endpoint.rate_limit ? `${endpoint.rate_limit}/s` : '—'),
-    el('td', {}, button),
+    el('td', {}, el('div', { class: 'row-actions' }, toggle, rotate, remove)),
   );
+}
+
+// "payment.* $[?@.data.amount > 1000]" per line: the type, then the filter if any.
+function parseSubscriptions(text) {
+  return text
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line)
+    .map((line) => {
+      const space = line.search(/\s/);
+      if (space < 0) return { event_type: line };
+      return { event_type: line.slice(0, space), filter: line.slice(space).trim() };
+    });
+}
+
+async function createEndpoint() {
+  const body = { url: $('endpoint-url').value.trim() };
+  const description = $('endpoint-description').value.trim();
+  if (description) body.description = description;
+  const subscriptions = parseSubscriptions($('endpoint-subscriptions').value);
+  if (subscriptions.length) body.subscriptions = subscriptions;
+  const created = await api('POST', '/endpoints', body);
+  $('endpoint-form').reset();
+  $('endpoint-form').hidden = true;
+  await endpoints.reload();
+  showSecret(created);
+  showNotice(`Endpoint ${created.url} created.`);
 }
 
 const endpoints = new PagedTable($('endpoint-rows'), $('endpoints-more'), '/endpoints', endpointRow);
@@ -445,6 +494,9 @@ async function show(view) {
     else button.removeAttribute('aria-current');
   }
   $('delivery-detail').hidden = true;
+  $('secret-value').textContent = '';
+  $('secret-once').hidden = true;
+  $('endpoint-form').hidden = true;
   // The view is in the address, so a reload comes back to it.
   history.replaceState(null, '', `#${view}`);
   const shown = epoch;
@@ -540,10 +592,11 @@ function signOut(message) {
   $('key').value = '';
   $('sign-in-error').textContent = message || '';
   // Nothing of this session stays on the page for the next key to see.
-  for (const id of ['delivery-counts', 'endpoint-counts', 'endpoint-rows', 'delivery-rows', 'dead-rows', 'plugin-rows', 'delivery-detail', 'tenant']) {
+  for (const id of ['secret-value', 'delivery-counts', 'endpoint-counts', 'endpoint-rows', 'delivery-rows', 'dead-rows', 'plugin-rows', 'delivery-detail', 'tenant']) {
     $(id).replaceChildren();
   }
   $('delivery-detail').hidden = true;
+  $('secret-once').hidden = true;
   clearMessages();
 }
 
@@ -587,6 +640,35 @@ $('delivery-filter').addEventListener('submit', (event) => {
   event.preventDefault();
   $('delivery-detail').hidden = true;
   deliveries.reload(deliveryFilter()).catch(showError);
+});
+
+$('new-endpoint').addEventListener('click', () => {
+  $('endpoint-form').hidden = false;
+  $('endpoint-url').focus();
+});
+
+$('endpoint-cancel').addEventListener('click', () => {
+  $('endpoint-form').reset();
+  $('endpoint-form').hidden = true;
+});
+
+$('endpoint-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const submit = $('endpoint-form').querySelector('button[type=submit]');
+  submit.disabled = true;
+  try {
+    await createEndpoint();
+  } catch (error) {
+    showError(error);
+  } finally {
+    submit.disabled = false;
+  }
+});
+
+// The secret is shown once; "Done" takes it off the page.
+$('secret-done').addEventListener('click', () => {
+  $('secret-value').textContent = '';
+  $('secret-once').hidden = true;
 });
 
 $('select-all-dead').addEventListener('change', () => {
