@@ -108,6 +108,21 @@ async fn an_operator_requeues_dead_letters_and_pauses_an_endpoint_in_the_dashboa
     let requeues: Vec<_> =
         audit["data"].as_array().unwrap().iter().map(|e| (&e["actor"], &e["details"]["requeued"])).collect();
     assert_eq!(requeues, [(&json!("admin"), &json!(2)), (&json!("admin"), &json!(1))], "{audit:#}");
+    let changes = api.get("/api/v1/audit-log?resource_id=").await;
+    let by_admin: Vec<&str> = changes["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"] == "admin" && e["resource_type"] == "endpoint")
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        by_admin,
+        ["endpoint.deleted", "endpoint.secret_rotated", "endpoint.created", "endpoint.paused"],
+        "newest first: {changes:#}"
+    );
+    let endpoints = api.get("/api/v1/endpoints").await;
+    assert_eq!(endpoints["data"].as_array().unwrap().len(), 1, "the endpoint made in the dashboard is gone");
     let stats = api.expect(Method::GET, "/api/v1/stats", None, 200).await;
     assert_eq!(stats["deliveries"]["dead"], 0);
     assert_eq!(stats["endpoints"], json!({ "active": 0, "paused": 1, "disabled": 0 }));

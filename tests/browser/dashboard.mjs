@@ -130,6 +130,40 @@ try {
   await page.locator('#endpoint-rows .status-paused').waitFor();
   await page.locator('#endpoint-rows button', { hasText: 'Activate' }).waitFor();
 
+  step = 'an endpoint with an invalid filter is refused, naming the field';
+  const secondUrl = `${endpointUrl}/second`;
+  await page.click('#new-endpoint');
+  await page.fill('#endpoint-url', secondUrl);
+  await page.fill('#endpoint-description', 'second');
+  await page.fill('#endpoint-subscriptions', 'order.*\norder.created $[?@.data.n >');
+  await page.click('#endpoint-form button[type=submit]');
+  await page.locator('#error', { hasText: '(subscriptions[1].filter)' }).waitFor();
+
+  step = 'an endpoint is created, and its secret shown once';
+  await page.fill('#endpoint-subscriptions', 'order.*\norder.created $[?@.data.n > 1]');
+  await page.click('#endpoint-form button[type=submit]');
+  await page.locator('#secret-once').waitFor();
+  const firstSecret = await page.locator('#secret-value').textContent();
+  check(/^whsec_[A-Za-z0-9+/=]{32,}$/.test(firstSecret), `secret: ${firstSecret}`);
+  const second = page.locator('#endpoint-rows tr', { hasText: secondUrl });
+  await second.waitFor();
+  check((await second.textContent()).includes('order.created $[?@.data.n > 1]'), 'the filter is not listed');
+  await page.click('#secret-done');
+  check((await page.locator('#secret-value').textContent()) === '', 'the secret stays on the page');
+
+  step = "the new endpoint's secret is rotated";
+  page.once('dialog', (dialog) => dialog.accept());
+  await second.locator('button', { hasText: 'Rotate secret' }).click();
+  await page.locator('#notice', { hasText: 'rotated' }).waitFor();
+  const rotated = await page.locator('#secret-value').textContent();
+  check(rotated.startsWith('whsec_') && rotated !== firstSecret, 'no new secret shown');
+
+  step = 'the new endpoint is deleted';
+  page.once('dialog', (dialog) => dialog.accept());
+  await second.locator('button', { hasText: 'Delete' }).click();
+  await page.locator('#notice', { hasText: 'deleted' }).waitFor();
+  check((await page.locator('#endpoint-rows tr', { hasText: secondUrl }).count()) === 0, 'the row remains');
+
   step = 'the overview follows';
   await page.click('nav button[data-view=overview]');
   await page.locator('.card[data-status="paused"] .count', { hasText: '1' }).waitFor();
