@@ -195,19 +195,21 @@ function subscriptionsText(endpoint) {
   return endpoint.subscriptions.map((s) => (s.filter ? `${s.event_type} ${s.filter}` : s.event_type)).join(', ');
 }
 
-// A button that runs `action` once at a time, showing its error if it fails.
+// Runs `action` with `button` disabled, so a double click cannot run it twice; shows its error if it fails.
+async function whileDisabled(button, action) {
+  button.disabled = true;
+  try {
+    await action();
+  } catch (error) {
+    showError(error);
+  } finally {
+    button.disabled = false;
+  }
+}
+
 function actionButton(label, action) {
   const button = el('button', { type: 'button' }, label);
-  button.addEventListener('click', async () => {
-    button.disabled = true;
-    try {
-      await action();
-    } catch (error) {
-      showError(error);
-    } finally {
-      button.disabled = false;
-    }
-  });
+  button.addEventListener('click', () => whileDisabled(button, action));
   return button;
 }
 
@@ -313,27 +315,15 @@ async function showDelivery(id) {
   const delivery = await api('GET', `/deliveries/${encodeURIComponent(id)}`);
   // Only the last delivery asked for, and only while the list it was asked from is still the one shown.
   if (asked !== detailAsked || shownIn !== epoch) return;
-  const retry = el(
-    'button',
-    {
-      type: 'button',
-      id: 'retry-delivery',
-      disabled: delivery.status === 'delivering',
-      onclick: async () => {
-        retry.disabled = true;
-        try {
-          await api('POST', `/deliveries/${encodeURIComponent(id)}/retry`, {});
-          await deliveries.reload(deliveryFilter());
-          await showDelivery(id);
-          showNotice(`Delivery ${id} scheduled again.`);
-        } catch (error) {
-          retry.disabled = false;
-          showError(error);
-        }
-      },
-    },
-    'Retry now',
-  );
+  const retry = actionButton('Retry now', async () => {
+    await api('POST', `/deliveries/${encodeURIComponent(id)}/retry`, {});
+    await deliveries.reload(deliveryFilter());
+    await showDelivery(id);
+    showNotice(`Delivery ${id} scheduled again.`);
+  });
+  retry.id = 'retry-delivery';
+  // The API refuses a retry while an attempt is in flight; the detail follows the attempt and enables it after.
+  retry.disabled = delivery.status === 'delivering';
   const attempts = delivery.attempts_log.map((a) =>
     el(
       'tr',
@@ -652,17 +642,9 @@ $('endpoint-cancel').addEventListener('click', () => {
   $('endpoint-form').hidden = true;
 });
 
-$('endpoint-form').addEventListener('submit', async (event) => {
+$('endpoint-form').addEventListener('submit', (event) => {
   event.preventDefault();
-  const submit = $('endpoint-form').querySelector('button[type=submit]');
-  submit.disabled = true;
-  try {
-    await createEndpoint();
-  } catch (error) {
-    showError(error);
-  } finally {
-    submit.disabled = false;
-  }
+  whileDisabled($('endpoint-form').querySelector('button[type=submit]'), createEndpoint);
 });
 
 // The secret is shown once; "Done" takes it off the page.
