@@ -97,6 +97,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_SECRET_GRACE")]
     pub secret_grace: Option<String>,
 
+    /// Disables an endpoint whose every attempt has failed for this long (and at least 10 of them), as a 410
+    /// disables it; `0s` never disables one for failing [default: 5d].
+    #[arg(long, env = "SWITCHYARD_DISABLE_FAILING_AFTER")]
+    pub disable_failing_after: Option<String>,
+
     /// Directory watched for `<name>.wasm` plugin components [default: `<data dir>/plugins`].
     #[arg(long, env = "SWITCHYARD_PLUGINS_DIR")]
     pub plugins_dir: Option<PathBuf>,
@@ -131,6 +136,8 @@ pub struct Config {
     pub max_retry_after: Duration,
     pub poll_interval: Duration,
     pub secret_grace: Duration,
+    /// None: endpoints are never disabled for failing.
+    pub disable_failing_after: Option<Duration>,
     pub plugins_dir: PathBuf,
     pub plugin_limits: crate::plugin::PluginLimits,
     /// Trusted for receivers' TLS besides the bundled public roots (`ca_file`).
@@ -154,6 +161,7 @@ impl std::fmt::Debug for Config {
             .field("max_retry_after", &self.max_retry_after)
             .field("poll_interval", &self.poll_interval)
             .field("secret_grace", &self.secret_grace)
+            .field("disable_failing_after", &self.disable_failing_after)
             .field("plugins_dir", &self.plugins_dir)
             .field("plugin_limits", &self.plugin_limits)
             .field("extra_root_certificates", &self.extra_root_certificates.len())
@@ -285,6 +293,12 @@ impl Config {
             max_retry_after: duration("max_retry_after", over.max_retry_after.or(under.max_retry_after), "1h")?,
             poll_interval: duration("poll_interval", over.poll_interval.or(under.poll_interval), "1s")?,
             secret_grace: duration("secret_grace", over.secret_grace.or(under.secret_grace), "24h")?,
+            disable_failing_after: Some(duration(
+                "disable_failing_after",
+                over.disable_failing_after.or(under.disable_failing_after),
+                "5d",
+            )?)
+            .filter(|after| !after.is_zero()),
         };
         if config.poll_interval.is_zero() {
             return Err(bad("poll_interval", "must be greater than zero"));
@@ -353,6 +367,17 @@ mod tests {
     }
 
     #[test]
+    fn failing_endpoints_are_disabled_after_five_days_unless_turned_off() {
+        let config = Config::from_layers(ServeArgs::default(), ServeArgs::default()).unwrap();
+        assert_eq!(config.disable_failing_after, Some(Duration::from_secs(5 * 24 * 3600)));
+        let off = ServeArgs { disable_failing_after: Some("0s".into()), ..Default::default() };
+        assert_eq!(Config::from_layers(off, ServeArgs::default()).unwrap().disable_failing_after, None);
+        let day = ServeArgs { disable_failing_after: Some("1day".into()), ..Default::default() };
+        let config = Config::from_layers(day, ServeArgs::default()).unwrap();
+        assert_eq!(config.disable_failing_after, Some(Duration::from_secs(24 * 3600)));
+    }
+
+    #[test]
     fn bad_settings_are_named() {
         let cases = [
             (ServeArgs { listen: Some("nope".into()), ..Default::default() }, "listen"),
@@ -365,6 +390,7 @@ mod tests {
             (ServeArgs { max_payload_bytes: Some(10), ..Default::default() }, "max_payload_bytes"),
             (ServeArgs { plugin_memory_mib: Some(0), ..Default::default() }, "plugin_memory_mib"),
             (ServeArgs { plugin_deadline: Some("1h".into()), ..Default::default() }, "plugin_deadline"),
+            (ServeArgs { disable_failing_after: Some("never".into()), ..Default::default() }, "disable_failing_after"),
         ];
         for (args, setting) in cases {
             let err = Config::from_layers(args, ServeArgs::default()).unwrap_err();

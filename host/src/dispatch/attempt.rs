@@ -16,6 +16,7 @@ use rand::Rng;
 use reqwest::Client;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::failing::FailingEndpoints;
 use super::outcome::{self, FailureKind, Resolution, Verdict};
 use super::send::{self, Answer, RequestIdentity};
 use super::Settings;
@@ -38,6 +39,7 @@ pub(super) struct Worker {
     pub node_id: String,
     pub plugins: Arc<PluginRegistry>,
     pub recorder: Recorder,
+    pub failing: FailingEndpoints,
 }
 
 impl Worker {
@@ -59,6 +61,9 @@ impl Worker {
             },
         };
         let signer = signing_secrets.signer(&self.master_key, &endpoint.id, endpoint.signature_scheme);
+        // Whether the receiver had its say: a plugin or a local problem that stopped the request is no failure of
+        // the endpoint's.
+        let mut sent = false;
         let answer = match (&prepared, signer, &endpoint.url) {
             (Err((_, error)), _, _) => Answer::local_failure(error),
             (_, Err(problem), _) => Answer::local_failure(problem),
@@ -75,6 +80,7 @@ impl Worker {
                     attempt: Some((&delivery.id, delivery.attempts + 1)),
                 };
                 let headers = send::request_headers(&endpoint, Some(prepared), identity, signature);
+                sent = true;
                 send::send(&self.client, url.clone(), headers, body, send::request_timeout(&endpoint)).await
             }
         };
@@ -98,6 +104,12 @@ impl Worker {
                 let asked = Box::pin(self.ask_retry_policy(binding, &delivery, &endpoint, &answer, finished_at)).await;
                 policy_used = asked.0;
                 apply_retry_decision(&mut resolution, &mut error, asked.1, finished_at);
+            }
+        }
+        if sent {
+            let failed = resolution.outcome != "succeeded";
+            if let Some(reason) = self.failing.observe(&endpoint, failed, finished_at) {
+                resolution.disable_endpoint.get_or_insert(reason);
             }
         }
         let attempt = Attempt {

@@ -78,6 +78,7 @@ impl World {
             lease: Duration::from_secs(60),
             poll_interval: Duration::from_millis(100),
             max_retry_after: Duration::from_secs(3600),
+            disable_failing_after: None,
             shutdown_grace,
             error_backoff: Duration::from_millis(100),
             extra_root_certificates: Vec::new(),

@@ -16,6 +16,7 @@
 //! - `throttle`: endpoints' rate limits.
 
 mod attempt;
+mod failing;
 pub mod outcome;
 pub mod send;
 mod throttle;
@@ -59,6 +60,8 @@ pub struct Settings {
     pub poll_interval: Duration,
     /// Cap on a receiver's `Retry-After`.
     pub max_retry_after: Duration,
+    /// How long an endpoint may fail every attempt before it is disabled (see `failing`); None: never.
+    pub disable_failing_after: Option<Duration>,
     pub shutdown_grace: Duration,
     /// Pause after a store error before asking again.
     pub error_backoff: Duration,
@@ -73,6 +76,7 @@ impl Settings {
             lease: config.lease,
             poll_interval: config.poll_interval,
             max_retry_after: config.max_retry_after,
+            disable_failing_after: config.disable_failing_after,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             error_backoff: Duration::from_secs(1),
             extra_root_certificates: config.extra_root_certificates.clone(),
@@ -229,7 +233,16 @@ impl Dispatcher {
         let slots = Arc::new(Semaphore::new(settings.concurrency));
         let (handed_tx, handed) = mpsc::unbounded_channel();
         Self {
-            worker: Arc::new(Worker { store, master_key, client, settings, node_id, plugins, recorder }),
+            worker: Arc::new(Worker {
+                failing: failing::FailingEndpoints::new(settings.disable_failing_after),
+                store,
+                master_key,
+                client,
+                settings,
+                node_id,
+                plugins,
+                recorder,
+            }),
             wakeup,
             retries: Arc::default(),
             slots,

@@ -38,6 +38,7 @@ fn settings() -> Settings {
         lease: Duration::from_secs(60),
         poll_interval: Duration::from_millis(50),
         max_retry_after: Duration::from_secs(3600),
+        disable_failing_after: None,
         shutdown_grace: Duration::from_secs(5),
         error_backoff: Duration::from_millis(50),
         extra_root_certificates: Vec::new(),

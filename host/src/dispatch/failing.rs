@@ -1,0 +1,203 @@
+//! Endpoints whose every attempt fails. After `after` of nothing but failures (and at least [`MIN_FAILURES`] of
+//! them) the endpoint is disabled, the way a `410` disables it: its deliveries stop taking attempts (they wait,
+//! not dead, and go out when the endpoint is activated again) and the tenant sees why in `status_reason` and
+//! the audit log. An endpoint gone for good otherwise takes every retry of every delivery for days, each holding
+//! a slot for its whole timeout when the receiver does not answer.
+//!
+//! Kept per node and in memory, so it costs an attempt one map lookup and no write. A node counts only what it
+//! sent itself, and a restart starts its counts again: an endpoint is disabled later than it could be, never
+//! sooner.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::model::{rfc3339, Endpoint, Millis};
+
+/// Fewer failures than this never disable an endpoint, however long they span: two attempts days apart say
+/// little about a receiver.
+pub const MIN_FAILURES: u32 = 10;
+
+/// How often streaks no attempt has added to for `after` are dropped (deleted and quiet endpoints).
+const PRUNE_EVERY: Millis = 60_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Streak {
+    since: Millis,
+    last: Millis,
+    failures: u32,
+}
+
+pub struct FailingEndpoints {
+    /// None: endpoints are never disabled for failing.
+    after: Option<Millis>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    streaks: HashMap<String, Streak>,
+    last_prune: Millis,
+}
+
+impl FailingEndpoints {
+    pub fn new(after: Option<Duration>) -> Self {
+        let after = after.filter(|d| !d.is_zero()).map(|d| Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX));
+        Self { after, state: Mutex::default() }
+    }
+
+    /// Takes the result of an attempt that reached the point of sending (a plugin or a local problem is not the
+    /// receiver's failure). Returns the reason to disable the endpoint with, once.
+    pub fn observe(&self, endpoint: &Endpoint, failed: bool, now: Millis) -> Option<String> {
+        let after = self.after?;
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !failed {
+            // Nearly always nothing is failing, and a success then costs no hashing.
+            if !state.streaks.is_empty() {
+                state.streaks.remove(&endpoint.id);
+            }
+            return None;
+        }
+        if now.saturating_sub(state.last_prune) >= PRUNE_EVERY {
+            state.streaks.retain(|_, streak| now.saturating_sub(streak.last) < after);
+            state.last_prune = now;
+        }
+        let fresh = Streak { since: now, last: now, failures: 0 };
+        let streak = state.streaks.entry(endpoint.id.clone()).or_insert(fresh);
+        // A change to the endpoint (activated again, its URL fixed) gives it a fresh start, and so does a quiet
+        // spell as long as the whole allowance: failures that far apart are not one outage.
+        if endpoint.updated_at > streak.since || now.saturating_sub(streak.last) >= after {
+            *streak = fresh;
+        }
+        streak.failures += 1;
+        streak.last = now;
+        if streak.failures < MIN_FAILURES || now.saturating_sub(streak.since) < after {
+            return None;
+        }
+        let Streak { since, failures, .. } = *streak;
+        state.streaks.remove(&endpoint.id);
+        let span = humantime::format_duration(Duration::from_millis(u64::try_from(after).unwrap_or(u64::MAX)));
+        Some(format!("every attempt failed for {span}: {failures} attempts since {}", rfc3339(since)))
+    }
+
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.state.lock().unwrap().streaks.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::model::{EndpointStatus, SignatureScheme};
+
+    const T0: Millis = 1_700_000_000_000;
+    const MINUTE: Millis = 60_000;
+
+    fn endpoint(id: &str, updated_at: Millis) -> Endpoint {
+        Endpoint {
+            id: id.into(),
+            tenant_id: "ten_1".into(),
+            url: "https://receiver.example/hook".into(),
+            description: String::new(),
+            status: EndpointStatus::Active,
+            status_reason: None,
+            timeout_ms: 2_000,
+            headers: BTreeMap::new(),
+            retry_schedule_ms: None,
+            max_attempts: None,
+            rate_limit: None,
+            signature_scheme: SignatureScheme::Standard,
+            metadata: BTreeMap::new(),
+            plugins: Default::default(),
+            subscriptions: Vec::new(),
+            created_at: 0,
+            updated_at,
+        }
+    }
+
+    fn failing(after: Duration) -> FailingEndpoints {
+        FailingEndpoints::new(Some(after))
+    }
+
+    #[test]
+    fn disables_after_the_allowance_and_enough_failures() {
+        let failing = failing(Duration::from_secs(3600));
+        let ep = endpoint("ep_a", T0 - 1);
+        for i in 0..20 {
+            assert_eq!(failing.observe(&ep, true, T0 + i * MINUTE), None, "failure {i}, under an hour");
+        }
+        let reason = failing.observe(&ep, true, T0 + 60 * MINUTE).expect("an hour of failures");
+        assert_eq!(reason, format!("every attempt failed for 1h: 21 attempts since {}", rfc3339(T0)));
+        assert_eq!(failing.observe(&ep, true, T0 + 61 * MINUTE), None, "said once; a new streak starts");
+    }
+
+    #[test]
+    fn too_few_failures_never_disable() {
+        let failing = failing(Duration::from_secs(3600));
+        let ep = endpoint("ep_a", T0 - 1);
+        for i in 0..(MIN_FAILURES as i64 - 1) {
+            assert_eq!(failing.observe(&ep, true, T0 + i * 50 * MINUTE), None);
+        }
+        assert!(failing.observe(&ep, true, T0 + (MIN_FAILURES as i64 - 1) * 50 * MINUTE).is_some());
+    }
+
+    #[test]
+    fn a_success_ends_the_streak() {
+        let failing = failing(Duration::from_secs(3600));
+        let ep = endpoint("ep_a", T0 - 1);
+        for i in 0..30 {
+            assert_eq!(failing.observe(&ep, true, T0 + i * MINUTE), None);
+        }
+        assert_eq!(failing.observe(&ep, false, T0 + 30 * MINUTE), None);
+        for i in 31..(31 + 59) {
+            assert_eq!(failing.observe(&ep, true, T0 + i * MINUTE), None, "the hour counts from minute 31");
+        }
+        assert!(failing.observe(&ep, true, T0 + 91 * MINUTE).is_some());
+    }
+
+    #[test]
+    fn a_changed_endpoint_and_a_quiet_spell_start_afresh() {
+        let failing = failing(Duration::from_secs(3600));
+        for i in 0..30 {
+            failing.observe(&endpoint("ep_a", T0 - 1), true, T0 + i * MINUTE);
+        }
+        // Activated again (or edited) at minute 40: its failures before do not count.
+        let changed = endpoint("ep_a", T0 + 40 * MINUTE);
+        for i in 41..100 {
+            assert_eq!(failing.observe(&changed, true, T0 + i * MINUTE), None, "minute {i}");
+        }
+        assert!(failing.observe(&changed, true, T0 + 101 * MINUTE).is_some());
+
+        let quiet = endpoint("ep_b", T0 - 1);
+        for i in 0..30 {
+            failing.observe(&quiet, true, T0 + i * MINUTE);
+        }
+        assert_eq!(failing.observe(&quiet, true, T0 + 120 * MINUTE), None, "an hour without attempts");
+    }
+
+    #[test]
+    fn streaks_of_endpoints_no_longer_attempted_are_dropped() {
+        let failing = failing(Duration::from_secs(3600));
+        failing.observe(&endpoint("ep_gone", T0 - 1), true, T0);
+        failing.observe(&endpoint("ep_a", T0 - 1), true, T0 + 2 * MINUTE);
+        assert_eq!(failing.tracked(), 2);
+        failing.observe(&endpoint("ep_a", T0 - 1), false, T0 + 3 * MINUTE);
+        assert_eq!(failing.tracked(), 1, "a success forgets the endpoint");
+        failing.observe(&endpoint("ep_b", T0 - 1), true, T0 + 61 * MINUTE);
+        assert_eq!(failing.tracked(), 1, "ep_gone had no attempt for an hour");
+    }
+
+    #[test]
+    fn without_an_allowance_nothing_is_tracked() {
+        for off in [None, Some(Duration::ZERO)] {
+            let failing = FailingEndpoints::new(off);
+            for i in 0..100 {
+                assert_eq!(failing.observe(&endpoint("ep_a", T0 - 1), true, T0 + i * 24 * 60 * MINUTE), None);
+            }
+            assert_eq!(failing.tracked(), 0);
+        }
+    }
+}
