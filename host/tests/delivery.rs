@@ -920,3 +920,61 @@ async fn metrics_show_how_long_due_deliveries_have_waited() {
     let waited = lag().await;
     assert!((0.9..30.0).contains(&waited), "two deliveries wait behind the first: lag {waited}");
 }
+
+/// 23. An endpoint whose every attempt fails for `disable_failing_after` (and at least ten times) is disabled, as
+/// a `410` would disable it; its deliveries wait instead of dying, and go out once it is activated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_failing_every_attempt_is_disabled_and_its_deliveries_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_configured(dir, |c| c.disable_failing_after = Some(Duration::from_secs(2))).await;
+    let api = Api::new_tenant(&server.base_url, "e2e").await;
+    let receiver = Receiver::start().await;
+    receiver.set_default(Reply::status(503));
+    let (endpoint_id, _) =
+        endpoint_to(&api, &receiver, json!({ "retry": { "schedule": ["1s"], "max_attempts": 50 } })).await;
+    let mut deliveries = Vec::new();
+    for n in 0..10 {
+        deliveries.push(publish_to(&api, &endpoint_id, "order.created", json!({ "n": n })).await.1);
+    }
+
+    let deadline = Instant::now() + WAIT;
+    let mut endpoint = api.endpoint(&endpoint_id).await;
+    while endpoint["status"] == "active" && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        endpoint = api.endpoint(&endpoint_id).await;
+    }
+    assert_eq!(endpoint["status"], "disabled", "{endpoint:#}");
+    let reason = endpoint["status_reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("every attempt failed for 2s: "), "{endpoint:#}");
+    let tried = receiver.count();
+    assert!(tried >= 20, "ten failures at least, spread over two seconds: {tried} requests");
+
+    let audit = format!("/api/v1/audit-log?action=endpoint.disabled&resource_id={endpoint_id}");
+    let deadline = Instant::now() + WAIT;
+    let mut disabled = api.get(&audit).await;
+    while disabled["data"].as_array().is_some_and(Vec::is_empty) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        disabled = api.get(&audit).await;
+    }
+    let entry = &disabled["data"][0];
+    assert_eq!((&entry["actor"], &entry["details"]["reason"]), (&json!("switchyard"), &json!(reason)), "{disabled:#}");
+    assert_eq!(entry["details"]["status_code"], 503, "{disabled:#}");
+
+    // Held, not dead: nothing is sent while the endpoint is disabled, and nothing reached the dead-letter queue.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let held = receiver.count();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(receiver.count(), held, "attempts went on after the endpoint was disabled");
+    for id in &deliveries {
+        let delivery = api.delivery(id).await;
+        assert_eq!(delivery["status"], "failed", "{delivery:#}");
+    }
+    let dead = api.get(&format!("/api/v1/dead-letters?endpoint_id={endpoint_id}")).await;
+    assert_eq!(dead["data"], json!([]), "{dead:#}");
+
+    receiver.set_default(Reply::status(204));
+    api.expect(Method::POST, &format!("/api/v1/endpoints/{endpoint_id}/activate"), Some(json!({})), 200).await;
+    for id in &deliveries {
+        api.wait_status(id, "succeeded", WAIT).await;
+    }
+}
