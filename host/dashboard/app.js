@@ -17,7 +17,8 @@ let session = null; // { key, admin, tenant }
 let endpointUrls = new Map();
 let overviewTimer = null;
 // Bumped whenever what is on screen changes meaning (another view, tenant or session): an answer that arrives
-// after that is dropped instead of being drawn over the new view.
+// after that is dropped instead of being drawn over the new view, and an action that ends after it leaves the
+// new view alone.
 let epoch = 0;
 
 class ApiFailure extends Error {
@@ -25,6 +26,7 @@ class ApiFailure extends Error {
     const field = error && error.field ? ` (${error.field})` : '';
     super(`${status}: ${error && error.message ? error.message : 'request failed'}${field}`);
     this.status = status;
+    this.field = (error && error.field) || null;
   }
 }
 
@@ -116,20 +118,29 @@ class PagedTable {
     this.onPage = onPage;
     this.params = {};
     this.cursor = null;
+    this.generation = 0;
     more.addEventListener('click', () => this.next().catch(showError));
+  }
+
+  placeholder(text, kind) {
+    const columns = this.tbody.closest('table').querySelectorAll('thead th').length;
+    return el('tr', { class: kind }, el('td', { colspan: columns }, text));
   }
 
   async reload(params = {}) {
     this.params = Object.fromEntries(Object.entries(params).filter(([, v]) => v));
     this.cursor = null;
     this.more.hidden = true;
-    this.tbody.replaceChildren();
-    this.loaded = ++epoch;
+    this.generation += 1;
+    this.tbody.replaceChildren(this.placeholder('Loading…', 'loading'));
     await this.next();
   }
 
   async next() {
-    const loaded = this.loaded;
+    const generation = this.generation;
+    const view = epoch;
+    // Only the answer to the latest reload, while its view is the one shown, is drawn.
+    const current = () => generation === this.generation && view === epoch;
     const query = new URLSearchParams({ ...this.params, limit: PAGE_SIZE });
     if (this.cursor) query.set('cursor', this.cursor);
     this.more.disabled = true;
@@ -138,16 +149,14 @@ class PagedTable {
       page = await api('GET', `${this.path}?${query}`);
     } finally {
       this.more.disabled = false;
+      if (current()) this.tbody.querySelector('tr.loading')?.remove();
     }
-    if (loaded !== epoch) return; // another reload, view or tenant since
+    if (!current()) return;
     this.tbody.append(...page.data.map((item) => this.row(item)));
     this.cursor = page.next_cursor;
     this.more.hidden = !this.cursor;
     this.onPage();
-    if (!this.tbody.children.length) {
-      const columns = this.tbody.closest('table').querySelectorAll('thead th').length;
-      this.tbody.append(el('tr', { class: 'empty' }, el('td', { colspan: columns }, 'Nothing here.')));
-    }
+    if (!this.tbody.children.length) this.tbody.append(this.placeholder('Nothing here.', 'empty'));
   }
 }
 
@@ -191,8 +200,8 @@ async function loadOverview() {
 
 // ---- Endpoints
 
-function subscriptionsText(endpoint) {
-  return endpoint.subscriptions.map((s) => (s.filter ? `${s.event_type} ${s.filter}` : s.event_type)).join(', ');
+function subscriptionLines(endpoint) {
+  return endpoint.subscriptions.map((s) => el('div', {}, s.filter ? `${s.event_type} ${s.filter}` : s.event_type));
 }
 
 // Runs `action` with `button` disabled, so a double click cannot run it twice; shows its error if it fails.
@@ -207,76 +216,143 @@ async function whileDisabled(button, action) {
   }
 }
 
-function actionButton(label, action) {
-  const button = el('button', { type: 'button' }, label);
+function actionButton(label, action, ariaLabel) {
+  const button = el('button', { type: 'button', 'aria-label': ariaLabel }, label);
   button.addEventListener('click', () => whileDisabled(button, action));
   return button;
 }
 
-function showSecret(endpoint) {
-  $('secret-endpoint').textContent = endpoint.url;
+// The secret of a create or rotate answer, shown above every view until "Done", a tenant change or sign-out, so
+// leaving the page while it was on its way does not lose it. It names its tenant: the operator may have moved
+// to another meanwhile.
+let secretShownFor = null;
+
+function showSecret(endpoint, tenant) {
+  secretShownFor = endpoint.id;
+  $('secret-endpoint').textContent = tenant ? `${endpoint.url} (tenant ${tenant})` : endpoint.url;
   $('secret-value').textContent = endpoint.secret;
   $('secret-once').hidden = false;
+  $('secret-done').focus();
+}
+
+function hideSecret() {
+  secretShownFor = null;
+  $('secret-value').textContent = '';
+  $('secret-endpoint').textContent = '';
+  $('secret-once').hidden = true;
 }
 
 function endpointRow(endpoint) {
   endpointUrls.set(endpoint.id, endpoint.url);
   const path = `/endpoints/${encodeURIComponent(endpoint.id)}`;
   const action = endpoint.status === 'active' ? 'pause' : 'activate';
-  const toggle = actionButton(action === 'pause' ? 'Pause' : 'Activate', async () => {
-    await api('POST', `${path}/${action}`);
-    await endpoints.reload();
-    showNotice(`Endpoint ${endpoint.url} ${action === 'pause' ? 'paused' : 'activated'}.`);
-  });
-  const rotate = actionButton('Rotate secret', async () => {
-    if (!window.confirm(`Rotate the signing secret of ${endpoint.url}? The old one keeps signing during the grace period (24 h unless the server says otherwise).`)) return;
-    showSecret(await api('POST', `${path}/rotate-secret`, {}));
-    showNotice(`Secret of ${endpoint.url} rotated.`);
-  });
-  const remove = actionButton('Delete', async () => {
-    if (!window.confirm(`Delete ${endpoint.url}? Its deliveries still waiting become dead letters.`)) return;
-    await api('DELETE', path);
-    endpointUrls.delete(endpoint.id);
-    await endpoints.reload();
-    showNotice(`Endpoint ${endpoint.url} deleted.`);
-  });
+  const label = action === 'pause' ? 'Pause' : 'Activate';
+  const toggle = actionButton(
+    label,
+    async () => {
+      const view = epoch;
+      await api('POST', `${path}/${action}`);
+      showNotice(`Endpoint ${endpoint.url} ${action === 'pause' ? 'paused' : 'activated'}.`);
+      if (view === epoch) await endpoints.reload();
+    },
+    `${label} ${endpoint.url}`,
+  );
+  const rotate = actionButton(
+    'Rotate secret',
+    async () => {
+      if (!window.confirm(`Rotate the signing secret of ${endpoint.url}? The old one keeps signing during the grace period (24 h unless the server says otherwise).`)) return;
+      const tenant = session.tenant;
+      const rotated = await api('POST', `${path}/rotate-secret`, {});
+      if (!session) return;
+      showSecret(rotated, session.tenant === tenant ? null : tenant);
+      showNotice(`Secret of ${endpoint.url} rotated.`);
+    },
+    `Rotate the secret of ${endpoint.url}`,
+  );
+  const remove = actionButton(
+    'Delete',
+    async () => {
+      if (!window.confirm(`Delete ${endpoint.url}? Its deliveries still waiting become dead letters.`)) return;
+      const view = epoch;
+      await api('DELETE', path);
+      endpointUrls.delete(endpoint.id);
+      if (secretShownFor === endpoint.id) hideSecret();
+      showNotice(`Endpoint ${endpoint.url} deleted.`);
+      if (view === epoch) await endpoints.reload();
+    },
+    `Delete ${endpoint.url}`,
+  );
   return el(
     'tr',
     { 'data-id': endpoint.id },
     el('td', { class: 'mono' }, endpoint.url),
     el('td', {}, endpoint.description),
     el('td', {}, statusBadge(endpoint.status), endpoint.status_reason ? ` (${endpoint.status_reason})` : null),
-    el('td', { class: 'mono' }, subscriptionsText(endpoint)),
+    el('td', { class: 'mono' }, ...subscriptionLines(endpoint)),
     el('td', {}, endpoint.rate_limit ? `${endpoint.rate_limit}/s` : '—'),
     el('td', {}, el('div', { class: 'row-actions' }, toggle, rotate, remove)),
   );
 }
 
-// "payment.* $[?@.data.amount > 1000]" per line: the type, then the filter if any.
+// "payment.* $[?@.data.amount > 1000]" per line: the type, then the filter if any. Each comes with its line
+// number, for errors.
 function parseSubscriptions(text) {
   return text
     .split('\n')
-    .map((line) => line.trim())
-    .filter((line) => line)
-    .map((line) => {
+    .map((line, index) => ({ text: line.trim(), line: index + 1 }))
+    .filter(({ text: line }) => line)
+    .map(({ text: line, line: number }) => {
       const space = line.search(/\s/);
-      if (space < 0) return { event_type: line };
-      return { event_type: line.slice(0, space), filter: line.slice(space).trim() };
+      const subscription =
+        space < 0 ? { event_type: line } : { event_type: line.slice(0, space), filter: line.slice(space).trim() };
+      return { subscription, line: number };
     });
+}
+
+const FORM_FIELDS = { url: ['URL', 'endpoint-url'], description: ['Description', 'endpoint-description'] };
+
+// The API names fields by their JSON path (`subscriptions[2].filter`); the form has labels and lines.
+function formError(error, lines) {
+  if (!(error instanceof ApiFailure)) return error;
+  const byLine = (text) => text.replace(/subscriptions\[(\d+)\]/g, (_, i) => `line ${lines[Number(i)] ?? Number(i) + 1}`);
+  const message = byLine(error.message.replace(/ \([^()]*\)$/, error.field ? '' : '$&'));
+  let where = null;
+  let input = null;
+  if (error.field && Object.hasOwn(FORM_FIELDS, error.field)) [where, input] = FORM_FIELDS[error.field];
+  else if (error.field && error.field.startsWith('subscriptions')) {
+    const index = /^subscriptions\[(\d+)\]/.exec(error.field);
+    where = index ? `Subscriptions, line ${lines[Number(index[1])] ?? Number(index[1]) + 1}` : 'Subscriptions';
+    input = 'endpoint-subscriptions';
+  }
+  else if (error.field) where = error.field;
+  if (input) $(input).focus();
+  return new Error(where ? `${where}: ${message}` : message);
 }
 
 async function createEndpoint() {
   const body = { url: $('endpoint-url').value.trim() };
   const description = $('endpoint-description').value.trim();
   if (description) body.description = description;
-  const subscriptions = parseSubscriptions($('endpoint-subscriptions').value);
-  if (subscriptions.length) body.subscriptions = subscriptions;
-  const created = await api('POST', '/endpoints', body);
+  const parsed = parseSubscriptions($('endpoint-subscriptions').value);
+  if (parsed.length) body.subscriptions = parsed.map((p) => p.subscription);
+  const view = epoch;
+  const tenant = session.tenant;
+  $('endpoint-cancel').disabled = true;
+  let created;
+  try {
+    created = await api('POST', '/endpoints', body);
+  } catch (error) {
+    throw formError(error, parsed.map((p) => p.line));
+  } finally {
+    $('endpoint-cancel').disabled = false;
+  }
+  if (!session) return;
+  showSecret(created, session.tenant === tenant ? null : tenant);
+  showNotice(`Endpoint ${created.url} created.`);
+  if (view !== epoch) return;
   $('endpoint-form').reset();
   $('endpoint-form').hidden = true;
   await endpoints.reload();
-  showSecret(created);
-  showNotice(`Endpoint ${created.url} created.`);
 }
 
 const endpoints = new PagedTable($('endpoint-rows'), $('endpoints-more'), '/endpoints', endpointRow);
@@ -316,10 +392,12 @@ async function showDelivery(id) {
   // Only the last delivery asked for, and only while the list it was asked from is still the one shown.
   if (asked !== detailAsked || shownIn !== epoch) return;
   const retry = actionButton('Retry now', async () => {
+    const view = epoch;
     await api('POST', `/deliveries/${encodeURIComponent(id)}/retry`, {});
+    showNotice(`Delivery ${id} scheduled again.`);
+    if (view !== epoch) return;
     await deliveries.reload(deliveryFilter());
     await showDelivery(id);
-    showNotice(`Delivery ${id} scheduled again.`);
   });
   retry.id = 'retry-delivery';
   // The API refuses a retry while an attempt is in flight; the detail follows the attempt and enables it after.
@@ -419,6 +497,7 @@ async function requeue(selector) {
   } else {
     bodies.push({ ...selector, rerun_plugins });
   }
+  const view = epoch;
   $('requeue-selected').disabled = true;
   $('requeue-all').disabled = true;
   showNotice('Requeuing…');
@@ -431,7 +510,7 @@ async function requeue(selector) {
   }
   $('requeue-all').disabled = false;
   if (!session) return;
-  await deadLetters.reload().catch(showError);
+  if (view === epoch) await deadLetters.reload().catch(showError);
   const done = `Requeued ${requeued.toLocaleString('en')} dead letter${requeued === 1 ? '' : 's'}.`;
   if (failure) showError(requeued ? `${failure.message} (${done})` : failure);
   else showNotice(done);
@@ -484,11 +563,13 @@ async function show(view) {
     else button.removeAttribute('aria-current');
   }
   $('delivery-detail').hidden = true;
-  $('secret-value').textContent = '';
-  $('secret-once').hidden = true;
   $('endpoint-form').hidden = true;
-  // The view is in the address, so a reload comes back to it.
-  history.replaceState(null, '', `#${view}`);
+  // The view is in the address, so a reload comes back to it and Back returns to the view before. An address
+  // naming no view is corrected in place, or Back would lead to it and straight back again.
+  if (location.hash !== `#${view}`) {
+    if (Object.hasOwn(VIEWS, location.hash.slice(1))) history.pushState(null, '', `#${view}`);
+    else history.replaceState(null, '', `#${view}`);
+  }
   const shown = epoch;
   try {
     await VIEWS[view]();
@@ -564,9 +645,22 @@ async function signIn(key, tenant) {
   $('sign-in').hidden = true;
   $('session').hidden = false;
   $('app').hidden = false;
+  await show(viewInAddress());
+}
+
+function viewInAddress() {
   const asked = location.hash.slice(1);
   const allowed = Object.hasOwn(VIEWS, asked) && (asked !== 'plugins' || session.admin);
-  await show(allowed ? asked : 'overview');
+  return allowed ? asked : 'overview';
+}
+
+// What one tenant's pages showed, taken off when another tenant or session comes.
+function clearShown() {
+  for (const id of ['delivery-counts', 'endpoint-counts', 'endpoint-rows', 'delivery-rows', 'dead-rows', 'plugin-rows', 'delivery-detail']) {
+    $(id).replaceChildren();
+  }
+  $('delivery-detail').hidden = true;
+  hideSecret();
 }
 
 function signOut(message) {
@@ -582,11 +676,8 @@ function signOut(message) {
   $('key').value = '';
   $('sign-in-error').textContent = message || '';
   // Nothing of this session stays on the page for the next key to see.
-  for (const id of ['secret-value', 'delivery-counts', 'endpoint-counts', 'endpoint-rows', 'delivery-rows', 'dead-rows', 'plugin-rows', 'delivery-detail', 'tenant']) {
-    $(id).replaceChildren();
-  }
-  $('delivery-detail').hidden = true;
-  $('secret-once').hidden = true;
+  clearShown();
+  $('tenant').replaceChildren();
   clearMessages();
 }
 
@@ -614,6 +705,8 @@ $('sign-out').addEventListener('click', () => signOut());
 $('tenant').addEventListener('change', async () => {
   session.tenant = $('tenant').value;
   sessionStorage.setItem(TENANT, session.tenant);
+  epoch += 1;
+  clearShown();
   try {
     await loadEndpointUrls();
     await show(currentView());
@@ -626,6 +719,13 @@ for (const button of document.querySelectorAll('nav button')) {
   button.addEventListener('click', () => show(button.dataset.view).catch(showError));
 }
 
+// Back, Forward and an edited address change the view too.
+window.addEventListener('hashchange', () => {
+  if (!session || $('app').hidden) return;
+  const view = viewInAddress();
+  if (view !== currentView() || location.hash !== `#${view}`) show(view).catch(showError);
+});
+
 $('delivery-filter').addEventListener('submit', (event) => {
   event.preventDefault();
   $('delivery-detail').hidden = true;
@@ -633,13 +733,22 @@ $('delivery-filter').addEventListener('submit', (event) => {
 });
 
 $('new-endpoint').addEventListener('click', () => {
+  clearMessages();
   $('endpoint-form').hidden = false;
   $('endpoint-url').focus();
 });
 
-$('endpoint-cancel').addEventListener('click', () => {
+function closeEndpointForm() {
+  if ($('endpoint-cancel').disabled) return; // a create is on its way
+  clearMessages();
   $('endpoint-form').reset();
   $('endpoint-form').hidden = true;
+  $('new-endpoint').focus();
+}
+
+$('endpoint-cancel').addEventListener('click', closeEndpointForm);
+$('endpoint-form').addEventListener('keydown', (event) => {
+  if (event.key === 'Escape') closeEndpointForm();
 });
 
 $('endpoint-form').addEventListener('submit', (event) => {
@@ -649,8 +758,8 @@ $('endpoint-form').addEventListener('submit', (event) => {
 
 // The secret is shown once; "Done" takes it off the page.
 $('secret-done').addEventListener('click', () => {
-  $('secret-value').textContent = '';
-  $('secret-once').hidden = true;
+  hideSecret();
+  if (!$('view-endpoints').hidden) $('new-endpoint').focus();
 });
 
 $('select-all-dead').addEventListener('change', () => {
