@@ -46,7 +46,7 @@ async function cardCount(status) {
 }
 
 async function rows(tbody) {
-  return page.locator(`#${tbody} tr:not(.empty)`).count();
+  return page.locator(`#${tbody} tr:not(.empty):not(.loading)`).count();
 }
 
 try {
@@ -107,7 +107,7 @@ try {
       page.waitForResponse((r) => r.url().includes('/api/v1/deliveries?') && r.url().includes('status=succeeded')),
       page.click('#delivery-filter button[type=submit]'),
     ]);
-    await page.waitForFunction(() => document.querySelectorAll('#delivery-rows tr').length > 0);
+    await page.waitForFunction(() => !document.querySelector('#delivery-rows tr.loading'));
     if ((await rows('delivery-rows')) === deadIds.length) break;
     check(Date.now() < deadline, `succeeded deliveries: ${await rows('delivery-rows')}`);
     await page.waitForTimeout(200);
@@ -137,7 +137,8 @@ try {
   await page.fill('#endpoint-description', 'second');
   await page.fill('#endpoint-subscriptions', 'order.*\norder.created $[?@.data.n >');
   await page.click('#endpoint-form button[type=submit]');
-  await page.locator('#error', { hasText: '(subscriptions[1].filter)' }).waitFor();
+  await page.locator('#error', { hasText: 'Subscriptions, line 2: 400: ' }).waitFor();
+  check(await page.locator('#endpoint-subscriptions').evaluate((box) => box === document.activeElement), 'the field at fault has no focus');
 
   step = 'an endpoint is created, and its secret shown once';
   await page.fill('#endpoint-subscriptions', 'order.*\norder.created $[?@.data.n > 1]');
@@ -188,6 +189,13 @@ try {
   await page.locator('.card[data-status="paused"] .count', { hasText: '1' }).waitFor();
   check(await page.locator('#tenant-picker').isHidden(), 'a tenant key sees the tenant picker');
   check(await page.locator('nav button[data-view=plugins]').isHidden(), 'a tenant key sees the Plugins tab');
+
+  step = 'Back returns to the view before';
+  await page.click('nav button[data-view=dead-letters]');
+  await page.locator('#dead-rows tr.empty').waitFor();
+  await page.goBack();
+  await page.locator('#view-overview').waitFor();
+  check(page.url().endsWith('#overview'), `at ${page.url()}`);
 
   step = 'a reload keeps the session and the view';
   await page.click('nav button[data-view=endpoints]');
