@@ -4,9 +4,10 @@
 //! the audit log. An endpoint gone for good otherwise takes every retry of every delivery for days, each holding
 //! a slot for its whole timeout when the receiver does not answer.
 //!
-//! Kept per node and in memory, so it costs an attempt one map lookup and no write. A node counts only what it
-//! sent itself, and a restart starts its counts again: an endpoint is disabled later than it could be, never
-//! sooner.
+//! Counted per node and in memory, so it costs an attempt one map lookup and no write; a restart starts the
+//! counts again. A node counts only what it sent itself, so before disabling it asks the database (see
+//! [`Worker::confirm_failing`](super::attempt)) whether the endpoint changed since the streak began (an attempt in
+//! flight carries the endpoint as it was claimed) and whether any delivery to it succeeded since, on any node.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,11 +22,18 @@ pub const MIN_FAILURES: u32 = 10;
 /// How often streaks no attempt has added to for `after` are dropped (deleted and quiet endpoints).
 const PRUNE_EVERY: Millis = 60_000;
 
-#[derive(Debug, Clone, Copy)]
-struct Streak {
-    since: Millis,
+/// An unbroken run of failed attempts to one endpoint, as this node saw them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Streak {
+    pub since: Millis,
     last: Millis,
-    failures: u32,
+    pub failures: u32,
+}
+
+impl Streak {
+    fn fresh(now: Millis) -> Self {
+        Self { since: now, last: now, failures: 0 }
+    }
 }
 
 pub struct FailingEndpoints {
@@ -47,8 +55,10 @@ impl FailingEndpoints {
     }
 
     /// Takes the result of an attempt that reached the point of sending (a plugin or a local problem is not the
-    /// receiver's failure). Returns the reason to disable the endpoint with, once.
-    pub fn observe(&self, endpoint: &Endpoint, failed: bool, now: Millis) -> Option<String> {
+    /// receiver's failure). Returns the streak once it is long enough to disable the endpoint, and again on every
+    /// failure after that until [`restart`](Self::restart) or a success: a disable that was not written (a lost
+    /// lease, say) is tried again with the next failure rather than a whole allowance later.
+    pub fn observe(&self, endpoint: &Endpoint, failed: bool, now: Millis) -> Option<Streak> {
         let after = self.after?;
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if !failed {
@@ -62,22 +72,34 @@ impl FailingEndpoints {
             state.streaks.retain(|_, streak| now.saturating_sub(streak.last) < after);
             state.last_prune = now;
         }
-        let fresh = Streak { since: now, last: now, failures: 0 };
-        let streak = state.streaks.entry(endpoint.id.clone()).or_insert(fresh);
+        let streak = match state.streaks.get_mut(&endpoint.id) {
+            Some(streak) => streak,
+            None => state.streaks.entry(endpoint.id.clone()).or_insert(Streak::fresh(now)),
+        };
         // A change to the endpoint (activated again, its URL fixed) gives it a fresh start, and so does a quiet
         // spell as long as the whole allowance: failures that far apart are not one outage.
         if endpoint.updated_at > streak.since || now.saturating_sub(streak.last) >= after {
-            *streak = fresh;
+            *streak = Streak::fresh(now);
         }
         streak.failures += 1;
         streak.last = now;
-        if streak.failures < MIN_FAILURES || now.saturating_sub(streak.since) < after {
-            return None;
+        (streak.failures >= MIN_FAILURES && now.saturating_sub(streak.since) >= after).then_some(*streak)
+    }
+
+    /// Starts the endpoint's count again from `now`: the database showed the streak broken (a success on
+    /// another node, a change to the endpoint).
+    pub fn restart(&self, endpoint_id: &str, now: Millis) {
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(streak) = state.streaks.get_mut(endpoint_id) {
+            *streak = Streak { failures: 1, ..Streak::fresh(now) };
         }
-        let Streak { since, failures, .. } = *streak;
-        state.streaks.remove(&endpoint.id);
-        let span = humantime::format_duration(Duration::from_millis(u64::try_from(after).unwrap_or(u64::MAX)));
-        Some(format!("every attempt failed for {span}: {failures} attempts since {}", rfc3339(since)))
+    }
+
+    /// The endpoint's `status_reason` for a streak [`observe`](Self::observe) returned.
+    pub fn reason(&self, streak: &Streak) -> String {
+        let after = u64::try_from(self.after.unwrap_or(0)).unwrap_or(u64::MAX);
+        let span = humantime::format_duration(Duration::from_millis(after));
+        format!("every attempt failed for {span}: {} attempts since {}", streak.failures, rfc3339(streak.since))
     }
 
     #[cfg(test)]
@@ -129,9 +151,17 @@ mod tests {
         for i in 0..20 {
             assert_eq!(failing.observe(&ep, true, T0 + i * MINUTE), None, "failure {i}, under an hour");
         }
-        let reason = failing.observe(&ep, true, T0 + 60 * MINUTE).expect("an hour of failures");
-        assert_eq!(reason, format!("every attempt failed for 1h: 21 attempts since {}", rfc3339(T0)));
-        assert_eq!(failing.observe(&ep, true, T0 + 61 * MINUTE), None, "said once; a new streak starts");
+        let streak = failing.observe(&ep, true, T0 + 60 * MINUTE).expect("an hour of failures");
+        assert_eq!(failing.reason(&streak), format!("every attempt failed for 1h: 21 attempts since {}", rfc3339(T0)));
+        let again = failing.observe(&ep, true, T0 + 61 * MINUTE).expect("asked again until it is written");
+        assert_eq!((again.since, again.failures), (T0, 22));
+
+        failing.restart("ep_a", T0 + 62 * MINUTE);
+        assert_eq!(failing.observe(&ep, true, T0 + 63 * MINUTE), None, "the database said the streak was broken");
+        for i in 64..122 {
+            assert_eq!(failing.observe(&ep, true, T0 + i * MINUTE), None, "minute {i}");
+        }
+        assert!(failing.observe(&ep, true, T0 + 122 * MINUTE).is_some(), "an hour after the restart");
     }
 
     #[test]
