@@ -92,6 +92,7 @@ conformance! {
     record_attempt_updates_the_delivery_and_appends_the_attempt,
     record_attempt_without_the_lease_writes_nothing,
     record_attempt_can_disable_the_endpoint,
+    a_failed_attempt_can_disable_its_endpoint_and_keep_its_retry,
     release_and_release_foreign_leases,
     defer_gives_back_due_later_without_an_attempt,
     a_changed_rate_limit_brings_deliveries_put_off_forward,
@@ -1411,6 +1412,33 @@ async fn record_attempt_can_disable_the_endpoint(store: &dyn Store, _url: &str) 
     assert!(store.active_endpoints(&tenant.id).await.unwrap().is_empty());
     assert!(claim(store, "node-a", T0 + 2 * MINUTE).await.is_empty(), "a disabled endpoint's deliveries wait");
     assert_eq!(delivery(store, &tenant, &waiting.deliveries[0].id).await.status, DeliveryStatus::Pending);
+}
+
+/// An endpoint disabled for failing every attempt: the attempt that says so keeps its retry, which waits for the
+/// endpoint's activation instead of dying.
+async fn a_failed_attempt_can_disable_its_endpoint_and_keep_its_retry(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let endpoint = add_endpoint(store, &tenant).await;
+    let published = publish(store, &tenant, "order.created", &[&endpoint], T0).await;
+    let claimed = claim(store, "node-a", T0).await;
+    assert_eq!(claimed.len(), 1);
+    let mut failed = outcome(&claimed[0].delivery, DeliveryStatus::Failed, T0 + 1);
+    failed.disable_endpoint = Some("every attempt failed for 5days: 12 attempts since …".into());
+    assert!(store.record_attempts("node-a", &[failed]).await.unwrap()[0]);
+
+    let disabled = store.get_endpoint(&tenant.id, &endpoint.id).await.unwrap().unwrap();
+    assert_eq!(disabled.status, EndpointStatus::Disabled);
+    assert_eq!(disabled.status_reason.as_deref(), Some("every attempt failed for 5days: 12 attempts since …"));
+    let waiting = delivery(store, &tenant, &published.deliveries[0].id).await;
+    assert_eq!((waiting.status, waiting.next_attempt_at), (DeliveryStatus::Failed, Some(T0 + 1 + MINUTE)));
+    assert!(claim(store, "node-a", T0 + 2 * MINUTE).await.is_empty(), "held while disabled");
+
+    let activated = store
+        .set_endpoint_status(&tenant.id, &endpoint.id, EndpointStatus::Active, None, T0 + 3 * MINUTE)
+        .await
+        .unwrap();
+    assert!(activated.is_some());
+    assert_eq!(claimed_ids(&claim(store, "node-a", T0 + 3 * MINUTE).await), BTreeSet::from([waiting.id]));
 }
 
 async fn release_and_release_foreign_leases(store: &dyn Store, _url: &str) {
