@@ -16,19 +16,18 @@ use rand::Rng;
 use reqwest::Client;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::failing::{FailingEndpoints, Streak};
+use super::failing::{self, FailingEndpoints, Streak};
 use super::outcome::{self, FailureKind, Resolution, Verdict};
 use super::send::{self, Answer, RequestIdentity};
 use super::Settings;
 use crate::model::{
-    now_millis, Attempt, Delivery, DeliveryStatus, Endpoint, EndpointStatus, Millis, PluginBinding, PluginUse,
-    PreparedRequest,
+    now_millis, Attempt, Delivery, DeliveryStatus, Endpoint, Millis, PluginBinding, PluginUse, PreparedRequest,
 };
 use crate::plugin::bound::{self, Preparation};
 use crate::plugin::{self, ErrorKind, PluginRegistry, RetryDecision};
 use crate::retry::{self, RetryPolicy};
 use crate::secrets::MasterKey;
-use crate::store::{AttemptOutcome, DeliveryFilter, DispatchJob, Dropped, Page, Store};
+use crate::store::{AttemptOutcome, DispatchJob, Dropped, Store};
 use crate::writer::Recorder;
 
 /// What every attempt needs, shared by all attempt tasks.
@@ -44,33 +43,12 @@ pub(super) struct Worker {
 }
 
 impl Worker {
-    /// Whether the database agrees that `endpoint` has failed since `streak.since`: it is still active and
-    /// unchanged since then (the job's copy is from its claim, and an attempt can be in flight for minutes), and no
-    /// delivery to it succeeded since, on any node. If not, this node counts again from `now`. Asked only once a
-    /// streak is long enough; a store error leaves the question for the next failure.
+    /// Asks the database before disabling (see [`failing::still_failing`]); if the streak was broken, this node
+    /// counts again from `now`. A store error leaves the question for the next failure.
     async fn confirm_failing(&self, endpoint: &Endpoint, streak: &Streak, now: Millis) -> bool {
-        let current = match self.store.get_endpoint(&endpoint.tenant_id, &endpoint.id).await {
-            Ok(Some(current)) => current,
-            Ok(None) => return false,
-            Err(error) => {
-                tracing::warn!(endpoint_id = %endpoint.id, %error, "could not check a failing endpoint");
-                return false;
-            }
-        };
-        if current.status != EndpointStatus::Active || current.updated_at > streak.since {
-            self.failing.restart(&endpoint.id, now);
-            return false;
-        }
-        let succeeded_since = DeliveryFilter {
-            endpoint_id: Some(endpoint.id.clone()),
-            status: Some(DeliveryStatus::Succeeded),
-            updated_since: Some(streak.since),
-            ..Default::default()
-        };
-        let page = Page { cursor: None, limit: 1 };
-        match self.store.list_deliveries(&endpoint.tenant_id, &succeeded_since, &page).await {
-            Ok(found) if found.is_empty() => true,
-            Ok(_) => {
+        match failing::still_failing(&*self.store, endpoint, streak.since).await {
+            Ok(true) => true,
+            Ok(false) => {
                 self.failing.restart(&endpoint.id, now);
                 false
             }

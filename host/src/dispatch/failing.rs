@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::model::{rfc3339, Endpoint, Millis};
+use crate::model::{rfc3339, DeliveryStatus, Endpoint, EndpointStatus, Millis};
+use crate::store::{DeliveryFilter, Page, Store, StoreResult};
 
 /// Fewer failures than this never disable an endpoint, however long they span: two attempts days apart say
 /// little about a receiver.
@@ -106,6 +107,24 @@ impl FailingEndpoints {
     fn tracked(&self) -> usize {
         self.state.lock().unwrap().streaks.len()
     }
+}
+
+/// Whether the database agrees that `endpoint` has failed every attempt since `since`: it still exists, is active
+/// and unchanged since then (a job's copy of the endpoint is from its claim, and an attempt can be in flight for
+/// minutes), and no delivery to it succeeded since, on any node.
+pub async fn still_failing(store: &dyn Store, endpoint: &Endpoint, since: Millis) -> StoreResult<bool> {
+    let Some(current) = store.get_endpoint(&endpoint.tenant_id, &endpoint.id).await? else { return Ok(false) };
+    if current.status != EndpointStatus::Active || current.updated_at > since {
+        return Ok(false);
+    }
+    let succeeded_since = DeliveryFilter {
+        endpoint_id: Some(endpoint.id.clone()),
+        status: Some(DeliveryStatus::Succeeded),
+        updated_since: Some(since),
+        ..Default::default()
+    };
+    let found = store.list_deliveries(&endpoint.tenant_id, &succeeded_since, &Page { cursor: None, limit: 1 }).await?;
+    Ok(found.is_empty())
 }
 
 #[cfg(test)]
@@ -218,6 +237,71 @@ mod tests {
         assert_eq!(failing.tracked(), 1, "a success forgets the endpoint");
         failing.observe(&endpoint("ep_b", T0 - 1), true, T0 + 61 * MINUTE);
         assert_eq!(failing.tracked(), 1, "ep_gone had no attempt for an hour");
+    }
+
+    /// A node sees only its own attempts: another node's success, or a change to the endpoint while an attempt
+    /// was in flight, must keep the endpoint from being disabled.
+    #[tokio::test]
+    async fn the_database_has_the_last_word() {
+        use serde_json::value::RawValue;
+
+        use crate::model::{new_id, Attempt, DeliveryStatus, Event, Tenant};
+        use crate::store::sql::SqlStore;
+        use crate::store::{AttemptOutcome, NewDelivery, NewEvent, NewSecret};
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::connect(&format!("sqlite://{}", dir.path().join("failing.db").display())).await.unwrap();
+        let tenant = Tenant { id: new_id("ten"), name: "Acme".into(), created_at: T0 };
+        store.create_tenant(&tenant).await.unwrap();
+        let ep = Endpoint { id: new_id("ep"), tenant_id: tenant.id.clone(), ..endpoint("", T0) };
+        let secret = NewSecret { id: new_id("sec"), ciphertext: vec![1, 2, 3], hint: "whsec_x".into() };
+        store.create_endpoint(&ep, &secret).await.unwrap();
+        let event = Event {
+            id: new_id("evt"),
+            tenant_id: tenant.id.clone(),
+            event_type: "order.created".into(),
+            data: RawValue::from_string("{}".into()).unwrap(),
+            idempotency_key: None,
+            received_at: T0,
+        };
+        let delivery = NewDelivery { id: new_id("dlv"), endpoint_id: ep.id.clone(), lease: None };
+        store.publish(&[NewEvent { event, deliveries: vec![delivery] }]).await.unwrap();
+        assert!(still_failing(&store, &ep, T0).await.unwrap(), "nothing succeeded yet");
+
+        // Another node's success at minute 10.
+        let job = store.claim_due("node-b", T0 + 10 * MINUTE, T0 + 20 * MINUTE, 10).await.unwrap().remove(0);
+        let success = AttemptOutcome {
+            attempt: Attempt {
+                id: new_id("att"),
+                tenant_id: tenant.id.clone(),
+                delivery_id: job.delivery.id.clone(),
+                attempt_number: 1,
+                started_at: T0 + 10 * MINUTE,
+                duration_ms: 5,
+                status_code: Some(204),
+                response_body: None,
+                error: None,
+                outcome: "succeeded".into(),
+            },
+            status: DeliveryStatus::Succeeded,
+            next_attempt_at: None,
+            disable_endpoint: None,
+            prepared: None,
+        };
+        assert!(store.record_attempt("node-b", &success).await.unwrap());
+        assert!(!still_failing(&store, &ep, T0 + 5 * MINUTE).await.unwrap(), "it succeeded since");
+        assert!(still_failing(&store, &ep, T0 + 11 * MINUTE).await.unwrap(), "only failures since minute 11");
+
+        // Paused at minute 12 while an attempt was in flight with the copy claimed before.
+        store.set_endpoint_status(&tenant.id, &ep.id, EndpointStatus::Paused, None, T0 + 12 * MINUTE).await.unwrap();
+        assert!(!still_failing(&store, &ep, T0 + 11 * MINUTE).await.unwrap(), "paused");
+        store.set_endpoint_status(&tenant.id, &ep.id, EndpointStatus::Active, None, T0 + 13 * MINUTE).await.unwrap();
+        assert!(!still_failing(&store, &ep, T0 + 11 * MINUTE).await.unwrap(), "changed after the streak began");
+        assert!(still_failing(&store, &ep, T0 + 14 * MINUTE).await.unwrap());
+
+        assert!(store.delete_endpoint(&tenant.id, &ep.id, T0 + 15 * MINUTE).await.unwrap());
+        assert!(!still_failing(&store, &ep, T0 + 14 * MINUTE).await.unwrap(), "deleted");
+        store.close().await;
     }
 
     #[test]
