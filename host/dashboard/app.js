@@ -17,8 +17,7 @@ let session = null; // { key, admin, tenant }
 let endpointUrls = new Map();
 let overviewTimer = null;
 // Bumped whenever what is on screen changes meaning (another view, tenant or session): an answer that arrives
-// after that is dropped instead of being drawn over the new view, and an action that ends after it leaves the
-// new view alone.
+// after that is dropped instead of being drawn over the new view. Actions check where they are with `stillOn`.
 let epoch = 0;
 
 class ApiFailure extends Error {
@@ -106,6 +105,16 @@ function showNotice(text) {
 function clearMessages() {
   $('error').textContent = '';
   $('notice').textContent = '';
+}
+
+// Where an action started: it may finish after the operator moved on, signed out or signed in again.
+function here() {
+  return { session, tenant: session && session.tenant };
+}
+
+// Whether `view` shows, for the session and tenant an action started in: then it may redraw that view.
+function stillOn(start, view) {
+  return session === start.session && session.tenant === start.tenant && !$(`view-${view}`).hidden;
 }
 
 // A table filled page by page from a listing route (`data` and `next_cursor`).
@@ -250,10 +259,11 @@ function endpointRow(endpoint) {
   const toggle = actionButton(
     label,
     async () => {
-      const view = epoch;
+      const start = here();
       await api('POST', `${path}/${action}`);
+      if (session !== start.session) return;
       showNotice(`Endpoint ${endpoint.url} ${action === 'pause' ? 'paused' : 'activated'}.`);
-      if (view === epoch) await endpoints.reload();
+      if (stillOn(start, 'endpoints')) await endpoints.reload();
     },
     `${label} ${endpoint.url}`,
   );
@@ -261,10 +271,10 @@ function endpointRow(endpoint) {
     'Rotate secret',
     async () => {
       if (!window.confirm(`Rotate the signing secret of ${endpoint.url}? The old one keeps signing during the grace period (24 h unless the server says otherwise).`)) return;
-      const tenant = session.tenant;
+      const start = here();
       const rotated = await api('POST', `${path}/rotate-secret`, {});
-      if (!session) return;
-      showSecret(rotated, session.tenant === tenant ? null : tenant);
+      if (session !== start.session) return; // signed out, or another sign-in: not theirs to see
+      showSecret(rotated, session.tenant === start.tenant ? null : start.tenant);
       showNotice(`Secret of ${endpoint.url} rotated.`);
     },
     `Rotate the secret of ${endpoint.url}`,
@@ -273,12 +283,13 @@ function endpointRow(endpoint) {
     'Delete',
     async () => {
       if (!window.confirm(`Delete ${endpoint.url}? Its deliveries still waiting become dead letters.`)) return;
-      const view = epoch;
+      const start = here();
       await api('DELETE', path);
+      if (session !== start.session) return;
       endpointUrls.delete(endpoint.id);
       if (secretShownFor === endpoint.id) hideSecret();
       showNotice(`Endpoint ${endpoint.url} deleted.`);
-      if (view === epoch) await endpoints.reload();
+      if (stillOn(start, 'endpoints')) await endpoints.reload();
     },
     `Delete ${endpoint.url}`,
   );
@@ -325,7 +336,7 @@ function formError(error, lines) {
     input = 'endpoint-subscriptions';
   }
   else if (error.field) where = error.field;
-  if (input) $(input).focus();
+  if (input && !$('endpoint-form').hidden) $(input).focus();
   return new Error(where ? `${where}: ${message}` : message);
 }
 
@@ -335,24 +346,23 @@ async function createEndpoint() {
   if (description) body.description = description;
   const parsed = parseSubscriptions($('endpoint-subscriptions').value);
   if (parsed.length) body.subscriptions = parsed.map((p) => p.subscription);
-  const view = epoch;
-  const tenant = session.tenant;
+  const start = here();
   $('endpoint-cancel').disabled = true;
   let created;
   try {
     created = await api('POST', '/endpoints', body);
   } catch (error) {
+    if (session !== start.session) return;
     throw formError(error, parsed.map((p) => p.line));
   } finally {
     $('endpoint-cancel').disabled = false;
   }
-  if (!session) return;
-  showSecret(created, session.tenant === tenant ? null : tenant);
-  showNotice(`Endpoint ${created.url} created.`);
-  if (view !== epoch) return;
+  if (session !== start.session) return; // signed out, or another sign-in: not theirs to see
   $('endpoint-form').reset();
   $('endpoint-form').hidden = true;
-  await endpoints.reload();
+  showSecret(created, session.tenant === start.tenant ? null : start.tenant);
+  showNotice(`Endpoint ${created.url} created.`);
+  if (stillOn(start, 'endpoints')) await endpoints.reload();
 }
 
 const endpoints = new PagedTable($('endpoint-rows'), $('endpoints-more'), '/endpoints', endpointRow);
@@ -392,12 +402,13 @@ async function showDelivery(id) {
   // Only the last delivery asked for, and only while the list it was asked from is still the one shown.
   if (asked !== detailAsked || shownIn !== epoch) return;
   const retry = actionButton('Retry now', async () => {
-    const view = epoch;
+    const start = here();
     await api('POST', `/deliveries/${encodeURIComponent(id)}/retry`, {});
+    if (session !== start.session) return;
     showNotice(`Delivery ${id} scheduled again.`);
-    if (view !== epoch) return;
+    if (!stillOn(start, 'deliveries')) return;
     await deliveries.reload(deliveryFilter());
-    await showDelivery(id);
+    if (stillOn(start, 'deliveries')) await showDelivery(id);
   });
   retry.id = 'retry-delivery';
   // The API refuses a retry while an attempt is in flight; the detail follows the attempt and enables it after.
@@ -497,7 +508,7 @@ async function requeue(selector) {
   } else {
     bodies.push({ ...selector, rerun_plugins });
   }
-  const view = epoch;
+  const start = here();
   $('requeue-selected').disabled = true;
   $('requeue-all').disabled = true;
   showNotice('Requeuing…');
@@ -509,8 +520,8 @@ async function requeue(selector) {
     failure = error;
   }
   $('requeue-all').disabled = false;
-  if (!session) return;
-  if (view === epoch) await deadLetters.reload().catch(showError);
+  if (session !== start.session) return;
+  if (stillOn(start, 'dead-letters')) await deadLetters.reload().catch(showError);
   const done = `Requeued ${requeued.toLocaleString('en')} dead letter${requeued === 1 ? '' : 's'}.`;
   if (failure) showError(requeued ? `${failure.message} (${done})` : failure);
   else showNotice(done);
@@ -552,7 +563,8 @@ const VIEWS = {
   plugins: loadPlugins,
 };
 
-async function show(view) {
+// `push`: a new entry in the browser's history (a click on a tab), rather than correcting the current one.
+async function show(view, { push = false } = {}) {
   epoch += 1;
   clearInterval(overviewTimer);
   overviewTimer = null;
@@ -563,11 +575,13 @@ async function show(view) {
     else button.removeAttribute('aria-current');
   }
   $('delivery-detail').hidden = true;
+  if ($('endpoint-cancel').disabled === false) $('endpoint-form').reset();
   $('endpoint-form').hidden = true;
-  // The view is in the address, so a reload comes back to it and Back returns to the view before. An address
-  // naming no view is corrected in place, or Back would lead to it and straight back again.
+  // The view is in the address, so a reload comes back to it and Back returns to the tab before. Anything but
+  // a tab's click corrects the address in place: an address this key may not open (`#plugins` for a tenant
+  // key) would otherwise sit under the corrected one, and Back would lead to it and straight back again.
   if (location.hash !== `#${view}`) {
-    if (Object.hasOwn(VIEWS, location.hash.slice(1))) history.pushState(null, '', `#${view}`);
+    if (push) history.pushState(null, '', `#${view}`);
     else history.replaceState(null, '', `#${view}`);
   }
   const shown = epoch;
@@ -716,7 +730,7 @@ $('tenant').addEventListener('change', async () => {
 });
 
 for (const button of document.querySelectorAll('nav button')) {
-  button.addEventListener('click', () => show(button.dataset.view).catch(showError));
+  button.addEventListener('click', () => show(button.dataset.view, { push: true }).catch(showError));
 }
 
 // Back, Forward and an edited address change the view too.
@@ -728,6 +742,7 @@ window.addEventListener('hashchange', () => {
 
 $('delivery-filter').addEventListener('submit', (event) => {
   event.preventDefault();
+  detailAsked += 1; // a detail on its way for the list before must not come back
   $('delivery-detail').hidden = true;
   deliveries.reload(deliveryFilter()).catch(showError);
 });
