@@ -62,6 +62,19 @@ async fn publish_to(api: &Api, endpoint_id: &str, event_type: &str, data: Value)
     (event_id, str_field(&delivery, "id").to_string())
 }
 
+/// The `endpoint.disabled` audit entries of an endpoint, once there is one: the server writes it just after the
+/// commit that disabled the endpoint.
+async fn disabled_audit(api: &Api, endpoint_id: &str) -> Value {
+    let audit = format!("/api/v1/audit-log?action=endpoint.disabled&resource_id={endpoint_id}");
+    let deadline = Instant::now() + WAIT;
+    let mut disabled = api.get(&audit).await;
+    while disabled["data"].as_array().is_some_and(Vec::is_empty) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        disabled = api.get(&audit).await;
+    }
+    disabled
+}
+
 fn retry(schedule: &[&str]) -> Value {
     json!({ "retry": { "schedule": schedule } })
 }
@@ -383,13 +396,7 @@ async fn gone_disables_endpoint() {
     assert_eq!(receiver.count(), 1);
 
     // The audit log says who disabled it: the server, for this delivery's 410 (written just after the commit).
-    let audit = format!("/api/v1/audit-log?action=endpoint.disabled&resource_id={endpoint_id}");
-    let deadline = Instant::now() + WAIT;
-    let mut disabled = api.get(&audit).await;
-    while disabled["data"].as_array().is_some_and(Vec::is_empty) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        disabled = api.get(&audit).await;
-    }
+    let disabled = disabled_audit(&api, &endpoint_id).await;
     assert_eq!(disabled["data"].as_array().map(Vec::len), Some(1), "one entry: {disabled:#}");
     let entry = &disabled["data"][0];
     assert_eq!((&entry["actor"], &entry["resource_type"]), (&json!("switchyard"), &json!("endpoint")), "{disabled:#}");
@@ -955,13 +962,7 @@ async fn an_endpoint_failing_every_attempt_is_disabled_and_its_deliveries_wait()
     let disabled_at = humantime::parse_rfc3339(str_field(&endpoint, "updated_at")).unwrap();
     assert!(disabled_at.duration_since(since).unwrap() >= Duration::from_secs(2), "{endpoint:#}");
 
-    let audit = format!("/api/v1/audit-log?action=endpoint.disabled&resource_id={endpoint_id}");
-    let deadline = Instant::now() + WAIT;
-    let mut disabled = api.get(&audit).await;
-    while disabled["data"].as_array().is_some_and(Vec::is_empty) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        disabled = api.get(&audit).await;
-    }
+    let disabled = disabled_audit(&api, &endpoint_id).await;
     let entry = &disabled["data"][0];
     assert_eq!((&entry["actor"], &entry["details"]["reason"]), (&json!("switchyard"), &json!(reason)), "{disabled:#}");
     assert_eq!(entry["details"]["status_code"], 503, "{disabled:#}");

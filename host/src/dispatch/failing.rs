@@ -129,10 +129,7 @@ pub async fn still_failing(store: &dyn Store, endpoint: &Endpoint, since: Millis
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::model::{EndpointStatus, SignatureScheme};
 
     const T0: Millis = 1_700_000_000_000;
     const MINUTE: Millis = 60_000;
@@ -140,22 +137,8 @@ mod tests {
     fn endpoint(id: &str, updated_at: Millis) -> Endpoint {
         Endpoint {
             id: id.into(),
-            tenant_id: "ten_1".into(),
-            url: "https://receiver.example/hook".into(),
-            description: String::new(),
-            status: EndpointStatus::Active,
-            status_reason: None,
-            timeout_ms: 2_000,
-            headers: BTreeMap::new(),
-            retry_schedule_ms: None,
-            max_attempts: None,
-            rate_limit: None,
-            signature_scheme: SignatureScheme::Standard,
-            metadata: BTreeMap::new(),
-            plugins: Default::default(),
-            subscriptions: Vec::new(),
-            created_at: 0,
             updated_at,
+            ..super::super::send::tests::endpoint("https://receiver.example/hook", &[])
         }
     }
 

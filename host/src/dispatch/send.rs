@@ -307,4 +307,4 @@ pub fn truncate_chars(text: &str, max: usize) -> String {
 
 #[cfg(test)]
 #[path = "send_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -19,7 +19,8 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 type Captured = Arc<Mutex<Vec<(AxumHeaders, Bytes)>>>;
 
-fn endpoint(url: &str, headers: &[(&str, &str)]) -> Endpoint {
+/// An active endpoint with the shipped defaults; other tests override the fields they care about.
+pub(crate) fn endpoint(url: &str, headers: &[(&str, &str)]) -> Endpoint {
     Endpoint {
         id: "ep_1".into(),
         tenant_id: "ten_1".into(),
