@@ -20,6 +20,15 @@ use crate::store::{
 
 pub(crate) type PublishReply = oneshot::Sender<StoreResult<Vec<Published>>>;
 
+/// Where a publish request's events go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// To every active endpoint of the tenant whose subscriptions select the event.
+    Subscriptions,
+    /// To this endpoint alone, if it is active, whatever its subscriptions (a test event).
+    Only(String),
+}
+
 /// The publishes of one group commit, fanned out.
 pub(crate) struct Publishes {
     /// Every request's events, in request order.
@@ -38,17 +47,17 @@ impl Publishes {
         store: &dyn Store,
         filters: &mut FilterCache,
         dispatch: Option<&Handoff>,
-        requests: Vec<(Vec<Event>, PublishReply)>,
+        requests: Vec<(Vec<Event>, Route, PublishReply)>,
     ) -> Self {
         let tenants: BTreeSet<String> =
-            requests.iter().flat_map(|(events, _)| events.iter().map(|e| e.tenant_id.clone())).collect();
+            requests.iter().flat_map(|(events, _, _)| events.iter().map(|e| e.tenant_id.clone())).collect();
         let mut endpoints: HashMap<String, Vec<Endpoint>> = HashMap::new();
         for tenant_id in tenants {
             match store.active_endpoints(&tenant_id).await {
                 Ok(found) => endpoints.insert(tenant_id, found),
                 Err(e) => {
                     let message = e.to_string();
-                    for (_, reply) in requests {
+                    for (_, _, reply) in requests {
                         let _ = reply
                             .send(Err(StoreError::Unavailable(format!("cannot read the active endpoints: {message}"))));
                     }
@@ -57,12 +66,15 @@ impl Publishes {
             };
         }
         let mut publishes = Publishes { endpoints, ..Publishes::empty() };
-        for (events, reply) in requests {
+        for (events, route, reply) in requests {
             let start = publishes.events.len();
             for event in events {
                 let candidates = publishes.endpoints.get(&event.tenant_id).map(Vec::as_slice).unwrap_or_default();
-                let deliveries = filters
-                    .matching_endpoints(candidates, &event)
+                let chosen = match &route {
+                    Route::Subscriptions => filters.matching_endpoints(candidates, &event),
+                    Route::Only(endpoint_id) => candidates.iter().filter(|e| e.id == *endpoint_id).collect(),
+                };
+                let deliveries = chosen
                     .into_iter()
                     .map(|endpoint| NewDelivery { id: new_id("dlv"), endpoint_id: endpoint.id.clone(), lease: None })
                     .collect();

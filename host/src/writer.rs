@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::dispatch::Handoff;
-use crate::ingest::{PublishReply, Publishes};
+use crate::ingest::{PublishReply, Publishes, Route};
 use crate::metrics::Metrics;
 use crate::model::{new_id, AuditEntry, EndpointStatus, Event};
 use crate::routing::FilterCache;
@@ -39,7 +39,7 @@ const RECORD_RETRY_DELAY: Duration = Duration::from_millis(500);
 const RECORD_RETRIES: u32 = 120;
 
 enum Work {
-    Publish(Vec<Event>, PublishReply),
+    Publish(Vec<Event>, Route, PublishReply),
     Record(Box<AttemptOutcome>),
     /// Answered once everything queued before it is written.
     Flush(oneshot::Sender<()>),
@@ -60,8 +60,18 @@ impl Ingest {
     /// Matches the events against their tenant's active endpoints and stores them with their deliveries (grouped
     /// with whatever else is waiting). Returns their results in input order.
     pub async fn publish(&self, events: Vec<Event>) -> StoreResult<Vec<Published>> {
+        self.publish_along(events, Route::Subscriptions).await
+    }
+
+    /// Stores the events with one delivery each to the endpoint `endpoint_id`, if it is active (none otherwise),
+    /// whatever its subscriptions, and to no other endpoint.
+    pub async fn publish_to(&self, events: Vec<Event>, endpoint_id: &str) -> StoreResult<Vec<Published>> {
+        self.publish_along(events, Route::Only(endpoint_id.to_string())).await
+    }
+
+    async fn publish_along(&self, events: Vec<Event>, route: Route) -> StoreResult<Vec<Published>> {
         let (reply, stored) = oneshot::channel();
-        self.queue.send(Work::Publish(events, reply)).map_err(|_| stopped())?;
+        self.queue.send(Work::Publish(events, route, reply)).map_err(|_| stopped())?;
         stored.await.unwrap_or_else(|_| Err(stopped()))
     }
 }
@@ -180,10 +190,10 @@ async fn run(
         let mut next = first;
         while let Some(work) = next.take() {
             match work {
-                Work::Publish(batch, reply) => {
+                Work::Publish(batch, route, reply) => {
                     events += batch.len();
                     payload_bytes += batch.iter().map(|event| event.data.get().len()).sum::<usize>();
-                    publishes.push((batch, reply));
+                    publishes.push((batch, route, reply));
                 }
                 Work::Record(outcome) => {
                     records.push(*outcome);
@@ -236,7 +246,7 @@ async fn commit(
     filters: &mut FilterCache,
     owner: &str,
     dispatch: Option<&Handoff>,
-    publishes: Vec<(Vec<Event>, PublishReply)>,
+    publishes: Vec<(Vec<Event>, Route, PublishReply)>,
     outcomes: &[AttemptOutcome],
 ) -> (Vec<(usize, StoreError)>, Vec<AttemptOutcome>) {
     let had_publishes = !publishes.is_empty();
