@@ -985,3 +985,48 @@ async fn an_endpoint_failing_every_attempt_is_disabled_and_its_deliveries_wait()
         api.wait_status(id, "succeeded", WAIT).await;
     }
 }
+
+/// 24. A test event reaches the one endpoint it was sent to, signed and recorded like any delivery, even though
+/// another endpoint subscribes to everything and this one to nothing of its type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_event_goes_to_one_endpoint_only() {
+    let (_server, api) = setup().await;
+    let receiver = Receiver::start().await;
+    let body = json!({ "url": receiver.url("/tested"), "subscriptions": [{ "event_type": "order.created" }] });
+    let tested = api.create_endpoint(body).await;
+    let (tested_id, secret) = (str_field(&tested, "id").to_string(), str_field(&tested, "secret").to_string());
+    let (bystander_id, _) = endpoint_to(&api, &receiver, json!({})).await;
+
+    let sent = api.expect(Method::POST, &format!("/api/v1/endpoints/{tested_id}/test"), None, 202).await;
+    let delivery = api.wait_status(str_field(&sent, "delivery_id"), "succeeded", WAIT).await;
+    assert_eq!((&delivery["endpoint_id"], &delivery["event_type"]), (&json!(tested_id), &json!("switchyard.test")));
+    let requests = receiver.wait_for_requests(1, WAIT).await;
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0].path, "/tested");
+    assert_eq!(requests[0].json()["data"], json!({ "message": "A test event sent from Switchyard" }));
+    let event_id = str_field(&sent, "event_id");
+    assert_eq!(requests[0].header("webhook-id"), Some(event_id));
+    if let Some(verifier) = python::verifier() {
+        let verified = verifier.verify("standard", &secret, &requests[0].headers, &requests[0].body).await;
+        verified.expect("a test event is signed like any other");
+    }
+    let to_bystander = api.get(&format!("/api/v1/deliveries?endpoint_id={bystander_id}")).await;
+    assert_eq!(to_bystander["data"], json!([]), "the `*` subscriber got nothing: {to_bystander:#}");
+
+    // A chosen type and payload; the audit log names the event.
+    let custom = json!({ "type": "invoice.paid", "data": { "amount": 42 } });
+    let sent = api.expect(Method::POST, &format!("/api/v1/endpoints/{tested_id}/test"), Some(custom), 202).await;
+    api.wait_status(str_field(&sent, "delivery_id"), "succeeded", WAIT).await;
+    assert_eq!(receiver.requests()[1].json()["data"], json!({ "amount": 42 }));
+    let audit = api.get(&format!("/api/v1/audit-log?action=endpoint.tested&resource_id={tested_id}")).await;
+    assert_eq!(audit["data"][0]["details"], json!({ "event_id": sent["event_id"], "type": "invoice.paid" }));
+
+    let bad = api.send(Method::POST, &format!("/api/v1/endpoints/{tested_id}/test"), Some(json!({ "type": "" }))).await;
+    assert_eq!((bad.0.as_u16(), &bad.1["error"]["field"]), (400, &json!("type")), "{bad:?}");
+    api.expect(Method::POST, &format!("/api/v1/endpoints/{tested_id}/pause"), Some(json!({})), 200).await;
+    let paused = api.send(Method::POST, &format!("/api/v1/endpoints/{tested_id}/test"), None).await;
+    assert_eq!(paused.0.as_u16(), 409, "{paused:?}");
+    let unknown = api.send(Method::POST, "/api/v1/endpoints/ep_unknown/test", None).await;
+    assert_eq!(unknown.0.as_u16(), 404, "{unknown:?}");
+    assert_eq!(receiver.count(), 2);
+}

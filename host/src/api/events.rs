@@ -56,6 +56,12 @@ pub(super) struct PublishBody {
     idempotency_key: Option<String>,
 }
 
+impl PublishBody {
+    pub(super) fn new(event_type: String, data: Box<RawValue>) -> Self {
+        Self { event_type, data, idempotency_key: None }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BatchBody {

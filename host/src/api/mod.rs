@@ -23,6 +23,7 @@ pub mod replay;
 pub mod simulate;
 pub mod stats;
 pub mod tenants;
+pub mod test_event;
 pub mod validate;
 
 use std::time::Duration;
@@ -51,7 +52,8 @@ pub fn router(state: AppState) -> Router {
         .merge(plugins::router())
         .merge(simulate::router())
         .merge(replay::router())
-        .merge(stats::router());
+        .merge(stats::router())
+        .merge(test_event::router());
     // The span carries the method and the path only: never headers (Authorization) or bodies (payloads,
     // secrets), and not the query string.
     let trace = TraceLayer::new_for_http()
