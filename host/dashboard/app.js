@@ -267,6 +267,18 @@ function endpointRow(endpoint) {
     },
     `${label} ${endpoint.url}`,
   );
+  const test = actionButton(
+    'Send test',
+    async () => {
+      const start = here();
+      const sent = await api('POST', `${path}/test`, {});
+      if (session !== start.session) return;
+      showNotice(`Test event ${sent.event_id} sent to ${endpoint.url} as delivery ${sent.delivery_id}: see Deliveries.`);
+    },
+    `Send a test event to ${endpoint.url}`,
+  );
+  // Only an active endpoint takes deliveries: the API refuses a test to a paused or disabled one.
+  test.disabled = endpoint.status !== 'active';
   const rotate = actionButton(
     'Rotate secret',
     async () => {
@@ -301,7 +313,7 @@ function endpointRow(endpoint) {
     el('td', {}, statusBadge(endpoint.status), endpoint.status_reason ? ` (${endpoint.status_reason})` : null),
     el('td', { class: 'mono' }, ...subscriptionLines(endpoint)),
     el('td', {}, endpoint.rate_limit ? `${endpoint.rate_limit}/s` : '—'),
-    el('td', {}, el('div', { class: 'row-actions' }, toggle, rotate, remove)),
+    el('td', {}, el('div', { class: 'row-actions' }, toggle, test, rotate, remove)),
   );
 }
 

@@ -102,7 +102,9 @@ async fn an_operator_requeues_dead_letters_and_pauses_an_endpoint_in_the_dashboa
         let delivery = api.wait_status(id, "succeeded", WAIT).await;
         assert_eq!(outcomes(&delivery), ["dead", "succeeded"], "{id}");
     }
-    assert_eq!(receiver.count(), 6, "three refused and three accepted requests");
+    assert_eq!(receiver.count(), 7, "three refused and three accepted requests, and the test event");
+    let tests: Vec<_> = receiver.requests().into_iter().filter(|r| r.json()["type"] == "switchyard.test").collect();
+    assert_eq!(tests.len(), 1, "one test event");
     assert_eq!(api.endpoint(&endpoint_id).await["status"], "paused");
     let audit = api.get("/api/v1/audit-log?action=dead_letters.requeued").await;
     let requeues: Vec<_> =
@@ -118,7 +120,7 @@ async fn an_operator_requeues_dead_letters_and_pauses_an_endpoint_in_the_dashboa
         .collect();
     assert_eq!(
         by_admin,
-        ["endpoint.deleted", "endpoint.secret_rotated", "endpoint.created", "endpoint.paused"],
+        ["endpoint.deleted", "endpoint.secret_rotated", "endpoint.created", "endpoint.paused", "endpoint.tested"],
         "newest first: {changes:#}"
     );
     let endpoints = api.get("/api/v1/endpoints").await;

@@ -119,9 +119,28 @@ try {
   check(attempts[0].includes('400') && attempts[0].includes('dead'), `first attempt: ${attempts[0]}`);
   check(attempts[1].includes('204') && attempts[1].includes('succeeded'), `second attempt: ${attempts[1]}`);
 
-  step = 'the endpoint is paused';
+  step = 'a test event is sent to the endpoint and delivered';
   await page.click('nav button[data-view=endpoints]');
   const endpointRow = page.locator('#endpoint-rows tr[data-id]').first();
+  await endpointRow.locator('button', { hasText: 'Send test' }).click();
+  await page.locator('#notice', { hasText: 'Test event evt_' }).waitFor();
+  await page.click('nav button[data-view=deliveries]');
+  await page.fill('#delivery-event-type', 'switchyard.test');
+  const testDeadline = Date.now() + 10_000;
+  for (;;) {
+    await Promise.all([
+      page.waitForResponse((r) => r.url().includes('/api/v1/deliveries?') && r.url().includes('event_type=switchyard.test')),
+      page.click('#delivery-filter button[type=submit]'),
+    ]);
+    await page.waitForFunction(() => !document.querySelector('#delivery-rows tr.loading'));
+    if ((await page.locator('#delivery-rows .status-succeeded').count()) === 1) break;
+    check(Date.now() < testDeadline, 'the test delivery did not succeed');
+    await page.waitForTimeout(200);
+  }
+  await page.fill('#delivery-event-type', '');
+
+  step = 'the endpoint is paused';
+  await page.click('nav button[data-view=endpoints]');
   check((await endpointRow.textContent()).includes(endpointUrl), 'the endpoint row has no URL');
   // The description is 600 characters without a space: it wraps instead of widening the page.
   const width = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
