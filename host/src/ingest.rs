@@ -21,7 +21,7 @@ use crate::store::{
 pub(crate) type PublishReply = oneshot::Sender<StoreResult<Vec<Published>>>;
 
 /// Where a publish request's events go.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Route {
     /// To every active endpoint of the tenant whose subscriptions select the event.
     Subscriptions,
@@ -67,6 +67,19 @@ impl Publishes {
         }
         let mut publishes = Publishes { endpoints, ..Publishes::empty() };
         for (events, route, reply) in requests {
+            if let Route::Only(endpoint_id) = &route {
+                // Not stored at all rather than stored with no delivery: the caller asked for that one endpoint.
+                let tenant = events.first().map(|e| e.tenant_id.as_str()).unwrap_or_default();
+                let active =
+                    publishes.endpoints.get(tenant).is_some_and(|found| found.iter().any(|e| e.id == *endpoint_id));
+                if !active {
+                    let _ = reply.send(Err(StoreError::Conflict(format!(
+                        "endpoint {endpoint_id} is not active (paused, disabled or deleted; another node's change \
+                         shows here within a second)"
+                    ))));
+                    continue;
+                }
+            }
             let start = publishes.events.len();
             for event in events {
                 let candidates = publishes.endpoints.get(&event.tenant_id).map(Vec::as_slice).unwrap_or_default();

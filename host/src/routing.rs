@@ -17,8 +17,28 @@ use crate::model::{Endpoint, Event, Subscription};
 pub const MAX_EVENT_TYPE_LEN: usize = 100;
 pub const MAX_FILTER_LEN: usize = 1000;
 
+/// The type of the events `POST /endpoints/{id}/test` sends. Publishers cannot use it (nor anything under
+/// `switchyard.`), so a receiver can tell a test from a real event, and replaying what an endpoint missed skips it.
+pub const TEST_EVENT_TYPE: &str = "switchyard.test";
+const RESERVED_PREFIX: &str = "switchyard.";
+
+/// Whether `name` is one of Switchyard's own event types, which only Switchyard sends.
+pub fn is_reserved_event_type(name: &str) -> bool {
+    name.starts_with(RESERVED_PREFIX)
+}
+
+/// A type a publisher may use: well formed, and not one of Switchyard's own.
+pub fn validate_publishable_event_type(name: &str) -> Result<(), String> {
+    if is_reserved_event_type(name) {
+        return Err(format!(
+            "`{RESERVED_PREFIX}` types are Switchyard's own (its test events); choose another resource"
+        ));
+    }
+    validate_event_type(name)
+}
+
 /// Event type names are `resource.action`: two or more dot-separated segments of lowercase ASCII letters,
-/// digits, `_` and `-`, at most 100 characters in all.
+/// digits, `_` and `-`, at most 100 characters in all. Listings filter on any such name.
 pub fn validate_event_type(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_EVENT_TYPE_LEN {
         return Err(format!("must be 1 to {MAX_EVENT_TYPE_LEN} characters"));
@@ -212,6 +232,15 @@ mod tests {
 
     fn matched(endpoints: &[Endpoint], event: &Event) -> Vec<String> {
         matching_endpoints(endpoints, event).into_iter().map(|e| e.id.clone()).collect()
+    }
+
+    #[test]
+    fn switchyard_types_are_reserved_for_test_events() {
+        assert!(is_reserved_event_type(TEST_EVENT_TYPE));
+        assert!(validate_publishable_event_type("switchyard.test").unwrap_err().contains("Switchyard's own"));
+        assert!(validate_publishable_event_type("switchyard.anything").is_err());
+        assert!(validate_publishable_event_type("switchyards.test").is_ok());
+        assert!(validate_event_type("switchyard.test").is_ok(), "listings may filter on it");
     }
 
     #[test]

@@ -59,17 +59,9 @@ pub struct Ingest {
 impl Ingest {
     /// Matches the events against their tenant's active endpoints and stores them with their deliveries (grouped
     /// with whatever else is waiting). Returns their results in input order.
-    pub async fn publish(&self, events: Vec<Event>) -> StoreResult<Vec<Published>> {
-        self.publish_along(events, Route::Subscriptions).await
-    }
-
-    /// Stores the events with one delivery each to the endpoint `endpoint_id`, if it is active (none otherwise),
-    /// whatever its subscriptions, and to no other endpoint.
-    pub async fn publish_to(&self, events: Vec<Event>, endpoint_id: &str) -> StoreResult<Vec<Published>> {
-        self.publish_along(events, Route::Only(endpoint_id.to_string())).await
-    }
-
-    async fn publish_along(&self, events: Vec<Event>, route: Route) -> StoreResult<Vec<Published>> {
+    /// With [`Route::Only`], each event gets one delivery, to that endpoint, whatever its subscriptions; if the
+    /// endpoint is not active nothing is stored and the answer is a conflict.
+    pub async fn publish(&self, events: Vec<Event>, route: Route) -> StoreResult<Vec<Published>> {
         let (reply, stored) = oneshot::channel();
         self.queue.send(Work::Publish(events, route, reply)).map_err(|_| stopped())?;
         stored.await.unwrap_or_else(|_| Err(stopped()))
@@ -290,15 +282,16 @@ async fn commit(
     (unrecorded, disabling)
 }
 
-/// The audit log's entries for endpoints a receiver's 410 disabled: the server's decision rather than an
-/// operator's, but whoever finds an endpoint disabled looks there for when and why. Written after the commit, as
-/// an operator's action is audited after the action. Only for the 410 that disabled the endpoint (its time is the
-/// endpoint's `updated_at`), not for the others its deliveries in flight then met.
+/// The audit log's entries for endpoints the server disabled (a receiver's 410, or every attempt failing for
+/// `disable_failing_after`): the server's decision rather than an operator's, but whoever finds an endpoint
+/// disabled looks there for when and why. Written after the commit, as an operator's action is audited after the
+/// action. Only for the attempt that disabled the endpoint (its time is the endpoint's `updated_at`), not for the
+/// others its deliveries in flight then met.
 async fn audit_disabled(store: Arc<dyn Store>, outcomes: Vec<AttemptOutcome>) {
     for outcome in &outcomes {
         if let Err(e) = audit_disabled_by(store.as_ref(), outcome).await {
             tracing::error!(delivery_id = %outcome.attempt.delivery_id, error = %e,
-                "could not record the audit entry of an endpoint a 410 disabled");
+                "could not record the audit entry of an endpoint the server disabled");
         }
     }
 }
@@ -376,10 +369,10 @@ mod tests {
         let good: Vec<Event> = (0..3).map(|_| event(&tenant.id)).collect();
         let ids: Vec<String> = good.iter().map(|e| e.id.clone()).collect();
         let (a, b, c, bad) = tokio::join!(
-            ingest.publish(vec![good[0].clone()]),
-            ingest.publish(vec![good[1].clone(), good[2].clone()]),
-            ingest.publish(Vec::new()),
-            ingest.publish(vec![bad]),
+            ingest.publish(vec![good[0].clone()], Route::Subscriptions),
+            ingest.publish(vec![good[1].clone(), good[2].clone()], Route::Subscriptions),
+            ingest.publish(Vec::new(), Route::Subscriptions),
+            ingest.publish(vec![bad], Route::Subscriptions),
         );
         assert_eq!(a.unwrap().iter().map(|p| &p.event_id).collect::<Vec<_>>(), vec![&ids[0]]);
         assert_eq!(b.unwrap().iter().map(|p| &p.event_id).collect::<Vec<_>>(), vec![&ids[1], &ids[2]]);

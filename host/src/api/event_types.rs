@@ -46,7 +46,7 @@ async fn register(
     caller: Caller,
     ApiJson(body): ApiJson<RegisterEventType>,
 ) -> ApiResult<(StatusCode, Json<EventTypeView>)> {
-    routing::validate_event_type(&body.name).map_err(|message| ApiError::invalid("name", message))?;
+    routing::validate_publishable_event_type(&body.name).map_err(|message| ApiError::invalid("name", message))?;
     let description = body.description.unwrap_or_default();
     validate::description("description", &description)?;
     let now = now_millis();

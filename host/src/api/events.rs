@@ -18,6 +18,7 @@ use super::pagination::{PageOf, Query};
 use super::{validate, PathId};
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
+use crate::ingest::Route;
 use crate::model::{new_id, now_millis, rfc3339, Event, Millis};
 use crate::store::{EventFilter, Published};
 use crate::{routing, AppState};
@@ -56,12 +57,6 @@ pub(super) struct PublishBody {
     idempotency_key: Option<String>,
 }
 
-impl PublishBody {
-    pub(super) fn new(event_type: String, data: Box<RawValue>) -> Self {
-        Self { event_type, data, idempotency_key: None }
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BatchBody {
@@ -95,18 +90,9 @@ pub(super) fn to_event(
     max_payload: usize,
     now: Millis,
 ) -> ApiResult<Event> {
-    routing::validate_event_type(&body.event_type)
+    routing::validate_publishable_event_type(&body.event_type)
         .map_err(|message| ApiError::invalid(format!("{at}type"), message))?;
-    // A RawValue is valid JSON with no leading whitespace, so its first byte tells an object.
-    if !body.data.get().starts_with('{') {
-        return Err(ApiError::invalid(format!("{at}data"), "must be a JSON object"));
-    }
-    if body.data.get().len() > max_payload {
-        return Err(ApiError::PayloadTooLarge {
-            field: Some(format!("{at}data")),
-            message: format!("must be at most {max_payload} bytes of JSON"),
-        });
-    }
+    check_data(&body.data, &format!("{at}data"), max_payload)?;
     Ok(Event {
         id: new_id("evt"),
         tenant_id: caller.tenant_id.clone(),
@@ -117,11 +103,26 @@ pub(super) fn to_event(
     })
 }
 
-/// Stores the events, each with one delivery per matching active endpoint (the ingest writer hands them to the
-/// dispatcher or wakes it).
-async fn store_events(state: &AppState, events: Vec<Event>) -> ApiResult<Vec<Published>> {
+/// An event's `data`: a JSON object of at most `max_payload` bytes.
+pub(super) fn check_data(data: &RawValue, field: &str, max_payload: usize) -> ApiResult<()> {
+    // A RawValue is valid JSON with no leading whitespace, so its first byte tells an object.
+    if !data.get().starts_with('{') {
+        return Err(ApiError::invalid(field, "must be a JSON object"));
+    }
+    if data.get().len() > max_payload {
+        return Err(ApiError::PayloadTooLarge {
+            field: Some(field.to_string()),
+            message: format!("must be at most {max_payload} bytes of JSON"),
+        });
+    }
+    Ok(())
+}
+
+/// Stores the events, each with one delivery per matching active endpoint, or to the one endpoint `route` names
+/// (the ingest writer hands them to the dispatcher or wakes it).
+pub(super) async fn store_events(state: &AppState, events: Vec<Event>, route: Route) -> ApiResult<Vec<Published>> {
     let expected = events.len();
-    let published = state.ingest.publish(events).await?;
+    let published = state.ingest.publish(events, route).await?;
     if published.len() != expected {
         return Err(ApiError::internal(format!("store published {} of {expected} events", published.len())));
     }
@@ -155,7 +156,7 @@ async fn publish(State(state): State<AppState>, caller: Caller, headers: HeaderM
         (None, None) => None,
     };
     let event = to_event(body, "", key, &caller, state.config.max_payload_bytes, now_millis())?;
-    let published = store_events(&state, vec![event]).await?.remove(0);
+    let published = store_events(&state, vec![event], Route::Subscriptions).await?.remove(0);
     let view = PublishedView { id: published.event_id, deliveries: published.deliveries };
     let mut response = (StatusCode::ACCEPTED, Json(view)).into_response();
     if published.replayed {
@@ -195,7 +196,7 @@ async fn publish_batch(
         }
         events.push(to_event(item, &format!("events[{i}]."), key, &caller, state.config.max_payload_bytes, now)?);
     }
-    let published = store_events(&state, events).await?;
+    let published = store_events(&state, events, Route::Subscriptions).await?;
     let data = published
         .into_iter()
         .map(|p| BatchItemView { id: p.event_id, deliveries: p.deliveries, replayed: p.replayed })

@@ -16,7 +16,7 @@ use super::pagination::time_field;
 use super::{audit, validate, PathId};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{now_millis, rfc3339, Endpoint};
-use crate::routing::FilterCache;
+use crate::routing::{self, FilterCache};
 use crate::store::{EventFilter, Page, Store};
 use crate::AppState;
 
@@ -133,6 +133,8 @@ async fn replay(store: &dyn Store, endpoint: &Endpoint, window: &EventFilter) ->
         let missed = store.events_missed_by(&endpoint.tenant_id, &endpoint.id, window, &page).await?;
         let selected: Vec<String> = missed
             .iter()
+            // A test event was meant for the endpoint it was sent to alone.
+            .filter(|event| !routing::is_reserved_event_type(&event.event_type))
             .filter(|event| !filters.matching_endpoints(std::slice::from_ref(endpoint), event).is_empty())
             .map(|event| event.id.clone())
             .collect();

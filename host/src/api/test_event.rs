@@ -1,35 +1,37 @@
 //! `POST /endpoints/{id}/test`: a real event, stored and signed like any other, delivered to this one endpoint
-//! only, whatever its subscriptions: how a receiver is tried out before real events flow, or after a fix.
+//! only, whatever its subscriptions: how a receiver is tried out before real events flow, or after a fix. Its
+//! type is always [`TEST_EVENT_TYPE`], which publishers may not use, so a receiver can tell it from a real event
+//! and replaying what another endpoint missed never sends it there.
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::value::RawValue;
+use serde_json::value::{to_raw_value, RawValue};
 use serde_json::{json, Value};
 
 use super::auth::Caller;
-use super::events::{to_event, PublishBody};
-use super::json::OptionalJson;
+use super::events::{body_limit, check_data, store_events};
+use super::json::{parse_slice, read_limited};
 use super::{audit, PathId};
 use crate::error::{ApiError, ApiResult};
-use crate::model::{now_millis, EndpointStatus};
+use crate::ingest::Route;
+use crate::model::{new_id, now_millis, EndpointStatus, Event};
+use crate::routing::TEST_EVENT_TYPE;
 use crate::store::{DeliveryFilter, Page};
 use crate::AppState;
-
-/// The type of a test event sent without one: a receiver can tell it from real events.
-pub const DEFAULT_TYPE: &str = "switchyard.test";
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/endpoints/{id}/test", post(send_test))
 }
 
+/// The whole body may be left out.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TestBody {
-    #[serde(default, rename = "type")]
-    event_type: Option<String>,
+    /// What the receiver gets as the event's `data`; a greeting when left out.
     #[serde(default)]
     data: Option<Box<RawValue>>,
 }
@@ -38,39 +40,40 @@ async fn send_test(
     State(state): State<AppState>,
     caller: Caller,
     PathId(id): PathId,
-    OptionalJson(body): OptionalJson<TestBody>,
+    headers: HeaderMap,
+    body: Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    // The limit of `POST /events`, so any payload a publish takes can be tried out here.
+    let bytes = read_limited(&headers, body, body_limit(&state.config)).await?;
+    let body: TestBody =
+        if bytes.iter().all(u8::is_ascii_whitespace) { TestBody::default() } else { parse_slice(&bytes)? };
     let endpoint = state.store.get_endpoint(&caller.tenant_id, &id).await?.ok_or(ApiError::NotFound("endpoint"))?;
     if endpoint.status != EndpointStatus::Active {
-        return Err(not_active(endpoint.status));
+        return Err(ApiError::Conflict(format!(
+            "the endpoint is {}: activate it to send it a test event",
+            endpoint.status
+        )));
     }
     let data = match body.data {
         Some(data) => data,
-        None => RawValue::from_string(json!({ "message": "A test event sent from Switchyard" }).to_string())
+        None => to_raw_value(&json!({ "message": "A test event sent from Switchyard" }))
             .map_err(|e| ApiError::internal(format!("the default test payload: {e}")))?,
     };
-    let event_type = body.event_type.unwrap_or_else(|| DEFAULT_TYPE.to_string());
-    let now = now_millis();
-    let event = to_event(PublishBody::new(event_type, data), "", None, &caller, state.config.max_payload_bytes, now)?;
-    let event_type = event.event_type.clone();
-    let published = state.ingest.publish_to(vec![event], &endpoint.id).await?;
-    let published = published.into_iter().next().ok_or_else(|| ApiError::internal("the test event was not stored"))?;
-    if published.deliveries == 0 {
-        // Paused or disabled between the check above and the commit: the event is stored, with no delivery.
-        return Err(ApiError::Conflict(format!(
-            "endpoint {} was paused or disabled meanwhile: event {} is stored without a delivery",
-            endpoint.id, published.event_id
-        )));
-    }
-    state.metrics.published(1, 1);
-    let filter = DeliveryFilter { event_id: Some(published.event_id.clone()), ..Default::default() };
+    check_data(&data, "data", state.config.max_payload_bytes)?;
+    let event = Event {
+        id: new_id("evt"),
+        tenant_id: caller.tenant_id.clone(),
+        event_type: TEST_EVENT_TYPE.to_string(),
+        data,
+        idempotency_key: None,
+        received_at: now_millis(),
+    };
+    // A conflict, with nothing stored, if the endpoint was paused or deleted since it was read above.
+    let published = store_events(&state, vec![event], Route::Only(endpoint.id.clone())).await?;
+    let event_id = published.into_iter().next().map(|p| p.event_id).ok_or_else(|| ApiError::internal("no event"))?;
+    let filter = DeliveryFilter { event_id: Some(event_id.clone()), ..Default::default() };
     let deliveries = state.store.list_deliveries(&caller.tenant_id, &filter, &Page { cursor: None, limit: 1 }).await?;
     let delivery_id = deliveries.into_iter().next().map(|d| d.id);
-    let details = json!({ "event_id": published.event_id, "type": event_type });
-    audit::record(&state, &caller, "endpoint.tested", "endpoint", &endpoint.id, details).await;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "event_id": published.event_id, "delivery_id": delivery_id }))))
-}
-
-fn not_active(status: EndpointStatus) -> ApiError {
-    ApiError::Conflict(format!("the endpoint is {status}: activate it to send it a test event"))
+    audit::record(&state, &caller, "endpoint.tested", "endpoint", &endpoint.id, json!({ "event_id": event_id })).await;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "event_id": event_id, "delivery_id": delivery_id }))))
 }
