@@ -23,17 +23,23 @@ pub const MIN_FAILURES: u32 = 10;
 /// How often streaks no attempt has added to for `after` are dropped (deleted and quiet endpoints).
 const PRUNE_EVERY: Millis = 60_000;
 
+/// How long after asking the database about a streak it is asked again: every attempt in flight to a dead
+/// endpoint fails at about the same time, and the question reads the endpoint's deliveries.
+const ASK_AGAIN_AFTER: Millis = 60_000;
+
 /// An unbroken run of failed attempts to one endpoint, as this node saw them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Streak {
     pub since: Millis,
     last: Millis,
     pub failures: u32,
+    /// When [`FailingEndpoints::observe`] last handed this streak out to be checked.
+    asked: Option<Millis>,
 }
 
 impl Streak {
     fn fresh(now: Millis) -> Self {
-        Self { since: now, last: now, failures: 0 }
+        Self { since: now, last: now, failures: 0, asked: None }
     }
 }
 
@@ -56,9 +62,9 @@ impl FailingEndpoints {
     }
 
     /// Takes the result of an attempt that reached the point of sending (a plugin or a local problem is not the
-    /// receiver's failure). Returns the streak once it is long enough to disable the endpoint, and again on every
-    /// failure after that until [`restart`](Self::restart) or a success: a disable that was not written (a lost
-    /// lease, say) is tried again with the next failure rather than a whole allowance later.
+    /// receiver's failure). Returns the streak once it is long enough to disable the endpoint, and again with a
+    /// failure at least a minute later until [`restart`](Self::restart) or a success: a disable that was not
+    /// written (a lost lease, say) is tried again soon rather than a whole allowance later.
     pub fn observe(&self, endpoint: &Endpoint, failed: bool, now: Millis) -> Option<Streak> {
         let after = self.after?;
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -84,7 +90,13 @@ impl FailingEndpoints {
         }
         streak.failures += 1;
         streak.last = now;
-        (streak.failures >= MIN_FAILURES && now.saturating_sub(streak.since) >= after).then_some(*streak)
+        let long_enough = streak.failures >= MIN_FAILURES && now.saturating_sub(streak.since) >= after;
+        let asked_lately = streak.asked.is_some_and(|asked| now.saturating_sub(asked) < ASK_AGAIN_AFTER);
+        if !long_enough || asked_lately {
+            return None;
+        }
+        streak.asked = Some(now);
+        Some(*streak)
     }
 
     /// Starts the endpoint's count again from `now`: the database showed the streak broken (a success on
@@ -155,8 +167,9 @@ mod tests {
         }
         let streak = failing.observe(&ep, true, T0 + 60 * MINUTE).expect("an hour of failures");
         assert_eq!(failing.reason(&streak), format!("every attempt failed for 1h: 21 attempts since {}", rfc3339(T0)));
-        let again = failing.observe(&ep, true, T0 + 61 * MINUTE).expect("asked again until it is written");
-        assert_eq!((again.since, again.failures), (T0, 22));
+        assert_eq!(failing.observe(&ep, true, T0 + 60 * MINUTE + 1), None, "the other attempts in flight wait");
+        let again = failing.observe(&ep, true, T0 + 61 * MINUTE).expect("asked again a minute later");
+        assert_eq!((again.since, again.failures), (T0, 23));
 
         failing.restart("ep_a", T0 + 62 * MINUTE);
         assert_eq!(failing.observe(&ep, true, T0 + 63 * MINUTE), None, "the database said the streak was broken");
