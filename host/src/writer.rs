@@ -301,7 +301,12 @@ async fn audit_disabled_by(store: &dyn Store, outcome: &AttemptOutcome) -> Store
     let finished_at = attempt.started_at + attempt.duration_ms;
     let Some(delivery) = store.get_delivery(&attempt.tenant_id, &attempt.delivery_id).await? else { return Ok(()) };
     let Some(endpoint) = store.get_endpoint(&attempt.tenant_id, &delivery.endpoint_id).await? else { return Ok(()) };
-    if endpoint.status != EndpointStatus::Disabled || endpoint.updated_at != finished_at {
+    // Attempts claimed together can end in the same millisecond (a batch timing out): the reason tells them apart
+    // where it can (a failing streak's counts its attempts).
+    let disabled_by_this = endpoint.status == EndpointStatus::Disabled
+        && endpoint.updated_at == finished_at
+        && endpoint.status_reason.as_deref() == outcome.disable_endpoint.as_deref();
+    if !disabled_by_this {
         return Ok(());
     }
     let entry = AuditEntry {
