@@ -49,6 +49,22 @@ async function rows(tbody) {
   return page.locator(`#${tbody} tr:not(.empty):not(.loading)`).count();
 }
 
+// Shows the deliveries filter's list again and again (its answer drawn each time, `asked` in the request's
+// address) until `done()` holds, for up to 10 s; `what()` says what was seen when it never does.
+async function untilDeliveries(asked, done, what) {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    await Promise.all([
+      page.waitForResponse((r) => r.url().includes('/api/v1/deliveries?') && r.url().includes(asked)),
+      page.click('#delivery-filter button[type=submit]'),
+    ]);
+    await page.waitForFunction(() => !document.querySelector('#delivery-rows tr.loading'));
+    if (await done()) return;
+    check(Date.now() < deadline, await what());
+    await page.waitForTimeout(200);
+  }
+}
+
 try {
   step = 'the root redirects to the dashboard';
   await page.goto(base + '/');
@@ -100,18 +116,11 @@ try {
   step = 'the deliveries succeed and show their attempts';
   await page.click('nav button[data-view=deliveries]');
   await page.selectOption('#delivery-status', 'succeeded');
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    // Count only once the list asked for has come back and been drawn.
-    await Promise.all([
-      page.waitForResponse((r) => r.url().includes('/api/v1/deliveries?') && r.url().includes('status=succeeded')),
-      page.click('#delivery-filter button[type=submit]'),
-    ]);
-    await page.waitForFunction(() => !document.querySelector('#delivery-rows tr.loading'));
-    if ((await rows('delivery-rows')) === deadIds.length) break;
-    check(Date.now() < deadline, `succeeded deliveries: ${await rows('delivery-rows')}`);
-    await page.waitForTimeout(200);
-  }
+  await untilDeliveries(
+    'status=succeeded',
+    async () => (await rows('delivery-rows')) === deadIds.length,
+    async () => `succeeded deliveries: ${await rows('delivery-rows')}`,
+  );
   await page.locator(`#delivery-rows tr[data-id="${deadIds[0]}"] button`).click();
   await page.locator('#attempt-rows tr').nth(1).waitFor();
   const attempts = await page.locator('#attempt-rows tr').evaluateAll((trs) => trs.map((tr) => tr.textContent));
@@ -126,17 +135,11 @@ try {
   await page.locator('#notice', { hasText: 'Test event evt_' }).waitFor();
   await page.click('nav button[data-view=deliveries]');
   await page.fill('#delivery-event-type', 'switchyard.test');
-  const testDeadline = Date.now() + 10_000;
-  for (;;) {
-    await Promise.all([
-      page.waitForResponse((r) => r.url().includes('/api/v1/deliveries?') && r.url().includes('event_type=switchyard.test')),
-      page.click('#delivery-filter button[type=submit]'),
-    ]);
-    await page.waitForFunction(() => !document.querySelector('#delivery-rows tr.loading'));
-    if ((await page.locator('#delivery-rows .status-succeeded').count()) === 1) break;
-    check(Date.now() < testDeadline, 'the test delivery did not succeed');
-    await page.waitForTimeout(200);
-  }
+  await untilDeliveries(
+    'event_type=switchyard.test',
+    async () => (await page.locator('#delivery-rows .status-succeeded').count()) === 1,
+    async () => 'the test delivery did not succeed',
+  );
   await page.fill('#delivery-event-type', '');
 
   step = 'the endpoint is paused';
