@@ -1035,6 +1035,8 @@ async fn a_test_event_goes_to_one_endpoint_only() {
     assert_eq!((bad.0.as_u16(), &bad.1["error"]["field"]), (400, &json!("data")), "{bad:?}");
     let bad = api.send(Method::POST, &path, Some(json!({ "type": "invoice.paid" }))).await;
     assert_eq!(bad.0.as_u16(), 400, "{bad:?}");
+    let not_json = api.send_bytes(Method::POST, &path, br#"{"data": {}}"#.to_vec()).await;
+    assert_eq!(not_json.0.as_u16(), 415, "{not_json:?}");
     let stranger = Api::new_tenant(&api.base_url, "stranger").await;
     assert_eq!(stranger.send(Method::POST, &path, None).await.0.as_u16(), 404, "another tenant's endpoint");
     api.expect(Method::POST, &format!("/api/v1/endpoints/{tested_id}/pause"), Some(json!({})), 200).await;

@@ -36,16 +36,25 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJ
 
     async fn from_request(req: Request, _state: &S) -> ApiResult<Self> {
         let (parts, body) = req.into_parts();
-        let bytes = read_limited(&parts.headers, body, DEFAULT_BODY_LIMIT).await?;
-        // Whatever the content type says, nothing at all is the "left out" case.
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(OptionalJson(T::default()));
-        }
-        if !is_json(&parts.headers) {
-            return Err(unsupported_media_type());
-        }
-        parse_slice(&bytes).map(OptionalJson)
+        parse_optional_body(&parts.headers, body, DEFAULT_BODY_LIMIT).await.map(OptionalJson)
     }
+}
+
+/// [`OptionalJson`] with a limit of the route's own: an empty body reads as `T::default()`.
+pub async fn parse_optional_body<T: DeserializeOwned + Default>(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> ApiResult<T> {
+    let bytes = read_limited(headers, body, limit).await?;
+    // Whatever the content type says, nothing at all is the "left out" case.
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    if !is_json(headers) {
+        return Err(unsupported_media_type());
+    }
+    parse_slice(&bytes)
 }
 
 /// Checks the content type, reads at most `limit` bytes and parses them.

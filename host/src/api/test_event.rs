@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::auth::Caller;
 use super::events::{body_limit, check_data, store_events};
-use super::json::{parse_slice, read_limited};
+use super::json::parse_optional_body;
 use super::{audit, PathId};
 use crate::error::{ApiError, ApiResult};
 use crate::ingest::Route;
@@ -44,9 +44,7 @@ async fn send_test(
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     // The limit of `POST /events`, so any payload a publish takes can be tried out here.
-    let bytes = read_limited(&headers, body, body_limit(&state.config)).await?;
-    let body: TestBody =
-        if bytes.iter().all(u8::is_ascii_whitespace) { TestBody::default() } else { parse_slice(&bytes)? };
+    let body: TestBody = parse_optional_body(&headers, body, body_limit(&state.config)).await?;
     let endpoint = state.store.get_endpoint(&caller.tenant_id, &id).await?.ok_or(ApiError::NotFound("endpoint"))?;
     if endpoint.status != EndpointStatus::Active {
         return Err(ApiError::Conflict(format!(
