@@ -20,12 +20,9 @@ pub fn router() -> Router<AppState> {
 
 async fn stats(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     let counts = state.store.tenant_counts(&caller.tenant_id, COUNT_LIMIT).await?;
-    let by_status = |pairs: Vec<(&'static str, u64)>| -> Map<String, Value> {
-        pairs.into_iter().map(|(status, n)| (status.to_string(), Value::from(n))).collect()
-    };
-    Ok(Json(json!({
-        "deliveries": by_status(counts.deliveries.into_iter().map(|(s, n)| (s.as_str(), n)).collect()),
-        "endpoints": by_status(counts.endpoints.into_iter().map(|(s, n)| (s.as_str(), n)).collect()),
-        "count_limit": COUNT_LIMIT,
-    })))
+    let deliveries: Map<String, Value> =
+        counts.deliveries.into_iter().map(|(status, n)| (status.to_string(), Value::from(n))).collect();
+    let endpoints: Map<String, Value> =
+        counts.endpoints.into_iter().map(|(status, n)| (status.to_string(), Value::from(n))).collect();
+    Ok(Json(json!({ "deliveries": deliveries, "endpoints": endpoints, "count_limit": COUNT_LIMIT })))
 }
