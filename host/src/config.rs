@@ -303,6 +303,9 @@ impl Config {
         if config.poll_interval.is_zero() {
             return Err(bad("poll_interval", "must be greater than zero"));
         }
+        if config.disable_failing_after.is_some_and(|after| after < Duration::from_secs(1)) {
+            return Err(bad("disable_failing_after", "must be 0s (never) or at least 1s"));
+        }
         Ok(config)
     }
 
@@ -391,6 +394,7 @@ mod tests {
             (ServeArgs { plugin_memory_mib: Some(0), ..Default::default() }, "plugin_memory_mib"),
             (ServeArgs { plugin_deadline: Some("1h".into()), ..Default::default() }, "plugin_deadline"),
             (ServeArgs { disable_failing_after: Some("never".into()), ..Default::default() }, "disable_failing_after"),
+            (ServeArgs { disable_failing_after: Some("1ms".into()), ..Default::default() }, "disable_failing_after"),
         ];
         for (args, setting) in cases {
             let err = Config::from_layers(args, ServeArgs::default()).unwrap_err();
