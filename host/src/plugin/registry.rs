@@ -117,8 +117,10 @@ impl PluginRegistry {
         self.load_serialized(name, bytes).await
     }
 
-    /// [`load`](Self::load), then `persist` (e.g. writing the file into the plugins directory) before any other
-    /// load may start: a watcher event that arrives meanwhile reads the persisted file, never an older one.
+    /// Like [`load`](Self::load), with `persist` (e.g. writing the file into the plugins directory) run between
+    /// the compilation and the version becoming the latest, which it does only if `persist` succeeds; all before
+    /// any other load may start, so a watcher event that arrives meanwhile reads the persisted file, never an
+    /// older one.
     pub async fn load_and_persist<E>(
         &self,
         name: &str,
@@ -126,31 +128,36 @@ impl PluginRegistry {
         persist: impl std::future::Future<Output = Result<(), E>>,
     ) -> Result<Result<Arc<PluginVersion>, E>, LoadError> {
         let _serialized = self.loading.lock().await;
-        let version = self.load_serialized(name, bytes).await?;
-        Ok(persist.await.map(|()| version))
+        // Compiled, then written, and only then live: a version that serves is one whose file is on disk, so a
+        // stop in between (or a failed write) leaves neither.
+        let version = self.compile(name, bytes).await?;
+        if let Err(failed) = persist.await {
+            return Ok(Err(failed));
+        }
+        self.make_latest(name, &version);
+        Ok(Ok(version))
     }
 
     async fn load_serialized(&self, name: &str, bytes: Vec<u8>) -> Result<Arc<PluginVersion>, LoadError> {
+        let version = self.compile(name, bytes).await?;
+        self.make_latest(name, &version);
+        Ok(version)
+    }
+
+    /// The version of `bytes`: one already kept, or a fresh compilation. Not made the latest.
+    async fn compile(&self, name: &str, bytes: Vec<u8>) -> Result<Arc<PluginVersion>, LoadError> {
         if !valid_plugin_name(name) {
             return Err(LoadError::Name(name.into()));
         }
         let sha256 = sha256_hex(&bytes);
         if let Some(existing) = self.version(name, &sha256) {
-            // The latest already: nothing changes, and a failed load's error stays shown (the watcher reads a
-            // file an upload has just written after the debounce, maybe after a later upload that failed).
-            if self.latest(name).is_some_and(|latest| Arc::ptr_eq(&latest, &existing)) {
-                return Ok(existing);
-            }
-            self.install(name, existing.clone());
             return Ok(existing);
         }
-        let loaded = PluginVersion::load(&self.engine, name, bytes).await;
-        match loaded {
+        match PluginVersion::load(&self.engine, name, bytes).await {
             Ok(version) => {
                 let version = Arc::new(version);
                 tracing::info!(plugin = name, sha256 = %version.sha256(), kinds = ?version.kinds(),
                     cached = version.from_cache(), "plugin version loaded");
-                self.install(name, version.clone());
                 Ok(version)
             }
             Err(error) => {
@@ -159,6 +166,15 @@ impl PluginRegistry {
                 Err(error)
             }
         }
+    }
+
+    fn make_latest(&self, name: &str, version: &Arc<PluginVersion>) {
+        // The latest already: nothing changes, and a failed load's error stays shown (the watcher reads a file an
+        // upload has just written after the debounce, maybe after a later upload that failed).
+        if self.latest(name).is_some_and(|latest| Arc::ptr_eq(&latest, version)) {
+            return;
+        }
+        self.install(name, version.clone());
     }
 
     fn install(&self, name: &str, version: Arc<PluginVersion>) {
