@@ -1438,7 +1438,25 @@ async fn a_failed_attempt_can_disable_its_endpoint_and_keep_its_retry(store: &dy
         .await
         .unwrap();
     assert!(activated.is_some());
-    assert_eq!(claimed_ids(&claim(store, "node-a", T0 + 3 * MINUTE).await), BTreeSet::from([waiting.id]));
+    let later = publish(store, &tenant, "order.created", &[&endpoint], T0 + 3 * MINUTE).await;
+    let reclaimed = claim(store, "node-a", T0 + 3 * MINUTE).await;
+    assert_eq!(claimed_ids(&reclaimed), BTreeSet::from([waiting.id, later.deliveries[0].id.clone()]));
+
+    // Paused by an operator while those attempts were in flight: the pause stands, through either way of
+    // recording an attempt.
+    let paused_at = T0 + 4 * MINUTE;
+    store.set_endpoint_status(&tenant.id, &endpoint.id, EndpointStatus::Paused, None, paused_at).await.unwrap();
+    let failed_again = |job: &DispatchJob| AttemptOutcome {
+        disable_endpoint: Some("every attempt failed for 5days: 13 attempts since …".into()),
+        ..outcome(&job.delivery, DeliveryStatus::Failed, paused_at + 1)
+    };
+    assert!(store.record_attempt("node-a", &failed_again(&reclaimed[0])).await.unwrap());
+    assert!(store.record_attempts("node-a", &[failed_again(&reclaimed[1])]).await.unwrap()[0]);
+    let paused = store.get_endpoint(&tenant.id, &endpoint.id).await.unwrap().unwrap();
+    assert_eq!((paused.status, paused.status_reason, paused.updated_at), (EndpointStatus::Paused, None, paused_at));
+    for job in &reclaimed {
+        assert_eq!(delivery(store, &tenant, &job.delivery.id).await.status, DeliveryStatus::Failed, "retry kept");
+    }
 }
 
 async fn release_and_release_foreign_leases(store: &dyn Store, _url: &str) {

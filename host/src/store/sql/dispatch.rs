@@ -409,9 +409,10 @@ async fn record_one(
         .await?;
 
     if let Some((endpoint_id, reason)) = endpoint_to_disable {
+        // Only an active endpoint: an operator's pause made while the attempt was in flight stands.
         sqlx::query(
             "UPDATE endpoints SET status = 'disabled', status_reason = $3, updated_at = $4 \
-             WHERE tenant_id = $1 AND id = $2 AND status <> 'disabled'",
+             WHERE tenant_id = $1 AND id = $2 AND status = 'active'",
         )
         .bind(&attempt.tenant_id)
         .bind(&endpoint_id)

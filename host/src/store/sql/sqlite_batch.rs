@@ -145,11 +145,12 @@ impl Statement {
                  FROM ({}) AS v CROSS JOIN deliveries AS d ON d.id = v.delivery_id WHERE {held}",
                 rows("$4", ATTEMPT_ROWS)
             ),
-            // A 410 Gone disables the endpoint, if the attempt is recorded and the endpoint is not disabled yet (the
-            // first 410 is the one the endpoint and the audit log name).
+            // A 410 Gone (or a failing streak) disables the endpoint, if the attempt is recorded and the endpoint
+            // is still active: the first such attempt is the one the endpoint and the audit log name, and an
+            // operator's pause made while the attempt was in flight stands.
             DisableEndpoints => format!(
                 "UPDATE endpoints SET status = 'disabled', status_reason = v.reason, updated_at = v.at \
-                 FROM ({}) AS v WHERE endpoints.status <> 'disabled' AND endpoints.tenant_id = v.tenant_id AND endpoints.id = \
+                 FROM ({}) AS v WHERE endpoints.status = 'active' AND endpoints.tenant_id = v.tenant_id AND endpoints.id = \
                  (SELECT d.endpoint_id FROM deliveries AS d WHERE d.id = v.delivery_id AND {held})",
                 rows("$6", DISABLE_ROWS)
             ),
