@@ -387,4 +387,50 @@ mod tests {
             assert!(store.get_event(&tenant.id, id).await.unwrap().is_some(), "{id} was stored");
         }
     }
+
+    /// A test event goes to its one endpoint whatever the subscriptions, and to nothing if that endpoint stopped
+    /// being active after the API checked it (a pause racing the request): refused, not stored without delivery.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_route_to_one_endpoint_ignores_subscriptions_and_refuses_an_inactive_one() {
+        use crate::model::{Endpoint, Subscription};
+        use crate::store::{NewSecret, Page};
+
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("route.db").display());
+        let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&url).await.unwrap());
+        let tenant = Tenant { id: new_id("ten"), name: "t".into(), created_at: 0 };
+        store.create_tenant(&tenant).await.unwrap();
+        let mut endpoints = Vec::new();
+        for id in ["ep_target", "ep_everything"] {
+            let endpoint = Endpoint {
+                id: id.into(),
+                tenant_id: tenant.id.clone(),
+                subscriptions: match id {
+                    "ep_target" => vec![Subscription { event_type: "invoice.paid".into(), filter: None }],
+                    _ => vec![Subscription { event_type: "*".into(), filter: None }],
+                },
+                ..crate::dispatch::send::tests::endpoint("https://receiver.example/hook", &[])
+            };
+            let secret = NewSecret { id: new_id("sec"), ciphertext: vec![1, 2, 3], hint: "whsec_1".into() };
+            store.create_endpoint(&endpoint, &secret).await.unwrap();
+            endpoints.push(endpoint);
+        }
+        let writer = Writer::default();
+        let ingest = writer.ingest();
+        writer.start(store.clone(), "node_test".into(), None);
+
+        let sent = event(&tenant.id);
+        let published = ingest.publish(vec![sent.clone()], Route::Only("ep_target".into())).await.unwrap();
+        assert_eq!(published[0].deliveries, 1);
+        let deliveries =
+            store.list_deliveries(&tenant.id, &Default::default(), &Page { cursor: None, limit: 10 }).await.unwrap();
+        assert_eq!(deliveries.iter().map(|d| d.endpoint_id.as_str()).collect::<Vec<_>>(), ["ep_target"]);
+
+        store.set_endpoint_status(&tenant.id, "ep_target", EndpointStatus::Paused, None, 1).await.unwrap();
+        let refused = event(&tenant.id);
+        let answer = ingest.publish(vec![refused.clone()], Route::Only("ep_target".into())).await;
+        assert!(matches!(answer, Err(StoreError::Conflict(_))), "{answer:?}");
+        assert_eq!(store.get_event(&tenant.id, &refused.id).await.unwrap(), None);
+        assert!(store.get_event(&tenant.id, &sent.id).await.unwrap().is_some());
+    }
 }
