@@ -23,6 +23,9 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    /// An idempotency key the tenant already used, sent with another event: repeating the request cannot help.
+    #[error("{message}")]
+    KeyReused { field: String, message: String },
     /// The path exists but not with this method; axum adds the `Allow` header.
     #[error("method not allowed on this route")]
     MethodNotAllowed,
@@ -52,6 +55,7 @@ impl ApiError {
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::KeyReused { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
@@ -89,6 +93,7 @@ impl IntoResponse for ApiError {
             Self::Invalid { field, message } | Self::PayloadTooLarge { field, message } => {
                 (message.clone(), field.clone())
             }
+            Self::KeyReused { field, message } => (message.clone(), Some(field.clone())),
             other => (other.to_string(), None),
         };
         let body = json!({ "error": { "code": code, "message": message, "field": field } });

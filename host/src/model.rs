@@ -298,6 +298,25 @@ pub struct Event {
     pub received_at: Millis,
 }
 
+impl Event {
+    /// Whether `other` asks for the same event: the same type and the same JSON `data`, however either was
+    /// formatted (whitespace, key order, escapes). What a reused idempotency key must match; ids and times differ
+    /// between a request and its retry.
+    pub fn same_content(&self, other: &Event) -> bool {
+        if self.event_type != other.event_type {
+            return false;
+        }
+        if self.data.get() == other.data.get() {
+            return true;
+        }
+        let parse = |data: &RawValue| serde_json::from_str::<serde_json::Value>(data.get()).ok();
+        match (parse(&self.data), parse(&other.data)) {
+            (Some(mine), Some(theirs)) => mine == theirs,
+            _ => false,
+        }
+    }
+}
+
 impl PartialEq for Event {
     fn eq(&self, other: &Self) -> bool {
         self.id == other.id
@@ -421,6 +440,34 @@ mod tests {
             event.envelope(),
             r#"{"id":"evt_1","type":"payment.succeeded","timestamp":"2023-11-14T22:13:20.123Z","tenant_id":"ten_1","data":{"amount": 1.50}}"#
         );
+    }
+
+    #[test]
+    fn same_content_ignores_formatting_but_not_values_or_type() {
+        let event = |event_type: &str, data: &str| Event {
+            id: new_id("evt"),
+            tenant_id: "ten_1".into(),
+            event_type: event_type.into(),
+            data: RawValue::from_string(data.into()).unwrap(),
+            idempotency_key: Some("k".into()),
+            received_at: 1,
+        };
+        let first = event("order.paid", r#"{"id": 7, "lines": [{"sku": "a"}], "note": "é"}"#);
+        for same in [
+            r#"{"id": 7, "lines": [{"sku": "a"}], "note": "é"}"#,
+            r#"{"note":"\u00e9","lines":[ {"sku":"a"} ],"id":7}"#,
+        ] {
+            assert!(first.same_content(&event("order.paid", same)), "{same}");
+        }
+        for different in [
+            r#"{"id": 8, "lines": [{"sku": "a"}], "note": "é"}"#,
+            r#"{"id": 7, "lines": [{"sku": "a"}], "note": "é", "extra": null}"#,
+            r#"{"id": 7, "lines": [{"sku": "a"}, {"sku": "a"}], "note": "é"}"#,
+            r#"{"id": 7.5, "lines": [{"sku": "a"}], "note": "é"}"#,
+        ] {
+            assert!(!first.same_content(&event("order.paid", different)), "{different}");
+        }
+        assert!(!first.same_content(&event("order.refunded", first.data.get())));
     }
 
     #[test]

@@ -980,6 +980,16 @@ async fn publish_replays_reused_idempotency_keys(store: &dyn Store, _url: &str) 
 
     let all = store.list_deliveries(&tenant.id, &DeliveryFilter::default(), &page(100)).await.unwrap();
     assert_eq!(all.len(), 3, "original, batch-key, plain");
+
+    // The events behind keys, for comparing a retry with what its key first stored.
+    let keys = |keys: &[&str]| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+    let mut found =
+        store.events_by_idempotency_keys(&tenant.id, &keys(&["order-17", "batch-key", "unused"])).await.unwrap();
+    found.sort_by(|a, b| a.idempotency_key.cmp(&b.idempotency_key));
+    assert_eq!(found, [one.event.clone(), original.event.clone()]);
+    let found = store.events_by_idempotency_keys(&other.id, &keys(&["order-17", "batch-key"])).await.unwrap();
+    assert_eq!(found, std::slice::from_ref(&foreign.event));
+    assert!(store.events_by_idempotency_keys(&tenant.id, &[]).await.unwrap().is_empty());
 }
 
 async fn publish_is_one_transaction(store: &dyn Store, _url: &str) {

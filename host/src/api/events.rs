@@ -1,7 +1,7 @@
 //! Publishing events (one or a batch) and reading them back. The payload is kept as the raw JSON text the client
 //! sent, so receivers get it byte for byte.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -132,6 +132,44 @@ pub(super) async fn store_events(state: &AppState, events: Vec<Event>, route: Ro
     Ok(published)
 }
 
+/// Refuses a batch that reuses a key with another event before anything is stored; returns the keys already
+/// used (their events are replayed, not stored again).
+async fn check_reused_keys(state: &AppState, caller: &Caller, events: &[Event]) -> ApiResult<HashSet<String>> {
+    let keys: Vec<String> = events.iter().filter_map(|e| e.idempotency_key.clone()).collect();
+    if keys.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let found = state.store.events_by_idempotency_keys(&caller.tenant_id, &keys).await?;
+    let by_key: HashMap<&str, &Event> =
+        found.iter().filter_map(|first| Some((first.idempotency_key.as_deref()?, first))).collect();
+    for (i, event) in events.iter().enumerate() {
+        let Some(first) = event.idempotency_key.as_deref().and_then(|key| by_key.get(key)) else { continue };
+        if !first.same_content(event) {
+            return Err(key_reused(&format!("events[{i}].idempotency_key"), first, " Nothing was stored."));
+        }
+    }
+    Ok(by_key.into_keys().map(str::to_string).collect())
+}
+
+/// The event first stored under a replayed key, if `sent` differs from it. A client must not take the first
+/// event's `202` for an event that was never stored.
+async fn differing_first(state: &AppState, sent: &Event, first_id: &str) -> ApiResult<Option<Event>> {
+    // Gone only if retention deleted it meanwhile: nothing is left to compare with, and the key was used.
+    let first = state.store.get_event(&sent.tenant_id, first_id).await?;
+    Ok(first.filter(|first| !first.same_content(sent)))
+}
+
+fn key_reused(field: &str, first: &Event, outcome: &str) -> ApiError {
+    ApiError::KeyReused {
+        field: field.to_string(),
+        message: format!(
+            "was first used for another event ({}, type `{}`): a key may only be repeated with the same type and \
+             data; use a new key for a new event.{outcome}",
+            first.id, first.event_type
+        ),
+    }
+}
+
 fn header_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     headers
         .get(IDEMPOTENCY_HEADER)
@@ -139,24 +177,35 @@ fn header_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
         .transpose()
 }
 
-async fn publish(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: Body) -> ApiResult<Response> {
+async fn publish(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
     let mut body: PublishBody = parse_body(&headers, body, body_limit(&state.config)).await?;
-    let key = match (body.idempotency_key.take(), header_key(&headers)?) {
+    let (key, key_field) = match (body.idempotency_key.take(), header_key(&headers)?) {
         (Some(in_body), Some(in_header)) if in_body != in_header => {
             return Err(ApiError::invalid("idempotency_key", "differs from the Idempotency-Key header"));
         }
         (Some(key), _) => {
             validate::idempotency_key("idempotency_key", &key)?;
-            Some(key)
+            (Some(key), "idempotency_key")
         }
         (None, Some(key)) => {
             validate::idempotency_key(IDEMPOTENCY_HEADER, &key)?;
-            Some(key)
+            (Some(key), IDEMPOTENCY_HEADER)
         }
-        (None, None) => None,
+        (None, None) => (None, ""),
     };
     let event = to_event(body, "", key, &caller, state.config.max_payload_bytes, now_millis())?;
+    let sent = event.idempotency_key.is_some().then(|| event.clone());
     let published = store_events(&state, vec![event], Route::Subscriptions).await?.remove(0);
+    if let (true, Some(sent)) = (published.replayed, &sent) {
+        if let Some(first) = differing_first(&state, sent, &published.event_id).await? {
+            return Err(key_reused(key_field, &first, " Nothing was stored."));
+        }
+    }
     let view = PublishedView { id: published.event_id, deliveries: published.deliveries };
     let mut response = (StatusCode::ACCEPTED, Json(view)).into_response();
     if published.replayed {
@@ -196,7 +245,24 @@ async fn publish_batch(
         }
         events.push(to_event(item, &format!("events[{i}]."), key, &caller, state.config.max_payload_bytes, now)?);
     }
+    let earlier = check_reused_keys(&state, &caller, &events).await?;
+    // Keys first used by a request that commits between that check and this batch's.
+    let racing: Vec<(usize, Event)> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.idempotency_key.as_ref().is_some_and(|key| !earlier.contains(key)))
+        .map(|(i, e)| (i, e.clone()))
+        .collect();
     let published = store_events(&state, events, Route::Subscriptions).await?;
+    for (i, sent) in &racing {
+        if !published[*i].replayed {
+            continue;
+        }
+        if let Some(first) = differing_first(&state, sent, &published[*i].event_id).await? {
+            let field = format!("events[{i}].idempotency_key");
+            return Err(key_reused(&field, &first, " The batch's other events were accepted."));
+        }
+    }
     let data = published
         .into_iter()
         .map(|p| BatchItemView { id: p.event_id, deliveries: p.deliveries, replayed: p.replayed })

@@ -263,6 +263,9 @@ impl Store for FakeStore {
     async fn get_event(&self, _: &str, _: &str) -> StoreResult<Option<Event>> {
         unused()
     }
+    async fn events_by_idempotency_keys(&self, _: &str, _: &[String]) -> StoreResult<Vec<Event>> {
+        unused()
+    }
     async fn list_events(&self, _: &str, _: &EventFilter, _: &Page) -> StoreResult<Vec<Event>> {
         unused()
     }

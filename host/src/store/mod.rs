@@ -393,6 +393,8 @@ pub trait Store: Send + Sync + 'static {
     /// `replayed`. Results are in input order.
     async fn publish(&self, events: &[NewEvent]) -> StoreResult<Vec<Published>>;
     async fn get_event(&self, tenant_id: &str, id: &str) -> StoreResult<Option<Event>>;
+    /// The tenant's events stored under any of these idempotency keys, in any order.
+    async fn events_by_idempotency_keys(&self, tenant_id: &str, keys: &[String]) -> StoreResult<Vec<Event>>;
     async fn list_events(&self, tenant_id: &str, filter: &EventFilter, page: &Page) -> StoreResult<Vec<Event>>;
 
     // Deliveries and dead letters.

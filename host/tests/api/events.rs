@@ -71,14 +71,32 @@ async fn an_idempotency_key_publishes_once() {
             .header("Idempotency-Key", "order-17")
             .json(&json!({ "type": "payment.succeeded", "data": data }))
     };
-    let replay = alice.send(by_header(json!({ "n": 2 }))).await.expect_status(202);
+    let replay = alice.send(by_header(json!({ "n": 1 }))).await.expect_status(202);
     assert_eq!(replay.json, first.json);
     assert_eq!(replay.header("Idempotent-Replayed"), Some("true"));
     let both = alice
         .request(Method::POST, "/api/v1/events")
         .header("Idempotency-Key", "order-17")
-        .json(&json!({ "type": "payment.succeeded", "data": {}, "idempotency_key": "order-17" }));
+        .json(&json!({ "type": "payment.succeeded", "data": { "n": 1 }, "idempotency_key": "order-17" }));
     assert_eq!(alice.send(both).await.expect_status(202).json, first.json);
+    // A retry serialised differently is still the same event.
+    let reformatted = alice
+        .request(Method::POST, "/api/v1/events")
+        .header("content-type", "application/json")
+        .body(r#"{ "idempotency_key": "order-17", "data": {  "n" : 1 }, "type": "payment.succeeded" }"#);
+    assert_eq!(alice.send(reformatted).await.expect_status(202).json, first.json);
+
+    // The key with another event is refused rather than answered with the first event's id: the client would
+    // believe an event stored that never was.
+    let events_before = alice.all_pages("/api/v1/events", 100).await.len();
+    let other_data = alice.send(by_header(json!({ "n": 2 }))).await;
+    other_data.expect_error(422, "idempotency_key_reused", Some("Idempotency-Key"));
+    assert!(other_data.json["error"]["message"].as_str().unwrap().contains(&id), "{}", other_data.text);
+    alice
+        .post("/api/v1/events", json!({ "type": "payment.failed", "data": { "n": 1 }, "idempotency_key": "order-17" }))
+        .await
+        .expect_error(422, "idempotency_key_reused", Some("idempotency_key"));
+    assert_eq!(alice.all_pages("/api/v1/events", 100).await.len(), events_before, "a refused event is not stored");
     let fresh = alice
         .send(
             alice
@@ -173,7 +191,7 @@ async fn batches_publish_together_and_report_each_event() {
     let batch = json!({ "events": [
         { "type": "payment.succeeded", "data": { "i": 1 }, "idempotency_key": "k1" },
         { "type": "user.created", "data": { "i": 2 } },
-        { "type": "user.created", "data": { "i": 3 }, "idempotency_key": "k0" },
+        { "type": "user.created", "data": {}, "idempotency_key": "k0" },
     ] });
     let accepted = alice.post("/api/v1/events/batch", batch.clone()).await.expect_status(202);
     let items = accepted.json["data"].as_array().unwrap().clone();
@@ -214,6 +232,16 @@ async fn batches_publish_together_and_report_each_event() {
         { "type": "a.b", "data": {}, "idempotency_key": "same" },
     ] });
     alice.post("/api/v1/events/batch", duplicate_keys).await.expect_invalid("events[1].idempotency_key");
+    let reused_key = json!({ "events": [
+        { "type": "a.b", "data": {}, "idempotency_key": "new-key" },
+        event(1),
+        { "type": "user.created", "data": { "i": 3 }, "idempotency_key": "k0" },
+    ] });
+    alice.post("/api/v1/events/batch", reused_key).await.expect_error(
+        422,
+        "idempotency_key_reused",
+        Some("events[2].idempotency_key"),
+    );
     let with_header = alice
         .request(Method::POST, "/api/v1/events/batch")
         .header("Idempotency-Key", "k")

@@ -357,6 +357,20 @@ pub(super) async fn get_event(pool: &AnyPool, tenant_id: &str, id: &str) -> Stor
     row.as_ref().map(rows::event).transpose()
 }
 
+pub(super) async fn events_by_idempotency_keys(
+    pool: &AnyPool,
+    tenant_id: &str,
+    keys: &[String],
+) -> StoreResult<Vec<Event>> {
+    let mut found = Vec::new();
+    for chunk in keys.chunks(MAX_LIST) {
+        let mut sql = SqlBuilder::new(format!("SELECT {EVENT_COLUMNS} FROM events"));
+        sql.compare("tenant_id", "=", tenant_id).in_list("idempotency_key", chunk);
+        found.extend(rows::all(&sql.query().fetch_all(pool).await?, rows::event)?);
+    }
+    Ok(found)
+}
+
 /// The tenant's events `filter` selects, with their columns.
 fn filtered(tenant_id: &str, filter: &EventFilter) -> SqlBuilder {
     let mut sql = SqlBuilder::new(format!("SELECT {EVENT_COLUMNS} FROM events"));

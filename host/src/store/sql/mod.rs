@@ -349,6 +349,10 @@ impl Store for SqlStore {
         events::get_event(&self.reader, tenant_id, id).await
     }
 
+    async fn events_by_idempotency_keys(&self, tenant_id: &str, keys: &[String]) -> StoreResult<Vec<Event>> {
+        events::events_by_idempotency_keys(&self.reader, tenant_id, keys).await
+    }
+
     async fn list_events(&self, tenant_id: &str, filter: &EventFilter, page: &Page) -> StoreResult<Vec<Event>> {
         events::list_events(&self.reader, tenant_id, filter, page).await
     }
