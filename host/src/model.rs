@@ -131,6 +131,15 @@ string_enum!(
     }
 );
 
+string_enum!(
+    /// What a tenant key may do: `All` of the tenant's API, or only `Publish` events, for the services that
+    /// publish and should not be able to read payloads, change endpoints or see their secrets.
+    KeyScope {
+        All => "all",
+        Publish => "publish",
+    }
+);
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Tenant {
     pub id: String,
@@ -147,6 +156,7 @@ pub struct ApiKey {
     pub prefix: String,
     /// SHA-256 of the whole key; the key itself is never stored.
     pub key_hash: String,
+    pub scope: KeyScope,
     pub created_at: Millis,
     pub revoked_at: Option<Millis>,
 }

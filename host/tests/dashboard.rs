@@ -81,12 +81,16 @@ async fn an_operator_requeues_dead_letters_and_pauses_an_endpoint_in_the_dashboa
         dead.push(str_field(&delivery, "id").to_string());
     }
     receiver.set_default(Reply::status(204));
+    let publish_key = api
+        .expect(Method::POST, "/api/v1/api-keys", Some(json!({ "name": "checkout", "scope": "publish" })), 201)
+        .await;
 
     let run = tokio::process::Command::new("node")
         .arg(&browser.script)
         .env("SWITCHYARD_URL", &server.base_url)
         .env("ADMIN_KEY", ADMIN_KEY)
         .env("TENANT_KEY", api.key())
+        .env("PUBLISH_KEY", str_field(&publish_key, "key"))
         .env("TENANT_ID", api.tenant_id())
         .env("ENDPOINT_URL", &endpoint_url)
         .env("DEAD_IDS", dead.join(","))

@@ -13,7 +13,7 @@ use serde_json::json;
 use serde_json::value::RawValue;
 use switchyard::model::{
     new_id, ApiKey, Attempt, AuditEntry, Delivery, DeliveryStatus, Endpoint, EndpointPlugins, EndpointStatus, Event,
-    Millis, PluginBinding, PluginUse, PreparedRequest, SecretStatus, SignatureScheme, Subscription, Tenant,
+    KeyScope, Millis, PluginBinding, PluginUse, PreparedRequest, SecretStatus, SignatureScheme, Subscription, Tenant,
 };
 use switchyard::store::{
     AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, Lease, NewDelivery,
@@ -368,11 +368,12 @@ async fn api_keys_find_list_and_revoke(store: &dyn Store, _url: &str) {
         name: "ci".into(),
         prefix: "sy_live_ab".into(),
         key_hash: hash.into(),
+        scope: KeyScope::All,
         created_at: T0,
         revoked_at: None,
     };
     let first = key(&tenant, "hash-1");
-    let second = key(&tenant, "hash-2");
+    let second = ApiKey { scope: KeyScope::Publish, ..key(&tenant, "hash-2") };
     let foreign = key(&other, "hash-3");
     for k in [&first, &second, &foreign] {
         store.create_api_key(k).await.unwrap();
@@ -381,6 +382,7 @@ async fn api_keys_find_list_and_revoke(store: &dyn Store, _url: &str) {
     assert!(matches!(same_hash, Err(StoreError::Conflict(_))), "{same_hash:?}");
 
     assert_eq!(store.find_api_key("hash-1").await.unwrap(), Some(first.clone()));
+    assert_eq!(store.find_api_key("hash-2").await.unwrap(), Some(second.clone()), "with its scope");
     assert_eq!(store.find_api_key("hash-unknown").await.unwrap(), None);
     assert_eq!(store.list_api_keys(&tenant.id, &page(10)).await.unwrap(), vec![second.clone(), first.clone()]);
     let pages = all_pages(
@@ -1951,6 +1953,7 @@ async fn other_tenants_see_nothing(store: &dyn Store, _url: &str) {
         name: "k".into(),
         prefix: "sy_".into(),
         key_hash: new_id("hash"),
+        scope: KeyScope::All,
         created_at: T0,
         revoked_at: None,
     };

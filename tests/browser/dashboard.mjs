@@ -12,6 +12,7 @@ const env = (name) => {
 const base = env('SWITCHYARD_URL');
 const adminKey = env('ADMIN_KEY');
 const tenantKey = env('TENANT_KEY');
+const publishKey = env('PUBLISH_KEY');
 const tenantId = env('TENANT_ID');
 const endpointUrl = env('ENDPOINT_URL');
 const deadIds = env('DEAD_IDS').split(',');
@@ -80,6 +81,12 @@ try {
   await page.click('#sign-in-form button[type=submit]');
   await page.locator('#sign-in-error', { hasText: 'The key was refused.' }).waitFor();
   check(await page.locator('#app').isHidden(), 'the app shows after a refused key');
+
+  step = 'a key that may only publish is told so';
+  await page.fill('#key', publishKey);
+  await page.click('#sign-in-form button[type=submit]');
+  await page.locator('#sign-in-error', { hasText: 'may only publish events' }).waitFor();
+  check(await page.locator('#app').isHidden(), 'the app shows for a publish-only key');
 
   step = 'the admin signs in and sees the tenant overview';
   await page.fill('#key', adminKey);

@@ -12,7 +12,7 @@ use super::json::ApiJson;
 use super::pagination::{PageOf, Query};
 use super::{audit, validate, PathId};
 use crate::error::{ApiError, ApiResult};
-use crate::model::{new_id, now_millis, rfc3339, ApiKey};
+use crate::model::{new_id, now_millis, rfc3339, ApiKey, KeyScope};
 use crate::AppState;
 
 /// Tenant keys read `sy_<random>`.
@@ -26,6 +26,9 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 struct CreateKey {
     name: String,
+    /// `all` when absent, as every key was before scopes.
+    #[serde(default)]
+    scope: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -33,6 +36,7 @@ pub struct KeyView {
     id: String,
     name: String,
     prefix: String,
+    scope: KeyScope,
     created_at: String,
     revoked_at: Option<String>,
     /// Present only in the creation response.
@@ -46,6 +50,7 @@ impl From<ApiKey> for KeyView {
             id: k.id,
             name: k.name,
             prefix: k.prefix,
+            scope: k.scope,
             created_at: rfc3339(k.created_at),
             revoked_at: k.revoked_at.map(rfc3339),
             key: None,
@@ -59,6 +64,10 @@ async fn create(
     ApiJson(body): ApiJson<CreateKey>,
 ) -> ApiResult<(StatusCode, Json<KeyView>)> {
     validate::name("name", &body.name)?;
+    let scope = match body.scope.as_deref() {
+        None => KeyScope::All,
+        Some(text) => text.parse().map_err(|message: String| ApiError::invalid("scope", message))?,
+    };
     let text = generate_key(TENANT_KEY_PREFIX);
     let key = ApiKey {
         id: new_id("key"),
@@ -66,11 +75,12 @@ async fn create(
         name: body.name,
         prefix: text.chars().take(KEY_PREFIX_LEN).collect(),
         key_hash: hash_key(&text),
+        scope,
         created_at: now_millis(),
         revoked_at: None,
     };
     state.store.create_api_key(&key).await?;
-    let details = json!({ "name": key.name, "prefix": key.prefix });
+    let details = json!({ "name": key.name, "prefix": key.prefix, "scope": key.scope });
     audit::record(&state, &caller, "api_key.created", "api_key", &key.id, details).await;
     let mut view = KeyView::from(key);
     view.key = Some(text);

@@ -2,7 +2,8 @@
 //! bytes, so a fast unsalted hash is enough to make a leaked table useless, and it lets the store look a key up
 //! by an indexed column.
 //!
-//! Handlers take [`AdminCaller`] (admin-only routes) or [`Caller`] (tenant-scoped routes) as an extractor.
+//! Handlers take [`AdminCaller`] (admin-only routes), [`Caller`] (tenant-scoped routes) or [`Publisher`]
+//! (publishing, which a key of scope `publish` may do too) as an extractor.
 //!
 //! Every request is authenticated, so a database read per request would put one read in front of every publish.
 //! [`AuthCache`] keeps recently seen keys and tenants instead: tenants are never deleted, and a revocation clears
@@ -24,7 +25,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::{ApiError, ApiResult};
-use crate::model::ApiKey;
+use crate::model::{ApiKey, KeyScope};
 use crate::AppState;
 
 /// The header through which the admin key says which tenant it acts for.
@@ -192,11 +193,29 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
         let principal = authenticate(parts, state).await?;
-        caller(principal, parts, state).await
+        caller(principal, parts, state, KeyScope::All).await
     }
 }
 
-async fn caller(principal: Principal, parts: &Parts, state: &AppState) -> ApiResult<Caller> {
+/// The tenant an event is published for: any tenant key, including those of scope `publish`.
+#[derive(Debug, Clone)]
+pub struct Publisher(pub Caller);
+
+impl FromRequestParts<AppState> for Publisher {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let principal = authenticate(parts, state).await?;
+        caller(principal, parts, state, KeyScope::Publish).await.map(Publisher)
+    }
+}
+
+/// Whether a key of scope `has` may use a route that needs `needed`.
+fn allows(has: KeyScope, needed: KeyScope) -> bool {
+    has == KeyScope::All || has == needed
+}
+
+async fn caller(principal: Principal, parts: &Parts, state: &AppState, needed: KeyScope) -> ApiResult<Caller> {
     // An unreadable value names no tenant: a 400 for the admin key, a 404 for a tenant key like any other
     // tenant that is not its own.
     let named = named_tenant(parts);
@@ -215,6 +234,10 @@ async fn caller(principal: Principal, parts: &Parts, state: &AppState) -> ApiRes
         }
         // A tenant key naming another tenant learns nothing about whether that tenant exists.
         Principal::Tenant(key) if named.is_some_and(|t| t != key.tenant_id) => Err(ApiError::NotFound("tenant")),
+        Principal::Tenant(key) if !allows(key.scope, needed) => Err(ApiError::Forbidden(format!(
+            "this key's scope is `{}`: it may only publish events (POST /api/v1/events and /api/v1/events/batch)",
+            key.scope
+        ))),
         Principal::Tenant(key) => Ok(Caller { tenant_id: key.tenant_id, actor: key.id }),
     }
 }
@@ -237,7 +260,7 @@ impl FromRequestParts<AppState> for Reader {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
         match authenticate(parts, state).await? {
             Principal::Admin if named_tenant(parts).is_none_or(str::is_empty) => Ok(Reader::Server),
-            principal => Ok(Reader::Tenant(caller(principal, parts, state).await?)),
+            principal => Ok(Reader::Tenant(caller(principal, parts, state, KeyScope::All).await?)),
         }
     }
 }
@@ -259,6 +282,7 @@ mod tests {
             name: "k".into(),
             prefix: "sy_abcdefg".into(),
             key_hash: "h".into(),
+            scope: KeyScope::All,
             created_at: 0,
             revoked_at: None,
         };
@@ -268,6 +292,14 @@ mod tests {
         assert!(cache.keys.get("h").is_none(), "read before the revocation");
         cache.remember("h".into(), key, cache.revocations.load(Ordering::Acquire));
         assert!(cache.keys.get("h").is_some(), "read after it");
+    }
+
+    #[test]
+    fn a_publish_key_opens_only_publishing() {
+        assert!(allows(KeyScope::All, KeyScope::All));
+        assert!(allows(KeyScope::All, KeyScope::Publish));
+        assert!(allows(KeyScope::Publish, KeyScope::Publish));
+        assert!(!allows(KeyScope::Publish, KeyScope::All));
     }
 
     #[test]

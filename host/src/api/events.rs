@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::auth::Caller;
+use super::auth::{Caller, Publisher};
 use super::json::parse_body;
 use super::pagination::{PageOf, Query};
 use super::{validate, PathId};
@@ -179,7 +179,7 @@ fn header_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
 
 async fn publish(
     State(state): State<AppState>,
-    caller: Caller,
+    Publisher(caller): Publisher,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
@@ -216,7 +216,7 @@ async fn publish(
 
 async fn publish_batch(
     State(state): State<AppState>,
-    caller: Caller,
+    Publisher(caller): Publisher,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<BatchView>)> {

@@ -1,7 +1,7 @@
 //! Keys, tenants and who may see what.
 
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::support::server::TestServer;
 
@@ -132,6 +132,63 @@ async fn api_keys_are_shown_once_and_revocation_is_immediate() {
     for body in [json!({}), json!({ "name": "" }), json!({ "name": "x".repeat(201) })] {
         alice.post("/api/v1/api-keys", body).await.expect_invalid("name");
     }
+}
+
+/// A service that only publishes gets a key that can do nothing else: not read payloads, not change endpoints,
+/// not see secrets, not make itself a better key.
+#[tokio::test]
+async fn a_publish_key_only_publishes() {
+    let server = TestServer::start().await;
+    let alice = server.tenant("Alice").await;
+    let endpoint = alice.create_endpoint(json!({})).await.expect_status(201);
+    let created =
+        alice.post("/api/v1/api-keys", json!({ "name": "checkout", "scope": "publish" })).await.expect_status(201);
+    assert_eq!(created.json["scope"], "publish");
+    let listed = alice.get("/api/v1/api-keys").await.expect_status(200);
+    let scopes: Vec<&Value> = listed.json["data"].as_array().unwrap().iter().map(|k| &k["scope"]).collect();
+    assert!(scopes.contains(&&json!("publish")) && scopes.contains(&&json!("all")), "{}", listed.text);
+
+    let checkout = server.anonymous().with_key(&created.str("key"));
+    let event = json!({ "type": "order.paid", "data": { "n": 1 }, "idempotency_key": "o-1" });
+    let published = checkout.post("/api/v1/events", event.clone()).await.expect_status(202);
+    assert_eq!(checkout.post("/api/v1/events", event).await.expect_status(202).json, published.json);
+    let batch = json!({ "events": [{ "type": "order.paid", "data": { "n": 2 } }] });
+    checkout.post("/api/v1/events/batch", batch).await.expect_status(202);
+    let stored = alice.get(&format!("/api/v1/events/{}", published.str("id"))).await.expect_status(200);
+    assert_eq!(stored.json["data"], json!({ "n": 1 }));
+
+    let endpoint_path = format!("/api/v1/endpoints/{}", endpoint.str("id"));
+    for path in [
+        "/api/v1/events".to_string(),
+        format!("/api/v1/events/{}", published.str("id")),
+        "/api/v1/endpoints".to_string(),
+        endpoint_path.clone(),
+        "/api/v1/deliveries".to_string(),
+        "/api/v1/api-keys".to_string(),
+        "/api/v1/audit-log".to_string(),
+        "/api/v1/stats".to_string(),
+    ] {
+        let refused = checkout.get(&path).await;
+        refused.expect_error(403, "forbidden", None);
+        assert!(refused.text.contains("publish"), "{path}: {}", refused.text);
+    }
+    checkout.post("/api/v1/api-keys", json!({ "name": "mine" })).await.expect_error(403, "forbidden", None);
+    checkout.create_endpoint(json!({})).await.expect_error(403, "forbidden", None);
+    checkout.post(&format!("{endpoint_path}/test"), json!({})).await.expect_error(403, "forbidden", None);
+    checkout.delete(&endpoint_path).await.expect_error(403, "forbidden", None);
+    checkout.post(&format!("{endpoint_path}/rotate-secret"), json!({})).await.expect_error(403, "forbidden", None);
+    alice.get(&endpoint_path).await.expect_status(200);
+    // Its tenant is still its own: naming another is a 404 as for any key.
+    let bob = server.tenant("Bob").await;
+    let elsewhere = checkout
+        .request(Method::POST, "/api/v1/events")
+        .header("Switchyard-Tenant", bob.tenant_id())
+        .json(&json!({ "type": "order.paid", "data": {} }));
+    checkout.send(elsewhere).await.expect_error(404, "not_found", None);
+
+    let audit = alice.get("/api/v1/audit-log?action=api_key.created").await.expect_status(200);
+    assert_eq!(audit.json["data"][0]["details"]["scope"], "publish", "{}", audit.text);
+    alice.post("/api/v1/api-keys", json!({ "name": "x", "scope": "read" })).await.expect_invalid("scope");
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ use crate::model::{
 use crate::store::{StatusBefore, StoreError, StoreResult};
 
 pub(super) const TENANT_COLUMNS: &str = "id, name, created_at";
-pub(super) const API_KEY_COLUMNS: &str = "id, tenant_id, name, prefix, key_hash, created_at, revoked_at";
+pub(super) const API_KEY_COLUMNS: &str = "id, tenant_id, name, prefix, key_hash, scope, created_at, revoked_at";
 pub(super) const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, status, status_reason, timeout_ms, \
     headers, retry_schedule_ms, max_attempts, signature_scheme, metadata, plugins, rate_limit, created_at, updated_at";
 pub(super) const SUBSCRIPTION_COLUMNS: &str = "endpoint_id, event_type, filter";
@@ -42,6 +42,7 @@ pub(super) fn api_key(row: &AnyRow) -> StoreResult<ApiKey> {
         name: row.try_get("name")?,
         prefix: row.try_get("prefix")?,
         key_hash: row.try_get("key_hash")?,
+        scope: parse(row, "scope")?,
         created_at: row.try_get("created_at")?,
         revoked_at: row.try_get("revoked_at")?,
     })

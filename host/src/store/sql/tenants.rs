@@ -47,12 +47,13 @@ pub(super) async fn list_tenants(pool: &AnyPool, page: &Page) -> StoreResult<Vec
 }
 
 pub(super) async fn create_api_key(connection: &mut AnyConnection, key: &ApiKey) -> StoreResult<()> {
-    sqlx::query(&format!("INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"))
+    sqlx::query(&format!("INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
         .bind(&key.id)
         .bind(&key.tenant_id)
         .bind(&key.name)
         .bind(&key.prefix)
         .bind(&key.key_hash)
+        .bind(key.scope.as_str())
         .bind(key.created_at)
         .bind(key.revoked_at)
         .execute(&mut *connection)
