@@ -231,23 +231,35 @@ function actionButton(label, action, ariaLabel) {
   return button;
 }
 
-// The secret of a create or rotate answer, shown above every view until "Done", a tenant change or sign-out, so
-// leaving the page while it was on its way does not lose it. It names its tenant: the operator may have moved
-// to another meanwhile.
+// A secret or key of a create or rotate answer, shown above every view until "Done", a tenant change or
+// sign-out, so leaving the page while it was on its way does not lose it. It names its tenant: the operator may
+// have moved to another meanwhile. `owner` is the endpoint or key it belongs to, taken off when that goes.
 let secretShownFor = null;
 
-function showSecret(endpoint, tenant) {
-  secretShownFor = endpoint.id;
-  $('secret-endpoint').textContent = tenant ? `${endpoint.url} (tenant ${tenant})` : endpoint.url;
-  $('secret-value').textContent = endpoint.secret;
+function showOnce(owner, label, value) {
+  secretShownFor = owner;
+  $('secret-label').textContent = label;
+  $('secret-value').textContent = value;
   $('secret-once').hidden = false;
   $('secret-done').focus();
+}
+
+function showSecret(endpoint, tenant) {
+  const of = tenant ? `${endpoint.url} (tenant ${tenant})` : endpoint.url;
+  const label = `The signing secret of ${of}, shown only now: give it to the receiver, which verifies each delivery's signature with it.`;
+  showOnce(endpoint.id, label, endpoint.secret);
+}
+
+function showKey(key, tenant) {
+  const of = tenant ? ` (tenant ${tenant})` : '';
+  const label = `The API key "${key.name}"${of}, scope ${key.scope}, shown only now: Switchyard keeps only its hash.`;
+  showOnce(key.id, label, key.key);
 }
 
 function hideSecret() {
   secretShownFor = null;
   $('secret-value').textContent = '';
-  $('secret-endpoint').textContent = '';
+  $('secret-label').textContent = '';
   $('secret-once').hidden = true;
 }
 
@@ -333,22 +345,23 @@ function parseSubscriptions(text) {
 }
 
 const FORM_FIELDS = { url: ['URL', 'endpoint-url'], description: ['Description', 'endpoint-description'] };
+const KEY_FIELDS = { name: ['Name', 'key-name'], scope: ['Scope', 'key-scope'] };
 
 // The API names fields by their JSON path (`subscriptions[2].filter`); the form has labels and lines.
-function formError(error, lines) {
+function formError(error, lines, fields = FORM_FIELDS) {
   if (!(error instanceof ApiFailure)) return error;
   const byLine = (text) => text.replace(/subscriptions\[(\d+)\]/g, (_, i) => `line ${lines[Number(i)] ?? Number(i) + 1}`);
   const message = byLine(error.message.replace(/ \([^()]*\)$/, error.field ? '' : '$&'));
   let where = null;
   let input = null;
-  if (error.field && Object.hasOwn(FORM_FIELDS, error.field)) [where, input] = FORM_FIELDS[error.field];
+  if (error.field && Object.hasOwn(fields, error.field)) [where, input] = fields[error.field];
   else if (error.field && error.field.startsWith('subscriptions')) {
     const index = /^subscriptions\[(\d+)\]/.exec(error.field);
     where = index ? `Subscriptions, line ${lines[Number(index[1])] ?? Number(index[1]) + 1}` : 'Subscriptions';
     input = 'endpoint-subscriptions';
   }
   else if (error.field) where = error.field;
-  if (input && !$('endpoint-form').hidden) $(input).focus();
+  if (input && !$(input).closest('[hidden]')) $(input).focus();
   return new Error(where ? `${where}: ${message}` : message);
 }
 
@@ -539,6 +552,81 @@ async function requeue(selector) {
   else showNotice(done);
 }
 
+// ---- API keys
+
+function keyRow(key) {
+  // A tenant key revoking itself: the page would be refused from then on.
+  const own = !session.admin && session.key.startsWith(key.prefix);
+  const revoke = actionButton(
+    'Revoke',
+    async () => {
+      const warning = own ? ' It is the key this page is signed in with: you will be signed out.' : '';
+      if (!window.confirm(`Revoke the key "${key.name}" (${key.prefix}…)? Whatever uses it is refused at once.${warning}`)) return;
+      const start = here();
+      await api('DELETE', `/api-keys/${encodeURIComponent(key.id)}`);
+      if (session !== start.session) return;
+      if (own) {
+        signOut(`The key "${key.name}" was revoked.`);
+        return;
+      }
+      if (secretShownFor === key.id) hideSecret();
+      showNotice(`Key "${key.name}" revoked.`);
+      if (stillOn(start, 'keys')) await keys.reload();
+    },
+    `Revoke the key ${key.name}`,
+  );
+  revoke.disabled = Boolean(key.revoked_at);
+  return el(
+    'tr',
+    { 'data-id': key.id },
+    el('td', {}, key.name),
+    el('td', { class: 'mono' }, `${key.prefix}…`),
+    el('td', {}, key.scope),
+    el('td', {}, time(key.created_at)),
+    el('td', {}, key.revoked_at ? time(key.revoked_at) : '—'),
+    el('td', {}, revoke),
+  );
+}
+
+const keys = new PagedTable($('key-rows'), $('keys-more'), '/api-keys', keyRow);
+
+async function createKey() {
+  const body = { name: $('key-name').value.trim(), scope: $('key-scope').value };
+  const start = here();
+  let created;
+  try {
+    created = await api('POST', '/api-keys', body);
+  } catch (error) {
+    if (session !== start.session) return;
+    throw formError(error, [], KEY_FIELDS);
+  }
+  if (session !== start.session) return; // signed out, or another sign-in: not theirs to see
+  $('key-form').reset();
+  showKey(created, session.tenant === start.tenant ? null : start.tenant);
+  showNotice(`Key "${created.name}" created.`);
+  if (stillOn(start, 'keys')) await keys.reload();
+}
+
+// ---- Audit log
+
+function auditRow(entry) {
+  return el(
+    'tr',
+    { 'data-id': entry.id },
+    el('td', {}, time(entry.at)),
+    el('td', { class: 'mono' }, entry.actor),
+    el('td', { class: 'mono' }, entry.action),
+    el('td', { class: 'mono' }, `${entry.resource_type} ${entry.resource_id}`),
+    el('td', { class: 'mono' }, JSON.stringify(entry.details)),
+  );
+}
+
+const auditLog = new PagedTable($('audit-rows'), $('audit-more'), '/audit-log', auditRow);
+
+function auditFilter() {
+  return { action: $('audit-action').value.trim(), resource_id: $('audit-resource').value.trim() };
+}
+
 // ---- Plugins (admin key only)
 
 function pluginRow(plugin) {
@@ -572,6 +660,8 @@ const VIEWS = {
   endpoints: () => endpoints.reload(),
   deliveries: () => deliveries.reload(deliveryFilter()),
   'dead-letters': () => deadLetters.reload(),
+  keys: () => keys.reload(),
+  audit: () => auditLog.reload(auditFilter()),
   plugins: loadPlugins,
 };
 
@@ -682,7 +772,7 @@ function viewInAddress() {
 
 // What one tenant's pages showed, taken off when another tenant or session comes.
 function clearShown() {
-  for (const id of ['delivery-counts', 'endpoint-counts', 'endpoint-rows', 'delivery-rows', 'dead-rows', 'plugin-rows', 'delivery-detail']) {
+  for (const id of ['delivery-counts', 'endpoint-counts', 'endpoint-rows', 'delivery-rows', 'dead-rows', 'key-rows', 'audit-rows', 'plugin-rows', 'delivery-detail']) {
     $(id).replaceChildren();
   }
   $('delivery-detail').hidden = true;
@@ -787,6 +877,17 @@ $('endpoint-form').addEventListener('submit', (event) => {
 $('secret-done').addEventListener('click', () => {
   hideSecret();
   if (!$('view-endpoints').hidden) $('new-endpoint').focus();
+  else if (!$('view-keys').hidden) $('key-name').focus();
+});
+
+$('key-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  whileDisabled($('key-form').querySelector('button[type=submit]'), createKey);
+});
+
+$('audit-filter').addEventListener('submit', (event) => {
+  event.preventDefault();
+  auditLog.reload(auditFilter()).catch(showError);
 });
 
 $('select-all-dead').addEventListener('change', () => {

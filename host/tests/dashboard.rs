@@ -127,6 +127,11 @@ async fn an_operator_requeues_dead_letters_and_pauses_an_endpoint_in_the_dashboa
         ["endpoint.deleted", "endpoint.secret_rotated", "endpoint.created", "endpoint.paused", "endpoint.tested"],
         "newest first: {changes:#}"
     );
+    let keys = api.get("/api/v1/api-keys").await;
+    let billing = keys["data"].as_array().unwrap().iter().find(|k| k["name"] == "billing-service").cloned();
+    let billing = billing.expect("the key made in the dashboard is listed");
+    assert_eq!(billing["scope"], "publish");
+    assert!(billing["revoked_at"].is_string(), "revoked in the dashboard: {billing}");
     let endpoints = api.get("/api/v1/endpoints").await;
     assert_eq!(endpoints["data"].as_array().unwrap().len(), 1, "the endpoint made in the dashboard is gone");
     let stats = api.expect(Method::GET, "/api/v1/stats", None, 200).await;

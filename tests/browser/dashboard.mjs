@@ -194,6 +194,42 @@ try {
   await page.locator('#notice', { hasText: 'deleted' }).waitFor();
   check((await page.locator('#endpoint-rows tr', { hasText: secondUrl }).count()) === 0, 'the row remains');
 
+  step = 'a key with a bad name is refused, naming the field';
+  await page.click('nav button[data-view=keys]');
+  await page.locator('#key-rows tr', { hasText: 'checkout' }).waitFor();
+  await page.click('#key-form button[type=submit]');
+  await page.locator('#error', { hasText: 'Name: 400: ' }).waitFor();
+  check(await page.locator('#key-name').evaluate((box) => box === document.activeElement), 'the name has no focus');
+
+  step = 'a publish key is created, and shown once';
+  await page.fill('#key-name', 'billing-service');
+  await page.click('#key-form button[type=submit]');
+  await page.locator('#secret-once', { hasText: 'scope publish' }).waitFor();
+  const newKey = await page.locator('#secret-value').textContent();
+  check(/^sy_[A-Za-z0-9_-]{43}$/.test(newKey), `key: ${newKey}`);
+  const billing = page.locator('#key-rows tr', { hasText: 'billing-service' });
+  await billing.waitFor();
+  check((await billing.textContent()).includes('publish'), 'the scope is not listed');
+  check(!(await page.locator('#key-rows').textContent()).includes(newKey), 'the list shows the key');
+  await page.click('#secret-done');
+  check((await page.locator('#secret-value').textContent()) === '', 'the key stays on the page');
+
+  step = 'the key is revoked';
+  page.once('dialog', (dialog) => dialog.accept());
+  await billing.locator('button', { hasText: 'Revoke' }).click();
+  await page.locator('#notice', { hasText: 'revoked' }).waitFor();
+  await page.locator('#key-rows tr', { hasText: 'billing-service' }).locator('button:disabled').waitFor();
+
+  step = 'the audit log shows the actions, and filters them';
+  await page.click('nav button[data-view=audit]');
+  await page.locator('#audit-rows tr', { hasText: 'api_key.revoked' }).waitFor();
+  await page.fill('#audit-action', 'endpoint.deleted');
+  await page.click('#audit-filter button[type=submit]');
+  await page.waitForFunction(() => {
+    const shown = [...document.querySelectorAll('#audit-rows tr')];
+    return shown.length === 1 && shown[0].textContent.includes('endpoint.deleted');
+  });
+
   step = 'the overview follows';
   await page.click('nav button[data-view=overview]');
   await page.locator('.card[data-status="paused"] .count', { hasText: '1' }).waitFor();
