@@ -14,6 +14,7 @@ pub mod model;
 pub mod plugin;
 pub mod retry;
 pub mod routing;
+pub mod same_json;
 pub mod secrets;
 pub mod signing;
 pub mod store;
