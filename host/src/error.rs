@@ -77,27 +77,31 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
-        let (message, field) = match &self {
-            Self::Internal(detail) | Self::Unavailable(detail) => {
-                tracing::error!(error = %detail, "request failed");
-                let public = if matches!(self, Self::Internal(_)) {
-                    "internal error; see the server log"
-                } else {
-                    "service unavailable; retry later"
-                };
-                (public.to_string(), None)
-            }
+impl ApiError {
+    /// `{"code", "message", "field"}`, what a client is shown: also for an error inside a `2xx` body (one event
+    /// of a batch).
+    pub fn body(&self) -> serde_json::Value {
+        let (_, code) = self.status_and_code();
+        let (message, field) = match self {
+            Self::Internal(_) => ("internal error; see the server log".to_string(), None),
+            Self::Unavailable(_) => ("service unavailable; retry later".to_string(), None),
             Self::Invalid { field, message } | Self::PayloadTooLarge { field, message } => {
                 (message.clone(), field.clone())
             }
             Self::KeyReused { field, message } => (message.clone(), Some(field.clone())),
             other => (other.to_string(), None),
         };
-        let body = json!({ "error": { "code": code, "message": message, "field": field } });
-        (status, Json(body)).into_response()
+        json!({ "code": code, "message": message, "field": field })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(detail) | Self::Unavailable(detail) = &self {
+            tracing::error!(error = %detail, "request failed");
+        }
+        let (status, _) = self.status_and_code();
+        (status, Json(json!({ "error": self.body() }))).into_response()
     }
 }
 

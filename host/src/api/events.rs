@@ -79,6 +79,10 @@ struct BatchItemView {
     id: String,
     deliveries: i64,
     replayed: bool,
+    /// Only on an event that was not stored although the batch was: its key was first used, with another event,
+    /// by a request that committed while this batch was being stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<serde_json::Value>,
 }
 
 /// Checks one event of a request and turns it into an [`Event`]; `at` prefixes field names (`events[3].`).
@@ -135,37 +139,44 @@ pub(super) async fn store_events(state: &AppState, events: Vec<Event>, route: Ro
 /// Refuses a batch that reuses a key with another event before anything is stored; returns the keys already
 /// used (their events are replayed, not stored again).
 async fn check_reused_keys(state: &AppState, caller: &Caller, events: &[Event]) -> ApiResult<HashSet<String>> {
-    let keys: Vec<String> = events.iter().filter_map(|e| e.idempotency_key.clone()).collect();
-    if keys.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let found = state.store.events_by_idempotency_keys(&caller.tenant_id, &keys).await?;
-    let by_key: HashMap<&str, &Event> =
-        found.iter().filter_map(|first| Some((first.idempotency_key.as_deref()?, first))).collect();
-    for (i, event) in events.iter().enumerate() {
-        let Some(first) = event.idempotency_key.as_deref().and_then(|key| by_key.get(key)) else { continue };
-        if !first.same_content(event) {
-            return Err(key_reused(&format!("events[{i}].idempotency_key"), first, " Nothing was stored."));
+    // A few at a time: each earlier event comes with its payload, up to `max_payload_bytes`.
+    const KEYS_PER_READ: usize = 8;
+    let keyed: Vec<(usize, &Event)> = events.iter().enumerate().filter(|(_, e)| e.idempotency_key.is_some()).collect();
+    let mut used = HashSet::new();
+    for chunk in keyed.chunks(KEYS_PER_READ) {
+        let keys: Vec<String> = chunk.iter().filter_map(|(_, e)| e.idempotency_key.clone()).collect();
+        let found = state.store.events_by_idempotency_keys(&caller.tenant_id, &keys).await?;
+        for (i, event) in chunk {
+            let Some(first) = found.iter().find(|first| first.idempotency_key == event.idempotency_key) else {
+                continue;
+            };
+            if !first.same_content(event) {
+                return Err(key_reused(format!("events[{i}].idempotency_key"), &first.id, "Nothing was stored."));
+            }
         }
+        used.extend(found.into_iter().filter_map(|first| first.idempotency_key));
     }
-    Ok(by_key.into_keys().map(str::to_string).collect())
+    Ok(used)
 }
 
-/// The event first stored under a replayed key, if `sent` differs from it. A client must not take the first
-/// event's `202` for an event that was never stored.
-async fn differing_first(state: &AppState, sent: &Event, first_id: &str) -> ApiResult<Option<Event>> {
-    // Gone only if retention deleted it meanwhile: nothing is left to compare with, and the key was used.
-    let first = state.store.get_event(&sent.tenant_id, first_id).await?;
-    Ok(first.filter(|first| !first.same_content(sent)))
+/// The id of the event first stored under a replayed key, if `sent` differs from it. A client must not take
+/// the first event's `202` for an event that was never stored.
+async fn differing_first(state: &AppState, sent: &Event, first_id: &str) -> ApiResult<Option<String>> {
+    // Events are never deleted, and the store has just found this one by its key.
+    let first = state.store.get_event(&sent.tenant_id, first_id).await?.ok_or_else(|| {
+        ApiError::internal(format!("event {first_id}, replayed for an idempotency key, cannot be read"))
+    })?;
+    Ok((!first.same_content(sent)).then_some(first.id))
 }
 
-fn key_reused(field: &str, first: &Event, outcome: &str) -> ApiError {
+/// The message names the first event but not its type or data: a key of scope `publish` may send this request,
+/// and may not read events.
+fn key_reused(field: String, first_id: &str, outcome: &str) -> ApiError {
     ApiError::KeyReused {
-        field: field.to_string(),
+        field,
         message: format!(
-            "was first used for another event ({}, type `{}`): a key may only be repeated with the same type and \
-             data; use a new key for a new event.{outcome}",
-            first.id, first.event_type
+            "was first used for another event ({first_id}): a key may only be repeated with the same type and \
+             data; use a new key for a new event. {outcome}"
         ),
     }
 }
@@ -202,8 +213,8 @@ async fn publish(
     let sent = event.idempotency_key.is_some().then(|| event.clone());
     let published = store_events(&state, vec![event], Route::Subscriptions).await?.remove(0);
     if let (true, Some(sent)) = (published.replayed, &sent) {
-        if let Some(first) = differing_first(&state, sent, &published.event_id).await? {
-            return Err(key_reused(key_field, &first, " Nothing was stored."));
+        if let Some(first_id) = differing_first(&state, sent, &published.event_id).await? {
+            return Err(key_reused(key_field.to_string(), &first_id, "Nothing was stored."));
         }
     }
     let view = PublishedView { id: published.event_id, deliveries: published.deliveries };
@@ -254,19 +265,20 @@ async fn publish_batch(
         .map(|(i, e)| (i, e.clone()))
         .collect();
     let published = store_events(&state, events, Route::Subscriptions).await?;
+    let mut data: Vec<BatchItemView> = published
+        .into_iter()
+        .map(|p| BatchItemView { id: p.event_id, deliveries: p.deliveries, replayed: p.replayed, error: None })
+        .collect();
+    // The rest of the batch is stored by now: refusing it all would hide that. The one event is marked instead.
     for (i, sent) in &racing {
-        if !published[*i].replayed {
+        if !data[*i].replayed {
             continue;
         }
-        if let Some(first) = differing_first(&state, sent, &published[*i].event_id).await? {
-            let field = format!("events[{i}].idempotency_key");
-            return Err(key_reused(&field, &first, " The batch's other events were accepted."));
+        if let Some(first_id) = differing_first(&state, sent, &data[*i].id).await? {
+            let error = key_reused(format!("events[{i}].idempotency_key"), &first_id, "This event was not stored.");
+            data[*i].error = Some(error.body());
         }
     }
-    let data = published
-        .into_iter()
-        .map(|p| BatchItemView { id: p.event_id, deliveries: p.deliveries, replayed: p.replayed })
-        .collect();
     Ok((StatusCode::ACCEPTED, Json(BatchView { data })))
 }
 
