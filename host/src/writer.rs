@@ -427,10 +427,14 @@ mod tests {
         assert_eq!(deliveries.iter().map(|d| d.endpoint_id.as_str()).collect::<Vec<_>>(), ["ep_target"]);
 
         store.set_endpoint_status(&tenant.id, "ep_target", EndpointStatus::Paused, None, 1).await.unwrap();
-        let refused = event(&tenant.id);
-        let answer = ingest.publish(vec![refused.clone()], Route::Only("ep_target".into())).await;
-        assert!(matches!(answer, Err(StoreError::Conflict(_))), "{answer:?}");
-        assert_eq!(store.get_event(&tenant.id, &refused.id).await.unwrap(), None);
+        store.set_endpoint_status(&tenant.id, "ep_everything", EndpointStatus::Disabled, None, 1).await.unwrap();
+        // Paused, disabled, and gone (deleted or never there).
+        for endpoint_id in ["ep_target", "ep_everything", "ep_unknown"] {
+            let refused = event(&tenant.id);
+            let answer = ingest.publish(vec![refused.clone()], Route::Only(endpoint_id.into())).await;
+            assert!(matches!(answer, Err(StoreError::Conflict(_))), "{endpoint_id}: {answer:?}");
+            assert_eq!(store.get_event(&tenant.id, &refused.id).await.unwrap(), None);
+        }
         assert!(store.get_event(&tenant.id, &sent.id).await.unwrap().is_some());
     }
 }

@@ -206,7 +206,7 @@ try {
   await page.click('#key-form button[type=submit]');
   await page.locator('#secret-once', { hasText: 'scope publish' }).waitFor();
   const newKey = await page.locator('#secret-value').textContent();
-  check(/^sy_[A-Za-z0-9_-]{43}$/.test(newKey), `key: ${newKey}`);
+  check(/^syp_[A-Za-z0-9_-]{43}$/.test(newKey), `key: ${newKey}`);
   const billing = page.locator('#key-rows tr', { hasText: 'billing-service' });
   await billing.waitFor();
   check((await billing.textContent()).includes('publish'), 'the scope is not listed');

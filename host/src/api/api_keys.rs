@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::auth::{generate_key, hash_key, Caller, KEY_PREFIX_LEN};
+use super::auth::{generate_key, hash_key, Caller, KEY_PREFIX_LEN, PUBLISH_KEY_PREFIX};
 use super::json::ApiJson;
 use super::pagination::{PageOf, Query};
 use super::{audit, validate, PathId};
@@ -15,7 +15,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::model::{new_id, now_millis, rfc3339, ApiKey, KeyScope};
 use crate::AppState;
 
-/// Tenant keys read `sy_<random>`.
+/// Tenant keys of scope `all` read `sy_<random>`.
 const TENANT_KEY_PREFIX: &str = "sy";
 
 pub fn router() -> Router<AppState> {
@@ -68,7 +68,10 @@ async fn create(
         None => KeyScope::All,
         Some(text) => text.parse().map_err(|message: String| ApiError::invalid("scope", message))?,
     };
-    let text = generate_key(TENANT_KEY_PREFIX);
+    let text = generate_key(match scope {
+        KeyScope::All => TENANT_KEY_PREFIX,
+        KeyScope::Publish => PUBLISH_KEY_PREFIX,
+    });
     let key = ApiKey {
         id: new_id("key"),
         tenant_id: caller.tenant_id.clone(),

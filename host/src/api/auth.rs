@@ -104,9 +104,19 @@ impl AuthCache {
     }
 }
 
-/// Hex SHA-256 of a key's text.
+/// Keys of scope `publish` read `syp_…`.
+pub const PUBLISH_KEY_PREFIX: &str = "syp";
+
+/// Hex SHA-256 of a key's text; for a `publish` key, of a label and the text. A node of a version before scopes
+/// (nodes sharing a PostgreSQL database are upgraded one by one) hashes such a key plainly, finds nothing, and
+/// refuses it, where reading its row without the scope would have opened the whole tenant API to it.
 pub fn hash_key(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
+    let mut hash = Sha256::new();
+    if key.strip_prefix(PUBLISH_KEY_PREFIX).is_some_and(|rest| rest.starts_with('_')) {
+        hash.update(b"switchyard publish key\0");
+    }
+    hash.update(key.as_bytes());
+    hex::encode(hash.finalize())
 }
 
 /// A new key: `<prefix>_` followed by 32 random bytes in unpadded base64url, so it survives URLs, shells and
@@ -305,6 +315,16 @@ mod tests {
     #[test]
     fn hash_is_hex_sha256() {
         assert_eq!(hash_key("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn a_publish_key_is_not_hashed_as_the_versions_before_scopes_hash() {
+        let key = generate_key(PUBLISH_KEY_PREFIX);
+        assert!(key.starts_with("syp_"));
+        assert_ne!(hash_key(&key), hex::encode(Sha256::digest(key.as_bytes())));
+        assert_eq!(hash_key(&key), hash_key(&key.clone()));
+        let full = generate_key("sy");
+        assert_eq!(hash_key(&full), hex::encode(Sha256::digest(full.as_bytes())), "keys made before keep working");
     }
 
     #[test]
