@@ -811,10 +811,14 @@ async fn event_types_upsert_and_page_by_name(store: &dyn Store, _url: &str) {
     store.register_event_type(&tenant.id, "account.closed", "", T0 + 2).await.unwrap();
     store.register_event_type(&other.id, "zzz.other", "", T0).await.unwrap();
 
-    // Publishing registers unknown types and leaves known ones alone.
+    // Publishing registers unknown types and leaves known ones alone; Switchyard's own (test events) are not
+    // registered, through either way of publishing.
     let endpoint = add_endpoint(store, &tenant).await;
     publish(store, &tenant, "payment.failed", &[&endpoint], T0 + 50).await;
     publish(store, &tenant, "order.created", &[&endpoint], T0 + 60).await;
+    publish(store, &tenant, "switchyard.test", &[&endpoint], T0 + 70).await;
+    let batched = fan_out(event_of(&tenant, "switchyard.test", T0 + 80), &[&endpoint]);
+    store.write_batch(&[batched], "node-a", &[]).await.0.unwrap();
 
     let pages = all_pages(
         2,

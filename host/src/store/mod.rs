@@ -388,7 +388,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_event_types(&self, tenant_id: &str, page: &Page) -> StoreResult<Vec<EventType>>;
 
     // Events.
-    /// Stores each event and its deliveries in one transaction, registering unknown event types. An event whose
+    /// Stores each event and its deliveries in one transaction, registering unknown event types (not Switchyard's
+    /// own, its test events). An event whose
     /// idempotency key the tenant already used is not stored again: the first event's result is returned with
     /// `replayed`. Results are in input order.
     async fn publish(&self, events: &[NewEvent]) -> StoreResult<Vec<Published>>;

@@ -10,6 +10,7 @@ use super::query::{conflict_on_unique, json_rows, Order, Payloads, SqlBuilder, M
 use super::rows::{self, EVENT_COLUMNS, EVENT_TYPE_COLUMNS};
 use super::Dialect;
 use crate::model::{Event, EventType, Millis};
+use crate::routing::is_reserved_event_type;
 use crate::store::{EventFilter, NewDelivery, NewEvent, Page, Published, StoreError, StoreResult};
 
 /// Inserts the type, or updates the description of the stored one: whichever happened is reported, as two
@@ -96,9 +97,14 @@ pub(super) fn committed(cache: &ReadCache, events: &[NewEvent]) {
     }
 }
 
-/// The `(tenant id, event type)` pairs of `events`, each once.
+/// The `(tenant id, event type)` pairs of `events` to register, each once. Switchyard's own types (its test
+/// events) are not the tenant's to list among those it publishes.
 pub(super) fn distinct_types<'a>(events: impl IntoIterator<Item = &'a NewEvent>) -> BTreeSet<(&'a str, &'a str)> {
-    events.into_iter().map(|new| (new.event.tenant_id.as_str(), new.event.event_type.as_str())).collect()
+    events
+        .into_iter()
+        .map(|new| (new.event.tenant_id.as_str(), new.event.event_type.as_str()))
+        .filter(|(_, name)| !is_reserved_event_type(name))
+        .collect()
 }
 
 /// The deliveries of `new` whose endpoints still exist.
@@ -331,7 +337,7 @@ async fn publish_one(
         });
     }
 
-    if !cache.event_type_known(&event.tenant_id, &event.event_type) {
+    if !cache.event_type_known(&event.tenant_id, &event.event_type) && !is_reserved_event_type(&event.event_type) {
         sqlx::query(
             "INSERT INTO event_types (tenant_id, name, description, created_at) VALUES ($1, $2, '', $3) \
              ON CONFLICT (tenant_id, name) DO NOTHING",
