@@ -355,17 +355,23 @@ mod tests {
         }
     }
 
-    /// Requests queued together share a commit; one that fails is stored on its own, and the others still are.
-    #[tokio::test(flavor = "current_thread")]
-    async fn concurrent_requests_share_a_commit_and_a_bad_one_fails_alone() {
+    /// A writer started on a fresh SQLite database holding one tenant.
+    async fn started() -> (tempfile::TempDir, Arc<dyn Store>, Tenant, Ingest) {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("ingest.db").display());
+        let url = format!("sqlite://{}", dir.path().join("writer.db").display());
         let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&url).await.unwrap());
         let tenant = Tenant { id: new_id("ten"), name: "t".into(), created_at: 0 };
         store.create_tenant(&tenant).await.unwrap();
         let writer = Writer::default();
         let ingest = writer.ingest();
         writer.start(store.clone(), "node_test".into(), None);
+        (dir, store, tenant, ingest)
+    }
+
+    /// Requests queued together share a commit; one that fails is stored on its own, and the others still are.
+    #[tokio::test(flavor = "current_thread")]
+    async fn concurrent_requests_share_a_commit_and_a_bad_one_fails_alone() {
+        let (_dir, store, tenant, ingest) = started().await;
 
         // An event id that is already stored: the database refuses the whole transaction that holds it.
         let earlier = event(&tenant.id);
@@ -395,12 +401,7 @@ mod tests {
         use crate::model::{Endpoint, Subscription};
         use crate::store::{NewSecret, Page};
 
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("route.db").display());
-        let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&url).await.unwrap());
-        let tenant = Tenant { id: new_id("ten"), name: "t".into(), created_at: 0 };
-        store.create_tenant(&tenant).await.unwrap();
-        let mut endpoints = Vec::new();
+        let (_dir, store, tenant, ingest) = started().await;
         for id in ["ep_target", "ep_everything"] {
             let endpoint = Endpoint {
                 id: id.into(),
@@ -413,11 +414,7 @@ mod tests {
             };
             let secret = NewSecret { id: new_id("sec"), ciphertext: vec![1, 2, 3], hint: "whsec_1".into() };
             store.create_endpoint(&endpoint, &secret).await.unwrap();
-            endpoints.push(endpoint);
         }
-        let writer = Writer::default();
-        let ingest = writer.ingest();
-        writer.start(store.clone(), "node_test".into(), None);
 
         let sent = event(&tenant.id);
         let published = ingest.publish(vec![sent.clone()], Route::Only("ep_target".into())).await.unwrap();
