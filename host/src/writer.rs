@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use crate::dispatch::Handoff;
 use crate::ingest::{PublishReply, Publishes, Route};
 use crate::metrics::Metrics;
-use crate::model::{new_id, AuditEntry, EndpointStatus, Event};
+use crate::model::Event;
 use crate::routing::FilterCache;
 use crate::store::{AttemptOutcome, Published, Store, StoreError, StoreResult};
 
@@ -201,13 +201,8 @@ async fn run(
             }
         }
         let started = Instant::now();
-        let (unrecorded, disabling) =
-            commit(store.as_ref(), &mut filters, &owner, dispatch.as_ref(), publishes, &records).await;
+        let unrecorded = commit(store.as_ref(), &mut filters, &owner, dispatch.as_ref(), publishes, &records).await;
         metrics.committed(started.elapsed());
-        if !disabling.is_empty() {
-            // Off the writer's task: the next commit does not wait for audit entries.
-            tokio::spawn(audit_disabled(store.clone(), disabling));
-        }
         for done in flushes {
             let _ = done.send(());
         }
@@ -231,8 +226,7 @@ async fn run(
     }
 }
 
-/// Writes one group commit; returns the records that could not be written (by index into `outcomes`), and
-/// those written that would disable their endpoint (a 410).
+/// Writes one group commit; returns the records that could not be written (by index into `outcomes`).
 async fn commit(
     store: &dyn Store,
     filters: &mut FilterCache,
@@ -240,20 +234,14 @@ async fn commit(
     dispatch: Option<&Handoff>,
     publishes: Vec<(Vec<Event>, Route, PublishReply)>,
     outcomes: &[AttemptOutcome],
-) -> (Vec<(usize, StoreError)>, Vec<AttemptOutcome>) {
+) -> Vec<(usize, StoreError)> {
     let had_publishes = !publishes.is_empty();
     let mut publishes = Publishes::fan_out(store, filters, dispatch, publishes).await;
     let (published, recorded) = publishes.write(store, owner, outcomes).await;
     let shared = had_publishes && !outcomes.is_empty();
     publishes.finish(store, dispatch, published, shared).await;
     let mut unrecorded = Vec::new();
-    let mut disabling = Vec::new();
-    let mut recorded_one = |outcome: &AttemptOutcome, held: bool| {
-        if held && outcome.disable_endpoint.is_some() {
-            disabling.push(outcome.clone());
-        }
-        recorded_one(dispatch, outcome, held);
-    };
+    let recorded_one = |outcome: &AttemptOutcome, held: bool| recorded_one(dispatch, outcome, held);
     match recorded {
         Ok(recorded) => {
             for (outcome, held) in outcomes.iter().zip(recorded) {
@@ -279,51 +267,7 @@ async fn commit(
             }
         }
     }
-    (unrecorded, disabling)
-}
-
-/// The audit log's entries for endpoints the server disabled (a receiver's 410, or every attempt failing for
-/// `disable_failing_after`): the server's decision rather than an operator's, but whoever finds an endpoint
-/// disabled looks there for when and why. Written after the commit, as an operator's action is audited after the
-/// action. Only for the attempt that disabled the endpoint (its time is the endpoint's `updated_at`), not for the
-/// others its deliveries in flight then met.
-async fn audit_disabled(store: Arc<dyn Store>, outcomes: Vec<AttemptOutcome>) {
-    for outcome in &outcomes {
-        if let Err(e) = audit_disabled_by(store.as_ref(), outcome).await {
-            tracing::error!(delivery_id = %outcome.attempt.delivery_id, error = %e,
-                "could not record the audit entry of an endpoint the server disabled");
-        }
-    }
-}
-
-async fn audit_disabled_by(store: &dyn Store, outcome: &AttemptOutcome) -> StoreResult<()> {
-    let attempt = &outcome.attempt;
-    let finished_at = attempt.started_at + attempt.duration_ms;
-    let Some(delivery) = store.get_delivery(&attempt.tenant_id, &attempt.delivery_id).await? else { return Ok(()) };
-    let Some(endpoint) = store.get_endpoint(&attempt.tenant_id, &delivery.endpoint_id).await? else { return Ok(()) };
-    // Attempts claimed together can end in the same millisecond (a batch timing out): the reason tells them apart
-    // where it can (a failing streak's counts its attempts).
-    let disabled_by_this = endpoint.status == EndpointStatus::Disabled
-        && endpoint.updated_at == finished_at
-        && endpoint.status_reason.as_deref() == outcome.disable_endpoint.as_deref();
-    if !disabled_by_this {
-        return Ok(());
-    }
-    let entry = AuditEntry {
-        id: new_id("aud"),
-        tenant_id: Some(attempt.tenant_id.clone()),
-        actor: "switchyard".into(),
-        action: "endpoint.disabled".into(),
-        resource_type: "endpoint".into(),
-        resource_id: endpoint.id,
-        details: serde_json::json!({
-            "reason": outcome.disable_endpoint,
-            "delivery_id": attempt.delivery_id,
-            "status_code": attempt.status_code,
-        }),
-        at: finished_at,
-    };
-    store.append_audit(&entry).await
+    unrecorded
 }
 
 /// Acts on what recording one attempt found: a retry it scheduled is the dispatcher's to wake up for.
@@ -398,7 +342,7 @@ mod tests {
     /// being active after the API checked it (a pause racing the request): refused, not stored without delivery.
     #[tokio::test(flavor = "current_thread")]
     async fn a_route_to_one_endpoint_ignores_subscriptions_and_refuses_an_inactive_one() {
-        use crate::model::{Endpoint, Subscription};
+        use crate::model::{Endpoint, EndpointStatus, Subscription};
         use crate::store::{NewSecret, Page};
 
         let (_dir, store, tenant, ingest) = started().await;

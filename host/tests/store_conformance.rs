@@ -93,6 +93,7 @@ conformance! {
     record_attempt_without_the_lease_writes_nothing,
     record_attempt_can_disable_the_endpoint,
     a_failed_attempt_can_disable_its_endpoint_and_keep_its_retry,
+    a_disabled_endpoint_gets_one_audit_entry_with_its_reason,
     release_and_release_foreign_leases,
     defer_gives_back_due_later_without_an_attempt,
     a_changed_rate_limit_brings_deliveries_put_off_forward,
@@ -1417,6 +1418,11 @@ async fn record_attempt_can_disable_the_endpoint(store: &dyn Store, _url: &str) 
     assert_eq!(disabled.status_reason.as_deref(), Some("receiver answered 410 Gone"));
     assert_eq!(disabled.updated_at, T0 + 121);
     assert_eq!(delivery(store, &tenant, &leased.id).await.last_status_code, Some(410));
+    let entries = disabled_entries(store, &tenant, &endpoint).await;
+    assert_eq!(
+        entries.iter().map(|e| (&e.details["reason"], e.at)).collect::<Vec<_>>(),
+        [(&json!("receiver answered 410 Gone"), T0 + 121)]
+    );
 
     // Another delivery in flight meets a 410 too: recorded, but the endpoint keeps the first one's reason and time.
     let mut another_410 = outcome(&also_leased, DeliveryStatus::Dead, T0 + 5);
@@ -1425,9 +1431,51 @@ async fn record_attempt_can_disable_the_endpoint(store: &dyn Store, _url: &str) 
     assert!(store.record_attempts("node-a", &[another_410]).await.unwrap()[0]);
     assert_eq!(store.get_endpoint(&tenant.id, &endpoint.id).await.unwrap().unwrap(), disabled);
     assert_eq!(delivery(store, &tenant, &also_leased.id).await.status, DeliveryStatus::Dead);
+    assert_eq!(disabled_entries(store, &tenant, &endpoint).await.len(), 1, "only the attempt that disabled it");
     assert!(store.active_endpoints(&tenant.id).await.unwrap().is_empty());
     assert!(claim(store, "node-a", T0 + 2 * MINUTE).await.is_empty(), "a disabled endpoint's deliveries wait");
     assert_eq!(delivery(store, &tenant, &waiting.deliveries[0].id).await.status, DeliveryStatus::Pending);
+}
+
+/// The endpoint.disabled entries of an endpoint, newest first.
+async fn disabled_entries(store: &dyn Store, tenant: &Tenant, endpoint: &Endpoint) -> Vec<AuditEntry> {
+    let filter = AuditFilter { action: Some("endpoint.disabled".into()), resource_id: Some(endpoint.id.clone()) };
+    store.list_audit(Some(&tenant.id), &filter, &page(10)).await.unwrap()
+}
+
+/// Two attempts that would each disable an endpoint, recorded together: the endpoint takes the first one's reason,
+/// and the audit log gets one entry, written in the same transaction, that agrees with it.
+async fn a_disabled_endpoint_gets_one_audit_entry_with_its_reason(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let endpoint = add_endpoint(store, &tenant).await;
+    for _ in 0..2 {
+        publish(store, &tenant, "order.created", &[&endpoint], T0).await;
+    }
+    let mut claimed = claim(store, "node-a", T0).await;
+    claimed.sort_by(|a, b| a.delivery.id.cmp(&b.delivery.id));
+    let outcomes: Vec<AttemptOutcome> = claimed
+        .iter()
+        .zip(["first reason", "second reason"])
+        .map(|(job, reason)| AttemptOutcome {
+            disable_endpoint: Some(reason.into()),
+            ..outcome(&job.delivery, DeliveryStatus::Failed, T0 + 1)
+        })
+        .collect();
+    assert_eq!(store.record_attempts("node-a", &outcomes).await.unwrap(), [true, true]);
+
+    let disabled = store.get_endpoint(&tenant.id, &endpoint.id).await.unwrap().unwrap();
+    assert_eq!((disabled.status, disabled.status_reason.as_deref()), (EndpointStatus::Disabled, Some("first reason")));
+    let entries = disabled_entries(store, &tenant, &endpoint).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = &entries[0];
+    assert_eq!(
+        (entry.actor.as_str(), entry.resource_type.as_str(), entry.at),
+        ("switchyard", "endpoint", disabled.updated_at)
+    );
+    assert_eq!(
+        entry.details,
+        json!({ "reason": "first reason", "delivery_id": claimed[0].delivery.id, "status_code": outcomes[0].attempt.status_code })
+    );
 }
 
 /// An endpoint disabled for failing every attempt: the attempt that says so keeps its retry, which waits for the
@@ -1445,6 +1493,7 @@ async fn a_failed_attempt_can_disable_its_endpoint_and_keep_its_retry(store: &dy
     let disabled = store.get_endpoint(&tenant.id, &endpoint.id).await.unwrap().unwrap();
     assert_eq!(disabled.status, EndpointStatus::Disabled);
     assert_eq!(disabled.status_reason.as_deref(), Some("every attempt failed for 5days: 12 attempts since …"));
+    assert_eq!(disabled_entries(store, &tenant, &endpoint).await.len(), 1);
     let waiting = delivery(store, &tenant, &published.deliveries[0].id).await;
     assert_eq!((waiting.status, waiting.next_attempt_at), (DeliveryStatus::Failed, Some(T0 + 1 + MINUTE)));
     assert!(claim(store, "node-a", T0 + 2 * MINUTE).await.is_empty(), "held while disabled");
@@ -1473,6 +1522,7 @@ async fn a_failed_attempt_can_disable_its_endpoint_and_keep_its_retry(store: &dy
     for job in &reclaimed {
         assert_eq!(delivery(store, &tenant, &job.delivery.id).await.status, DeliveryStatus::Failed, "retry kept");
     }
+    assert_eq!(disabled_entries(store, &tenant, &endpoint).await.len(), 1, "nothing was disabled again");
 }
 
 async fn release_and_release_foreign_leases(store: &dyn Store, _url: &str) {

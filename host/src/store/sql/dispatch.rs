@@ -8,6 +8,7 @@ use sqlx::any::AnyRow;
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Row};
 
+use super::audit::append_audit;
 use super::dialect::Column;
 use super::endpoint_secrets::signing_secrets_of;
 use super::endpoints::{lock_endpoint, with_subscriptions};
@@ -15,7 +16,7 @@ use super::events::events_by_id;
 use super::query::{json_rows, SqlBuilder, MAX_LIST};
 use super::rows::{self, to_json, RequestMeta, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, ENDPOINT_COLUMNS};
 use super::Dialect;
-use crate::model::{Attempt, Delivery, Endpoint, EndpointSecret, Event, Millis, PreparedRequest};
+use crate::model::{new_id, Attempt, AuditEntry, Delivery, Endpoint, EndpointSecret, Event, Millis, PreparedRequest};
 use crate::store::{
     secrets_by_endpoint, AttemptOutcome, DispatchJob, Dropped, JobEndpoint, JobEvent, StoreError, StoreResult,
 };
@@ -410,7 +411,7 @@ async fn record_one(
 
     if let Some((endpoint_id, reason)) = endpoint_to_disable {
         // Only an active endpoint: an operator's pause made while the attempt was in flight stands.
-        sqlx::query(
+        let disabled = sqlx::query(
             "UPDATE endpoints SET status = 'disabled', status_reason = $3, updated_at = $4 \
              WHERE tenant_id = $1 AND id = $2 AND status = 'active'",
         )
@@ -420,9 +421,37 @@ async fn record_one(
         .bind(finished_at)
         .execute(&mut *tx)
         .await?;
+        if disabled.rows_affected() == 1 {
+            append_audit(tx, &disabled_audit_entry(outcome, &endpoint_id, new_id("aud"))).await?;
+        }
     }
     Ok(true)
 }
+
+/// The audit entry of an endpoint the server disabled (a receiver's `410`, or every attempt failing for
+/// `disable_failing_after`): the server's decision rather than an operator's, but whoever finds an endpoint
+/// disabled looks there for when and why. Written in the transaction that disables it, by the attempt that did.
+pub(super) fn disabled_audit_entry(outcome: &AttemptOutcome, endpoint_id: &str, id: String) -> AuditEntry {
+    let attempt = &outcome.attempt;
+    AuditEntry {
+        id,
+        tenant_id: Some(attempt.tenant_id.clone()),
+        actor: SERVER_ACTOR.into(),
+        action: ENDPOINT_DISABLED.into(),
+        resource_type: "endpoint".into(),
+        resource_id: endpoint_id.to_string(),
+        details: serde_json::json!({
+            "reason": outcome.disable_endpoint,
+            "delivery_id": attempt.delivery_id,
+            "status_code": attempt.status_code,
+        }),
+        at: attempt.started_at + attempt.duration_ms,
+    }
+}
+
+/// Who the audit log names for what the server decided itself.
+pub(super) const SERVER_ACTOR: &str = "switchyard";
+pub(super) const ENDPOINT_DISABLED: &str = "endpoint.disabled";
 
 /// A prepared request as the three columns that store it.
 struct PreparedColumns {

@@ -17,12 +17,15 @@ use sqlx::Row;
 
 use super::cache::ReadCache;
 use super::dialect::{script_statements, Column, WriteConnection};
-use super::dispatch::{attempt_rows, outcome_rows, update_from_outcomes, Preparation, ATTEMPT_ROWS, OUTCOME_ROWS};
+use super::dispatch::{
+    attempt_rows, disabled_audit_entry, outcome_rows, update_from_outcomes, Preparation, ATTEMPT_ROWS,
+    ENDPOINT_DISABLED, OUTCOME_ROWS, SERVER_ACTOR,
+};
 use super::events::{delivery_rows, distinct_types, insert_deliveries_from, DELIVERY_ROWS};
 use super::query::{json_rows, Payloads};
-use super::rows::ATTEMPT_COLUMNS;
+use super::rows::{ATTEMPT_COLUMNS, AUDIT_COLUMNS};
 use super::Dialect;
-use crate::model::Event;
+use crate::model::{new_id, Event};
 use crate::store::{AttemptOutcome, NewDelivery, NewEvent, Published, StoreError, StoreResult};
 
 const EVENT_ROWS: &[(&str, Column)] = &[
@@ -39,8 +42,14 @@ const EVENT_ROWS: &[(&str, Column)] = &[
 ];
 const EVENT_TYPE_ROWS: &[(&str, Column)] = &[("tenant_id", Column::Text), ("name", Column::Text), ("at", Column::Int)];
 const KEY_ROWS: &[(&str, Column)] = &[("tenant_id", Column::Text), ("key", Column::Text)];
-const DISABLE_ROWS: &[(&str, Column)] =
-    &[("tenant_id", Column::Text), ("delivery_id", Column::Text), ("reason", Column::Text), ("at", Column::Int)];
+const DISABLE_ROWS: &[(&str, Column)] = &[
+    ("tenant_id", Column::Text),
+    ("delivery_id", Column::Text),
+    ("at", Column::Int),
+    // The audit entry's id and details, should this attempt be the one that disables its endpoint.
+    ("audit_id", Column::Text),
+    ("details", Column::Text),
+];
 
 script_statements! {
     /// The statements, in order. Only `AttemptsStored`, `Results` and `GoneEndpoints` return a row: every row
@@ -61,6 +70,8 @@ script_statements! {
         Attempts,
         /// How many attempts were stored.
         AttemptsStored,
+        /// The audit entries of the endpoints the batch disables, one per endpoint; `DisableEndpoints` follows them.
+        AuditDisabled,
         DisableEndpoints,
         /// Outcomes without a prepared request: every retry's (it resends what the first attempt prepared).
         Outcomes,
@@ -89,7 +100,7 @@ impl Statement {
             GoneEndpoints => parts.events && !parts.keys,
             EventTypes => parts.event_types,
             Attempts | AttemptsStored => parts.attempts,
-            DisableEndpoints => parts.disabling,
+            AuditDisabled | DisableEndpoints => parts.disabling,
             Outcomes => parts.plain_outcomes,
             PreparedOutcomes => parts.prepared_outcomes,
         }
@@ -146,12 +157,25 @@ impl Statement {
                 rows("$4", ATTEMPT_ROWS)
             ),
             // A 410 Gone (or a failing streak) disables the endpoint, if the attempt is recorded and the endpoint
-            // is still active: the first such attempt is the one the endpoint and the audit log name, and an
-            // operator's pause made while the attempt was in flight stands.
+            // is still active (an operator's pause made while the attempt was in flight stands). One attempt per
+            // endpoint does it, the one with the least audit id: its entry is written here, and the endpoint takes
+            // its reason and time from that entry, so the two always agree.
+            AuditDisabled => format!(
+                "INSERT INTO audit_log ({AUDIT_COLUMNS}) \
+                 SELECT v.audit_id, d.tenant_id, '{SERVER_ACTOR}', '{ENDPOINT_DISABLED}', 'endpoint', d.endpoint_id, \
+                 v.details, v.at FROM ({rows}) AS v CROSS JOIN deliveries AS d ON d.id = v.delivery_id \
+                 WHERE {held} \
+                 AND EXISTS (SELECT 1 FROM endpoints AS e WHERE e.id = d.endpoint_id AND e.status = 'active') \
+                 AND v.audit_id = (SELECT MIN(w.audit_id) FROM ({rows}) AS w \
+                   CROSS JOIN deliveries AS x ON x.id = w.delivery_id \
+                   WHERE x.endpoint_id = d.endpoint_id AND x.tenant_id = w.tenant_id AND x.lease_owner = $5 \
+                   AND x.status = 'delivering')",
+                rows = rows("$6", DISABLE_ROWS)
+            ),
             DisableEndpoints => format!(
-                "UPDATE endpoints SET status = 'disabled', status_reason = v.reason, updated_at = v.at \
-                 FROM ({}) AS v WHERE endpoints.status = 'active' AND endpoints.tenant_id = v.tenant_id AND endpoints.id = \
-                 (SELECT d.endpoint_id FROM deliveries AS d WHERE d.id = v.delivery_id AND {held})",
+                "UPDATE endpoints SET status = 'disabled', status_reason = a.details ->> '$.reason', updated_at = a.at \
+                 FROM audit_log AS a WHERE a.id IN (SELECT v.audit_id FROM ({}) AS v) \
+                 AND endpoints.id = a.resource_id AND endpoints.tenant_id = a.tenant_id AND endpoints.status = 'active'",
                 rows("$6", DISABLE_ROWS)
             ),
             Outcomes => update_from_outcomes(&rows("$7", OUTCOME_ROWS), "$5", false, Preparation::Absent),
@@ -268,14 +292,16 @@ pub(super) async fn write(
         .collect();
     let (prepared_outcomes, plain_outcomes): (Vec<&AttemptOutcome>, Vec<&AttemptOutcome>) =
         outcomes.iter().partition(|o| o.prepared.is_some());
-    let disabling: Vec<(&str, &str, &str, i64)> = outcomes
+    let disabling = outcomes
         .iter()
-        .filter_map(|o| {
-            let reason = o.disable_endpoint.as_deref()?;
-            let a = &o.attempt;
-            Some((a.tenant_id.as_str(), a.delivery_id.as_str(), reason, a.started_at + a.duration_ms))
+        .filter(|o| o.disable_endpoint.is_some())
+        .map(|o| {
+            // The endpoint is found by the script; the entry is built here, with its id, like any other.
+            let entry = disabled_audit_entry(o, "", new_id("aud"));
+            let details = serde_json::to_string(&entry.details).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            Ok((o.attempt.tenant_id.as_str(), o.attempt.delivery_id.as_str(), entry.at, entry.id, details))
         })
-        .collect();
+        .collect::<StoreResult<Vec<_>>>()?;
     let batch_endpoints: BTreeSet<(&str, &str)> =
         deliveries.iter().map(|(event, d)| (event.tenant_id.as_str(), d.endpoint_id.as_str())).collect();
 
