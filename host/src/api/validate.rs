@@ -187,7 +187,17 @@ pub fn name(field: &str, text: &str) -> ApiResult<()> {
     if text.trim().is_empty() || text.chars().count() > MAX_NAME_LEN {
         return Err(ApiError::invalid(field, format!("must be 1 to {MAX_NAME_LEN} characters and not blank")));
     }
+    // A name is shown to people, next to other text: a control or bidirectional formatting character would hide
+    // part of it or reorder what is around it.
+    if text.chars().any(|c| c.is_control() || is_bidi_control(c)) {
+        return Err(ApiError::invalid(field, "must not contain control or bidirectional formatting characters"));
+    }
     Ok(())
+}
+
+/// The embeddings, overrides and isolates of Unicode's bidirectional algorithm (not the plain marks).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 pub fn idempotency_key(field: &str, key: &str) -> ApiResult<()> {

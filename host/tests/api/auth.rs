@@ -53,9 +53,15 @@ async fn tenant_names_are_validated() {
         json!({ "name": "x".repeat(201) }),
         json!({}),
         json!({ "name": 5 }),
+        json!({ "name": "a\u{0}b" }),
+        json!({ "name": "line\nbreak" }),
+        json!({ "name": "pay\u{202E}roll" }),
+        json!({ "name": "\u{2067}Acme" }),
     ] {
         admin.post("/api/v1/tenants", body).await.expect_invalid("name");
     }
+    // Marks that only hint a direction, and scripts written right to left, are names like any other.
+    admin.post("/api/v1/tenants", json!({ "name": "שלום\u{200F} Acme" })).await.expect_status(201);
     admin.post("/api/v1/tenants", json!({ "name": "A", "plan": "gold" })).await.expect_invalid("plan");
 }
 
@@ -129,7 +135,8 @@ async fn api_keys_are_shown_once_and_revocation_is_immediate() {
     alice.delete(&path).await.expect_error(404, "not_found", None);
     alice.delete("/api/v1/api-keys/key_unknown").await.expect_error(404, "not_found", None);
 
-    for body in [json!({}), json!({ "name": "" }), json!({ "name": "x".repeat(201) })] {
+    for body in [json!({}), json!({ "name": "" }), json!({ "name": "x".repeat(201) }), json!({ "name": "a\u{202E}b" })]
+    {
         alice.post("/api/v1/api-keys", body).await.expect_invalid("name");
     }
 }
