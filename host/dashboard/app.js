@@ -15,6 +15,7 @@ const $ = (id) => document.getElementById(id);
 
 let session = null; // { key, admin, tenant }
 let endpointUrls = new Map();
+let tenantNames = new Map();
 let overviewTimer = null;
 // Bumped whenever what is on screen changes meaning (another view, tenant or session): an answer that arrives
 // after that is dropped instead of being drawn over the new view. Actions check where they are with `stillOn`.
@@ -70,6 +71,23 @@ function el(tag, props = {}, ...children) {
     if (child !== undefined && child !== null) node.append(child instanceof Node ? child : String(child));
   }
   return node;
+}
+
+// Text from the API placed inside a sentence: isolated, so right-to-left characters in it cannot reorder the
+// sentence around it.
+function isolate(text) {
+  return `\u2068${text}\u2069`;
+}
+
+// A tenant as the picker names it, for a message about a tenant other than the one shown.
+function tenantLabel(id) {
+  const name = tenantNames.get(id);
+  return name ? `${name} (${id})` : id;
+}
+
+// What a message about an action adds when the operator moved to another tenant before it finished.
+function elsewhere(start) {
+  return session.tenant === start.tenant ? '' : ` (tenant ${isolate(tenantLabel(start.tenant))})`;
 }
 
 function time(rfc3339) {
@@ -245,14 +263,14 @@ function showOnce(owner, label, value) {
 }
 
 function showSecret(endpoint, tenant) {
-  const of = tenant ? `${endpoint.url} (tenant ${tenant})` : endpoint.url;
+  const of = isolate(endpoint.url) + (tenant ? ` (tenant ${isolate(tenantLabel(tenant))})` : '');
   const label = `The signing secret of ${of}, shown only now: give it to the receiver, which verifies each delivery's signature with it.`;
   showOnce(endpoint.id, label, endpoint.secret);
 }
 
 function showKey(key, tenant) {
-  const of = tenant ? ` (tenant ${tenant})` : '';
-  const label = `The API key "${key.name}"${of}, scope ${key.scope}, shown only now: Switchyard keeps only its hash.`;
+  const of = tenant ? ` (tenant ${isolate(tenantLabel(tenant))})` : '';
+  const label = `The API key "${isolate(key.name)}"${of}, scope ${key.scope}, shown only now: Switchyard keeps only its hash.`;
   showOnce(key.id, label, key.key);
 }
 
@@ -274,7 +292,7 @@ function endpointRow(endpoint) {
       const start = here();
       await api('POST', `${path}/${action}`);
       if (session !== start.session) return;
-      showNotice(`Endpoint ${endpoint.url} ${action === 'pause' ? 'paused' : 'activated'}.`);
+      showNotice(`Endpoint ${isolate(endpoint.url)}${elsewhere(start)} ${action === 'pause' ? 'paused' : 'activated'}.`);
       if (stillOn(start, 'endpoints')) await endpoints.reload();
     },
     `${label} ${endpoint.url}`,
@@ -285,7 +303,7 @@ function endpointRow(endpoint) {
       const start = here();
       const sent = await api('POST', `${path}/test`, {});
       if (session !== start.session) return;
-      showNotice(`Test event ${sent.event_id} sent to ${endpoint.url} as delivery ${sent.delivery_id}: see Deliveries.`);
+      showNotice(`Test event ${sent.event_id} sent to ${isolate(endpoint.url)}${elsewhere(start)} as delivery ${sent.delivery_id}: see Deliveries.`);
     },
     `Send a test event to ${endpoint.url}`,
   );
@@ -299,7 +317,7 @@ function endpointRow(endpoint) {
       const rotated = await api('POST', `${path}/rotate-secret`, {});
       if (session !== start.session) return; // signed out, or another sign-in: not theirs to see
       showSecret(rotated, session.tenant === start.tenant ? null : start.tenant);
-      showNotice(`Secret of ${endpoint.url} rotated.`);
+      showNotice(`Secret of ${isolate(endpoint.url)}${elsewhere(start)} rotated.`);
     },
     `Rotate the secret of ${endpoint.url}`,
   );
@@ -312,7 +330,7 @@ function endpointRow(endpoint) {
       if (session !== start.session) return;
       endpointUrls.delete(endpoint.id);
       if (secretShownFor === endpoint.id) hideSecret();
-      showNotice(`Endpoint ${endpoint.url} deleted.`);
+      showNotice(`Endpoint ${isolate(endpoint.url)}${elsewhere(start)} deleted.`);
       if (stillOn(start, 'endpoints')) await endpoints.reload();
     },
     `Delete ${endpoint.url}`,
@@ -386,7 +404,7 @@ async function createEndpoint() {
   $('endpoint-form').reset();
   $('endpoint-form').hidden = true;
   showSecret(created, session.tenant === start.tenant ? null : start.tenant);
-  showNotice(`Endpoint ${created.url} created.`);
+  showNotice(`Endpoint ${isolate(created.url)}${elsewhere(start)} created.`);
   if (stillOn(start, 'endpoints')) await endpoints.reload();
 }
 
@@ -561,17 +579,19 @@ function keyRow(key) {
     'Revoke',
     async () => {
       const warning = own ? ' It is the key this page is signed in with: you will be signed out.' : '';
-      if (!window.confirm(`Revoke the key "${key.name}" (${key.prefix}…)? Whatever uses it is refused at once.${warning}`)) return;
+      if (!window.confirm(`Revoke the key "${isolate(key.name)}" (${key.prefix}…)? Whatever uses it is refused at once.${warning}`)) return;
       const start = here();
       await api('DELETE', `/api-keys/${encodeURIComponent(key.id)}`);
       if (session !== start.session) return;
       if (own) {
-        signOut(`The key "${key.name}" was revoked.`);
+        signOut(`The key "${isolate(key.name)}" was revoked.`);
         return;
       }
       if (secretShownFor === key.id) hideSecret();
-      showNotice(`Key "${key.name}" revoked.`);
-      if (stillOn(start, 'keys')) await keys.reload();
+      showNotice(`Key "${isolate(key.name)}"${elsewhere(start)} revoked.`);
+      // In place: a reload would lose the operator's place in a long list.
+      const row = $('key-rows').querySelector(`tr[data-id="${CSS.escape(key.id)}"]`);
+      if (stillOn(start, 'keys') && row) row.replaceWith(keyRow({ ...key, revoked_at: new Date().toISOString() }));
     },
     `Revoke the key ${key.name}`,
   );
@@ -580,10 +600,10 @@ function keyRow(key) {
     'tr',
     { 'data-id': key.id },
     el('td', {}, key.name),
-    el('td', { class: 'mono' }, `${key.prefix}…`),
-    el('td', {}, key.scope),
-    el('td', {}, time(key.created_at)),
-    el('td', {}, key.revoked_at ? time(key.revoked_at) : '—'),
+    el('td', { class: 'mono whole' }, `${key.prefix}…`),
+    el('td', { class: 'whole' }, key.scope),
+    el('td', { class: 'whole' }, time(key.created_at)),
+    el('td', { class: 'whole' }, key.revoked_at ? time(key.revoked_at) : '—'),
     el('td', {}, revoke),
   );
 }
@@ -601,9 +621,10 @@ async function createKey() {
     throw formError(error, [], KEY_FIELDS);
   }
   if (session !== start.session) return; // signed out, or another sign-in: not theirs to see
-  $('key-form').reset();
+  // The form may hold what the operator typed for another tenant since.
+  if (session.tenant === start.tenant) $('key-form').reset();
   showKey(created, session.tenant === start.tenant ? null : start.tenant);
-  showNotice(`Key "${created.name}" created.`);
+  showNotice(`Key "${isolate(created.name)}"${elsewhere(start)} created.`);
   if (stillOn(start, 'keys')) await keys.reload();
 }
 
@@ -613,12 +634,18 @@ function auditRow(entry) {
   return el(
     'tr',
     { 'data-id': entry.id },
-    el('td', {}, time(entry.at)),
-    el('td', { class: 'mono' }, entry.actor),
-    el('td', { class: 'mono' }, entry.action),
+    el('td', { class: 'whole' }, time(entry.at)),
+    el('td', { class: 'mono whole' }, entry.actor),
+    el('td', { class: 'mono whole' }, entry.action),
     el('td', { class: 'mono' }, `${entry.resource_type} ${entry.resource_id}`),
-    el('td', { class: 'mono' }, JSON.stringify(entry.details)),
+    el('td', { class: 'mono' }, visibleJson(entry.details)),
   );
+}
+
+// JSON with the bidirectional formatting characters escaped: names stored before they were refused would
+// otherwise reorder the rest of the line.
+function visibleJson(value) {
+  return JSON.stringify(value).replace(/[\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16)}`);
 }
 
 const auditLog = new PagedTable($('audit-rows'), $('audit-more'), '/audit-log', auditRow);
@@ -735,6 +762,7 @@ async function signIn(key, tenant) {
       throw new Error('No tenant yet: create one with POST /api/v1/tenants, then sign in again.');
     }
     const byName = [...tenants].sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
+    tenantNames = new Map(tenants.map((t) => [t.id, t.name]));
     const picker = $('tenant');
     picker.replaceChildren(...byName.map((t) => el('option', { value: t.id }, `${t.name} (${t.id})`)));
     const known = tenants.some((t) => t.id === tenant);
@@ -781,6 +809,8 @@ function clearShown() {
 
 function signOut(message) {
   epoch += 1;
+  tenantNames = new Map();
+  $('key-form').reset();
   clearInterval(overviewTimer);
   overviewTimer = null;
   session = null;
@@ -823,6 +853,7 @@ $('tenant').addEventListener('change', async () => {
   sessionStorage.setItem(TENANT, session.tenant);
   epoch += 1;
   clearShown();
+  $('key-form').reset();
   try {
     await loadEndpointUrls();
     await show(currentView());

@@ -46,6 +46,11 @@ async function cardCount(status) {
   return (await page.locator(`.card[data-status="${status}"] .count`).textContent()).trim();
 }
 
+async function fitsTheWindow() {
+  const width = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+  check(width[0] <= width[1], `the page is ${width[0]} px wide in a ${width[1]} px window`);
+}
+
 async function rows(tbody) {
   return page.locator(`#${tbody} tr:not(.empty):not(.loading)`).count();
 }
@@ -70,6 +75,7 @@ try {
   step = 'the root redirects to the dashboard';
   await page.goto(base + '/');
   check(page.url() === `${base}/dashboard/`, `landed on ${page.url()}`);
+  check(await page.locator('#session').isHidden(), 'Sign out shows before signing in');
 
   step = 'a key that cannot go in a header is explained';
   await page.fill('#key', 'clé-secrète');
@@ -153,8 +159,7 @@ try {
   await page.click('nav button[data-view=endpoints]');
   check((await endpointRow.textContent()).includes(endpointUrl), 'the endpoint row has no URL');
   // The description is 600 characters without a space: it wraps instead of widening the page.
-  const width = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
-  check(width[0] <= width[1], `the page is ${width[0]} px wide in a ${width[1]} px window`);
+  await fitsTheWindow();
   await endpointRow.locator('button', { hasText: 'Pause' }).click();
   await page.locator('#endpoint-rows .status-paused').waitFor();
   await page.locator('#endpoint-rows button', { hasText: 'Activate' }).waitFor();
@@ -202,9 +207,11 @@ try {
   check(await page.locator('#key-name').evaluate((box) => box === document.activeElement), 'the name has no focus');
 
   step = 'a publish key is created, and shown once';
-  await page.fill('#key-name', 'billing-service');
+  // A name of 150 letters without a space: the panel and the notice that show it wrap.
+  await page.fill('#key-name', `billing-service-${'x'.repeat(150)}`);
   await page.click('#key-form button[type=submit]');
   await page.locator('#secret-once', { hasText: 'scope publish' }).waitFor();
+  await fitsTheWindow();
   const newKey = await page.locator('#secret-value').textContent();
   check(/^syp_[A-Za-z0-9_-]{43}$/.test(newKey), `key: ${newKey}`);
   const billing = page.locator('#key-rows tr', { hasText: 'billing-service' });
@@ -219,6 +226,7 @@ try {
   await billing.locator('button', { hasText: 'Revoke' }).click();
   await page.locator('#notice', { hasText: 'revoked' }).waitFor();
   await page.locator('#key-rows tr', { hasText: 'billing-service' }).locator('button:disabled').waitFor();
+  await fitsTheWindow();
 
   step = 'the audit log shows the actions, and filters them';
   await page.click('nav button[data-view=audit]');
