@@ -30,11 +30,12 @@ class ApiFailure extends Error {
   }
 }
 
-async function api(method, path, body) {
+// `server`: the admin key reads the server's own records (the audit entries of plugin uploads), no tenant's.
+async function api(method, path, body, { server = false } = {}) {
   if (!session) throw new Error('Signed out.');
   const headers = { Authorization: `Bearer ${session.key}` };
   const adminRoute = path.startsWith('/tenants') || path.startsWith('/plugins');
-  if (session.admin && session.tenant && !adminRoute) headers['Switchyard-Tenant'] = session.tenant;
+  if (session.admin && session.tenant && !adminRoute && !server) headers['Switchyard-Tenant'] = session.tenant;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   const response = await fetch(`/api/v1${path}`, {
     method,
@@ -144,6 +145,7 @@ class PagedTable {
     this.row = row;
     this.onPage = onPage;
     this.params = {};
+    this.options = {};
     this.cursor = null;
     this.generation = 0;
     more.addEventListener('click', () => this.next().catch(showError));
@@ -154,8 +156,9 @@ class PagedTable {
     return el('tr', { class: kind }, el('td', { colspan: columns }, text));
   }
 
-  async reload(params = {}) {
+  async reload(params = {}, options = {}) {
     this.params = Object.fromEntries(Object.entries(params).filter(([, v]) => v));
+    this.options = options;
     this.cursor = null;
     this.more.hidden = true;
     this.generation += 1;
@@ -173,7 +176,7 @@ class PagedTable {
     this.more.disabled = true;
     let page;
     try {
-      page = await api('GET', `${this.path}?${query}`);
+      page = await api('GET', `${this.path}?${query}`, undefined, this.options);
     } finally {
       this.more.disabled = false;
       if (current()) this.tbody.querySelector('tr.loading')?.remove();
@@ -654,6 +657,10 @@ function auditFilter() {
   return { action: $('audit-action').value.trim(), resource_id: $('audit-resource').value.trim() };
 }
 
+function auditSource() {
+  return { server: session.admin && $('audit-server').checked };
+}
+
 // ---- Plugins (admin key only)
 
 function pluginRow(plugin) {
@@ -688,7 +695,7 @@ const VIEWS = {
   deliveries: () => deliveries.reload(deliveryFilter()),
   'dead-letters': () => deadLetters.reload(),
   keys: () => keys.reload(),
-  audit: () => auditLog.reload(auditFilter()),
+  audit: () => auditLog.reload(auditFilter(), auditSource()),
   plugins: loadPlugins,
 };
 
@@ -811,6 +818,7 @@ function signOut(message) {
   epoch += 1;
   tenantNames = new Map();
   $('key-form').reset();
+  $('audit-filter').reset();
   clearInterval(overviewTimer);
   overviewTimer = null;
   session = null;
@@ -854,6 +862,7 @@ $('tenant').addEventListener('change', async () => {
   epoch += 1;
   clearShown();
   $('key-form').reset();
+  $('audit-filter').reset();
   try {
     await loadEndpointUrls();
     await show(currentView());
@@ -918,7 +927,7 @@ $('key-form').addEventListener('submit', (event) => {
 
 $('audit-filter').addEventListener('submit', (event) => {
   event.preventDefault();
-  auditLog.reload(auditFilter()).catch(showError);
+  auditLog.reload(auditFilter(), auditSource()).catch(showError);
 });
 
 $('select-all-dead').addEventListener('change', () => {

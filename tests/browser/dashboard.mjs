@@ -238,6 +238,16 @@ try {
     return shown.length === 1 && shown[0].textContent.includes('endpoint.deleted');
   });
 
+  step = "the admin reads the server's own audit entries";
+  await page.fill('#audit-action', '');
+  await page.check('#audit-server');
+  const [serverEntries] = await Promise.all([
+    page.waitForResponse((r) => r.url().includes('/api/v1/audit-log?')),
+    page.click('#audit-filter button[type=submit]'),
+  ]);
+  check(!('switchyard-tenant' in serverEntries.request().headers()), 'the request named a tenant');
+  await page.locator('#audit-rows tr.empty').waitFor();
+
   step = 'the overview follows';
   await page.click('nav button[data-view=overview]');
   await page.locator('.card[data-status="paused"] .count', { hasText: '1' }).waitFor();
