@@ -132,7 +132,7 @@ impl FilterCache {
     /// selects at least one node.
     pub fn matching_endpoints<'a>(&mut self, endpoints: &'a [Endpoint], event: &Event) -> Vec<&'a Endpoint> {
         // Built lazily: most subscriptions have no filter, and the envelope costs a parse of the payload.
-        let mut wrapped_envelope: Option<Value> = None;
+        let mut wrapped_envelope: Option<Option<Value>> = None;
         let mut matched = Vec::new();
         for endpoint in endpoints {
             let selects = endpoint.subscriptions.iter().any(|sub| {
@@ -141,10 +141,10 @@ impl FilterCache {
                     && match &sub.filter {
                         None => true,
                         Some(filter) => match self.query(filter, &endpoint.id) {
-                            Some(query) => {
-                                let doc = wrapped_envelope.get_or_insert_with(|| wrap_envelope(event));
-                                js_path_process(query, doc).is_ok_and(|nodes| !nodes.is_empty())
-                            }
+                            Some(query) => match wrapped_envelope.get_or_insert_with(|| wrap_envelope(event)) {
+                                Some(doc) => js_path_process(query, doc).is_ok_and(|nodes| !nodes.is_empty()),
+                                None => false,
+                            },
                             None => false,
                         },
                     }
@@ -173,16 +173,25 @@ impl FilterCache {
     }
 }
 
-fn wrap_envelope(event: &Event) -> Value {
-    let envelope = serde_json::from_str(&event.envelope()).expect("the envelope is JSON that Switchyard wrote");
-    Value::Array(vec![envelope])
+/// The envelope in an array, as filters select among a node's children. None when its payload nests deeper than
+/// serde_json reads: the publish API refuses such data, but an event stored before it did can still come here
+/// (a replay), and its filters then match nothing rather than stop the writer.
+fn wrap_envelope(event: &Event) -> Option<Value> {
+    match serde_json::from_str(&event.envelope()) {
+        Ok(envelope) => Some(Value::Array(vec![envelope])),
+        Err(error) => {
+            tracing::warn!(event_id = %event.id, %error, "the event cannot be read for its filters; they match nothing");
+            None
+        }
+    }
 }
 
 /// Whether `filter` selects anything in `event`: the single-subscription form of [`matching_endpoints`], for
 /// explaining a match.
 pub fn filter_matches(filter: &str, event: &Event) -> Result<bool, String> {
     let query = parse_filter(filter)?;
-    Ok(js_path_process(&query, &wrap_envelope(event)).is_ok_and(|nodes| !nodes.is_empty()))
+    let Some(doc) = wrap_envelope(event) else { return Ok(false) };
+    Ok(js_path_process(&query, &doc).is_ok_and(|nodes| !nodes.is_empty()))
 }
 
 #[cfg(test)]
@@ -264,6 +273,20 @@ mod tests {
             assert_eq!(ids(matching_endpoints(&endpoints, &event)), expected);
         }
         assert_eq!(cache.parsed.len(), 3, "each filter parsed once, the broken one remembered as such");
+    }
+
+    /// An event stored before publishing refused deep data: its filters match nothing, and the writer that
+    /// routes it goes on (it panicked, and every publish of the node failed after).
+    #[test]
+    fn data_too_deep_to_read_matches_no_filter_and_panics_nothing() {
+        let deep = format!("{}1{}", r#"{"a":"#.repeat(127), "}".repeat(127));
+        let event = event("deep.x", &deep);
+        let endpoints =
+            vec![endpoint("ep_filtered", &[("*", Some("$[?@.data.a]"))]), endpoint("ep_all", &[("*", None)])];
+        assert_eq!(matched(&endpoints, &event), ["ep_all"]);
+        assert_eq!(filter_matches("$[?@.data.a]", &event), Ok(false));
+        let shallow = format!("{}1{}", r#"{"a":"#.repeat(60), "}".repeat(60));
+        assert_eq!(matched(&endpoints, &self::event("deep.x", &shallow)), ["ep_filtered", "ep_all"]);
     }
 
     #[test]

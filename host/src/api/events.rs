@@ -119,6 +119,12 @@ pub(super) fn check_data(data: &RawValue, field: &str, max_payload: usize) -> Ap
             message: format!("must be at most {max_payload} bytes of JSON"),
         });
     }
+    if validate::json_depth(data.get()) > validate::MAX_DATA_DEPTH {
+        return Err(ApiError::invalid(
+            field,
+            format!("must not nest arrays and objects more than {} levels deep", validate::MAX_DATA_DEPTH),
+        ));
+    }
     Ok(())
 }
 
@@ -182,8 +188,13 @@ fn key_reused(field: String, first_id: &str, outcome: &str) -> ApiError {
 }
 
 fn header_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
-    headers
-        .get(IDEMPOTENCY_HEADER)
+    let mut values = headers.get_all(IDEMPOTENCY_HEADER).iter();
+    let (first, second) = (values.next(), values.next());
+    if second.is_some() {
+        // Which one names the event would be a guess: a proxy may have added one.
+        return Err(ApiError::invalid(IDEMPOTENCY_HEADER, "must appear once"));
+    }
+    first
         .map(|v| v.to_str().map(str::to_string).map_err(|_| ApiError::invalid(IDEMPOTENCY_HEADER, "must be ASCII")))
         .transpose()
 }

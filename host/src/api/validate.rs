@@ -25,6 +25,9 @@ pub const MAX_DESCRIPTION_LEN: usize = 1000;
 pub const MAX_NAME_LEN: usize = 200;
 pub const MAX_SUBSCRIPTIONS: usize = 100;
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
+/// Arrays and objects in an event's `data` nest at most this deep. Filters read the envelope with serde_json,
+/// which stops at 128 levels; real payloads stay far from either.
+pub const MAX_DATA_DEPTH: usize = 64;
 pub const TIMEOUT_SECS: std::ops::RangeInclusive<i64> = 1..=300;
 pub const MAX_RETRY_STEPS: usize = 20;
 pub const MAX_ATTEMPTS: std::ops::RangeInclusive<i64> = 1..=50;
@@ -292,9 +295,53 @@ pub fn subscriptions(subscriptions: &[Subscription]) -> ApiResult<()> {
     Ok(())
 }
 
+/// How deeply arrays and objects nest in the valid JSON `text` (0 for a scalar), counted in one pass over its
+/// bytes: reading it into a value to find out is what a too deep payload must not get to.
+pub fn json_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for byte in text.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_depth_counts_nesting_outside_strings() {
+        for (text, depth) in [
+            ("1", 0),
+            ("{}", 1),
+            (r#"{"a": [1, {"b": []}]}"#, 4),
+            (r#"{"a": "[[[{{{"}"#, 1),
+            (r#"{"a": "\\", "b": "\"[["}"#, 1),
+            (r#"[[], [[]], []]"#, 3),
+        ] {
+            assert_eq!(json_depth(text), depth, "{text}");
+        }
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert_eq!(json_depth(&deep), 200);
+    }
 
     fn field(result: ApiResult<impl std::fmt::Debug>) -> String {
         match result {
