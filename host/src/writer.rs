@@ -66,6 +66,12 @@ impl Ingest {
         self.queue.send(Work::Publish(events, route, reply)).map_err(|_| stopped())?;
         stored.await.unwrap_or_else(|_| Err(stopped()))
     }
+
+    /// Whether the writer's task has ended: only at shutdown, or if it panicked, after which nothing this node
+    /// accepts can be stored and only a restart helps.
+    pub fn is_stopped(&self) -> bool {
+        self.queue.is_closed()
+    }
 }
 
 fn stopped() -> StoreError {
@@ -297,6 +303,17 @@ mod tests {
             idempotency_key: None,
             received_at: 1_700_000_000_000,
         }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_writer_whose_task_ended_says_so() {
+        let (_dir, _store, _tenant, ingest) = started().await;
+        assert!(!ingest.is_stopped());
+        let unstarted = Writer::default();
+        let orphan = unstarted.ingest();
+        drop(unstarted);
+        assert!(orphan.is_stopped());
+        assert!(matches!(orphan.publish(Vec::new(), Route::Subscriptions).await, Err(StoreError::Unavailable(_))));
     }
 
     /// A writer started on a fresh SQLite database holding one tenant.
