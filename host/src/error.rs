@@ -72,6 +72,8 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(why) => Self::Unavailable(why),
             // A 503 tells the client to try again later, which will work once an operator frees space.
             full if full.is_out_of_space() => Self::Unavailable(full.to_string()),
+            // Retried, the request meets other transactions than the one it collided with.
+            conflict if conflict.is_transient_conflict() => Self::Unavailable(conflict.to_string()),
             other => Self::Internal(other.to_string()),
         }
     }

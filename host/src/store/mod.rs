@@ -52,6 +52,13 @@ impl StoreError {
         let StoreError::Database(error) = self else { return false };
         error.as_database_error().and_then(|e| e.code()).is_some_and(|code| code == "13" || code == "53100")
     }
+
+    /// Whether PostgreSQL rolled the transaction back to break a deadlock or a serialization conflict with
+    /// another (`40P01`, `40001`): nothing was stored, and the same request can succeed when sent again.
+    pub fn is_transient_conflict(&self) -> bool {
+        let StoreError::Database(error) = self else { return false };
+        error.as_database_error().and_then(|e| e.code()).is_some_and(|code| code == "40P01" || code == "40001")
+    }
 }
 
 /// Keyset pagination: results are ordered newest first by id (ids are time-ordered), `cursor` is the last id of

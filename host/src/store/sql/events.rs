@@ -71,8 +71,14 @@ pub(super) async fn publish(
     let mut published: Vec<Option<Published>> = vec![None; events.len()];
     // Events with an idempotency key go one by one (a key may repeat within the batch); the rest are written
     // with a few multi-row statements, whatever their number.
-    let (keyed, plain): (Vec<usize>, Vec<usize>) =
+    let (mut keyed, plain): (Vec<usize>, Vec<usize>) =
         (0..events.len()).partition(|&i| events[i].event.idempotency_key.is_some());
+    // In one order in every transaction: two nodes storing the same keys in opposite orders each waited for a key
+    // the other had just taken, and PostgreSQL broke the deadlock by failing one of them.
+    keyed.sort_by(|&a, &b| {
+        let key = |i: usize| (&events[i].event.tenant_id, &events[i].event.idempotency_key);
+        key(a).cmp(&key(b))
+    });
     for i in keyed {
         published[i] = Some(publish_one(tx, dialect, cache, &events[i], &endpoints).await?);
     }
