@@ -10,9 +10,11 @@
 //!
 //! The publish side (fan-out, handing fresh deliveries to the dispatcher) is [`ingest`](crate::ingest).
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -64,7 +66,13 @@ impl Ingest {
     pub async fn publish(&self, events: Vec<Event>, route: Route) -> StoreResult<Vec<Published>> {
         let (reply, stored) = oneshot::channel();
         self.queue.send(Work::Publish(events, route, reply)).map_err(|_| stopped())?;
-        stored.await.unwrap_or_else(|_| Err(stopped()))
+        stored.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the writer failed while storing this request (see the server log); it may have been stored: send it \
+                 again with an idempotency key"
+                    .into(),
+            ))
+        })
     }
 
     /// Whether the writer's task has ended: only at shutdown, or if it panicked, after which nothing this node
@@ -207,7 +215,23 @@ async fn run(
             }
         }
         let started = Instant::now();
-        let unrecorded = commit(store.as_ref(), &mut filters, &owner, dispatch.as_ref(), publishes, &records).await;
+        let committing = commit(store.as_ref(), &mut filters, &owner, dispatch.as_ref(), publishes, &records);
+        // A bug in one commit fails that commit alone. Were the task to end, every later publish of this node
+        // would fail until a restart. Its requests are answered (their replies dropped), its records left to
+        // their leases.
+        let unrecorded = match AssertUnwindSafe(committing).catch_unwind().await {
+            Ok(unrecorded) => unrecorded,
+            Err(panic) => {
+                let what = panic.downcast_ref::<&str>().copied().or(panic.downcast_ref::<String>().map(String::as_str));
+                tracing::error!(
+                    panic = what.unwrap_or("?"),
+                    attempts = records.len(),
+                    "a group commit panicked; its publishes were answered 503 and its attempts will be retried"
+                );
+                filters = FilterCache::default();
+                Vec::new()
+            }
+        };
         metrics.committed(started.elapsed());
         for done in flushes {
             let _ = done.send(());
@@ -314,6 +338,41 @@ mod tests {
         drop(unstarted);
         assert!(orphan.is_stopped());
         assert!(matches!(orphan.publish(Vec::new(), Route::Subscriptions).await, Err(StoreError::Unavailable(_))));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_commit_that_panics_fails_alone_and_the_writer_goes_on() {
+        use crate::dispatch::fake_store::FakeStore;
+
+        let store = Arc::new(FakeStore::with(|state| state.panicking_records = 1));
+        let writer = Writer::default();
+        let (ingest, recorder) = (writer.ingest(), writer.recorder());
+        writer.start(store.clone(), "node_test".into(), None);
+        let outcome = |n: i64| AttemptOutcome {
+            attempt: crate::model::Attempt {
+                id: new_id("att"),
+                tenant_id: "ten_1".into(),
+                delivery_id: format!("dlv_{n}"),
+                attempt_number: 1,
+                started_at: 0,
+                duration_ms: 1,
+                status_code: Some(204),
+                response_body: None,
+                error: None,
+                outcome: "succeeded".into(),
+            },
+            status: crate::model::DeliveryStatus::Succeeded,
+            next_attempt_at: None,
+            disable_endpoint: None,
+            prepared: None,
+        };
+        recorder.submit(outcome(1)).unwrap();
+        recorder.flush().await;
+        recorder.submit(outcome(2)).unwrap();
+        recorder.flush().await;
+        let state = store.state.lock().unwrap();
+        assert_eq!((state.panicking_records, state.record_calls), (0, 2), "the second commit ran");
+        assert!(!ingest.is_stopped());
     }
 
     /// A writer started on a fresh SQLite database holding one tenant.

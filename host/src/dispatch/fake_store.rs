@@ -35,6 +35,9 @@ pub struct FakeState {
     pub failing_claims: usize,
     /// This many upcoming `record_attempts` calls fail, as on a full disk.
     pub failing_records: usize,
+    /// This many upcoming `record_attempts` calls panic, as a bug would.
+    pub panicking_records: usize,
+    pub record_calls: usize,
     pub claim_calls: usize,
 }
 
@@ -104,6 +107,12 @@ impl Store for FakeStore {
     async fn record_attempts(&self, _owner: &str, outcomes: &[AttemptOutcome]) -> StoreResult<Vec<bool>> {
         let _ = self.records_open.subscribe().wait_for(|open| *open).await;
         let mut state = self.state.lock().unwrap();
+        state.record_calls += 1;
+        if state.panicking_records > 0 {
+            state.panicking_records -= 1;
+            drop(state); // not poisoned: the next call goes on
+            panic!("injected panic while recording attempts");
+        }
         if state.failing_records > 0 {
             state.failing_records -= 1;
             return Err(StoreError::Unavailable("injected record failure".into()));

@@ -523,6 +523,6 @@ pub(crate) fn empty_plugin_registry() -> Arc<PluginRegistry> {
 #[cfg(test)]
 mod e2e_tests;
 #[cfg(test)]
-mod fake_store;
+pub(crate) mod fake_store;
 #[cfg(test)]
 mod tests;
