@@ -99,7 +99,40 @@ fn parse_filter(filter: &str) -> Result<JpQuery, String> {
     if filter.len() > MAX_FILTER_LEN {
         return Err(format!("must be at most {MAX_FILTER_LEN} characters"));
     }
-    parse_json_path(filter).map_err(|e| format!("invalid JSONPath `{filter}`: {e}"))
+    let query = parse_json_path(filter).map_err(|e| format!("invalid JSONPath `{filter}`: {e}"))?;
+    if descendant_segments(filter) > MAX_DESCENDANT_SEGMENTS {
+        return Err(format!(
+            "may select descendants (`..`) at most {MAX_DESCENDANT_SEGMENTS} time: each more multiplies the nodes \
+             visited per event by the payload's depth, and a few use gigabytes on a deep payload"
+        ));
+    }
+    Ok(query)
+}
+
+/// Descendant segments (`..`) a filter has, in all its queries, outside string literals. Each visits every node
+/// below where it starts; one after another, they visit every node below each node the last one found. A filter
+/// that a stored subscription kept from before this limit matches nothing (see [`FilterCache`]).
+const MAX_DESCENDANT_SEGMENTS: usize = 1;
+
+fn descendant_segments(filter: &str) -> usize {
+    let (mut count, mut quote, mut escaped, mut previous_dot) = (0, None, false, false);
+    for c in filter.chars() {
+        match quote {
+            Some(_) if escaped => escaped = false,
+            Some(_) if c == '\\' => escaped = true,
+            Some(open) if c == open => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None if c == '.' && previous_dot => {
+                count += 1;
+                previous_dot = false;
+                continue;
+            }
+            None => {}
+        }
+        previous_dot = quote.is_none() && c == '.';
+    }
+    count
 }
 
 /// Checks a subscription before it is stored. On failure names the field at fault (`event_type` or `filter`).
@@ -287,6 +320,27 @@ mod tests {
         assert_eq!(filter_matches("$[?@.data.a]", &event), Ok(false));
         let shallow = format!("{}1{}", r#"{"a":"#.repeat(60), "}".repeat(60));
         assert_eq!(matched(&endpoints, &self::event("deep.x", &shallow)), ["ep_filtered", "ep_all"]);
+    }
+
+    #[test]
+    fn filters_select_descendants_once_at_most() {
+        assert_eq!(descendant_segments("$[?@.data.a == 'x..y']"), 0);
+        assert_eq!(descendant_segments(r#"$[?@..a == "..\"..."]"#), 1);
+        assert_eq!(descendant_segments("$..a..a..a"), 3);
+        assert_eq!(descendant_segments("$[?count(@..*) > 5 && @.data..b]"), 2);
+        for allowed in ["$..a", "$[?@..a]", "$[?@.data.note == '..']", "$[?@.data.x > 1.5]"] {
+            assert!(parse_filter(allowed).is_ok(), "{allowed}");
+        }
+        for refused in ["$..a..a", "$..a..a..a..a..a", "$[?@..a && @..b]"] {
+            let subscription = Subscription { event_type: "*".into(), filter: Some(refused.into()) };
+            let (field, message) = validate_subscription(&subscription).unwrap_err();
+            assert_eq!(field, "filter");
+            assert!(message.contains("descendants"), "{refused}: {message}");
+        }
+        // Stored before the limit: it matches nothing instead of exhausting memory on a deep payload.
+        let deep = format!("{}1{}", r#"{"a":"#.repeat(64), "}".repeat(64));
+        let endpoints = vec![endpoint("ep_costly", &[("*", Some("$..a..a..a..a..a"))])];
+        assert!(matched(&endpoints, &event("deep.x", &deep)).is_empty());
     }
 
     #[test]
