@@ -21,10 +21,10 @@ fn same(a: &RawValue, b: &RawValue, depth: usize) -> bool {
     if a == b {
         return true;
     }
-    if depth >= MAX_DEPTH {
-        return false;
-    }
+    // Containers past the bound are compared by their text (just done); strings in the last container are not.
+    let opens_past_bound = depth >= MAX_DEPTH;
     match (a.as_bytes().first(), b.as_bytes().first()) {
+        (Some(b'{' | b'['), _) if opens_past_bound => false,
         (Some(b'{'), Some(b'{')) => {
             let (Some(mut x), Some(mut y)) = (members(a), members(b)) else { return false };
             x.sort_by(|p, q| p.0.cmp(&q.0));
@@ -144,6 +144,12 @@ mod tests {
         let deep = |spacing: &str| format!("{}1{}", format!("[{spacing}").repeat(40), "]".repeat(40));
         assert!(same_text(&deep(""), &deep("")));
         assert!(!same_text(&deep(""), &deep(" ")), "past the depth bound");
+        // The bound's last container still decodes its strings.
+        let at_bound = |s: &str| format!("{}\"{s}\"{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(same_text(&at_bound(r"\/"), &at_bound("/")));
+        assert!(same_text(&at_bound(r"\u0041"), &at_bound("A")));
+        let past_bound = |s: &str| format!("{}\"{s}\"{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert!(!same_text(&past_bound(r"\/"), &past_bound("/")));
         let shallow = |spacing: &str| format!("{}1{}", format!("[{spacing}").repeat(10), "]".repeat(10));
         assert!(same_text(&shallow(""), &shallow(" ")));
     }
