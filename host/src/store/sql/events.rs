@@ -68,6 +68,7 @@ pub(super) async fn publish(
     events: &[NewEvent],
 ) -> StoreResult<Vec<Published>> {
     let endpoints = existing_endpoints(tx, dialect, events).await?;
+    register_types(tx, cache, events).await?;
     let mut published: Vec<Option<Published>> = vec![None; events.len()];
     // Events with an idempotency key go one by one (a key may repeat within the batch); the rest are written
     // with a few multi-row statements, whatever their number.
@@ -80,10 +81,10 @@ pub(super) async fn publish(
         key(a).cmp(&key(b))
     });
     for i in keyed {
-        published[i] = Some(publish_one(tx, dialect, cache, &events[i], &endpoints).await?);
+        published[i] = Some(publish_one(tx, dialect, &events[i], &endpoints).await?);
     }
     let plain: Vec<&NewEvent> = plain.iter().map(|&i| &events[i]).collect();
-    let mut stored = publish_plain(tx, dialect, cache, &plain, &endpoints).await?.into_iter();
+    let mut stored = publish_plain(tx, dialect, &plain, &endpoints).await?.into_iter();
     for slot in published.iter_mut().filter(|slot| slot.is_none()) {
         *slot = stored.next();
     }
@@ -91,6 +92,25 @@ pub(super) async fn publish(
         .into_iter()
         .map(|p| p.ok_or_else(|| StoreError::Corrupt("an event of the batch has no result".into())))
         .collect()
+}
+
+/// Registers the events' types the cache does not know, before any event is inserted, in one order: two
+/// PostgreSQL transactions that each took an idempotency key the other's new type then waited for deadlocked.
+/// (A type of an event then replayed rather than stored is registered too; it is the type the client publishes.)
+async fn register_types(connection: &mut AnyConnection, cache: &ReadCache, events: &[NewEvent]) -> StoreResult<()> {
+    let mut types = distinct_types(events);
+    types.retain(|(tenant_id, name)| !cache.event_type_known(tenant_id, name));
+    let first_seen = events.iter().map(|new| new.event.received_at).min().unwrap_or_default();
+    for chunk in types.into_iter().collect::<Vec<_>>().chunks(MAX_LIST / 4) {
+        let mut sql = SqlBuilder::new("INSERT INTO event_types (tenant_id, name, description, created_at) VALUES ");
+        for (n, (tenant_id, name)) in chunk.iter().enumerate() {
+            let row = [sql.bind(*tenant_id), sql.bind(*name), "''".to_string(), sql.bind(first_seen)];
+            sql.push(if n == 0 { "(" } else { ", (" }).push(&row.join(", ")).push(")");
+        }
+        sql.push(" ON CONFLICT (tenant_id, name) DO NOTHING");
+        sql.query().execute(&mut *connection).await?;
+    }
+    Ok(())
 }
 
 /// Remembers the event types of a publish that has committed. A batch nearly always holds few types, all known
@@ -206,11 +226,10 @@ const EVENT_ROWS: &[(&str, Column)] = &[
     ("deliveries", Column::Int),
 ];
 
-/// Stores events without idempotency keys: multi-row inserts of the events, their event types and deliveries.
+/// Stores events without idempotency keys: multi-row inserts of the events and their deliveries.
 async fn publish_plain(
     connection: &mut AnyConnection,
     dialect: Dialect,
-    cache: &ReadCache,
     events: &[&NewEvent],
     existing_endpoints: &HashMap<String, HashSet<String>>,
 ) -> StoreResult<Vec<Published>> {
@@ -245,19 +264,6 @@ async fn publish_plain(
             .execute(&mut *connection)
             .await
             .map_err(conflict_on_unique(|| "an event id already exists".into()))?;
-    }
-
-    let mut types = distinct_types(events.iter().copied());
-    types.retain(|(tenant_id, name)| !cache.event_type_known(tenant_id, name));
-    let first_seen = events.iter().map(|new| new.event.received_at).min().unwrap_or_default();
-    for chunk in types.into_iter().collect::<Vec<_>>().chunks(MAX_LIST / 4) {
-        let mut sql = SqlBuilder::new("INSERT INTO event_types (tenant_id, name, description, created_at) VALUES ");
-        for (n, (tenant_id, name)) in chunk.iter().enumerate() {
-            let row = [sql.bind(*tenant_id), sql.bind(*name), "''".to_string(), sql.bind(first_seen)];
-            sql.push(if n == 0 { "(" } else { ", (" }).push(&row.join(", ")).push(")");
-        }
-        sql.push(" ON CONFLICT (tenant_id, name) DO NOTHING");
-        sql.query().execute(&mut *connection).await?;
     }
 
     let rows: Vec<(&Event, &NewDelivery)> = events
@@ -301,7 +307,6 @@ async fn existing_endpoints(
 async fn publish_one(
     connection: &mut AnyConnection,
     dialect: Dialect,
-    cache: &ReadCache,
     new: &NewEvent,
     existing_endpoints: &HashMap<String, HashSet<String>>,
 ) -> StoreResult<Published> {
@@ -341,18 +346,6 @@ async fn publish_one(
             replayed: true,
             leased: Vec::new(),
         });
-    }
-
-    if !cache.event_type_known(&event.tenant_id, &event.event_type) && !is_reserved_event_type(&event.event_type) {
-        sqlx::query(
-            "INSERT INTO event_types (tenant_id, name, description, created_at) VALUES ($1, $2, '', $3) \
-             ON CONFLICT (tenant_id, name) DO NOTHING",
-        )
-        .bind(&event.tenant_id)
-        .bind(&event.event_type)
-        .bind(event.received_at)
-        .execute(&mut *connection)
-        .await?;
     }
 
     let rows: Vec<(&Event, &NewDelivery)> = routed.iter().map(|delivery| (event, *delivery)).collect();
