@@ -100,39 +100,66 @@ fn parse_filter(filter: &str) -> Result<JpQuery, String> {
         return Err(format!("must be at most {MAX_FILTER_LEN} characters"));
     }
     let query = parse_json_path(filter).map_err(|e| format!("invalid JSONPath `{filter}`: {e}"))?;
-    if descendant_segments(filter) > MAX_DESCENDANT_SEGMENTS {
+    let shape = FilterShape::of(filter);
+    if shape.descendants > MAX_DESCENDANT_SEGMENTS {
         return Err(format!(
             "may select descendants (`..`) at most {MAX_DESCENDANT_SEGMENTS} time: each more multiplies the nodes \
              visited per event by the payload's depth, and a few use gigabytes on a deep payload"
         ));
     }
+    if shape.unions > 0 {
+        return Err("may not use unions (`[a,b]`): each one multiplies the nodes visited per event by its size, and \
+             a few in a row use gigabytes; combine conditions with `||` in a filter expression instead"
+            .into());
+    }
     Ok(query)
 }
 
-/// Descendant segments (`..`) a filter has, in all its queries, outside string literals. Each visits every node
-/// below where it starts; one after another, they visit every node below each node the last one found. A filter
-/// that a stored subscription kept from before this limit matches nothing (see [`FilterCache`]).
+/// Descendant segments a filter may have, in all its queries (see [`FilterShape`]).
 const MAX_DESCENDANT_SEGMENTS: usize = 1;
 
-fn descendant_segments(filter: &str) -> usize {
-    let (mut count, mut quote, mut escaped, mut previous_dot) = (0, None, false, false);
-    for c in filter.chars() {
-        match quote {
-            Some(_) if escaped => escaped = false,
-            Some(_) if c == '\\' => escaped = true,
-            Some(open) if c == open => quote = None,
-            Some(_) => {}
-            None if c == '\'' || c == '"' => quote = Some(c),
-            None if c == '.' && previous_dot => {
-                count += 1;
-                previous_dot = false;
-                continue;
+/// What makes a filter's cost grow faster than the payload, read from its text outside string literals. A
+/// descendant segment (`..`) visits every node below where it starts, so two in a row visit every node below
+/// each node the first found; a union (`[a,b]`) yields a node once per member that selects it, so k of them in a
+/// row yield it 2^k times. A stored subscription's filter from before these limits matches nothing (see
+/// [`FilterCache`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct FilterShape {
+    descendants: usize,
+    /// Commas between the selectors of a bracket (not between a function's arguments).
+    unions: usize,
+}
+
+impl FilterShape {
+    fn of(filter: &str) -> Self {
+        let mut shape = FilterShape::default();
+        let (mut quote, mut escaped, mut previous_dot) = (None, false, false);
+        let mut open: Vec<char> = Vec::new();
+        for c in filter.chars() {
+            match quote {
+                Some(_) if escaped => escaped = false,
+                Some(_) if c == '\\' => escaped = true,
+                Some(closing) if c == closing => quote = None,
+                Some(_) => {}
+                None => match c {
+                    '\'' | '"' => quote = Some(c),
+                    '.' if previous_dot => {
+                        shape.descendants += 1;
+                        previous_dot = false;
+                        continue;
+                    }
+                    '[' | '(' => open.push(c),
+                    ']' | ')' => {
+                        open.pop();
+                    }
+                    ',' if open.last() == Some(&'[') => shape.unions += 1,
+                    _ => {}
+                },
             }
-            None => {}
+            previous_dot = quote.is_none() && c == '.';
         }
-        previous_dot = quote.is_none() && c == '.';
+        shape
     }
-    count
 }
 
 /// Checks a subscription before it is stored. On failure names the field at fault (`event_type` or `filter`).
@@ -323,23 +350,39 @@ mod tests {
     }
 
     #[test]
-    fn filters_select_descendants_once_at_most() {
-        assert_eq!(descendant_segments("$[?@.data.a == 'x..y']"), 0);
-        assert_eq!(descendant_segments(r#"$[?@..a == "..\"..."]"#), 1);
-        assert_eq!(descendant_segments("$..a..a..a"), 3);
-        assert_eq!(descendant_segments("$[?count(@..*) > 5 && @.data..b]"), 2);
-        for allowed in ["$..a", "$[?@..a]", "$[?@.data.note == '..']", "$[?@.data.x > 1.5]"] {
+    fn filters_select_descendants_once_at_most_and_use_no_unions() {
+        let descendants = |filter: &str| FilterShape::of(filter).descendants;
+        assert_eq!(descendants("$[?@.data.a == 'x..y']"), 0);
+        assert_eq!(descendants(r#"$[?@..a == "..\"..."]"#), 1);
+        assert_eq!(descendants("$..a..a..a"), 3);
+        assert_eq!(descendants("$[?count(@..*) > 5 && @.data..b]"), 2);
+        let unions = |filter: &str| FilterShape::of(filter).unions;
+        assert_eq!(unions("$[0].data[*,*][*,*].zz"), 2);
+        assert_eq!(unions("$[?match(@.data.s, 'a.*') && @.data.t == 'x,y']"), 0, "arguments and strings");
+        assert_eq!(unions("$.data['a','b']"), 1);
+        for allowed in ["$..a", "$[?@..a]", "$[?@.data.note == '..']", "$[?@.data.x > 1.5]", "$[?match(@.data.s, 'a')]"]
+        {
             assert!(parse_filter(allowed).is_ok(), "{allowed}");
         }
-        for refused in ["$..a..a", "$..a..a..a..a..a", "$[?@..a && @..b]"] {
+        for (refused, why) in [
+            ("$..a..a", "descendants"),
+            ("$..a..a..a..a..a", "descendants"),
+            ("$[?@..a && @..b]", "descendants"),
+            ("$[0].data[*,*][*,*].zz", "unions"),
+            ("$.data['a','b']", "unions"),
+        ] {
             let subscription = Subscription { event_type: "*".into(), filter: Some(refused.into()) };
             let (field, message) = validate_subscription(&subscription).unwrap_err();
             assert_eq!(field, "filter");
-            assert!(message.contains("descendants"), "{refused}: {message}");
+            assert!(message.contains(why), "{refused}: {message}");
         }
-        // Stored before the limit: it matches nothing instead of exhausting memory on a deep payload.
+        // Stored before the limits: they match nothing instead of exhausting memory.
         let deep = format!("{}1{}", r#"{"a":"#.repeat(64), "}".repeat(64));
-        let endpoints = vec![endpoint("ep_costly", &[("*", Some("$..a..a..a..a..a"))])];
+        let doubling = format!("$[0].data{}.zz", "[*,*]".repeat(30));
+        let endpoints = vec![
+            endpoint("ep_descending", &[("*", Some("$..a..a..a..a..a"))]),
+            endpoint("ep_doubling", &[("*", Some(doubling.as_str()))]),
+        ];
         assert!(matched(&endpoints, &event("deep.x", &deep)).is_empty());
     }
 
