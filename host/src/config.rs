@@ -114,6 +114,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_PLUGIN_DEADLINE")]
     pub plugin_deadline: Option<String>,
 
+    /// Time one publish request's subscription filters may take to match its events, e.g. `1s`; a request over it is
+    /// refused with 413 and nothing of it is stored [default: 1s].
+    #[arg(long, env = "SWITCHYARD_FILTER_BUDGET")]
+    pub filter_budget: Option<String>,
+
     /// PEM file of CA certificates to trust for receivers' TLS besides the bundled public roots, for receivers
     /// whose certificates come from a private or corporate CA [default: none].
     #[arg(long, env = "SWITCHYARD_CA_FILE")]
@@ -140,6 +145,8 @@ pub struct Config {
     pub disable_failing_after: Option<Duration>,
     pub plugins_dir: PathBuf,
     pub plugin_limits: crate::plugin::PluginLimits,
+    /// Time a publish request's subscription filters may take (see [`FilterWork`](crate::filter_work::FilterWork)).
+    pub filter_budget: Duration,
     /// Trusted for receivers' TLS besides the bundled public roots (`ca_file`).
     pub extra_root_certificates: Vec<reqwest::Certificate>,
 }
@@ -161,6 +168,7 @@ impl std::fmt::Debug for Config {
             .field("max_retry_after", &self.max_retry_after)
             .field("poll_interval", &self.poll_interval)
             .field("secret_grace", &self.secret_grace)
+            .field("filter_budget", &self.filter_budget)
             .field("disable_failing_after", &self.disable_failing_after)
             .field("plugins_dir", &self.plugins_dir)
             .field("plugin_limits", &self.plugin_limits)
@@ -272,6 +280,10 @@ impl Config {
             deadline: plugin_deadline,
             ..Default::default()
         };
+        let filter_budget = duration("filter_budget", over.filter_budget.or(under.filter_budget), "1s")?;
+        if filter_budget < Duration::from_millis(10) || filter_budget > Duration::from_secs(60) {
+            return Err(bad("filter_budget", "must be between 10ms and 60s"));
+        }
         let extra_root_certificates = match over.ca_file.or(under.ca_file) {
             Some(path) => root_certificates(&path)?,
             None => Vec::new(),
@@ -279,6 +291,7 @@ impl Config {
         let config = Config {
             plugins_dir,
             plugin_limits,
+            filter_budget,
             extra_root_certificates,
             listen,
             data_dir,
@@ -354,6 +367,7 @@ mod tests {
         assert!(!config.dev_mode);
         assert_eq!(config.max_payload_bytes, 1 << 20);
         assert_eq!(config.secret_grace, Duration::from_secs(24 * 3600));
+        assert_eq!(config.filter_budget, Duration::from_secs(1));
         assert_eq!(config.plugins_dir, PathBuf::from("switchyard-data/plugins"));
         assert_eq!(config.plugin_limits.deadline, Duration::from_millis(50));
         assert_eq!(config.plugin_limits.memory_bytes, 32 << 20);
@@ -393,6 +407,7 @@ mod tests {
             (ServeArgs { max_payload_bytes: Some(10), ..Default::default() }, "max_payload_bytes"),
             (ServeArgs { plugin_memory_mib: Some(0), ..Default::default() }, "plugin_memory_mib"),
             (ServeArgs { plugin_deadline: Some("1h".into()), ..Default::default() }, "plugin_deadline"),
+            (ServeArgs { filter_budget: Some("1ms".into()), ..Default::default() }, "filter_budget"),
             (ServeArgs { disable_failing_after: Some("never".into()), ..Default::default() }, "disable_failing_after"),
             (ServeArgs { disable_failing_after: Some("1ms".into()), ..Default::default() }, "disable_failing_after"),
         ];

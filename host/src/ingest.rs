@@ -11,7 +11,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::dispatch::Handoff;
 use crate::model::{new_id, now_millis, Delivery, DeliveryStatus, Endpoint, Event};
-use crate::routing::FilterCache;
+use crate::routing::{FilterCache, FilterVerdicts};
 use crate::secrets::SigningSecrets;
 use crate::store::{
     secrets_by_endpoint, AttemptOutcome, DispatchJob, JobEndpoint, JobEvent, NewDelivery, NewEvent, Published, Store,
@@ -23,8 +23,10 @@ pub(crate) type PublishReply = oneshot::Sender<StoreResult<Vec<Published>>>;
 /// Where a publish request's events go.
 #[derive(Debug, Clone)]
 pub enum Route {
-    /// To every active endpoint of the tenant whose subscriptions select the event.
-    Subscriptions,
+    /// To every active endpoint of the tenant whose subscriptions select the event, with each event's filter
+    /// verdicts as [`FilterWork`](crate::filter_work::FilterWork) found them (by position; a missing one or a
+    /// filter not in it is evaluated by the writer).
+    Subscriptions(Vec<FilterVerdicts>),
     /// To this endpoint alone, if it is active, whatever its subscriptions (a test event).
     Only(String),
 }
@@ -36,7 +38,7 @@ pub(crate) struct Publishes {
     /// Which of `events` are each request's, and where its answer goes.
     requests: Vec<(Range<usize>, PublishReply)>,
     /// The active endpoints they were matched against, by tenant: handed-over jobs carry theirs.
-    endpoints: HashMap<String, Vec<Endpoint>>,
+    endpoints: HashMap<String, Arc<Vec<Endpoint>>>,
     handover: Handover,
 }
 
@@ -51,7 +53,7 @@ impl Publishes {
     ) -> Self {
         let tenants: BTreeSet<String> =
             requests.iter().flat_map(|(events, _, _)| events.iter().map(|e| e.tenant_id.clone())).collect();
-        let mut endpoints: HashMap<String, Vec<Endpoint>> = HashMap::new();
+        let mut endpoints: HashMap<String, Arc<Vec<Endpoint>>> = HashMap::new();
         for tenant_id in tenants {
             match store.active_endpoints(&tenant_id).await {
                 Ok(found) => endpoints.insert(tenant_id, found),
@@ -81,10 +83,13 @@ impl Publishes {
                 }
             }
             let start = publishes.events.len();
-            for event in events {
-                let candidates = publishes.endpoints.get(&event.tenant_id).map(Vec::as_slice).unwrap_or_default();
+            for (index, event) in events.into_iter().enumerate() {
+                let candidates = publishes.endpoints.get(&event.tenant_id).map(|e| e.as_slice()).unwrap_or_default();
                 let chosen = match &route {
-                    Route::Subscriptions => filters.matching_endpoints(candidates, &event),
+                    Route::Subscriptions(verdicts) => match verdicts.get(index) {
+                        Some(known) => filters.matching_endpoints_given(candidates, &event, known),
+                        None => filters.matching_endpoints(candidates, &event),
+                    },
                     Route::Only(endpoint_id) => candidates.iter().filter(|e| e.id == *endpoint_id).collect(),
                 };
                 let deliveries = chosen
@@ -213,7 +218,7 @@ impl Handover {
     }
 
     /// Adds a job for each delivery of `new` that was stored leased.
-    fn take(&mut self, new: &NewEvent, published: &Published, endpoints: &HashMap<String, Vec<Endpoint>>) {
+    fn take(&mut self, new: &NewEvent, published: &Published, endpoints: &HashMap<String, Arc<Vec<Endpoint>>>) {
         if published.leased.is_empty() {
             return;
         }
@@ -254,7 +259,7 @@ impl Handover {
     /// The shared copy of a tenant's endpoint, made on first use.
     fn endpoint(
         &mut self,
-        endpoints: &HashMap<String, Vec<Endpoint>>,
+        endpoints: &HashMap<String, Arc<Vec<Endpoint>>>,
         tenant_id: &str,
         endpoint_id: &str,
     ) -> Option<Arc<JobEndpoint>> {

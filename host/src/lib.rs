@@ -8,6 +8,7 @@ pub mod api;
 pub mod config;
 pub mod dispatch;
 pub mod error;
+pub mod filter_work;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
@@ -62,6 +63,8 @@ pub struct SharedState {
     pub ingest: writer::Ingest,
     /// Loaded plugin versions, fed by the watcher on `config.plugins_dir`.
     pub plugins: Arc<PluginRegistry>,
+    /// Evaluates publishes' subscription filters before the writer, within `config.filter_budget`.
+    pub filter_work: filter_work::FilterWork,
     /// Recently authenticated keys and known tenants.
     pub auth_cache: api::auth::AuthCache,
     /// Served at `/metrics`.
@@ -153,6 +156,7 @@ pub async fn run(
         auth_cache: api::auth::AuthCache::default(),
         metrics,
         replays: api::replay::Replays::default(),
+        filter_work: filter_work::FilterWork::new(config.filter_budget),
     }));
     let writer = writer.start(store.clone(), node_id, Some(dispatcher.handoff()));
 

@@ -5,7 +5,8 @@
 //! the envelope lets a merchant test the event itself (`$[?@.data.amount > 1000]`) as well as search inside it
 //! (`$..items[?@.qty > 2]`). The event matches when the query selects at least one node.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use jsonpath_rust::parser::model::JpQuery;
 use jsonpath_rust::parser::parse_json_path;
@@ -176,13 +177,33 @@ pub fn matching_endpoints<'a>(endpoints: &'a [Endpoint], event: &Event) -> Vec<&
     FilterCache::default().matching_endpoints(endpoints, event)
 }
 
+/// What an event's distinct subscription filters select, by filter text: worked out before the event reaches
+/// the writer (see [`filter_work`](crate::filter_work)), so the writer's serial loop does not pay for them.
+pub type FilterVerdicts = HashMap<String, bool>;
+
+/// The distinct filters of the subscriptions in `endpoints` whose type pattern matches `event`: what matching it
+/// evaluates at most.
+pub fn candidate_filters<'a>(endpoints: &'a [Endpoint], event: &Event) -> BTreeSet<&'a str> {
+    endpoints
+        .iter()
+        .flat_map(|endpoint| &endpoint.subscriptions)
+        .filter(|sub| parse_pattern(&sub.event_type).is_ok_and(|p| p.matches(&event.event_type)))
+        .filter_map(|sub| sub.filter.as_deref())
+        .collect()
+}
+
+/// Whether a parsed filter selects anything in an envelope from [`wrap_envelope`].
+pub(crate) fn selects(query: &JpQuery, wrapped_envelope: &Value) -> bool {
+    js_path_process(query, wrapped_envelope).is_ok_and(|nodes| !nodes.is_empty())
+}
+
 /// Parsed JSONPath filters by their text, so matching many events does not parse every filter again for each
 /// one (parsing costs several times what evaluating does). Cleared when it outgrows its bound: filters change
 /// rarely, and a clear only costs parsing them again.
 #[derive(Default)]
 pub struct FilterCache {
     /// `None` for a stored filter that does not parse (written by another version): it matches nothing.
-    parsed: HashMap<String, Option<JpQuery>>,
+    parsed: HashMap<String, Option<Arc<JpQuery>>>,
 }
 
 const MAX_CACHED_FILTERS: usize = 10_000;
@@ -191,21 +212,39 @@ impl FilterCache {
     /// The endpoints with a subscription that selects `event`: its type pattern matches and its filter, if any,
     /// selects at least one node.
     pub fn matching_endpoints<'a>(&mut self, endpoints: &'a [Endpoint], event: &Event) -> Vec<&'a Endpoint> {
+        self.matching_endpoints_given(endpoints, event, &FilterVerdicts::new())
+    }
+
+    /// [`FilterCache::matching_endpoints`], taking each filter's verdict from `known` where it is there. Each
+    /// other filter is evaluated once per event, however many subscriptions share it.
+    pub fn matching_endpoints_given<'a>(
+        &mut self,
+        endpoints: &'a [Endpoint],
+        event: &Event,
+        known: &FilterVerdicts,
+    ) -> Vec<&'a Endpoint> {
         // Built lazily: most subscriptions have no filter, and the envelope costs a parse of the payload.
         let mut wrapped_envelope: Option<Option<Value>> = None;
+        let mut evaluated: HashMap<&str, bool> = HashMap::new();
         let mut matched = Vec::new();
         for endpoint in endpoints {
             let selects = endpoint.subscriptions.iter().any(|sub| {
                 let type_matches = parse_pattern(&sub.event_type).is_ok_and(|p| p.matches(&event.event_type));
                 type_matches
-                    && match &sub.filter {
+                    && match sub.filter.as_deref() {
                         None => true,
-                        Some(filter) => match self.query(filter, &endpoint.id) {
-                            Some(query) => match wrapped_envelope.get_or_insert_with(|| wrap_envelope(event)) {
-                                Some(doc) => js_path_process(query, doc).is_ok_and(|nodes| !nodes.is_empty()),
-                                None => false,
-                            },
-                            None => false,
+                        Some(filter) => match known.get(filter).or_else(|| evaluated.get(filter)) {
+                            Some(verdict) => *verdict,
+                            None => {
+                                let verdict = self.query(filter, &endpoint.id).is_some_and(|query| {
+                                    wrapped_envelope
+                                        .get_or_insert_with(|| wrap_envelope(event))
+                                        .as_ref()
+                                        .is_some_and(|doc| selects(&query, doc))
+                                });
+                                evaluated.insert(filter, verdict);
+                                verdict
+                            }
                         },
                     }
             });
@@ -216,7 +255,8 @@ impl FilterCache {
         matched
     }
 
-    fn query(&mut self, filter: &str, endpoint_id: &str) -> Option<&JpQuery> {
+    /// The parsed filter, or None (logged once) for a stored filter that does not parse.
+    pub(crate) fn query(&mut self, filter: &str, endpoint_id: &str) -> Option<Arc<JpQuery>> {
         if !self.parsed.contains_key(filter) {
             if self.parsed.len() >= MAX_CACHED_FILTERS {
                 self.parsed.clear();
@@ -226,17 +266,18 @@ impl FilterCache {
                     // Filters are validated before they are stored, so this means a row written by another version.
                     tracing::warn!(endpoint_id, %error, "stored subscription filter does not parse; treating as no match");
                 })
-                .ok();
+                .ok()
+                .map(Arc::new);
             self.parsed.insert(filter.to_string(), parsed);
         }
-        self.parsed.get(filter).and_then(Option::as_ref)
+        self.parsed.get(filter).cloned().flatten()
     }
 }
 
 /// The envelope in an array, as filters select among a node's children. None when its payload nests deeper than
 /// serde_json reads: the publish API refuses such data, but an event stored before it did can still come here
 /// (a replay), and its filters then match nothing rather than stop the writer.
-fn wrap_envelope(event: &Event) -> Option<Value> {
+pub(crate) fn wrap_envelope(event: &Event) -> Option<Value> {
     match serde_json::from_str(&event.envelope()) {
         Ok(envelope) => Some(Value::Array(vec![envelope])),
         Err(error) => {
@@ -251,11 +292,11 @@ fn wrap_envelope(event: &Event) -> Option<Value> {
 pub fn filter_matches(filter: &str, event: &Event) -> Result<bool, String> {
     let query = parse_filter(filter)?;
     let Some(doc) = wrap_envelope(event) else { return Ok(false) };
-    Ok(js_path_process(&query, &doc).is_ok_and(|nodes| !nodes.is_empty()))
+    Ok(selects(&query, &doc))
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use serde_json::value::RawValue;
@@ -263,7 +304,7 @@ mod tests {
     use super::*;
     use crate::model::{EndpointStatus, SignatureScheme};
 
-    fn event(event_type: &str, data: &str) -> Event {
+    pub(crate) fn event(event_type: &str, data: &str) -> Event {
         Event {
             id: "evt_1".into(),
             tenant_id: "ten_1".into(),
@@ -274,7 +315,7 @@ mod tests {
         }
     }
 
-    fn endpoint(id: &str, subscriptions: &[(&str, Option<&str>)]) -> Endpoint {
+    pub(crate) fn endpoint(id: &str, subscriptions: &[(&str, Option<&str>)]) -> Endpoint {
         Endpoint {
             id: id.into(),
             tenant_id: "ten_1".into(),
@@ -333,6 +374,28 @@ mod tests {
             assert_eq!(ids(matching_endpoints(&endpoints, &event)), expected);
         }
         assert_eq!(cache.parsed.len(), 3, "each filter parsed once, the broken one remembered as such");
+    }
+
+    /// The writer takes a filter's verdict from the request that evaluated it, and evaluates only the filters it
+    /// was not given (one created in between), once per event whatever the subscriptions sharing it.
+    #[test]
+    fn given_verdicts_are_taken_as_found_and_the_rest_evaluated() {
+        let big = "$[?@.data.amount > 1000]";
+        let endpoints = vec![
+            endpoint("ep_big", &[("payment.*", Some(big))]),
+            endpoint("ep_big_too", &[("payment.*", Some(big))]),
+            endpoint("ep_eur", &[("payment.*", Some("$[?@.data.currency == 'EUR']"))]),
+        ];
+        let event = event("payment.succeeded", r#"{"amount": 5000, "currency": "EUR"}"#);
+        let ids = |matched: Vec<&Endpoint>| matched.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+        let mut cache = FilterCache::default();
+        // Told the (true) `big` filter selects nothing: so the writer, trusting the request, delivers to neither.
+        let given = FilterVerdicts::from([(big.to_string(), false)]);
+        assert_eq!(ids(cache.matching_endpoints_given(&endpoints, &event, &given)), ["ep_eur"]);
+        assert_eq!(cache.parsed.len(), 1, "only the filter it was not given was parsed");
+        assert_eq!(ids(cache.matching_endpoints(&endpoints, &event)), ["ep_big", "ep_big_too", "ep_eur"]);
+        assert_eq!(candidate_filters(&endpoints, &event).len(), 2, "distinct filters");
+        assert!(candidate_filters(&endpoints, &super::tests::event("order.created", "{}")).is_empty());
     }
 
     /// An event stored before publishing refused deep data: its filters match nothing, and the writer that

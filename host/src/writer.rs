@@ -337,7 +337,10 @@ mod tests {
         let orphan = unstarted.ingest();
         drop(unstarted);
         assert!(orphan.is_stopped());
-        assert!(matches!(orphan.publish(Vec::new(), Route::Subscriptions).await, Err(StoreError::Unavailable(_))));
+        assert!(matches!(
+            orphan.publish(Vec::new(), Route::Subscriptions(Vec::new())).await,
+            Err(StoreError::Unavailable(_))
+        ));
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -400,10 +403,10 @@ mod tests {
         let good: Vec<Event> = (0..3).map(|_| event(&tenant.id)).collect();
         let ids: Vec<String> = good.iter().map(|e| e.id.clone()).collect();
         let (a, b, c, bad) = tokio::join!(
-            ingest.publish(vec![good[0].clone()], Route::Subscriptions),
-            ingest.publish(vec![good[1].clone(), good[2].clone()], Route::Subscriptions),
-            ingest.publish(Vec::new(), Route::Subscriptions),
-            ingest.publish(vec![bad], Route::Subscriptions),
+            ingest.publish(vec![good[0].clone()], Route::Subscriptions(Vec::new())),
+            ingest.publish(vec![good[1].clone(), good[2].clone()], Route::Subscriptions(Vec::new())),
+            ingest.publish(Vec::new(), Route::Subscriptions(Vec::new())),
+            ingest.publish(vec![bad], Route::Subscriptions(Vec::new())),
         );
         assert_eq!(a.unwrap().iter().map(|p| &p.event_id).collect::<Vec<_>>(), vec![&ids[0]]);
         assert_eq!(b.unwrap().iter().map(|p| &p.event_id).collect::<Vec<_>>(), vec![&ids[1], &ids[2]]);

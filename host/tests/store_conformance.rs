@@ -8,6 +8,7 @@ mod store_pg;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::sync::Arc;
 
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -680,7 +681,7 @@ async fn active_endpoints_exclude_paused_and_disabled(store: &dyn Store, _url: &
     let second_active = add_endpoint(store, &tenant).await;
     add_endpoint(store, &other).await;
 
-    let mut found = store.active_endpoints(&tenant.id).await.unwrap();
+    let mut found = store.active_endpoints(&tenant.id).await.unwrap().as_ref().clone();
     found.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(found, vec![active, second_active]);
     assert!(store.active_endpoints("ten_missing").await.unwrap().is_empty());
@@ -2427,7 +2428,7 @@ async fn signing_secrets_of_several_endpoints(store: &dyn Store, _url: &str) {
 /// change made through the same store shows at once.
 async fn active_endpoints_follow_every_endpoint_change_at_once(store: &dyn Store, _url: &str) {
     let tenant = new_tenant(store).await;
-    let ids = |found: Vec<Endpoint>| found.into_iter().map(|e| e.id).collect::<BTreeSet<_>>();
+    let ids = |found: Arc<Vec<Endpoint>>| found.iter().map(|e| e.id.clone()).collect::<BTreeSet<_>>();
     let first = add_endpoint(store, &tenant).await;
     assert_eq!(ids(store.active_endpoints(&tenant.id).await.unwrap()), BTreeSet::from([first.id.clone()]));
     let second = add_endpoint(store, &tenant).await;

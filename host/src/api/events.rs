@@ -142,6 +142,24 @@ pub(super) async fn store_events(state: &AppState, events: Vec<Event>, route: Ro
     Ok(published)
 }
 
+/// Matches the events against the tenant's subscription filters before they go to the writer (see
+/// [`FilterWork`](crate::filter_work::FilterWork)). Work over the budget is a 413 naming the event's `data`
+/// (`field_of(i)` for the i-th), and nothing is stored.
+async fn subscriptions_route(
+    state: &AppState,
+    tenant_id: &str,
+    events: &[Event],
+    field_of: impl Fn(usize) -> String,
+) -> ApiResult<Route> {
+    let endpoints = state.store.active_endpoints(tenant_id).await?;
+    let verdicts = state
+        .filter_work
+        .verdicts(tenant_id, &endpoints, events)
+        .await
+        .map_err(|over| ApiError::PayloadTooLarge { field: Some(field_of(over.event)), message: over.to_string() })?;
+    Ok(Route::Subscriptions(verdicts))
+}
+
 /// Refuses a batch that reuses a key with another event before anything is stored; returns the keys already
 /// used (their events are replayed, not stored again).
 async fn check_reused_keys(state: &AppState, caller: &Caller, events: &[Event]) -> ApiResult<HashSet<String>> {
@@ -222,7 +240,8 @@ async fn publish(
     };
     let event = to_event(body, "", key, &caller, state.config.max_payload_bytes, now_millis())?;
     let sent = event.idempotency_key.is_some().then(|| event.clone());
-    let published = store_events(&state, vec![event], Route::Subscriptions).await?.remove(0);
+    let route = subscriptions_route(&state, &caller.tenant_id, std::slice::from_ref(&event), |_| "data".into()).await?;
+    let published = store_events(&state, vec![event], route).await?.remove(0);
     if let (true, Some(sent)) = (published.replayed, &sent) {
         if let Some(first_id) = differing_first(&state, sent, &published.event_id).await? {
             return Err(key_reused(key_field.to_string(), &first_id, "Nothing was stored."));
@@ -275,7 +294,8 @@ async fn publish_batch(
         .filter(|(_, e)| e.idempotency_key.as_ref().is_some_and(|key| !earlier.contains(key)))
         .map(|(i, e)| (i, e.clone()))
         .collect();
-    let published = store_events(&state, events, Route::Subscriptions).await?;
+    let route = subscriptions_route(&state, &caller.tenant_id, &events, |i| format!("events[{i}].data")).await?;
+    let published = store_events(&state, events, route).await?;
     let mut data: Vec<BatchItemView> = published
         .into_iter()
         .map(|p| BatchItemView { id: p.event_id, deliveries: p.deliveries, replayed: p.replayed, error: None })

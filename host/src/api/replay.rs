@@ -15,7 +15,8 @@ use super::json::ApiJson;
 use super::pagination::time_field;
 use super::{audit, validate, PathId};
 use crate::error::{ApiError, ApiResult};
-use crate::model::{now_millis, rfc3339, Endpoint};
+use crate::filter_work::FilterWork;
+use crate::model::{now_millis, rfc3339, Endpoint, Event};
 use crate::routing::{self, FilterCache};
 use crate::store::{EventFilter, Page, Store};
 use crate::AppState;
@@ -99,7 +100,7 @@ async fn replay_missing(
     // stop it half-way with what it did missing from the audit log.
     let replay = tokio::spawn(async move {
         let _running = running;
-        let created = replay(state.store.as_ref(), &endpoint, &window).await;
+        let created = replay(state.store.as_ref(), &state.filter_work, &endpoint, &window).await;
         let mut details = json!({
             "since": rfc3339(since),
             "until": rfc3339(until),
@@ -125,28 +126,33 @@ async fn replay_missing(
 
 /// Walks the events in `window` that `endpoint` has no delivery of, oldest first, and creates one for each its
 /// subscriptions select (type pattern and JSONPath filter, as a publish would match them now).
-async fn replay(store: &dyn Store, endpoint: &Endpoint, window: &EventFilter) -> ApiResult<u64> {
+async fn replay(store: &dyn Store, work: &FilterWork, endpoint: &Endpoint, window: &EventFilter) -> ApiResult<u64> {
     let mut filters = FilterCache::default();
+    let endpoints = std::slice::from_ref(endpoint);
     let mut page = Page { cursor: None, limit: REPLAY_CHUNK };
     let mut created = 0;
     loop {
         let missed = store.events_missed_by(&endpoint.tenant_id, &endpoint.id, window, &page).await?;
-        let selected: Vec<String> = missed
+        let (chunk_len, last) = (missed.len(), missed.last().map(|event| event.id.clone()));
+        // A test event was meant for the endpoint it was sent to alone.
+        let candidates: Vec<Event> =
+            missed.into_iter().filter(|event| !routing::is_reserved_event_type(&event.event_type)).collect();
+        let verdicts = work.replay_verdicts(&endpoint.tenant_id, endpoints, &candidates).await;
+        let selected: Vec<String> = candidates
             .iter()
-            // A test event was meant for the endpoint it was sent to alone.
-            .filter(|event| !routing::is_reserved_event_type(&event.event_type))
-            .filter(|event| !filters.matching_endpoints(std::slice::from_ref(endpoint), event).is_empty())
-            .map(|event| event.id.clone())
+            .zip(&verdicts)
+            .filter(|(event, known)| !filters.matching_endpoints_given(endpoints, event, known).is_empty())
+            .map(|(event, _)| event.id.clone())
             .collect();
         if !selected.is_empty() {
             let sent = store.send_events_to(&endpoint.tenant_id, &endpoint.id, &selected, now_millis()).await?;
             // Deleted meanwhile: what was sent before became dead letters with the endpoint's other deliveries.
             created += sent.ok_or(ApiError::NotFound("endpoint"))?;
         }
-        if missed.len() < REPLAY_CHUNK as usize {
+        if chunk_len < REPLAY_CHUNK as usize {
             return Ok(created);
         }
-        page.cursor = missed.last().map(|event| event.id.clone());
+        page.cursor = last;
     }
 }
 

@@ -22,7 +22,8 @@ use crate::dispatch::send;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{now_millis, Event, PluginUse, PreparedRequest};
 use crate::plugin::bound::{self, Preparation};
-use crate::{routing, secrets, signing, AppState};
+use crate::routing::FilterCache;
+use crate::{secrets, signing, AppState};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/endpoints/{id}/simulate", post(simulate))
@@ -66,7 +67,13 @@ async fn simulate(
     let endpoint = state.store.get_endpoint(&caller.tenant_id, &id).await?.ok_or(ApiError::NotFound("endpoint"))?;
     let now = now_millis();
     let event = to_event(body, "", None, &caller, state.config.max_payload_bytes, now)?;
-    let matched = !routing::matching_endpoints(std::slice::from_ref(&endpoint), &event).is_empty();
+    let endpoints = std::slice::from_ref(&endpoint);
+    let verdicts = state
+        .filter_work
+        .verdicts(&caller.tenant_id, endpoints, std::slice::from_ref(&event))
+        .await
+        .map_err(|over| ApiError::PayloadTooLarge { field: Some("data".into()), message: over.to_string() })?;
+    let matched = !FilterCache::default().matching_endpoints_given(endpoints, &event, &verdicts[0]).is_empty();
     let mut view = SimulationView {
         matched,
         filter_decision: None,

@@ -128,7 +128,8 @@ impl World {
     async fn publish_through_writer(&self) -> (String, crate::store::Published) {
         let event = self.event();
         let event_id = event.id.clone();
-        let mut published = self.ingest.publish(vec![event], crate::ingest::Route::Subscriptions).await.unwrap();
+        let mut published =
+            self.ingest.publish(vec![event], crate::ingest::Route::Subscriptions(Vec::new())).await.unwrap();
         (event_id, published.remove(0))
     }
 

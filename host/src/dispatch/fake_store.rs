@@ -238,7 +238,7 @@ impl Store for FakeStore {
     async fn replace_subscriptions(&self, _: &str, _: &str, _: &[Subscription], _: Millis) -> StoreResult<bool> {
         unused()
     }
-    async fn active_endpoints(&self, _: &str) -> StoreResult<Vec<Endpoint>> {
+    async fn active_endpoints(&self, _: &str) -> StoreResult<Arc<Vec<Endpoint>>> {
         unused()
     }
     async fn endpoints_binding_plugin(&self, _: &str) -> StoreResult<Vec<(String, String)>> {

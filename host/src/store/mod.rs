@@ -364,7 +364,7 @@ pub trait Store: Send + Sync + 'static {
     /// `(tenant id, endpoint id)` of every endpoint, of any tenant, that binds the plugin `name` in some role.
     async fn endpoints_binding_plugin(&self, name: &str) -> StoreResult<Vec<(String, String)>>;
     /// Active endpoints of a tenant with their subscriptions: the candidates for fan-out.
-    async fn active_endpoints(&self, tenant_id: &str) -> StoreResult<Vec<Endpoint>>;
+    async fn active_endpoints(&self, tenant_id: &str) -> StoreResult<Arc<Vec<Endpoint>>>;
     /// All versions, newest first.
     async fn list_secrets(&self, tenant_id: &str, endpoint_id: &str) -> StoreResult<Vec<EndpointSecret>>;
     /// Adds `secret` as the new active version; the previous active one becomes retiring until `retire_until`

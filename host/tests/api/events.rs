@@ -391,3 +391,46 @@ async fn event_types_register_and_update() {
         .collect();
     assert_eq!(names, ["account.closed", "invoice.paid"]);
 }
+
+/// A tenant's costly filters are paid by its own publishes, not by the writer every tenant's publishes go
+/// through: another tenant is answered meanwhile, and a publish whose filters run past the budget is refused with
+/// nothing of it stored.
+#[tokio::test]
+async fn costly_filters_hold_up_only_their_own_publish() {
+    let budget = std::time::Duration::from_secs(1);
+    let server = TestServer::start_with(|config| config.filter_budget = budget).await;
+    let (heavy, light) = (server.tenant("Heavy").await, server.tenant("Light").await);
+    // Each filter counts every node of the payload, and none matches; a last one matches a small payload only.
+    let mut subscriptions: Vec<Value> = (0..99)
+        .map(|i| json!({ "event_type": "a.b", "filter": format!("$[?count(@.data..*) == {}]", i + 1000) }))
+        .collect();
+    subscriptions.push(json!({ "event_type": "a.b", "filter": "$[?@.data.small == true]" }));
+    heavy.create_endpoint(json!({ "subscriptions": subscriptions })).await.expect_status(201);
+    light.create_endpoint(json!({})).await.expect_status(201);
+
+    let small = json!({ "type": "a.b", "data": { "small": true, "items": [1, 2, 3] } });
+    assert_eq!(heavy.post("/api/v1/events", small).await.expect_status(202).json["deliveries"], 1);
+
+    let items: Vec<Value> = (0..40_000).map(|i| json!({ "n": i })).collect();
+    let large = json!({ "type": "a.b", "data": { "small": false, "items": items } });
+    let started = std::time::Instant::now();
+    let costly = tokio::spawn({
+        let heavy = heavy.clone();
+        let large = large.clone();
+        async move { heavy.post("/api/v1/events", large).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    light.post("/api/v1/events", json!({ "type": "a.b", "data": {} })).await.expect_status(202);
+    let light_answered = started.elapsed();
+    let refused = costly.await.unwrap();
+    let heavy_answered = started.elapsed();
+    refused.expect_error(413, "payload_too_large", Some("data"));
+    assert!(refused.json["error"]["message"].as_str().unwrap().contains("filters"), "{}", refused.text);
+    assert!(heavy_answered >= budget, "refused after {heavy_answered:?}, before the budget ran out");
+    assert!(light_answered < heavy_answered, "the other tenant waited: {light_answered:?} ≥ {heavy_answered:?}");
+    assert_eq!(heavy.get("/api/v1/events").await.json["data"].as_array().unwrap().len(), 1, "nothing more stored");
+
+    let batch = json!({ "events": [{ "type": "a.b", "data": { "small": true } }, large] });
+    heavy.post("/api/v1/events/batch", batch).await.expect_error(413, "payload_too_large", Some("events[1].data"));
+    assert_eq!(heavy.get("/api/v1/events").await.json["data"].as_array().unwrap().len(), 1, "nor of the batch");
+}

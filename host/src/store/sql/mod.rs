@@ -251,13 +251,13 @@ impl Store for SqlStore {
         endpoints::endpoints_binding_plugin(&self.reader, name).await
     }
 
-    async fn active_endpoints(&self, tenant_id: &str) -> StoreResult<Vec<Endpoint>> {
+    async fn active_endpoints(&self, tenant_id: &str) -> StoreResult<Arc<Vec<Endpoint>>> {
         if let Some(cached) = self.cache.active_endpoints(tenant_id) {
-            return Ok(cached.as_ref().clone());
+            return Ok(cached);
         }
         let generation = self.cache.generation();
-        let found = endpoints::active_endpoints(&self.reader, tenant_id).await?;
-        self.cache.keep_active_endpoints(tenant_id, generation, Arc::new(found.clone()));
+        let found = Arc::new(endpoints::active_endpoints(&self.reader, tenant_id).await?);
+        self.cache.keep_active_endpoints(tenant_id, generation, found.clone());
         Ok(found)
     }
 

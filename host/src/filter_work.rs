@@ -1,0 +1,248 @@
+//! Subscription filters evaluated before a publish reaches the writer. The writer commits every tenant's
+//! publishes in one serial loop, and a filter's cost grows with the payload times the filters that look at it: a
+//! 1 MiB event through a hundred filters took 20 s of CPU. Paid in the writer, that stalled every tenant's
+//! publishes; paid in a request task, it held one of the runtime's few threads. Here the request that brings the
+//! work pays for it:
+//! - a little work runs inline;
+//! - more runs on a blocking thread, one event at a time per tenant, on no more threads at once than the node has
+//!   cores to spare, so one tenant's filters cannot take the whole machine;
+//! - a publish whose filters take longer than the budget is refused before anything of it is stored.
+//!
+//! The writer then takes each filter's verdict from here, and evaluates only a filter that appeared in between.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use jsonpath_rust::parser::model::JpQuery;
+use tokio::sync::Semaphore;
+
+use crate::model::{Endpoint, Event};
+use crate::routing::{self, FilterCache, FilterVerdicts};
+
+/// Up to this much work (payload bytes times filters, summed over a request's events) runs in the request's
+/// task: microseconds for the usual small event, and at most a few milliseconds.
+const INLINE_WORK: usize = 32 << 10;
+
+/// A publish's filters took longer than the budget: nothing of it is stored.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "took more than {} ms to match against the tenant's subscription filters ({filters} distinct filters look at \
+     it; the time is for the whole request); send less data, or have the tenant use fewer or narrower filters",
+    budget.as_millis()
+)]
+pub struct OverBudget {
+    /// The index of the event being matched when the budget ran out.
+    pub event: usize,
+    /// How many distinct filters look at that event.
+    pub filters: usize,
+    pub budget: Duration,
+}
+
+pub struct FilterWork {
+    parsed: Mutex<FilterCache>,
+    spare_cores: Arc<Semaphore>,
+    /// One lock per tenant with work under way, so a tenant's requests queue behind each other, not before others.
+    tenants: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    budget: Duration,
+}
+
+/// The filters to evaluate on the `index`-th event.
+struct Job {
+    index: usize,
+    filters: Vec<(String, Option<Arc<JpQuery>>)>,
+}
+
+impl FilterWork {
+    /// `budget` bounds a publish's filter work (wall time while it has a core).
+    pub fn new(budget: Duration) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Self::with_threads(cores.saturating_sub(1).max(1), budget)
+    }
+
+    fn with_threads(threads: usize, budget: Duration) -> Self {
+        FilterWork {
+            parsed: Mutex::new(FilterCache::default()),
+            spare_cores: Arc::new(Semaphore::new(threads)),
+            tenants: Mutex::new(HashMap::new()),
+            budget,
+        }
+    }
+
+    /// Each event's filter verdicts, in order, for [`Route::Subscriptions`](crate::ingest::Route): every distinct
+    /// filter of the `endpoints`' subscriptions whose type pattern matches it.
+    pub async fn verdicts(
+        &self,
+        tenant_id: &str,
+        endpoints: &[Endpoint],
+        events: &[Event],
+    ) -> Result<Vec<FilterVerdicts>, OverBudget> {
+        self.work(tenant_id, endpoints, events, Some(self.budget)).await
+    }
+
+    /// [`FilterWork::verdicts`] with no budget, for a replay: it creates deliveries of events already stored, so
+    /// there is nothing to refuse, but its work still waits its turn for a core, an event at a time.
+    pub async fn replay_verdicts(
+        &self,
+        tenant_id: &str,
+        endpoints: &[Endpoint],
+        events: &[Event],
+    ) -> Vec<FilterVerdicts> {
+        // Without a budget nothing is over it.
+        self.work(tenant_id, endpoints, events, None).await.unwrap_or_default()
+    }
+
+    async fn work(
+        &self,
+        tenant_id: &str,
+        endpoints: &[Endpoint],
+        events: &[Event],
+        budget: Option<Duration>,
+    ) -> Result<Vec<FilterVerdicts>, OverBudget> {
+        let mut verdicts = vec![FilterVerdicts::new(); events.len()];
+        let jobs = self.jobs(endpoints, events);
+        let work: usize =
+            jobs.iter().map(|job| job.filters.len().saturating_mul(events[job.index].data.get().len())).sum();
+        let mut spent = Duration::ZERO;
+        if work <= INLINE_WORK {
+            for job in jobs {
+                let index = job.index;
+                (verdicts[index], spent) = evaluate(&events[index], job, spent, budget)?;
+            }
+            return Ok(verdicts);
+        }
+        let tenant = self.tenant_lock(tenant_id);
+        let _turn = tenant.lock().await;
+        for job in jobs {
+            let index = job.index;
+            let event = events[index].clone();
+            let core = self.spare_cores.clone().acquire_owned().await.expect("the semaphore is never closed");
+            let evaluated = tokio::task::spawn_blocking(move || {
+                let _core = core;
+                evaluate(&event, job, spent, budget)
+            })
+            .await
+            // A panic in the JSONPath library: the event's filters match nothing, as in the writer.
+            .unwrap_or_else(|_| Ok((FilterVerdicts::new(), spent)));
+            (verdicts[index], spent) = evaluated?;
+        }
+        Ok(verdicts)
+    }
+
+    fn jobs(&self, endpoints: &[Endpoint], events: &[Event]) -> Vec<Job> {
+        let mut parsed = self.parsed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        events
+            .iter()
+            .enumerate()
+            .filter_map(|(index, event)| {
+                let filters: Vec<(String, Option<Arc<JpQuery>>)> = routing::candidate_filters(endpoints, event)
+                    .into_iter()
+                    .map(|filter| (filter.to_string(), parsed.query(filter, "")))
+                    .collect();
+                (!filters.is_empty()).then_some(Job { index, filters })
+            })
+            .collect()
+    }
+
+    fn tenant_lock(&self, tenant_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut tenants = self.tenants.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(lock) = tenants.get(tenant_id).and_then(Weak::upgrade) {
+            return lock;
+        }
+        // Tenants whose work ended hold only a dead pointer: drop them as new ones come.
+        tenants.retain(|_, lock| lock.strong_count() > 0);
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        tenants.insert(tenant_id.to_string(), Arc::downgrade(&lock));
+        lock
+    }
+}
+
+/// Evaluates a job's filters on its event, `spent` of the budget being gone already; returns the verdicts and what is
+/// spent after them.
+fn evaluate(
+    event: &Event,
+    job: Job,
+    spent: Duration,
+    budget: Option<Duration>,
+) -> Result<(FilterVerdicts, Duration), OverBudget> {
+    let started = Instant::now();
+    let total = job.filters.len();
+    let doc = routing::wrap_envelope(event);
+    let mut verdicts = FilterVerdicts::with_capacity(total);
+    for (filter, query) in job.filters {
+        let verdict = match (&query, &doc) {
+            (Some(query), Some(doc)) => routing::selects(query, doc),
+            _ => false,
+        };
+        verdicts.insert(filter, verdict);
+        if let Some(budget) = budget {
+            if spent + started.elapsed() > budget {
+                return Err(OverBudget { event: job.index, filters: total, budget });
+            }
+        }
+    }
+    Ok((verdicts, spent + started.elapsed()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(id: &str, filters: &[&str]) -> Endpoint {
+        let subscriptions: Vec<(&str, Option<&str>)> = filters.iter().map(|f| ("order.*", Some(*f))).collect();
+        routing::tests::endpoint(id, &subscriptions)
+    }
+
+    fn event(event_type: &str, data: String) -> Event {
+        routing::tests::event(event_type, &data)
+    }
+
+    #[tokio::test]
+    async fn verdicts_agree_with_the_writers_matching_and_skip_other_types() {
+        let work = FilterWork::with_threads(1, Duration::from_secs(60));
+        let endpoints =
+            [endpoint("ep_1", &["$[?@.data.n > 1]", "$[?@.data.n > 5]"]), endpoint("ep_2", &["$[?@.data.n > 1]"])];
+        let small = event("order.created", r#"{"n": 3}"#.into());
+        // Large enough to be evaluated on a blocking thread.
+        let large = event("order.created", format!(r#"{{"n": 7, "pad": "{}"}}"#, "x".repeat(INLINE_WORK)));
+        let other_type = event("invoice.created", r#"{"n": 3}"#.into());
+        for events in [vec![small.clone(), other_type.clone()], vec![large.clone(), small.clone()]] {
+            let verdicts = work.verdicts("ten_1", &endpoints, &events).await.unwrap();
+            assert_eq!(verdicts.len(), events.len());
+            for (event, known) in events.iter().zip(&verdicts) {
+                let given = FilterCache::default().matching_endpoints_given(&endpoints, event, known);
+                assert_eq!(given, routing::matching_endpoints(&endpoints, event), "{}", event.data);
+            }
+        }
+        let verdicts = work.verdicts("ten_1", &endpoints, &[small, other_type, large]).await.unwrap();
+        assert_eq!(
+            verdicts[0],
+            FilterVerdicts::from([("$[?@.data.n > 1]".into(), true), ("$[?@.data.n > 5]".into(), false)])
+        );
+        assert!(verdicts[1].is_empty(), "no subscription takes invoice.created");
+        assert!(verdicts[2]["$[?@.data.n > 5]"]);
+    }
+
+    #[tokio::test]
+    async fn work_over_the_budget_is_refused_and_a_replay_has_none() {
+        let work = FilterWork::with_threads(1, Duration::ZERO);
+        let endpoints = [endpoint("ep_1", &["$..n"])];
+        let events = [event("order.created", r#"{"n": 1}"#.into()), event("order.created", r#"{"n": 2}"#.into())];
+        let refused = work.verdicts("ten_1", &endpoints, &events).await.unwrap_err();
+        assert_eq!((refused.event, refused.filters), (0, 1));
+        let replayed = work.replay_verdicts("ten_1", &endpoints, &events).await;
+        assert!(replayed.iter().all(|v| v["$..n"]));
+    }
+
+    #[test]
+    fn a_tenants_lock_is_shared_while_held_and_forgotten_after() {
+        let work = FilterWork::with_threads(1, Duration::ZERO);
+        let first = work.tenant_lock("ten_1");
+        assert!(Arc::ptr_eq(&first, &work.tenant_lock("ten_1")));
+        assert!(!Arc::ptr_eq(&first, &work.tenant_lock("ten_2")));
+        drop(first);
+        let _other = work.tenant_lock("ten_3");
+        let tenants = work.tenants.lock().unwrap();
+        assert!(tenants.keys().all(|t| t == "ten_3"), "{:?}", tenants.keys().collect::<Vec<_>>());
+    }
+}
