@@ -70,7 +70,7 @@ impl FilterWork {
     }
 
     /// Each event's filter verdicts, in order, for [`Route::Subscriptions`](crate::ingest::Route): every distinct
-    /// filter of the `endpoints`' subscriptions whose type pattern matches it.
+    /// filter of the `endpoints`' subscriptions whose type pattern matches it; empty when no filter looks at any.
     pub async fn verdicts(
         &self,
         tenant_id: &str,
@@ -99,8 +99,12 @@ impl FilterWork {
         events: &[Event],
         budget: Option<Duration>,
     ) -> Result<Vec<FilterVerdicts>, OverBudget> {
-        let mut verdicts = vec![FilterVerdicts::new(); events.len()];
         let jobs = self.jobs(endpoints, events);
+        if jobs.is_empty() {
+            // The usual publish: no filter looks at these events, and the writer needs no verdicts.
+            return Ok(Vec::new());
+        }
+        let mut verdicts = vec![FilterVerdicts::new(); events.len()];
         let work: usize =
             jobs.iter().map(|job| job.filters.len().saturating_mul(events[job.index].data.get().len())).sum();
         let mut spent = Duration::ZERO;
@@ -116,20 +120,27 @@ impl FilterWork {
         for job in jobs {
             let index = job.index;
             let event = events[index].clone();
+            // If the JSONPath library panics, the event's filters match nothing (none is left to the writer).
+            let none_selects: FilterVerdicts = job.filters.iter().map(|(filter, _)| (filter.clone(), false)).collect();
             let core = self.spare_cores.clone().acquire_owned().await.expect("the semaphore is never closed");
             let evaluated = tokio::task::spawn_blocking(move || {
                 let _core = core;
                 evaluate(&event, job, spent, budget)
             })
             .await
-            // A panic in the JSONPath library: the event's filters match nothing, as in the writer.
-            .unwrap_or_else(|_| Ok((FilterVerdicts::new(), spent)));
+            .unwrap_or_else(|panicked| {
+                tracing::error!(event_id = %events[index].id, error = %panicked, "evaluating filters panicked");
+                Ok((none_selects, spent))
+            });
             (verdicts[index], spent) = evaluated?;
         }
         Ok(verdicts)
     }
 
     fn jobs(&self, endpoints: &[Endpoint], events: &[Event]) -> Vec<Job> {
+        if endpoints.iter().all(|endpoint| endpoint.subscriptions.iter().all(|sub| sub.filter.is_none())) {
+            return Vec::new();
+        }
         let mut parsed = self.parsed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         events
             .iter()
