@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
+use switchyard::filter_work::FilterWork;
 use switchyard::model::{
     new_id, Endpoint, EndpointSecret, EndpointStatus, Event, PluginBinding, SecretStatus, SignatureScheme, Subscription,
 };
@@ -91,6 +92,24 @@ fn routing(c: &mut Criterion) {
     });
     group.bench_function("10 endpoints, JSONPath filter each, parsed filters cached", |b| {
         b.iter(|| cache.matching_endpoints(black_box(&filtered), black_box(&event)).len())
+    });
+    group.finish();
+
+    // What a publish request adds before the writer: its events' filter verdicts (none to find for the plain
+    // endpoints), and the writer's matching with them.
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
+    let work = FilterWork::new(Duration::from_secs(1));
+    let events = [event.clone()];
+    let mut group = c.benchmark_group("filter_work");
+    group.bench_function("10 endpoints, type pattern only", |b| {
+        b.iter(|| runtime.block_on(work.verdicts("ten_bench", black_box(&plain), black_box(&events))).unwrap().len())
+    });
+    group.bench_function("10 endpoints, JSONPath filter each", |b| {
+        b.iter(|| runtime.block_on(work.verdicts("ten_bench", black_box(&filtered), black_box(&events))).unwrap().len())
+    });
+    let verdicts = runtime.block_on(work.verdicts("ten_bench", &filtered, &events)).unwrap();
+    group.bench_function("10 endpoints, JSONPath filter each, writer matching with the verdicts", |b| {
+        b.iter(|| cache.matching_endpoints_given(black_box(&filtered), black_box(&event), &verdicts[0]).len())
     });
     group.finish();
 }

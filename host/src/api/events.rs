@@ -152,11 +152,12 @@ async fn subscriptions_route(
     field_of: impl Fn(usize) -> String,
 ) -> ApiResult<Route> {
     let endpoints = state.store.active_endpoints(tenant_id).await?;
-    let verdicts = state
-        .filter_work
-        .verdicts(tenant_id, &endpoints, events)
-        .await
-        .map_err(|over| ApiError::PayloadTooLarge { field: Some(field_of(over.event)), message: over.to_string() })?;
+    let verdicts = state.filter_work.verdicts(tenant_id, &endpoints, events).await.map_err(|over| {
+        // The operator's clue that a tenant's filters outgrew its payloads (or that the budget is too tight).
+        tracing::warn!(tenant_id, events = events.len(), filters = over.filters, budget = ?over.budget,
+                "publish refused: matching its events against the tenant's filters went over filter_budget");
+        ApiError::PayloadTooLarge { field: Some(field_of(over.event)), message: over.to_string() }
+    })?;
     Ok(Route::Subscriptions(verdicts))
 }
 
