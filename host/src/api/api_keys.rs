@@ -26,9 +26,15 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 struct CreateKey {
     name: String,
-    /// `all` when absent, as every key was before scopes.
-    #[serde(default)]
-    scope: Option<String>,
+    /// `all` when absent, as every key was before scopes. `null` is refused: a client that meant a narrow key
+    /// and sent an unset variable would get the widest one.
+    #[serde(default, deserialize_with = "present")]
+    scope: Option<Option<String>>,
+}
+
+/// `Some(None)` for an explicit `null`, which `#[serde(default)]` alone reads like an absent field.
+fn present<'de, D: serde::Deserializer<'de>>(value: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(value).map(Some)
 }
 
 #[derive(Debug, Serialize)]
@@ -64,9 +70,12 @@ async fn create(
     ApiJson(body): ApiJson<CreateKey>,
 ) -> ApiResult<(StatusCode, Json<KeyView>)> {
     validate::name("name", &body.name)?;
-    let scope = match body.scope.as_deref() {
+    let scope = match body.scope {
         None => KeyScope::All,
-        Some(text) => text.parse().map_err(|message: String| ApiError::invalid("scope", message))?,
+        Some(None) => {
+            return Err(ApiError::invalid("scope", "must be \"all\" or \"publish\", not null; omit it for \"all\""))
+        }
+        Some(Some(text)) => text.parse().map_err(|message: String| ApiError::invalid("scope", message))?,
     };
     let text = generate_key(match scope {
         KeyScope::All => TENANT_KEY_PREFIX,

@@ -228,6 +228,7 @@ async fn a_publish_key_only_publishes() {
     let audit = alice.get("/api/v1/audit-log?action=api_key.created").await.expect_status(200);
     assert_eq!(audit.json["data"][0]["details"]["scope"], "publish", "{}", audit.text);
     alice.post("/api/v1/api-keys", json!({ "name": "x", "scope": "read" })).await.expect_invalid("scope");
+    alice.post("/api/v1/api-keys", json!({ "name": "x", "scope": null })).await.expect_invalid("scope");
 }
 
 #[tokio::test]
