@@ -102,6 +102,36 @@ mod tests {
         assert_lists_every_file("postgres", POSTGRES);
     }
 
+    /// A key made before scopes (migration 8) keeps the full access it had: an upgrade must not lock out every
+    /// service using one, nor turn it into something else.
+    #[tokio::test]
+    async fn a_key_from_before_scopes_keeps_its_full_access() {
+        use sqlx::Connection;
+
+        use crate::model::KeyScope;
+        use crate::store::Store;
+
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("old.db").display());
+        let mut connection = sqlx::AnyConnection::connect(&format!("{url}?mode=rwc")).await.unwrap();
+        let before_scopes = &SQLITE[..7];
+        assert_eq!(before_scopes.last().map(|m| m.0), Some(7));
+        Migrator::new(Embedded(before_scopes)).await.unwrap().run_direct(&mut connection).await.unwrap();
+        for statement in [
+            "INSERT INTO tenants (id, name, created_at) VALUES ('ten_old', 'Old', 1)",
+            "INSERT INTO api_keys (id, tenant_id, name, prefix, key_hash, created_at) \
+             VALUES ('key_old', 'ten_old', 'ci', 'sy_abcd', 'hash-of-an-old-key', 1)",
+        ] {
+            sqlx::query(statement).execute(&mut connection).await.unwrap();
+        }
+        connection.close().await.unwrap();
+
+        let store = super::super::SqlStore::connect(&url).await.unwrap();
+        let key = store.find_api_key("hash-of-an-old-key").await.unwrap().expect("the old key is still found");
+        assert_eq!((key.tenant_id.as_str(), key.scope), ("ten_old", KeyScope::All));
+    }
+
     #[test]
     fn both_databases_have_the_same_migration_versions() {
         let versions = |list: &[EmbeddedMigration]| list.iter().map(|m| (m.0, m.1)).collect::<Vec<_>>();
