@@ -4,8 +4,8 @@
 //! publishes; paid in a request task, it held one of the runtime's few threads. Here the request that brings the
 //! work pays for it:
 //! - a little work runs inline;
-//! - more runs on a blocking thread, one event at a time per tenant, on no more threads at once than the node has
-//!   cores to spare, so one tenant's filters cannot take the whole machine;
+//! - more runs on a blocking thread, one event at a time per tenant (requests take turns event by event), on no
+//!   more threads at once than the node has cores to spare, so one tenant's filters cannot take the whole machine;
 //! - a publish whose filters take longer than the budget is refused before anything of it is stored.
 //!
 //! The writer then takes each filter's verdict from here, and evaluates only a filter that appeared in between.
@@ -116,8 +116,9 @@ impl FilterWork {
             return Ok(verdicts);
         }
         let tenant = self.tenant_lock(tenant_id);
-        let _turn = tenant.lock().await;
         for job in jobs {
+            // Taken per event, so a replay's long run of events lets the tenant's publishes in between.
+            let _turn = tenant.lock().await;
             let index = job.index;
             let event = events[index].clone();
             // If the JSONPath library panics, the event's filters match nothing (none is left to the writer).
