@@ -24,11 +24,10 @@ use crate::routing::{self, FilterCache, FilterVerdicts};
 /// task: microseconds for the usual small event, and at most a few milliseconds.
 const INLINE_WORK: usize = 32 << 10;
 
-/// A publish's filters took longer than the budget: nothing of it is stored.
+/// An event's filters took longer than the budget.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "took more than {} ms to match against the tenant's subscription filters ({filters} distinct filters look at \
-     it; the time is for the whole request); send less data, or have the tenant use fewer or narrower filters",
+    "matching it against the tenant's subscription filters took more than {} ms ({filters} distinct filters look at it)",
     budget.as_millis()
 )]
 pub struct OverBudget {
@@ -45,6 +44,31 @@ pub struct FilterWork {
     /// One lock per tenant with work under way, so a tenant's requests queue behind each other, not before others.
     tenants: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
     budget: Duration,
+}
+
+/// What a budget bounds.
+#[derive(Debug, Clone, Copy)]
+enum Budget {
+    /// The time of all the request's events together.
+    PerRequest(Duration),
+    /// Each event's time alone.
+    PerEvent(Duration),
+}
+
+impl Budget {
+    fn limit(self) -> Duration {
+        match self {
+            Budget::PerRequest(limit) | Budget::PerEvent(limit) => limit,
+        }
+    }
+
+    /// What counts against the next event, `spent` having gone on the events before it.
+    fn spent(self, spent: Duration) -> Duration {
+        match self {
+            Budget::PerRequest(_) => spent,
+            Budget::PerEvent(_) => Duration::ZERO,
+        }
+    }
 }
 
 /// The filters to evaluate on the `index`-th event.
@@ -77,19 +101,18 @@ impl FilterWork {
         endpoints: &[Endpoint],
         events: &[Event],
     ) -> Result<Vec<FilterVerdicts>, OverBudget> {
-        self.work(tenant_id, endpoints, events, Some(self.budget)).await
+        self.work(tenant_id, endpoints, events, Budget::PerRequest(self.budget)).await
     }
 
-    /// [`FilterWork::verdicts`] with no budget, for a replay: it creates deliveries of events already stored, so
-    /// there is nothing to refuse, but its work still waits its turn for a core, an event at a time.
+    /// [`FilterWork::verdicts`] for a replay, whose events are already stored: each event alone must match
+    /// within the budget (as its publish would have had to), rather than all of them together.
     pub async fn replay_verdicts(
         &self,
         tenant_id: &str,
         endpoints: &[Endpoint],
         events: &[Event],
-    ) -> Vec<FilterVerdicts> {
-        // Without a budget nothing is over it.
-        self.work(tenant_id, endpoints, events, None).await.unwrap_or_default()
+    ) -> Result<Vec<FilterVerdicts>, OverBudget> {
+        self.work(tenant_id, endpoints, events, Budget::PerEvent(self.budget)).await
     }
 
     async fn work(
@@ -97,7 +120,7 @@ impl FilterWork {
         tenant_id: &str,
         endpoints: &[Endpoint],
         events: &[Event],
-        budget: Option<Duration>,
+        budget: Budget,
     ) -> Result<Vec<FilterVerdicts>, OverBudget> {
         let jobs = self.jobs(endpoints, events);
         if jobs.is_empty() {
@@ -111,7 +134,7 @@ impl FilterWork {
         if work <= INLINE_WORK {
             for job in jobs {
                 let index = job.index;
-                (verdicts[index], spent) = evaluate(&events[index], job, spent, budget)?;
+                (verdicts[index], spent) = evaluate(&events[index], job, budget.spent(spent), budget.limit())?;
             }
             return Ok(verdicts);
         }
@@ -120,18 +143,18 @@ impl FilterWork {
             // Taken per event, so a replay's long run of events lets the tenant's publishes in between.
             let _turn = tenant.lock().await;
             let index = job.index;
-            let event = events[index].clone();
+            let (event, spent_before, limit) = (events[index].clone(), budget.spent(spent), budget.limit());
             // If the JSONPath library panics, the event's filters match nothing (none is left to the writer).
             let none_selects: FilterVerdicts = job.filters.iter().map(|(filter, _)| (filter.clone(), false)).collect();
             let core = self.spare_cores.clone().acquire_owned().await.expect("the semaphore is never closed");
             let evaluated = tokio::task::spawn_blocking(move || {
                 let _core = core;
-                evaluate(&event, job, spent, budget)
+                evaluate(&event, job, spent_before, limit)
             })
             .await
             .unwrap_or_else(|panicked| {
                 tracing::error!(event_id = %events[index].id, error = %panicked, "evaluating filters panicked");
-                Ok((none_selects, spent))
+                Ok((none_selects, spent_before))
             });
             (verdicts[index], spent) = evaluated?;
         }
@@ -175,7 +198,7 @@ fn evaluate(
     event: &Event,
     job: Job,
     spent: Duration,
-    budget: Option<Duration>,
+    budget: Duration,
 ) -> Result<(FilterVerdicts, Duration), OverBudget> {
     let started = Instant::now();
     let total = job.filters.len();
@@ -187,10 +210,8 @@ fn evaluate(
             _ => false,
         };
         verdicts.insert(filter, verdict);
-        if let Some(budget) = budget {
-            if spent + started.elapsed() > budget {
-                return Err(OverBudget { event: job.index, filters: total, budget });
-            }
+        if spent + started.elapsed() > budget {
+            return Err(OverBudget { event: job.index, filters: total, budget });
         }
     }
     Ok((verdicts, spent + started.elapsed()))
@@ -236,14 +257,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn work_over_the_budget_is_refused_and_a_replay_has_none() {
+    async fn work_over_the_budget_is_refused_per_request_or_per_replayed_event() {
         let work = FilterWork::with_threads(1, Duration::ZERO);
         let endpoints = [endpoint("ep_1", &["$..n"])];
         let events = [event("order.created", r#"{"n": 1}"#.into()), event("order.created", r#"{"n": 2}"#.into())];
         let refused = work.verdicts("ten_1", &endpoints, &events).await.unwrap_err();
         assert_eq!((refused.event, refused.filters), (0, 1));
-        let replayed = work.replay_verdicts("ten_1", &endpoints, &events).await;
-        assert!(replayed.iter().all(|v| v["$..n"]));
+        assert_eq!(work.replay_verdicts("ten_1", &endpoints, &events).await.unwrap_err().event, 0);
+        let generous = FilterWork::with_threads(1, Duration::from_secs(60));
+        assert!(generous.replay_verdicts("ten_1", &endpoints, &events).await.unwrap().iter().all(|v| v["$..n"]));
+        // A request's events share its budget; a replayed event has the whole budget to itself.
+        let (second, budget) = (Duration::from_secs(1), Duration::from_millis(700));
+        assert_eq!(Budget::PerRequest(second).spent(budget), budget);
+        assert_eq!(Budget::PerEvent(second).spent(budget), Duration::ZERO);
     }
 
     #[test]

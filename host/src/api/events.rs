@@ -156,7 +156,13 @@ async fn subscriptions_route(
         // The operator's clue that a tenant's filters outgrew its payloads (or that the budget is too tight).
         tracing::warn!(tenant_id, events = events.len(), filters = over.filters, budget = ?over.budget,
                 "publish refused: matching its events against the tenant's filters went over filter_budget");
-        ApiError::PayloadTooLarge { field: Some(field_of(over.event)), message: over.to_string() }
+        ApiError::PayloadTooLarge {
+            field: Some(field_of(over.event)),
+            message: format!(
+                "{over}; the limit is for the whole request: send less data, or have the tenant use fewer or \
+                     narrower filters"
+            ),
+        }
     })?;
     Ok(Route::Subscriptions(verdicts))
 }

@@ -137,7 +137,16 @@ async fn replay(store: &dyn Store, work: &FilterWork, endpoint: &Endpoint, windo
         // A test event was meant for the endpoint it was sent to alone.
         let candidates: Vec<Event> =
             missed.into_iter().filter(|event| !routing::is_reserved_event_type(&event.event_type)).collect();
-        let verdicts = work.replay_verdicts(&endpoint.tenant_id, endpoints, &candidates).await;
+        let verdicts = work.replay_verdicts(&endpoint.tenant_id, endpoints, &candidates).await.map_err(|over| {
+            ApiError::PayloadTooLarge {
+                field: None,
+                message: format!(
+                    "the replay stopped at event {}: {over}, the limit for each event; it had created {created} \
+                     deliveries",
+                    candidates[over.event].id
+                ),
+            }
+        })?;
         let selected: Vec<String> = candidates
             .iter()
             .zip(&verdicts)

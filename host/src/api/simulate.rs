@@ -68,11 +68,13 @@ async fn simulate(
     let now = now_millis();
     let event = to_event(body, "", None, &caller, state.config.max_payload_bytes, now)?;
     let endpoints = std::slice::from_ref(&endpoint);
-    let verdicts = state
-        .filter_work
-        .verdicts(&caller.tenant_id, endpoints, std::slice::from_ref(&event))
-        .await
-        .map_err(|over| ApiError::PayloadTooLarge { field: Some("data".into()), message: over.to_string() })?;
+    let verdicts =
+        state.filter_work.verdicts(&caller.tenant_id, endpoints, std::slice::from_ref(&event)).await.map_err(
+            |over| ApiError::PayloadTooLarge {
+                field: Some("data".into()),
+                message: format!("{over}; send less data, or use fewer or narrower filters"),
+            },
+        )?;
     let matched = !FilterCache::default().matching_endpoints_given(endpoints, &event, &verdicts[0]).is_empty();
     let mut view = SimulationView {
         matched,

@@ -434,3 +434,31 @@ async fn costly_filters_hold_up_only_their_own_publish() {
     heavy.post("/api/v1/events/batch", batch).await.expect_error(413, "payload_too_large", Some("events[1].data"));
     assert_eq!(heavy.get("/api/v1/events").await.json["data"].as_array().unwrap().len(), 1, "nor of the batch");
 }
+
+/// A replay matches each stored event against the filters within the budget, as its publish would have, and
+/// stops at one that cannot be matched in time (published before the costly filters existed).
+#[tokio::test]
+async fn a_replay_stops_at_an_event_its_filters_cannot_match_in_time() {
+    let server = TestServer::start_with(|config| config.filter_budget = std::time::Duration::from_millis(300)).await;
+    let alice = server.tenant("Alice").await;
+    let small = json!({ "type": "a.b", "data": { "small": true } });
+    alice.post("/api/v1/events", small).await.expect_status(202);
+    let items: Vec<Value> = (0..40_000).map(|i| json!({ "n": i })).collect();
+    let large = json!({ "type": "a.b", "data": { "small": false, "items": items } });
+    let large_id = alice.post("/api/v1/events", large).await.expect_status(202).str("id");
+
+    let mut subscriptions: Vec<Value> = (0..99)
+        .map(|i| json!({ "event_type": "a.b", "filter": format!("$[?count(@.data..*) == {}]", i + 1000) }))
+        .collect();
+    subscriptions.push(json!({ "event_type": "a.b", "filter": "$[?@.data.small == true]" }));
+    let endpoint = alice.create_endpoint(json!({ "subscriptions": subscriptions })).await.expect_status(201).str("id");
+    let replay = json!({ "since": "2020-01-01T00:00:00Z" });
+    let refused = alice.post(&format!("/api/v1/endpoints/{endpoint}/replay-missing"), replay).await;
+    refused.expect_error(413, "payload_too_large", None);
+    let message = refused.json["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&large_id) && message.contains("created 0 deliveries"), "{message}");
+    assert!(alice.get(&format!("/api/v1/deliveries?endpoint_id={endpoint}")).await.json["data"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
