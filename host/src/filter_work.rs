@@ -128,35 +128,64 @@ impl FilterWork {
             return Ok(Vec::new());
         }
         let mut verdicts = vec![FilterVerdicts::new(); events.len()];
-        let work: usize =
-            jobs.iter().map(|job| job.filters.len().saturating_mul(events[job.index].data.get().len())).sum();
+        let work_of = |job: &Job| job.filters.len().saturating_mul(events[job.index].data.get().len());
         let mut spent = Duration::ZERO;
-        if work <= INLINE_WORK {
+        if jobs.iter().map(work_of).sum::<usize>() <= INLINE_WORK {
             for job in jobs {
                 let index = job.index;
-                (verdicts[index], spent) = evaluate(&events[index], job, budget.spent(spent), budget.limit())?;
+                (verdicts[index], spent) = evaluate(&events[index], job, budget, spent)?;
             }
             return Ok(verdicts);
         }
-        let tenant = self.tenant_lock(tenant_id);
+        // Events go to a blocking thread in runs of about the inline work, so a batch of small events does not pay
+        // a thread handoff each, and a turn is never much longer than one event's work.
+        let mut runs: Vec<Vec<Job>> = Vec::new();
+        let mut run_work = 0;
         for job in jobs {
-            // Taken per event, so a replay's long run of events lets the tenant's publishes in between.
+            let work = work_of(&job);
+            match runs.last_mut() {
+                Some(run) if run_work + work <= INLINE_WORK => run.push(job),
+                _ => {
+                    runs.push(vec![job]);
+                    run_work = 0;
+                }
+            }
+            run_work += work;
+        }
+        let tenant = self.tenant_lock(tenant_id);
+        for run in runs {
+            // Taken per run, so a replay's long series of events lets the tenant's publishes in between.
             let _turn = tenant.lock().await;
-            let index = job.index;
-            let (event, spent_before, limit) = (events[index].clone(), budget.spent(spent), budget.limit());
-            // If the JSONPath library panics, the event's filters match nothing (none is left to the writer).
-            let none_selects: FilterVerdicts = job.filters.iter().map(|(filter, _)| (filter.clone(), false)).collect();
+            let run_events: Vec<Event> = run.iter().map(|job| events[job.index].clone()).collect();
+            // If the JSONPath library panics, the run's filters match nothing (none is left to the writer).
+            let none_selects: Vec<(usize, FilterVerdicts)> = run
+                .iter()
+                .map(|job| (job.index, job.filters.iter().map(|(filter, _)| (filter.clone(), false)).collect()))
+                .collect();
             let core = self.spare_cores.clone().acquire_owned().await.expect("the semaphore is never closed");
+            let spent_before = spent;
             let evaluated = tokio::task::spawn_blocking(move || {
                 let _core = core;
-                evaluate(&event, job, spent_before, limit)
+                let mut spent = spent_before;
+                let mut found = Vec::with_capacity(run.len());
+                for (job, event) in run.into_iter().zip(&run_events) {
+                    let index = job.index;
+                    let verdicts;
+                    (verdicts, spent) = evaluate(event, job, budget, spent)?;
+                    found.push((index, verdicts));
+                }
+                Ok((found, spent))
             })
             .await
             .unwrap_or_else(|panicked| {
-                tracing::error!(event_id = %events[index].id, error = %panicked, "evaluating filters panicked");
+                tracing::error!(error = %panicked, "evaluating filters panicked; they match nothing");
                 Ok((none_selects, spent_before))
             });
-            (verdicts[index], spent) = evaluated?;
+            let found;
+            (found, spent) = evaluated?;
+            for (index, found) in found {
+                verdicts[index] = found;
+            }
         }
         Ok(verdicts)
     }
@@ -192,15 +221,15 @@ impl FilterWork {
     }
 }
 
-/// Evaluates a job's filters on its event, `spent` of the budget being gone already; returns the verdicts and what is
-/// spent after them.
+/// Evaluates a job's filters on its event, `spent` being what the events before it took; returns the verdicts
+/// and what is spent after them.
 fn evaluate(
     event: &Event,
     job: Job,
+    budget: Budget,
     spent: Duration,
-    budget: Duration,
 ) -> Result<(FilterVerdicts, Duration), OverBudget> {
-    let started = Instant::now();
+    let (started, spent, limit) = (Instant::now(), budget.spent(spent), budget.limit());
     let total = job.filters.len();
     let doc = routing::wrap_envelope(event);
     let mut verdicts = FilterVerdicts::with_capacity(total);
@@ -210,8 +239,8 @@ fn evaluate(
             _ => false,
         };
         verdicts.insert(filter, verdict);
-        if spent + started.elapsed() > budget {
-            return Err(OverBudget { event: job.index, filters: total, budget });
+        if spent + started.elapsed() > limit {
+            return Err(OverBudget { event: job.index, filters: total, budget: limit });
         }
     }
     Ok((verdicts, spent + started.elapsed()))
@@ -239,7 +268,11 @@ mod tests {
         // Large enough to be evaluated on a blocking thread.
         let large = event("order.created", format!(r#"{{"n": 7, "pad": "{}"}}"#, "x".repeat(INLINE_WORK)));
         let other_type = event("invoice.created", r#"{"n": 3}"#.into());
-        for events in [vec![small.clone(), other_type.clone()], vec![large.clone(), small.clone()]] {
+        // Inline; a large event on a blocking thread, then a small one; many small ones in runs.
+        let padded = event("order.created", format!(r#"{{"n": 3, "pad": "{}"}}"#, "x".repeat(200)));
+        let many_small: Vec<Event> = (0..300).map(|_| padded.clone()).collect();
+        assert!(many_small.len() * 2 * padded.data.get().len() > 2 * INLINE_WORK);
+        for events in [vec![small.clone(), other_type.clone()], vec![large.clone(), small.clone()], many_small] {
             let verdicts = work.verdicts("ten_1", &endpoints, &events).await.unwrap();
             assert_eq!(verdicts.len(), events.len());
             for (event, known) in events.iter().zip(&verdicts) {
