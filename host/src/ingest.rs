@@ -20,6 +20,10 @@ use crate::store::{
 
 pub(crate) type PublishReply = oneshot::Sender<StoreResult<Vec<Published>>>;
 
+/// Payload bytes of filter work a request may leave to the writer (see [`Publishes::fan_out`]): about as much as
+/// the request would have done inline.
+const WRITER_FILTER_ALLOWANCE: usize = 32 << 10;
+
 /// Where a publish request's events go.
 #[derive(Debug, Clone)]
 pub enum Route {
@@ -68,6 +72,7 @@ impl Publishes {
             };
         }
         let mut publishes = Publishes { endpoints, ..Publishes::empty() };
+        let no_verdicts = FilterVerdicts::new();
         for (events, route, reply) in requests {
             if let Route::Only(endpoint_id) = &route {
                 // Not stored at all rather than stored with no delivery: the caller asked for that one endpoint.
@@ -82,20 +87,41 @@ impl Publishes {
                     continue;
                 }
             }
-            let start = publishes.events.len();
-            for (index, event) in events.into_iter().enumerate() {
+            // Filters the request did not evaluate (created since it read the endpoints) are evaluated here only
+            // up to this much payload in all: beyond it the request is sent back, rather than hold every tenant.
+            let mut allowance = WRITER_FILTER_ALLOWANCE;
+            let mut routed = Vec::with_capacity(events.len());
+            for (index, event) in events.iter().enumerate() {
                 let candidates = publishes.endpoints.get(&event.tenant_id).map(|e| e.as_slice()).unwrap_or_default();
                 let chosen = match &route {
-                    Route::Subscriptions(verdicts) => match verdicts.get(index) {
-                        Some(known) => filters.matching_endpoints_given(candidates, &event, known),
-                        None => filters.matching_endpoints(candidates, &event),
-                    },
-                    Route::Only(endpoint_id) => candidates.iter().filter(|e| e.id == *endpoint_id).collect(),
+                    Route::Subscriptions(verdicts) => {
+                        let known = verdicts.get(index).unwrap_or(&no_verdicts);
+                        filters.matching_endpoints_within(candidates, event, known, &mut allowance)
+                    }
+                    Route::Only(endpoint_id) => Some(candidates.iter().filter(|e| e.id == *endpoint_id).collect()),
                 };
-                let deliveries = chosen
-                    .into_iter()
-                    .map(|endpoint| NewDelivery { id: new_id("dlv"), endpoint_id: endpoint.id.clone(), lease: None })
-                    .collect();
+                let Some(chosen) = chosen else { break };
+                routed.push(
+                    chosen
+                        .into_iter()
+                        .map(|endpoint| NewDelivery {
+                            id: new_id("dlv"),
+                            endpoint_id: endpoint.id.clone(),
+                            lease: None,
+                        })
+                        .collect::<Vec<_>>(),
+                );
+            }
+            if routed.len() < events.len() {
+                let _ = reply.send(Err(StoreError::Unavailable(
+                    "the tenant's subscription filters changed while this request was matched against them; send \
+                     it again"
+                        .into(),
+                )));
+                continue;
+            }
+            let start = publishes.events.len();
+            for (event, deliveries) in events.into_iter().zip(routed) {
                 publishes.events.push(NewEvent { event, deliveries });
             }
             publishes.requests.push((start..publishes.events.len(), reply));

@@ -223,36 +223,57 @@ impl FilterCache {
         event: &Event,
         known: &FilterVerdicts,
     ) -> Vec<&'a Endpoint> {
+        let mut unlimited = usize::MAX;
+        self.matching_endpoints_within(endpoints, event, known, &mut unlimited).unwrap_or_default()
+    }
+
+    /// [`FilterCache::matching_endpoints_given`], evaluating filters not in `known` only while `allowance` lasts:
+    /// each takes the payload's size from it. None when one more was needed: the caller refuses the event rather
+    /// than pay for it (the writer, whose loop every tenant shares).
+    pub fn matching_endpoints_within<'a>(
+        &mut self,
+        endpoints: &'a [Endpoint],
+        event: &Event,
+        known: &FilterVerdicts,
+        allowance: &mut usize,
+    ) -> Option<Vec<&'a Endpoint>> {
         // Built lazily: most subscriptions have no filter, and the envelope costs a parse of the payload.
         let mut wrapped_envelope: Option<Option<Value>> = None;
         let mut evaluated: HashMap<&str, bool> = HashMap::new();
         let mut matched = Vec::new();
+        let cost = event.data.get().len().max(1);
         for endpoint in endpoints {
-            let selects = endpoint.subscriptions.iter().any(|sub| {
-                let type_matches = parse_pattern(&sub.event_type).is_ok_and(|p| p.matches(&event.event_type));
-                type_matches
-                    && match sub.filter.as_deref() {
-                        None => true,
-                        Some(filter) => match known.get(filter).or_else(|| evaluated.get(filter)) {
-                            Some(verdict) => *verdict,
-                            None => {
-                                let verdict = self.query(filter, &endpoint.id).is_some_and(|query| {
-                                    wrapped_envelope
-                                        .get_or_insert_with(|| wrap_envelope(event))
-                                        .as_ref()
-                                        .is_some_and(|doc| selects(&query, doc))
-                                });
-                                evaluated.insert(filter, verdict);
-                                verdict
-                            }
-                        },
-                    }
-            });
-            if selects {
+            let mut selected = false;
+            for sub in &endpoint.subscriptions {
+                if !parse_pattern(&sub.event_type).is_ok_and(|p| p.matches(&event.event_type)) {
+                    continue;
+                }
+                selected = match sub.filter.as_deref() {
+                    None => true,
+                    Some(filter) => match known.get(filter).or_else(|| evaluated.get(filter)) {
+                        Some(verdict) => *verdict,
+                        None => {
+                            *allowance = allowance.checked_sub(cost)?;
+                            let verdict = self.query(filter, &endpoint.id).is_some_and(|query| {
+                                wrapped_envelope
+                                    .get_or_insert_with(|| wrap_envelope(event))
+                                    .as_ref()
+                                    .is_some_and(|doc| selects(&query, doc))
+                            });
+                            evaluated.insert(filter, verdict);
+                            verdict
+                        }
+                    },
+                };
+                if selected {
+                    break;
+                }
+            }
+            if selected {
                 matched.push(endpoint);
             }
         }
-        matched
+        Some(matched)
     }
 
     /// The parsed filter, or None (logged once) for a stored filter that does not parse.
@@ -396,6 +417,29 @@ pub(crate) mod tests {
         assert_eq!(ids(cache.matching_endpoints(&endpoints, &event)), ["ep_big", "ep_big_too", "ep_eur"]);
         assert_eq!(candidate_filters(&endpoints, &event).len(), 2, "distinct filters");
         assert!(candidate_filters(&endpoints, &super::tests::event("order.created", "{}")).is_empty());
+    }
+
+    /// The writer evaluates a filter it was not given only within its allowance, a payload's size per filter, so
+    /// a request whose endpoints changed after it was matched cannot hand it seconds of work.
+    #[test]
+    fn filters_not_given_are_evaluated_only_within_the_allowance() {
+        let endpoints = vec![
+            endpoint("ep_big", &[("payment.*", Some("$[?@.data.amount > 1000]"))]),
+            endpoint("ep_eur", &[("payment.*", Some("$[?@.data.currency == 'EUR']"))]),
+            endpoint("ep_all", &[("*", None)]),
+        ];
+        let data = r#"{"amount": 5000, "currency": "EUR"}"#;
+        let event = event("payment.succeeded", data);
+        let mut cache = FilterCache::default();
+        let mut allowance = 2 * data.len() - 1;
+        assert!(cache.matching_endpoints_within(&endpoints, &event, &FilterVerdicts::new(), &mut allowance).is_none());
+        let mut allowance = 2 * data.len();
+        let matched = cache.matching_endpoints_within(&endpoints, &event, &FilterVerdicts::new(), &mut allowance);
+        assert_eq!(matched.unwrap().len(), 3);
+        assert_eq!(allowance, 0);
+        let given = FilterVerdicts::from([("$[?@.data.amount > 1000]".to_string(), true)]);
+        let mut allowance = data.len();
+        assert_eq!(cache.matching_endpoints_within(&endpoints, &event, &given, &mut allowance).unwrap().len(), 3);
     }
 
     /// An event stored before publishing refused deep data: its filters match nothing, and the writer that
