@@ -20,15 +20,17 @@ use tokio::sync::Semaphore;
 use crate::model::{Endpoint, Event};
 use crate::routing::{self, FilterCache, FilterVerdicts};
 
-/// Up to this much work (payload bytes times filters, summed over a request's events) runs in the request's
-/// task: microseconds for the usual small event, and at most a few milliseconds.
+/// Up to this much work (payload bytes times filters, summed over a request's events, a `match()` or `search()`
+/// counting 256 times) runs in the request's task: microseconds for the usual small event, and at most a few
+/// milliseconds.
 const INLINE_WORK: usize = 32 << 10;
 
 /// An event's filters took longer than the budget.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "matching it against the tenant's subscription filters took more than {} ms ({filters} distinct filters look at it)",
-    budget.as_millis()
+    "matching it against the tenant's subscription filters took more than {} ms ({filters} distinct {} look at it)",
+    budget.as_millis(),
+    if *filters == 1 { "filter" } else { "filters" }
 )]
 pub struct OverBudget {
     /// The index of the event being matched when the budget ran out.
@@ -75,6 +77,8 @@ impl Budget {
 struct Job {
     index: usize,
     filters: Vec<(String, Option<Arc<JpQuery>>)>,
+    /// The filters' summed [`routing::filter_weight`].
+    weight: usize,
 }
 
 impl FilterWork {
@@ -128,7 +132,7 @@ impl FilterWork {
             return Ok(Vec::new());
         }
         let mut verdicts = vec![FilterVerdicts::new(); events.len()];
-        let work_of = |job: &Job| job.filters.len().saturating_mul(events[job.index].data.get().len());
+        let work_of = |job: &Job| job.weight.saturating_mul(events[job.index].data.get().len());
         let mut spent = Duration::ZERO;
         if jobs.iter().map(work_of).sum::<usize>() <= INLINE_WORK {
             for job in jobs {
@@ -203,7 +207,8 @@ impl FilterWork {
                     .into_iter()
                     .map(|filter| (filter.to_string(), parsed.query(filter, "")))
                     .collect();
-                (!filters.is_empty()).then_some(Job { index, filters })
+                let weight = filters.iter().map(|(filter, _)| routing::filter_weight(filter)).sum();
+                (!filters.is_empty()).then_some(Job { index, filters, weight })
             })
             .collect()
     }

@@ -113,6 +113,7 @@ fn parse_filter(filter: &str) -> Result<JpQuery, String> {
              a few in a row use gigabytes; combine conditions with `||` in a filter expression instead"
             .into());
     }
+    check_regexes(&shape)?;
     Ok(query)
 }
 
@@ -129,38 +130,134 @@ struct FilterShape {
     descendants: usize,
     /// Commas between the selectors of a bracket (not between a function's arguments).
     unions: usize,
+    /// Calls of `match()` and `search()`.
+    regex_calls: usize,
+    /// The patterns of those calls that are string literals, as written between the quotes.
+    regex_literals: Vec<String>,
+}
+
+/// An open bracket or parenthesis while scanning a filter's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    Bracket,
+    Paren,
+    /// The parentheses of a `match()` or `search()` call; true once past its first argument.
+    RegexCall {
+        past_first: bool,
+    },
 }
 
 impl FilterShape {
     fn of(filter: &str) -> Self {
         let mut shape = FilterShape::default();
         let (mut quote, mut escaped, mut previous_dot) = (None, false, false);
-        let mut open: Vec<char> = Vec::new();
+        let mut open: Vec<Open> = Vec::new();
+        let (mut word, mut literal) = (String::new(), String::new());
         for c in filter.chars() {
             match quote {
-                Some(_) if escaped => escaped = false,
-                Some(_) if c == '\\' => escaped = true,
-                Some(closing) if c == closing => quote = None,
-                Some(_) => {}
+                Some(_) if escaped => {
+                    escaped = false;
+                    literal.push(c);
+                }
+                Some(_) if c == '\\' => {
+                    escaped = true;
+                    literal.push(c);
+                }
+                Some(closing) if c == closing => {
+                    quote = None;
+                    if open.last() == Some(&Open::RegexCall { past_first: true }) {
+                        shape.regex_literals.push(std::mem::take(&mut literal));
+                    }
+                }
+                Some(_) => literal.push(c),
                 None => match c {
-                    '\'' | '"' => quote = Some(c),
+                    '\'' | '"' => {
+                        quote = Some(c);
+                        literal.clear();
+                    }
                     '.' if previous_dot => {
                         shape.descendants += 1;
                         previous_dot = false;
                         continue;
                     }
-                    '[' | '(' => open.push(c),
+                    '[' => open.push(Open::Bracket),
+                    '(' if word == "match" || word == "search" => {
+                        shape.regex_calls += 1;
+                        open.push(Open::RegexCall { past_first: false });
+                    }
+                    '(' => open.push(Open::Paren),
                     ']' | ')' => {
                         open.pop();
                     }
-                    ',' if open.last() == Some(&'[') => shape.unions += 1,
+                    ',' => match open.last_mut() {
+                        Some(Open::Bracket) => shape.unions += 1,
+                        Some(Open::RegexCall { past_first }) => *past_first = true,
+                        _ => {}
+                    },
                     _ => {}
                 },
+            }
+            if quote.is_none() && (c.is_ascii_alphanumeric() || c == '_') {
+                word.push(c);
+            } else if !c.is_whitespace() || quote.is_some() {
+                word.clear();
             }
             previous_dot = quote.is_none() && c == '.';
         }
         shape
     }
+}
+
+/// How many times a plain filter's work `filter` may take per payload byte: every `match()` or `search()`
+/// compiles its pattern for each node it tests, up to about a millisecond each.
+pub(crate) fn filter_weight(filter: &str) -> usize {
+    1 + FilterShape::of(filter).regex_calls * REGEX_WEIGHT
+}
+
+const REGEX_WEIGHT: usize = 256;
+
+/// Largest compiled `match()`/`search()` pattern, in bytes. The JSONPath library compiles the pattern again for
+/// every node it tests, so its compile time is paid per node: about 0.3 ms at this size, where `(\w{30}){10}`
+/// took 75 ms.
+const MAX_REGEX_BYTES: usize = 64 << 10;
+
+/// Why a `match()`/`search()` in a filter is refused, if it is: its pattern must be a string literal (one taken
+/// from the event would be compiled per node at the publisher's choosing) and compile small.
+fn check_regexes(shape: &FilterShape) -> Result<(), String> {
+    if shape.regex_literals.len() < shape.regex_calls {
+        return Err("`match()` and `search()` take their pattern as a string literal, e.g. match(@.data.currency, \
+                    'EUR|USD'): the pattern is compiled for every node tested"
+            .into());
+    }
+    for pattern in &shape.regex_literals {
+        let pattern = unescape_literal(pattern);
+        regex::RegexBuilder::new(&pattern).size_limit(MAX_REGEX_BYTES).build().map_err(|e| match e {
+            regex::Error::CompiledTooBig(_) => format!(
+                "the pattern `{pattern}` compiles to more than {} KiB; it is compiled for every node tested, so \
+                 keep it small (e.g. `[0-9]` rather than `\\d`, which is every Unicode digit)",
+                MAX_REGEX_BYTES >> 10
+            ),
+            other => format!("the pattern `{pattern}` is not a regular expression: {other}"),
+        })?;
+    }
+    Ok(())
+}
+
+/// A string literal's text as the JSONPath parser reads it: the escapes of quotes, `\\` and `/` resolved (a
+/// regex escape such as `\\d` passes through as written).
+fn unescape_literal(literal: &str) -> String {
+    let mut text = String::with_capacity(literal.len());
+    let mut chars = literal.chars();
+    while let Some(c) = chars.next() {
+        match (c, chars.clone().next()) {
+            ('\\', Some(next @ ('\'' | '"' | '\\' | '/'))) => {
+                text.push(next);
+                chars.next();
+            }
+            _ => text.push(c),
+        }
+    }
+    text
 }
 
 /// Checks a subscription before it is stored. On failure names the field at fault (`event_type` or `filter`).
@@ -491,6 +588,34 @@ pub(crate) mod tests {
             endpoint("ep_doubling", &[("*", Some(doubling.as_str()))]),
         ];
         assert!(matched(&endpoints, &event("deep.x", &deep)).is_empty());
+    }
+
+    /// The JSONPath library compiles a `match()`/`search()` pattern for every node it tests: `(\w{30}){10}` took
+    /// 75 ms a node, and a pattern read from the event would be the publisher's to choose.
+    #[test]
+    fn regex_patterns_are_small_literals() {
+        for allowed in [
+            "$[?match(@.data.currency, 'EUR|USD')]",
+            "$[?search(@.data.email, \"@example\\\\.com$\")]",
+            "$[?match(@.data.day, '[0-9]{4}-[0-9]{2}-[0-9]{2}') && @.data.n > 1]",
+            "$.data.items[?search(@.sku, 'ab')]",
+            "$[?@.data.note == 'match(x, y)']",
+        ] {
+            assert!(parse_filter(allowed).is_ok(), "{allowed}: {:?}", parse_filter(allowed).err());
+        }
+        for (refused, why) in [
+            ("$[?search(@.data.s, '(\\\\w{30}){10}')]", "compiles to more than"),
+            ("$[?search(@.data.s, '\\\\w{30}')]", "compiles to more than"),
+            ("$[?match(@.data.s, @.data.pattern)]", "string literal"),
+            ("$[?search(@.data.s, $.x)]", "string literal"),
+            ("$[?match(@.data.s, '(')]", "not a regular expression"),
+        ] {
+            let message = parse_filter(refused).unwrap_err();
+            assert!(message.contains(why), "{refused}: {message}");
+        }
+        assert_eq!(filter_weight("$[?@.data.n > 1]"), 1);
+        assert_eq!(filter_weight("$[?match(@.a, 'x') || search(@.b, 'y')]"), 1 + 2 * REGEX_WEIGHT);
+        assert_eq!(unescape_literal(r"a\'b\\\\c\\d"), r"a'b\\c\d");
     }
 
     #[test]
