@@ -10,7 +10,7 @@
 //!
 //! The writer then takes each filter's verdict from here, and evaluates only a filter that appeared in between.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -105,7 +105,20 @@ impl FilterWork {
         endpoints: &[Endpoint],
         events: &[Event],
     ) -> Result<Vec<FilterVerdicts>, OverBudget> {
-        self.work(tenant_id, endpoints, events, Budget::PerRequest(self.budget)).await
+        self.work(tenant_id, endpoints, events, Budget::PerRequest(self.budget), &HashSet::new()).await
+    }
+
+    /// [`FilterWork::verdicts`], where the events under `stored_keys` (idempotency keys already used) are
+    /// repeats the writer will not store again: their filters are taken to select nothing, unevaluated, so a
+    /// retry is answered as a repeat even when its first try's filter work would no longer fit the budget.
+    pub async fn verdicts_for_new(
+        &self,
+        tenant_id: &str,
+        endpoints: &[Endpoint],
+        events: &[Event],
+        stored_keys: &HashSet<String>,
+    ) -> Result<Vec<FilterVerdicts>, OverBudget> {
+        self.work(tenant_id, endpoints, events, Budget::PerRequest(self.budget), stored_keys).await
     }
 
     /// [`FilterWork::verdicts`] for a replay, whose events are already stored: each event alone must match
@@ -116,7 +129,7 @@ impl FilterWork {
         endpoints: &[Endpoint],
         events: &[Event],
     ) -> Result<Vec<FilterVerdicts>, OverBudget> {
-        self.work(tenant_id, endpoints, events, Budget::PerEvent(self.budget)).await
+        self.work(tenant_id, endpoints, events, Budget::PerEvent(self.budget), &HashSet::new()).await
     }
 
     async fn work(
@@ -125,13 +138,20 @@ impl FilterWork {
         endpoints: &[Endpoint],
         events: &[Event],
         budget: Budget,
+        stored_keys: &HashSet<String>,
     ) -> Result<Vec<FilterVerdicts>, OverBudget> {
-        let jobs = self.jobs(endpoints, events);
+        let mut jobs = self.jobs(endpoints, events);
         if jobs.is_empty() {
             // The usual publish: no filter looks at these events, and the writer needs no verdicts.
             return Ok(Vec::new());
         }
         let mut verdicts = vec![FilterVerdicts::new(); events.len()];
+        let stored =
+            |job: &Job| events[job.index].idempotency_key.as_ref().is_some_and(|key| stored_keys.contains(key));
+        for job in jobs.iter().filter(|job| stored(job)) {
+            verdicts[job.index] = job.filters.iter().map(|(filter, _)| (filter.clone(), false)).collect();
+        }
+        jobs.retain(|job| !stored(job));
         let work_of = |job: &Job| job.weight.saturating_mul(events[job.index].data.get().len());
         let mut spent = Duration::ZERO;
         if jobs.iter().map(work_of).sum::<usize>() <= INLINE_WORK {

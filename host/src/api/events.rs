@@ -144,23 +144,46 @@ pub(super) async fn store_events(state: &AppState, events: Vec<Event>, route: Ro
 
 /// Matches the events against the tenant's subscription filters before they go to the writer (see
 /// [`FilterWork`](crate::filter_work::FilterWork)). Work over the budget is a 413 naming the event's `data`
-/// (`field_of(i)` for the i-th), and nothing is stored.
+/// (`field_of(i)` for the i-th), and nothing is stored. Events under `stored_keys` (idempotency keys already
+/// used) are repeats and cost nothing; when `stored_keys` is None and the budget runs out, the events' keys are
+/// looked up, so that a retry of a stored event is answered as the repeat it is.
 async fn subscriptions_route(
     state: &AppState,
     tenant_id: &str,
     events: &[Event],
+    stored_keys: Option<&HashSet<String>>,
     field_of: impl Fn(usize) -> String,
 ) -> ApiResult<Route> {
     let endpoints = state.store.active_endpoints(tenant_id).await?;
-    let verdicts = state.filter_work.verdicts(tenant_id, &endpoints, events).await.map_err(|over| {
+    let work = &state.filter_work;
+    let mut found = match stored_keys {
+        Some(keys) => work.verdicts_for_new(tenant_id, &endpoints, events, keys).await,
+        None => work.verdicts(tenant_id, &endpoints, events).await,
+    };
+    if let (Err(_), None) = (&found, stored_keys) {
+        let keys: Vec<String> = events.iter().filter_map(|e| e.idempotency_key.clone()).collect();
+        if !keys.is_empty() {
+            let stored: HashSet<String> = state
+                .store
+                .events_by_idempotency_keys(tenant_id, &keys)
+                .await?
+                .into_iter()
+                .filter_map(|first| first.idempotency_key)
+                .collect();
+            if !stored.is_empty() {
+                found = work.verdicts_for_new(tenant_id, &endpoints, events, &stored).await;
+            }
+        }
+    }
+    let verdicts = found.map_err(|over| {
         // The operator's clue that a tenant's filters outgrew its payloads (or that the budget is too tight).
         tracing::warn!(tenant_id, events = events.len(), filters = over.filters, budget = ?over.budget,
-                "publish refused: matching its events against the tenant's filters went over filter_budget");
+            "publish refused: matching its events against the tenant's filters went over filter_budget");
         ApiError::PayloadTooLarge {
             field: Some(field_of(over.event)),
             message: format!(
                 "{over}; the limit is for the whole request: send less data, or have the tenant use fewer or \
-                     narrower filters"
+                 narrower filters"
             ),
         }
     })?;
@@ -247,7 +270,8 @@ async fn publish(
     };
     let event = to_event(body, "", key, &caller, state.config.max_payload_bytes, now_millis())?;
     let sent = event.idempotency_key.is_some().then(|| event.clone());
-    let route = subscriptions_route(&state, &caller.tenant_id, std::slice::from_ref(&event), |_| "data".into()).await?;
+    let route =
+        subscriptions_route(&state, &caller.tenant_id, std::slice::from_ref(&event), None, |_| "data".into()).await?;
     let published = store_events(&state, vec![event], route).await?.remove(0);
     if let (true, Some(sent)) = (published.replayed, &sent) {
         if let Some(first_id) = differing_first(&state, sent, &published.event_id).await? {
@@ -301,7 +325,9 @@ async fn publish_batch(
         .filter(|(_, e)| e.idempotency_key.as_ref().is_some_and(|key| !earlier.contains(key)))
         .map(|(i, e)| (i, e.clone()))
         .collect();
-    let route = subscriptions_route(&state, &caller.tenant_id, &events, |i| format!("events[{i}].data")).await?;
+    let route =
+        subscriptions_route(&state, &caller.tenant_id, &events, Some(&earlier), |i| format!("events[{i}].data"))
+            .await?;
     let published = store_events(&state, events, route).await?;
     let mut data: Vec<BatchItemView> = published
         .into_iter()

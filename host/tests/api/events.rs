@@ -462,3 +462,35 @@ async fn a_replay_stops_at_an_event_its_filters_cannot_match_in_time() {
         .unwrap()
         .is_empty());
 }
+
+/// A retry of a stored event is answered as a repeat even when matching it against the tenant's filters would
+/// no longer fit the budget: its filter work is skipped, as the writer will not store it again.
+#[tokio::test]
+async fn a_retry_of_a_stored_event_is_a_repeat_whatever_its_filters_cost_now() {
+    let server = TestServer::start_with(|config| config.filter_budget = std::time::Duration::from_millis(300)).await;
+    let alice = server.tenant("Alice").await;
+    let cheap = json!({ "subscriptions": [{ "event_type": "a.b", "filter": "$[?@.data.small == false]" }] });
+    let endpoint = alice.create_endpoint(cheap).await.expect_status(201).str("id");
+    let items: Vec<Value> = (0..40_000).map(|i| json!({ "n": i })).collect();
+    let large = json!({ "type": "a.b", "data": { "small": false, "items": items }, "idempotency_key": "k1" });
+    let first = alice.post("/api/v1/events", large.clone()).await.expect_status(202);
+    assert_eq!(first.json["deliveries"], 1);
+
+    let costly: Vec<Value> = (0..100)
+        .map(|i| json!({ "event_type": "a.b", "filter": format!("$[?count(@.data..*) == {}]", i + 1000) }))
+        .collect();
+    let path = format!("/api/v1/endpoints/{endpoint}/subscriptions");
+    alice.send_json(Method::PUT, &path, json!({ "subscriptions": costly })).await.expect_status(200);
+    let repeat = alice.post("/api/v1/events", large.clone()).await.expect_status(202);
+    assert_eq!(repeat.json["id"], first.json["id"]);
+    assert_eq!(repeat.header("Idempotent-Replayed"), Some("true"));
+    let mut fresh = large.clone();
+    fresh["idempotency_key"] = json!("k2");
+    alice.post("/api/v1/events", fresh.clone()).await.expect_error(413, "payload_too_large", Some("data"));
+    let batch = json!({ "events": [large, { "type": "a.b", "data": { "small": true } }] });
+    let answered = alice.post("/api/v1/events/batch", batch).await.expect_status(202);
+    assert_eq!(answered.json["data"][0]["replayed"], true);
+    assert_eq!(answered.json["data"][0]["id"], first.json["id"]);
+    let batch = json!({ "events": [fresh] });
+    alice.post("/api/v1/events/batch", batch).await.expect_error(413, "payload_too_large", Some("events[0].data"));
+}
