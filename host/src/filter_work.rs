@@ -98,7 +98,8 @@ impl FilterWork {
     }
 
     /// Each event's filter verdicts, in order, for [`Route::Subscriptions`](crate::ingest::Route): every distinct
-    /// filter of the `endpoints`' subscriptions whose type pattern matches it; empty when no filter looks at any.
+    /// filter of the `endpoints`' subscriptions whose type pattern matches it (one set per event, empty for an event
+    /// no filter looks at).
     pub async fn verdicts(
         &self,
         tenant_id: &str,
@@ -140,12 +141,12 @@ impl FilterWork {
         budget: Budget,
         stored_keys: &HashSet<String>,
     ) -> Result<Vec<FilterVerdicts>, OverBudget> {
+        let mut verdicts = vec![FilterVerdicts::new(); events.len()];
         let mut jobs = self.jobs(endpoints, events);
         if jobs.is_empty() {
-            // The usual publish: no filter looks at these events, and the writer needs no verdicts.
-            return Ok(Vec::new());
+            // The usual publish: no filter looks at these events.
+            return Ok(verdicts);
         }
-        let mut verdicts = vec![FilterVerdicts::new(); events.len()];
         let stored =
             |job: &Job| events[job.index].idempotency_key.as_ref().is_some_and(|key| stored_keys.contains(key));
         for job in jobs.iter().filter(|job| stored(job)) {
@@ -311,6 +312,9 @@ mod tests {
             FilterVerdicts::from([("$[?@.data.n > 1]".into(), true), ("$[?@.data.n > 5]".into(), false)])
         );
         assert!(verdicts[1].is_empty(), "no subscription takes invoice.created");
+        let unfiltered = [routing::tests::endpoint("ep_3", &[("*", None)])];
+        let none = work.verdicts("ten_1", &unfiltered, &[event("order.created", "{}".into())]).await.unwrap();
+        assert_eq!(none, [FilterVerdicts::new()], "one (empty) set per event, for simulate and replay to index");
         assert!(verdicts[2]["$[?@.data.n > 5]"]);
     }
 

@@ -494,3 +494,27 @@ async fn a_retry_of_a_stored_event_is_a_repeat_whatever_its_filters_cost_now() {
     let batch = json!({ "events": [fresh] });
     alice.post("/api/v1/events/batch", batch).await.expect_error(413, "payload_too_large", Some("events[0].data"));
 }
+
+/// Endpoints with no filter for the event's type: a simulation matches (it dropped the connection when the
+/// filter work found nothing to evaluate), and a replay sends what they missed (it created nothing).
+#[tokio::test]
+async fn simulate_and_replay_match_endpoints_without_filters() {
+    let server = TestServer::start().await;
+    let alice = server.tenant("Alice").await;
+    for _ in 0..3 {
+        alice.post("/api/v1/events", json!({ "type": "a.b", "data": { "x": 1 } })).await.expect_status(202);
+    }
+    let plain = alice.create_endpoint(json!({})).await.expect_status(201).str("id");
+    let other_filtered = json!({ "subscriptions": [
+        { "event_type": "a.b" }, { "event_type": "c.d", "filter": "$[?@.data.x == 1]" },
+    ] });
+    let mixed = alice.create_endpoint(other_filtered).await.expect_status(201).str("id");
+    for endpoint in [&plain, &mixed] {
+        let simulated =
+            alice.post(&format!("/api/v1/endpoints/{endpoint}/simulate"), json!({ "type": "a.b", "data": {} })).await;
+        assert_eq!(simulated.expect_status(200).json["matched"], true);
+        let replay = json!({ "since": "2020-01-01T00:00:00Z" });
+        let replayed = alice.post(&format!("/api/v1/endpoints/{endpoint}/replay-missing"), replay).await;
+        assert_eq!(replayed.expect_status(200).json["created"], 3, "{endpoint}");
+    }
+}
