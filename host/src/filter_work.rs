@@ -20,8 +20,8 @@ use tokio::sync::Semaphore;
 use crate::model::{Endpoint, Event};
 use crate::routing::{self, FilterCache, FilterVerdicts};
 
-/// Up to this much work (payload bytes times filters, summed over a request's events, a `match()` or `search()`
-/// counting 256 times) runs in the request's task: microseconds for the usual small event, and at most a few
+/// Up to this much work (payload bytes times filters, summed over a request's events, and 2 KiB more for each
+/// `match()` or `search()`) runs in the request's task: microseconds for the usual small event, and at most a few
 /// milliseconds.
 const INLINE_WORK: usize = 32 << 10;
 
@@ -77,8 +77,8 @@ impl Budget {
 struct Job {
     index: usize,
     filters: Vec<(String, Option<Arc<JpQuery>>)>,
-    /// The filters' summed [`routing::filter_weight`].
-    weight: usize,
+    /// The filters' summed [`routing::filter_fixed_work`].
+    fixed_work: usize,
 }
 
 impl FilterWork {
@@ -153,7 +153,9 @@ impl FilterWork {
             verdicts[job.index] = job.filters.iter().map(|(filter, _)| (filter.clone(), false)).collect();
         }
         jobs.retain(|job| !stored(job));
-        let work_of = |job: &Job| job.weight.saturating_mul(events[job.index].data.get().len());
+        let work_of = |job: &Job| {
+            job.filters.len().saturating_mul(events[job.index].data.get().len()).saturating_add(job.fixed_work)
+        };
         let mut spent = Duration::ZERO;
         if jobs.iter().map(work_of).sum::<usize>() <= INLINE_WORK {
             for job in jobs {
@@ -228,8 +230,8 @@ impl FilterWork {
                     .into_iter()
                     .map(|filter| (filter.to_string(), parsed.query(filter, "")))
                     .collect();
-                let weight = filters.iter().map(|(filter, _)| routing::filter_weight(filter)).sum();
-                (!filters.is_empty()).then_some(Job { index, filters, weight })
+                let fixed_work = filters.iter().map(|(filter, _)| routing::filter_fixed_work(filter)).sum();
+                (!filters.is_empty()).then_some(Job { index, filters, fixed_work })
             })
             .collect()
     }
