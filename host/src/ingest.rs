@@ -3,7 +3,7 @@
 //! are leased to this node ([`Handover`]) so they need no claim: right after the commit they are handed over.
 //! The others are stored waiting and claimed as usual.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -31,6 +31,10 @@ pub enum Route {
     /// verdicts as [`FilterWork`](crate::filter_work::FilterWork) found them (by position; a missing one or a
     /// filter not in it is evaluated by the writer).
     Subscriptions(Vec<FilterVerdicts>),
+    /// As the request matched the events: against the tenant's endpoints as it read them (`endpoints`), with
+    /// each event's verdicts of all their filters. Delivered to those of them still active at the commit; an
+    /// endpoint created in between gets none, as if it came after the event.
+    Matched { endpoints: Arc<Vec<Endpoint>>, verdicts: Vec<FilterVerdicts> },
     /// To this endpoint alone, if it is active, whatever its subscriptions (a test event).
     Only(String),
 }
@@ -91,12 +95,25 @@ impl Publishes {
             // up to this much payload in all: beyond it the request is sent back, rather than hold every tenant.
             let mut allowance = WRITER_FILTER_ALLOWANCE;
             let mut routed = Vec::with_capacity(events.len());
+            let mut still_active: Option<HashSet<&str>> = None;
             for (index, event) in events.iter().enumerate() {
-                let candidates = publishes.endpoints.get(&event.tenant_id).map(|e| e.as_slice()).unwrap_or_default();
+                let current = publishes.endpoints.get(&event.tenant_id);
+                let candidates = current.map(|e| e.as_slice()).unwrap_or_default();
                 let chosen = match &route {
                     Route::Subscriptions(verdicts) => {
                         let known = verdicts.get(index).unwrap_or(&no_verdicts);
                         filters.matching_endpoints_within(candidates, event, known, &mut allowance)
+                    }
+                    Route::Matched { endpoints, verdicts } => {
+                        let known = verdicts.get(index).unwrap_or(&no_verdicts);
+                        let chosen = filters.matching_endpoints_within(endpoints, event, known, &mut allowance);
+                        if current.is_some_and(|current| Arc::ptr_eq(current, endpoints)) {
+                            chosen
+                        } else {
+                            let active =
+                                still_active.get_or_insert_with(|| candidates.iter().map(|e| e.id.as_str()).collect());
+                            chosen.map(|chosen| chosen.into_iter().filter(|e| active.contains(e.id.as_str())).collect())
+                        }
                     }
                     Route::Only(endpoint_id) => Some(candidates.iter().filter(|e| e.id == *endpoint_id).collect()),
                 };

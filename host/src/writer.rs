@@ -457,4 +457,44 @@ mod tests {
         }
         assert!(store.get_event(&tenant.id, &sent.id).await.unwrap().is_some());
     }
+
+    /// A request matched against the endpoints it read: its deliveries go to those of them still active at the
+    /// commit, by the verdicts it brought (the writer evaluates no filter), and one created since gets none.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_matched_route_goes_to_the_endpoints_still_active_by_the_requests_verdicts() {
+        use crate::model::{Endpoint, EndpointStatus, Subscription};
+        use crate::routing::FilterVerdicts;
+        use crate::store::{NewSecret, Page};
+
+        let (_dir, store, tenant, ingest) = started().await;
+        let filter = "$[?@.data.never == true]";
+        let add = |id: &'static str| {
+            let store = store.clone();
+            let tenant_id = tenant.id.clone();
+            async move {
+                let endpoint = Endpoint {
+                    id: id.into(),
+                    tenant_id,
+                    subscriptions: vec![Subscription { event_type: "*".into(), filter: Some(filter.into()) }],
+                    ..crate::dispatch::send::tests::endpoint("https://receiver.example/hook", &[])
+                };
+                let secret = NewSecret { id: new_id("sec"), ciphertext: vec![1, 2, 3], hint: "whsec_1".into() };
+                store.create_endpoint(&endpoint, &secret).await.unwrap();
+            }
+        };
+        add("ep_kept").await;
+        add("ep_paused").await;
+        let read = store.active_endpoints(&tenant.id).await.unwrap();
+        store.set_endpoint_status(&tenant.id, "ep_paused", EndpointStatus::Paused, None, 1).await.unwrap();
+        add("ep_new").await;
+
+        // The request found that the filter selects the event (it does not: the verdict is what is used).
+        let verdicts = vec![FilterVerdicts::from([(filter.to_string(), true)])];
+        let route = Route::Matched { endpoints: read, verdicts };
+        let published = ingest.publish(vec![event(&tenant.id)], route).await.unwrap();
+        assert_eq!(published[0].deliveries, 1);
+        let deliveries =
+            store.list_deliveries(&tenant.id, &Default::default(), &Page { cursor: None, limit: 10 }).await.unwrap();
+        assert_eq!(deliveries.iter().map(|d| d.endpoint_id.as_str()).collect::<Vec<_>>(), ["ep_kept"]);
+    }
 }

@@ -187,7 +187,7 @@ async fn subscriptions_route(
             ),
         }
     })?;
-    Ok(Route::Subscriptions(verdicts))
+    Ok(Route::Matched { endpoints, verdicts })
 }
 
 /// Refuses a batch that reuses a key with another event before anything is stored; returns the keys already
