@@ -97,7 +97,7 @@ impl FilterWork {
         }
     }
 
-    /// Each event's filter verdicts, in order, for [`Route::Subscriptions`](crate::ingest::Route): every distinct
+    /// Each event's filter verdicts, in order, for [`Route::Matched`](crate::ingest::Route): every distinct
     /// filter of the `endpoints`' subscriptions whose type pattern matches it (one set per event, empty for an event
     /// no filter looks at).
     pub async fn verdicts(

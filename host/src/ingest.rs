@@ -27,9 +27,10 @@ const WRITER_FILTER_ALLOWANCE: usize = 32 << 10;
 /// Where a publish request's events go.
 #[derive(Debug, Clone)]
 pub enum Route {
-    /// To every active endpoint of the tenant whose subscriptions select the event, with each event's filter
-    /// verdicts as [`FilterWork`](crate::filter_work::FilterWork) found them (by position; a missing one or a
-    /// filter not in it is evaluated by the writer).
+    /// To every active endpoint of the tenant whose subscriptions select the event, as the writer reads them,
+    /// with what verdicts the caller has (by position). The writer evaluates the filters missing from them, within
+    /// [`WRITER_FILTER_ALLOWANCE`] per request. For callers without a snapshot of the endpoints; the API's
+    /// publishes use [`Route::Matched`].
     Subscriptions(Vec<FilterVerdicts>),
     /// As the request matched the events: against the tenant's endpoints as it read them (`endpoints`), with
     /// each event's verdicts of all their filters. Delivered to those of them still active at the commit; an
