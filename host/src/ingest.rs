@@ -92,8 +92,8 @@ impl Publishes {
                     continue;
                 }
             }
-            // Filters the request did not evaluate (created since it read the endpoints) are evaluated here only
-            // up to this much payload in all: beyond it the request is sent back, rather than hold every tenant.
+            // Filters missing from the verdicts (only a caller without a snapshot leaves any) are evaluated here
+            // only up to this much payload in all: beyond it the request is sent back, rather than hold every tenant.
             let mut allowance = WRITER_FILTER_ALLOWANCE;
             let mut routed = Vec::with_capacity(events.len());
             let mut still_active: Option<HashSet<&str>> = None;
