@@ -2465,3 +2465,117 @@ async fn active_endpoints_follow_every_endpoint_change_at_once(store: &dyn Store
     assert!(store.delete_endpoint(&tenant.id, &second.id, T0).await.unwrap());
     assert!(store.active_endpoints(&tenant.id).await.unwrap().is_empty());
 }
+
+/// PostgreSQL's row locks, which SQLite (one writer at a time) has no counterpart of.
+mod postgres_lock_order {
+    use std::time::Duration;
+
+    use futures_util::FutureExt;
+    use switchyard::model::DeliveryStatus;
+    use switchyard::store::sql::SqlStore;
+    use switchyard::store::Store;
+
+    use super::{add_endpoint, new_tenant, outcome, publish, raw_pool, MINUTE, T0};
+
+    /// A deletion locks the endpoint, then its deliveries. Recording attempts, and giving leases back, lock the
+    /// deliveries' endpoints before the deliveries: while a deletion holds the endpoint they wait for it, holding
+    /// none of the rows it goes on to change. Before, a batch of outcomes took the delivery rows in an order of
+    /// its own, and a deletion taking them in another deadlocked with it (`DELETE` answered 503).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn changes_to_deliveries_in_flight_wait_for_a_deletion_holding_their_endpoint() {
+        let name = "postgres_lock_order::changes_to_deliveries_in_flight_wait_for_a_deletion_holding_their_endpoint";
+        let Some(db) = super::store_pg::PostgresTestDatabase::create(name).await else { return };
+        let store = SqlStore::connect(&db.url).await.unwrap();
+        let outcome = std::panic::AssertUnwindSafe(changes_wait_for_the_deletion(&store, &db.url)).catch_unwind().await;
+        store.close().await;
+        db.drop_database().await;
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    async fn changes_wait_for_the_deletion(store: &dyn Store, url: &str) {
+        let tenant = new_tenant(store).await;
+        let endpoint = add_endpoint(store, &tenant).await;
+        for at in [T0, T0 + 1, T0 + 2] {
+            publish(store, &tenant, "order.created", &[&endpoint], at).await;
+        }
+        let jobs = store.claim_due("node", T0 + 10, T0 + MINUTE, 10).await.unwrap();
+        assert_eq!(jobs.len(), 3);
+
+        // The deletion's first step, held open.
+        let deleting = raw_pool(url).await;
+        let mut deletion = deleting.begin().await.unwrap();
+        sqlx::query("SELECT id FROM endpoints WHERE id = $1 FOR UPDATE")
+            .bind(&endpoint.id)
+            .fetch_one(&mut *deletion)
+            .await
+            .unwrap();
+
+        let plain = outcome(&jobs[0].delivery, DeliveryStatus::Succeeded, T0 + 20);
+        let disabling = switchyard::store::AttemptOutcome {
+            disable_endpoint: Some("receiver answered 410 Gone".into()),
+            ..outcome(&jobs[1].delivery, DeliveryStatus::Dead, T0 + 20)
+        };
+        let changes = async {
+            tokio::join!(
+                store.record_attempts("node", std::slice::from_ref(&plain)),
+                store.record_attempts("node", std::slice::from_ref(&disabling)),
+                store.release("node", std::slice::from_ref(&jobs[2].delivery.id)),
+            )
+        };
+        let rest_of_the_deletion = async {
+            let watching = raw_pool(url).await;
+            let waiting = || async {
+                let row: (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+                     AND wait_event_type = 'Lock'",
+                )
+                .fetch_one(&watching)
+                .await
+                .unwrap();
+                row.0
+            };
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while waiting().await < 3 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the changes did not all wait for the endpoint: {} of 3 waiting",
+                    waiting().await
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // None of the deliveries is held by the changes waiting.
+            let locked = sqlx::query("SELECT id FROM deliveries WHERE endpoint_id = $1 FOR UPDATE NOWAIT")
+                .bind(&endpoint.id)
+                .fetch_all(&mut *deletion)
+                .await
+                .expect("the deliveries are free to lock");
+            assert_eq!(locked.len(), 3);
+            sqlx::query(
+                "UPDATE deliveries SET status = 'dead', last_error = 'endpoint deleted', next_attempt_at = NULL, \
+                 lease_owner = NULL, lease_expires_at = NULL WHERE endpoint_id = $1",
+            )
+            .bind(&endpoint.id)
+            .execute(&mut *deletion)
+            .await
+            .unwrap();
+            sqlx::query("DELETE FROM endpoints WHERE id = $1")
+                .bind(&endpoint.id)
+                .execute(&mut *deletion)
+                .await
+                .unwrap();
+            deletion.commit().await.unwrap();
+        };
+        let ((plain, disabling, released), ()) = tokio::join!(changes, rest_of_the_deletion);
+        // The leases went with the deletion: nothing is recorded over it.
+        assert_eq!(plain.unwrap(), [false]);
+        assert_eq!(disabling.unwrap(), [false]);
+        released.unwrap();
+        for job in &jobs {
+            let delivery = store.get_delivery(&tenant.id, &job.delivery.id).await.unwrap().unwrap();
+            assert_eq!(delivery.status, DeliveryStatus::Dead);
+            assert!(store.list_attempts(&tenant.id, &job.delivery.id).await.unwrap().is_empty());
+        }
+    }
+}

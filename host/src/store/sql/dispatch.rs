@@ -11,7 +11,7 @@ use sqlx::{Any, AnyConnection, AnyPool, Connection, Row};
 use super::audit::append_audit;
 use super::dialect::Column;
 use super::endpoint_secrets::signing_secrets_of;
-use super::endpoints::{lock_endpoint, with_subscriptions};
+use super::endpoints::with_subscriptions;
 use super::events::events_by_id;
 use super::query::{json_rows, SqlBuilder, MAX_LIST};
 use super::rows::{self, to_json, RequestMeta, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, ENDPOINT_COLUMNS};
@@ -158,8 +158,8 @@ async fn endpoints_by_id(connection: &mut AnyConnection, ids: &[String]) -> Stor
 }
 
 /// Records a batch of attempts in the caller's transaction: one commit (one fsync) for all of them, which is what
-/// lets the dispatcher keep up with the receiver. Outcomes that disable their endpoint go first, one by one, so endpoint
-/// rows are locked before delivery rows (the order `delete_endpoint` takes them in); the rest are written with one
+/// lets the dispatcher keep up with the receiver. The deliveries' endpoints are locked first (see
+/// [`lock_endpoints_of`]). Outcomes that disable their endpoint go first, one by one; the rest are written with one
 /// multi-row UPDATE and one multi-row INSERT per chunk.
 pub(super) async fn record_attempts(
     tx: &mut AnyConnection,
@@ -167,11 +167,19 @@ pub(super) async fn record_attempts(
     owner: &str,
     outcomes: &[AttemptOutcome],
 ) -> StoreResult<Vec<bool>> {
+    // Disabling changes the endpoint row, which takes the stronger lock; rare enough to take it for the whole batch.
+    let lock = if outcomes.iter().any(|outcome| outcome.disable_endpoint.is_some()) {
+        dialect.for_update_clause()
+    } else {
+        dialect.key_share_clause()
+    };
+    let delivery_ids: Vec<&str> = outcomes.iter().map(|outcome| outcome.attempt.delivery_id.as_str()).collect();
+    lock_endpoints_of(tx, dialect, &delivery_ids, lock).await?;
     let mut recorded = vec![false; outcomes.len()];
     let (disabling, plain): (Vec<usize>, Vec<usize>) =
         (0..outcomes.len()).partition(|&i| outcomes[i].disable_endpoint.is_some());
     for i in disabling {
-        recorded[i] = record_one(tx, dialect, owner, &outcomes[i]).await?;
+        recorded[i] = record_one(tx, owner, &outcomes[i]).await?;
     }
     for indices in plain.chunks(ROWS_PER_STATEMENT) {
         let chunk: Vec<&AttemptOutcome> = indices.iter().map(|&i| &outcomes[i]).collect();
@@ -186,6 +194,50 @@ pub(super) async fn record_attempts(
         insert_attempts(tx, dialect, &inserts).await?;
     }
     Ok(recorded)
+}
+
+/// Locks, on PostgreSQL, the endpoints of the deliveries `delivery_ids` (with the lock clause `lock`), all of them
+/// in id order, before the caller changes those deliveries. A deletion locks its endpoint before the endpoint's
+/// deliveries; a transaction that took the deliveries first, in an order of its own, could hold one the deletion
+/// needs while waiting for one it has taken: a deadlock, which PostgreSQL breaks by failing one of the two.
+/// Taking endpoints first, in one order, makes them wait for each other instead.
+pub(super) async fn lock_endpoints_of(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    delivery_ids: &[&str],
+    lock: &str,
+) -> StoreResult<()> {
+    if dialect != Dialect::Postgres || delivery_ids.is_empty() {
+        return Ok(());
+    }
+    let endpoints_of = |chunk: &[&str]| {
+        let mut sql = SqlBuilder::new("SELECT id FROM endpoints WHERE id IN (SELECT endpoint_id FROM deliveries");
+        sql.in_list("id", chunk.iter().copied());
+        sql
+    };
+    if delivery_ids.len() <= MAX_LIST {
+        let mut sql = endpoints_of(delivery_ids);
+        sql.push(&format!(") ORDER BY id{lock}"));
+        sql.query().fetch_all(&mut *tx).await?;
+        return Ok(());
+    }
+    // One order across chunks: the endpoints are found first, then locked in chunks of the sorted ids.
+    let mut endpoint_ids = BTreeSet::new();
+    for chunk in delivery_ids.chunks(MAX_LIST) {
+        let mut sql = endpoints_of(chunk);
+        sql.push(")");
+        for row in sql.query().fetch_all(&mut *tx).await? {
+            endpoint_ids.insert(row.try_get::<String, _>(0)?);
+        }
+    }
+    let endpoint_ids: Vec<String> = endpoint_ids.into_iter().collect();
+    for chunk in endpoint_ids.chunks(MAX_LIST) {
+        let mut sql = SqlBuilder::new("SELECT id FROM endpoints");
+        sql.in_list("id", chunk.iter().map(String::as_str));
+        sql.push(&format!(" ORDER BY id{lock}"));
+        sql.query().fetch_all(&mut *tx).await?;
+    }
+    Ok(())
 }
 
 /// The JSON rows of attempt outcomes ([`Dialect::json_rows`]), as [`outcome_rows`] builds them.
@@ -344,15 +396,10 @@ async fn insert_attempts(connection: &mut AnyConnection, dialect: Dialect, attem
 }
 
 /// One attempt and the delivery's new state, if `owner` still holds the lease; writes nothing otherwise.
-async fn record_one(
-    tx: &mut AnyConnection,
-    dialect: Dialect,
-    owner: &str,
-    outcome: &AttemptOutcome,
-) -> StoreResult<bool> {
+async fn record_one(tx: &mut AnyConnection, owner: &str, outcome: &AttemptOutcome) -> StoreResult<bool> {
     let attempt = &outcome.attempt;
     let finished_at = attempt.started_at + attempt.duration_ms;
-    // Endpoint before delivery, the order delete_endpoint locks them in, so the two cannot deadlock.
+    // The endpoint is already locked (see `record_attempts`).
     let mut endpoint_to_disable = None;
     if let Some(reason) = &outcome.disable_endpoint {
         let endpoint_id: Option<String> =
@@ -364,7 +411,6 @@ async fn record_one(
                 .map(|row| row.try_get("endpoint_id"))
                 .transpose()?;
         let Some(endpoint_id) = endpoint_id else { return Ok(false) };
-        lock_endpoint(tx, dialect, &attempt.tenant_id, &endpoint_id).await?;
         endpoint_to_disable = Some((endpoint_id, reason));
     }
 
@@ -498,8 +544,15 @@ pub(super) async fn record_drop(connection: &mut AnyConnection, owner: &str, dro
     Ok(updated.rows_affected() == 1)
 }
 
-pub(super) async fn release(connection: &mut AnyConnection, owner: &str, delivery_ids: &[String]) -> StoreResult<()> {
+pub(super) async fn release(
+    connection: &mut AnyConnection,
+    dialect: Dialect,
+    owner: &str,
+    delivery_ids: &[String],
+) -> StoreResult<()> {
     let mut tx = connection.begin().await?;
+    let ids: Vec<&str> = delivery_ids.iter().map(String::as_str).collect();
+    lock_endpoints_of(&mut tx, dialect, &ids, dialect.key_share_clause()).await?;
     for chunk in delivery_ids.chunks(MAX_LIST) {
         let mut sql = SqlBuilder::new(format!("UPDATE deliveries SET {GIVE_BACK}"));
         sql.compare("lease_owner", "=", owner).condition().push("status = 'delivering'").in_list("id", chunk);
@@ -518,16 +571,8 @@ pub(super) async fn defer(
     let mut deferrals = deferrals.to_vec();
     deferrals.sort();
     let mut tx = connection.begin().await?;
-    if dialect == Dialect::Postgres {
-        // Their endpoints first, in id order, as a deletion locks an endpoint before its deliveries: the two wait
-        // for each other instead of deadlocking over the deliveries' rows.
-        for chunk in deferrals.chunks(MAX_LIST) {
-            let mut sql = SqlBuilder::new("SELECT id FROM endpoints WHERE id IN (SELECT endpoint_id FROM deliveries");
-            sql.in_list("id", chunk.iter().map(|(id, _)| id.as_str()));
-            sql.push(&format!(") ORDER BY id{}", dialect.key_share_clause()));
-            sql.query().fetch_all(&mut *tx).await?;
-        }
-    }
+    let ids: Vec<&str> = deferrals.iter().map(|(id, _)| id.as_str()).collect();
+    lock_endpoints_of(&mut tx, dialect, &ids, dialect.key_share_clause()).await?;
     let update = format!(
         "UPDATE deliveries SET {GIVE_BACK}, next_attempt_at = $1 WHERE id = $2 AND lease_owner = $3 \
          AND status = 'delivering'"

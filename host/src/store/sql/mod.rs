@@ -527,7 +527,7 @@ impl Store for SqlStore {
     }
 
     async fn release(&self, owner: &str, delivery_ids: &[String]) -> StoreResult<()> {
-        dispatch::release(&mut *self.writer.acquire().await?, owner, delivery_ids).await
+        dispatch::release(&mut *self.writer.acquire().await?, self.dialect, owner, delivery_ids).await
     }
 
     async fn defer(&self, owner: &str, deferrals: &[(String, Millis)]) -> StoreResult<()> {
