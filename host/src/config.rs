@@ -80,6 +80,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_DISPATCH_CONCURRENCY")]
     pub dispatch_concurrency: Option<usize>,
 
+    /// Deliveries in flight at once in this process to any one endpoint, so a slow receiver cannot hold every
+    /// slot [default: a quarter of dispatch_concurrency; at most dispatch_concurrency].
+    #[arg(long, env = "SWITCHYARD_ENDPOINT_CONCURRENCY")]
+    pub endpoint_concurrency: Option<usize>,
+
     /// How long a claimed delivery stays leased before another worker may take it over, e.g. `6m`
     /// [default: 6m; must exceed the longest endpoint timeout, 300 s].
     #[arg(long, env = "SWITCHYARD_LEASE")]
@@ -137,6 +142,7 @@ pub struct Config {
     pub dev_mode: bool,
     pub max_payload_bytes: usize,
     pub dispatch_concurrency: usize,
+    pub endpoint_concurrency: usize,
     pub lease: Duration,
     pub max_retry_after: Duration,
     pub poll_interval: Duration,
@@ -164,6 +170,7 @@ impl std::fmt::Debug for Config {
             .field("dev_mode", &self.dev_mode)
             .field("max_payload_bytes", &self.max_payload_bytes)
             .field("dispatch_concurrency", &self.dispatch_concurrency)
+            .field("endpoint_concurrency", &self.endpoint_concurrency)
             .field("lease", &self.lease)
             .field("max_retry_after", &self.max_retry_after)
             .field("poll_interval", &self.poll_interval)
@@ -262,6 +269,14 @@ impl Config {
         if !(1..=10_000).contains(&dispatch_concurrency) {
             return Err(bad("dispatch_concurrency", "must be between 1 and 10000"));
         }
+        let endpoint_concurrency =
+            over.endpoint_concurrency.or(under.endpoint_concurrency).unwrap_or((dispatch_concurrency / 4).max(1));
+        if !(1..=dispatch_concurrency).contains(&endpoint_concurrency) {
+            return Err(bad(
+                "endpoint_concurrency",
+                format!("must be between 1 and dispatch_concurrency ({dispatch_concurrency})"),
+            ));
+        }
         let lease = duration("lease", over.lease.or(under.lease), "6m")?;
         if lease <= MAX_ENDPOINT_TIMEOUT {
             return Err(bad("lease", "must be longer than the longest endpoint timeout (300s)"));
@@ -302,6 +317,7 @@ impl Config {
             dev_mode: over.dev.or(under.dev).unwrap_or(false),
             max_payload_bytes,
             dispatch_concurrency,
+            endpoint_concurrency,
             lease,
             max_retry_after: duration("max_retry_after", over.max_retry_after.or(under.max_retry_after), "1h")?,
             poll_interval: duration("poll_interval", over.poll_interval.or(under.poll_interval), "1s")?,
@@ -368,6 +384,7 @@ mod tests {
         assert_eq!(config.max_payload_bytes, 1 << 20);
         assert_eq!(config.secret_grace, Duration::from_secs(24 * 3600));
         assert_eq!(config.filter_budget, Duration::from_secs(1));
+        assert_eq!((config.dispatch_concurrency, config.endpoint_concurrency), (1024, 256));
         assert_eq!(config.plugins_dir, PathBuf::from("switchyard-data/plugins"));
         assert_eq!(config.plugin_limits.deadline, Duration::from_millis(50));
         assert_eq!(config.plugin_limits.memory_bytes, 32 << 20);
@@ -408,6 +425,11 @@ mod tests {
             (ServeArgs { plugin_memory_mib: Some(0), ..Default::default() }, "plugin_memory_mib"),
             (ServeArgs { plugin_deadline: Some("1h".into()), ..Default::default() }, "plugin_deadline"),
             (ServeArgs { filter_budget: Some("1ms".into()), ..Default::default() }, "filter_budget"),
+            (ServeArgs { endpoint_concurrency: Some(0), ..Default::default() }, "endpoint_concurrency"),
+            (
+                ServeArgs { dispatch_concurrency: Some(8), endpoint_concurrency: Some(9), ..Default::default() },
+                "endpoint_concurrency",
+            ),
             (ServeArgs { disable_failing_after: Some("never".into()), ..Default::default() }, "disable_failing_after"),
             (ServeArgs { disable_failing_after: Some("1ms".into()), ..Default::default() }, "disable_failing_after"),
         ];

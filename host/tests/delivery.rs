@@ -1046,3 +1046,48 @@ async fn a_test_event_goes_to_one_endpoint_only() {
     assert_eq!(unknown.0.as_u16(), 404, "{unknown:?}");
     assert_eq!(receiver.count(), 2);
 }
+
+/// 25. A slow receiver holds only its endpoint's share of the attempts in flight (`endpoint_concurrency`): another
+/// tenant's events published behind its backlog go out at once instead of waiting for its answers, and the slow
+/// one still gets every delivery, never more than its share at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_receiver_does_not_hold_up_other_endpoints() {
+    const SLOW_EVENTS: usize = 8;
+    let server = Server::start_configured(tempfile::tempdir().unwrap(), |config| {
+        config.dispatch_concurrency = 8;
+        config.endpoint_concurrency = 2;
+    })
+    .await;
+    let (slow_api, fast_api) =
+        (Api::new_tenant(&server.base_url, "slow").await, Api::new_tenant(&server.base_url, "fast").await);
+    let (slow, fast) = (Receiver::start().await, Receiver::start().await);
+    slow.set_default(Reply::status(204).delay(Duration::from_millis(1500)));
+    endpoint_to(&slow_api, &slow, json!({})).await;
+    endpoint_to(&fast_api, &fast, json!({})).await;
+    for n in 0..SLOW_EVENTS {
+        publish(&slow_api, "report.generated", json!({ "n": n })).await;
+    }
+    slow.wait_for_requests(2, WAIT).await;
+
+    let published = Instant::now();
+    for n in 0..3 {
+        publish(&fast_api, "payment.succeeded", json!({ "n": n })).await;
+    }
+    fast.wait_for_requests(3, WAIT).await;
+    let took = published.elapsed();
+    println!("another tenant's 3 events were delivered {took:?} after their publishes began");
+    assert!(took < Duration::from_millis(1000), "the fast endpoint waited {took:?} behind the slow one");
+
+    let requests = slow.wait_for_requests(SLOW_EVENTS, Duration::from_secs(60)).await;
+    let most_at_once = requests
+        .iter()
+        .map(|r| {
+            requests
+                .iter()
+                .filter(|o| o.received_at <= r.received_at && o.answered_at.is_none_or(|a| a > r.received_at))
+                .count()
+        })
+        .max();
+    assert_eq!(most_at_once, Some(2));
+    assert_eq!(slow.count(), SLOW_EVENTS, "each delivered once");
+}

@@ -75,6 +75,7 @@ impl World {
 
         let settings = Settings {
             concurrency: 4,
+            endpoint_concurrency: 4,
             lease: Duration::from_secs(60),
             poll_interval: Duration::from_millis(100),
             max_retry_after: Duration::from_secs(3600),

@@ -13,9 +13,11 @@
 //! - `attempt`: one delivery attempt (plugins, secrets, request, classification);
 //! - `send`: the HTTP client and request/response handling;
 //! - `outcome`: pure classification of an answer and the delivery's next state;
-//! - `throttle`: endpoints' rate limits.
+//! - `throttle`: endpoints' rate limits;
+//! - `endpoint_cap`: each endpoint's share of the attempts in flight.
 
 mod attempt;
+mod endpoint_cap;
 mod failing;
 pub mod outcome;
 pub mod send;
@@ -33,6 +35,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::attempt::Worker;
+use self::endpoint_cap::{Admission, EndpointCaps, Ticket};
 use self::throttle::{Limit, Throttle, Turn};
 use crate::config::Config;
 use crate::model::{now_millis, Millis};
@@ -54,6 +57,8 @@ const MIN_IDLE: Duration = Duration::from_millis(20);
 pub struct Settings {
     /// Attempts in flight at once in this process.
     pub concurrency: usize,
+    /// Attempts in flight at once in this process to any one endpoint (see `endpoint_cap`).
+    pub endpoint_concurrency: usize,
     /// How long a claim is leased; longer than any endpoint timeout (the configuration enforces it).
     pub lease: Duration,
     /// Longest idle sleep, so deliveries made due by another process are noticed.
@@ -73,6 +78,7 @@ impl Settings {
     pub fn from_config(config: &Config) -> Self {
         Self {
             concurrency: config.dispatch_concurrency.max(1),
+            endpoint_concurrency: config.endpoint_concurrency.max(1),
             lease: config.lease,
             poll_interval: config.poll_interval,
             max_retry_after: config.max_retry_after,
@@ -183,39 +189,63 @@ impl Handoff {
     }
 }
 
+/// When a delivery put off for `wait` is due: rounded up, and a millisecond more for the clock's own rounding
+/// down, so it is not claimed again a moment before its turn and put off anew.
+fn due_after(wait: Duration) -> Millis {
+    let wait_ms = i64::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(i64::MAX).saturating_add(1);
+    now_millis().saturating_add(wait_ms)
+}
+
 fn lease_until(now: Millis, lease: Duration) -> Millis {
     now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Attempt tasks and the delivery each one holds a lease on, so leftovers can be released at shutdown; and
-/// deliveries of rate-limited endpoints put off until their turn, whose leases are still ours until they are
-/// given back (see [`Dispatcher::give_back_put_off`]).
-#[derive(Default)]
+/// deliveries put off until their turn (an endpoint's rate limit, or its share of the attempts in flight), whose
+/// leases are still ours until they are given back (see [`Dispatcher::give_back_put_off`]).
 struct InFlight {
     tasks: JoinSet<()>,
-    deliveries: HashMap<Id, String>,
+    running: HashMap<Id, Running>,
     throttle: Throttle,
+    caps: EndpointCaps,
     /// `(delivery id, due at)`.
     put_off: Vec<(String, Millis)>,
 }
 
+struct Running {
+    delivery_id: String,
+    endpoint: Arc<crate::store::JobEndpoint>,
+    ticket: Ticket,
+}
+
 impl InFlight {
+    fn new(endpoint_concurrency: usize) -> Self {
+        Self {
+            tasks: JoinSet::new(),
+            running: HashMap::new(),
+            throttle: Throttle::default(),
+            caps: EndpointCaps::new(endpoint_concurrency),
+            put_off: Vec::new(),
+        }
+    }
+
     /// Forgets a finished task. Returns the delivery id of one that did not run to completion.
     fn finished(&mut self, joined: Result<(Id, ()), JoinError>) -> Option<String> {
-        match joined {
-            Ok((id, ())) => {
-                self.deliveries.remove(&id);
-                None
-            }
-            Err(e) => {
-                let delivery_id = self.deliveries.remove(&e.id());
-                if e.is_panic() {
-                    // Its lease expires and the delivery is attempted again then.
-                    tracing::error!(delivery_id = delivery_id.as_deref().unwrap_or("?"), "delivery attempt panicked");
-                }
-                delivery_id
-            }
+        let id = match &joined {
+            Ok((id, ())) => *id,
+            Err(e) => e.id(),
+        };
+        let running = self.running.remove(&id);
+        if let Some(running) = &running {
+            self.caps.finished(&running.endpoint.id, running.ticket, std::time::Instant::now());
         }
+        let Err(e) = joined else { return None };
+        let delivery_id = running.map(|running| running.delivery_id);
+        if e.is_panic() {
+            // Its lease expires and the delivery is attempted again then.
+            tracing::error!(delivery_id = delivery_id.as_deref().unwrap_or("?"), "delivery attempt panicked");
+        }
+        delivery_id
     }
 }
 
@@ -271,7 +301,7 @@ impl Dispatcher {
     pub async fn run(mut self, stop: CancellationToken) {
         let settings = self.worker.settings.clone();
         let slots = self.slots.clone();
-        let mut in_flight = InFlight::default();
+        let mut in_flight = InFlight::new(settings.endpoint_concurrency);
         let claim_batch = (settings.concurrency / 8).max(1);
         // Set while a claim waits for more slots to free up (see below), until when.
         let mut linger_until: Option<Instant> = None;
@@ -355,27 +385,30 @@ impl Dispatcher {
         self.shutdown(in_flight).await;
     }
 
-    /// Starts the attempt of a leased delivery, or puts it off if its endpoint's rate limit says so.
+    /// Starts the attempt of a leased delivery, or puts it off if its endpoint is at its share of the attempts
+    /// in flight or its rate limit says so.
     fn spawn(&self, job: DispatchJob, slot: OwnedSemaphorePermit, in_flight: &mut InFlight) {
+        let now = std::time::Instant::now();
+        // Asked first: a rate limit's turn is handed out for good, where a slot not used is given back.
+        let ticket = match in_flight.caps.admit(&job.endpoint.id, now) {
+            Admission::Start(ticket) => ticket,
+            Admission::PutOff(wait) => return in_flight.put_off.push((job.delivery.id, due_after(wait))),
+        };
         let limit = job.endpoint.rate_limit.and_then(|limit| NonZeroU32::new(u32::try_from(limit).ok()?));
         if limit.is_none() {
             in_flight.throttle.lifted(&job.endpoint.id, job.endpoint.updated_at);
         }
         if let Some(per_second) = limit {
             let limit = Limit { endpoint_id: &job.endpoint.id, per_second, version: job.endpoint.updated_at };
-            let turn = in_flight.throttle.turn(limit, &job.delivery.id, std::time::Instant::now());
-            if let Turn::After(wait) = turn {
-                // Rounded up, and a millisecond more for the clock's own rounding down, so the delivery is not
-                // claimed again a moment before its turn and put off anew.
-                let wait_ms = i64::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(i64::MAX).saturating_add(1);
-                let due_at = now_millis().saturating_add(wait_ms);
-                in_flight.put_off.push((job.delivery.id, due_at));
-                return;
+            if let Turn::After(wait) = in_flight.throttle.turn(limit, &job.delivery.id, now) {
+                in_flight.caps.cancel(&job.endpoint.id, ticket);
+                return in_flight.put_off.push((job.delivery.id, due_after(wait)));
             }
         }
         let delivery_id = job.delivery.id.clone();
+        let endpoint = job.endpoint.clone();
         let task = in_flight.tasks.spawn(self.worker.clone().attempt(job, slot));
-        in_flight.deliveries.insert(task.id(), delivery_id);
+        in_flight.running.insert(task.id(), Running { delivery_id, endpoint, ticket });
     }
 
     /// Claims up to `free` deliveries and starts an attempt for each, or puts it off until its endpoint's rate

@@ -35,6 +35,8 @@ fn key() -> MasterKey {
 fn settings() -> Settings {
     Settings {
         concurrency: 4,
+        // No cap of its own unless a test sets one.
+        endpoint_concurrency: 10_000,
         lease: Duration::from_secs(60),
         poll_interval: Duration::from_millis(50),
         max_retry_after: Duration::from_secs(3600),
@@ -261,6 +263,47 @@ async fn a_rate_limited_backlog_waits_its_turns_without_attempts() {
             state.deferred.iter().filter(|(id, _)| *id == sent.attempt.delivery_id).map(|&(_, at)| at).max();
         assert!(last_turn.is_none_or(|at| sent.attempt.started_at >= at - 1), "{sent:?} sent before its turn");
     }
+}
+
+/// A slow receiver's backlog, due first, takes only its endpoint's share of the slots: the deliveries due after
+/// it, to another endpoint, are not held up behind it.
+#[tokio::test]
+async fn a_slow_endpoint_takes_only_its_share_of_the_slots() {
+    let slow_receiver = Receiver { delay: Duration::from_millis(400), ..Receiver::default() };
+    let fast_receiver = Receiver::default();
+    let (slow_url, fast_url) = (slow_receiver.serve().await, fast_receiver.serve().await);
+    let to = |endpoint_id: &str, url: &str, n: usize| {
+        let mut job = job(n, url, None, None);
+        job.delivery.id = format!("dlv_{endpoint_id}_{n}");
+        job.delivery.endpoint_id = endpoint_id.into();
+        let endpoint = Endpoint { id: endpoint_id.into(), ..job.endpoint.endpoint.clone() };
+        job.endpoint = Arc::new(endpoint.into());
+        job
+    };
+    let mut jobs: Vec<DispatchJob> = (1..=8).map(|n| to("ep_1", &slow_url, n)).collect();
+    jobs.extend((1..=4).map(|n| to("ep_fast", &fast_url, n)));
+    let store = store(jobs, |state| {
+        let sealed = key().seal(SECRET.as_bytes(), &secret_aad("ep_fast", "sec_2"));
+        let fast_secret =
+            EndpointSecret { id: "sec_2".into(), endpoint_id: "ep_fast".into(), ciphertext: sealed, ..secret(&key()) };
+        state.secrets.push(fast_secret);
+    });
+    let running = start(&store, Settings { concurrency: 4, endpoint_concurrency: 2, ..settings() });
+    eventually("the other endpoint's deliveries", || fast_receiver.hits() == 4).await;
+    assert_eq!(
+        slow_receiver.active.load(Ordering::SeqCst) + store.outcomes().len(),
+        6,
+        "none of the slow ones answered yet"
+    );
+    eventually("all delivered", || store.outcomes().len() == 12).await;
+    running.stop().await;
+
+    assert_eq!(store.outcomes(), ["succeeded"; 12]);
+    assert_eq!(slow_receiver.most_active.load(Ordering::SeqCst), 2);
+    let state = store.state.lock().unwrap();
+    assert!(state.recorded.iter().all(|o| o.attempt.attempt_number == 1), "waiting for a slot is no attempt");
+    assert!(state.deferred.iter().all(|(id, _)| id.starts_with("dlv_ep_1_")), "{:?}", state.deferred);
+    assert!(!state.deferred.is_empty());
 }
 
 #[tokio::test]
