@@ -81,7 +81,8 @@ pub struct ServeArgs {
     pub dispatch_concurrency: Option<usize>,
 
     /// Deliveries in flight at once in this process to any one endpoint, so a slow receiver cannot hold every
-    /// slot [default: a quarter of dispatch_concurrency; at most dispatch_concurrency].
+    /// slot; below dispatch_concurrency, one endpoint's backlog drains more slowly [default and most:
+    /// dispatch_concurrency].
     #[arg(long, env = "SWITCHYARD_ENDPOINT_CONCURRENCY")]
     pub endpoint_concurrency: Option<usize>,
 
@@ -270,7 +271,7 @@ impl Config {
             return Err(bad("dispatch_concurrency", "must be between 1 and 10000"));
         }
         let endpoint_concurrency =
-            over.endpoint_concurrency.or(under.endpoint_concurrency).unwrap_or((dispatch_concurrency / 4).max(1));
+            over.endpoint_concurrency.or(under.endpoint_concurrency).unwrap_or(dispatch_concurrency);
         if !(1..=dispatch_concurrency).contains(&endpoint_concurrency) {
             return Err(bad(
                 "endpoint_concurrency",
@@ -384,7 +385,7 @@ mod tests {
         assert_eq!(config.max_payload_bytes, 1 << 20);
         assert_eq!(config.secret_grace, Duration::from_secs(24 * 3600));
         assert_eq!(config.filter_budget, Duration::from_secs(1));
-        assert_eq!((config.dispatch_concurrency, config.endpoint_concurrency), (1024, 256));
+        assert_eq!((config.dispatch_concurrency, config.endpoint_concurrency), (1024, 1024));
         assert_eq!(config.plugins_dir, PathBuf::from("switchyard-data/plugins"));
         assert_eq!(config.plugin_limits.deadline, Duration::from_millis(50));
         assert_eq!(config.plugin_limits.memory_bytes, 32 << 20);

@@ -98,6 +98,7 @@ conformance! {
     release_and_release_foreign_leases,
     defer_gives_back_due_later_without_an_attempt,
     a_changed_rate_limit_brings_deliveries_put_off_forward,
+    deliveries_put_off_are_brought_forward,
     retry_delivery_is_refused_while_delivering,
     requeue_dead_by_ids_and_by_filter,
     requeue_by_filter_goes_through_every_chunk,
@@ -1644,6 +1645,33 @@ async fn a_changed_rate_limit_brings_deliveries_put_off_forward(store: &dyn Stor
     assert_eq!(due(put_off.clone()).await, Some(T0 + 20), "put off for the old limit: due now");
     assert_eq!(due(retried).await, Some(T0 + HOUR), "a retry keeps its schedule");
     assert_eq!(due(elsewhere).await, Some(T0 + HOUR), "another endpoint's");
+    assert_eq!(claimed_ids(&claim(store, "node", T0 + 20).await), BTreeSet::from([put_off]));
+}
+
+/// `bring_forward` does for a slow endpoint that answers quickly again what a changed rate limit does.
+async fn deliveries_put_off_are_brought_forward(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let endpoint = add_endpoint(store, &tenant).await;
+    let other = add_endpoint(store, &tenant).await;
+    let retried = publish(store, &tenant, "order.created", &[&endpoint], T0).await.deliveries[0].id.clone();
+    let put_off = publish(store, &tenant, "order.created", &[&endpoint], T0).await.deliveries[0].id.clone();
+    let elsewhere = publish(store, &tenant, "order.created", &[&other], T0).await.deliveries[0].id.clone();
+    let jobs = claim(store, "node", T0).await;
+    let first = jobs.iter().find(|job| job.delivery.id == retried).expect("claimed").delivery.clone();
+    let mut failure = outcome(&first, DeliveryStatus::Failed, T0);
+    failure.next_attempt_at = Some(T0 + HOUR);
+    assert!(store.record_attempt("node", &failure).await.unwrap());
+    store.defer("node", &[(put_off.clone(), T0 + HOUR), (elsewhere.clone(), T0 + HOUR)]).await.unwrap();
+    let tenant_ref = &tenant;
+    let due = |id: String| async move { delivery(store, tenant_ref, &id).await.next_attempt_at };
+
+    assert_eq!(store.bring_forward(&tenant.id, &endpoint.id, T0 + 20).await.unwrap(), 1);
+    assert_eq!(due(put_off.clone()).await, Some(T0 + 20));
+    assert_eq!(due(retried).await, Some(T0 + HOUR), "a retry keeps its schedule");
+    assert_eq!(due(elsewhere).await, Some(T0 + HOUR), "another endpoint's");
+    assert_eq!(store.bring_forward(&tenant.id, &endpoint.id, T0 + 20).await.unwrap(), 0, "nothing left to move");
+    let stranger = new_tenant(store).await;
+    assert_eq!(store.bring_forward(&stranger.id, &other.id, T0 + 20).await.unwrap(), 0, "another tenant's endpoint");
     assert_eq!(claimed_ids(&claim(store, "node", T0 + 20).await), BTreeSet::from([put_off]));
 }
 

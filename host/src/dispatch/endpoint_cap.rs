@@ -10,7 +10,10 @@
 //! duration, so the deliveries put off take turns that far apart, one after the other. The duration is the
 //! average of the attempts finished lately, or the age of the oldest one still running if that is longer: a
 //! receiver that stopped answering finishes nothing to average. An estimate that comes out short only costs a
-//! delivery being put off again when it comes back.
+//! delivery being put off again when it comes back. One that comes out long, because the receiver answers
+//! quickly again (an attempt takes less than a quarter of the duration the line was planned with), would keep the
+//! backlog waiting for turns planned for a slow receiver: the line is dropped, and the dispatcher has the store
+//! bring the endpoint's deliveries put off forward ([`crate::store::Store::bring_forward`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -50,6 +53,8 @@ struct Load {
     average: Option<Duration>,
     /// The turn after the last one handed out to a delivery put off.
     next_turn: Option<Instant>,
+    /// The attempt duration that turn was planned with.
+    planned_with: Option<Duration>,
     last_ended: Option<Instant>,
 }
 
@@ -89,19 +94,30 @@ impl EndpointCaps {
         // handed out.
         let turn = load.next_turn.filter(|&turn| turn > now).unwrap_or(now) + spacing;
         load.next_turn = Some(turn);
+        load.planned_with = Some(duration);
         Admission::PutOff(turn - now)
     }
 
-    /// An attempt admitted with `ticket` for `endpoint_id` has ended.
-    pub fn finished(&mut self, endpoint_id: &str, ticket: Ticket, now: Instant) {
-        let Some(load) = self.endpoints.get_mut(endpoint_id) else { return };
-        let Some(started) = load.running.remove(&ticket.0) else { return };
+    /// An attempt admitted with `ticket` for `endpoint_id` has ended. Returns whether the deliveries put off for
+    /// the endpoint should be brought forward: the attempt was much quicker than their turns were planned for.
+    pub fn finished(&mut self, endpoint_id: &str, ticket: Ticket, now: Instant) -> bool {
+        let Some(load) = self.endpoints.get_mut(endpoint_id) else { return false };
+        let Some(started) = load.running.remove(&ticket.0) else { return false };
         let took = now.saturating_duration_since(started);
+        load.last_ended = Some(now);
+        let line_ahead = load.next_turn.is_some_and(|turn| turn > now);
+        if line_ahead && load.planned_with.is_some_and(|planned| took * 4 < planned) {
+            load.next_turn = None;
+            load.planned_with = None;
+            // The slow attempts' durations would plan the next line as long as the last one.
+            load.average = Some(took);
+            return true;
+        }
         load.average = Some(match load.average {
             None => took,
             Some(average) => average.mul_f64(1.0 - AVERAGE_WEIGHT) + took.mul_f64(AVERAGE_WEIGHT),
         });
-        load.last_ended = Some(now);
+        false
     }
 
     /// Gives back the slot of an attempt admitted with `ticket` that did not start after all.
@@ -195,6 +211,30 @@ mod tests {
         let later = start + Duration::from_secs(60);
         let wait = put_off(caps.admit("e", later));
         assert!(first <= MIN_DURATION && wait >= Duration::from_secs(59), "{first:?} {wait:?}");
+    }
+
+    #[test]
+    fn a_receiver_quick_again_has_its_line_dropped_once() {
+        let mut caps = EndpointCaps::new(2);
+        let start = Instant::now();
+        let held: Vec<Ticket> = (0..2).map(|_| started(caps.admit("e", start))).collect();
+        // Held for 5 s: a backlog put off then lines up 2.5 s apart.
+        let held_until = start + Duration::from_secs(5);
+        let waits: Vec<Duration> = (0..3).map(|_| put_off(caps.admit("e", held_until))).collect();
+        assert_eq!(waits[2], Duration::from_millis(7_500));
+        // The held attempts ending as slowly as planned change nothing.
+        assert!(!caps.finished("e", held[0], held_until));
+        assert!(!caps.finished("e", held[1], held_until));
+        // One taking 10 ms does: the line goes, and the next one is planned with its duration.
+        let quick = started(caps.admit("e", held_until));
+        assert!(caps.finished("e", quick, held_until + 10 * MS));
+        let again = held_until + 10 * MS;
+        started(caps.admit("e", again));
+        started(caps.admit("e", again));
+        assert_eq!(put_off(caps.admit("e", again)), 5 * MS);
+        // A receiver as slow as its line was planned for keeps it.
+        let slow = caps.endpoints["e"].running.keys().copied().next().unwrap();
+        assert!(!caps.finished("e", Ticket(slow), again + 10 * MS));
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct FakeState {
     pub released: Vec<String>,
     /// Every deferral, `(delivery id, due at)`, in order.
     pub deferred: Vec<(String, Millis)>,
+    /// Every `bring_forward`, by endpoint id, with how many deliveries it moved.
+    pub brought_forward: Vec<(String, u64)>,
     /// `record_attempt` answers "lease lost" while set.
     pub lose_leases: bool,
     /// How many records were refused because of `lose_leases`.
@@ -155,6 +157,20 @@ impl Store for FakeStore {
             }
         }
         Ok(())
+    }
+
+    async fn bring_forward(&self, _tenant_id: &str, endpoint_id: &str, now: Millis) -> StoreResult<u64> {
+        let mut state = self.state.lock().unwrap();
+        let mut moved = 0;
+        for job in state.waiting.iter_mut().filter(|job| job.endpoint.id == endpoint_id) {
+            let delivery = &mut job.delivery;
+            if delivery.status == DeliveryStatus::Pending && delivery.next_attempt_at.is_some_and(|at| at > now) {
+                delivery.next_attempt_at = Some(now);
+                moved += 1;
+            }
+        }
+        state.brought_forward.push((endpoint_id.to_string(), moved));
+        Ok(moved)
     }
 
     async fn release(&self, _owner: &str, delivery_ids: &[String]) -> StoreResult<()> {

@@ -210,6 +210,9 @@ struct InFlight {
     caps: EndpointCaps,
     /// `(delivery id, due at)`.
     put_off: Vec<(String, Millis)>,
+    /// Endpoints, `(tenant id, endpoint id)`, whose deliveries put off are to be brought forward (see
+    /// `endpoint_cap`).
+    bring_forward: Vec<(String, String)>,
 }
 
 struct Running {
@@ -226,6 +229,7 @@ impl InFlight {
             throttle: Throttle::default(),
             caps: EndpointCaps::new(endpoint_concurrency),
             put_off: Vec::new(),
+            bring_forward: Vec::new(),
         }
     }
 
@@ -236,8 +240,10 @@ impl InFlight {
             Err(e) => e.id(),
         };
         let running = self.running.remove(&id);
-        if let Some(running) = &running {
-            self.caps.finished(&running.endpoint.id, running.ticket, std::time::Instant::now());
+        if let Some(Running { endpoint, ticket, .. }) = &running {
+            if self.caps.finished(&endpoint.id, *ticket, std::time::Instant::now()) {
+                self.bring_forward.push((endpoint.tenant_id.clone(), endpoint.id.clone()));
+            }
         }
         let Err(e) = joined else { return None };
         let delivery_id = running.map(|running| running.delivery_id);
@@ -316,6 +322,9 @@ impl Dispatcher {
             }
             if stop.is_cancelled() {
                 break;
+            }
+            if self.bring_forward(&mut in_flight).await {
+                look = true;
             }
             // Registered before reading the schedule, so a retry recorded meanwhile still wakes us.
             let retry_recorded = self.retries.changed.notified();
@@ -453,6 +462,21 @@ impl Dispatcher {
                 "could not give back deliveries put off for their endpoint's rate limit; they will wait for their leases to expire"),
         }
         put_off.len()
+    }
+
+    /// Has the store bring forward the deliveries put off for endpoints that answer quickly again (see
+    /// `endpoint_cap`). Returns whether any were: they are due now.
+    async fn bring_forward(&self, in_flight: &mut InFlight) -> bool {
+        let mut moved = 0;
+        for (tenant_id, endpoint_id) in std::mem::take(&mut in_flight.bring_forward) {
+            match self.worker.store.bring_forward(&tenant_id, &endpoint_id, now_millis()).await {
+                Ok(n) => moved += n,
+                // They keep their turns: later than need be, never lost.
+                Err(e) => tracing::error!(error = %e, endpoint_id,
+                    "could not bring forward the deliveries put off for a slow endpoint; they wait for their turns"),
+            }
+        }
+        moved > 0
     }
 
     /// How long to sleep when nothing is due: until the next scheduled attempt, at most `poll_interval`.

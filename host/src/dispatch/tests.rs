@@ -57,6 +57,8 @@ pub(super) struct Receiver {
     pub most_active: Arc<AtomicUsize>,
     /// Adds `n % 10` ms to the n-th request's delay, so answers arrive one by one rather than in waves.
     pub stagger: bool,
+    /// If set, only this many first requests wait for `delay`.
+    pub slow_first: Option<u64>,
 }
 
 impl Receiver {
@@ -78,7 +80,8 @@ impl Receiver {
             let now = r.active.fetch_add(1, Ordering::SeqCst) + 1;
             r.most_active.fetch_max(now, Ordering::SeqCst);
             let stagger = if r.stagger { Duration::from_millis(n % 10) } else { Duration::ZERO };
-            tokio::time::sleep(r.delay + stagger).await;
+            let delay = if r.slow_first.is_some_and(|slow| n > slow) { Duration::ZERO } else { r.delay };
+            tokio::time::sleep(delay + stagger).await;
             r.active.fetch_sub(1, Ordering::SeqCst);
             let code = r.answers.lock().unwrap().pop_front().unwrap_or(200);
             StatusCode::from_u16(code).unwrap()
@@ -304,6 +307,28 @@ async fn a_slow_endpoint_takes_only_its_share_of_the_slots() {
     assert!(state.recorded.iter().all(|o| o.attempt.attempt_number == 1), "waiting for a slot is no attempt");
     assert!(state.deferred.iter().all(|(id, _)| id.starts_with("dlv_ep_1_")), "{:?}", state.deferred);
     assert!(!state.deferred.is_empty());
+}
+
+/// A receiver slow at first has its backlog put off for turns planned for it slow; once it answers quickly again,
+/// the backlog is brought forward instead of waiting for those turns.
+#[tokio::test]
+async fn a_receiver_quick_again_gets_its_backlog_at_once() {
+    let receiver = Receiver { delay: Duration::from_millis(1500), slow_first: Some(2), ..Receiver::default() };
+    let url = receiver.serve().await;
+    let store = store((1..=10).map(|n| job(n, &url, None, None)).collect(), |_| {});
+    let started = Instant::now();
+    let running = start(&store, Settings { concurrency: 4, endpoint_concurrency: 2, ..settings() });
+    eventually("all delivered", || store.outcomes().len() == 10).await;
+    let took = started.elapsed();
+    running.stop().await;
+
+    assert_eq!(store.outcomes(), ["succeeded"; 10]);
+    let state = store.state.lock().unwrap();
+    // Planned while the first two were held 1.5 s, the last of eight turns came 6 s or more ahead.
+    let planned = state.deferred.iter().map(|&(_, due_at)| due_at).max().unwrap() - state.deferred[0].1;
+    assert!(planned >= 3_000, "turns planned {planned} ms ahead");
+    assert!(state.brought_forward.iter().any(|(endpoint, moved)| endpoint == "ep_1" && *moved > 0));
+    assert!(took < Duration::from_millis(3_000), "took {took:?}");
 }
 
 #[tokio::test]

@@ -504,6 +504,9 @@ pub trait Store: Send + Sync + 'static {
     /// Gives leased deliveries back due at a later time, each `(delivery id, due at)`, with no attempt recorded:
     /// a rate-limited endpoint's deliveries that must wait their turn. Those whose lease `owner` lost are skipped.
     async fn defer(&self, owner: &str, deferrals: &[(String, Millis)]) -> StoreResult<()>;
+    /// Makes the deliveries of endpoint `endpoint_id` that wait for their first attempt due at `now`, those due
+    /// later: deliveries put off while the endpoint was slow, once it answers quickly again. Returns how many.
+    async fn bring_forward(&self, tenant_id: &str, endpoint_id: &str, now: Millis) -> StoreResult<u64>;
     /// Gives back every lease not held by `owner`. Only for the embedded single-node database, at start-up: no
     /// other process can be delivering, so a lease left by a crashed run need not wait to expire.
     async fn release_foreign_leases(&self, owner: &str) -> StoreResult<u64>;

@@ -584,6 +584,32 @@ pub(super) async fn defer(
     Ok(())
 }
 
+/// Makes endpoint `$2` of tenant `$1`'s deliveries that wait for their first attempt due at `$3`, those due later.
+/// They are the only pending ones due later than now (nothing else moves a delivery not yet attempted into the
+/// future: a rate limit, or the endpoint's share of the attempts in flight). The condition repeats the due index's.
+pub(super) const BRING_FORWARD: &str = "UPDATE deliveries SET next_attempt_at = $3 \
+     WHERE status IN ('pending', 'failed') AND next_attempt_at > $3 AND status = 'pending' \
+     AND tenant_id = $1 AND endpoint_id = $2";
+
+pub(super) async fn bring_forward(
+    connection: &mut AnyConnection,
+    dialect: Dialect,
+    tenant_id: &str,
+    endpoint_id: &str,
+    now: Millis,
+) -> StoreResult<u64> {
+    let mut tx = connection.begin().await?;
+    // The endpoint before its deliveries, as every change to them takes it (see `lock_endpoints_of`).
+    sqlx::query(&format!("SELECT id FROM endpoints WHERE tenant_id = $1 AND id = $2{}", dialect.key_share_clause()))
+        .bind(tenant_id)
+        .bind(endpoint_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let moved = sqlx::query(BRING_FORWARD).bind(tenant_id).bind(endpoint_id).bind(now).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(moved.rows_affected())
+}
+
 pub(super) async fn release_foreign_leases(connection: &mut AnyConnection, owner: &str) -> StoreResult<u64> {
     let released = sqlx::query(&format!(
         "UPDATE deliveries SET {GIVE_BACK} \

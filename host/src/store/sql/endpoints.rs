@@ -147,18 +147,14 @@ pub(super) async fn update_endpoint(connection: &mut AnyConnection, endpoint: &E
         return Ok(false);
     }
     if rate_limit_before.is_some_and(|before| before != endpoint.rate_limit) {
-        // Deliveries put off for the old limit wait for turns it gave them, hours ahead after a long backlog. They
-        // are the only pending ones due later than now (nothing else moves a delivery not yet attempted into the
-        // future), so they line up again under the new limit. The condition repeats the due index's.
-        sqlx::query(
-            "UPDATE deliveries SET next_attempt_at = $3 WHERE status IN ('pending', 'failed') AND next_attempt_at > $3 \
-             AND status = 'pending' AND tenant_id = $1 AND endpoint_id = $2",
-        )
-        .bind(&endpoint.tenant_id)
-        .bind(&endpoint.id)
-        .bind(endpoint.updated_at)
-        .execute(&mut *tx)
-        .await?;
+        // Deliveries put off for the old limit wait for turns it gave them, hours ahead after a long backlog: they
+        // line up again under the new limit.
+        sqlx::query(super::dispatch::BRING_FORWARD)
+            .bind(&endpoint.tenant_id)
+            .bind(&endpoint.id)
+            .bind(endpoint.updated_at)
+            .execute(&mut *tx)
+            .await?;
     }
     delete_subscriptions(&mut tx, &endpoint.tenant_id, &endpoint.id).await?;
     insert_subscriptions(&mut tx, &endpoint.tenant_id, &endpoint.id, &endpoint.subscriptions).await?;

@@ -534,6 +534,10 @@ impl Store for SqlStore {
         dispatch::defer(&mut *self.writer.acquire().await?, self.dialect, owner, deferrals).await
     }
 
+    async fn bring_forward(&self, tenant_id: &str, endpoint_id: &str, now: Millis) -> StoreResult<u64> {
+        dispatch::bring_forward(&mut *self.writer.acquire().await?, self.dialect, tenant_id, endpoint_id, now).await
+    }
+
     async fn release_foreign_leases(&self, owner: &str) -> StoreResult<u64> {
         dispatch::release_foreign_leases(&mut *self.writer.acquire().await?, owner).await
     }
