@@ -293,11 +293,8 @@ async fn a_slow_endpoint_takes_only_its_share_of_the_slots() {
     });
     let running = start(&store, Settings { concurrency: 4, endpoint_concurrency: 2, ..settings() });
     eventually("the other endpoint's deliveries", || fast_receiver.hits() == 4).await;
-    assert_eq!(
-        slow_receiver.active.load(Ordering::SeqCst) + store.outcomes().len(),
-        6,
-        "none of the slow ones answered yet"
-    );
+    // Before any slow answer (each takes 400 ms), only the slow endpoint's share of its backlog went out.
+    assert_eq!(slow_receiver.hits(), 2, "requests sent to the slow endpoint");
     eventually("all delivered", || store.outcomes().len() == 12).await;
     running.stop().await;
 
