@@ -350,9 +350,13 @@ async fn misbehaving_plugins_fail_their_own_deliveries_only_and_a_fixed_version_
         broken.insert(endpoint(&w, json!({ "transform": binding })).await, expected);
     }
     let healthy = endpoint(&w, json!({})).await;
-    // A transform that fails until a fixed version of the plugin is loaded.
+    // A transform that fails until a fixed version of the plugin is loaded. Retried for a minute: on a loaded
+    // machine compiling the fixed version took 20 s once, and ten attempts a second apart ran out first.
     upload(&w.admin, "fixable", &misbehave).await;
-    let fixable = endpoint(&w, json!({ "transform": { "plugin": "fixable", "config": {} } })).await;
+    let retried_for_a_minute = json!({ "schedule": ["2s"], "max_attempts": 30 });
+    let fixable =
+        endpoint(&w, json!({ "transform": { "plugin": "fixable", "config": {} }, "retry": retried_for_a_minute }))
+            .await;
 
     let mut events = Vec::new();
     for n in 0..5 {
@@ -384,7 +388,7 @@ async fn misbehaving_plugins_fail_their_own_deliveries_only_and_a_fixed_version_
     }
 
     // The retries pick the fixed version up.
-    let recovered = w.api.wait_status(str_field(&stuck, "id"), "succeeded", WAIT).await;
+    let recovered = w.api.wait_status(str_field(&stuck, "id"), "succeeded", Duration::from_secs(60)).await;
     assert_eq!(transform_sha(&recovered), fixed);
     let healthy_requests = w.receiver.requests().iter().filter(|r| r.json().get("text").is_none()).count();
     assert!(healthy_requests >= 5);

@@ -40,7 +40,8 @@ pub(super) enum Admission {
 pub(super) struct Ticket(u64);
 
 pub(super) struct EndpointCaps {
-    cap: usize,
+    /// None: no endpoint can reach it (it is at least the dispatch concurrency), so nothing is tracked.
+    cap: Option<usize>,
     endpoints: HashMap<String, Load>,
     next_ticket: u64,
     last_prune: Option<Instant>,
@@ -66,12 +67,14 @@ impl Load {
 }
 
 impl EndpointCaps {
-    pub fn new(cap: usize) -> Self {
-        Self { cap: cap.max(1), endpoints: HashMap::new(), next_ticket: 0, last_prune: None }
+    pub fn new(cap: usize, concurrency: usize) -> Self {
+        let cap = (cap < concurrency).then_some(cap.max(1));
+        Self { cap, endpoints: HashMap::new(), next_ticket: 0, last_prune: None }
     }
 
     /// Whether a delivery to `endpoint_id` may be attempted `now`, or how long to put it off.
     pub fn admit(&mut self, endpoint_id: &str, now: Instant) -> Admission {
+        let Some(cap) = self.cap else { return Admission::Start(Ticket(0)) };
         // At most once a minute: a prune reads every endpoint's entry.
         if self.last_prune.is_none_or(|at| now.saturating_duration_since(at) >= FORGET_AFTER) {
             self.endpoints.retain(|_, load| !load.idle(now));
@@ -81,7 +84,7 @@ impl EndpointCaps {
             Some(load) => load,
             None => self.endpoints.entry(endpoint_id.to_string()).or_default(),
         };
-        if load.running.len() < self.cap {
+        if load.running.len() < cap {
             let ticket = self.next_ticket;
             self.next_ticket += 1;
             load.running.insert(ticket, now);
@@ -89,7 +92,7 @@ impl EndpointCaps {
         }
         let oldest = load.running.first_key_value().map_or(Duration::ZERO, |(_, &started)| now - started);
         let duration = load.average.unwrap_or(Duration::ZERO).max(oldest).max(MIN_DURATION);
-        let spacing = duration / u32::try_from(self.cap).unwrap_or(u32::MAX);
+        let spacing = duration / u32::try_from(cap).unwrap_or(u32::MAX);
         // The first slot should free up within one spacing of now; later ones line up behind the turns already
         // handed out.
         let turn = load.next_turn.filter(|&turn| turn > now).unwrap_or(now) + spacing;
@@ -154,8 +157,17 @@ mod tests {
     }
 
     #[test]
+    fn a_cap_no_endpoint_can_reach_tracks_nothing() {
+        let mut caps = EndpointCaps::new(4, 4);
+        let now = Instant::now();
+        let tickets: Vec<Ticket> = (0..8).map(|_| started(caps.admit("e", now))).collect();
+        assert_eq!(caps.tracked(), 0);
+        assert!(!caps.finished("e", tickets[0], now));
+    }
+
+    #[test]
     fn an_endpoint_runs_up_to_its_cap_and_others_are_not_held_up() {
-        let mut caps = EndpointCaps::new(2);
+        let mut caps = EndpointCaps::new(2, 100);
         let now = Instant::now();
         let first = started(caps.admit("slow", now));
         started(caps.admit("slow", now));
@@ -171,7 +183,7 @@ mod tests {
 
     #[test]
     fn deliveries_put_off_take_turns_a_share_of_the_attempt_duration_apart() {
-        let mut caps = EndpointCaps::new(4);
+        let mut caps = EndpointCaps::new(4, 100);
         let start = Instant::now();
         // Attempts of 400 ms: slots free up one per 100 ms.
         let tickets: Vec<Ticket> = (0..4).map(|_| started(caps.admit("e", start))).collect();
@@ -188,7 +200,7 @@ mod tests {
 
     #[test]
     fn a_receiver_that_stopped_answering_puts_deliveries_off_by_how_long_it_has_been_silent() {
-        let mut caps = EndpointCaps::new(2);
+        let mut caps = EndpointCaps::new(2, 100);
         let start = Instant::now();
         // Fast at first: the average is 2 ms.
         let quick = started(caps.admit("e", start));
@@ -203,7 +215,7 @@ mod tests {
 
     #[test]
     fn a_turn_in_the_past_is_not_held_against_later_deliveries() {
-        let mut caps = EndpointCaps::new(1);
+        let mut caps = EndpointCaps::new(1, 100);
         let start = Instant::now();
         started(caps.admit("e", start));
         let first = put_off(caps.admit("e", start));
@@ -215,7 +227,7 @@ mod tests {
 
     #[test]
     fn a_receiver_quick_again_has_its_line_dropped_once() {
-        let mut caps = EndpointCaps::new(2);
+        let mut caps = EndpointCaps::new(2, 100);
         let start = Instant::now();
         let held: Vec<Ticket> = (0..2).map(|_| started(caps.admit("e", start))).collect();
         // Held for 5 s: a backlog put off then lines up 2.5 s apart.
@@ -239,7 +251,7 @@ mod tests {
 
     #[test]
     fn an_endpoint_idle_for_a_minute_is_forgotten() {
-        let mut caps = EndpointCaps::new(1);
+        let mut caps = EndpointCaps::new(1, 100);
         let start = Instant::now();
         let ticket = started(caps.admit("idle", start));
         caps.finished("idle", ticket, start + MS);

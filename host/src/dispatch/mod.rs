@@ -222,12 +222,12 @@ struct Running {
 }
 
 impl InFlight {
-    fn new(endpoint_concurrency: usize) -> Self {
+    fn new(endpoint_concurrency: usize, concurrency: usize) -> Self {
         Self {
             tasks: JoinSet::new(),
             running: HashMap::new(),
             throttle: Throttle::default(),
-            caps: EndpointCaps::new(endpoint_concurrency),
+            caps: EndpointCaps::new(endpoint_concurrency, concurrency),
             put_off: Vec::new(),
             bring_forward: Vec::new(),
         }
@@ -307,7 +307,7 @@ impl Dispatcher {
     pub async fn run(mut self, stop: CancellationToken) {
         let settings = self.worker.settings.clone();
         let slots = self.slots.clone();
-        let mut in_flight = InFlight::new(settings.endpoint_concurrency);
+        let mut in_flight = InFlight::new(settings.endpoint_concurrency, settings.concurrency);
         let claim_batch = (settings.concurrency / 8).max(1);
         // Set while a claim waits for more slots to free up (see below), until when.
         let mut linger_until: Option<Instant> = None;
