@@ -2522,6 +2522,93 @@ mod postgres_lock_order {
         }
     }
 
+    /// A publish holds its endpoints `FOR KEY SHARE` until its group commit ends. Recording an attempt that
+    /// disables the endpoint does not wait for it: a stronger lock there deadlocked with group commits spanning
+    /// tenants.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn disabling_an_endpoint_does_not_wait_for_publishes() {
+        let name = "postgres_lock_order::disabling_an_endpoint_does_not_wait_for_publishes";
+        let Some(db) = super::store_pg::PostgresTestDatabase::create(name).await else { return };
+        let store = SqlStore::connect(&db.url).await.unwrap();
+        let outcome = std::panic::AssertUnwindSafe(disabling_does_not_wait(&store, &db.url)).catch_unwind().await;
+        store.close().await;
+        db.drop_database().await;
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    async fn disabling_does_not_wait(store: &dyn Store, url: &str) {
+        let tenant = new_tenant(store).await;
+        let endpoint = add_endpoint(store, &tenant).await;
+        publish(store, &tenant, "order.created", &[&endpoint], T0).await;
+        let jobs = store.claim_due("node", T0 + 10, T0 + MINUTE, 10).await.unwrap();
+
+        let publishing = raw_pool(url).await;
+        let mut publish_under_way = publishing.begin().await.unwrap();
+        sqlx::query("SELECT id FROM endpoints WHERE id = $1 FOR KEY SHARE")
+            .bind(&endpoint.id)
+            .fetch_one(&mut *publish_under_way)
+            .await
+            .unwrap();
+        let gone = switchyard::store::AttemptOutcome {
+            disable_endpoint: Some("receiver answered 410 Gone".into()),
+            ..outcome(&jobs[0].delivery, DeliveryStatus::Dead, T0 + 20)
+        };
+        let recorded = tokio::time::timeout(Duration::from_secs(5), store.record_attempts("node", &[gone]))
+            .await
+            .expect("recorded while the publish holds the endpoint");
+        assert_eq!(recorded.unwrap(), [true]);
+        publish_under_way.commit().await.unwrap();
+        let disabled = store.get_endpoint(&tenant.id, &endpoint.id).await.unwrap().unwrap();
+        assert_eq!(disabled.status, switchyard::model::EndpointStatus::Disabled);
+    }
+
+    /// Two requeues of the same dead letters at once (an operator's retried request, or two operators) took their
+    /// rows in orders of their own and deadlocked: one answered 503. A requeue now leaves the rows another
+    /// transaction holds to it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_requeue_skips_dead_letters_another_transaction_holds() {
+        let name = "postgres_lock_order::a_requeue_skips_dead_letters_another_transaction_holds";
+        let Some(db) = super::store_pg::PostgresTestDatabase::create(name).await else { return };
+        let store = SqlStore::connect(&db.url).await.unwrap();
+        let outcome = std::panic::AssertUnwindSafe(requeue_skips_held_rows(&store, &db.url)).catch_unwind().await;
+        store.close().await;
+        db.drop_database().await;
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    async fn requeue_skips_held_rows(store: &dyn Store, url: &str) {
+        let tenant = new_tenant(store).await;
+        let endpoint = add_endpoint(store, &tenant).await;
+        for at in [T0, T0 + 1] {
+            publish(store, &tenant, "order.created", &[&endpoint], at).await;
+        }
+        let jobs = store.claim_due("node", T0 + 10, T0 + MINUTE, 10).await.unwrap();
+        let dead: Vec<_> = jobs.iter().map(|job| outcome(&job.delivery, DeliveryStatus::Dead, T0 + 20)).collect();
+        assert_eq!(store.record_attempts("node", &dead).await.unwrap(), [true, true]);
+        let ids: Vec<String> = jobs.iter().map(|job| job.delivery.id.clone()).collect();
+
+        let other = raw_pool(url).await;
+        let mut other_requeue = other.begin().await.unwrap();
+        sqlx::query("SELECT id FROM deliveries WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(&ids[0])
+            .fetch_one(&mut *other_requeue)
+            .await
+            .unwrap();
+        let selector = switchyard::store::RequeueSelector::Ids(ids.clone());
+        let requeue = store.requeue_dead(&tenant.id, &selector, T0 + 30, switchyard::store::Resend::SameRequest);
+        let requeued = tokio::time::timeout(Duration::from_secs(5), requeue).await.expect("no wait for the held row");
+        assert_eq!(requeued.unwrap(), 1);
+        other_requeue.rollback().await.unwrap();
+        let tenant = &tenant;
+        let status = |id: String| async move { store.get_delivery(&tenant.id, &id).await.unwrap().unwrap().status };
+        assert_eq!(status(ids[0].clone()).await, DeliveryStatus::Dead, "left to the other transaction");
+        assert_eq!(status(ids[1].clone()).await, DeliveryStatus::Pending);
+    }
+
     async fn changes_wait_for_the_deletion(store: &dyn Store, url: &str) {
         let tenant = new_tenant(store).await;
         let endpoint = add_endpoint(store, &tenant).await;

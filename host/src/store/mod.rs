@@ -456,7 +456,8 @@ pub trait Store: Send + Sync + 'static {
         event_ids: &[String],
         at: Millis,
     ) -> StoreResult<Option<u64>>;
-    /// Moves dead deliveries back to pending (schedule restarted); returns how many moved.
+    /// Moves dead deliveries back to pending (schedule restarted); returns how many moved. A dead letter another
+    /// transaction is changing at that moment (another requeue, on PostgreSQL) is left to it, not waited for.
     async fn requeue_dead(
         &self,
         tenant_id: &str,

@@ -229,11 +229,12 @@ pub(super) async fn requeue_dead(
     at: Millis,
     resend: Resend,
 ) -> StoreResult<u64> {
-    let requeue = || {
+    let requeue = |chunk: &[String]| {
         let mut sql = SqlBuilder::new("UPDATE deliveries SET ");
         let at = sql.bind(at);
         let tenant = sql.bind(tenant_id);
         sql.push(&send_again(&at, resend));
+        sql.push(" WHERE id IN (SELECT id FROM deliveries");
         // A dead letter of a deleted endpoint has nowhere to go: requeued, it would wait forever. The lock keeps
         // the endpoints from being deleted until the requeue commits (and then dead-letters what it requeued).
         sql.condition().push(&format!(
@@ -241,14 +242,17 @@ pub(super) async fn requeue_dead(
              AND endpoint_id IN (SELECT id FROM endpoints WHERE tenant_id = {tenant}{})",
             dialect.key_share_clause()
         ));
+        sql.in_list("id", chunk);
+        // Rows another transaction is changing are left to it: another requeue of the same dead letters, or an
+        // attempt being recorded (not dead yet). Waiting for them, in an order of the plan's, deadlocked with
+        // both on PostgreSQL.
+        sql.push(&format!("{})", dialect.skip_locked_clause()));
         sql
     };
     let mut requeued = 0;
     let mut tx = connection.begin().await?;
     for chunk in ids.chunks(MAX_LIST) {
-        let mut sql = requeue();
-        sql.in_list("id", chunk);
-        requeued += sql.query().execute(&mut *tx).await?.rows_affected();
+        requeued += requeue(chunk).query().execute(&mut *tx).await?.rows_affected();
     }
     tx.commit().await?;
     Ok(requeued)

@@ -138,6 +138,15 @@ impl Dialect {
         }
     }
 
+    /// Appended to a SELECT of rows the statement goes on to change where rows another transaction holds are
+    /// better skipped than waited for (see `requeue_dead`). SQLite has a single writer: nothing to skip.
+    pub(super) fn skip_locked_clause(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR NO KEY UPDATE SKIP LOCKED",
+        }
+    }
+
     /// Appended to a SELECT of endpoint rows the transaction goes on to change along with their secrets or
     /// deliveries. Every such transaction locks the endpoint before anything else, so on PostgreSQL they queue
     /// up instead of deadlocking or acting on the same old state.

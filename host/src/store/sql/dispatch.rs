@@ -167,14 +167,11 @@ pub(super) async fn record_attempts(
     owner: &str,
     outcomes: &[AttemptOutcome],
 ) -> StoreResult<Vec<bool>> {
-    // Disabling changes the endpoint row, which takes the stronger lock; rare enough to take it for the whole batch.
-    let lock = if outcomes.iter().any(|outcome| outcome.disable_endpoint.is_some()) {
-        dialect.for_update_clause()
-    } else {
-        dialect.key_share_clause()
-    };
+    // `FOR KEY SHARE` even for an outcome that disables its endpoint: that update keeps the row's key, so it
+    // waits for no publish (which takes the same lock), only for a deletion. A stronger lock here deadlocked with
+    // group commits, which lock each tenant's endpoints in id order but not all of them in one order.
     let delivery_ids: Vec<&str> = outcomes.iter().map(|outcome| outcome.attempt.delivery_id.as_str()).collect();
-    lock_endpoints_of(tx, dialect, &delivery_ids, lock).await?;
+    lock_endpoints_of(tx, dialect, &delivery_ids, dialect.key_share_clause()).await?;
     let mut recorded = vec![false; outcomes.len()];
     let (disabling, plain): (Vec<usize>, Vec<usize>) =
         (0..outcomes.len()).partition(|&i| outcomes[i].disable_endpoint.is_some());
