@@ -315,7 +315,8 @@ impl Dispatcher {
         // as claims come back full. A freed slot alone is no reason to ask the store.
         let mut look = true;
         let mut look_at = Instant::now();
-        tracing::info!(node_id = %self.worker.node_id, concurrency = settings.concurrency, "dispatcher started");
+        tracing::info!(node_id = %self.worker.node_id, concurrency = settings.concurrency,
+            endpoint_concurrency = settings.endpoint_concurrency.min(settings.concurrency), "dispatcher started");
         loop {
             while let Some(joined) = in_flight.tasks.try_join_next_with_id() {
                 in_flight.finished(joined);
