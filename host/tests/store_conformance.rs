@@ -2505,16 +2505,11 @@ mod postgres_lock_order {
 
     use super::{add_endpoint, new_tenant, outcome, publish, raw_pool, MINUTE, T0};
 
-    /// A deletion locks the endpoint, then its deliveries. Recording attempts, and giving leases back, lock the
-    /// deliveries' endpoints before the deliveries: while a deletion holds the endpoint they wait for it, holding
-    /// none of the rows it goes on to change. Before, a batch of outcomes took the delivery rows in an order of
-    /// its own, and a deletion taking them in another deadlocked with it (`DELETE` answered 503).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn changes_to_deliveries_in_flight_wait_for_a_deletion_holding_their_endpoint() {
-        let name = "postgres_lock_order::changes_to_deliveries_in_flight_wait_for_a_deletion_holding_their_endpoint";
+    /// Runs `case` against a fresh PostgreSQL database (skipped without one, outside CI).
+    async fn on_postgres(name: &str, case: impl AsyncFnOnce(&dyn Store, &str)) {
         let Some(db) = super::store_pg::PostgresTestDatabase::create(name).await else { return };
         let store = SqlStore::connect(&db.url).await.unwrap();
-        let outcome = std::panic::AssertUnwindSafe(changes_wait_for_the_deletion(&store, &db.url)).catch_unwind().await;
+        let outcome = std::panic::AssertUnwindSafe(case(&store, &db.url)).catch_unwind().await;
         store.close().await;
         db.drop_database().await;
         if let Err(panic) = outcome {
@@ -2522,20 +2517,26 @@ mod postgres_lock_order {
         }
     }
 
+    /// A deletion locks the endpoint, then its deliveries. Recording attempts, and giving leases back, lock the
+    /// deliveries' endpoints before the deliveries: while a deletion holds the endpoint they wait for it, holding
+    /// none of the rows it goes on to change. Before, a batch of outcomes took the delivery rows in an order of
+    /// its own, and a deletion taking them in another deadlocked with it (`DELETE` answered 503).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn changes_to_deliveries_in_flight_wait_for_a_deletion_holding_their_endpoint() {
+        on_postgres(
+            "postgres_lock_order::changes_to_deliveries_in_flight_wait_for_a_deletion_holding_their_endpoint",
+            changes_wait_for_the_deletion,
+        )
+        .await;
+    }
+
     /// A publish holds its endpoints `FOR KEY SHARE` until its group commit ends. Recording an attempt that
     /// disables the endpoint does not wait for it: a stronger lock there deadlocked with group commits spanning
     /// tenants.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn disabling_an_endpoint_does_not_wait_for_publishes() {
-        let name = "postgres_lock_order::disabling_an_endpoint_does_not_wait_for_publishes";
-        let Some(db) = super::store_pg::PostgresTestDatabase::create(name).await else { return };
-        let store = SqlStore::connect(&db.url).await.unwrap();
-        let outcome = std::panic::AssertUnwindSafe(disabling_does_not_wait(&store, &db.url)).catch_unwind().await;
-        store.close().await;
-        db.drop_database().await;
-        if let Err(panic) = outcome {
-            std::panic::resume_unwind(panic);
-        }
+        on_postgres("postgres_lock_order::disabling_an_endpoint_does_not_wait_for_publishes", disabling_does_not_wait)
+            .await;
     }
 
     async fn disabling_does_not_wait(store: &dyn Store, url: &str) {
@@ -2569,15 +2570,11 @@ mod postgres_lock_order {
     /// transaction holds to it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_requeue_skips_dead_letters_another_transaction_holds() {
-        let name = "postgres_lock_order::a_requeue_skips_dead_letters_another_transaction_holds";
-        let Some(db) = super::store_pg::PostgresTestDatabase::create(name).await else { return };
-        let store = SqlStore::connect(&db.url).await.unwrap();
-        let outcome = std::panic::AssertUnwindSafe(requeue_skips_held_rows(&store, &db.url)).catch_unwind().await;
-        store.close().await;
-        db.drop_database().await;
-        if let Err(panic) = outcome {
-            std::panic::resume_unwind(panic);
-        }
+        on_postgres(
+            "postgres_lock_order::a_requeue_skips_dead_letters_another_transaction_holds",
+            requeue_skips_held_rows,
+        )
+        .await;
     }
 
     async fn requeue_skips_held_rows(store: &dyn Store, url: &str) {
