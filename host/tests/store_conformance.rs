@@ -1620,7 +1620,18 @@ async fn defer_gives_back_due_later_without_an_attempt(store: &dyn Store, _url: 
     store.defer("node-a", &[]).await.unwrap();
 }
 
-async fn a_changed_rate_limit_brings_deliveries_put_off_forward(store: &dyn Store, _url: &str) {
+/// Deliveries due an hour on, each of its own kind: `retried` (a failed attempt's retry) and `put_off` (deferred
+/// before its first attempt) to `endpoint`, `elsewhere` (deferred) to `other`.
+struct DueLater {
+    tenant: Tenant,
+    endpoint: Endpoint,
+    other: Endpoint,
+    retried: String,
+    put_off: String,
+    elsewhere: String,
+}
+
+async fn due_an_hour_on(store: &dyn Store) -> DueLater {
     let tenant = new_tenant(store).await;
     let endpoint = add_endpoint(store, &tenant).await;
     let other = add_endpoint(store, &tenant).await;
@@ -1633,6 +1644,11 @@ async fn a_changed_rate_limit_brings_deliveries_put_off_forward(store: &dyn Stor
     failure.next_attempt_at = Some(T0 + HOUR);
     assert!(store.record_attempt("node", &failure).await.unwrap());
     store.defer("node", &[(put_off.clone(), T0 + HOUR), (elsewhere.clone(), T0 + HOUR)]).await.unwrap();
+    DueLater { tenant, endpoint, other, retried, put_off, elsewhere }
+}
+
+async fn a_changed_rate_limit_brings_deliveries_put_off_forward(store: &dyn Store, _url: &str) {
+    let DueLater { tenant, endpoint, other: _, retried, put_off, elsewhere } = due_an_hour_on(store).await;
     let tenant = &tenant;
     let due = |id: String| async move { delivery(store, tenant, &id).await.next_attempt_at };
 
@@ -1650,18 +1666,7 @@ async fn a_changed_rate_limit_brings_deliveries_put_off_forward(store: &dyn Stor
 
 /// `bring_forward` does for a slow endpoint that answers quickly again what a changed rate limit does.
 async fn deliveries_put_off_are_brought_forward(store: &dyn Store, _url: &str) {
-    let tenant = new_tenant(store).await;
-    let endpoint = add_endpoint(store, &tenant).await;
-    let other = add_endpoint(store, &tenant).await;
-    let retried = publish(store, &tenant, "order.created", &[&endpoint], T0).await.deliveries[0].id.clone();
-    let put_off = publish(store, &tenant, "order.created", &[&endpoint], T0).await.deliveries[0].id.clone();
-    let elsewhere = publish(store, &tenant, "order.created", &[&other], T0).await.deliveries[0].id.clone();
-    let jobs = claim(store, "node", T0).await;
-    let first = jobs.iter().find(|job| job.delivery.id == retried).expect("claimed").delivery.clone();
-    let mut failure = outcome(&first, DeliveryStatus::Failed, T0);
-    failure.next_attempt_at = Some(T0 + HOUR);
-    assert!(store.record_attempt("node", &failure).await.unwrap());
-    store.defer("node", &[(put_off.clone(), T0 + HOUR), (elsewhere.clone(), T0 + HOUR)]).await.unwrap();
+    let DueLater { tenant, endpoint, other, retried, put_off, elsewhere } = due_an_hour_on(store).await;
     let tenant_ref = &tenant;
     let due = |id: String| async move { delivery(store, tenant_ref, &id).await.next_attempt_at };
 
