@@ -304,7 +304,8 @@ async fn commit(
 fn recorded_one(dispatch: Option<&Handoff>, outcome: &AttemptOutcome, held: bool) {
     if !held {
         tracing::warn!(delivery_id = %outcome.attempt.delivery_id,
-            "lease was lost before the attempt was recorded; another worker owns the delivery now");
+            "lease was lost before the attempt was recorded (its endpoint was deleted, or the lease expired and \
+             another worker may own the delivery now); the attempt is not recorded");
     } else if let (Some(at), Some(dispatch)) = (outcome.next_attempt_at, dispatch) {
         dispatch.retry_scheduled(at);
     }
