@@ -171,7 +171,7 @@ pub(super) async fn record_attempts(
     // waits for no publish (which takes the same lock), only for a deletion. A stronger lock here deadlocked with
     // group commits, which lock each tenant's endpoints in id order but not all of them in one order.
     let delivery_ids: Vec<&str> = outcomes.iter().map(|outcome| outcome.attempt.delivery_id.as_str()).collect();
-    lock_endpoints_of(tx, dialect, &delivery_ids, dialect.key_share_clause()).await?;
+    lock_endpoints_of(tx, dialect, &delivery_ids).await?;
     let mut recorded = vec![false; outcomes.len()];
     let (disabling, plain): (Vec<usize>, Vec<usize>) =
         (0..outcomes.len()).partition(|&i| outcomes[i].disable_endpoint.is_some());
@@ -193,20 +193,20 @@ pub(super) async fn record_attempts(
     Ok(recorded)
 }
 
-/// Locks, on PostgreSQL, the endpoints of the deliveries `delivery_ids` (with the lock clause `lock`), all of them
-/// in id order, before the caller changes those deliveries. A deletion locks its endpoint before the endpoint's
-/// deliveries; a transaction that took the deliveries first, in an order of its own, could hold one the deletion
+/// Locks, on PostgreSQL, the endpoints of the deliveries `delivery_ids` `FOR KEY SHARE`, all of them in id order,
+/// before the caller changes those deliveries. A deletion locks its endpoint before the endpoint's deliveries; a
+/// transaction that took the deliveries first, in an order of its own, could hold one the deletion
 /// needs while waiting for one it has taken: a deadlock, which PostgreSQL breaks by failing one of the two.
 /// Taking endpoints first, in one order, makes them wait for each other instead.
 pub(super) async fn lock_endpoints_of(
     tx: &mut AnyConnection,
     dialect: Dialect,
     delivery_ids: &[&str],
-    lock: &str,
 ) -> StoreResult<()> {
     if dialect != Dialect::Postgres || delivery_ids.is_empty() {
         return Ok(());
     }
+    let lock = dialect.key_share_clause();
     let endpoints_of = |chunk: &[&str]| {
         let mut sql = SqlBuilder::new("SELECT id FROM endpoints WHERE id IN (SELECT endpoint_id FROM deliveries");
         sql.in_list("id", chunk.iter().copied());
@@ -549,7 +549,7 @@ pub(super) async fn release(
 ) -> StoreResult<()> {
     let mut tx = connection.begin().await?;
     let ids: Vec<&str> = delivery_ids.iter().map(String::as_str).collect();
-    lock_endpoints_of(&mut tx, dialect, &ids, dialect.key_share_clause()).await?;
+    lock_endpoints_of(&mut tx, dialect, &ids).await?;
     for chunk in delivery_ids.chunks(MAX_LIST) {
         let mut sql = SqlBuilder::new(format!("UPDATE deliveries SET {GIVE_BACK}"));
         sql.compare("lease_owner", "=", owner).condition().push("status = 'delivering'").in_list("id", chunk);
@@ -569,7 +569,7 @@ pub(super) async fn defer(
     deferrals.sort();
     let mut tx = connection.begin().await?;
     let ids: Vec<&str> = deferrals.iter().map(|(id, _)| id.as_str()).collect();
-    lock_endpoints_of(&mut tx, dialect, &ids, dialect.key_share_clause()).await?;
+    lock_endpoints_of(&mut tx, dialect, &ids).await?;
     let update = format!(
         "UPDATE deliveries SET {GIVE_BACK}, next_attempt_at = $1 WHERE id = $2 AND lease_owner = $3 \
          AND status = 'delivering'"
