@@ -132,6 +132,7 @@ impl GroupCommits {
                     error: None,
                     outcome: "succeeded".into(),
                 },
+                endpoint_id: delivery.endpoint_id.clone(),
                 status: DeliveryStatus::Succeeded,
                 next_attempt_at: None,
                 disable_endpoint: None,

@@ -108,6 +108,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_DISABLE_FAILING_AFTER")]
     pub disable_failing_after: Option<String>,
 
+    /// How often a node adds the attempts it recorded to the hourly counts that `GET /stats` reads its success
+    /// rate from, e.g. `5s`; what a crash loses of those counts [default: 5s].
+    #[arg(long, env = "SWITCHYARD_STATS_INTERVAL")]
+    pub stats_interval: Option<String>,
+
     /// Directory watched for `<name>.wasm` plugin components [default: `<data dir>/plugins`].
     #[arg(long, env = "SWITCHYARD_PLUGINS_DIR")]
     pub plugins_dir: Option<PathBuf>,
@@ -150,6 +155,8 @@ pub struct Config {
     pub secret_grace: Duration,
     /// None: endpoints are never disabled for failing.
     pub disable_failing_after: Option<Duration>,
+    /// How often the attempts' hourly counts are written (see [`crate::hourly`]).
+    pub stats_interval: Duration,
     pub plugins_dir: PathBuf,
     pub plugin_limits: crate::plugin::PluginLimits,
     /// Time a publish request's subscription filters may take (see [`FilterWork`](crate::filter_work::FilterWork)).
@@ -178,6 +185,7 @@ impl std::fmt::Debug for Config {
             .field("secret_grace", &self.secret_grace)
             .field("filter_budget", &self.filter_budget)
             .field("disable_failing_after", &self.disable_failing_after)
+            .field("stats_interval", &self.stats_interval)
             .field("plugins_dir", &self.plugins_dir)
             .field("plugin_limits", &self.plugin_limits)
             .field("extra_root_certificates", &self.extra_root_certificates.len())
@@ -329,9 +337,13 @@ impl Config {
                 "5d",
             )?)
             .filter(|after| !after.is_zero()),
+            stats_interval: duration("stats_interval", over.stats_interval.or(under.stats_interval), "5s")?,
         };
         if config.poll_interval.is_zero() {
             return Err(bad("poll_interval", "must be greater than zero"));
+        }
+        if config.stats_interval < Duration::from_millis(10) || config.stats_interval > Duration::from_secs(600) {
+            return Err(bad("stats_interval", "must be between 10ms and 10m"));
         }
         if config.disable_failing_after.is_some_and(|after| after < Duration::from_secs(1)) {
             return Err(bad("disable_failing_after", "must be 0s (never) or at least 1s"));
@@ -389,6 +401,7 @@ mod tests {
         assert_eq!(config.plugins_dir, PathBuf::from("switchyard-data/plugins"));
         assert_eq!(config.plugin_limits.deadline, Duration::from_millis(50));
         assert_eq!(config.plugin_limits.memory_bytes, 32 << 20);
+        assert_eq!(config.stats_interval, Duration::from_secs(5));
     }
 
     #[test]
@@ -433,6 +446,8 @@ mod tests {
             ),
             (ServeArgs { disable_failing_after: Some("never".into()), ..Default::default() }, "disable_failing_after"),
             (ServeArgs { disable_failing_after: Some("1ms".into()), ..Default::default() }, "disable_failing_after"),
+            (ServeArgs { stats_interval: Some("0s".into()), ..Default::default() }, "stats_interval"),
+            (ServeArgs { stats_interval: Some("1h".into()), ..Default::default() }, "stats_interval"),
         ];
         for (args, setting) in cases {
             let err = Config::from_layers(args, ServeArgs::default()).unwrap_err();

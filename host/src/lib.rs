@@ -9,6 +9,7 @@ pub mod config;
 pub mod dispatch;
 pub mod error;
 pub mod filter_work;
+pub mod hourly;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
@@ -134,7 +135,8 @@ pub async fn run(
     let config = Arc::new(config);
     let dispatch_wakeup = Arc::new(Notify::new());
     let metrics = Arc::new(Metrics::default());
-    let writer = writer::Writer::new(metrics.clone());
+    let hourly = Arc::new(hourly::HourlyTally::default());
+    let writer = writer::Writer::new(metrics.clone(), hourly.clone());
     let dispatcher = dispatch::Dispatcher::new(
         store.clone(),
         master_key.clone(),
@@ -162,6 +164,13 @@ pub async fn run(
 
     let stop = CancellationToken::new();
     let dispatcher = tokio::spawn(dispatcher.run(stop.clone()));
+    let stop_counting = CancellationToken::new();
+    let counting = tokio::spawn(hourly::keep_flushing(
+        hourly.clone(),
+        store.clone(),
+        config.stats_interval,
+        stop_counting.clone(),
+    ));
 
     tracing::info!(address = %listener.local_addr()?, database = %config::redact_url(&config.database_url),
     "switchyard listening");
@@ -186,6 +195,14 @@ pub async fn run(
         Ok(Err(e)) => tracing::error!(error = %e, "writer task failed"),
         Err(_) => tracing::warn!(grace = ?WRITER_SHUTDOWN_GRACE,
             "the writer's last commit did not finish in time; unrecorded attempts are left to their leases"),
+    }
+    // The counts of the writer's last commits too.
+    stop_counting.cancel();
+    let _ = counting.await;
+    match tokio::time::timeout(WRITER_SHUTDOWN_GRACE, hourly.flush(store.as_ref())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "could not write the last hourly attempt counts"),
+        Err(_) => tracing::warn!("writing the last hourly attempt counts did not finish in time"),
     }
     // Nothing may read the plugins table or write plugin files past this point.
     drop(plugin_sync);

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::dispatch::Handoff;
+use crate::hourly::HourlyTally;
 use crate::ingest::{PublishReply, Publishes, Route};
 use crate::metrics::Metrics;
 use crate::model::Event;
@@ -121,19 +122,20 @@ pub struct Writer {
     queue: mpsc::UnboundedSender<Work>,
     queued: mpsc::UnboundedReceiver<Work>,
     metrics: Arc<Metrics>,
+    hourly: Arc<HourlyTally>,
 }
 
 impl Default for Writer {
     fn default() -> Self {
-        Self::new(Arc::default())
+        Self::new(Arc::default(), Arc::default())
     }
 }
 
 impl Writer {
-    /// Counting commits and attempts in `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    /// Counting commits and attempts in `metrics`, and the attempts it records in `hourly`.
+    pub fn new(metrics: Arc<Metrics>, hourly: Arc<HourlyTally>) -> Self {
         let (queue, queued) = mpsc::unbounded_channel();
-        Writer { queue, queued, metrics }
+        Writer { queue, queued, metrics, hourly }
     }
 
     pub fn ingest(&self) -> Ingest {
@@ -148,9 +150,9 @@ impl Writer {
     /// are handed over; without it they are all stored waiting to be claimed. The task ends once every handle
     /// is dropped and what was queued is written.
     pub fn start(self, store: Arc<dyn Store>, owner: String, dispatch: Option<Handoff>) -> JoinHandle<()> {
-        let Writer { queue, queued, metrics } = self;
+        let Writer { queue, queued, metrics, hourly } = self;
         drop(queue);
-        tokio::spawn(run(store, owner, dispatch, queued, metrics))
+        tokio::spawn(run(store, owner, dispatch, queued, metrics, hourly))
     }
 }
 
@@ -160,6 +162,7 @@ async fn run(
     dispatch: Option<Handoff>,
     mut queued: mpsc::UnboundedReceiver<Work>,
     metrics: Arc<Metrics>,
+    hourly: Arc<HourlyTally>,
 ) {
     let mut filters = FilterCache::default();
     let max_records = dispatch.as_ref().map_or(0, Handoff::concurrency).max(MIN_RECORDS_PER_COMMIT);
@@ -215,7 +218,7 @@ async fn run(
             }
         }
         let started = Instant::now();
-        let committing = commit(store.as_ref(), &mut filters, &owner, dispatch.as_ref(), publishes, &records);
+        let committing = commit(store.as_ref(), &mut filters, &owner, dispatch.as_ref(), &hourly, publishes, &records);
         // A bug in one commit fails that commit alone. Were the task to end, every later publish of this node
         // would fail until a restart. Its requests are answered (their replies dropped), its records left to
         // their leases.
@@ -262,6 +265,7 @@ async fn commit(
     filters: &mut FilterCache,
     owner: &str,
     dispatch: Option<&Handoff>,
+    hourly: &HourlyTally,
     publishes: Vec<(Vec<Event>, Route, PublishReply)>,
     outcomes: &[AttemptOutcome],
 ) -> Vec<(usize, StoreError)> {
@@ -271,7 +275,12 @@ async fn commit(
     let shared = had_publishes && !outcomes.is_empty();
     publishes.finish(store, dispatch, published, shared).await;
     let mut unrecorded = Vec::new();
-    let recorded_one = |outcome: &AttemptOutcome, held: bool| recorded_one(dispatch, outcome, held);
+    let mut stored = Vec::with_capacity(outcomes.len());
+    let mut recorded_one = |outcome, held| {
+        if recorded_one(dispatch, outcome, held) {
+            stored.push(outcome);
+        }
+    };
     match recorded {
         Ok(recorded) => {
             for (outcome, held) in outcomes.iter().zip(recorded) {
@@ -297,11 +306,13 @@ async fn commit(
             }
         }
     }
+    hourly.count(stored);
     unrecorded
 }
 
-/// Acts on what recording one attempt found: a retry it scheduled is the dispatcher's to wake up for.
-fn recorded_one(dispatch: Option<&Handoff>, outcome: &AttemptOutcome, held: bool) {
+/// Acts on what recording one attempt found: a retry it scheduled is the dispatcher's to wake up for. Returns
+/// whether the attempt was stored.
+fn recorded_one(dispatch: Option<&Handoff>, outcome: &AttemptOutcome, held: bool) -> bool {
     if !held {
         tracing::warn!(delivery_id = %outcome.attempt.delivery_id,
             "lease was lost before the attempt was recorded (its endpoint was deleted, or the lease expired and \
@@ -309,6 +320,7 @@ fn recorded_one(dispatch: Option<&Handoff>, outcome: &AttemptOutcome, held: bool
     } else if let (Some(at), Some(dispatch)) = (outcome.next_attempt_at, dispatch) {
         dispatch.retry_scheduled(at);
     }
+    held
 }
 
 #[cfg(test)]
@@ -365,6 +377,7 @@ mod tests {
                 error: None,
                 outcome: "succeeded".into(),
             },
+            endpoint_id: "ep_1".into(),
             status: crate::model::DeliveryStatus::Succeeded,
             next_attempt_at: None,
             disable_endpoint: None,

@@ -17,9 +17,9 @@ use switchyard::model::{
     KeyScope, Millis, PluginBinding, PluginUse, PreparedRequest, SecretStatus, SignatureScheme, Subscription, Tenant,
 };
 use switchyard::store::{
-    AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, Lease, NewDelivery,
-    NewEvent, NewSecret, Page, PluginUpload, Published, RequeueSelector, Resend, SentTo, StatusBefore, Store,
-    StoreError,
+    AttemptCounts, AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EndpointHour,
+    EventFilter, Lease, NewDelivery, NewEvent, NewSecret, Page, PluginUpload, Published, RequeueSelector, Resend,
+    SentTo, StatusBefore, Store, StoreError,
 };
 
 const T0: Millis = 1_700_000_000_000;
@@ -87,6 +87,7 @@ conformance! {
     events_list_by_filter_in_pages,
     deliveries_list_by_each_filter,
     tenant_counts_by_status_stop_at_the_limit,
+    endpoint_hours_add_up_by_tenant_and_endpoint_and_age_out,
     claim_respects_due_time_and_endpoint_status,
     claim_takes_expired_leases_and_respects_the_limit,
     concurrent_claims_never_share_a_delivery,
@@ -250,6 +251,7 @@ fn outcome(delivery: &Delivery, status: DeliveryStatus, started_at: Millis) -> A
             }
             .into(),
         },
+        endpoint_id: delivery.endpoint_id.clone(),
         status,
         next_attempt_at: (status == DeliveryStatus::Failed).then_some(started_at + MINUTE),
         prepared: None,
@@ -671,6 +673,42 @@ async fn tenant_counts_by_status_stop_at_the_limit(store: &dyn Store, _url: &str
     let nobody = store.tenant_counts("ten_unknown", 100).await.unwrap();
     assert!(nobody.deliveries.iter().all(|(_, n)| *n == 0));
     assert!(nobody.endpoints.iter().all(|(_, n)| *n == 0));
+}
+
+async fn endpoint_hours_add_up_by_tenant_and_endpoint_and_age_out(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let counts =
+        |attempts, failed_attempts, succeeded, dead| AttemptCounts { attempts, failed_attempts, succeeded, dead };
+    let hour = |tenant: &Tenant, endpoint_id: &str, hour_start, counts| EndpointHour {
+        tenant_id: tenant.id.clone(),
+        endpoint_id: endpoint_id.into(),
+        hour_start,
+        counts,
+    };
+    let t0 = T0 - T0 % HOUR;
+    // Two nodes' flushes of the same hours: they add up, whatever the order of the rows.
+    let first = [
+        hour(&tenant, "ep_b", t0, counts(3, 1, 2, 0)),
+        hour(&tenant, "ep_a", t0, counts(5, 2, 3, 1)),
+        hour(&tenant, "ep_a", t0 + HOUR, counts(1, 0, 1, 0)),
+        hour(&other, "ep_c", t0, counts(100, 100, 0, 100)),
+    ];
+    store.add_endpoint_hours(&first).await.unwrap();
+    store.add_endpoint_hours(&[hour(&tenant, "ep_a", t0, counts(2, 2, 0, 1))]).await.unwrap();
+    store.add_endpoint_hours(&[]).await.unwrap();
+
+    let all = store.tenant_hours(&tenant.id, None, t0).await.unwrap();
+    assert_eq!(all, [(t0, counts(10, 5, 5, 2)), (t0 + HOUR, counts(1, 0, 1, 0))]);
+    let one = store.tenant_hours(&tenant.id, Some("ep_a"), t0).await.unwrap();
+    assert_eq!(one, [(t0, counts(7, 4, 3, 2)), (t0 + HOUR, counts(1, 0, 1, 0))]);
+    assert_eq!(store.tenant_hours(&tenant.id, None, t0 + 1).await.unwrap(), [(t0 + HOUR, counts(1, 0, 1, 0))]);
+    assert_eq!(store.tenant_hours(&tenant.id, Some("ep_c"), t0).await.unwrap(), [], "another tenant's endpoint");
+    assert_eq!(store.tenant_hours(&other.id, None, t0).await.unwrap(), [(t0, counts(100, 100, 0, 100))]);
+
+    assert_eq!(store.prune_endpoint_hours(t0 + HOUR).await.unwrap(), 3);
+    assert_eq!(store.tenant_hours(&tenant.id, None, 0).await.unwrap(), [(t0 + HOUR, counts(1, 0, 1, 0))]);
+    assert_eq!(store.tenant_hours(&other.id, None, 0).await.unwrap(), []);
 }
 
 async fn active_endpoints_exclude_paused_and_disabled(store: &dyn Store, _url: &str) {

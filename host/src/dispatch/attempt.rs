@@ -160,6 +160,7 @@ impl Worker {
         };
         let record = AttemptOutcome {
             attempt,
+            endpoint_id: delivery.endpoint_id.clone(),
             status: resolution.status,
             next_attempt_at: resolution.next_attempt_at,
             disable_endpoint: resolution.disable_endpoint,

@@ -86,7 +86,8 @@ impl World {
         };
         let wakeup = Arc::new(Notify::new());
         let stop = CancellationToken::new();
-        let (dispatcher, ingest) = super::with_writer(store.clone(), key, settings, new_id("node"), wakeup.clone());
+        let (dispatcher, ingest) =
+            super::with_writer(store.clone(), key, settings, new_id("node"), wakeup.clone(), Arc::default());
         let dispatcher = dispatcher.run(stop.clone());
         World {
             _dir: dir,

@@ -279,6 +279,7 @@ mod tests {
                 error: None,
                 outcome: "succeeded".into(),
             },
+            endpoint_id: ep.id.clone(),
             status: DeliveryStatus::Succeeded,
             next_attempt_at: None,
             disable_endpoint: None,

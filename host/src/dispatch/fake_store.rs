@@ -12,9 +12,9 @@ use crate::model::{
 };
 use crate::secrets::SigningSecrets;
 use crate::store::{
-    AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, NewEvent,
-    NewSecret, Page, PluginUpload, Published, RequeueSelector, Resend, SentTo, StatusBefore, Store, StoreError,
-    StoreResult, TenantCounts,
+    AttemptCounts, AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EndpointHour,
+    EventFilter, NewEvent, NewSecret, Page, PluginUpload, Published, RequeueSelector, Resend, SentTo, StatusBefore,
+    Store, StoreError, StoreResult, TenantCounts,
 };
 
 #[derive(Default)]
@@ -41,6 +41,8 @@ pub struct FakeState {
     pub panicking_records: usize,
     pub record_calls: usize,
     pub claim_calls: usize,
+    /// Every hourly count added, in order.
+    pub hours: Vec<EndpointHour>,
 }
 
 pub struct FakeStore {
@@ -331,6 +333,16 @@ impl Store for FakeStore {
         unused()
     }
     async fn tenant_counts(&self, _: &str, _: u64) -> StoreResult<TenantCounts> {
+        unused()
+    }
+    async fn add_endpoint_hours(&self, hours: &[EndpointHour]) -> StoreResult<()> {
+        self.state.lock().unwrap().hours.extend_from_slice(hours);
+        Ok(())
+    }
+    async fn tenant_hours(&self, _: &str, _: Option<&str>, _: Millis) -> StoreResult<Vec<(Millis, AttemptCounts)>> {
+        unused()
+    }
+    async fn prune_endpoint_hours(&self, _: Millis) -> StoreResult<u64> {
         unused()
     }
     async fn plugin_upload_wasm(&self, _: &str, _: &str) -> StoreResult<Option<Vec<u8>>> {

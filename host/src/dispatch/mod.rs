@@ -554,8 +554,9 @@ pub(crate) fn with_writer(
     settings: Settings,
     node_id: String,
     wakeup: Arc<Notify>,
+    hourly: Arc<crate::hourly::HourlyTally>,
 ) -> (Dispatcher, crate::writer::Ingest) {
-    let writer = crate::writer::Writer::default();
+    let writer = crate::writer::Writer::new(Arc::default(), hourly);
     let dispatcher = Dispatcher::new(
         store.clone(),
         master_key,

@@ -19,12 +19,13 @@ use tokio_util::sync::CancellationToken;
 use super::fake_store::{FakeState, FakeStore};
 use super::outcome::GONE_REASON;
 use super::{Handoff, Settings, UNDECRYPTABLE_SECRET};
+use crate::hourly::HourlyTally;
 use crate::model::{
     Delivery, DeliveryStatus, Endpoint, EndpointSecret, EndpointStatus, Event, SecretStatus, SignatureScheme,
 };
 use crate::secrets::{secret_aad, MasterKey, SigningSecrets};
 use crate::signing;
-use crate::store::DispatchJob;
+use crate::store::{AttemptCounts, DispatchJob};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -175,15 +176,28 @@ struct Running {
     wakeup: Arc<Notify>,
     handoff: Handoff,
     task: JoinHandle<()>,
+    hourly: Arc<HourlyTally>,
 }
 
 fn start(store: &Arc<FakeStore>, settings: Settings) -> Running {
     let stop = CancellationToken::new();
     let wakeup = Arc::new(Notify::new());
-    let (dispatcher, _ingest) = super::with_writer(store.clone(), key(), settings, "node_test".into(), wakeup.clone());
+    let hourly = Arc::new(HourlyTally::default());
+    let (dispatcher, _ingest) =
+        super::with_writer(store.clone(), key(), settings, "node_test".into(), wakeup.clone(), hourly.clone());
     let handoff = dispatcher.handoff();
     let task = tokio::spawn(dispatcher.run(stop.clone()));
-    Running { stop, wakeup, handoff, task }
+    Running { stop, wakeup, handoff, task, hourly }
+}
+
+/// What `running` counted for the hourly statistics, by endpoint, summed over the hours.
+async fn counted(store: &FakeStore, hourly: &HourlyTally) -> Vec<(String, AttemptCounts)> {
+    hourly.flush(store).await.unwrap();
+    let mut by_endpoint: BTreeMap<String, AttemptCounts> = BTreeMap::new();
+    for hour in &store.state.lock().unwrap().hours {
+        by_endpoint.entry(hour.endpoint_id.clone()).or_default().add(hour.counts);
+    }
+    by_endpoint.into_iter().collect()
 }
 
 impl Running {
@@ -339,9 +353,14 @@ async fn exhausted_retries_and_refusals_are_dead_letters_and_410_disables() {
     store.state.lock().unwrap().waiting.extend([job(2, &url, None, None), job(3, &url, None, None)]);
     running.wakeup.notify_one();
     eventually("refused and gone", || store.outcomes().len() == 4).await;
+    let hourly = running.hourly.clone();
     running.stop().await;
 
     assert_eq!(store.outcomes(), ["retry", "dead", "dead", "gone"]);
+    assert_eq!(
+        counted(&store, &hourly).await,
+        [("ep_1".into(), AttemptCounts { attempts: 4, failed_attempts: 4, succeeded: 0, dead: 3 })]
+    );
     let state = store.state.lock().unwrap();
     assert!(state.recorded[1..].iter().all(|o| o.status == DeliveryStatus::Dead && o.next_attempt_at.is_none()));
     assert_eq!(state.recorded[2].disable_endpoint, None);
@@ -384,8 +403,14 @@ async fn lost_lease_and_store_errors_do_not_stop_the_loop() {
     store.state.lock().unwrap().lose_leases = false;
     store.state.lock().unwrap().waiting.push(job(2, &url, None, None));
     eventually("second delivery recorded", || store.outcomes() == ["succeeded"]).await;
+    let hourly = running.hourly.clone();
     running.stop().await;
     assert_eq!(store.state.lock().unwrap().recorded[0].attempt.delivery_id, "dlv_2");
+    assert_eq!(
+        counted(&store, &hourly).await,
+        [("ep_1".into(), AttemptCounts { attempts: 1, failed_attempts: 0, succeeded: 1, dead: 0 })],
+        "the lost record is not counted"
+    );
 }
 
 /// A record whose commit failed (a full disk, say) is written again once the store recovers: the attempt stays on
@@ -399,7 +424,13 @@ async fn a_record_whose_commit_failed_is_written_again() {
     eventually("recorded after three failed commits", || store.outcomes() == ["succeeded"]).await;
     assert_eq!(store.state.lock().unwrap().failing_records, 0);
     assert!(store.state.lock().unwrap().leased.is_empty(), "the lease ended with the record");
+    let hourly = running.hourly.clone();
     running.stop().await;
+    assert_eq!(
+        counted(&store, &hourly).await,
+        [("ep_1".into(), AttemptCounts { attempts: 1, failed_attempts: 0, succeeded: 1, dead: 0 })],
+        "counted once, when it committed"
+    );
     assert_eq!(receiver.hits(), 1, "sent once");
 }
 

@@ -267,6 +267,8 @@ pub fn secrets_by_endpoint(secrets: Vec<EndpointSecret>) -> HashMap<String, Arc<
 #[derive(Debug, Clone)]
 pub struct AttemptOutcome {
     pub attempt: Attempt,
+    /// The delivery's endpoint, which the attempt's hourly counts go to (see [`crate::hourly`]).
+    pub endpoint_id: String,
     /// `Succeeded`, `Failed` (another attempt at `next_attempt_at`) or `Dead`.
     pub status: DeliveryStatus,
     pub next_attempt_at: Option<Millis>,
@@ -297,6 +299,52 @@ pub struct TenantCounts {
     pub deliveries: Vec<(DeliveryStatus, u64)>,
     /// Every [`EndpointStatus`], in [`EndpointStatus::ALL`] order.
     pub endpoints: Vec<(EndpointStatus, u64)>,
+}
+
+/// What attempts did in some span of time: how many there were and how many failed, and how many deliveries they
+/// finished, delivered or dead. Deliveries dead-lettered without an attempt (their endpoint deleted) are not in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttemptCounts {
+    pub attempts: u64,
+    pub failed_attempts: u64,
+    pub succeeded: u64,
+    pub dead: u64,
+}
+
+impl AttemptCounts {
+    /// The counts one recorded attempt adds.
+    pub fn of(outcome: &AttemptOutcome) -> Self {
+        let status = outcome.status;
+        AttemptCounts {
+            attempts: 1,
+            failed_attempts: u64::from(status != DeliveryStatus::Succeeded),
+            succeeded: u64::from(status == DeliveryStatus::Succeeded),
+            dead: u64::from(status == DeliveryStatus::Dead),
+        }
+    }
+
+    pub fn add(&mut self, other: AttemptCounts) {
+        self.attempts += other.attempts;
+        self.failed_attempts += other.failed_attempts;
+        self.succeeded += other.succeeded;
+        self.dead += other.dead;
+    }
+
+    /// The share of finished deliveries that were delivered, retries included: what a receiver's owner means by
+    /// "success rate". `None` when no delivery finished.
+    pub fn success_rate(&self) -> Option<f64> {
+        let finished = self.succeeded + self.dead;
+        (finished > 0).then(|| self.succeeded as f64 / finished as f64)
+    }
+}
+
+/// One endpoint's [`AttemptCounts`] in the hour that starts at `hour_start` (UTC, in milliseconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointHour {
+    pub tenant_id: String,
+    pub endpoint_id: String,
+    pub hour_start: Millis,
+    pub counts: AttemptCounts,
 }
 
 /// A plugin's latest upload through the API, or its deletion.
@@ -415,6 +463,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<Delivery>>;
     /// See [`TenantCounts`]; each delivery count is at most `limit`.
     async fn tenant_counts(&self, tenant_id: &str, limit: u64) -> StoreResult<TenantCounts>;
+    /// Adds each row's counts to those its endpoint's hour has already (none: zero).
+    async fn add_endpoint_hours(&self, hours: &[EndpointHour]) -> StoreResult<()>;
+    /// The tenant's counts in each hour that starts at or after `since` and has any, summed over its endpoints
+    /// (deleted ones included) or only `endpoint_id`'s; oldest first, as `(hour_start, counts)`.
+    async fn tenant_hours(
+        &self,
+        tenant_id: &str,
+        endpoint_id: Option<&str>,
+        since: Millis,
+    ) -> StoreResult<Vec<(Millis, AttemptCounts)>>;
+    /// Removes the hours that started before `before`; returns how many rows went.
+    async fn prune_endpoint_hours(&self, before: Millis) -> StoreResult<u64>;
     /// Oldest first.
     async fn list_attempts(&self, tenant_id: &str, delivery_id: &str) -> StoreResult<Vec<Attempt>>;
     /// Schedules an immediate attempt of a delivery that is not being delivered right now, restarting its retry

@@ -30,6 +30,7 @@ const SQLITE: &[EmbeddedMigration] = &[
     (6, "endpoint rate limit", include_str!("../../../../migrations/sqlite/0006_endpoint_rate_limit.sql")),
     (7, "plugin uploads", include_str!("../../../../migrations/sqlite/0007_plugin_uploads.sql")),
     (8, "api key scope", include_str!("../../../../migrations/sqlite/0008_api_key_scope.sql")),
+    (9, "endpoint hours", include_str!("../../../../migrations/sqlite/0009_endpoint_hours.sql")),
 ];
 const POSTGRES: &[EmbeddedMigration] = &[
     (1, "core", include_str!("../../../../migrations/postgres/0001_core.sql")),
@@ -44,6 +45,7 @@ const POSTGRES: &[EmbeddedMigration] = &[
     (6, "endpoint rate limit", include_str!("../../../../migrations/postgres/0006_endpoint_rate_limit.sql")),
     (7, "plugin uploads", include_str!("../../../../migrations/postgres/0007_plugin_uploads.sql")),
     (8, "api key scope", include_str!("../../../../migrations/postgres/0008_api_key_scope.sql")),
+    (9, "endpoint hours", include_str!("../../../../migrations/postgres/0009_endpoint_hours.sql")),
 ];
 
 #[derive(Debug)]

@@ -15,6 +15,7 @@ mod dispatch;
 mod endpoint_secrets;
 mod endpoints;
 mod events;
+mod hours;
 mod migrations;
 mod plugins;
 mod query;
@@ -39,9 +40,9 @@ use crate::model::{
     Subscription, Tenant,
 };
 use crate::store::{
-    AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EventFilter, NewEvent,
-    NewSecret, Page, PluginUpload, Published, RequeueSelector, Resend, SentTo, StatusBefore, Store, StoreError,
-    StoreResult, TenantCounts,
+    AttemptCounts, AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EndpointHour,
+    EventFilter, NewEvent, NewSecret, Page, PluginUpload, Published, RequeueSelector, Resend, SentTo, StatusBefore,
+    Store, StoreError, StoreResult, TenantCounts,
 };
 
 /// Dead letters requeued per transaction by a requeue that selects them by filter.
@@ -372,6 +373,25 @@ impl Store for SqlStore {
 
     async fn tenant_counts(&self, tenant_id: &str, limit: u64) -> StoreResult<TenantCounts> {
         counts::tenant_counts(&self.reader, tenant_id, limit).await
+    }
+
+    async fn add_endpoint_hours(&self, hours: &[EndpointHour]) -> StoreResult<()> {
+        let mut writer = self.writer.acquire().await?;
+        hours::add_endpoint_hours(&mut writer, self.dialect, hours).await
+    }
+
+    async fn tenant_hours(
+        &self,
+        tenant_id: &str,
+        endpoint_id: Option<&str>,
+        since: Millis,
+    ) -> StoreResult<Vec<(Millis, AttemptCounts)>> {
+        hours::tenant_hours(&self.reader, tenant_id, endpoint_id, since).await
+    }
+
+    async fn prune_endpoint_hours(&self, before: Millis) -> StoreResult<u64> {
+        let mut writer = self.writer.acquire().await?;
+        hours::prune_endpoint_hours(&mut writer, before).await
     }
 
     async fn list_attempts(&self, tenant_id: &str, delivery_id: &str) -> StoreResult<Vec<Attempt>> {
