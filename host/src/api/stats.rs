@@ -1,21 +1,60 @@
-//! A tenant's overview in numbers: deliveries waiting, in flight and parked, and endpoints by status. What the
-//! dashboard's first page shows, and what an operator's script polls.
+//! A tenant's overview in numbers: deliveries waiting, in flight and parked, endpoints by status, and what
+//! attempts did over the last day. What the dashboard's first page shows, and what an operator's script polls.
+
+use std::collections::HashMap;
 
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::auth::Caller;
-use crate::error::ApiResult;
+use super::pagination::Query;
+use crate::error::{ApiError, ApiResult};
+use crate::hourly::{hour_start, HOUR, KEPT_HOURS};
+use crate::model::{now_millis, rfc3339, Millis};
+use crate::store::AttemptCounts;
 use crate::AppState;
 
 /// Delivery counts stop here: counting reads index entries, and a dead-letter queue of millions would make every
 /// refresh of an overview as slow as its size. "10,000 or more" is enough to act on.
 pub const COUNT_LIMIT: u64 = 10_000;
 
+/// The hours `GET /stats` sums: the current one and the 23 before it.
+const DAY_HOURS: i64 = 24;
+
 pub fn router() -> Router<AppState> {
-    Router::new().route("/stats", get(stats))
+    Router::new().route("/stats", get(stats)).route("/stats/hourly", get(hourly))
+}
+
+/// [`AttemptCounts`] as the API shows them, with the success rate worked out (`null` when nothing finished).
+#[derive(Debug, Serialize)]
+struct CountsView {
+    attempts: u64,
+    failed_attempts: u64,
+    succeeded: u64,
+    dead: u64,
+    success_rate: Option<f64>,
+}
+
+impl From<AttemptCounts> for CountsView {
+    fn from(counts: AttemptCounts) -> Self {
+        CountsView {
+            attempts: counts.attempts,
+            failed_attempts: counts.failed_attempts,
+            succeeded: counts.succeeded,
+            dead: counts.dead,
+            success_rate: counts.success_rate(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct HourView {
+    hour_start: String,
+    #[serde(flatten)]
+    counts: CountsView,
 }
 
 async fn stats(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
@@ -24,5 +63,58 @@ async fn stats(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<
         counts.deliveries.into_iter().map(|(status, n)| (status.to_string(), Value::from(n))).collect();
     let endpoints: Map<String, Value> =
         counts.endpoints.into_iter().map(|(status, n)| (status.to_string(), Value::from(n))).collect();
-    Ok(Json(json!({ "deliveries": deliveries, "endpoints": endpoints, "count_limit": COUNT_LIMIT })))
+    let mut day = AttemptCounts::default();
+    for (_, counts) in last_hours(&state, &caller.tenant_id, None, DAY_HOURS).await? {
+        day.add(counts);
+    }
+    Ok(Json(json!({
+        "deliveries": deliveries,
+        "endpoints": endpoints,
+        "count_limit": COUNT_LIMIT,
+        "last_24h": CountsView::from(day),
+    })))
+}
+
+/// `?hours=` (1 to a week, default 24) and `?endpoint_id=`: every hour of the span, oldest first, the current
+/// one last, with zeros where nothing was counted, so a chart needs no gaps filled.
+async fn hourly(State(state): State<AppState>, caller: Caller, mut query: Query) -> ApiResult<Json<Value>> {
+    let most = KEPT_HOURS - 1;
+    let hours = match query.take("hours")? {
+        None => DAY_HOURS,
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=most).contains(n))
+            .ok_or_else(|| ApiError::invalid("hours", format!("must be an integer from 1 to {most}")))?,
+    };
+    let endpoint_id = query.take("endpoint_id")?;
+    query.finish()?;
+    let series = last_hours(&state, &caller.tenant_id, endpoint_id.as_deref(), hours).await?;
+    let mut total = AttemptCounts::default();
+    let series: Vec<HourView> = series
+        .into_iter()
+        .map(|(start, counts)| {
+            total.add(counts);
+            HourView { hour_start: rfc3339(start), counts: counts.into() }
+        })
+        .collect();
+    Ok(Json(json!({ "endpoint_id": endpoint_id, "hours": series, "total": CountsView::from(total) })))
+}
+
+/// Each of the last `hours` hours, the current one last, with its counts (zero where none were stored). Hours
+/// after the current one, from a node whose clock runs ahead, wait until they come.
+async fn last_hours(
+    state: &AppState,
+    tenant_id: &str,
+    endpoint_id: Option<&str>,
+    hours: i64,
+) -> ApiResult<Vec<(Millis, AttemptCounts)>> {
+    let current = hour_start(now_millis());
+    let first = current - (hours - 1) * HOUR;
+    let found: HashMap<Millis, AttemptCounts> =
+        state.store.tenant_hours(tenant_id, endpoint_id, first).await?.into_iter().collect();
+    Ok((0..hours)
+        .map(|i| first + i * HOUR)
+        .map(|start| (start, found.get(&start).copied().unwrap_or_default()))
+        .collect())
 }

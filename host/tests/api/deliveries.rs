@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+use crate::support::receiver::{Receiver, Reply};
 use crate::support::server::{Answer, Client, TestServer};
 
 fn ids(items: &[Value]) -> Vec<String> {
@@ -192,19 +193,78 @@ async fn stats_count_the_tenants_own_deliveries_and_endpoints() {
     publish(&bob, "b.one").await;
 
     let stats = alice.get("/api/v1/stats").await.expect_status(200).json;
-    assert_eq!(
-        stats,
-        json!({
-            "deliveries": { "pending": 0, "delivering": 0, "failed": 0, "dead": 2, "dropped": 0 },
-            "endpoints": { "active": 1, "paused": 1, "disabled": 0 },
-            "count_limit": 10000,
-        })
-    );
+    assert_eq!(stats["deliveries"], json!({ "pending": 0, "delivering": 0, "failed": 0, "dead": 2, "dropped": 0 }));
+    assert_eq!(stats["endpoints"], json!({ "active": 1, "paused": 1, "disabled": 0 }));
+    assert_eq!(stats["count_limit"], 10000);
     let bobs = bob.get("/api/v1/stats").await.expect_status(200).json;
     assert_eq!(bobs["endpoints"], json!({ "active": 1, "paused": 0, "disabled": 0 }));
     assert_eq!(server.admin().for_tenant(alice.tenant_id()).get("/api/v1/stats").await.json, stats);
     server.admin().get("/api/v1/stats").await.expect_error(400, "invalid_request", Some("Switchyard-Tenant"));
     server.anonymous().get("/api/v1/stats").await.expect_error(401, "unauthorized", None);
+}
+
+/// The last day's attempts, counted once their records commit: `GET /stats` sums the tenant's, `GET /stats/hourly`
+/// gives them hour by hour, for the tenant or one endpoint. A delivery that needed a retry still counts as
+/// delivered; the success rate is of the deliveries that finished.
+#[tokio::test]
+async fn the_last_days_attempts_and_success_rate_are_counted() {
+    let receiver = Receiver::start().await;
+    receiver.push([Reply::status(500)]);
+    let server = TestServer::start_with(|config| config.stats_interval = Duration::from_millis(50)).await;
+    let alice = server.tenant("Alice").await;
+    let bob = server.tenant("Bob").await;
+    let body = json!({
+        "url": receiver.url("/hook"),
+        "retry": { "schedule": ["1s"] },
+        "subscriptions": [{ "event_type": "order.created" }],
+    });
+    let delivered = alice.post("/api/v1/endpoints", body).await.expect_status(201).str("id");
+    let failing = alice
+        .create_endpoint(json!({
+            "retry": { "schedule": ["1s"], "max_attempts": 1 },
+            "subscriptions": [{ "event_type": "order.failed" }],
+        }))
+        .await
+        .expect_status(201)
+        .str("id");
+    for event_type in ["order.created", "order.created", "order.created", "order.failed"] {
+        publish(&alice, event_type).await;
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let day = loop {
+        let day = alice.get("/api/v1/stats").await.expect_status(200).json["last_24h"].clone();
+        if (day["succeeded"] == 3 && day["dead"] == 1) || Instant::now() > deadline {
+            break day;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let counts = |attempts: u64, failed: u64, succeeded: u64, dead: u64, rate: Value| json!({ "attempts": attempts, "failed_attempts": failed, "succeeded": succeeded, "dead": dead, "success_rate": rate });
+    assert_eq!(day, counts(5, 2, 3, 1, json!(0.75)), "one retry to the receiver, one dead letter");
+
+    let hourly = alice.get(&format!("/api/v1/stats/hourly?endpoint_id={delivered}")).await.expect_status(200).json;
+    assert_eq!(hourly["endpoint_id"], delivered.as_str());
+    assert_eq!(hourly["total"], counts(4, 1, 3, 0, json!(1.0)));
+    let hours = hourly["hours"].as_array().unwrap();
+    assert_eq!(hours.len(), 24, "every hour of the day, counted or not");
+    let attempts: u64 = hours.iter().map(|hour| hour["attempts"].as_u64().unwrap()).sum();
+    assert_eq!(attempts, 4);
+    let (first, last) = (hours[0]["hour_start"].as_str().unwrap(), hours[23]["hour_start"].as_str().unwrap());
+    assert!(first.ends_with(":00:00.000Z") && first < last, "{first} … {last}");
+    let failing = alice.get(&format!("/api/v1/stats/hourly?endpoint_id={failing}&hours=2")).await.expect_status(200);
+    assert_eq!(failing.json["total"], counts(1, 1, 0, 1, json!(0.0)));
+    assert_eq!(failing.json["hours"].as_array().unwrap().len(), 2);
+    let whole = alice.get("/api/v1/stats/hourly?hours=168").await.expect_status(200).json;
+    assert_eq!(whole["total"], day);
+
+    let bobs = bob.get("/api/v1/stats").await.expect_status(200).json;
+    assert_eq!(bobs["last_24h"], counts(0, 0, 0, 0, Value::Null), "nothing of another tenant's");
+    let bobs = bob.get(&format!("/api/v1/stats/hourly?endpoint_id={delivered}")).await.expect_status(200).json;
+    assert_eq!(bobs["total"], counts(0, 0, 0, 0, Value::Null));
+    for bad in ["hours=0", "hours=169", "hours=day", "hours=1&hours=2"] {
+        alice.get(&format!("/api/v1/stats/hourly?{bad}")).await.expect_error(400, "invalid_request", Some("hours"));
+    }
+    alice.get("/api/v1/stats/hourly?endpoint=x").await.expect_error(400, "invalid_request", Some("endpoint"));
 }
 
 #[tokio::test]
