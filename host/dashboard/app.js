@@ -205,17 +205,21 @@ const ENDPOINT_CARDS = [
   ['disabled', 'Disabled', true],
 ];
 
+function card(attributes, shown, label, alarming) {
+  return el(
+    'div',
+    { class: alarming ? 'card attention' : 'card', ...attributes },
+    el('div', { class: 'count' }, shown),
+    el('div', { class: 'label' }, label),
+  );
+}
+
 function cards(container, counts, specs, limit) {
   container.replaceChildren(
     ...specs.map(([status, label, alarming]) => {
       const n = counts[status] || 0;
       const shown = limit && n >= limit ? `${n.toLocaleString('en')}+` : n.toLocaleString('en');
-      return el(
-        'div',
-        { class: alarming && n > 0 ? 'card attention' : 'card', 'data-status': status },
-        el('div', { class: 'count' }, shown),
-        el('div', { class: 'label' }, label),
-      );
+      return card({ 'data-status': status }, shown, label, alarming && n > 0);
     }),
   );
 }
@@ -226,6 +230,22 @@ async function loadOverview() {
   if (asked !== epoch) return;
   cards($('delivery-counts'), stats.deliveries, DELIVERY_CARDS, stats.count_limit);
   cards($('endpoint-counts'), stats.endpoints, ENDPOINT_CARDS, null);
+  dayCards($('day-counts'), stats.last_24h);
+}
+
+// The success rate is of finished deliveries; none finished shows a dash rather than 0 % or 100 %.
+function dayCards(container, day) {
+  // Rounded down, so 99.96 % of a million is not shown as a perfect 100.0 %.
+  const rate = day.success_rate === null ? '—' : `${(Math.floor(day.success_rate * 1000) / 10).toFixed(1)} %`;
+  const count = (field, label, alarming) =>
+    card({ 'data-day': field }, day[field].toLocaleString('en'), label, alarming);
+  container.replaceChildren(
+    card({ 'data-day': 'success_rate' }, rate, 'Success rate', day.dead > 0),
+    count('succeeded', 'Delivered', false),
+    count('dead', 'Dead after retries', day.dead > 0),
+    count('attempts', 'Attempts', false),
+    count('failed_attempts', 'Failed attempts', false),
+  );
 }
 
 // ---- Endpoints
@@ -807,7 +827,7 @@ function viewInAddress() {
 
 // What one tenant's pages showed, taken off when another tenant or session comes.
 function clearShown() {
-  for (const id of ['delivery-counts', 'endpoint-counts', 'endpoint-rows', 'delivery-rows', 'dead-rows', 'key-rows', 'audit-rows', 'plugin-rows', 'delivery-detail']) {
+  for (const id of ['delivery-counts', 'endpoint-counts', 'day-counts', 'endpoint-rows', 'delivery-rows', 'dead-rows', 'key-rows', 'audit-rows', 'plugin-rows', 'delivery-detail']) {
     $(id).replaceChildren();
   }
   $('delivery-detail').hidden = true;

@@ -104,6 +104,12 @@ try {
   check(await page.locator('.card[data-status="dead"]').evaluate((c) => c.classList.contains('attention')), 'dead letters are not marked for attention');
   check(await page.locator('nav button[data-view=plugins]').isVisible(), 'the admin has no Plugins tab');
 
+  step = 'the last day counts the dead letters in its success rate';
+  await page.locator('.card[data-day="dead"] .count', { hasText: String(deadIds.length) }).waitFor();
+  const rate = (await page.locator('.card[data-day="success_rate"] .count').textContent()).trim();
+  check(rate === '0.0 %', `success rate: ${rate}`);
+  check(await page.locator('.card[data-day="success_rate"]').evaluate((c) => c.classList.contains('attention')), 'a day with dead letters is not marked for attention');
+
   step = 'the dead letters are listed';
   await page.click('nav button[data-view=dead-letters]');
   await page.locator('#dead-rows tr[data-id]').first().waitFor();
