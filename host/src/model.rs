@@ -30,7 +30,36 @@ pub fn now_millis() -> Millis {
 /// is `1` from 2004 to 2039; the new ids' is `2` today). Lowercase letters and digits only, so PostgreSQL's
 /// locale collations order them as bytes do.
 pub fn new_id(prefix: &str) -> String {
-    let digits = base36(compact_v7(uuid::Uuid::now_v7().as_u128()));
+    id_of(prefix, compact_v7(uuid::Uuid::now_v7().as_u128()))
+}
+
+/// A fresh id and the time it carries (milliseconds since the epoch). An event's `received_at` is that time, so a
+/// window of receipt times is a range of ids too ([`first_id_at`]), which the index on `(tenant_id, id)` finds
+/// without walking the tenant's whole history.
+pub fn new_id_and_time(prefix: &str) -> (String, Millis) {
+    let uuid = uuid::Uuid::now_v7().as_u128();
+    (id_of(prefix, compact_v7(uuid)), (uuid >> 80) as Millis)
+}
+
+/// An id for a record of time `at` rather than now, for records made with a time of their own (fixtures, imports).
+pub fn new_id_at(prefix: &str, at: Millis) -> String {
+    let fresh = compact_v7(uuid::Uuid::now_v7().as_u128());
+    id_of(prefix, (clamp_time(at) << 64) | (fresh & ((1 << 64) - 1)))
+}
+
+/// The smallest id minted at `at` or later: every id of that time or after sorts at or after it, every earlier
+/// one before it.
+pub fn first_id_at(prefix: &str, at: Millis) -> String {
+    id_of(prefix, clamp_time(at) << 64)
+}
+
+/// A time in the 48 bits an id holds.
+fn clamp_time(at: Millis) -> u128 {
+    at.clamp(0, (1 << 48) - 1) as u128
+}
+
+fn id_of(prefix: &str, compact: u128) -> String {
+    let digits = base36(compact);
     let mut id = String::with_capacity(prefix.len() + 1 + digits.len());
     id.push_str(prefix);
     id.push('_');
@@ -470,6 +499,21 @@ mod tests {
         }
         // Strictly increasing: the counter orders ids minted in the same millisecond.
         assert!(ids.windows(2).all(|pair| pair[0] < pair[1]));
+    }
+
+    #[test]
+    fn an_ids_time_bounds_it_among_ids_of_other_times() {
+        let (id, at) = new_id_and_time("evt");
+        assert!(first_id_at("evt", at) <= id && id < first_id_at("evt", at + 1), "{id} at {at}");
+        assert!((at - now_millis()).abs() < 60_000, "{at}");
+        for at in [0, 1_700_000_000_000, 1_700_000_000_001, (1 << 48) - 1] {
+            let id = new_id_at("evt", at);
+            assert_eq!(id.len(), 26, "{id}");
+            assert!(first_id_at("evt", at) <= id, "{id} at {at}");
+            assert!(at == (1 << 48) - 1 || id < first_id_at("evt", at + 1), "{id} at {at}");
+        }
+        assert!(new_id_at("evt", 1_700_000_000_000) < new_id_at("evt", 1_700_000_000_001));
+        assert_eq!(first_id_at("evt", -5), first_id_at("evt", 0), "times before the epoch are the epoch");
     }
 
     #[test]

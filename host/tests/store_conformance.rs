@@ -13,8 +13,9 @@ use std::sync::Arc;
 use serde_json::json;
 use serde_json::value::RawValue;
 use switchyard::model::{
-    new_id, ApiKey, Attempt, AuditEntry, Delivery, DeliveryStatus, Endpoint, EndpointPlugins, EndpointStatus, Event,
-    KeyScope, Millis, PluginBinding, PluginUse, PreparedRequest, SecretStatus, SignatureScheme, Subscription, Tenant,
+    new_id, new_id_at, ApiKey, Attempt, AuditEntry, Delivery, DeliveryStatus, Endpoint, EndpointPlugins,
+    EndpointStatus, Event, KeyScope, Millis, PluginBinding, PluginUse, PreparedRequest, SecretStatus, SignatureScheme,
+    Subscription, Tenant,
 };
 use switchyard::store::{
     AttemptCounts, AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EndpointHour,
@@ -172,6 +173,8 @@ async fn add_endpoint_with_status(store: &dyn Store, tenant: &Tenant, status: En
 }
 
 /// The payload keeps odd spacing and `12.50` so a re-serialised copy would not compare equal.
+/// An event received at `received_at`. Its id is minted now, as fixtures that publish several events at one time
+/// need ids in the order they were made; a case that looks events up by time takes [`event_received_at`].
 fn event_of(tenant: &Tenant, event_type: &str, received_at: Millis) -> Event {
     Event {
         id: new_id("evt"),
@@ -181,6 +184,12 @@ fn event_of(tenant: &Tenant, event_type: &str, received_at: Millis) -> Event {
         idempotency_key: None,
         received_at,
     }
+}
+
+/// An event received at `received_at`, with the id a publish at that time would have minted (see
+/// `switchyard::model::new_id_and_time`): the kind of event a time window finds.
+fn event_received_at(tenant: &Tenant, event_type: &str, received_at: Millis) -> Event {
+    Event { id: new_id_at("evt", received_at), ..event_of(tenant, event_type, received_at) }
 }
 
 fn fan_out(event: Event, endpoints: &[&Endpoint]) -> NewEvent {
@@ -1140,9 +1149,11 @@ async fn events_list_by_filter_in_pages(store: &dyn Store, _url: &str) {
     let mut events = Vec::new();
     for i in 0..6 {
         let event_type = if i % 2 == 0 { "a.even" } else { "b.odd" };
-        events.push(publish(store, &tenant, event_type, &[], T0 + i * 1_000).await.event);
+        let event = event_received_at(&tenant, event_type, T0 + i * 1_000);
+        store.publish(&[fan_out(event.clone(), &[])]).await.unwrap();
+        events.push(event);
     }
-    publish(store, &other, "a.even", &[], T0).await;
+    store.publish(&[fan_out(event_received_at(&other, "a.even", T0), &[])]).await.unwrap();
     let ids = |found: Vec<Event>| found.into_iter().map(|e| e.id).collect::<Vec<_>>();
     let expect = |pick: &dyn Fn(usize) -> bool| {
         newest_first(events.iter().enumerate().filter(|(i, _)| pick(*i)).map(|(_, e)| e.id.clone()))
@@ -1874,14 +1885,21 @@ async fn missed_events_are_found_and_sent_in_a_batch(store: &dyn Store, _url: &s
     let other = new_tenant(store).await;
     let subscribed = add_endpoint(store, &tenant).await;
     let missing = add_endpoint(store, &tenant).await;
-    let before = publish(store, &tenant, "a.created", &[&subscribed], T0).await;
+    let published = |tenant: &Tenant, event_type, endpoints: &[&Endpoint], at| {
+        let new = fan_out(event_received_at(tenant, event_type, at), endpoints);
+        async move {
+            store.publish(std::slice::from_ref(&new)).await.unwrap();
+            new
+        }
+    };
+    let before = published(&tenant, "a.created", &[&subscribed], T0).await;
     let missed: Vec<NewEvent> = [("a.created", 10), ("a.updated", 20), ("a.created", 30)]
         .iter()
-        .map(|&(event_type, at)| fan_out(event_of(&tenant, event_type, T0 + at), &[&subscribed]))
+        .map(|&(event_type, at)| fan_out(event_received_at(&tenant, event_type, T0 + at), &[&subscribed]))
         .collect();
     store.publish(&missed).await.unwrap();
-    let both = publish(store, &tenant, "a.created", &[&subscribed, &missing], T0 + 40).await;
-    let theirs = publish(store, &other, "a.created", &[], T0 + 50).await;
+    let both = published(&tenant, "a.created", &[&subscribed, &missing], T0 + 40).await;
+    let theirs = published(&other, "a.created", &[], T0 + 50).await;
     let ids = |events: Vec<Event>| events.into_iter().map(|event| event.id).collect::<Vec<_>>();
     let missed_ids: Vec<String> = missed.iter().map(|new| new.event.id.clone()).collect();
 

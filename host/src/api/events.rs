@@ -19,7 +19,7 @@ use super::{validate, PathId};
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::ingest::Route;
-use crate::model::{new_id, now_millis, rfc3339, Event, Millis};
+use crate::model::{new_id_and_time, rfc3339, Event};
 use crate::store::{EventFilter, Published};
 use crate::{routing, AppState};
 
@@ -92,18 +92,18 @@ pub(super) fn to_event(
     idempotency_key: Option<String>,
     caller: &Caller,
     max_payload: usize,
-    now: Millis,
 ) -> ApiResult<Event> {
     routing::validate_publishable_event_type(&body.event_type)
         .map_err(|message| ApiError::invalid(format!("{at}type"), message))?;
     check_data(&body.data, &format!("{at}data"), max_payload)?;
+    let (id, received_at) = new_id_and_time("evt");
     Ok(Event {
-        id: new_id("evt"),
+        id,
         tenant_id: caller.tenant_id.clone(),
         event_type: body.event_type,
         data: body.data,
         idempotency_key,
-        received_at: now,
+        received_at,
     })
 }
 
@@ -268,7 +268,7 @@ async fn publish(
         }
         (None, None) => (None, ""),
     };
-    let event = to_event(body, "", key, &caller, state.config.max_payload_bytes, now_millis())?;
+    let event = to_event(body, "", key, &caller, state.config.max_payload_bytes)?;
     let sent = event.idempotency_key.is_some().then(|| event.clone());
     let route =
         subscriptions_route(&state, &caller.tenant_id, std::slice::from_ref(&event), None, |_| "data".into()).await?;
@@ -302,7 +302,6 @@ async fn publish_batch(
     if body.events.is_empty() || body.events.len() > MAX_BATCH {
         return Err(ApiError::invalid("events", format!("must hold 1 to {MAX_BATCH} events")));
     }
-    let now = now_millis();
     let mut keys_seen = HashMap::new();
     let mut events = Vec::with_capacity(body.events.len());
     for (i, mut item) in body.events.into_iter().enumerate() {
@@ -315,7 +314,7 @@ async fn publish_batch(
                 return Err(ApiError::invalid(field, format!("repeats the key of events[{first}]")));
             }
         }
-        events.push(to_event(item, &format!("events[{i}]."), key, &caller, state.config.max_payload_bytes, now)?);
+        events.push(to_event(item, &format!("events[{i}]."), key, &caller, state.config.max_payload_bytes)?);
     }
     let earlier = check_reused_keys(&state, &caller, &events).await?;
     // Keys first used by a request that commits between that check and this batch's.
@@ -406,10 +405,13 @@ mod tests {
         let body: PublishBody =
             parse_slice(br#"{"type": "payment.succeeded", "data": {"amount": 1.50,  "z": [1e3]} }"#).unwrap();
         assert_eq!(body.data.get(), r#"{"amount": 1.50,  "z": [1e3]}"#);
-        let event = to_event(body, "", None, &caller(), 1024, 7).unwrap();
+        let event = to_event(body, "", None, &caller(), 1024).unwrap();
         assert_eq!(event.data.get(), r#"{"amount": 1.50,  "z": [1e3]}"#);
-        assert_eq!((event.tenant_id.as_str(), event.received_at), ("ten_1", 7));
+        assert_eq!(event.tenant_id.as_str(), "ten_1");
         assert!(event.id.starts_with("evt_"));
+        // Received when its id was minted (see `first_id_at`).
+        assert!(crate::model::first_id_at("evt", event.received_at) <= event.id);
+        assert!(event.id < crate::model::first_id_at("evt", event.received_at + 1));
     }
 
     #[test]
@@ -429,7 +431,7 @@ mod tests {
     fn data_must_be_an_object_within_the_limit() {
         let event = |json: &str, max| {
             let body: PublishBody = parse_slice(json.as_bytes()).unwrap();
-            to_event(body, "events[3].", None, &caller(), max, 0)
+            to_event(body, "events[3].", None, &caller(), max)
         };
         for data in ["[1]", "null", "\"s\"", "5"] {
             let err = event(&format!(r#"{{"type": "a.b", "data": {data}}}"#), 100).unwrap_err();

@@ -66,7 +66,7 @@ async fn simulate(
     let body: PublishBody = parse_body(&headers, body, body_limit(&state.config)).await?;
     let endpoint = state.store.get_endpoint(&caller.tenant_id, &id).await?.ok_or(ApiError::NotFound("endpoint"))?;
     let now = now_millis();
-    let event = to_event(body, "", None, &caller, state.config.max_payload_bytes, now)?;
+    let event = to_event(body, "", None, &caller, state.config.max_payload_bytes)?;
     let endpoints = std::slice::from_ref(&endpoint);
     let verdicts =
         state.filter_work.verdicts(&caller.tenant_id, endpoints, std::slice::from_ref(&event)).await.map_err(

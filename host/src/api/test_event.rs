@@ -18,7 +18,7 @@ use super::json::parse_optional_body;
 use super::{audit, PathId};
 use crate::error::{ApiError, ApiResult};
 use crate::ingest::Route;
-use crate::model::{new_id, now_millis, EndpointStatus, Event};
+use crate::model::{new_id_and_time, EndpointStatus, Event};
 use crate::routing::TEST_EVENT_TYPE;
 use crate::store::{DeliveryFilter, Page};
 use crate::AppState;
@@ -58,13 +58,14 @@ async fn send_test(
             .map_err(|e| ApiError::internal(format!("the default test payload: {e}")))?,
     };
     check_data(&data, "data", state.config.max_payload_bytes)?;
+    let (id, received_at) = new_id_and_time("evt");
     let event = Event {
-        id: new_id("evt"),
+        id,
         tenant_id: caller.tenant_id.clone(),
         event_type: TEST_EVENT_TYPE.to_string(),
         data,
         idempotency_key: None,
-        received_at: now_millis(),
+        received_at,
     };
     // A conflict, with nothing stored, if the endpoint was paused or deleted since it was read above.
     let published = store_events(&state, vec![event], Route::Only(endpoint.id.clone())).await?;

@@ -9,7 +9,9 @@
 //! - every query that reads or changes tenant data is scoped by `tenant_id`; an object of another tenant is
 //!   indistinguishable from one that does not exist;
 //! - events and attempts are never updated after insert, the audit log is append-only;
-//! - an event and all of its deliveries are written in one transaction.
+//! - an event and all of its deliveries are written in one transaction;
+//! - an event's `received_at` is the time in its id ([`crate::model::new_id_and_time`]), so a window of receipt
+//!   times is also a range of ids, which the tenant's id index finds without reading the tenant's history.
 
 pub mod sql;
 

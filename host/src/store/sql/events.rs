@@ -9,7 +9,7 @@ use super::dialect::Column;
 use super::query::{conflict_on_unique, json_rows, Order, Payloads, SqlBuilder, MAX_LIST};
 use super::rows::{self, EVENT_COLUMNS, EVENT_TYPE_COLUMNS};
 use super::Dialect;
-use crate::model::{Event, EventType, Millis};
+use crate::model::{first_id_at, Event, EventType, Millis};
 use crate::routing::is_reserved_event_type;
 use crate::store::{EventFilter, NewDelivery, NewEvent, Page, Published, StoreError, StoreResult};
 
@@ -377,12 +377,44 @@ pub(super) async fn events_by_idempotency_keys(
 }
 
 /// The tenant's events `filter` selects, with their columns.
-fn filtered(tenant_id: &str, filter: &EventFilter) -> SqlBuilder {
+/// How far an event's `received_at` may lie from the time in its id. Since [`new_id_and_time`] they are the same;
+/// before, the two were read from the clock moments apart.
+const RECEIVED_AT_MARGIN: Millis = 60_000;
+
+/// Which events a time window is looked for among.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum EventIds {
+    /// Every event id carries its time: the window is also a range of ids, and the index on `(tenant_id, id)`
+    /// finds it instead of walking the tenant's whole history to check each `received_at`.
+    Timed,
+    /// Some event ids are of the format before ids carried their time in order (`evt_` and 32 hex digits): a
+    /// window is found by `received_at` alone.
+    Legacy,
+}
+
+/// Whether the database holds any event id of the format ids had before they were time-ordered base 36. Those all
+/// sort before `evt_02` (their second digit is `1` until 2039), so the primary key's index answers at once.
+pub(super) async fn event_ids(pool: &AnyPool) -> StoreResult<EventIds> {
+    let legacy = sqlx::query("SELECT 1 FROM events WHERE id < 'evt_02' AND length(id) = 36 LIMIT 1")
+        .fetch_optional(pool)
+        .await?;
+    Ok(if legacy.is_some() { EventIds::Legacy } else { EventIds::Timed })
+}
+
+fn filtered(tenant_id: &str, filter: &EventFilter, ids: EventIds) -> SqlBuilder {
     let mut sql = SqlBuilder::new(format!("SELECT {EVENT_COLUMNS} FROM events"));
     sql.compare("tenant_id", "=", tenant_id)
         .compare_if("event_type", "=", filter.event_type.as_deref())
         .compare_if("received_at", ">=", filter.since)
         .compare_if("received_at", "<", filter.until);
+    if ids == EventIds::Timed {
+        let id_at = |at: Millis| first_id_at("evt", at);
+        sql.compare_if("id", ">=", filter.since.map(|since| id_at(since - RECEIVED_AT_MARGIN)).as_ref()).compare_if(
+            "id",
+            "<",
+            filter.until.map(|until| id_at(until + RECEIVED_AT_MARGIN)).as_ref(),
+        );
+    }
     sql
 }
 
@@ -390,9 +422,10 @@ pub(super) async fn list_events(
     pool: &AnyPool,
     tenant_id: &str,
     filter: &EventFilter,
+    ids: EventIds,
     page: &Page,
 ) -> StoreResult<Vec<Event>> {
-    let mut sql = filtered(tenant_id, filter);
+    let mut sql = filtered(tenant_id, filter, ids);
     sql.keyset_page("id", Order::Descending, page);
     rows::all(&sql.query().fetch_all(pool).await?, rows::event)
 }
@@ -402,9 +435,10 @@ pub(super) async fn events_missed_by(
     tenant_id: &str,
     endpoint_id: &str,
     filter: &EventFilter,
+    ids: EventIds,
     page: &Page,
 ) -> StoreResult<Vec<Event>> {
-    let mut sql = filtered(tenant_id, filter);
+    let mut sql = filtered(tenant_id, filter, ids);
     sql.condition()
         .push("NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.event_id = events.id AND d.endpoint_id = ")
         .push_bind(endpoint_id)
@@ -424,4 +458,43 @@ pub(super) async fn events_by_id(connection: &mut AnyConnection, ids: &[String])
         }
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::deliveries::tests::sqlite_plan;
+    use super::super::SqlStore;
+    use super::*;
+
+    /// Replaying the last hour of a tenant with years of events must not read those years: the window is sought
+    /// in the index by id, for listings (newest first) and replays (oldest first) alike.
+    #[tokio::test]
+    async fn a_time_window_is_a_range_of_the_tenants_event_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::connect(&format!("sqlite://{}", dir.path().join("plans.db").display())).await.unwrap();
+        assert_eq!(store.event_ids, EventIds::Timed, "a new database");
+        let window = EventFilter { since: Some(1_700_000_000_000), until: Some(1_700_003_600_000), event_type: None };
+        let page = Page { cursor: None, limit: 50 };
+        for order in [Order::Descending, Order::Ascending] {
+            let mut sql = filtered("ten_a", &window, EventIds::Timed);
+            sql.keyset_page("id", order, &page);
+            let plan = sqlite_plan(&store.reader, &sql.explained()).await;
+            assert!(
+                plan.iter().any(|line| line.contains("events_tenant (tenant_id=? AND id>? AND id<?)")),
+                "{order:?}: {plan:?}"
+            );
+        }
+
+        // A database with an id of the old format keeps finding windows by receipt time alone.
+        sqlx::query(
+            "INSERT INTO tenants (id, name, created_at) VALUES ('ten_a', 'a', 0); \
+             INSERT INTO events (id, tenant_id, event_type, data, received_at, deliveries) \
+             VALUES ('evt_019a0000000070008000000000000000', 'ten_a', 'a.b', '{}', 0, 0)",
+        )
+        .execute(&mut *store.writer.acquire().await.unwrap())
+        .await
+        .unwrap();
+        assert_eq!(event_ids(&store.reader).await.unwrap(), EventIds::Legacy);
+        store.close().await;
+    }
 }

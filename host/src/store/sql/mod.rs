@@ -56,6 +56,8 @@ pub struct SqlStore {
     reader: AnyPool,
     dialect: Dialect,
     cache: Arc<cache::ReadCache>,
+    /// Read at start-up: events are stored only with ids of the current format from then on.
+    event_ids: events::EventIds,
 }
 
 impl SqlStore {
@@ -71,7 +73,8 @@ impl SqlStore {
         if matches!(*writer, WritePath::Dedicated(_)) {
             checkpoint::start(url, &writer).await?;
         }
-        Ok(SqlStore { writer, reader, dialect, cache: Default::default() })
+        let event_ids = events::event_ids(&reader).await?;
+        Ok(SqlStore { writer, reader, dialect, cache: Default::default(), event_ids })
     }
 
     /// SQLite's publish and attempt records: one transaction, one round trip (see [`sqlite_batch`]).
@@ -355,7 +358,7 @@ impl Store for SqlStore {
     }
 
     async fn list_events(&self, tenant_id: &str, filter: &EventFilter, page: &Page) -> StoreResult<Vec<Event>> {
-        events::list_events(&self.reader, tenant_id, filter, page).await
+        events::list_events(&self.reader, tenant_id, filter, self.event_ids, page).await
     }
 
     async fn get_delivery(&self, tenant_id: &str, id: &str) -> StoreResult<Option<Delivery>> {
@@ -427,7 +430,7 @@ impl Store for SqlStore {
         filter: &EventFilter,
         page: &Page,
     ) -> StoreResult<Vec<Event>> {
-        events::events_missed_by(&self.reader, tenant_id, endpoint_id, filter, page).await
+        events::events_missed_by(&self.reader, tenant_id, endpoint_id, filter, self.event_ids, page).await
     }
 
     async fn send_events_to(

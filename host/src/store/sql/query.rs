@@ -144,6 +144,16 @@ impl SqlBuilder {
         self.push(&format!(" ORDER BY {column} {direction} LIMIT ")).push_bind(page.limit.max(0))
     }
 
+    /// The same statement under `EXPLAIN QUERY PLAN` (SQLite), for tests of which indexes it uses.
+    #[cfg(test)]
+    pub(super) fn explained(&self) -> Self {
+        SqlBuilder {
+            sql: format!("EXPLAIN QUERY PLAN {}", self.sql),
+            values: self.values.clone(),
+            ..Default::default()
+        }
+    }
+
     pub(super) fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {
         let mut query = sqlx::query(&self.sql);
         for value in &self.values {
