@@ -715,7 +715,8 @@ async fn endpoint_hours_add_up_by_tenant_and_endpoint_and_age_out(store: &dyn St
     assert_eq!(store.tenant_hours(&tenant.id, Some("ep_c"), t0).await.unwrap(), [], "another tenant's endpoint");
     assert_eq!(store.tenant_hours(&other.id, None, t0).await.unwrap(), [(t0, counts(100, 100, 0, 100))]);
 
-    assert_eq!(store.prune_endpoint_hours(t0 + HOUR).await.unwrap(), 3);
+    // Three endpoint hours and two tenant hours.
+    assert_eq!(store.prune_endpoint_hours(t0 + HOUR).await.unwrap(), 5);
     assert_eq!(store.tenant_hours(&tenant.id, None, 0).await.unwrap(), [(t0 + HOUR, counts(1, 0, 1, 0))]);
     assert_eq!(store.tenant_hours(&other.id, None, 0).await.unwrap(), []);
 }

@@ -475,7 +475,7 @@ pub trait Store: Send + Sync + 'static {
         endpoint_id: Option<&str>,
         since: Millis,
     ) -> StoreResult<Vec<(Millis, AttemptCounts)>>;
-    /// Removes the hours that started before `before`; returns how many rows went.
+    /// Removes the hours (endpoints' and tenants') that started before `before`; returns how many rows went.
     async fn prune_endpoint_hours(&self, before: Millis) -> StoreResult<u64>;
     /// Oldest first.
     async fn list_attempts(&self, tenant_id: &str, delivery_id: &str) -> StoreResult<Vec<Attempt>>;

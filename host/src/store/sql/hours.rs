@@ -1,5 +1,7 @@
-//! Each endpoint's attempt counts by the hour (`endpoint_hours`), what the success rate over the last day is read
-//! from.
+//! Each endpoint's attempt counts by the hour (`endpoint_hours`), and their sums by tenant (`tenant_hours`): what
+//! the success rate over the last day is read from.
+
+use std::collections::BTreeMap;
 
 use sqlx::{AnyConnection, AnyPool, Connection, Row};
 
@@ -29,43 +31,61 @@ pub(super) async fn add_endpoint_hours(
     if hours.is_empty() {
         return Ok(());
     }
-    // Rows in key order: two nodes adding to the same hours on PostgreSQL lock them in the same order, so they
-    // wait for each other instead of deadlocking.
-    let mut hours: Vec<&EndpointHour> = hours.iter().collect();
-    hours.sort_by(|a, b| {
+    // Rows in key order, endpoints' before tenants': two nodes adding to the same hours on PostgreSQL lock them in
+    // the same order, so they wait for each other instead of deadlocking.
+    let mut by_endpoint: Vec<&EndpointHour> = hours.iter().collect();
+    by_endpoint.sort_by(|a, b| {
         (&a.tenant_id, &a.endpoint_id, a.hour_start).cmp(&(&b.tenant_id, &b.endpoint_id, b.hour_start))
     });
-    let added: Vec<String> = COUNTS.iter().map(|c| format!("{c} = endpoint_hours.{c} + excluded.{c}")).collect();
+    let mut by_tenant: BTreeMap<(&str, Millis), AttemptCounts> = BTreeMap::new();
+    for hour in hours {
+        by_tenant.entry((hour.tenant_id.as_str(), hour.hour_start)).or_default().add(hour.counts);
+    }
+    let by_tenant: Vec<EndpointHour> = by_tenant
+        .into_iter()
+        .map(|((tenant_id, hour_start), counts)| EndpointHour {
+            tenant_id: tenant_id.into(),
+            endpoint_id: String::new(),
+            hour_start,
+            counts,
+        })
+        .collect();
+    let mut tx = connection.begin().await?;
+    add_to(&mut tx, dialect, "endpoint_hours", "tenant_id, endpoint_id, hour_start", &by_endpoint).await?;
+    add_to(&mut tx, dialect, "tenant_hours", "tenant_id, hour_start", &by_tenant.iter().collect::<Vec<_>>()).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Adds each row's counts to `table`'s row of the same `key` (columns of [`HOUR_ROWS`]).
+async fn add_to(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    table: &str,
+    key: &str,
+    hours: &[&EndpointHour],
+) -> StoreResult<()> {
+    let added: Vec<String> = COUNTS.iter().map(|c| format!("{c} = {table}.{c} + excluded.{c}")).collect();
     // `WHERE true` tells SQLite's parser that ON CONFLICT is an upsert here, not a join constraint.
     let sql = format!(
-        "INSERT INTO endpoint_hours (tenant_id, endpoint_id, hour_start, {counts}) \
-         SELECT tenant_id, endpoint_id, hour_start, {counts} FROM ({rows}) AS v WHERE true \
-         ON CONFLICT (tenant_id, endpoint_id, hour_start) DO UPDATE SET {added}",
+        "INSERT INTO {table} ({key}, {counts}) SELECT {key}, {counts} FROM ({rows}) AS v WHERE true \
+         ON CONFLICT ({key}) DO UPDATE SET {added}",
         counts = COUNTS.join(", "),
         rows = dialect.json_rows("$1", HOUR_ROWS),
         added = added.join(", "),
     );
     let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    let mut tx = connection.begin().await?;
     for chunk in hours.chunks(MAX_LIST) {
         let rows: Vec<_> = chunk
             .iter()
             .map(|h| {
                 let c = h.counts;
-                (
-                    &h.tenant_id,
-                    &h.endpoint_id,
-                    h.hour_start,
-                    count(c.attempts),
-                    count(c.failed_attempts),
-                    count(c.succeeded),
-                    count(c.dead),
-                )
+                let counts = [c.attempts, c.failed_attempts, c.succeeded, c.dead].map(count);
+                (&h.tenant_id, &h.endpoint_id, h.hour_start, counts[0], counts[1], counts[2], counts[3])
             })
             .collect();
         sqlx::query(&sql).bind(json_rows(&rows)?).execute(&mut *tx).await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 
@@ -75,15 +95,15 @@ pub(super) async fn tenant_hours(
     endpoint_id: Option<&str>,
     since: Millis,
 ) -> StoreResult<Vec<(Millis, AttemptCounts)>> {
-    // PostgreSQL sums BIGINTs as NUMERIC, which the `Any` driver cannot read.
-    let sums: Vec<String> = COUNTS.iter().map(|c| format!("CAST(SUM({c}) AS BIGINT)")).collect();
-    let mut sql = SqlBuilder::new(format!("SELECT hour_start, {} FROM endpoint_hours", sums.join(", ")));
+    // One row per hour either way: the tenant's totals are kept beside its endpoints' hours.
+    let table = if endpoint_id.is_some() { "endpoint_hours" } else { "tenant_hours" };
+    let mut sql = SqlBuilder::new(format!("SELECT hour_start, {} FROM {table}", COUNTS.join(", ")));
     sql.compare("tenant_id", "=", tenant_id);
     if let Some(endpoint_id) = endpoint_id {
         sql.compare("endpoint_id", "=", endpoint_id);
     }
     sql.compare("hour_start", ">=", since);
-    sql.push(" GROUP BY hour_start ORDER BY hour_start");
+    sql.push(" ORDER BY hour_start");
     let rows = sql.query().fetch_all(pool).await?;
     let count = |row: &sqlx::any::AnyRow, i: usize| -> StoreResult<u64> { Ok(row.try_get::<i64, _>(i)?.max(0) as u64) };
     rows.iter()
@@ -100,7 +120,12 @@ pub(super) async fn tenant_hours(
 }
 
 pub(super) async fn prune_endpoint_hours(connection: &mut AnyConnection, before: Millis) -> StoreResult<u64> {
-    let pruned =
-        sqlx::query("DELETE FROM endpoint_hours WHERE hour_start < $1").bind(before).execute(connection).await?;
-    Ok(pruned.rows_affected())
+    let mut tx = connection.begin().await?;
+    let mut pruned = 0;
+    for table in ["endpoint_hours", "tenant_hours"] {
+        let sql = format!("DELETE FROM {table} WHERE hour_start < $1");
+        pruned += sqlx::query(&sql).bind(before).execute(&mut *tx).await?.rows_affected();
+    }
+    tx.commit().await?;
+    Ok(pruned)
 }
