@@ -18,8 +18,10 @@ use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use switchyard::filter_work::FilterWork;
+use switchyard::hourly::HourlyTally;
 use switchyard::model::{
-    new_id, Endpoint, EndpointSecret, EndpointStatus, Event, PluginBinding, SecretStatus, SignatureScheme, Subscription,
+    new_id, DeliveryStatus, Endpoint, EndpointSecret, EndpointStatus, Event, PluginBinding, SecretStatus,
+    SignatureScheme, Subscription,
 };
 use switchyard::plugin::bound::{self, Preparation};
 use switchyard::plugin::{
@@ -30,6 +32,7 @@ use switchyard::retry::{next_delay, RetryPolicy};
 use switchyard::routing::{matching_endpoints, FilterCache};
 use switchyard::secrets::{secret_aad, secret_hint, signing_keys, MasterKey, SigningSecrets};
 use switchyard::signing::{signature_headers, Signer};
+use switchyard::store::AttemptOutcome;
 
 const PAYLOAD: &str = r#"{"sent_at_ns":1795000000000000000,"seq":42,"parity":0,"amount":1234,"currency":"EUR","customer":{"id":"cus_123","country":"DE"},"items":[{"sku":"a","qty":1},{"sku":"b","qty":3}]}"#;
 
@@ -190,6 +193,37 @@ fn retry(c: &mut Criterion) {
 fn ids(c: &mut Criterion) {
     let mut group = c.benchmark_group("ids");
     group.bench_function("new_id", |b| b.iter(|| new_id(black_box("dlv"))));
+    group.finish();
+}
+
+/// The writer counts every recorded attempt for the hourly success rate: a commit's worth, 100 attempts to 10
+/// endpoints, into a tally that already holds their hours (as it does between flushes).
+fn hourly(c: &mut Criterion) {
+    let outcomes: Vec<AttemptOutcome> = (0..100)
+        .map(|i| AttemptOutcome {
+            attempt: switchyard::model::Attempt {
+                id: new_id("att"),
+                tenant_id: "ten_bench".into(),
+                delivery_id: new_id("dlv"),
+                attempt_number: 1,
+                started_at: 1_700_000_000_000,
+                duration_ms: 3,
+                status_code: Some(204),
+                response_body: None,
+                error: None,
+                outcome: "succeeded".into(),
+            },
+            endpoint_id: format!("ep_{}", i % 10),
+            status: if i % 7 == 0 { DeliveryStatus::Failed } else { DeliveryStatus::Succeeded },
+            next_attempt_at: None,
+            disable_endpoint: None,
+            prepared: None,
+        })
+        .collect();
+    let tally = HourlyTally::default();
+    tally.count(&outcomes);
+    let mut group = c.benchmark_group("hourly");
+    group.bench_function("count a commit of 100 attempts", |b| b.iter(|| tally.count(black_box(&outcomes))));
     group.finish();
 }
 
@@ -521,5 +555,5 @@ fn hotswap(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, routing, signing, retry, ids, plugins, hotswap);
+criterion_group!(benches, routing, signing, retry, ids, hourly, plugins, hotswap);
 criterion_main!(benches);
