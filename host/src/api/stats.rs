@@ -76,7 +76,8 @@ async fn stats(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<
 }
 
 /// `?hours=` (1 to a week, default 24) and `?endpoint_id=`: every hour of the span, oldest first, the current
-/// one last, with zeros where nothing was counted, so a chart needs no gaps filled.
+/// one last, with zeros where nothing was counted, so a chart needs no gaps filled. 404 for an `endpoint_id` that
+/// is no endpoint of the tenant and has nothing counted in the span.
 async fn hourly(State(state): State<AppState>, caller: Caller, mut query: Query) -> ApiResult<Json<Value>> {
     let most = KEPT_HOURS - 1;
     let hours = match query.take("hours")? {
@@ -98,6 +99,13 @@ async fn hourly(State(state): State<AppState>, caller: Caller, mut query: Query)
             HourView { hour_start: rfc3339(start), counts: counts.into() }
         })
         .collect();
+    // A deleted endpoint's hours are still there to read; an id that names nothing counted is checked, so a typo
+    // (or another tenant's endpoint) is told apart from an endpoint that had no traffic.
+    if let Some(endpoint_id) = endpoint_id.as_deref().filter(|_| total.attempts == 0) {
+        if state.store.get_endpoint(&caller.tenant_id, endpoint_id).await?.is_none() {
+            return Err(ApiError::NotFound("endpoint"));
+        }
+    }
     Ok(Json(json!({ "endpoint_id": endpoint_id, "hours": series, "total": CountsView::from(total) })))
 }
 

@@ -251,16 +251,23 @@ async fn the_last_days_attempts_and_success_rate_are_counted() {
     assert_eq!(attempts, 4);
     let (first, last) = (hours[0]["hour_start"].as_str().unwrap(), hours[23]["hour_start"].as_str().unwrap());
     assert!(first.ends_with(":00:00.000Z") && first < last, "{first} … {last}");
-    let failing = alice.get(&format!("/api/v1/stats/hourly?endpoint_id={failing}&hours=2")).await.expect_status(200);
-    assert_eq!(failing.json["total"], counts(1, 1, 0, 1, json!(0.0)));
-    assert_eq!(failing.json["hours"].as_array().unwrap().len(), 2);
+    let two_hours = alice.get(&format!("/api/v1/stats/hourly?endpoint_id={failing}&hours=2")).await.expect_status(200);
+    assert_eq!(two_hours.json["total"], counts(1, 1, 0, 1, json!(0.0)));
+    assert_eq!(two_hours.json["hours"].as_array().unwrap().len(), 2);
     let whole = alice.get("/api/v1/stats/hourly?hours=168").await.expect_status(200).json;
     assert_eq!(whole["total"], day);
 
     let bobs = bob.get("/api/v1/stats").await.expect_status(200).json;
     assert_eq!(bobs["last_24h"], counts(0, 0, 0, 0, Value::Null), "nothing of another tenant's");
-    let bobs = bob.get(&format!("/api/v1/stats/hourly?endpoint_id={delivered}")).await.expect_status(200).json;
-    assert_eq!(bobs["total"], counts(0, 0, 0, 0, Value::Null));
+    bob.get(&format!("/api/v1/stats/hourly?endpoint_id={delivered}")).await.expect_error(404, "not_found", None);
+    alice.get("/api/v1/stats/hourly?endpoint_id=ep_unknown").await.expect_error(404, "not_found", None);
+    let quiet = alice.create_endpoint(json!({ "subscriptions": [{ "event_type": "never.sent" }] })).await;
+    let quiet = alice.get(&format!("/api/v1/stats/hourly?endpoint_id={}", quiet.str("id"))).await.expect_status(200);
+    assert_eq!(quiet.json["total"], counts(0, 0, 0, 0, Value::Null), "an endpoint without traffic");
+    // A deleted endpoint's attempts stay readable.
+    alice.delete(&format!("/api/v1/endpoints/{failing}")).await.expect_status(204);
+    let gone = alice.get(&format!("/api/v1/stats/hourly?endpoint_id={failing}")).await.expect_status(200);
+    assert_eq!(gone.json["total"], counts(1, 1, 0, 1, json!(0.0)));
     for bad in ["hours=0", "hours=169", "hours=day", "hours=1&hours=2"] {
         alice.get(&format!("/api/v1/stats/hourly?{bad}")).await.expect_error(400, "invalid_request", Some("hours"));
     }
