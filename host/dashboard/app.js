@@ -233,10 +233,14 @@ async function loadOverview() {
   dayCards($('day-counts'), stats.last_24h);
 }
 
+// Rounded down, so 99.96 % of a million is not shown as a perfect 100.0 %.
+function percent(rate) {
+  return `${(Math.floor(rate * 1000) / 10).toFixed(1)} %`;
+}
+
 // The success rate is of finished deliveries; none finished shows a dash rather than 0 % or 100 %.
 function dayCards(container, day) {
-  // Rounded down, so 99.96 % of a million is not shown as a perfect 100.0 %.
-  const rate = day.success_rate === null ? '—' : `${(Math.floor(day.success_rate * 1000) / 10).toFixed(1)} %`;
+  const rate = day.success_rate === null ? '—' : percent(day.success_rate);
   const count = (field, label, alarming) =>
     card({ 'data-day': field }, day[field].toLocaleString('en'), label, alarming);
   container.replaceChildren(
@@ -366,6 +370,7 @@ function endpointRow(endpoint) {
     el('td', {}, statusBadge(endpoint.status), endpoint.status_reason ? ` (${endpoint.status_reason})` : null),
     el('td', { class: 'mono' }, ...subscriptionLines(endpoint)),
     el('td', {}, endpoint.rate_limit ? `${endpoint.rate_limit}/s` : '—'),
+    el('td', { class: 'day', 'data-day-for': endpoint.id }, '…'),
     el('td', {}, el('div', { class: 'row-actions' }, toggle, test, rotate, remove)),
   );
 }
@@ -431,7 +436,27 @@ async function createEndpoint() {
   if (stillOn(start, 'endpoints')) await endpoints.reload();
 }
 
-const endpoints = new PagedTable($('endpoint-rows'), $('endpoints-more'), '/endpoints', endpointRow);
+// Each listed endpoint's last 24 hours, asked for once per page for the rows that do not show them yet.
+async function fillEndpointDays() {
+  const cells = [...$('endpoint-rows').querySelectorAll('td[data-day-for]:not([data-filled])')];
+  if (!cells.length) return;
+  const view = epoch;
+  const ids = cells.map((cell) => encodeURIComponent(cell.dataset.dayFor)).join(',');
+  const totals = await api('GET', `/stats/endpoints?endpoint_ids=${ids}`);
+  if (view !== epoch) return;
+  cells.forEach((cell, i) => {
+    const day = totals.endpoints[i];
+    const finished = day.succeeded + day.dead;
+    cell.dataset.filled = 'true';
+    cell.textContent = finished ? `${percent(day.success_rate)} of ${finished.toLocaleString('en')}` : '—';
+    cell.title = `${day.attempts.toLocaleString('en')} attempts, ${day.failed_attempts.toLocaleString('en')} failed; ${day.dead.toLocaleString('en')} dead after retries`;
+    cell.classList.toggle('attention', day.dead > 0);
+  });
+}
+
+const endpoints = new PagedTable($('endpoint-rows'), $('endpoints-more'), '/endpoints', endpointRow, () =>
+  fillEndpointDays().catch(showError),
+);
 
 // ---- Deliveries
 

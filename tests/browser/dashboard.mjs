@@ -147,6 +147,14 @@ try {
   check(attempts[0].includes('400') && attempts[0].includes('dead'), `first attempt: ${attempts[0]}`);
   check(attempts[1].includes('204') && attempts[1].includes('succeeded'), `second attempt: ${attempts[1]}`);
 
+  step = 'each endpoint shows its last 24 hours: the dead letters, then their requeues delivered';
+  await page.click('nav button[data-view=endpoints]');
+  await page.locator('#endpoint-rows td.day[data-filled]').first().waitFor();
+  const dayCell = page.locator('#endpoint-rows tr[data-id] td.day').first();
+  const day = (await dayCell.textContent()).trim();
+  check(day === `50.0 % of ${2 * deadIds.length}`, `last 24 h: ${day}`);
+  check(await dayCell.evaluate((c) => c.classList.contains('attention')), 'an endpoint with dead letters is not marked for attention');
+
   step = 'a test event is sent to the endpoint and delivered';
   await page.click('nav button[data-view=endpoints]');
   const endpointRow = page.locator('#endpoint-rows tr[data-id]').first();

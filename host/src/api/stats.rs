@@ -25,7 +25,10 @@ pub const COUNT_LIMIT: u64 = 10_000;
 const DAY_HOURS: i64 = 24;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/stats", get(stats)).route("/stats/hourly", get(hourly))
+    Router::new()
+        .route("/stats", get(stats))
+        .route("/stats/hourly", get(hourly))
+        .route("/stats/endpoints", get(by_endpoint))
 }
 
 /// [`AttemptCounts`] as the API shows them, with the success rate worked out (`null` when nothing finished).
@@ -57,6 +60,13 @@ struct HourView {
     counts: CountsView,
 }
 
+#[derive(Debug, Serialize)]
+struct EndpointTotal {
+    endpoint_id: String,
+    #[serde(flatten)]
+    counts: CountsView,
+}
+
 async fn stats(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     let counts = state.store.tenant_counts(&caller.tenant_id, COUNT_LIMIT).await?;
     let deliveries: Map<String, Value> =
@@ -75,19 +85,54 @@ async fn stats(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<
     })))
 }
 
-/// `?hours=` (1 to a week, default 24) and `?endpoint_id=`: every hour of the span, oldest first, the current
-/// one last, with zeros where nothing was counted, so a chart needs no gaps filled. 404 for an `endpoint_id` that
-/// is no endpoint of the tenant and has nothing counted in the span.
-async fn hourly(State(state): State<AppState>, caller: Caller, mut query: Query) -> ApiResult<Json<Value>> {
+/// Endpoint ids `by_endpoint` takes at once: two pages of the dashboard's endpoint list.
+const MAX_ENDPOINT_IDS: usize = 100;
+
+/// `?endpoint_ids=a,b,…` (1 to 100) and `?hours=`: each endpoint's totals over the span, in the order asked, zeros
+/// for one with nothing counted (unknown ids too: this answers a list page, where a 404 would hide the rest).
+async fn by_endpoint(State(state): State<AppState>, caller: Caller, mut query: Query) -> ApiResult<Json<Value>> {
+    let hours = hours_param(&mut query)?;
+    let ids: Vec<String> = match query.take("endpoint_ids")? {
+        Some(text) => text.split(',').map(str::to_string).collect(),
+        None => return Err(ApiError::invalid("endpoint_ids", "is required: endpoint ids separated by commas")),
+    };
+    if ids.len() > MAX_ENDPOINT_IDS || ids.iter().any(|id| id.is_empty() || id.len() > 100) {
+        return Err(ApiError::invalid(
+            "endpoint_ids",
+            format!("must be 1 to {MAX_ENDPOINT_IDS} endpoint ids separated by commas"),
+        ));
+    }
+    query.finish()?;
+    let found: HashMap<String, AttemptCounts> =
+        state.store.endpoint_totals(&caller.tenant_id, &ids, first_of_last(hours)).await?.into_iter().collect();
+    let endpoints: Vec<EndpointTotal> = ids
+        .into_iter()
+        .map(|id| {
+            let counts = found.get(&id).copied().unwrap_or_default().into();
+            EndpointTotal { endpoint_id: id, counts }
+        })
+        .collect();
+    Ok(Json(json!({ "hours": hours, "endpoints": endpoints })))
+}
+
+/// `hours`: 1 to a week, default 24.
+fn hours_param(query: &mut Query) -> ApiResult<i64> {
     let most = KEPT_HOURS - 1;
-    let hours = match query.take("hours")? {
-        None => DAY_HOURS,
+    match query.take("hours")? {
+        None => Ok(DAY_HOURS),
         Some(text) => text
             .parse::<i64>()
             .ok()
             .filter(|n| (1..=most).contains(n))
-            .ok_or_else(|| ApiError::invalid("hours", format!("must be an integer from 1 to {most}")))?,
-    };
+            .ok_or_else(|| ApiError::invalid("hours", format!("must be an integer from 1 to {most}"))),
+    }
+}
+
+/// `?hours=` (1 to a week, default 24) and `?endpoint_id=`: every hour of the span, oldest first, the current
+/// one last, with zeros where nothing was counted, so a chart needs no gaps filled. 404 for an `endpoint_id` that
+/// is no endpoint of the tenant and has nothing counted in the span.
+async fn hourly(State(state): State<AppState>, caller: Caller, mut query: Query) -> ApiResult<Json<Value>> {
+    let hours = hours_param(&mut query)?;
     let endpoint_id = query.take("endpoint_id")?;
     query.finish()?;
     let series = last_hours(&state, &caller.tenant_id, endpoint_id.as_deref(), hours).await?;
@@ -117,12 +162,16 @@ async fn last_hours(
     endpoint_id: Option<&str>,
     hours: i64,
 ) -> ApiResult<Vec<(Millis, AttemptCounts)>> {
-    let current = hour_start(now_millis());
-    let first = current - (hours - 1) * HOUR;
+    let first = first_of_last(hours);
     let found: HashMap<Millis, AttemptCounts> =
         state.store.tenant_hours(tenant_id, endpoint_id, first).await?.into_iter().collect();
     Ok((0..hours)
         .map(|i| first + i * HOUR)
         .map(|start| (start, found.get(&start).copied().unwrap_or_default()))
         .collect())
+}
+
+/// The start of the first of the last `hours` hours, the current one included.
+fn first_of_last(hours: i64) -> Millis {
+    hour_start(now_millis()) - (hours - 1) * HOUR
 }

@@ -342,6 +342,9 @@ impl Store for FakeStore {
     async fn tenant_hours(&self, _: &str, _: Option<&str>, _: Millis) -> StoreResult<Vec<(Millis, AttemptCounts)>> {
         unused()
     }
+    async fn endpoint_totals(&self, _: &str, _: &[String], _: Millis) -> StoreResult<Vec<(String, AttemptCounts)>> {
+        unused()
+    }
     async fn prune_endpoint_hours(&self, _: Millis) -> StoreResult<u64> {
         unused()
     }

@@ -475,6 +475,14 @@ pub trait Store: Send + Sync + 'static {
         endpoint_id: Option<&str>,
         since: Millis,
     ) -> StoreResult<Vec<(Millis, AttemptCounts)>>;
+    /// Each of `endpoint_ids`' counts summed over the hours that start at or after `since`, for those of the
+    /// tenant's endpoints (deleted ones included) that have any; in no particular order.
+    async fn endpoint_totals(
+        &self,
+        tenant_id: &str,
+        endpoint_ids: &[String],
+        since: Millis,
+    ) -> StoreResult<Vec<(String, AttemptCounts)>>;
     /// Removes the hours (endpoints' and tenants') that started before `before`; returns how many rows went.
     async fn prune_endpoint_hours(&self, before: Millis) -> StoreResult<u64>;
     /// Oldest first.

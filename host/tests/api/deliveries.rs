@@ -254,6 +254,30 @@ async fn the_last_days_attempts_and_success_rate_are_counted() {
     let two_hours = alice.get(&format!("/api/v1/stats/hourly?endpoint_id={failing}&hours=2")).await.expect_status(200);
     assert_eq!(two_hours.json["total"], counts(1, 1, 0, 1, json!(0.0)));
     assert_eq!(two_hours.json["hours"].as_array().unwrap().len(), 2);
+    let listed = format!("/api/v1/stats/endpoints?endpoint_ids={delivered},{failing},ep_unknown");
+    let totals = alice.get(&listed).await.expect_status(200).json;
+    let with_id = |id: &str, mut counts: Value| {
+        counts["endpoint_id"] = Value::from(id);
+        counts
+    };
+    let expected = json!([
+        with_id(&delivered, counts(4, 1, 3, 0, json!(1.0))),
+        with_id(&failing, counts(1, 1, 0, 1, json!(0.0))),
+        with_id("ep_unknown", counts(0, 0, 0, 0, Value::Null)),
+    ]);
+    assert_eq!((&totals["hours"], &totals["endpoints"]), (&json!(24), &expected), "in the order asked");
+    let bobs = bob.get(&listed).await.expect_status(200).json;
+    assert!(bobs["endpoints"].as_array().unwrap().iter().all(|e| e["attempts"] == 0), "{bobs}");
+    let too_many = vec!["ep_x"; 101].join(",");
+    for bad in ["", "endpoint_ids=", "endpoint_ids=a,,b", &format!("endpoint_ids={too_many}")] {
+        let answer = alice.get(&format!("/api/v1/stats/endpoints?{bad}")).await;
+        answer.expect_error(400, "invalid_request", Some("endpoint_ids"));
+    }
+    alice.get("/api/v1/stats/endpoints?endpoint_ids=a&hours=0").await.expect_error(
+        400,
+        "invalid_request",
+        Some("hours"),
+    );
     let whole = alice.get("/api/v1/stats/hourly?hours=168").await.expect_status(200).json;
     assert_eq!(whole["total"], day);
 

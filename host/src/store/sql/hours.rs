@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Connection, Row};
 
 use super::dialect::Column;
@@ -105,18 +106,33 @@ pub(super) async fn tenant_hours(
     sql.compare("hour_start", ">=", since);
     sql.push(" ORDER BY hour_start");
     let rows = sql.query().fetch_all(pool).await?;
-    let count = |row: &sqlx::any::AnyRow, i: usize| -> StoreResult<u64> { Ok(row.try_get::<i64, _>(i)?.max(0) as u64) };
-    rows.iter()
-        .map(|row| {
-            let counts = AttemptCounts {
-                attempts: count(row, 1)?,
-                failed_attempts: count(row, 2)?,
-                succeeded: count(row, 3)?,
-                dead: count(row, 4)?,
-            };
-            Ok((row.try_get::<i64, _>(0)?, counts))
-        })
-        .collect()
+    rows.iter().map(|row| Ok((row.try_get::<i64, _>(0)?, counts_from(row)?))).collect()
+}
+
+pub(super) async fn endpoint_totals(
+    pool: &AnyPool,
+    tenant_id: &str,
+    endpoint_ids: &[String],
+    since: Millis,
+) -> StoreResult<Vec<(String, AttemptCounts)>> {
+    // PostgreSQL sums BIGINTs as NUMERIC, which the `Any` driver cannot read.
+    let sums: Vec<String> = COUNTS.iter().map(|c| format!("CAST(SUM({c}) AS BIGINT)")).collect();
+    let mut totals = Vec::with_capacity(endpoint_ids.len());
+    for chunk in endpoint_ids.chunks(MAX_LIST) {
+        let mut sql = SqlBuilder::new(format!("SELECT endpoint_id, {} FROM endpoint_hours", sums.join(", ")));
+        sql.compare("tenant_id", "=", tenant_id).in_list("endpoint_id", chunk).compare("hour_start", ">=", since);
+        sql.push(" GROUP BY endpoint_id");
+        for row in sql.query().fetch_all(pool).await? {
+            totals.push((row.try_get::<String, _>(0)?, counts_from(&row)?));
+        }
+    }
+    Ok(totals)
+}
+
+/// The four counts in columns 1 to 4 of `row`, in [`COUNTS`] order.
+fn counts_from(row: &AnyRow) -> StoreResult<AttemptCounts> {
+    let count = |i: usize| -> StoreResult<u64> { Ok(row.try_get::<i64, _>(i)?.max(0) as u64) };
+    Ok(AttemptCounts { attempts: count(1)?, failed_attempts: count(2)?, succeeded: count(3)?, dead: count(4)? })
 }
 
 pub(super) async fn prune_endpoint_hours(connection: &mut AnyConnection, before: Millis) -> StoreResult<u64> {

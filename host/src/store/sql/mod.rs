@@ -392,6 +392,15 @@ impl Store for SqlStore {
         hours::tenant_hours(&self.reader, tenant_id, endpoint_id, since).await
     }
 
+    async fn endpoint_totals(
+        &self,
+        tenant_id: &str,
+        endpoint_ids: &[String],
+        since: Millis,
+    ) -> StoreResult<Vec<(String, AttemptCounts)>> {
+        hours::endpoint_totals(&self.reader, tenant_id, endpoint_ids, since).await
+    }
+
     async fn prune_endpoint_hours(&self, before: Millis) -> StoreResult<u64> {
         let mut writer = self.writer.acquire().await?;
         hours::prune_endpoint_hours(&mut writer, before).await
