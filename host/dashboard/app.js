@@ -21,10 +21,12 @@ let overviewTimer = null;
 // after that is dropped instead of being drawn over the new view. Actions check where they are with `stillOn`.
 let epoch = 0;
 
+// A refused request reads as what was wrong with it; the status code is only news when the server failed.
 class ApiFailure extends Error {
   constructor(status, error) {
     const field = error && error.field ? ` (${error.field})` : '';
-    super(`${status}: ${error && error.message ? error.message : 'request failed'}${field}`);
+    const message = `${error && error.message ? error.message : 'request failed'}${field}`;
+    super(status >= 500 ? `The server could not do it (${status}): ${message}` : message);
     this.status = status;
     this.field = (error && error.field) || null;
   }
