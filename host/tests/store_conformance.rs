@@ -716,12 +716,16 @@ async fn endpoint_hours_add_up_by_tenant_and_endpoint_and_age_out(store: &dyn St
     assert_eq!(store.tenant_hours(&other.id, None, t0).await.unwrap(), [(t0, counts(100, 100, 0, 100))]);
 
     let ids = |ids: &[&str]| ids.iter().map(|id| id.to_string()).collect::<Vec<_>>();
-    let mut totals = store.endpoint_totals(&tenant.id, &ids(&["ep_a", "ep_b", "ep_c", "ep_none"]), t0).await.unwrap();
+    let span = t0..t0 + 2 * HOUR;
+    let mut totals =
+        store.endpoint_totals(&tenant.id, &ids(&["ep_a", "ep_b", "ep_c", "ep_none"]), span.clone()).await.unwrap();
     totals.sort_by(|a, b| a.0.cmp(&b.0));
     let expected = [("ep_a".to_string(), counts(8, 4, 4, 2)), ("ep_b".to_string(), counts(3, 1, 2, 0))];
     assert_eq!(totals, expected, "ep_c is another tenant's, ep_none has no hours");
-    let later = store.endpoint_totals(&tenant.id, &ids(&["ep_a", "ep_b"]), t0 + HOUR).await.unwrap();
+    let later = store.endpoint_totals(&tenant.id, &ids(&["ep_a", "ep_b"]), t0 + HOUR..span.end).await.unwrap();
     assert_eq!(later, [("ep_a".to_string(), counts(1, 0, 1, 0))]);
+    let first_hour = store.endpoint_totals(&tenant.id, &ids(&["ep_a"]), t0..t0 + HOUR).await.unwrap();
+    assert_eq!(first_hour, [("ep_a".to_string(), counts(7, 4, 3, 2))], "the span's end is left out");
 
     // Three endpoint hours and two tenant hours.
     assert_eq!(store.prune_endpoint_hours(t0 + HOUR).await.unwrap(), 5);

@@ -103,8 +103,11 @@ async fn by_endpoint(State(state): State<AppState>, caller: Caller, mut query: Q
         ));
     }
     query.finish()?;
+    // The span ends with the current hour, as `hourly`'s does: a node whose clock runs ahead may have counted a
+    // later one already.
+    let span = first_of_last(hours)..hour_start(now_millis()) + HOUR;
     let found: HashMap<String, AttemptCounts> =
-        state.store.endpoint_totals(&caller.tenant_id, &ids, first_of_last(hours)).await?.into_iter().collect();
+        state.store.endpoint_totals(&caller.tenant_id, &ids, span).await?.into_iter().collect();
     let endpoints: Vec<EndpointTotal> = ids
         .into_iter()
         .map(|id| {

@@ -2,6 +2,7 @@
 //! errors, shutdown) in ways a real database makes awkward to provoke. The SQL store's own behaviour is covered
 //! by the store conformance suite and the end-to-end dispatcher test.
 
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -342,7 +343,12 @@ impl Store for FakeStore {
     async fn tenant_hours(&self, _: &str, _: Option<&str>, _: Millis) -> StoreResult<Vec<(Millis, AttemptCounts)>> {
         unused()
     }
-    async fn endpoint_totals(&self, _: &str, _: &[String], _: Millis) -> StoreResult<Vec<(String, AttemptCounts)>> {
+    async fn endpoint_totals(
+        &self,
+        _: &str,
+        _: &[String],
+        _: Range<Millis>,
+    ) -> StoreResult<Vec<(String, AttemptCounts)>> {
         unused()
     }
     async fn prune_endpoint_hours(&self, _: Millis) -> StoreResult<u64> {

@@ -16,7 +16,7 @@
 pub mod sql;
 
 use std::collections::HashMap;
-use std::ops::Deref;
+use std::ops::{Deref, Range};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -475,13 +475,13 @@ pub trait Store: Send + Sync + 'static {
         endpoint_id: Option<&str>,
         since: Millis,
     ) -> StoreResult<Vec<(Millis, AttemptCounts)>>;
-    /// Each of `endpoint_ids`' counts summed over the hours that start at or after `since`, for those of the
-    /// tenant's endpoints (deleted ones included) that have any; in no particular order.
+    /// Each of `endpoint_ids`' counts summed over the hours that start in `hours`, for those of the tenant's
+    /// endpoints (deleted ones included) that have any; in no particular order.
     async fn endpoint_totals(
         &self,
         tenant_id: &str,
         endpoint_ids: &[String],
-        since: Millis,
+        hours: Range<Millis>,
     ) -> StoreResult<Vec<(String, AttemptCounts)>>;
     /// Removes the hours (endpoints' and tenants') that started before `before`; returns how many rows went.
     async fn prune_endpoint_hours(&self, before: Millis) -> StoreResult<u64>;

@@ -2,6 +2,7 @@
 //! the success rate over the last day is read from.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Connection, Row};
@@ -113,14 +114,17 @@ pub(super) async fn endpoint_totals(
     pool: &AnyPool,
     tenant_id: &str,
     endpoint_ids: &[String],
-    since: Millis,
+    hours: Range<Millis>,
 ) -> StoreResult<Vec<(String, AttemptCounts)>> {
     // PostgreSQL sums BIGINTs as NUMERIC, which the `Any` driver cannot read.
     let sums: Vec<String> = COUNTS.iter().map(|c| format!("CAST(SUM({c}) AS BIGINT)")).collect();
     let mut totals = Vec::with_capacity(endpoint_ids.len());
     for chunk in endpoint_ids.chunks(MAX_LIST) {
         let mut sql = SqlBuilder::new(format!("SELECT endpoint_id, {} FROM endpoint_hours", sums.join(", ")));
-        sql.compare("tenant_id", "=", tenant_id).in_list("endpoint_id", chunk).compare("hour_start", ">=", since);
+        sql.compare("tenant_id", "=", tenant_id)
+            .in_list("endpoint_id", chunk)
+            .compare("hour_start", ">=", hours.start)
+            .compare("hour_start", "<", hours.end);
         sql.push(" GROUP BY endpoint_id");
         for row in sql.query().fetch_all(pool).await? {
             totals.push((row.try_get::<String, _>(0)?, counts_from(&row)?));

@@ -26,6 +26,7 @@ mod sqlite_lock;
 mod tenants;
 mod wal_vfs;
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -396,9 +397,9 @@ impl Store for SqlStore {
         &self,
         tenant_id: &str,
         endpoint_ids: &[String],
-        since: Millis,
+        hours: Range<Millis>,
     ) -> StoreResult<Vec<(String, AttemptCounts)>> {
-        hours::endpoint_totals(&self.reader, tenant_id, endpoint_ids, since).await
+        hours::endpoint_totals(&self.reader, tenant_id, endpoint_ids, hours).await
     }
 
     async fn prune_endpoint_hours(&self, before: Millis) -> StoreResult<u64> {
