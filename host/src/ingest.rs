@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::dispatch::Handoff;
-use crate::model::{new_id, now_millis, Delivery, DeliveryStatus, Endpoint, Event};
+use crate::model::{new_id_at, now_millis, Delivery, DeliveryStatus, Endpoint, Event};
 use crate::routing::{FilterCache, FilterVerdicts};
 use crate::secrets::SigningSecrets;
 use crate::store::{
@@ -123,7 +123,8 @@ impl Publishes {
                     chosen
                         .into_iter()
                         .map(|endpoint| NewDelivery {
-                            id: new_id("dlv"),
+                            // Created at the event's receipt, and so in time windows of creation found by id.
+                            id: new_id_at("dlv", event.received_at),
                             endpoint_id: endpoint.id.clone(),
                             lease: None,
                         })

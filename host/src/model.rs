@@ -41,7 +41,8 @@ pub fn new_id_and_time(prefix: &str) -> (String, Millis) {
     (id_of(prefix, compact_v7(uuid)), (uuid >> 80) as Millis)
 }
 
-/// An id for a record of time `at` rather than now, for records made with a time of their own (fixtures, imports).
+/// An id for a record of time `at` rather than now: a delivery, created at its event's receipt, and records made
+/// with a time of their own (fixtures, imports). Ids of the same time sort in no particular order.
 pub fn new_id_at(prefix: &str, at: Millis) -> String {
     let fresh = compact_v7(uuid::Uuid::now_v7().as_u128());
     id_of(prefix, (clamp_time(at) << 64) | (fresh & ((1 << 64) - 1)))

@@ -192,10 +192,27 @@ fn event_received_at(tenant: &Tenant, event_type: &str, received_at: Millis) -> 
     Event { id: new_id_at("evt", received_at), ..event_of(tenant, event_type, received_at) }
 }
 
+/// Deliveries with ids minted now, in the order they are made, as fixtures that claim several deliveries of one
+/// time in turn need; a case that looks deliveries up by time takes [`fan_out_timed`].
 fn fan_out(event: Event, endpoints: &[&Endpoint]) -> NewEvent {
     let deliveries = endpoints
         .iter()
         .map(|endpoint| NewDelivery { id: new_id("dlv"), endpoint_id: endpoint.id.clone(), lease: None })
+        .collect();
+    NewEvent { deliveries, event }
+}
+
+/// An event received at its id's time, and deliveries with the ids a publish mints for it (carrying its
+/// receipt, their `created_at`): what a time window of events or deliveries finds.
+fn fan_out_timed(event: Event, endpoints: &[&Endpoint]) -> NewEvent {
+    let event = Event { id: new_id_at("evt", event.received_at), ..event };
+    let deliveries = endpoints
+        .iter()
+        .map(|endpoint| NewDelivery {
+            id: new_id_at("dlv", event.received_at),
+            endpoint_id: endpoint.id.clone(),
+            lease: None,
+        })
         .collect();
     NewEvent { deliveries, event }
 }
@@ -208,7 +225,22 @@ async fn publish(
     endpoints: &[&Endpoint],
     received_at: Millis,
 ) -> NewEvent {
-    let new = fan_out(event_of(tenant, event_type, received_at), endpoints);
+    publish_new(store, fan_out(event_of(tenant, event_type, received_at), endpoints)).await
+}
+
+/// [`publish`] with the ids a time window finds (see [`fan_out_timed`]).
+async fn publish_timed(
+    store: &dyn Store,
+    tenant: &Tenant,
+    event_type: &str,
+    endpoints: &[&Endpoint],
+    received_at: Millis,
+) -> NewEvent {
+    publish_new(store, fan_out_timed(event_of(tenant, event_type, received_at), endpoints)).await
+}
+
+async fn publish_new(store: &dyn Store, new: NewEvent) -> NewEvent {
+    let endpoints = &new.deliveries;
     let published = store.publish(std::slice::from_ref(&new)).await.unwrap();
     assert_eq!(
         published,
@@ -1207,8 +1239,8 @@ async fn deliveries_list_by_each_filter(store: &dyn Store, _url: &str) {
     let other = new_tenant(store).await;
     let first = add_endpoint(store, &tenant).await;
     let second = add_endpoint(store, &tenant).await;
-    let early = publish(store, &tenant, "a.created", &[&first, &second], T0).await;
-    let late = publish(store, &tenant, "b.updated", &[&first], T0 + 1_000).await;
+    let early = publish_timed(store, &tenant, "a.created", &[&first, &second], T0).await;
+    let late = publish_timed(store, &tenant, "b.updated", &[&first], T0 + 1_000).await;
     let succeeded =
         claim(store, "node", T0 + 1_000).await.into_iter().find(|j| j.delivery.id == late.deliveries[0].id).unwrap();
     store.record_attempt("node", &outcome(&succeeded.delivery, DeliveryStatus::Succeeded, T0 + 1_000)).await.unwrap();
@@ -1274,8 +1306,8 @@ async fn deliveries_list_by_each_filter(store: &dyn Store, _url: &str) {
 
     // Deliveries in flight are not in the status index but in the leases' (see migration 0005): listed through
     // those, they are still the tenant's own only, filtered and paged like the others.
-    let sent = publish(store, &tenant, "c.sent", &[&first, &second], T0 + 2_000).await;
-    let elsewhere = publish(store, &other, "c.sent", &[&add_endpoint(store, &other).await], T0 + 2_000).await;
+    let sent = publish_timed(store, &tenant, "c.sent", &[&first, &second], T0 + 2_000).await;
+    let elsewhere = publish_timed(store, &other, "c.sent", &[&add_endpoint(store, &other).await], T0 + 2_000).await;
     assert_eq!(claim(store, "node", T0 + 2_000).await.len(), 5, "the released, the sent and the other tenant's");
     let delivering = || DeliveryFilter { status: Some(DeliveryStatus::Delivering), ..f() };
     let in_flight = newest_first([delivery_ids(&early), delivery_ids(&sent)].concat());
@@ -1866,9 +1898,9 @@ async fn requeue_by_filter_goes_through_every_chunk(store: &dyn Store, _url: &st
     const RECENT: usize = 2_000;
     let tenant = new_tenant(store).await;
     let endpoint = add_endpoint(store, &tenant).await;
-    let old: Vec<NewEvent> = (0..3).map(|_| fan_out(event_of(&tenant, "a.old", T0), &[&endpoint])).collect();
+    let old: Vec<NewEvent> = (0..3).map(|_| fan_out_timed(event_of(&tenant, "a.old", T0), &[&endpoint])).collect();
     let recent: Vec<NewEvent> =
-        (0..RECENT).map(|_| fan_out(event_of(&tenant, "a.new", T0 + 1_000), &[&endpoint])).collect();
+        (0..RECENT).map(|_| fan_out_timed(event_of(&tenant, "a.new", T0 + 1_000), &[&endpoint])).collect();
     store.publish(&old).await.unwrap();
     store.publish(&recent).await.unwrap();
     let jobs = store.claim_due("node", T0 + 2_000, T0 + 2_000 + MINUTE, 10_000).await.unwrap();

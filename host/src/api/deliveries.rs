@@ -17,7 +17,9 @@ use super::{audit, PathId};
 use crate::error::{ApiError, ApiResult};
 use std::collections::BTreeMap;
 
-use crate::model::{new_id, now_millis, rfc3339, Attempt, Delivery, DeliveryStatus, PluginUse, PreparedRequest};
+use crate::model::{
+    new_id_and_time, now_millis, rfc3339, Attempt, Delivery, DeliveryStatus, PluginUse, PreparedRequest,
+};
 use crate::store::{DeliveryFilter, Resend, SentTo};
 use crate::AppState;
 
@@ -226,8 +228,8 @@ async fn send_event(
     ApiJson(body): ApiJson<SendEvent>,
 ) -> ApiResult<(StatusCode, Json<DeliveryView>)> {
     let endpoint_id = body.endpoint_id;
-    let delivery_id = new_id("dlv");
-    match state.store.send_event_to(&caller.tenant_id, &event_id, &endpoint_id, &delivery_id, now_millis()).await? {
+    let (delivery_id, at) = new_id_and_time("dlv");
+    match state.store.send_event_to(&caller.tenant_id, &event_id, &endpoint_id, &delivery_id, at).await? {
         SentTo::Created(delivery) => {
             let details = json!({ "event_id": event_id, "endpoint_id": endpoint_id });
             audit::record(&state, &caller, "delivery.created", "delivery", &delivery.id, details).await;

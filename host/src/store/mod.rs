@@ -498,7 +498,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<Delivery>>;
     /// A new delivery of a stored event to one endpoint of its tenant, due at once, whatever the endpoint's
     /// subscriptions: an operator sending an event the endpoint missed (published while it was paused, say).
-    /// At most one delivery per event and endpoint.
+    /// At most one delivery per event and endpoint. `delivery_id` carries the time `at` (it sorts among
+    /// deliveries created then: see [`crate::model::new_id_and_time`]).
     async fn send_event_to(
         &self,
         tenant_id: &str,

@@ -4,8 +4,9 @@ use sqlx::{AnyConnection, AnyPool, Connection, Row};
 
 use super::query::{Order, SqlBuilder, MAX_LIST};
 use super::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
+use super::timed_ids::TimedIds;
 use super::Dialect;
-use crate::model::{new_id, Attempt, Delivery, DeliveryStatus, Millis};
+use crate::model::{new_id_at, Attempt, Delivery, DeliveryStatus, Millis};
 use crate::store::{DeliveryFilter, Resend, SentTo, StoreResult};
 
 /// The condition of the `deliveries_tenant_status` index, repeated by queries on the statuses it holds so that
@@ -45,13 +46,20 @@ pub(super) async fn list_deliveries(
     pool: &AnyPool,
     tenant_id: &str,
     filter: &DeliveryFilter,
+    ids: TimedIds,
     page: &crate::store::Page,
 ) -> StoreResult<Vec<Delivery>> {
-    let sql = listing(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries"), tenant_id, filter, page);
+    let sql = listing(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries"), tenant_id, filter, ids, page);
     rows::all(&sql.query().fetch_all(pool).await?, rows::delivery)
 }
 
-fn listing(select: &str, tenant_id: &str, filter: &DeliveryFilter, page: &crate::store::Page) -> SqlBuilder {
+fn listing(
+    select: &str,
+    tenant_id: &str,
+    filter: &DeliveryFilter,
+    ids: TimedIds,
+    page: &crate::store::Page,
+) -> SqlBuilder {
     let mut sql = SqlBuilder::new(select);
     sql.compare("tenant_id", "=", tenant_id)
         .compare_if("endpoint_id", "=", filter.endpoint_id.as_deref())
@@ -71,7 +79,9 @@ fn listing(select: &str, tenant_id: &str, filter: &DeliveryFilter, page: &crate:
             sql.condition().push(STATUS_INDEXED);
         }
     }
-    sql.keyset_page("id", Order::Descending, page);
+    // A delivery is updated at or after its creation, so one updated before `updated_until` was created before it.
+    let created_before = [filter.until, filter.updated_until].into_iter().flatten().min();
+    sql.keyset_page_within("id", Order::Descending, page, &ids.range("dlv", filter.since, created_before));
     sql
 }
 
@@ -207,7 +217,7 @@ pub(super) async fn send_events_to(
     let mut created = 0;
     for event_id in event_ids {
         let inserted = sqlx::query(insert)
-            .bind(new_id("dlv"))
+            .bind(new_id_at("dlv", at))
             .bind(tenant_id)
             .bind(event_id)
             .bind(endpoint_id)
@@ -264,10 +274,11 @@ pub(super) async fn dead_letter_ids(
     pool: &AnyPool,
     tenant_id: &str,
     filter: &DeliveryFilter,
+    ids: TimedIds,
     page: &crate::store::Page,
 ) -> StoreResult<Vec<String>> {
     let filter = DeliveryFilter { status: Some(DeliveryStatus::Dead), ..filter.clone() };
-    let sql = listing("SELECT id FROM deliveries", tenant_id, &filter, page);
+    let sql = listing("SELECT id FROM deliveries", tenant_id, &filter, ids, page);
     let found = sql.query().fetch_all(pool).await?;
     Ok(found.iter().map(|row| row.try_get::<String, _>(0)).collect::<Result<_, _>>()?)
 }
@@ -310,7 +321,8 @@ pub(super) mod tests {
                 if status == DeliveryStatus::Delivering { "deliveries_leased" } else { "deliveries_tenant_status" };
             for endpoint_id in [None, Some("ep_a".to_string())] {
                 let filter = DeliveryFilter { status: Some(status), endpoint_id, ..Default::default() };
-                let sql = listing("EXPLAIN QUERY PLAN SELECT id FROM deliveries", "ten_a", &filter, &page);
+                let sql =
+                    listing("EXPLAIN QUERY PLAN SELECT id FROM deliveries", "ten_a", &filter, TimedIds::Timed, &page);
                 let plan = sqlite_plan(&store.reader, &sql).await;
                 let by_endpoint = filter.endpoint_id.is_some();
                 assert!(
@@ -332,6 +344,56 @@ pub(super) mod tests {
             assert!(plan.iter().any(|line| line.contains(index)), "{statement}: {plan:?}");
             assert!(!walks_too_much(&plan), "{statement}: {plan:?}");
         }
+        store.close().await;
+    }
+
+    /// A window of creation times (or of last changes, which come after creation) is sought as a range of ids in
+    /// the index the rest of the filter picks, instead of walked from the newest delivery down to its end: the
+    /// last page of a listing, and every requeue by filter, read to the window's end.
+    #[tokio::test]
+    async fn a_time_window_is_a_range_of_delivery_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::connect(&format!("sqlite://{}", dir.path().join("plans.db").display())).await.unwrap();
+        assert_eq!(store.delivery_ids, TimedIds::Timed, "a new database");
+        let (since, until) = (Some(1_700_000_000_000), Some(1_700_003_600_000));
+        let page = Page { cursor: Some("dlv_z".into()), limit: 50 };
+        // Without statistics SQLite may take `deliveries_tenant` for the dead letters too: a range either way.
+        let windows = [
+            (DeliveryFilter { since, until, ..Default::default() }, "AND id>? AND id<?)"),
+            (
+                DeliveryFilter {
+                    since,
+                    updated_until: until,
+                    status: Some(DeliveryStatus::Dead),
+                    ..Default::default()
+                },
+                "AND id>? AND id<?)",
+            ),
+            (
+                DeliveryFilter { since, until, endpoint_id: Some("ep_a".into()), ..Default::default() },
+                "(endpoint_id=? AND id>? AND id<?)",
+            ),
+        ];
+        for (filter, seek) in windows {
+            let sql = listing("SELECT id FROM deliveries", "ten_a", &filter, store.delivery_ids, &page);
+            let plan = sqlite_plan(&store.reader, &sql.explained()).await;
+            assert!(plan.iter().any(|line| line.ends_with(seek)), "{filter:?}: {plan:?}");
+            assert!(!walks_too_much(&plan), "{filter:?}: {plan:?}");
+        }
+
+        // A database with a delivery id of the old format keeps finding windows by creation time alone.
+        sqlx::query(
+            "INSERT INTO tenants (id, name, created_at) VALUES ('ten_a', 'a', 0); \
+             INSERT INTO events (id, tenant_id, event_type, data, received_at, deliveries) \
+             VALUES ('evt_a', 'ten_a', 'a.b', '{}', 0, 1); \
+             INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, event_type, status, attempts, \
+             schedule_offset, next_attempt_at, created_at, updated_at) \
+             VALUES ('dlv_019a0000000070008000000000000000', 'ten_a', 'evt_a', 'ep_a', 'a.b', 'dead', 1, 0, 0, 0, 0)",
+        )
+        .execute(&mut *store.writer.acquire().await.unwrap())
+        .await
+        .unwrap();
+        assert_eq!(TimedIds::of(&store.reader, "deliveries", "dlv").await.unwrap(), TimedIds::Legacy);
         store.close().await;
     }
 }

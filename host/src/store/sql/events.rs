@@ -6,10 +6,11 @@ use sqlx::{AnyConnection, AnyPool, Row};
 
 use super::cache::ReadCache;
 use super::dialect::Column;
-use super::query::{conflict_on_unique, json_rows, Order, Payloads, SqlBuilder, MAX_LIST};
+use super::query::{conflict_on_unique, json_rows, KeyRange, Order, Payloads, SqlBuilder, MAX_LIST};
 use super::rows::{self, EVENT_COLUMNS, EVENT_TYPE_COLUMNS};
+use super::timed_ids::TimedIds;
 use super::Dialect;
-use crate::model::{first_id_at, Event, EventType, Millis};
+use crate::model::{Event, EventType, Millis};
 use crate::routing::is_reserved_event_type;
 use crate::store::{EventFilter, NewDelivery, NewEvent, Page, Published, StoreError, StoreResult};
 
@@ -376,57 +377,25 @@ pub(super) async fn events_by_idempotency_keys(
     Ok(found)
 }
 
-/// The tenant's events `filter` selects, with their columns.
-/// How far an event's `received_at` may lie from the time in its id. Since [`new_id_and_time`] they are the same;
-/// before, the two were read from the clock moments apart.
-const RECEIVED_AT_MARGIN: Millis = 60_000;
-
-/// Which events a time window is looked for among.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum EventIds {
-    /// Every event id carries its time: the window is also a range of ids, and the index on `(tenant_id, id)`
-    /// finds it instead of walking the tenant's whole history to check each `received_at`.
-    Timed,
-    /// Some event ids are of the format before ids carried their time in order (`evt_` and 32 hex digits): a
-    /// window is found by `received_at` alone.
-    Legacy,
-}
-
-/// Whether the database holds any event id of the format ids had before they were time-ordered base 36. Those all
-/// sort before `evt_02` (their second digit is `1` until 2039), so the primary key's index answers at once.
-pub(super) async fn event_ids(pool: &AnyPool) -> StoreResult<EventIds> {
-    let legacy = sqlx::query("SELECT 1 FROM events WHERE id < 'evt_02' AND length(id) = 36 LIMIT 1")
-        .fetch_optional(pool)
-        .await?;
-    Ok(if legacy.is_some() { EventIds::Legacy } else { EventIds::Timed })
-}
-
-fn filtered(tenant_id: &str, filter: &EventFilter, ids: EventIds) -> SqlBuilder {
+/// The tenant's events `filter` selects, with their columns, and the ids they lie among (for the page).
+fn filtered(tenant_id: &str, filter: &EventFilter, ids: TimedIds) -> (SqlBuilder, KeyRange) {
     let mut sql = SqlBuilder::new(format!("SELECT {EVENT_COLUMNS} FROM events"));
     sql.compare("tenant_id", "=", tenant_id)
         .compare_if("event_type", "=", filter.event_type.as_deref())
         .compare_if("received_at", ">=", filter.since)
         .compare_if("received_at", "<", filter.until);
-    if ids == EventIds::Timed {
-        let id_at = |at: Millis| first_id_at("evt", at);
-        sql.compare_if("id", ">=", filter.since.map(|since| id_at(since - RECEIVED_AT_MARGIN)).as_ref()).compare_if(
-            "id",
-            "<",
-            filter.until.map(|until| id_at(until + RECEIVED_AT_MARGIN)).as_ref(),
-        );
-    }
-    sql
+    (sql, ids.range("evt", filter.since, filter.until))
 }
 
 pub(super) async fn list_events(
     pool: &AnyPool,
     tenant_id: &str,
     filter: &EventFilter,
-    ids: EventIds,
+    ids: TimedIds,
     page: &Page,
 ) -> StoreResult<Vec<Event>> {
-    let mut sql = filtered(tenant_id, filter, ids);
-    sql.keyset_page("id", Order::Descending, page);
+    let (mut sql, range) = filtered(tenant_id, filter, ids);
+    sql.keyset_page_within("id", Order::Descending, page, &range);
     rows::all(&sql.query().fetch_all(pool).await?, rows::event)
 }
 
@@ -435,15 +404,15 @@ pub(super) async fn events_missed_by(
     tenant_id: &str,
     endpoint_id: &str,
     filter: &EventFilter,
-    ids: EventIds,
+    ids: TimedIds,
     page: &Page,
 ) -> StoreResult<Vec<Event>> {
-    let mut sql = filtered(tenant_id, filter, ids);
+    let (mut sql, range) = filtered(tenant_id, filter, ids);
     sql.condition()
         .push("NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.event_id = events.id AND d.endpoint_id = ")
         .push_bind(endpoint_id)
         .push(")");
-    sql.keyset_page("id", Order::Ascending, page);
+    sql.keyset_page_within("id", Order::Ascending, page, &range);
     rows::all(&sql.query().fetch_all(pool).await?, rows::event)
 }
 
@@ -472,16 +441,23 @@ mod tests {
     async fn a_time_window_is_a_range_of_the_tenants_event_ids() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqlStore::connect(&format!("sqlite://{}", dir.path().join("plans.db").display())).await.unwrap();
-        assert_eq!(store.event_ids, EventIds::Timed, "a new database");
+        assert_eq!(store.event_ids, TimedIds::Timed, "a new database");
         let window = EventFilter { since: Some(1_700_000_000_000), until: Some(1_700_003_600_000), event_type: None };
-        let page = Page { cursor: None, limit: 50 };
-        for order in [Order::Descending, Order::Ascending] {
-            let mut sql = filtered("ten_a", &window, EventIds::Timed);
-            sql.keyset_page("id", order, &page);
+        // A later page's cursor, on the window's far side, must not become the bound the index is sought from.
+        let pages = [
+            (Order::Descending, None),
+            (Order::Ascending, None),
+            (Order::Descending, Some("evt_z")),
+            (Order::Ascending, Some("evt_0")),
+        ];
+        for (order, cursor) in pages {
+            let page = Page { cursor: cursor.map(str::to_string), limit: 50 };
+            let (mut sql, range) = filtered("ten_a", &window, TimedIds::Timed);
+            sql.keyset_page_within("id", order, &page, &range);
             let plan = sqlite_plan(&store.reader, &sql.explained()).await;
             assert!(
                 plan.iter().any(|line| line.contains("events_tenant (tenant_id=? AND id>? AND id<?)")),
-                "{order:?}: {plan:?}"
+                "{order:?} after {cursor:?}: {plan:?}"
             );
         }
 
@@ -494,7 +470,7 @@ mod tests {
         .execute(&mut *store.writer.acquire().await.unwrap())
         .await
         .unwrap();
-        assert_eq!(event_ids(&store.reader).await.unwrap(), EventIds::Legacy);
+        assert_eq!(TimedIds::of(&store.reader, "events", "evt").await.unwrap(), TimedIds::Legacy);
         store.close().await;
     }
 }

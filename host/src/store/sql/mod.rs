@@ -24,6 +24,7 @@ mod sqlite_batch;
 mod sqlite_claim;
 mod sqlite_lock;
 mod tenants;
+mod timed_ids;
 mod wal_vfs;
 
 use std::ops::Range;
@@ -36,6 +37,7 @@ pub use self::cache::ACTIVE_ENDPOINTS_TTL;
 pub use self::dialect::Dialect;
 use self::dialect::WritePath;
 pub use self::sqlite_lock::{lock_database, ProcessLock};
+use self::timed_ids::TimedIds;
 use crate::model::{
     ApiKey, Attempt, AuditEntry, Delivery, Endpoint, EndpointSecret, EndpointStatus, Event, EventType, Millis,
     Subscription, Tenant,
@@ -57,8 +59,9 @@ pub struct SqlStore {
     reader: AnyPool,
     dialect: Dialect,
     cache: Arc<cache::ReadCache>,
-    /// Read at start-up: events are stored only with ids of the current format from then on.
-    event_ids: events::EventIds,
+    /// Read at start-up: events and deliveries are stored only with ids of the current format from then on.
+    event_ids: TimedIds,
+    delivery_ids: TimedIds,
 }
 
 impl SqlStore {
@@ -74,8 +77,9 @@ impl SqlStore {
         if matches!(*writer, WritePath::Dedicated(_)) {
             checkpoint::start(url, &writer).await?;
         }
-        let event_ids = events::event_ids(&reader).await?;
-        Ok(SqlStore { writer, reader, dialect, cache: Default::default(), event_ids })
+        let event_ids = TimedIds::of(&reader, "events", "evt").await?;
+        let delivery_ids = TimedIds::of(&reader, "deliveries", "dlv").await?;
+        Ok(SqlStore { writer, reader, dialect, cache: Default::default(), event_ids, delivery_ids })
     }
 
     /// SQLite's publish and attempt records: one transaction, one round trip (see [`sqlite_batch`]).
@@ -372,7 +376,7 @@ impl Store for SqlStore {
         filter: &DeliveryFilter,
         page: &Page,
     ) -> StoreResult<Vec<Delivery>> {
-        deliveries::list_deliveries(&self.reader, tenant_id, filter, page).await
+        deliveries::list_deliveries(&self.reader, tenant_id, filter, self.delivery_ids, page).await
     }
 
     async fn tenant_counts(&self, tenant_id: &str, limit: u64) -> StoreResult<TenantCounts> {
@@ -474,7 +478,8 @@ impl Store for SqlStore {
         let mut page = Page { cursor: None, limit: REQUEUE_CHUNK };
         let mut requeued = 0;
         loop {
-            let mut ids = deliveries::dead_letter_ids(&self.reader, tenant_id, filter, &page).await?;
+            let mut ids =
+                deliveries::dead_letter_ids(&self.reader, tenant_id, filter, self.delivery_ids, &page).await?;
             if !ids.is_empty() {
                 let mut writer = self.writer.acquire().await?;
                 requeued += deliveries::requeue_dead(&mut writer, self.dialect, tenant_id, &ids, at, resend).await?;

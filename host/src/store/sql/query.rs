@@ -61,6 +61,13 @@ impl From<Option<&str>> for Value {
     }
 }
 
+/// Keys from `start` (inclusive) to `end` (exclusive), either open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct KeyRange {
+    pub start: Option<String>,
+    pub end: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Order {
     /// Newest first: ids are time-ordered, so `id < cursor` continues after the previous page.
@@ -136,11 +143,40 @@ impl SqlBuilder {
 
     /// Continues after `page.cursor` on `column`, ordered and limited. Must come after every condition.
     pub(super) fn keyset_page(&mut self, column: &str, order: Order, page: &Page) -> &mut Self {
-        let (after, direction) = match order {
-            Order::Descending => ("<", "DESC"),
-            Order::Ascending => (">", "ASC"),
+        self.keyset_page_within(column, order, page, &KeyRange::default())
+    }
+
+    /// [`Self::keyset_page`] among the keys in `range`. The cursor and the range's bound on the same side become one
+    /// condition, the tighter: given two, SQLite seeks the index from either, which may be the one that leaves
+    /// every key between them to walk.
+    pub(super) fn keyset_page_within(
+        &mut self,
+        column: &str,
+        order: Order,
+        page: &Page,
+        range: &KeyRange,
+    ) -> &mut Self {
+        let cursor = page.cursor.as_deref();
+        let direction = match order {
+            Order::Descending => {
+                self.compare_if(column, ">=", range.start.as_deref());
+                match (cursor, range.end.as_deref()) {
+                    (Some(cursor), Some(end)) if end < cursor => self.compare(column, "<", end),
+                    (Some(cursor), _) => self.compare(column, "<", cursor),
+                    (None, end) => self.compare_if(column, "<", end),
+                };
+                "DESC"
+            }
+            Order::Ascending => {
+                match (cursor, range.start.as_deref()) {
+                    (Some(cursor), Some(start)) if start > cursor => self.compare(column, ">=", start),
+                    (Some(cursor), _) => self.compare(column, ">", cursor),
+                    (None, start) => self.compare_if(column, ">=", start),
+                };
+                self.compare_if(column, "<", range.end.as_deref());
+                "ASC"
+            }
         };
-        self.compare_if(column, after, page.cursor.as_deref());
         self.push(&format!(" ORDER BY {column} {direction} LIMIT ")).push_bind(page.limit.max(0))
     }
 
@@ -232,6 +268,37 @@ mod tests {
              AND id < $5 ORDER BY id DESC LIMIT $6"
         );
         assert_eq!(sql.values.len(), 6);
+    }
+
+    /// Each side of the page gets one condition: the cursor or the range's bound, whichever is tighter.
+    #[test]
+    fn a_page_within_a_range_keeps_the_tighter_bound_on_each_side() {
+        let range = KeyRange { start: Some("k3".into()), end: Some("k7".into()) };
+        let page = |cursor: Option<&str>| Page { cursor: cursor.map(str::to_string), limit: 10 };
+        let cases = [
+            (Order::Descending, None, "id >= $1 AND id < $2 ORDER BY id DESC", ["k3", "k7"]),
+            (Order::Descending, Some("k9"), "id >= $1 AND id < $2 ORDER BY id DESC", ["k3", "k7"]),
+            (Order::Descending, Some("k5"), "id >= $1 AND id < $2 ORDER BY id DESC", ["k3", "k5"]),
+            (Order::Ascending, None, "id >= $1 AND id < $2 ORDER BY id ASC", ["k3", "k7"]),
+            (Order::Ascending, Some("k1"), "id >= $1 AND id < $2 ORDER BY id ASC", ["k3", "k7"]),
+            (Order::Ascending, Some("k5"), "id > $1 AND id < $2 ORDER BY id ASC", ["k5", "k7"]),
+        ];
+        for (order, cursor, conditions, bounds) in cases {
+            let mut sql = SqlBuilder::new("SELECT id FROM t");
+            sql.keyset_page_within("id", order, &page(cursor), &range);
+            assert_eq!(sql.sql, format!("SELECT id FROM t WHERE {conditions} LIMIT $3"), "{order:?} after {cursor:?}");
+            let texts: Vec<&str> = sql.values[..2]
+                .iter()
+                .map(|value| match value {
+                    Value::Text(Some(text)) => text.as_str(),
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(texts, bounds, "{order:?} after {cursor:?}");
+        }
+        let mut open = SqlBuilder::new("SELECT id FROM t");
+        open.keyset_page_within("id", Order::Descending, &page(Some("k5")), &KeyRange::default());
+        assert_eq!(open.sql, "SELECT id FROM t WHERE id < $1 ORDER BY id DESC LIMIT $2");
     }
 
     #[test]
