@@ -33,33 +33,58 @@ class ApiFailure extends Error {
 }
 
 // `server`: the admin key reads the server's own records (the audit entries of plugin uploads), no tenant's.
-async function api(method, path, body, { server = false } = {}) {
+async function api(method, path, body, options = {}) {
+  const response = await request(method, path, body, options);
+  const json = await jsonOf(response);
+  if (!response.ok) throw refused(response, json);
+  return json;
+}
+
+async function request(method, path, body, { server = false } = {}) {
   if (!session) throw new Error('Signed out.');
   const headers = { Authorization: `Bearer ${session.key}` };
   const adminRoute = path.startsWith('/tenants') || path.startsWith('/plugins');
   if (session.admin && session.tenant && !adminRoute && !server) headers['Switchyard-Tenant'] = session.tenant;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
-  const response = await fetch(`/api/v1${path}`, {
+  return fetch(`/api/v1${path}`, {
     method,
     headers,
     body: body === undefined ? undefined : JSON.stringify(body),
     cache: 'no-store',
   });
+}
+
+async function jsonOf(response) {
   const text = await response.text();
-  let json = null;
   try {
-    json = text ? JSON.parse(text) : null;
+    return text ? JSON.parse(text) : null;
   } catch {
-    json = null;
+    return null;
   }
-  if (!response.ok) {
-    const failure = new ApiFailure(response.status, json && json.error);
-    if (response.status === 401 && session) {
-      signOut('The key was refused: sign in again.');
-    }
-    throw failure;
+}
+
+function refused(response, json) {
+  const failure = new ApiFailure(response.status, json && json.error);
+  if (response.status === 401 && session) {
+    signOut('The key was refused: sign in again.');
   }
-  return json;
+  return failure;
+}
+
+// A CSV export of what `params` select. The key travels in a header, which a plain link cannot send: the file is
+// fetched, then handed to the browser to save.
+async function download(path, params) {
+  const query = new URLSearchParams(Object.entries(params).filter(([, v]) => v)).toString();
+  const response = await request('GET', query ? `${path}?${query}` : path);
+  if (!response.ok) throw refused(response, await jsonOf(response));
+  const blob = await response.blob();
+  const named = /filename="([^"]+)"/.exec(response.headers.get('Content-Disposition') || '');
+  const link = el('a', { href: URL.createObjectURL(blob), download: named ? named[1] : 'export.csv', hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  // Revoked later: the browser reads the blob after the click returns.
+  setTimeout(() => URL.revokeObjectURL(link.href), 60000);
 }
 
 function el(tag, props = {}, ...children) {
@@ -983,6 +1008,14 @@ $('select-all-dead').addEventListener('change', () => {
 });
 
 $('requeue-selected').addEventListener('click', () => requeue({ delivery_ids: selectedDeadLetters() }).catch(showError));
+
+$('deliveries-export').addEventListener('click', () =>
+  whileDisabled($('deliveries-export'), () => download('/deliveries/export', deliveryFilter())),
+);
+
+$('dead-export').addEventListener('click', () =>
+  whileDisabled($('dead-export'), () => download('/dead-letters/export', {})),
+);
 
 $('requeue-all').addEventListener('click', () => {
   if (window.confirm('Requeue every dead letter of this tenant?')) requeue({}).catch(showError);

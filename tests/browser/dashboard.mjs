@@ -2,6 +2,7 @@
 // host/tests/dashboard.rs starts the server, makes three dead letters and runs this with their context in the
 // environment; it checks the server's state afterwards. Exits non-zero, saying which step failed, on any
 // mismatch, on a script error in the page, or on a console error (a Content-Security-Policy violation is one).
+import { readFile } from 'node:fs/promises';
 import { chromium } from 'playwright-core';
 
 const env = (name) => {
@@ -49,6 +50,13 @@ async function cardCount(status) {
 async function fitsTheWindow() {
   const width = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
   check(width[0] <= width[1], `the page is ${width[0]} px wide in a ${width[1]} px window`);
+}
+
+// Clicks `button`, which saves a CSV file; returns the name the browser was given and the file's lines.
+async function savedCsv(button) {
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click(button)]);
+  const text = await readFile(await download.path(), 'utf8');
+  return [download.suggestedFilename(), text.trim().split('\n')];
 }
 
 async function rows(tbody) {
@@ -119,6 +127,13 @@ try {
   check((await firstRow.textContent()).includes('HTTP 400'), 'the last result is not shown');
   check((await firstRow.textContent()).includes(endpointUrl), 'the endpoint is not named by its URL');
 
+  step = 'the dead letters are saved as CSV';
+  const [deadFile, deadLines] = await savedCsv('#dead-export');
+  check(/^dead-letters-\d{8}T\d{6}Z\.csv$/.test(deadFile), `saved as ${deadFile}`);
+  check(deadLines[0].startsWith('id,event_id,event_type,endpoint_id,status,'), `header: ${deadLines[0]}`);
+  const deadInFile = deadLines.filter((line) => line.startsWith('dlv_')).map((line) => line.split(',')[0]);
+  check(JSON.stringify(deadInFile.sort()) === JSON.stringify([...deadIds].sort()), `saved ${deadLines}`);
+
   step = 'one dead letter is requeued';
   check(await page.locator('#requeue-selected').isDisabled(), 'requeue is enabled with nothing selected');
   await firstRow.locator('input[type=checkbox]').check();
@@ -146,6 +161,12 @@ try {
   check(attempts.length === 2, `attempts: ${attempts}`);
   check(attempts[0].includes('400') && attempts[0].includes('dead'), `first attempt: ${attempts[0]}`);
   check(attempts[1].includes('204') && attempts[1].includes('succeeded'), `second attempt: ${attempts[1]}`);
+
+  step = 'the filtered deliveries are saved as CSV';
+  const [deliveriesFile, deliveryLines] = await savedCsv('#deliveries-export');
+  check(deliveriesFile.startsWith('deliveries-'), `saved as ${deliveriesFile}`);
+  const saved = deliveryLines.filter((line) => line.startsWith('dlv_'));
+  check(saved.length === deadIds.length && saved.every((line) => line.includes(',succeeded,')), `saved ${deliveryLines}`);
 
   step = 'each endpoint shows its last 24 hours: the dead letters, then their requeues delivered';
   await page.click('nav button[data-view=endpoints]');

@@ -14,6 +14,7 @@ pub mod endpoint_view;
 pub mod endpoints;
 pub mod event_types;
 pub mod events;
+pub mod export;
 pub mod health;
 pub mod json;
 pub mod metrics;
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(deliveries::router())
         .merge(dead_letters::router())
+        .merge(export::router())
         .merge(audit::router())
         .merge(plugins::router())
         .merge(simulate::router())
