@@ -97,13 +97,18 @@ impl Query {
     }
 }
 
-/// A time a request gives in field `name`, in a query or a body.
+/// A time a request gives in field `name`, in a query or a body: a window's bound (a `since`, inclusive, or an
+/// `until`, exclusive). Times are stored in whole milliseconds, so a finer one is rounded up: records of the
+/// millisecond it falls in lie before it, and so outside a window from it and inside one up to it.
 pub fn time_field(name: &str, text: &str) -> ApiResult<Millis> {
     parse_time(text).ok_or_else(|| ApiError::invalid(name, "must be an RFC 3339 time such as 2026-01-31T12:00:00Z"))
 }
 
 fn parse_time(text: &str) -> Option<Millis> {
-    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok().map(|t| t.timestamp_millis());
+    let parse = |t: &str| {
+        let t = chrono::DateTime::parse_from_rfc3339(t).ok()?;
+        Some(t.timestamp_millis() + Millis::from(t.timestamp_subsec_nanos() % 1_000_000 != 0))
+    };
     // An unencoded `+01:00` offset arrives as ` 01:00` after form decoding; give it back its plus sign.
     parse(text).or_else(|| {
         let at = text.rfind(' ')?;
@@ -192,6 +197,15 @@ mod tests {
             Query::parse("until=2023-11-14T22:13:20.123-01:00").time("until").unwrap(),
             Some(1_700_000_000_123 + hour)
         );
+        // A bound within a millisecond rounds up, before 1970 too: what was stored at .122 lies before .122999.
+        for (text, millis) in [
+            ("2023-11-14T22:13:20.122999Z", 1_700_000_000_123),
+            ("2023-11-14T22:13:20.123000001Z", 1_700_000_000_124),
+            ("2023-11-14T22:13:20.123000Z", 1_700_000_000_123),
+            ("1969-12-31T23:59:59.9995Z", 0),
+        ] {
+            assert_eq!(Query::parse(&format!("since={text}")).time("since").unwrap(), Some(millis), "{text}");
+        }
     }
 
     #[test]
