@@ -265,6 +265,12 @@ function percent(rate) {
   return `${(Math.floor(rate * 1000) / 10).toFixed(1)} %`;
 }
 
+// A mean attempt time; a dash without attempts.
+function milliseconds(ms) {
+  if (ms === null) return '—';
+  return ms < 1000 ? `${ms.toFixed(1)} ms` : `${(ms / 1000).toFixed(2)} s`;
+}
+
 // The success rate is of finished deliveries; none finished shows a dash rather than 0 % or 100 %.
 function dayCards(container, day) {
   const rate = day.success_rate === null ? '—' : percent(day.success_rate);
@@ -276,6 +282,7 @@ function dayCards(container, day) {
     count('dead', 'Dead after retries', day.dead > 0),
     count('attempts', 'Attempts', false),
     count('failed_attempts', 'Failed attempts', false),
+    card({ 'data-day': 'mean_attempt_ms' }, milliseconds(day.mean_attempt_ms), 'Mean attempt time', false),
   );
 }
 
@@ -476,7 +483,7 @@ async function fillEndpointDays() {
     const finished = day.succeeded + day.dead;
     cell.dataset.filled = 'true';
     cell.textContent = finished ? `${percent(day.success_rate)} of ${finished.toLocaleString('en')}` : '—';
-    cell.title = `${day.attempts.toLocaleString('en')} attempts, ${day.failed_attempts.toLocaleString('en')} failed; ${day.dead.toLocaleString('en')} dead after retries`;
+    cell.title = `${day.attempts.toLocaleString('en')} attempts, ${day.failed_attempts.toLocaleString('en')} failed, ${milliseconds(day.mean_attempt_ms)} each on average; ${day.dead.toLocaleString('en')} dead after retries`;
     cell.classList.toggle('attention', day.dead > 0);
   });
 }

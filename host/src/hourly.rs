@@ -163,8 +163,15 @@ mod tests {
         let mut hours = tally.take();
         hours.sort_by(|a, b| (&a.endpoint_id, a.hour_start).cmp(&(&b.endpoint_id, b.hour_start)));
         let found: Vec<_> = hours.iter().map(|h| (h.endpoint_id.as_str(), h.hour_start, h.counts)).collect();
-        let counts =
-            |attempts, failed_attempts, succeeded, dead| AttemptCounts { attempts, failed_attempts, succeeded, dead };
+        // Every attempt of `outcome` takes 10 ms.
+        let counts = |attempts, failed_attempts, succeeded, dead| AttemptCounts {
+            attempts,
+            failed_attempts,
+            succeeded,
+            dead,
+            attempt_ms: 10 * attempts,
+            timed_attempts: attempts,
+        };
         assert_eq!(
             found,
             [
@@ -185,13 +192,24 @@ mod tests {
         tally.put_back(failed_write);
         let hours = tally.take();
         assert_eq!(hours.len(), 1);
-        assert_eq!(hours[0].counts, AttemptCounts { attempts: 2, failed_attempts: 1, succeeded: 1, dead: 1 });
+        let expected =
+            AttemptCounts { attempts: 2, failed_attempts: 1, succeeded: 1, dead: 1, attempt_ms: 20, timed_attempts: 2 };
+        assert_eq!(hours[0].counts, expected);
     }
 
     #[test]
     fn the_success_rate_is_of_finished_deliveries() {
         assert_eq!(AttemptCounts { attempts: 9, failed_attempts: 9, ..Default::default() }.success_rate(), None);
-        let counts = AttemptCounts { attempts: 10, failed_attempts: 7, succeeded: 3, dead: 1 };
+        let counts = AttemptCounts { attempts: 10, failed_attempts: 7, succeeded: 3, dead: 1, ..Default::default() };
         assert_eq!(counts.success_rate(), Some(0.75));
+    }
+
+    /// Attempts counted before their time was kept (hours from before migration 0010) are left out of the mean.
+    #[test]
+    fn the_mean_attempt_time_is_of_the_timed_attempts() {
+        assert_eq!(AttemptCounts { attempts: 3, ..Default::default() }.mean_attempt_ms(), None);
+        let mut day = AttemptCounts { attempts: 100, ..Default::default() };
+        day.add(AttemptCounts { attempts: 4, attempt_ms: 1_000, timed_attempts: 4, ..Default::default() });
+        assert_eq!(day.mean_attempt_ms(), Some(250.0));
     }
 }

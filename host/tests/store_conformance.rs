@@ -720,7 +720,15 @@ async fn endpoint_hours_add_up_by_tenant_and_endpoint_and_age_out(store: &dyn St
     let tenant = new_tenant(store).await;
     let other = new_tenant(store).await;
     let counts =
-        |attempts, failed_attempts, succeeded, dead| AttemptCounts { attempts, failed_attempts, succeeded, dead };
+        // Each attempt took 25 ms: the time adds up with the counts.
+        |attempts, failed_attempts, succeeded, dead| AttemptCounts {
+            attempts,
+            failed_attempts,
+            succeeded,
+            dead,
+            attempt_ms: 25 * attempts,
+            timed_attempts: attempts,
+        };
     let hour = |tenant: &Tenant, endpoint_id: &str, hour_start, counts| EndpointHour {
         tenant_id: tenant.id.clone(),
         endpoint_id: endpoint_id.into(),

@@ -117,6 +117,8 @@ try {
   const rate = (await page.locator('.card[data-day="success_rate"] .count').textContent()).trim();
   check(rate === '0.0 %', `success rate: ${rate}`);
   check(await page.locator('.card[data-day="success_rate"]').evaluate((c) => c.classList.contains('attention')), 'a day with dead letters is not marked for attention');
+  const meanAttempt = (await page.locator('.card[data-day="mean_attempt_ms"] .count').textContent()).trim();
+  check(/^\d+\.\d ms$/.test(meanAttempt), `mean attempt time: ${meanAttempt}`);
 
   step = 'the dead letters are listed';
   await page.click('nav button[data-view=dead-letters]');
@@ -174,6 +176,8 @@ try {
   const dayCell = page.locator('#endpoint-rows tr[data-id] td.day').first();
   const day = (await dayCell.textContent()).trim();
   check(day === `50.0 % of ${2 * deadIds.length}`, `last 24 h: ${day}`);
+  const dayTitle = await dayCell.getAttribute('title');
+  check(/ms each on average/.test(dayTitle), `last 24 h's title: ${dayTitle}`);
   check(await dayCell.evaluate((c) => c.classList.contains('attention')), 'an endpoint with dead letters is not marked for attention');
 
   step = 'a test event is sent to the endpoint and delivered';

@@ -31,7 +31,8 @@ pub fn router() -> Router<AppState> {
         .route("/stats/endpoints", get(by_endpoint))
 }
 
-/// [`AttemptCounts`] as the API shows them, with the success rate worked out (`null` when nothing finished).
+/// [`AttemptCounts`] as the API shows them, with the success rate worked out (`null` when nothing finished) and
+/// the mean attempt time (`null` without attempts).
 #[derive(Debug, Serialize)]
 struct CountsView {
     attempts: u64,
@@ -39,6 +40,7 @@ struct CountsView {
     succeeded: u64,
     dead: u64,
     success_rate: Option<f64>,
+    mean_attempt_ms: Option<f64>,
 }
 
 impl From<AttemptCounts> for CountsView {
@@ -49,6 +51,8 @@ impl From<AttemptCounts> for CountsView {
             succeeded: counts.succeeded,
             dead: counts.dead,
             success_rate: counts.success_rate(),
+            // A tenth of a millisecond is as fine as anyone reads it.
+            mean_attempt_ms: counts.mean_attempt_ms().map(|ms| (ms * 10.0).round() / 10.0),
         }
     }
 }

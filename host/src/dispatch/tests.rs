@@ -191,13 +191,20 @@ fn start(store: &Arc<FakeStore>, settings: Settings) -> Running {
 }
 
 /// What `running` counted for the hourly statistics, by endpoint, summed over the hours.
+/// Each endpoint's counts, less the attempts' time (the machine's); every attempt counted has its time.
 async fn counted(store: &FakeStore, hourly: &HourlyTally) -> Vec<(String, AttemptCounts)> {
     hourly.flush(store).await.unwrap();
     let mut by_endpoint: BTreeMap<String, AttemptCounts> = BTreeMap::new();
     for hour in &store.state.lock().unwrap().hours {
         by_endpoint.entry(hour.endpoint_id.clone()).or_default().add(hour.counts);
     }
-    by_endpoint.into_iter().collect()
+    by_endpoint
+        .into_iter()
+        .map(|(endpoint_id, counts)| {
+            assert_eq!(counts.timed_attempts, counts.attempts, "{endpoint_id}: {counts:?}");
+            (endpoint_id, AttemptCounts { attempt_ms: 0, timed_attempts: 0, ..counts })
+        })
+        .collect()
 }
 
 impl Running {
@@ -359,7 +366,10 @@ async fn exhausted_retries_and_refusals_are_dead_letters_and_410_disables() {
     assert_eq!(store.outcomes(), ["retry", "dead", "dead", "gone"]);
     assert_eq!(
         counted(&store, &hourly).await,
-        [("ep_1".into(), AttemptCounts { attempts: 4, failed_attempts: 4, succeeded: 0, dead: 3 })]
+        [(
+            "ep_1".into(),
+            AttemptCounts { attempts: 4, failed_attempts: 4, succeeded: 0, dead: 3, ..Default::default() }
+        )]
     );
     let state = store.state.lock().unwrap();
     assert!(state.recorded[1..].iter().all(|o| o.status == DeliveryStatus::Dead && o.next_attempt_at.is_none()));
@@ -408,7 +418,10 @@ async fn lost_lease_and_store_errors_do_not_stop_the_loop() {
     assert_eq!(store.state.lock().unwrap().recorded[0].attempt.delivery_id, "dlv_2");
     assert_eq!(
         counted(&store, &hourly).await,
-        [("ep_1".into(), AttemptCounts { attempts: 1, failed_attempts: 0, succeeded: 1, dead: 0 })],
+        [(
+            "ep_1".into(),
+            AttemptCounts { attempts: 1, failed_attempts: 0, succeeded: 1, dead: 0, ..Default::default() }
+        )],
         "the lost record is not counted"
     );
 }
@@ -428,7 +441,10 @@ async fn a_record_whose_commit_failed_is_written_again() {
     running.stop().await;
     assert_eq!(
         counted(&store, &hourly).await,
-        [("ep_1".into(), AttemptCounts { attempts: 1, failed_attempts: 0, succeeded: 1, dead: 0 })],
+        [(
+            "ep_1".into(),
+            AttemptCounts { attempts: 1, failed_attempts: 0, succeeded: 1, dead: 0, ..Default::default() }
+        )],
         "counted once, when it committed"
     );
     assert_eq!(receiver.hits(), 1, "sent once");

@@ -311,6 +311,10 @@ pub struct AttemptCounts {
     pub failed_attempts: u64,
     pub succeeded: u64,
     pub dead: u64,
+    /// The time the attempts counted in `timed_attempts` took, summed: hours counted before the stores kept it
+    /// have attempts without time.
+    pub attempt_ms: u64,
+    pub timed_attempts: u64,
 }
 
 impl AttemptCounts {
@@ -322,6 +326,8 @@ impl AttemptCounts {
             failed_attempts: u64::from(status != DeliveryStatus::Succeeded),
             succeeded: u64::from(status == DeliveryStatus::Succeeded),
             dead: u64::from(status == DeliveryStatus::Dead),
+            attempt_ms: outcome.attempt.duration_ms.max(0) as u64,
+            timed_attempts: 1,
         }
     }
 
@@ -330,6 +336,14 @@ impl AttemptCounts {
         self.failed_attempts += other.failed_attempts;
         self.succeeded += other.succeeded;
         self.dead += other.dead;
+        self.attempt_ms += other.attempt_ms;
+        self.timed_attempts += other.timed_attempts;
+    }
+
+    /// How long an attempt took on average, to the receiver's answer or to the failure (a timeout counts its
+    /// whole wait). `None` without attempts.
+    pub fn mean_attempt_ms(&self) -> Option<f64> {
+        (self.timed_attempts > 0).then(|| self.attempt_ms as f64 / self.timed_attempts as f64)
     }
 
     /// The share of finished deliveries that were delivered, retries included: what a receiver's owner means by

@@ -161,6 +161,12 @@ async fn manual_retry_schedules_now_unless_in_flight() {
     alice.post(&format!("{path}/retry"), json!({})).await.expect_error(409, "conflict", None);
 }
 
+/// Stats counts apart from their `mean_attempt_ms`.
+fn timed(mut counts: Value) -> (Value, Value) {
+    let mean = counts.as_object_mut().and_then(|c| c.remove("mean_attempt_ms")).expect("mean_attempt_ms");
+    (counts, mean)
+}
+
 /// Polls the dead-letter queue until it holds `count` deliveries.
 async fn wait_dead(client: &Client, query: &str, count: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -209,7 +215,8 @@ async fn stats_count_the_tenants_own_deliveries_and_endpoints() {
 #[tokio::test]
 async fn the_last_days_attempts_and_success_rate_are_counted() {
     let receiver = Receiver::start().await;
-    receiver.push([Reply::status(500)]);
+    // The one slow attempt: the mean attempt time of the endpoint's four is at least a quarter of it.
+    receiver.push([Reply::status(500).delay(Duration::from_millis(400))]);
     let server = TestServer::start_with(|config| config.stats_interval = Duration::from_millis(50)).await;
     let alice = server.tenant("Alice").await;
     let bob = server.tenant("Bob").await;
@@ -240,11 +247,16 @@ async fn the_last_days_attempts_and_success_rate_are_counted() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let counts = |attempts: u64, failed: u64, succeeded: u64, dead: u64, rate: Value| json!({ "attempts": attempts, "failed_attempts": failed, "succeeded": succeeded, "dead": dead, "success_rate": rate });
+    // The counts without `mean_attempt_ms`, which is the machine's: checked on its own.
+    let (day, day_mean) = timed(day);
     assert_eq!(day, counts(5, 2, 3, 1, json!(0.75)), "one retry to the receiver, one dead letter");
 
     let hourly = alice.get(&format!("/api/v1/stats/hourly?endpoint_id={delivered}")).await.expect_status(200).json;
     assert_eq!(hourly["endpoint_id"], delivered.as_str());
-    assert_eq!(hourly["total"], counts(4, 1, 3, 0, json!(1.0)));
+    let (total, mean) = timed(hourly["total"].clone());
+    assert_eq!(total, counts(4, 1, 3, 0, json!(1.0)));
+    assert!((100.0..400.0).contains(&mean.as_f64().unwrap()), "{mean}: a 400 ms attempt and three quick ones");
+    assert!(day_mean.as_f64().unwrap() < mean.as_f64().unwrap(), "{day_mean}: a refused connection is quicker");
     let hours = hourly["hours"].as_array().unwrap();
     assert_eq!(hours.len(), 24, "every hour of the day, counted or not");
     let attempts: u64 = hours.iter().map(|hour| hour["attempts"].as_u64().unwrap()).sum();
@@ -252,10 +264,15 @@ async fn the_last_days_attempts_and_success_rate_are_counted() {
     let (first, last) = (hours[0]["hour_start"].as_str().unwrap(), hours[23]["hour_start"].as_str().unwrap());
     assert!(first.ends_with(":00:00.000Z") && first < last, "{first} … {last}");
     let two_hours = alice.get(&format!("/api/v1/stats/hourly?endpoint_id={failing}&hours=2")).await.expect_status(200);
-    assert_eq!(two_hours.json["total"], counts(1, 1, 0, 1, json!(0.0)));
+    assert_eq!(timed(two_hours.json["total"].clone()).0, counts(1, 1, 0, 1, json!(0.0)));
     assert_eq!(two_hours.json["hours"].as_array().unwrap().len(), 2);
     let listed = format!("/api/v1/stats/endpoints?endpoint_ids={delivered},{failing},ep_unknown");
-    let totals = alice.get(&listed).await.expect_status(200).json;
+    let mut totals = alice.get(&listed).await.expect_status(200).json;
+    for endpoint in totals["endpoints"].as_array_mut().unwrap() {
+        let (counts, mean) = timed(endpoint.clone());
+        assert_eq!(mean.is_null(), endpoint["endpoint_id"] == "ep_unknown", "{endpoint}");
+        *endpoint = counts;
+    }
     let with_id = |id: &str, mut counts: Value| {
         counts["endpoint_id"] = Value::from(id);
         counts
@@ -279,19 +296,19 @@ async fn the_last_days_attempts_and_success_rate_are_counted() {
         Some("hours"),
     );
     let whole = alice.get("/api/v1/stats/hourly?hours=168").await.expect_status(200).json;
-    assert_eq!(whole["total"], day);
+    assert_eq!(timed(whole["total"].clone()), (day, day_mean));
 
     let bobs = bob.get("/api/v1/stats").await.expect_status(200).json;
-    assert_eq!(bobs["last_24h"], counts(0, 0, 0, 0, Value::Null), "nothing of another tenant's");
+    assert_eq!(timed(bobs["last_24h"].clone()), (counts(0, 0, 0, 0, Value::Null), Value::Null), "another tenant's");
     bob.get(&format!("/api/v1/stats/hourly?endpoint_id={delivered}")).await.expect_error(404, "not_found", None);
     alice.get("/api/v1/stats/hourly?endpoint_id=ep_unknown").await.expect_error(404, "not_found", None);
     let quiet = alice.create_endpoint(json!({ "subscriptions": [{ "event_type": "never.sent" }] })).await;
     let quiet = alice.get(&format!("/api/v1/stats/hourly?endpoint_id={}", quiet.str("id"))).await.expect_status(200);
-    assert_eq!(quiet.json["total"], counts(0, 0, 0, 0, Value::Null), "an endpoint without traffic");
+    assert_eq!(timed(quiet.json["total"].clone()).0, counts(0, 0, 0, 0, Value::Null), "an endpoint without traffic");
     // A deleted endpoint's attempts stay readable.
     alice.delete(&format!("/api/v1/endpoints/{failing}")).await.expect_status(204);
     let gone = alice.get(&format!("/api/v1/stats/hourly?endpoint_id={failing}")).await.expect_status(200);
-    assert_eq!(gone.json["total"], counts(1, 1, 0, 1, json!(0.0)));
+    assert_eq!(timed(gone.json["total"].clone()).0, counts(1, 1, 0, 1, json!(0.0)));
     for bad in ["hours=0", "hours=169", "hours=day", "hours=1&hours=2"] {
         alice.get(&format!("/api/v1/stats/hourly?{bad}")).await.expect_error(400, "invalid_request", Some("hours"));
     }

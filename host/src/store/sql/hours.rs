@@ -21,9 +21,11 @@ const HOUR_ROWS: &[(&str, Column)] = &[
     ("failed_attempts", Column::Int),
     ("succeeded", Column::Int),
     ("dead", Column::Int),
+    ("attempt_ms", Column::Int),
+    ("timed_attempts", Column::Int),
 ];
 
-const COUNTS: [&str; 4] = ["attempts", "failed_attempts", "succeeded", "dead"];
+const COUNTS: [&str; 6] = ["attempts", "failed_attempts", "succeeded", "dead", "attempt_ms", "timed_attempts"];
 
 pub(super) async fn add_endpoint_hours(
     connection: &mut AnyConnection,
@@ -82,8 +84,10 @@ async fn add_to(
             .iter()
             .map(|h| {
                 let c = h.counts;
-                let counts = [c.attempts, c.failed_attempts, c.succeeded, c.dead].map(count);
-                (&h.tenant_id, &h.endpoint_id, h.hour_start, counts[0], counts[1], counts[2], counts[3])
+                let counts =
+                    [c.attempts, c.failed_attempts, c.succeeded, c.dead, c.attempt_ms, c.timed_attempts].map(count);
+                let [attempts, failed, succeeded, dead, attempt_ms, timed] = counts;
+                (&h.tenant_id, &h.endpoint_id, h.hour_start, attempts, failed, succeeded, dead, attempt_ms, timed)
             })
             .collect();
         sqlx::query(&sql).bind(json_rows(&rows)?).execute(&mut *tx).await?;
@@ -133,10 +137,17 @@ pub(super) async fn endpoint_totals(
     Ok(totals)
 }
 
-/// The four counts in columns 1 to 4 of `row`, in [`COUNTS`] order.
+/// The counts in columns 1 to 6 of `row`, in [`COUNTS`] order.
 fn counts_from(row: &AnyRow) -> StoreResult<AttemptCounts> {
     let count = |i: usize| -> StoreResult<u64> { Ok(row.try_get::<i64, _>(i)?.max(0) as u64) };
-    Ok(AttemptCounts { attempts: count(1)?, failed_attempts: count(2)?, succeeded: count(3)?, dead: count(4)? })
+    Ok(AttemptCounts {
+        attempts: count(1)?,
+        failed_attempts: count(2)?,
+        succeeded: count(3)?,
+        dead: count(4)?,
+        attempt_ms: count(5)?,
+        timed_attempts: count(6)?,
+    })
 }
 
 pub(super) async fn prune_endpoint_hours(connection: &mut AnyConnection, before: Millis) -> StoreResult<u64> {

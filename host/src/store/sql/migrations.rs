@@ -31,6 +31,7 @@ const SQLITE: &[EmbeddedMigration] = &[
     (7, "plugin uploads", include_str!("../../../../migrations/sqlite/0007_plugin_uploads.sql")),
     (8, "api key scope", include_str!("../../../../migrations/sqlite/0008_api_key_scope.sql")),
     (9, "endpoint hours", include_str!("../../../../migrations/sqlite/0009_endpoint_hours.sql")),
+    (10, "attempt time", include_str!("../../../../migrations/sqlite/0010_attempt_time.sql")),
 ];
 const POSTGRES: &[EmbeddedMigration] = &[
     (1, "core", include_str!("../../../../migrations/postgres/0001_core.sql")),
@@ -46,6 +47,7 @@ const POSTGRES: &[EmbeddedMigration] = &[
     (7, "plugin uploads", include_str!("../../../../migrations/postgres/0007_plugin_uploads.sql")),
     (8, "api key scope", include_str!("../../../../migrations/postgres/0008_api_key_scope.sql")),
     (9, "endpoint hours", include_str!("../../../../migrations/postgres/0009_endpoint_hours.sql")),
+    (10, "attempt time", include_str!("../../../../migrations/postgres/0010_attempt_time.sql")),
 ];
 
 #[derive(Debug)]
