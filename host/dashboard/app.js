@@ -511,10 +511,12 @@ function deliveryRow(delivery) {
 const deliveries = new PagedTable($('delivery-rows'), $('deliveries-more'), '/deliveries', deliveryRow);
 
 function deliveryFilter() {
+  const hours = Number($('delivery-since').value);
   return {
     status: $('delivery-status').value,
     event_type: $('delivery-event-type').value.trim(),
     endpoint_id: $('delivery-endpoint').value.trim(),
+    since: hours ? new Date(Date.now() - hours * 3600000).toISOString() : '',
   };
 }
 

@@ -164,6 +164,14 @@ try {
   check(attempts[0].includes('400') && attempts[0].includes('dead'), `first attempt: ${attempts[0]}`);
   check(attempts[1].includes('204') && attempts[1].includes('succeeded'), `second attempt: ${attempts[1]}`);
 
+  step = 'the deliveries of the last hour are the same ones';
+  await page.selectOption('#delivery-since', '1');
+  await untilDeliveries(
+    'since=',
+    async () => (await rows('delivery-rows')) === deadIds.length,
+    async () => `succeeded deliveries of the last hour: ${await rows('delivery-rows')}`,
+  );
+
   step = 'the filtered deliveries are saved as CSV';
   const [deliveriesFile, deliveryLines] = await savedCsv('#deliveries-export');
   check(deliveriesFile.startsWith('deliveries-'), `saved as ${deliveriesFile}`);
