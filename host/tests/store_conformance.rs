@@ -228,17 +228,7 @@ async fn publish(
     publish_new(store, fan_out(event_of(tenant, event_type, received_at), endpoints)).await
 }
 
-/// [`publish`] with the ids a time window finds (see [`fan_out_timed`]).
-async fn publish_timed(
-    store: &dyn Store,
-    tenant: &Tenant,
-    event_type: &str,
-    endpoints: &[&Endpoint],
-    received_at: Millis,
-) -> NewEvent {
-    publish_new(store, fan_out_timed(event_of(tenant, event_type, received_at), endpoints)).await
-}
-
+/// Publishes `new` and returns it: a [`fan_out_timed`] event, say.
 async fn publish_new(store: &dyn Store, new: NewEvent) -> NewEvent {
     let endpoints = &new.deliveries;
     let published = store.publish(std::slice::from_ref(&new)).await.unwrap();
@@ -1247,8 +1237,8 @@ async fn deliveries_list_by_each_filter(store: &dyn Store, _url: &str) {
     let other = new_tenant(store).await;
     let first = add_endpoint(store, &tenant).await;
     let second = add_endpoint(store, &tenant).await;
-    let early = publish_timed(store, &tenant, "a.created", &[&first, &second], T0).await;
-    let late = publish_timed(store, &tenant, "b.updated", &[&first], T0 + 1_000).await;
+    let early = publish_new(store, fan_out_timed(event_of(&tenant, "a.created", T0), &[&first, &second])).await;
+    let late = publish_new(store, fan_out_timed(event_of(&tenant, "b.updated", T0 + 1_000), &[&first])).await;
     let succeeded =
         claim(store, "node", T0 + 1_000).await.into_iter().find(|j| j.delivery.id == late.deliveries[0].id).unwrap();
     store.record_attempt("node", &outcome(&succeeded.delivery, DeliveryStatus::Succeeded, T0 + 1_000)).await.unwrap();
@@ -1314,8 +1304,12 @@ async fn deliveries_list_by_each_filter(store: &dyn Store, _url: &str) {
 
     // Deliveries in flight are not in the status index but in the leases' (see migration 0005): listed through
     // those, they are still the tenant's own only, filtered and paged like the others.
-    let sent = publish_timed(store, &tenant, "c.sent", &[&first, &second], T0 + 2_000).await;
-    let elsewhere = publish_timed(store, &other, "c.sent", &[&add_endpoint(store, &other).await], T0 + 2_000).await;
+    let sent = publish_new(store, fan_out_timed(event_of(&tenant, "c.sent", T0 + 2_000), &[&first, &second])).await;
+    let elsewhere = publish_new(
+        store,
+        fan_out_timed(event_of(&other, "c.sent", T0 + 2_000), &[&add_endpoint(store, &other).await]),
+    )
+    .await;
     assert_eq!(claim(store, "node", T0 + 2_000).await.len(), 5, "the released, the sent and the other tenant's");
     let delivering = || DeliveryFilter { status: Some(DeliveryStatus::Delivering), ..f() };
     let in_flight = newest_first([delivery_ids(&early), delivery_ids(&sent)].concat());
