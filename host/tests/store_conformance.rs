@@ -2253,6 +2253,13 @@ async fn prepared_requests_are_stored_once_and_claimed_with_the_delivery(store: 
     first.prepared = Some(prepared(Some(body)));
     assert!(store.record_attempt("node-a", &first).await.unwrap());
     assert_eq!(delivery(store, &tenant, id).await.prepared, Some(prepared(Some(body))));
+    let by_event = DeliveryFilter { event_id: Some(new.event.id.clone()), ..Default::default() };
+    let listed = store.list_deliveries(&tenant.id, &by_event, &page(10)).await.unwrap().remove(0).prepared.unwrap();
+    assert_eq!(
+        (listed.plugin_versions, listed.body, listed.content_type, listed.headers),
+        (prepared(None).plugin_versions, None, None, vec![]),
+        "a listing reads the versions, not the request"
+    );
 
     let again = claim(store, "node-a", T0 + 5 + MINUTE).await.remove(0);
     assert_eq!(again.delivery.prepared, Some(prepared(Some(body))), "a retry is claimed with what was prepared");

@@ -471,6 +471,8 @@ pub trait Store: Send + Sync + 'static {
 
     // Deliveries and dead letters.
     async fn get_delivery(&self, tenant_id: &str, id: &str) -> StoreResult<Option<Delivery>>;
+    /// Newest first. A listed delivery's `prepared` holds its plugin versions only: the request's body, content
+    /// type and headers (up to `max_payload_bytes` each) are read by [`Store::get_delivery`] and the claims.
     async fn list_deliveries(
         &self,
         tenant_id: &str,

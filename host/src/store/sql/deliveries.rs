@@ -3,7 +3,7 @@
 use sqlx::{AnyConnection, AnyPool, Connection, Row};
 
 use super::query::{Order, SqlBuilder, MAX_LIST};
-use super::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
+use super::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, LISTED_DELIVERY_COLUMNS};
 use super::timed_ids::TimedIds;
 use super::Dialect;
 use crate::model::{new_id_at, Attempt, Delivery, DeliveryStatus, Millis};
@@ -49,7 +49,7 @@ pub(super) async fn list_deliveries(
     ids: TimedIds,
     page: &crate::store::Page,
 ) -> StoreResult<Vec<Delivery>> {
-    let sql = listing(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries"), tenant_id, filter, ids, page);
+    let sql = listing(&format!("SELECT {LISTED_DELIVERY_COLUMNS} FROM deliveries"), tenant_id, filter, ids, page);
     rows::all(&sql.query().fetch_all(pool).await?, rows::delivery)
 }
 
