@@ -148,7 +148,9 @@ async fn read_page(remaining: &mut Remaining) -> ApiResult<Vec<Delivery>> {
 }
 
 fn csv_chunk(rows: Vec<Delivery>, with_header: bool) -> ApiResult<Bytes> {
-    let mut writer = csv::WriterBuilder::new().has_headers(with_header).from_writer(Vec::new());
+    // RFC 4180's line ends, which spreadsheets expect of a `.csv`.
+    let mut writer =
+        csv::WriterBuilder::new().has_headers(with_header).terminator(csv::Terminator::CRLF).from_writer(Vec::new());
     if rows.is_empty() && with_header {
         // Serde writes the header with the first row; an empty export still names its columns.
         writer.write_record(LINE_COLUMNS).map_err(ApiError::internal)?;
@@ -191,7 +193,7 @@ mod tests {
     #[test]
     fn an_empty_export_names_its_columns_and_a_row_fills_them_in_order() {
         let empty = csv_chunk(Vec::new(), true).unwrap();
-        assert_eq!(std::str::from_utf8(&empty).unwrap(), format!("{}\n", LINE_COLUMNS.join(",")));
+        assert_eq!(std::str::from_utf8(&empty).unwrap(), format!("{}\r\n", LINE_COLUMNS.join(",")));
         let delivery = Delivery {
             id: "dlv_1".into(),
             tenant_id: "ten_1".into(),
