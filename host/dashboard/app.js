@@ -32,7 +32,6 @@ class ApiFailure extends Error {
   }
 }
 
-// `server`: the admin key reads the server's own records (the audit entries of plugin uploads), no tenant's.
 async function api(method, path, body, options = {}) {
   const response = await request(method, path, body, options);
   const json = await jsonOf(response);
@@ -40,6 +39,7 @@ async function api(method, path, body, options = {}) {
   return json;
 }
 
+// `server`: the admin key reads the server's own records (the audit entries of plugin uploads), no tenant's.
 async function request(method, path, body, { server = false } = {}) {
   if (!session) throw new Error('Signed out.');
   const headers = { Authorization: `Bearer ${session.key}` };
