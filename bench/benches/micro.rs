@@ -196,8 +196,9 @@ fn ids(c: &mut Criterion) {
     group.finish();
 }
 
-/// The writer counts every recorded attempt for the hourly success rate: a commit's worth, 100 attempts to 10
-/// endpoints, into a tally that already holds their hours (as it does between flushes).
+/// The writer counts every recorded attempt for the hourly success rate, and every event published by type: a
+/// commit's worth, 100 attempts to 10 endpoints or 100 events, into a tally that already holds their hours (as it
+/// does between flushes).
 fn hourly(c: &mut Criterion) {
     let outcomes: Vec<AttemptOutcome> = (0..100)
         .map(|i| AttemptOutcome {
@@ -222,8 +223,25 @@ fn hourly(c: &mut Criterion) {
         .collect();
     let tally = HourlyTally::default();
     tally.count(&outcomes);
+    // A commit's worth of publishes: 100 events of 5 types, each routed to 10 endpoints.
+    let events: Vec<(Event, u64)> = (0..100)
+        .map(|i| {
+            let event = Event {
+                id: new_id("evt"),
+                tenant_id: "ten_bench".into(),
+                event_type: format!("payment.kind_{}", i % 5),
+                data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+                idempotency_key: None,
+                received_at: 1_700_000_000_000,
+            };
+            (event, 10)
+        })
+        .collect();
+    let published = || events.iter().map(|(event, deliveries)| (event, *deliveries));
+    tally.count_published(published());
     let mut group = c.benchmark_group("hourly");
     group.bench_function("count a commit of 100 attempts", |b| b.iter(|| tally.count(black_box(&outcomes))));
+    group.bench_function("count a commit of 100 events", |b| b.iter(|| tally.count_published(black_box(published()))));
     group.finish();
 }
 

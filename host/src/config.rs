@@ -155,7 +155,7 @@ pub struct Config {
     pub secret_grace: Duration,
     /// None: endpoints are never disabled for failing.
     pub disable_failing_after: Option<Duration>,
-    /// How often the attempts' hourly counts are written (see [`crate::hourly`]).
+    /// How often the attempts' and publishes' hourly counts are written (see [`crate::hourly`]).
     pub stats_interval: Duration,
     pub plugins_dir: PathBuf,
     pub plugin_limits: crate::plugin::PluginLimits,

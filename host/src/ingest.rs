@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::dispatch::Handoff;
+use crate::hourly::HourlyTally;
 use crate::model::{new_id_at, now_millis, Delivery, DeliveryStatus, Endpoint, Event};
 use crate::routing::{FilterCache, FilterVerdicts};
 use crate::secrets::SigningSecrets;
@@ -169,14 +170,16 @@ impl Publishes {
     }
 
     /// After the group commit: if it failed, stores each request on its own (nothing of the group was kept, and
-    /// one bad request, or a bad attempt record it shared the transaction with, must fail alone); then hands the leased deliveries over, wakes the dispatcher for the
-    /// waiting ones, and answers every request.
+    /// one bad request, or a bad attempt record it shared the transaction with, must fail alone); then counts the
+    /// events stored in `hourly`, hands the leased deliveries over, wakes the dispatcher for the waiting ones, and
+    /// answers every request.
     pub(crate) async fn finish(
         mut self,
         store: &dyn Store,
         dispatch: Option<&Handoff>,
         stored: StoreResult<Vec<Published>>,
         shared_with_others: bool,
+        hourly: &HourlyTally,
     ) {
         let mut results: Vec<StoreResult<Vec<Published>>> = match stored {
             Ok(published) if published.len() == self.events.len() => {
@@ -199,13 +202,18 @@ impl Publishes {
             Err(e) => vec![Err(e)],
         };
         let mut waiting = false;
+        let mut stored = Vec::with_capacity(self.events.len());
         for ((range, _), result) in self.requests.iter().zip(&results) {
             let Ok(published) = result else { continue };
             for (new, published) in self.events[range.clone()].iter().zip(published) {
-                waiting |= !published.replayed && published.deliveries > published.leased.len() as i64;
+                if !published.replayed {
+                    waiting |= published.deliveries > published.leased.len() as i64;
+                    stored.push((&new.event, published.deliveries.max(0) as u64));
+                }
                 self.handover.take(new, published, &self.endpoints);
             }
         }
+        hourly.count_published(stored);
         if let Some(dispatch) = dispatch {
             self.handover.start(store, dispatch).await;
             if waiting {

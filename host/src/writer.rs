@@ -273,7 +273,7 @@ async fn commit(
     let mut publishes = Publishes::fan_out(store, filters, dispatch, publishes).await;
     let (published, recorded) = publishes.write(store, owner, outcomes).await;
     let shared = had_publishes && !outcomes.is_empty();
-    publishes.finish(store, dispatch, published, shared).await;
+    publishes.finish(store, dispatch, published, shared, hourly).await;
     let mut unrecorded = Vec::new();
     let mut stored = Vec::with_capacity(outcomes.len());
     let mut recorded_one = |outcome, held| {

@@ -19,8 +19,8 @@ use switchyard::model::{
 };
 use switchyard::store::{
     AttemptCounts, AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EndpointHour,
-    EventFilter, Lease, NewDelivery, NewEvent, NewSecret, Page, PluginUpload, Published, RequeueSelector, Resend,
-    SentTo, StatusBefore, Store, StoreError,
+    EventFilter, EventTypeHour, Lease, NewDelivery, NewEvent, NewSecret, Page, PluginUpload, Published,
+    PublishedCounts, RequeueSelector, Resend, SentTo, StatusBefore, Store, StoreError,
 };
 
 const T0: Millis = 1_700_000_000_000;
@@ -89,6 +89,7 @@ conformance! {
     deliveries_list_by_each_filter,
     tenant_counts_by_status_stop_at_the_limit,
     endpoint_hours_add_up_by_tenant_and_endpoint_and_age_out,
+    event_type_hours_add_up_by_tenant_and_type_and_age_out,
     claim_respects_due_time_and_endpoint_status,
     claim_takes_expired_leases_and_respects_the_limit,
     concurrent_claims_never_share_a_delivery,
@@ -710,7 +711,8 @@ async fn endpoint_hours_add_up_by_tenant_and_endpoint_and_age_out(store: &dyn St
     let tenant = new_tenant(store).await;
     let other = new_tenant(store).await;
     let counts =
-        // Each attempt took 25 ms: the time adds up with the counts.
+        // Each attempt took 25 ms: the time adds up with the counts. The retries follow from the others too,
+        // each in its own way, so that two columns mixed up show.
         |attempts, failed_attempts, succeeded, dead| AttemptCounts {
             attempts,
             failed_attempts,
@@ -718,6 +720,8 @@ async fn endpoint_hours_add_up_by_tenant_and_endpoint_and_age_out(store: &dyn St
             dead,
             attempt_ms: 25 * attempts,
             timed_attempts: attempts,
+            retried: failed_attempts - dead,
+            counted_finishes: succeeded + dead,
         };
     let hour = |tenant: &Tenant, endpoint_id: &str, hour_start, counts| EndpointHour {
         tenant_id: tenant.id.clone(),
@@ -758,9 +762,49 @@ async fn endpoint_hours_add_up_by_tenant_and_endpoint_and_age_out(store: &dyn St
     assert_eq!(first_hour, [("ep_a".to_string(), counts(7, 4, 3, 2))], "the span's end is left out");
 
     // Three endpoint hours and two tenant hours.
-    assert_eq!(store.prune_endpoint_hours(t0 + HOUR).await.unwrap(), 5);
+    assert_eq!(store.prune_hours(t0 + HOUR).await.unwrap(), 5);
     assert_eq!(store.tenant_hours(&tenant.id, None, 0).await.unwrap(), [(t0 + HOUR, counts(1, 0, 1, 0))]);
     assert_eq!(store.tenant_hours(&other.id, None, 0).await.unwrap(), []);
+}
+
+async fn event_type_hours_add_up_by_tenant_and_type_and_age_out(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let hour = |tenant: &Tenant, event_type: &str, hour_start, events, deliveries| EventTypeHour {
+        tenant_id: tenant.id.clone(),
+        event_type: event_type.into(),
+        hour_start,
+        counts: PublishedCounts { events, deliveries },
+    };
+    let t0 = T0 - T0 % HOUR;
+    // Two nodes' flushes of the same hours add up, whatever the order of the rows.
+    let first = [
+        hour(&tenant, "order.sent", t0, 1, 3),
+        hour(&tenant, "order.paid", t0, 5, 10),
+        hour(&tenant, "order.paid", t0 + HOUR, 2, 0),
+        hour(&other, "order.paid", t0, 100, 100),
+    ];
+    store.add_event_type_hours(&first).await.unwrap();
+    store.add_event_type_hours(&[hour(&tenant, "order.paid", t0, 1, 2)]).await.unwrap();
+    store.add_event_type_hours(&[]).await.unwrap();
+
+    let tenant_id = &tenant.id;
+    let totals = |span| async move {
+        let mut totals = store.event_type_totals(tenant_id, span).await.unwrap();
+        totals.sort_by(|a, b| a.0.cmp(&b.0));
+        totals.into_iter().map(|(event_type, c)| (event_type, c.events, c.deliveries)).collect::<Vec<_>>()
+    };
+    let both = [("order.paid".to_string(), 8, 12), ("order.sent".to_string(), 1, 3)];
+    assert_eq!(totals(t0..t0 + 2 * HOUR).await, both, "another tenant's are not summed");
+    let first_hour = [("order.paid".to_string(), 6, 12), ("order.sent".to_string(), 1, 3)];
+    assert_eq!(totals(t0..t0 + HOUR).await, first_hour, "the span's end is left out");
+    assert_eq!(totals(t0 + HOUR..t0 + 2 * HOUR).await, [("order.paid".to_string(), 2, 0)]);
+    assert_eq!(totals(t0 + 2 * HOUR..t0 + 3 * HOUR).await, []);
+
+    // Three hours of event types (the tenant's two and the other's one).
+    assert_eq!(store.prune_hours(t0 + HOUR).await.unwrap(), 3);
+    assert_eq!(totals(0..t0 + 3 * HOUR).await, [("order.paid".to_string(), 2, 0)]);
+    assert_eq!(store.event_type_totals(&other.id, 0..t0 + 3 * HOUR).await.unwrap(), []);
 }
 
 async fn active_endpoints_exclude_paused_and_disabled(store: &dyn Store, _url: &str) {

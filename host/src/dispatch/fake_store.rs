@@ -14,8 +14,8 @@ use crate::model::{
 use crate::secrets::SigningSecrets;
 use crate::store::{
     AttemptCounts, AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EndpointHour,
-    EventFilter, NewEvent, NewSecret, Page, PluginUpload, Published, RequeueSelector, Resend, SentTo, StatusBefore,
-    Store, StoreError, StoreResult, TenantCounts,
+    EventFilter, EventTypeHour, NewEvent, NewSecret, Page, PluginUpload, Published, PublishedCounts, RequeueSelector,
+    Resend, SentTo, StatusBefore, Store, StoreError, StoreResult, TenantCounts,
 };
 
 #[derive(Default)]
@@ -351,7 +351,13 @@ impl Store for FakeStore {
     ) -> StoreResult<Vec<(String, AttemptCounts)>> {
         unused()
     }
-    async fn prune_endpoint_hours(&self, _: Millis) -> StoreResult<u64> {
+    async fn add_event_type_hours(&self, _: &[EventTypeHour]) -> StoreResult<()> {
+        unused()
+    }
+    async fn event_type_totals(&self, _: &str, _: Range<Millis>) -> StoreResult<Vec<(String, PublishedCounts)>> {
+        unused()
+    }
+    async fn prune_hours(&self, _: Millis) -> StoreResult<u64> {
         unused()
     }
     async fn plugin_upload_wasm(&self, _: &str, _: &str) -> StoreResult<Option<Vec<u8>>> {

@@ -368,7 +368,16 @@ async fn exhausted_retries_and_refusals_are_dead_letters_and_410_disables() {
         counted(&store, &hourly).await,
         [(
             "ep_1".into(),
-            AttemptCounts { attempts: 4, failed_attempts: 4, succeeded: 0, dead: 3, ..Default::default() }
+            // The first delivery died on its second attempt: retried.
+            AttemptCounts {
+                attempts: 4,
+                failed_attempts: 4,
+                succeeded: 0,
+                dead: 3,
+                retried: 1,
+                counted_finishes: 3,
+                ..Default::default()
+            }
         )]
     );
     let state = store.state.lock().unwrap();
@@ -418,10 +427,7 @@ async fn lost_lease_and_store_errors_do_not_stop_the_loop() {
     assert_eq!(store.state.lock().unwrap().recorded[0].attempt.delivery_id, "dlv_2");
     assert_eq!(
         counted(&store, &hourly).await,
-        [(
-            "ep_1".into(),
-            AttemptCounts { attempts: 1, failed_attempts: 0, succeeded: 1, dead: 0, ..Default::default() }
-        )],
+        [("ep_1".into(), AttemptCounts { attempts: 1, succeeded: 1, counted_finishes: 1, ..Default::default() })],
         "the lost record is not counted"
     );
 }
@@ -441,10 +447,7 @@ async fn a_record_whose_commit_failed_is_written_again() {
     running.stop().await;
     assert_eq!(
         counted(&store, &hourly).await,
-        [(
-            "ep_1".into(),
-            AttemptCounts { attempts: 1, failed_attempts: 0, succeeded: 1, dead: 0, ..Default::default() }
-        )],
+        [("ep_1".into(), AttemptCounts { attempts: 1, succeeded: 1, counted_finishes: 1, ..Default::default() })],
         "counted once, when it committed"
     );
     assert_eq!(receiver.hits(), 1, "sent once");

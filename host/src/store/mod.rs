@@ -315,12 +315,18 @@ pub struct AttemptCounts {
     /// have attempts without time.
     pub attempt_ms: u64,
     pub timed_attempts: u64,
+    /// Deliveries finished (delivered or dead) by an attempt after their first: the ones that needed retries.
+    pub retried: u64,
+    /// The finished deliveries counted with their attempt number, which `retried` is a share of: hours counted
+    /// before the stores kept it have finished deliveries without.
+    pub counted_finishes: u64,
 }
 
 impl AttemptCounts {
     /// The counts one recorded attempt adds.
     pub fn of(outcome: &AttemptOutcome) -> Self {
         let status = outcome.status;
+        let finished = matches!(status, DeliveryStatus::Succeeded | DeliveryStatus::Dead);
         AttemptCounts {
             attempts: 1,
             failed_attempts: u64::from(status != DeliveryStatus::Succeeded),
@@ -328,6 +334,8 @@ impl AttemptCounts {
             dead: u64::from(status == DeliveryStatus::Dead),
             attempt_ms: outcome.attempt.duration_ms.max(0) as u64,
             timed_attempts: 1,
+            retried: u64::from(finished && outcome.attempt.attempt_number > 1),
+            counted_finishes: u64::from(finished),
         }
     }
 
@@ -338,6 +346,14 @@ impl AttemptCounts {
         self.dead += other.dead;
         self.attempt_ms += other.attempt_ms;
         self.timed_attempts += other.timed_attempts;
+        self.retried += other.retried;
+        self.counted_finishes += other.counted_finishes;
+    }
+
+    /// The share of finished deliveries that needed more than one attempt. `None` when none finished (of those
+    /// counted with their attempt number).
+    pub fn retry_rate(&self) -> Option<f64> {
+        (self.counted_finishes > 0).then(|| self.retried as f64 / self.counted_finishes as f64)
     }
 
     /// How long an attempt took on average, to the receiver's answer or to the failure (a timeout counts its
@@ -361,6 +377,31 @@ pub struct EndpointHour {
     pub endpoint_id: String,
     pub hour_start: Millis,
     pub counts: AttemptCounts,
+}
+
+/// What a tenant published of one event type in some span of time: the events stored (not those an idempotency
+/// key answered with an earlier one) and the deliveries they were routed to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublishedCounts {
+    pub events: u64,
+    pub deliveries: u64,
+}
+
+impl PublishedCounts {
+    pub fn add(&mut self, other: PublishedCounts) {
+        self.events += other.events;
+        self.deliveries += other.deliveries;
+    }
+}
+
+/// One event type's [`PublishedCounts`] in the hour that starts at `hour_start` (UTC, in milliseconds), counted
+/// in the hour its events were received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventTypeHour {
+    pub tenant_id: String,
+    pub event_type: String,
+    pub hour_start: Millis,
+    pub counts: PublishedCounts,
 }
 
 /// A plugin's latest upload through the API, or its deletion.
@@ -499,8 +540,18 @@ pub trait Store: Send + Sync + 'static {
         endpoint_ids: &[String],
         hours: Range<Millis>,
     ) -> StoreResult<Vec<(String, AttemptCounts)>>;
-    /// Removes the hours (endpoints' and tenants') that started before `before`; returns how many rows went.
-    async fn prune_endpoint_hours(&self, before: Millis) -> StoreResult<u64>;
+    /// Adds each row's counts to those its event type's hour has already (none: zero).
+    async fn add_event_type_hours(&self, hours: &[EventTypeHour]) -> StoreResult<()>;
+    /// Each event type the tenant published in the hours that start in `hours`, with its counts summed over them;
+    /// in no particular order.
+    async fn event_type_totals(
+        &self,
+        tenant_id: &str,
+        hours: Range<Millis>,
+    ) -> StoreResult<Vec<(String, PublishedCounts)>>;
+    /// Removes the hours (endpoints', tenants' and event types') that started before `before`; returns how many
+    /// rows went.
+    async fn prune_hours(&self, before: Millis) -> StoreResult<u64>;
     /// Oldest first.
     async fn list_attempts(&self, tenant_id: &str, delivery_id: &str) -> StoreResult<Vec<Attempt>>;
     /// Schedules an immediate attempt of a delivery that is not being delivered right now, restarting its retry

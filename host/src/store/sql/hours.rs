@@ -1,9 +1,11 @@
 //! Each endpoint's attempt counts by the hour (`endpoint_hours`), and their sums by tenant (`tenant_hours`): what
-//! the success rate over the last day is read from.
+//! the success rate over the last day is read from. Beside them, what each tenant published of each event type by
+//! the hour (`event_type_hours`).
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+use serde_json::{json, Value};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Connection, Row};
 
@@ -11,21 +13,51 @@ use super::dialect::Column;
 use super::query::{json_rows, SqlBuilder, MAX_LIST};
 use super::Dialect;
 use crate::model::Millis;
-use crate::store::{AttemptCounts, EndpointHour, StoreResult};
+use crate::store::{AttemptCounts, EndpointHour, EventTypeHour, PublishedCounts, StoreResult};
 
-const HOUR_ROWS: &[(&str, Column)] = &[
-    ("tenant_id", Column::Text),
-    ("endpoint_id", Column::Text),
-    ("hour_start", Column::Int),
-    ("attempts", Column::Int),
-    ("failed_attempts", Column::Int),
-    ("succeeded", Column::Int),
-    ("dead", Column::Int),
-    ("attempt_ms", Column::Int),
-    ("timed_attempts", Column::Int),
+/// A table of counts by the hour: rows of its `key` columns, whose `counts` a flush adds to.
+struct CountTable {
+    name: &'static str,
+    key: &'static [(&'static str, Column)],
+    counts: &'static [&'static str],
+}
+
+const COUNTS: &[&str] = &[
+    "attempts",
+    "failed_attempts",
+    "succeeded",
+    "dead",
+    "attempt_ms",
+    "timed_attempts",
+    "retried",
+    "counted_finishes",
 ];
 
-const COUNTS: [&str; 6] = ["attempts", "failed_attempts", "succeeded", "dead", "attempt_ms", "timed_attempts"];
+const ENDPOINT_HOURS: CountTable = CountTable {
+    name: "endpoint_hours",
+    key: &[("tenant_id", Column::Text), ("endpoint_id", Column::Text), ("hour_start", Column::Int)],
+    counts: COUNTS,
+};
+
+const TENANT_HOURS: CountTable = CountTable {
+    name: "tenant_hours",
+    key: &[("tenant_id", Column::Text), ("hour_start", Column::Int)],
+    counts: COUNTS,
+};
+
+const EVENT_TYPE_HOURS: CountTable = CountTable {
+    name: "event_type_hours",
+    key: &[("tenant_id", Column::Text), ("event_type", Column::Text), ("hour_start", Column::Int)],
+    counts: &["events", "deliveries"],
+};
+
+/// Every table of hours, as old hours are removed from them.
+const HOUR_TABLES: [&CountTable; 3] = [&ENDPOINT_HOURS, &TENANT_HOURS, &EVENT_TYPE_HOURS];
+
+fn attempt_counts(counts: AttemptCounts) -> [u64; 8] {
+    let c = counts;
+    [c.attempts, c.failed_attempts, c.succeeded, c.dead, c.attempt_ms, c.timed_attempts, c.retried, c.counted_finishes]
+}
 
 pub(super) async fn add_endpoint_hours(
     connection: &mut AnyConnection,
@@ -45,52 +77,70 @@ pub(super) async fn add_endpoint_hours(
     for hour in hours {
         by_tenant.entry((hour.tenant_id.as_str(), hour.hour_start)).or_default().add(hour.counts);
     }
-    let by_tenant: Vec<EndpointHour> = by_tenant
+    let endpoint_rows = by_endpoint
+        .iter()
+        .map(|h| row([json!(h.tenant_id), json!(h.endpoint_id), json!(h.hour_start)], attempt_counts(h.counts)));
+    let tenant_rows = by_tenant
         .into_iter()
-        .map(|((tenant_id, hour_start), counts)| EndpointHour {
-            tenant_id: tenant_id.into(),
-            endpoint_id: String::new(),
-            hour_start,
-            counts,
-        })
-        .collect();
+        .map(|((tenant_id, hour_start), counts)| row([json!(tenant_id), json!(hour_start)], attempt_counts(counts)));
     let mut tx = connection.begin().await?;
-    add_to(&mut tx, dialect, "endpoint_hours", "tenant_id, endpoint_id, hour_start", &by_endpoint).await?;
-    add_to(&mut tx, dialect, "tenant_hours", "tenant_id, hour_start", &by_tenant.iter().collect::<Vec<_>>()).await?;
+    add_to(&mut tx, dialect, &ENDPOINT_HOURS, endpoint_rows.collect()).await?;
+    add_to(&mut tx, dialect, &TENANT_HOURS, tenant_rows.collect()).await?;
     tx.commit().await?;
     Ok(())
 }
 
-/// Adds each row's counts to `table`'s row of the same `key` (columns of [`HOUR_ROWS`]).
+pub(super) async fn add_event_type_hours(
+    connection: &mut AnyConnection,
+    dialect: Dialect,
+    hours: &[EventTypeHour],
+) -> StoreResult<()> {
+    if hours.is_empty() {
+        return Ok(());
+    }
+    // In key order, as `add_endpoint_hours` does, so that nodes adding together do not deadlock.
+    let mut sorted: Vec<&EventTypeHour> = hours.iter().collect();
+    sorted
+        .sort_by(|a, b| (&a.tenant_id, &a.event_type, a.hour_start).cmp(&(&b.tenant_id, &b.event_type, b.hour_start)));
+    let rows = sorted.iter().map(|h| {
+        row([json!(h.tenant_id), json!(h.event_type), json!(h.hour_start)], [h.counts.events, h.counts.deliveries])
+    });
+    let mut tx = connection.begin().await?;
+    add_to(&mut tx, dialect, &EVENT_TYPE_HOURS, rows.collect()).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// One row of JSON values, flat, as [`Dialect::json_rows`] reads them by position: the key's, then the counts.
+fn row<const K: usize, const C: usize>(key: [Value; K], counts: [u64; C]) -> Vec<Value> {
+    let count = |n: u64| json!(i64::try_from(n).unwrap_or(i64::MAX));
+    key.into_iter().chain(counts.map(count)).collect()
+}
+
+/// Adds each row's counts to `table`'s row of the same key.
 async fn add_to(
     tx: &mut AnyConnection,
     dialect: Dialect,
-    table: &str,
-    key: &str,
-    hours: &[&EndpointHour],
+    table: &CountTable,
+    rows: Vec<Vec<Value>>,
 ) -> StoreResult<()> {
-    let added: Vec<String> = COUNTS.iter().map(|c| format!("{c} = {table}.{c} + excluded.{c}")).collect();
+    let name = table.name;
+    let key: Vec<&str> = table.key.iter().map(|(column, _)| *column).collect();
+    let columns: Vec<(&str, Column)> =
+        table.key.iter().copied().chain(table.counts.iter().map(|count| (*count, Column::Int))).collect();
+    let names: Vec<&str> = columns.iter().map(|(column, _)| *column).collect();
+    let added: Vec<String> = table.counts.iter().map(|c| format!("{c} = {name}.{c} + excluded.{c}")).collect();
     // `WHERE true` tells SQLite's parser that ON CONFLICT is an upsert here, not a join constraint.
     let sql = format!(
-        "INSERT INTO {table} ({key}, {counts}) SELECT {key}, {counts} FROM ({rows}) AS v WHERE true \
+        "INSERT INTO {name} ({names}) SELECT {names} FROM ({rows}) AS v WHERE true \
          ON CONFLICT ({key}) DO UPDATE SET {added}",
-        counts = COUNTS.join(", "),
-        rows = dialect.json_rows("$1", HOUR_ROWS),
+        names = names.join(", "),
+        rows = dialect.json_rows("$1", &columns),
+        key = key.join(", "),
         added = added.join(", "),
     );
-    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    for chunk in hours.chunks(MAX_LIST) {
-        let rows: Vec<_> = chunk
-            .iter()
-            .map(|h| {
-                let c = h.counts;
-                let counts =
-                    [c.attempts, c.failed_attempts, c.succeeded, c.dead, c.attempt_ms, c.timed_attempts].map(count);
-                let [attempts, failed, succeeded, dead, attempt_ms, timed] = counts;
-                (&h.tenant_id, &h.endpoint_id, h.hour_start, attempts, failed, succeeded, dead, attempt_ms, timed)
-            })
-            .collect();
-        sqlx::query(&sql).bind(json_rows(&rows)?).execute(&mut *tx).await?;
+    for chunk in rows.chunks(MAX_LIST) {
+        sqlx::query(&sql).bind(json_rows(chunk)?).execute(&mut *tx).await?;
     }
     Ok(())
 }
@@ -137,7 +187,7 @@ pub(super) async fn endpoint_totals(
     Ok(totals)
 }
 
-/// The counts in columns 1 to 6 of `row`, in [`COUNTS`] order.
+/// The counts in columns 1 to 8 of `row`, in [`COUNTS`] order.
 fn counts_from(row: &AnyRow) -> StoreResult<AttemptCounts> {
     let count = |i: usize| -> StoreResult<u64> { Ok(row.try_get::<i64, _>(i)?.max(0) as u64) };
     Ok(AttemptCounts {
@@ -147,14 +197,41 @@ fn counts_from(row: &AnyRow) -> StoreResult<AttemptCounts> {
         dead: count(4)?,
         attempt_ms: count(5)?,
         timed_attempts: count(6)?,
+        retried: count(7)?,
+        counted_finishes: count(8)?,
     })
 }
 
-pub(super) async fn prune_endpoint_hours(connection: &mut AnyConnection, before: Millis) -> StoreResult<u64> {
+pub(super) async fn event_type_totals(
+    pool: &AnyPool,
+    tenant_id: &str,
+    hours: Range<Millis>,
+) -> StoreResult<Vec<(String, PublishedCounts)>> {
+    // Summed in one pass: a tenant has a few dozen types, and the dashboard wants their total as well as the top.
+    let mut sql = SqlBuilder::new(
+        "SELECT event_type, CAST(SUM(events) AS BIGINT), CAST(SUM(deliveries) AS BIGINT) FROM event_type_hours",
+    );
+    sql.compare("tenant_id", "=", tenant_id).compare("hour_start", ">=", hours.start).compare(
+        "hour_start",
+        "<",
+        hours.end,
+    );
+    sql.push(" GROUP BY event_type");
+    let count = |row: &AnyRow, i: usize| -> StoreResult<u64> { Ok(row.try_get::<i64, _>(i)?.max(0) as u64) };
+    let rows = sql.query().fetch_all(pool).await?;
+    rows.iter()
+        .map(|row| {
+            let counts = PublishedCounts { events: count(row, 1)?, deliveries: count(row, 2)? };
+            Ok((row.try_get::<String, _>(0)?, counts))
+        })
+        .collect()
+}
+
+pub(super) async fn prune_hours(connection: &mut AnyConnection, before: Millis) -> StoreResult<u64> {
     let mut tx = connection.begin().await?;
     let mut pruned = 0;
-    for table in ["endpoint_hours", "tenant_hours"] {
-        let sql = format!("DELETE FROM {table} WHERE hour_start < $1");
+    for table in HOUR_TABLES {
+        let sql = format!("DELETE FROM {} WHERE hour_start < $1", table.name);
         pruned += sqlx::query(&sql).bind(before).execute(&mut *tx).await?.rows_affected();
     }
     tx.commit().await?;

@@ -32,6 +32,8 @@ const SQLITE: &[EmbeddedMigration] = &[
     (8, "api key scope", include_str!("../../../../migrations/sqlite/0008_api_key_scope.sql")),
     (9, "endpoint hours", include_str!("../../../../migrations/sqlite/0009_endpoint_hours.sql")),
     (10, "attempt time", include_str!("../../../../migrations/sqlite/0010_attempt_time.sql")),
+    (11, "retried", include_str!("../../../../migrations/sqlite/0011_retried.sql")),
+    (12, "event type hours", include_str!("../../../../migrations/sqlite/0012_event_type_hours.sql")),
 ];
 const POSTGRES: &[EmbeddedMigration] = &[
     (1, "core", include_str!("../../../../migrations/postgres/0001_core.sql")),
@@ -48,6 +50,8 @@ const POSTGRES: &[EmbeddedMigration] = &[
     (8, "api key scope", include_str!("../../../../migrations/postgres/0008_api_key_scope.sql")),
     (9, "endpoint hours", include_str!("../../../../migrations/postgres/0009_endpoint_hours.sql")),
     (10, "attempt time", include_str!("../../../../migrations/postgres/0010_attempt_time.sql")),
+    (11, "retried", include_str!("../../../../migrations/postgres/0011_retried.sql")),
+    (12, "event type hours", include_str!("../../../../migrations/postgres/0012_event_type_hours.sql")),
 ];
 
 #[derive(Debug)]

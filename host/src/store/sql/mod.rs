@@ -44,8 +44,8 @@ use crate::model::{
 };
 use crate::store::{
     AttemptCounts, AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EndpointHour,
-    EventFilter, NewEvent, NewSecret, Page, PluginUpload, Published, RequeueSelector, Resend, SentTo, StatusBefore,
-    Store, StoreError, StoreResult, TenantCounts,
+    EventFilter, EventTypeHour, NewEvent, NewSecret, Page, PluginUpload, Published, PublishedCounts, RequeueSelector,
+    Resend, SentTo, StatusBefore, Store, StoreError, StoreResult, TenantCounts,
 };
 
 /// Dead letters requeued per transaction by a requeue that selects them by filter.
@@ -406,9 +406,22 @@ impl Store for SqlStore {
         hours::endpoint_totals(&self.reader, tenant_id, endpoint_ids, hours).await
     }
 
-    async fn prune_endpoint_hours(&self, before: Millis) -> StoreResult<u64> {
+    async fn add_event_type_hours(&self, hours: &[EventTypeHour]) -> StoreResult<()> {
         let mut writer = self.writer.acquire().await?;
-        hours::prune_endpoint_hours(&mut writer, before).await
+        hours::add_event_type_hours(&mut writer, self.dialect, hours).await
+    }
+
+    async fn event_type_totals(
+        &self,
+        tenant_id: &str,
+        hours: Range<Millis>,
+    ) -> StoreResult<Vec<(String, PublishedCounts)>> {
+        hours::event_type_totals(&self.reader, tenant_id, hours).await
+    }
+
+    async fn prune_hours(&self, before: Millis) -> StoreResult<u64> {
+        let mut writer = self.writer.acquire().await?;
+        hours::prune_hours(&mut writer, before).await
     }
 
     async fn list_attempts(&self, tenant_id: &str, delivery_id: &str) -> StoreResult<Vec<Attempt>> {
