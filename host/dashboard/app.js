@@ -253,11 +253,32 @@ function cards(container, counts, specs, limit) {
 
 async function loadOverview() {
   const asked = epoch;
-  const stats = await api('GET', '/stats');
+  const [stats, published] = await Promise.all([api('GET', '/stats'), api('GET', '/stats/event-types')]);
   if (asked !== epoch) return;
   cards($('delivery-counts'), stats.deliveries, DELIVERY_CARDS, stats.count_limit);
   cards($('endpoint-counts'), stats.endpoints, ENDPOINT_CARDS, null);
   dayCards($('day-counts'), stats.last_24h);
+  eventTypeRows(published);
+}
+
+// The types published most, each with its share of all the events; the rest are counted below the table.
+function eventTypeRows(published) {
+  const rows = published.event_types.map((type) =>
+    el(
+      'tr',
+      { 'data-type': type.event_type },
+      el('td', { class: 'mono' }, type.event_type),
+      el('td', {}, type.events.toLocaleString('en')),
+      el('td', {}, percent(type.events / published.events)),
+      el('td', {}, type.deliveries.toLocaleString('en')),
+    ),
+  );
+  if (!rows.length) rows.push(el('tr', { class: 'empty' }, el('td', { colspan: 4 }, 'No events in the last 24 hours.')));
+  $('event-type-rows').replaceChildren(...rows);
+  const others = published.types - published.event_types.length;
+  const more = $('event-types-more');
+  more.hidden = others <= 0;
+  more.textContent = `${others.toLocaleString('en')} more ${others === 1 ? 'type' : 'types'}, not shown.`;
 }
 
 // Rounded down, so 99.96 % of a million is not shown as a perfect 100.0 %.
@@ -271,15 +292,17 @@ function milliseconds(ms) {
   return ms < 1000 ? `${ms.toFixed(1)} ms` : `${(ms / 1000).toFixed(2)} s`;
 }
 
-// The success rate is of finished deliveries; none finished shows a dash rather than 0 % or 100 %.
+// The success and retry rates are of finished deliveries; none finished shows a dash rather than 0 % or 100 %.
 function dayCards(container, day) {
   const rate = day.success_rate === null ? '—' : percent(day.success_rate);
+  const retryRate = day.retry_rate === null ? '—' : percent(day.retry_rate);
   const count = (field, label, alarming) =>
     card({ 'data-day': field }, day[field].toLocaleString('en'), label, alarming);
   container.replaceChildren(
     card({ 'data-day': 'success_rate' }, rate, 'Success rate', day.dead > 0),
     count('succeeded', 'Delivered', false),
     count('dead', 'Dead after retries', day.dead > 0),
+    card({ 'data-day': 'retry_rate' }, retryRate, 'Needed a retry', false),
     count('attempts', 'Attempts', false),
     count('failed_attempts', 'Failed attempts', false),
     card({ 'data-day': 'mean_attempt_ms' }, milliseconds(day.mean_attempt_ms), 'Mean attempt time', false),
@@ -483,7 +506,8 @@ async function fillEndpointDays() {
     const finished = day.succeeded + day.dead;
     cell.dataset.filled = 'true';
     cell.textContent = finished ? `${percent(day.success_rate)} of ${finished.toLocaleString('en')}` : '—';
-    cell.title = `${day.attempts.toLocaleString('en')} attempts, ${day.failed_attempts.toLocaleString('en')} failed, ${milliseconds(day.mean_attempt_ms)} each on average; ${day.dead.toLocaleString('en')} dead after retries`;
+    const retried = day.retry_rate === null ? '' : `, ${percent(day.retry_rate)} after a retry`;
+    cell.title = `${day.attempts.toLocaleString('en')} attempts, ${day.failed_attempts.toLocaleString('en')} failed, ${milliseconds(day.mean_attempt_ms)} each on average; ${day.dead.toLocaleString('en')} dead after retries${retried}`;
     cell.classList.toggle('attention', day.dead > 0);
   });
 }

@@ -119,6 +119,15 @@ try {
   check(await page.locator('.card[data-day="success_rate"]').evaluate((c) => c.classList.contains('attention')), 'a day with dead letters is not marked for attention');
   const meanAttempt = (await page.locator('.card[data-day="mean_attempt_ms"] .count').textContent()).trim();
   check(/^\d+\.\d ms$/.test(meanAttempt), `mean attempt time: ${meanAttempt}`);
+  const retryRate = (await page.locator('.card[data-day="retry_rate"] .count').textContent()).trim();
+  check(retryRate === '0.0 %', `each dead letter was refused at its first attempt, yet the retry rate is ${retryRate}`);
+
+  step = 'the event types published are counted';
+  const published = page.locator('#event-type-rows tr[data-type="order.created"]');
+  await published.waitFor();
+  const cells = await published.locator('td').allTextContents();
+  check(JSON.stringify(cells) === JSON.stringify(['order.created', String(deadIds.length), '100.0 %', String(deadIds.length)]), `event types: ${cells}`);
+  check(await page.locator('#event-types-more').isHidden(), 'more types are said to be left out');
 
   step = 'the dead letters are listed';
   await page.click('nav button[data-view=dead-letters]');

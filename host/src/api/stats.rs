@@ -1,5 +1,5 @@
-//! A tenant's overview in numbers: deliveries waiting, in flight and parked, endpoints by status, and what
-//! attempts did over the last day. What the dashboard's first page shows, and what an operator's script polls.
+//! A tenant's overview in numbers: deliveries waiting, in flight and parked, endpoints by status, what attempts
+//! did over the last day, and which event types were published most. What the dashboard's first page shows, and what an operator's script polls.
 
 use std::collections::HashMap;
 
@@ -14,7 +14,7 @@ use super::pagination::Query;
 use crate::error::{ApiError, ApiResult};
 use crate::hourly::{hour_start, HOUR, KEPT_HOURS};
 use crate::model::{now_millis, rfc3339, Millis};
-use crate::store::AttemptCounts;
+use crate::store::{AttemptCounts, PublishedCounts};
 use crate::AppState;
 
 /// Delivery counts stop here: counting reads index entries, and a dead-letter queue of millions would make every
@@ -29,10 +29,11 @@ pub fn router() -> Router<AppState> {
         .route("/stats", get(stats))
         .route("/stats/hourly", get(hourly))
         .route("/stats/endpoints", get(by_endpoint))
+        .route("/stats/event-types", get(by_event_type))
 }
 
-/// [`AttemptCounts`] as the API shows them, with the success rate worked out (`null` when nothing finished) and
-/// the mean attempt time (`null` without attempts).
+/// [`AttemptCounts`] as the API shows them, with the success and retry rates worked out (`null` when nothing
+/// finished) and the mean attempt time (`null` without attempts).
 #[derive(Debug, Serialize)]
 struct CountsView {
     attempts: u64,
@@ -40,6 +41,8 @@ struct CountsView {
     succeeded: u64,
     dead: u64,
     success_rate: Option<f64>,
+    retried: u64,
+    retry_rate: Option<f64>,
     mean_attempt_ms: Option<f64>,
 }
 
@@ -51,6 +54,8 @@ impl From<AttemptCounts> for CountsView {
             succeeded: counts.succeeded,
             dead: counts.dead,
             success_rate: counts.success_rate(),
+            retried: counts.retried,
+            retry_rate: counts.retry_rate(),
             // A tenth of a millisecond is as fine as anyone reads it.
             mean_attempt_ms: counts.mean_attempt_ms().map(|ms| (ms * 10.0).round() / 10.0),
         }
@@ -120,6 +125,53 @@ async fn by_endpoint(State(state): State<AppState>, caller: Caller, mut query: Q
         })
         .collect();
     Ok(Json(json!({ "hours": hours, "endpoints": endpoints })))
+}
+
+/// Event types `by_event_type` lists by default, and at most.
+const EVENT_TYPES_SHOWN: usize = 10;
+const MAX_EVENT_TYPES: usize = 100;
+
+#[derive(Debug, Serialize)]
+struct EventTypeTotal {
+    event_type: String,
+    events: u64,
+    deliveries: u64,
+}
+
+/// `?hours=` (1 to a week, default 24) and `?limit=` (1 to 100, default 10): the event types the tenant published
+/// most in the span, most events first (ties by name), with the span's totals over every type, so a share of the
+/// whole can be shown beside each.
+async fn by_event_type(State(state): State<AppState>, caller: Caller, mut query: Query) -> ApiResult<Json<Value>> {
+    let hours = hours_param(&mut query)?;
+    let limit = match query.take("limit")? {
+        None => EVENT_TYPES_SHOWN,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_EVENT_TYPES).contains(n))
+            .ok_or_else(|| ApiError::invalid("limit", format!("must be an integer from 1 to {MAX_EVENT_TYPES}")))?,
+    };
+    query.finish()?;
+    let span = first_of_last(hours)..hour_start(now_millis()) + HOUR;
+    let mut found = state.store.event_type_totals(&caller.tenant_id, span).await?;
+    let mut total = PublishedCounts::default();
+    for (_, counts) in &found {
+        total.add(*counts);
+    }
+    let types = found.len();
+    found.sort_by(|(a_type, a), (b_type, b)| b.events.cmp(&a.events).then_with(|| a_type.cmp(b_type)));
+    let top: Vec<EventTypeTotal> = found
+        .into_iter()
+        .take(limit)
+        .map(|(event_type, counts)| EventTypeTotal { event_type, events: counts.events, deliveries: counts.deliveries })
+        .collect();
+    Ok(Json(json!({
+        "hours": hours,
+        "events": total.events,
+        "deliveries": total.deliveries,
+        "types": types,
+        "event_types": top,
+    })))
 }
 
 /// `hours`: 1 to a week, default 24.

@@ -246,15 +246,21 @@ async fn the_last_days_attempts_and_success_rate_are_counted() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let counts = |attempts: u64, failed: u64, succeeded: u64, dead: u64, rate: Value| json!({ "attempts": attempts, "failed_attempts": failed, "succeeded": succeeded, "dead": dead, "success_rate": rate });
+    // `retried`: finished deliveries that needed more than one attempt, a share of those finished.
+    let counts = |attempts: u64, failed: u64, succeeded: u64, dead: u64, rate: Value, retried: u64| {
+        let finished = succeeded + dead;
+        let retry_rate = if finished == 0 { Value::Null } else { json!(retried as f64 / finished as f64) };
+        json!({ "attempts": attempts, "failed_attempts": failed, "succeeded": succeeded, "dead": dead,
+                "success_rate": rate, "retried": retried, "retry_rate": retry_rate })
+    };
     // The counts without `mean_attempt_ms`, which is the machine's: checked on its own.
     let (day, day_mean) = timed(day);
-    assert_eq!(day, counts(5, 2, 3, 1, json!(0.75)), "one retry to the receiver, one dead letter");
+    assert_eq!(day, counts(5, 2, 3, 1, json!(0.75), 1), "one delivery retried, one dead letter");
 
     let hourly = alice.get(&format!("/api/v1/stats/hourly?endpoint_id={delivered}")).await.expect_status(200).json;
     assert_eq!(hourly["endpoint_id"], delivered.as_str());
     let (total, mean) = timed(hourly["total"].clone());
-    assert_eq!(total, counts(4, 1, 3, 0, json!(1.0)));
+    assert_eq!(total, counts(4, 1, 3, 0, json!(1.0), 1));
     assert!((100.0..400.0).contains(&mean.as_f64().unwrap()), "{mean}: a 400 ms attempt and three quick ones");
     assert!(day_mean.as_f64().unwrap() < mean.as_f64().unwrap(), "{day_mean}: a refused connection is quicker");
     let hours = hourly["hours"].as_array().unwrap();
@@ -264,7 +270,7 @@ async fn the_last_days_attempts_and_success_rate_are_counted() {
     let (first, last) = (hours[0]["hour_start"].as_str().unwrap(), hours[23]["hour_start"].as_str().unwrap());
     assert!(first.ends_with(":00:00.000Z") && first < last, "{first} … {last}");
     let two_hours = alice.get(&format!("/api/v1/stats/hourly?endpoint_id={failing}&hours=2")).await.expect_status(200);
-    assert_eq!(timed(two_hours.json["total"].clone()).0, counts(1, 1, 0, 1, json!(0.0)));
+    assert_eq!(timed(two_hours.json["total"].clone()).0, counts(1, 1, 0, 1, json!(0.0), 0));
     assert_eq!(two_hours.json["hours"].as_array().unwrap().len(), 2);
     let listed = format!("/api/v1/stats/endpoints?endpoint_ids={delivered},{failing},ep_unknown");
     let mut totals = alice.get(&listed).await.expect_status(200).json;
@@ -278,9 +284,9 @@ async fn the_last_days_attempts_and_success_rate_are_counted() {
         counts
     };
     let expected = json!([
-        with_id(&delivered, counts(4, 1, 3, 0, json!(1.0))),
-        with_id(&failing, counts(1, 1, 0, 1, json!(0.0))),
-        with_id("ep_unknown", counts(0, 0, 0, 0, Value::Null)),
+        with_id(&delivered, counts(4, 1, 3, 0, json!(1.0), 1)),
+        with_id(&failing, counts(1, 1, 0, 1, json!(0.0), 0)),
+        with_id("ep_unknown", counts(0, 0, 0, 0, Value::Null, 0)),
     ]);
     assert_eq!((&totals["hours"], &totals["endpoints"]), (&json!(24), &expected), "in the order asked");
     let bobs = bob.get(&listed).await.expect_status(200).json;
@@ -299,20 +305,90 @@ async fn the_last_days_attempts_and_success_rate_are_counted() {
     assert_eq!(timed(whole["total"].clone()), (day, day_mean));
 
     let bobs = bob.get("/api/v1/stats").await.expect_status(200).json;
-    assert_eq!(timed(bobs["last_24h"].clone()), (counts(0, 0, 0, 0, Value::Null), Value::Null), "another tenant's");
+    assert_eq!(timed(bobs["last_24h"].clone()), (counts(0, 0, 0, 0, Value::Null, 0), Value::Null), "another tenant's");
     bob.get(&format!("/api/v1/stats/hourly?endpoint_id={delivered}")).await.expect_error(404, "not_found", None);
     alice.get("/api/v1/stats/hourly?endpoint_id=ep_unknown").await.expect_error(404, "not_found", None);
     let quiet = alice.create_endpoint(json!({ "subscriptions": [{ "event_type": "never.sent" }] })).await;
     let quiet = alice.get(&format!("/api/v1/stats/hourly?endpoint_id={}", quiet.str("id"))).await.expect_status(200);
-    assert_eq!(timed(quiet.json["total"].clone()).0, counts(0, 0, 0, 0, Value::Null), "an endpoint without traffic");
+    assert_eq!(timed(quiet.json["total"].clone()).0, counts(0, 0, 0, 0, Value::Null, 0), "an endpoint without traffic");
     // A deleted endpoint's attempts stay readable.
     alice.delete(&format!("/api/v1/endpoints/{failing}")).await.expect_status(204);
     let gone = alice.get(&format!("/api/v1/stats/hourly?endpoint_id={failing}")).await.expect_status(200);
-    assert_eq!(timed(gone.json["total"].clone()).0, counts(1, 1, 0, 1, json!(0.0)));
+    assert_eq!(timed(gone.json["total"].clone()).0, counts(1, 1, 0, 1, json!(0.0), 0));
     for bad in ["hours=0", "hours=169", "hours=day", "hours=1&hours=2"] {
         alice.get(&format!("/api/v1/stats/hourly?{bad}")).await.expect_error(400, "invalid_request", Some("hours"));
     }
     alice.get("/api/v1/stats/hourly?endpoint=x").await.expect_error(400, "invalid_request", Some("endpoint"));
+}
+
+/// `GET /stats/event-types`: the types the tenant published most, with the deliveries each was routed to, counted
+/// once their publish commits. An event an idempotency key answered with an earlier one is not counted again.
+#[tokio::test]
+async fn the_event_types_published_most_are_counted() {
+    let server = TestServer::start_with(|config| config.stats_interval = Duration::from_millis(50)).await;
+    let alice = server.tenant("Alice").await;
+    let bob = server.tenant("Bob").await;
+    // Orders go to both endpoints, other events to the second only.
+    alice.create_endpoint(json!({ "subscriptions": [{ "event_type": "order.*" }] })).await.expect_status(201);
+    alice.create_endpoint(json!({})).await.expect_status(201);
+    for event_type in ["order.paid", "order.paid", "order.paid", "user.created"] {
+        publish(&alice, event_type).await;
+    }
+    let batch = json!({ "events": [{ "type": "order.sent", "data": {} }, { "type": "order.sent", "data": {} }] });
+    alice.post("/api/v1/events/batch", batch).await.expect_status(202);
+    let keyed = json!({ "type": "order.paid", "data": { "n": 1 }, "idempotency_key": "order-1" });
+    alice.post("/api/v1/events", keyed.clone()).await.expect_status(202);
+    let again = alice.post("/api/v1/events", keyed).await.expect_status(202);
+    assert_eq!(again.header("Idempotent-Replayed"), Some("true"));
+    bob.create_endpoint(json!({})).await.expect_status(201);
+    publish(&bob, "order.paid").await;
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let counted = loop {
+        let counted = alice.get("/api/v1/stats/event-types").await.expect_status(200).json;
+        if counted["events"] == 7 || Instant::now() > deadline {
+            break counted;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let types = json!([
+        { "event_type": "order.paid", "events": 4, "deliveries": 8 },
+        { "event_type": "order.sent", "events": 2, "deliveries": 4 },
+        { "event_type": "user.created", "events": 1, "deliveries": 1 },
+    ]);
+    let expected = json!({ "hours": 24, "events": 7, "deliveries": 13, "types": 3, "event_types": types });
+    assert_eq!(counted, expected, "most published first");
+    let top = alice.get("/api/v1/stats/event-types?limit=1&hours=168").await.expect_status(200).json;
+    assert_eq!((&top["events"], &top["types"], &top["hours"]), (&json!(7), &json!(3), &json!(168)), "{top}");
+    assert_eq!(top["event_types"], json!([types[0]]), "the totals are of every type, the list of the top one");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let bobs = loop {
+        let bobs = bob.get("/api/v1/stats/event-types").await.expect_status(200).json;
+        if bobs["events"] == 1 || Instant::now() > deadline {
+            break bobs;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let only = json!([{ "event_type": "order.paid", "events": 1, "deliveries": 1 }]);
+    assert_eq!(bobs["event_types"], only, "another tenant's own");
+
+    for bad in ["limit=0", "limit=101", "limit=ten", "limit=-1"] {
+        let answer = alice.get(&format!("/api/v1/stats/event-types?{bad}")).await;
+        answer.expect_error(400, "invalid_request", Some("limit"));
+    }
+    for bad in ["hours=0", "hours=169"] {
+        let answer = alice.get(&format!("/api/v1/stats/event-types?{bad}")).await;
+        answer.expect_error(400, "invalid_request", Some("hours"));
+    }
+    let answer = alice.get("/api/v1/stats/event-types?type=order.paid").await;
+    answer.expect_error(400, "invalid_request", Some("type"));
+    server.admin().get("/api/v1/stats/event-types").await.expect_error(
+        400,
+        "invalid_request",
+        Some("Switchyard-Tenant"),
+    );
+    server.anonymous().get("/api/v1/stats/event-types").await.expect_error(401, "unauthorized", None);
 }
 
 #[tokio::test]
