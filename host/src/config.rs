@@ -2,6 +2,7 @@
 //! variables, overridden by command-line flags. A bad value fails start-up with a message naming the setting.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -108,10 +109,15 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_DISABLE_FAILING_AFTER")]
     pub disable_failing_after: Option<String>,
 
-    /// How often a node adds the attempts it recorded to the hourly counts that `GET /stats` reads its success
-    /// rate from, e.g. `5s`; what a crash loses of those counts [default: 5s].
+    /// How often a node adds the attempts it recorded and the events it stored to the hourly counts that
+    /// `GET /stats` reads its success rate from, e.g. `5s`; what a crash loses of those counts [default: 5s].
     #[arg(long, env = "SWITCHYARD_STATS_INTERVAL")]
     pub stats_interval: Option<String>,
+
+    /// Requests per second each tenant's API keys may make to this node, in bursts of up to a second's worth;
+    /// more are refused with 429 and a Retry-After. The admin key is not limited [default: unlimited].
+    #[arg(long, env = "SWITCHYARD_TENANT_RATE_LIMIT")]
+    pub tenant_rate_limit: Option<u32>,
 
     /// Directory watched for `<name>.wasm` plugin components [default: `<data dir>/plugins`].
     #[arg(long, env = "SWITCHYARD_PLUGINS_DIR")]
@@ -157,6 +163,9 @@ pub struct Config {
     pub disable_failing_after: Option<Duration>,
     /// How often the attempts' and publishes' hourly counts are written (see [`crate::hourly`]).
     pub stats_interval: Duration,
+    /// Requests per second a tenant's keys may make to this node (see [`crate::api::limits`]); None:
+    /// unlimited.
+    pub tenant_rate_limit: Option<NonZeroU32>,
     pub plugins_dir: PathBuf,
     pub plugin_limits: crate::plugin::PluginLimits,
     /// Time a publish request's subscription filters may take (see [`FilterWork`](crate::filter_work::FilterWork)).
@@ -186,6 +195,7 @@ impl std::fmt::Debug for Config {
             .field("filter_budget", &self.filter_budget)
             .field("disable_failing_after", &self.disable_failing_after)
             .field("stats_interval", &self.stats_interval)
+            .field("tenant_rate_limit", &self.tenant_rate_limit)
             .field("plugins_dir", &self.plugins_dir)
             .field("plugin_limits", &self.plugin_limits)
             .field("extra_root_certificates", &self.extra_root_certificates.len())
@@ -308,6 +318,14 @@ impl Config {
         if filter_budget < Duration::from_millis(10) || filter_budget > Duration::from_secs(60) {
             return Err(bad("filter_budget", "must be between 10ms and 60s"));
         }
+        let tenant_rate_limit = match over.tenant_rate_limit.or(under.tenant_rate_limit) {
+            None => None,
+            Some(rate) => Some(
+                NonZeroU32::new(rate)
+                    .filter(|rate| rate.get() <= 1_000_000)
+                    .ok_or_else(|| bad("tenant_rate_limit", "must be between 1 and 1000000 requests per second"))?,
+            ),
+        };
         let extra_root_certificates = match over.ca_file.or(under.ca_file) {
             Some(path) => root_certificates(&path)?,
             None => Vec::new(),
@@ -316,6 +334,7 @@ impl Config {
             plugins_dir,
             plugin_limits,
             filter_budget,
+            tenant_rate_limit,
             extra_root_certificates,
             listen,
             data_dir,
@@ -397,6 +416,7 @@ mod tests {
         assert_eq!(config.max_payload_bytes, 1 << 20);
         assert_eq!(config.secret_grace, Duration::from_secs(24 * 3600));
         assert_eq!(config.filter_budget, Duration::from_secs(1));
+        assert_eq!(config.tenant_rate_limit, None);
         assert_eq!((config.dispatch_concurrency, config.endpoint_concurrency), (1024, 1024));
         assert_eq!(config.plugins_dir, PathBuf::from("switchyard-data/plugins"));
         assert_eq!(config.plugin_limits.deadline, Duration::from_millis(50));
@@ -439,6 +459,8 @@ mod tests {
             (ServeArgs { plugin_memory_mib: Some(0), ..Default::default() }, "plugin_memory_mib"),
             (ServeArgs { plugin_deadline: Some("1h".into()), ..Default::default() }, "plugin_deadline"),
             (ServeArgs { filter_budget: Some("1ms".into()), ..Default::default() }, "filter_budget"),
+            (ServeArgs { tenant_rate_limit: Some(0), ..Default::default() }, "tenant_rate_limit"),
+            (ServeArgs { tenant_rate_limit: Some(1_000_001), ..Default::default() }, "tenant_rate_limit"),
             (ServeArgs { endpoint_concurrency: Some(0), ..Default::default() }, "endpoint_concurrency"),
             (
                 ServeArgs { dispatch_concurrency: Some(8), endpoint_concurrency: Some(9), ..Default::default() },

@@ -2,7 +2,10 @@
 //! writes `{"error":{"code","message","field"}}`. Internal failures are logged in full and answered with a
 //! generic 500 body, so database or crypto details never reach a client.
 
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -33,6 +36,9 @@ pub enum ApiError {
     PayloadTooLarge { field: Option<String>, message: String },
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The tenant's keys went over `tenant_rate_limit` on this node; the next request is allowed after `retry_after`.
+    #[error("this tenant is over its request rate on this server: retry after the Retry-After header's seconds")]
+    RateLimited { retry_after: Duration },
     #[error("service unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -59,6 +65,7 @@ impl ApiError {
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
@@ -103,7 +110,13 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %detail, "request failed");
         }
         let (status, _) = self.status_and_code();
-        (status, Json(json!({ "error": self.body() }))).into_response()
+        let mut response = (status, Json(json!({ "error": self.body() }))).into_response();
+        if let Self::RateLimited { retry_after } = &self {
+            // Whole seconds, rounded up: a client that waits that long is let in.
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        response
     }
 }
 

@@ -68,6 +68,8 @@ pub struct SharedState {
     pub filter_work: filter_work::FilterWork,
     /// Recently authenticated keys and known tenants.
     pub auth_cache: api::auth::AuthCache,
+    /// Each tenant's request budget on this node (`tenant_rate_limit`).
+    pub tenant_limits: api::limits::TenantLimits,
     /// Served at `/metrics`.
     pub metrics: Arc<Metrics>,
     /// The endpoints `replay-missing` is running for.
@@ -156,6 +158,7 @@ pub async fn run(
         ingest: writer.ingest(),
         plugins,
         auth_cache: api::auth::AuthCache::default(),
+        tenant_limits: api::limits::TenantLimits::new(config.tenant_rate_limit),
         metrics,
         replays: api::replay::Replays::default(),
         filter_work: filter_work::FilterWork::new(config.filter_budget),

@@ -248,7 +248,10 @@ async fn caller(principal: Principal, parts: &Parts, state: &AppState, needed: K
             "this key's scope is `{}`: it may only publish events (POST /api/v1/events and /api/v1/events/batch)",
             key.scope
         ))),
-        Principal::Tenant(key) => Ok(Caller { tenant_id: key.tenant_id, actor: key.id }),
+        Principal::Tenant(key) => {
+            state.tenant_limits.check(&key.tenant_id).map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+            Ok(Caller { tenant_id: key.tenant_id, actor: key.id })
+        }
     }
 }
 

@@ -17,6 +17,7 @@ pub mod events;
 pub mod export;
 pub mod health;
 pub mod json;
+pub mod limits;
 pub mod metrics;
 pub mod pagination;
 pub mod plugins;

@@ -1,5 +1,9 @@
 //! Keys, tenants and who may see what.
 
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use futures_util::future::join_all;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -240,4 +244,35 @@ async fn the_admin_can_create_keys_for_a_tenant() {
     let ops = server.anonymous().with_key(&created.str("key"));
     let endpoint = ops.create_endpoint(json!({})).await.expect_status(201);
     alice.get(&format!("/api/v1/endpoints/{}", endpoint.str("id"))).await.expect_status(200);
+}
+
+/// With `tenant_rate_limit`, a tenant's keys get a second's worth of requests at once, then 429s that say when to
+/// come back; another tenant and the admin key are not held back, and the tenant gets in again after the wait.
+#[tokio::test]
+async fn a_tenant_over_its_request_rate_is_told_when_to_come_back() {
+    let server = TestServer::start_with(|config| config.tenant_rate_limit = NonZeroU32::new(1)).await;
+    // Made with the admin key, which is not limited: Alice's budget is whole.
+    let alice = server.tenant("Alice").await;
+    let bob = server.tenant("Bob").await;
+    let as_admin = server.admin().for_tenant(alice.tenant_id());
+    let publisher = as_admin.post("/api/v1/api-keys", json!({ "name": "checkout", "scope": "publish" })).await;
+    let publisher = alice.with_key(&publisher.expect_status(201).str("key"));
+
+    // Twelve at once: one passes, and another only if the twelve took over a second.
+    let answers = join_all((0..12).map(|_| alice.get("/api/v1/endpoints"))).await;
+    let passed = answers.iter().filter(|a| a.status == 200).count();
+    assert!((1..=2).contains(&passed), "{passed} of 12 passed");
+    for refused in answers.iter().filter(|a| a.status != 200) {
+        refused.expect_error(429, "rate_limited", None);
+        assert_eq!(refused.header("retry-after"), Some("1"), "at most a second, in whole seconds");
+    }
+    // The key that may only publish draws on the same budget: it is the tenant that is limited.
+    let event = json!({ "type": "order.created", "data": {} });
+    publisher.post("/api/v1/events", event.clone()).await.expect_error(429, "rate_limited", None);
+    bob.get("/api/v1/endpoints").await.expect_status(200);
+    as_admin.get("/api/v1/endpoints").await.expect_status(200);
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    publisher.post("/api/v1/events", event).await.expect_status(202);
+    alice.get("/api/v1/endpoints").await.expect_error(429, "rate_limited", None);
 }
