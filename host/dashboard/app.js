@@ -219,8 +219,10 @@ class PagedTable {
 
 // ---- Overview
 
+// [status, label, marked for attention when any, marked as a warning above]. A thousand waiting is a queue
+// that is not keeping up.
 const DELIVERY_CARDS = [
-  ['pending', 'Waiting', false],
+  ['pending', 'Waiting', false, 1000],
   ['delivering', 'In flight', false],
   ['failed', 'Retrying', true],
   ['dead', 'Dead letters', true],
@@ -235,7 +237,7 @@ const ENDPOINT_CARDS = [
 function card(attributes, shown, label, alarming) {
   return el(
     'div',
-    { class: alarming ? 'card attention' : 'card', ...attributes },
+    { class: alarming === 'warning' ? 'card warning' : alarming ? 'card attention' : 'card', ...attributes },
     el('div', { class: 'count' }, shown),
     el('div', { class: 'label' }, label),
   );
@@ -243,10 +245,11 @@ function card(attributes, shown, label, alarming) {
 
 function cards(container, counts, specs, limit) {
   container.replaceChildren(
-    ...specs.map(([status, label, alarming]) => {
+    ...specs.map(([status, label, alarming, warnAbove]) => {
       const n = counts[status] || 0;
       const shown = limit && n >= limit ? `${n.toLocaleString('en')}+` : n.toLocaleString('en');
-      return card({ 'data-status': status }, shown, label, alarming && n > 0);
+      const level = alarming && n > 0 ? true : warnAbove !== undefined && n > warnAbove ? 'warning' : false;
+      return card({ 'data-status': status }, shown, label, level);
     }),
   );
 }
@@ -292,6 +295,16 @@ function milliseconds(ms) {
   return ms < 1000 ? `${ms.toFixed(1)} ms` : `${(ms / 1000).toFixed(2)} s`;
 }
 
+// How a day's success rate is marked: under 80 % for attention, under 90 % as a warning (the thresholds
+// operators of the systems our users come from alert on).
+function successLevel(rate) {
+  if (rate === null) return false;
+  return rate < 0.8 ? true : rate < 0.9 ? 'warning' : false;
+}
+
+// Attempts that take two seconds on average are a receiver slowing down before it times out.
+const SLOW_ATTEMPT_MS = 2000;
+
 // The success and retry rates are of finished deliveries; none finished shows a dash rather than 0 % or 100 %.
 function dayCards(container, day) {
   const rate = day.success_rate === null ? '—' : percent(day.success_rate);
@@ -299,13 +312,18 @@ function dayCards(container, day) {
   const count = (field, label, alarming) =>
     card({ 'data-day': field }, day[field].toLocaleString('en'), label, alarming);
   container.replaceChildren(
-    card({ 'data-day': 'success_rate' }, rate, 'Success rate', day.dead > 0),
+    card({ 'data-day': 'success_rate' }, rate, 'Success rate', successLevel(day.success_rate)),
     count('succeeded', 'Delivered', false),
     count('dead', 'Dead after retries', day.dead > 0),
     card({ 'data-day': 'retry_rate' }, retryRate, 'Needed a retry', false),
     count('attempts', 'Attempts', false),
     count('failed_attempts', 'Failed attempts', false),
-    card({ 'data-day': 'mean_attempt_ms' }, milliseconds(day.mean_attempt_ms), 'Mean attempt time', false),
+    card(
+      { 'data-day': 'mean_attempt_ms' },
+      milliseconds(day.mean_attempt_ms),
+      'Mean attempt time',
+      day.mean_attempt_ms > SLOW_ATTEMPT_MS && 'warning',
+    ),
   );
 }
 

@@ -129,6 +129,29 @@ try {
   check(JSON.stringify(cells) === JSON.stringify(['order.created', String(deadIds.length), '100.0 %', String(deadIds.length)]), `event types: ${cells}`);
   check(await page.locator('#event-types-more').isHidden(), 'more types are said to be left out');
 
+  step = 'the overview marks a day going wrong';
+  // Answers made up for the thresholds: the server's own day has only dead letters.
+  let madeUp = { success_rate: 0.85, mean_attempt_ms: 2500.5 };
+  await page.route('**/api/v1/stats', (route) =>
+    route.fulfill({
+      json: {
+        deliveries: { pending: 1500, delivering: 0, failed: 0, dead: 0, dropped: 0 },
+        endpoints: { active: 1, paused: 0, disabled: 0 },
+        count_limit: 10000,
+        last_24h: { attempts: 100, failed_attempts: 20, succeeded: 85, dead: 15, retried: 5, retry_rate: 0.05, ...madeUp },
+      },
+    }),
+  );
+  await page.locator('.card.warning[data-day="success_rate"]').waitFor();
+  check(await page.locator('.card.warning[data-day="mean_attempt_ms"]').isVisible(), 'attempts of 2.5 s are not marked');
+  check(await page.locator('.card.warning[data-status="pending"]').isVisible(), '1,500 waiting are not marked');
+  madeUp = { success_rate: 0.79, mean_attempt_ms: 1999 };
+  await page.locator('.card.attention[data-day="success_rate"]').waitFor();
+  check(await page.locator('.card[data-day="mean_attempt_ms"]:not(.warning)').isVisible(), 'attempts under 2 s are marked');
+  madeUp = { success_rate: 0.95, mean_attempt_ms: 12 };
+  await page.locator('.card[data-day="success_rate"]:not(.warning):not(.attention)').waitFor();
+  await page.unroute('**/api/v1/stats');
+
   step = 'the dead letters are listed';
   await page.click('nav button[data-view=dead-letters]');
   await page.locator('#dead-rows tr[data-id]').first().waitFor();
