@@ -1,6 +1,7 @@
 //! Query strings and pages. Parameters are read one by one by name, so every error (a bad `limit`, an unknown
 //! `status`, a misspelt parameter) is a JSON 400 naming the parameter, which axum's `Query` rejection is not.
 
+use std::ops::RangeInclusive;
 use std::str::FromStr;
 
 use axum::extract::FromRequestParts;
@@ -72,16 +73,17 @@ impl Query {
         time_field(name, &text).map(Some)
     }
 
+    /// An integer in `range`, or `default` when absent.
+    pub fn integer(&mut self, name: &str, range: RangeInclusive<i64>, default: i64) -> ApiResult<i64> {
+        let Some(text) = self.take(name)? else { return Ok(default) };
+        text.parse::<i64>().ok().filter(|n| range.contains(n)).ok_or_else(|| {
+            ApiError::invalid(name, format!("must be an integer from {} to {}", range.start(), range.end()))
+        })
+    }
+
     /// `limit` (1–1000, default 50) and `cursor`.
     pub fn page(&mut self) -> ApiResult<PageParams> {
-        let limit = match self.take("limit")? {
-            None => DEFAULT_LIMIT,
-            Some(text) => text
-                .parse::<i64>()
-                .ok()
-                .filter(|n| (1..=MAX_LIMIT).contains(n))
-                .ok_or_else(|| ApiError::invalid("limit", "must be an integer from 1 to 1000"))?,
-        };
+        let limit = self.integer("limit", 1..=MAX_LIMIT, DEFAULT_LIMIT)?;
         let cursor = self.take("cursor")?;
         if cursor.as_ref().is_some_and(|c| c.len() > MAX_CURSOR_LEN) {
             return Err(ApiError::invalid("cursor", "is not a cursor this API returned"));

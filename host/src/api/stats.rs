@@ -128,8 +128,8 @@ async fn by_endpoint(State(state): State<AppState>, caller: Caller, mut query: Q
 }
 
 /// Event types `by_event_type` lists by default, and at most.
-const EVENT_TYPES_SHOWN: usize = 10;
-const MAX_EVENT_TYPES: usize = 100;
+const EVENT_TYPES_SHOWN: i64 = 10;
+const MAX_EVENT_TYPES: i64 = 100;
 
 #[derive(Debug, Serialize)]
 struct EventTypeTotal {
@@ -143,14 +143,7 @@ struct EventTypeTotal {
 /// whole can be shown beside each.
 async fn by_event_type(State(state): State<AppState>, caller: Caller, mut query: Query) -> ApiResult<Json<Value>> {
     let hours = hours_param(&mut query)?;
-    let limit = match query.take("limit")? {
-        None => EVENT_TYPES_SHOWN,
-        Some(text) => text
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_EVENT_TYPES).contains(n))
-            .ok_or_else(|| ApiError::invalid("limit", format!("must be an integer from 1 to {MAX_EVENT_TYPES}")))?,
-    };
+    let limit = query.integer("limit", 1..=MAX_EVENT_TYPES, EVENT_TYPES_SHOWN)? as usize;
     query.finish()?;
     let span = first_of_last(hours)..hour_start(now_millis()) + HOUR;
     let mut found = state.store.event_type_totals(&caller.tenant_id, span).await?;
@@ -176,15 +169,7 @@ async fn by_event_type(State(state): State<AppState>, caller: Caller, mut query:
 
 /// `hours`: 1 to a week, default 24.
 fn hours_param(query: &mut Query) -> ApiResult<i64> {
-    let most = KEPT_HOURS - 1;
-    match query.take("hours")? {
-        None => Ok(DAY_HOURS),
-        Some(text) => text
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=most).contains(n))
-            .ok_or_else(|| ApiError::invalid("hours", format!("must be an integer from 1 to {most}"))),
-    }
+    query.integer("hours", 1..=KEPT_HOURS - 1, DAY_HOURS)
 }
 
 /// `?hours=` (1 to a week, default 24) and `?endpoint_id=`: every hour of the span, oldest first, the current

@@ -167,6 +167,18 @@ fn timed(mut counts: Value) -> (Value, Value) {
     (counts, mean)
 }
 
+/// Reads `path` (a `200`) until `done` holds of its answer, for up to 20 s; the last answer either way.
+async fn read_until(client: &Client, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = client.get(path).await.expect_status(200).json;
+        if done(&answer) || Instant::now() > deadline {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Polls the dead-letter queue until it holds `count` deliveries.
 async fn wait_dead(client: &Client, query: &str, count: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -238,14 +250,8 @@ async fn the_last_days_attempts_and_success_rate_are_counted() {
         publish(&alice, event_type).await;
     }
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let day = loop {
-        let day = alice.get("/api/v1/stats").await.expect_status(200).json["last_24h"].clone();
-        if (day["succeeded"] == 3 && day["dead"] == 1) || Instant::now() > deadline {
-            break day;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let stats = read_until(&alice, "/api/v1/stats", |s| s["last_24h"]["succeeded"] == 3 && s["last_24h"]["dead"] == 1);
+    let day = stats.await["last_24h"].clone();
     // `retried`: finished deliveries that needed more than one attempt, a share of those finished.
     let counts = |attempts: u64, failed: u64, succeeded: u64, dead: u64, rate: Value, retried: u64| {
         let finished = succeeded + dead;
@@ -343,14 +349,7 @@ async fn the_event_types_published_most_are_counted() {
     bob.create_endpoint(json!({})).await.expect_status(201);
     publish(&bob, "order.paid").await;
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let counted = loop {
-        let counted = alice.get("/api/v1/stats/event-types").await.expect_status(200).json;
-        if counted["events"] == 7 || Instant::now() > deadline {
-            break counted;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let counted = read_until(&alice, "/api/v1/stats/event-types", |counted| counted["events"] == 7).await;
     let types = json!([
         { "event_type": "order.paid", "events": 4, "deliveries": 8 },
         { "event_type": "order.sent", "events": 2, "deliveries": 4 },
@@ -362,14 +361,7 @@ async fn the_event_types_published_most_are_counted() {
     assert_eq!((&top["events"], &top["types"], &top["hours"]), (&json!(7), &json!(3), &json!(168)), "{top}");
     assert_eq!(top["event_types"], json!([types[0]]), "the totals are of every type, the list of the top one");
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let bobs = loop {
-        let bobs = bob.get("/api/v1/stats/event-types").await.expect_status(200).json;
-        if bobs["events"] == 1 || Instant::now() > deadline {
-            break bobs;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let bobs = read_until(&bob, "/api/v1/stats/event-types", |bobs| bobs["events"] == 1).await;
     let only = json!([{ "event_type": "order.paid", "events": 1, "deliveries": 1 }]);
     assert_eq!(bobs["event_types"], only, "another tenant's own");
 
