@@ -13,6 +13,7 @@ pub mod hourly;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
+pub mod notices;
 pub mod plugin;
 pub mod retry;
 pub mod routing;
@@ -163,10 +164,13 @@ pub async fn run(
         replays: api::replay::Replays::default(),
         filter_work: filter_work::FilterWork::new(config.filter_budget),
     }));
+    let announcing_ingest = writer.ingest();
     let writer = writer.start(store.clone(), node_id, Some(dispatcher.handoff()));
 
     let stop = CancellationToken::new();
     let dispatcher = tokio::spawn(dispatcher.run(stop.clone()));
+    let announcing =
+        tokio::spawn(notices::keep_announcing(store.clone(), announcing_ingest, config.poll_interval, stop.clone()));
     let stop_counting = CancellationToken::new();
     let counting = tokio::spawn(hourly::keep_flushing(
         hourly.clone(),
@@ -189,6 +193,8 @@ pub async fn run(
     if let Err(e) = dispatcher.await {
         tracing::error!(error = %e, "dispatcher task failed");
     }
+    // What it has not announced yet, the next node to start announces.
+    let _ = announcing.await;
     // The API and the dispatcher have let go of the writer: it ends after its last commit, which gives records
     // whose commit failed one more try. Waiting for it also closes the database before a restart opens it. Not
     // for long, though: with the database unreachable each try waits out a connection timeout, and what is not

@@ -19,7 +19,8 @@ pub const MAX_EVENT_TYPE_LEN: usize = 100;
 pub const MAX_FILTER_LEN: usize = 1000;
 
 /// The type of the events `POST /endpoints/{id}/test` sends. Publishers cannot use it (nor anything under
-/// `switchyard.`), so a receiver can tell a test from a real event, and replaying what an endpoint missed skips it.
+/// `switchyard.`, which also holds [`notices`](crate::notices)), so a receiver can tell a test from a real event,
+/// and replaying what an endpoint missed skips it.
 pub const TEST_EVENT_TYPE: &str = "switchyard.test";
 const RESERVED_PREFIX: &str = "switchyard.";
 
@@ -62,7 +63,8 @@ fn is_segment(segment: &str) -> bool {
 /// A parsed event-type pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Pattern<'a> {
-    /// `*`: every event.
+    /// `*`: every event but Switchyard's own, which an endpoint gets only by naming them (`switchyard.*`): a
+    /// merchant's catch-all receiver is not sent the server's notices about its endpoints.
     Any,
     /// `payment.*`: every type below `payment.`; holds `payment.`.
     Prefix(&'a str),
@@ -89,7 +91,7 @@ fn parse_pattern(pattern: &str) -> Result<Pattern<'_>, String> {
 impl Pattern<'_> {
     fn matches(&self, event_type: &str) -> bool {
         match self {
-            Pattern::Any => true,
+            Pattern::Any => !is_reserved_event_type(event_type),
             Pattern::Prefix(prefix) => event_type.starts_with(prefix),
             Pattern::Exact(name) => *name == event_type,
         }
@@ -698,6 +700,21 @@ pub(crate) mod tests {
         assert_eq!(matched(&endpoints, &event("payment.refund.created", "{}")), ["prefix", "star"]);
         assert_eq!(matched(&endpoints, &event("paymentx.created", "{}")), ["star"]);
         assert_eq!(matched(&endpoints, &event("refund.created", "{}")), ["star", "other"]);
+    }
+
+    /// Switchyard's own events reach only the endpoints that name them: a catch-all `*` does not get them.
+    #[test]
+    fn switchyard_events_go_only_to_subscriptions_that_name_them() {
+        let endpoints = [
+            endpoint("star", &[("*", None)]),
+            endpoint("all-notices", &[("switchyard.*", None)]),
+            endpoint("endpoints", &[("switchyard.endpoint.*", None)]),
+            endpoint("disabled", &[("switchyard.endpoint.disabled", None)]),
+            endpoint("both", &[("*", None), ("switchyard.*", None)]),
+        ];
+        let notice = event("switchyard.endpoint.disabled", "{}");
+        assert_eq!(matched(&endpoints, &notice), ["all-notices", "endpoints", "disabled", "both"]);
+        assert_eq!(matched(&endpoints, &event("order.created", "{}")), ["star", "both"]);
     }
 
     #[test]

@@ -410,6 +410,55 @@ async fn gone_disables_endpoint() {
     assert_eq!(activated["data"][0]["details"]["previous_reason"], endpoint["status_reason"], "{activated:#}");
 }
 
+/// 6b. An endpoint the server disables is announced: `switchyard.endpoint.disabled` goes to the tenant's endpoints
+/// that subscribe to it, once, naming the endpoint and why; a catch-all `*` endpoint is not sent it, and a
+/// publisher cannot send one itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_endpoint_is_announced_to_the_endpoints_that_subscribe() {
+    let (_server, api) = setup().await;
+    let gone = Receiver::start().await;
+    gone.push([Reply::status(410)]);
+    let only_users = json!({ "subscriptions": [{ "event_type": "user.*" }] });
+    let (gone_id, _) = endpoint_to(&api, &gone, only_users).await;
+    let watcher = Receiver::start().await;
+    let notices = json!({ "subscriptions": [{ "event_type": "switchyard.endpoint.disabled" }] });
+    let (watcher_id, watcher_secret) = endpoint_to(&api, &watcher, notices).await;
+    let everything = Receiver::start().await;
+    let (everything_id, _) = endpoint_to(&api, &everything, json!({})).await;
+
+    let (_, deliveries) = publish(&api, "user.deleted", json!({ "user": 1 })).await;
+    assert_eq!(deliveries, 2, "the endpoint that answers 410 and the catch-all");
+    let announced = watcher.wait_for_requests(1, WAIT).await;
+    let body: Value = serde_json::from_slice(&announced[0].body).unwrap();
+    assert_eq!(body["type"], "switchyard.endpoint.disabled", "{body}");
+    let data = &body["data"];
+    assert_eq!((&data["endpoint_id"], &data["url"]), (&json!(gone_id), &json!(gone.url("/hook"))), "{body}");
+    assert_eq!(data["status_code"], 410, "{body}");
+    let endpoint = api.endpoint(&gone_id).await;
+    assert_eq!(data["reason"], endpoint["status_reason"], "{body}");
+    assert!(data["disabled_at"].as_str().is_some_and(|at| at.ends_with('Z')), "{body}");
+    assert_verifies("standard", &watcher_secret, &announced[0], "the notice").await;
+
+    // Listed among the tenant's events, with one delivery: to the endpoint that asked, not to the catch-all.
+    let event_id = str_field(&body, "id").to_string();
+    let delivered = api.get(&format!("/api/v1/deliveries?event_id={event_id}")).await;
+    let to: Vec<&str> =
+        delivered["data"].as_array().unwrap().iter().filter_map(|d| d["endpoint_id"].as_str()).collect();
+    assert_eq!(to, [watcher_id.as_str()], "{delivered}");
+    everything.wait_for_requests(1, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(watcher.count(), 1, "announced once");
+    assert_eq!(everything.count(), 1, "the catch-all got the user event only");
+    let user_event: Value = serde_json::from_slice(&everything.requests()[0].body).unwrap();
+    assert_eq!(user_event["type"], "user.deleted", "{user_event}");
+    let deliveries = api.get(&format!("/api/v1/deliveries?endpoint_id={everything_id}")).await;
+    assert_eq!(deliveries["data"].as_array().map(Vec::len), Some(1), "{deliveries}");
+
+    let notice = json!({ "type": "switchyard.endpoint.disabled", "data": {} });
+    let refused = api.expect(Method::POST, "/api/v1/events", Some(notice), 400).await;
+    assert_eq!(refused["error"]["field"], "type", "{refused}");
+}
+
 /// 7. A 400 is final: dead after one attempt, the response body kept for diagnosis.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_error_is_dead_at_once() {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde_json::json;
 use serde_json::value::RawValue;
 use switchyard::model::{
-    new_id, new_id_at, ApiKey, Attempt, AuditEntry, Delivery, DeliveryStatus, Endpoint, EndpointPlugins,
+    first_id_at, new_id, new_id_at, ApiKey, Attempt, AuditEntry, Delivery, DeliveryStatus, Endpoint, EndpointPlugins,
     EndpointStatus, Event, KeyScope, Millis, PluginBinding, PluginUse, PreparedRequest, SecretStatus, SignatureScheme,
     Subscription, Tenant,
 };
@@ -109,6 +109,7 @@ conformance! {
     missed_events_are_found_and_sent_in_a_batch,
     next_due_at_follows_waiting_deliveries_and_leases,
     audit_log_appends_and_pages,
+    every_tenants_entries_of_an_action_are_read_after_a_cursor,
     database_refuses_to_change_history,
     other_tenants_see_nothing,
     prepared_requests_are_stored_once_and_claimed_with_the_delivery,
@@ -2157,6 +2158,45 @@ async fn audit_log_appends_and_pages(store: &dyn Store, _url: &str) {
     assert_eq!(store.list_audit(Some(tenant_id), &updates, &page(10)).await.unwrap(), vec![ours[1].clone()]);
     let elsewhere = AuditFilter { action: Some("endpoint.update".into()), resource_id: Some("ep_2".into()) };
     assert!(store.list_audit(Some(tenant_id), &elsewhere, &page(10)).await.unwrap().is_empty());
+}
+
+/// What the announcer of disabled endpoints reads: one action's entries of every tenant, oldest first, after a
+/// cursor; the server's own entries (no tenant) are not among them.
+async fn every_tenants_entries_of_an_action_are_read_after_a_cursor(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    // An action of this test alone, whatever else the database holds.
+    let action = format!("test.{}", new_id("act"));
+    let entry = |tenant_id: Option<&str>, action: &str, at: Millis| AuditEntry {
+        id: new_id_at("aud", at),
+        tenant_id: tenant_id.map(str::to_string),
+        actor: "switchyard".into(),
+        action: action.into(),
+        resource_type: "endpoint".into(),
+        resource_id: new_id("ep"),
+        details: json!({ "reason": "410 Gone", "status_code": 410 }),
+        at,
+    };
+    let expected = [
+        entry(Some(&tenant.id), &action, T0),
+        entry(Some(&other.id), &action, T0 + 1),
+        entry(Some(&tenant.id), &action, T0 + 2),
+    ];
+    // Appended out of order: the order read is the ids'.
+    for e in [&expected[2], &expected[0], &expected[1]] {
+        store.append_audit(e).await.unwrap();
+    }
+    store.append_audit(&entry(None, &action, T0 + 3)).await.unwrap();
+    store.append_audit(&entry(Some(&tenant.id), "endpoint.update", T0 + 4)).await.unwrap();
+
+    let from = |cursor: String, limit| Page { cursor: Some(cursor), limit };
+    let all = store.tenant_audit_after(&action, &from(first_id_at("aud", T0 - 1), 10)).await.unwrap();
+    assert_eq!(all, expected, "every tenant's, oldest first; not the server's own, nor another action");
+    let after_first = store.tenant_audit_after(&action, &from(expected[0].id.clone(), 10)).await.unwrap();
+    assert_eq!(after_first, expected[1..]);
+    let limited = store.tenant_audit_after(&action, &from(first_id_at("aud", T0 - 1), 2)).await.unwrap();
+    assert_eq!(limited, expected[..2]);
+    assert_eq!(store.tenant_audit_after(&action, &from(expected[2].id.clone(), 10)).await.unwrap(), []);
 }
 
 async fn database_refuses_to_change_history(store: &dyn Store, url: &str) {

@@ -369,4 +369,7 @@ impl Store for FakeStore {
     async fn list_audit(&self, _: Option<&str>, _: &AuditFilter, _: &Page) -> StoreResult<Vec<AuditEntry>> {
         unused()
     }
+    async fn tenant_audit_after(&self, _: &str, _: &Page) -> StoreResult<Vec<AuditEntry>> {
+        unused()
+    }
 }

@@ -671,4 +671,6 @@ pub trait Store: Send + Sync + 'static {
         filter: &AuditFilter,
         page: &Page,
     ) -> StoreResult<Vec<AuditEntry>>;
+    /// Every tenant's entries of `action`, oldest first (by id), after `page.cursor`.
+    async fn tenant_audit_after(&self, action: &str, page: &Page) -> StoreResult<Vec<AuditEntry>>;
 }

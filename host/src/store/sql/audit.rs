@@ -39,3 +39,11 @@ pub(super) async fn list_audit(
         .keyset_page("id", Order::Descending, page);
     rows::all(&sql.query().fetch_all(pool).await?, rows::audit_entry)
 }
+
+pub(super) async fn tenant_audit_after(pool: &AnyPool, action: &str, page: &Page) -> StoreResult<Vec<AuditEntry>> {
+    // Walks the primary key from the cursor: only the entries written since, whatever their tenants.
+    let mut sql = SqlBuilder::new(format!("SELECT {AUDIT_COLUMNS} FROM audit_log"));
+    sql.condition().push("tenant_id IS NOT NULL");
+    sql.compare("action", "=", action).keyset_page("id", Order::Ascending, page);
+    rows::all(&sql.query().fetch_all(pool).await?, rows::audit_entry)
+}

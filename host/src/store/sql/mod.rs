@@ -625,6 +625,10 @@ impl Store for SqlStore {
     ) -> StoreResult<Vec<AuditEntry>> {
         audit::list_audit(&self.reader, tenant_id, filter, page).await
     }
+
+    async fn tenant_audit_after(&self, action: &str, page: &Page) -> StoreResult<Vec<AuditEntry>> {
+        audit::tenant_audit_after(&self.reader, action, page).await
+    }
 }
 
 #[cfg(test)]
