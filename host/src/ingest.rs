@@ -12,7 +12,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use crate::dispatch::Handoff;
 use crate::hourly::HourlyTally;
 use crate::model::{new_id_at, now_millis, Delivery, DeliveryStatus, Endpoint, Event};
-use crate::routing::{FilterCache, FilterVerdicts};
+use crate::routing::{is_reserved_event_type, FilterCache, FilterVerdicts};
 use crate::secrets::SigningSecrets;
 use crate::store::{
     secrets_by_endpoint, AttemptOutcome, DispatchJob, JobEndpoint, JobEvent, NewDelivery, NewEvent, Published, Store,
@@ -208,7 +208,10 @@ impl Publishes {
             for (new, published) in self.events[range.clone()].iter().zip(published) {
                 if !published.replayed {
                     waiting |= published.deliveries > published.leased.len() as i64;
-                    stored.push((&new.event, published.deliveries.max(0) as u64));
+                    // Switchyard's own events are not among the types a tenant publishes.
+                    if !is_reserved_event_type(&new.event.event_type) {
+                        stored.push((&new.event, published.deliveries.max(0) as u64));
+                    }
                 }
                 self.handover.take(new, published, &self.endpoints);
             }
