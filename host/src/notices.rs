@@ -31,8 +31,8 @@ const SERVER_ACTOR: &str = "switchyard";
 const LOOKBACK: Millis = 24 * 3_600_000;
 /// How long after its id's time an entry may still commit: ids are minted before their transaction commits.
 const LATE_COMMITS: Millis = 60_000;
-/// Entries read at once.
-const BATCH: i64 = 200;
+/// Entries read, and announced, at once: as many events as a batch publish takes.
+const BATCH: i64 = 100;
 
 /// Publishes an event for every endpoint the server disabled, every `every` until `stop`.
 pub async fn keep_announcing(store: Arc<dyn Store>, ingest: Ingest, every: Duration, stop: CancellationToken) {
@@ -74,13 +74,18 @@ impl Announcer {
         let mut page = Page { cursor: Some(self.cursor.clone()), limit: BATCH };
         loop {
             let entries = store.tenant_audit_after(ENDPOINT_DISABLED_ACTION, &page).await?;
-            for entry in &entries {
-                if entry.actor == SERVER_ACTOR && !self.announced.contains(&entry.id) {
-                    let event = disabled_event(store, entry, now).await?;
-                    ingest.publish(vec![event], Route::Subscriptions(Vec::new())).await?;
-                    self.announced.insert(entry.id.clone());
-                }
+            let new: Vec<&AuditEntry> =
+                entries.iter().filter(|e| e.actor == SERVER_ACTOR && !self.announced.contains(&e.id)).collect();
+            let mut events = Vec::with_capacity(new.len());
+            for entry in &new {
+                events.push(disabled_event(store, entry, now).await?);
             }
+            // One group commit for the page: after a restart, a day of entries is announced again (each an
+            // idempotent repeat) in a few commits rather than one each.
+            if !events.is_empty() {
+                ingest.publish(events, Route::Subscriptions(Vec::new())).await?;
+            }
+            self.announced.extend(new.into_iter().map(|entry| entry.id.clone()));
             match entries.last() {
                 Some(last) if entries.len() as i64 == BATCH => page.cursor = Some(last.id.clone()),
                 _ => break,
