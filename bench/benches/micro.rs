@@ -196,6 +196,22 @@ fn ids(c: &mut Criterion) {
     group.finish();
 }
 
+/// With `tenant_rate_limit` set, every request of a tenant key takes one from its tenant's budget: here with a
+/// budget that never runs out, among 100 tenants, so each check passes as most do.
+fn limits(c: &mut Criterion) {
+    let limits = switchyard::api::limits::TenantLimits::new(std::num::NonZeroU32::new(1_000_000));
+    let tenants: Vec<String> = (0..100).map(|n| format!("ten_{n:022}")).collect();
+    for tenant in &tenants {
+        limits.check(tenant).unwrap();
+    }
+    let mut next = tenants.iter().cycle();
+    let mut group = c.benchmark_group("limits");
+    group.bench_function("check a tenant's request budget", |b| {
+        b.iter(|| limits.check(black_box(next.next().unwrap())).is_ok())
+    });
+    group.finish();
+}
+
 /// The writer counts every recorded attempt for the hourly success rate, and every event published by type: a
 /// commit's worth, 100 attempts to 10 endpoints or 100 events, into a tally that already holds their hours (as it
 /// does between flushes).
@@ -573,5 +589,5 @@ fn hotswap(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, routing, signing, retry, ids, hourly, plugins, hotswap);
+criterion_group!(benches, routing, signing, retry, ids, limits, hourly, plugins, hotswap);
 criterion_main!(benches);
