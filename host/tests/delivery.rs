@@ -454,6 +454,16 @@ async fn a_disabled_endpoint_is_announced_to_the_endpoints_that_subscribe() {
     let deliveries = api.get(&format!("/api/v1/deliveries?endpoint_id={everything_id}")).await;
     assert_eq!(deliveries["data"].as_array().map(Vec::len), Some(1), "{deliveries}");
 
+    // An endpoint subscribed later gets the notice by replaying what it missed, as any event.
+    let latecomer = Receiver::start().await;
+    let notices = json!({ "subscriptions": [{ "event_type": "switchyard.*" }] });
+    let (latecomer_id, _) = endpoint_to(&api, &latecomer, notices).await;
+    let since = json!({ "since": "2020-01-01T00:00:00Z" });
+    let replay = format!("/api/v1/endpoints/{latecomer_id}/replay-missing");
+    assert_eq!(api.expect(Method::POST, &replay, Some(since), 200).await["created"], 1);
+    let replayed = latecomer.wait_for_requests(1, WAIT).await;
+    assert_eq!(serde_json::from_slice::<Value>(&replayed[0].body).unwrap()["id"], body["id"]);
+
     let notice = json!({ "type": "switchyard.endpoint.disabled", "data": {} });
     let refused = api.expect(Method::POST, "/api/v1/events", Some(notice), 400).await;
     assert_eq!(refused["error"]["field"], "type", "{refused}");

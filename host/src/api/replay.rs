@@ -135,9 +135,10 @@ async fn replay(store: &dyn Store, work: &FilterWork, endpoint: &Endpoint, windo
     loop {
         let missed = store.events_missed_by(&endpoint.tenant_id, &endpoint.id, window, &page).await?;
         let (chunk_len, last) = (missed.len(), missed.last().map(|event| event.id.clone()));
-        // A test event was meant for the endpoint it was sent to alone.
+        // A test event was meant for the endpoint it was sent to alone; Switchyard's notices are for whoever
+        // subscribes to them, as any event.
         let candidates: Vec<Event> =
-            missed.into_iter().filter(|event| !routing::is_reserved_event_type(&event.event_type)).collect();
+            missed.into_iter().filter(|event| event.event_type != routing::TEST_EVENT_TYPE).collect();
         let verdicts = work.replay_verdicts(&endpoint.tenant_id, endpoints, &candidates).await.map_err(|over| {
             ApiError::PayloadTooLarge {
                 field: None,
