@@ -263,6 +263,14 @@ pub struct EndpointPlugins {
     pub retry_policy: Option<PluginBinding>,
 }
 
+impl Endpoint {
+    /// The host of its URL, all of it that goes where others may read it (the audit log, notices): receivers'
+    /// URLs often carry tokens in the path or query.
+    pub fn url_host(&self) -> Option<String> {
+        url::Url::parse(&self.url).ok().and_then(|u| u.host_str().map(str::to_string))
+    }
+}
+
 impl EndpointPlugins {
     pub fn is_empty(&self) -> bool {
         self.filter.is_none() && self.transform.is_none() && self.retry_policy.is_none()

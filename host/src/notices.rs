@@ -16,7 +16,7 @@ use serde_json::{json, value::RawValue};
 use tokio_util::sync::CancellationToken;
 
 use crate::ingest::Route;
-use crate::model::{first_id_at, new_id_at, now_millis, rfc3339, AuditEntry, Event, Millis};
+use crate::model::{first_id_at, new_id_at, now_millis, rfc3339, AuditEntry, Endpoint, Event, Millis};
 use crate::store::{Page, Store, StoreResult};
 use crate::writer::Ingest;
 
@@ -26,6 +26,9 @@ pub const ENDPOINT_DISABLED_EVENT: &str = "switchyard.endpoint.disabled";
 const ENDPOINT_DISABLED_ACTION: &str = "endpoint.disabled";
 /// The actor of the entries the server writes itself; an operator's own changes are not announced.
 const SERVER_ACTOR: &str = "switchyard";
+
+/// The idempotency keys of Switchyard's own events: a publisher may not use them.
+pub const RESERVED_KEY_PREFIX: &str = "switchyard:";
 
 /// How far back a node looks when it starts: entries written while no node ran are still announced.
 const LOOKBACK: Millis = 24 * 3_600_000;
@@ -109,11 +112,12 @@ impl Announcer {
 /// The event announcing the endpoint `entry` disabled, keyed by the entry so it is stored once.
 async fn disabled_event(store: &dyn Store, entry: &AuditEntry, now: Millis) -> StoreResult<Event> {
     let tenant_id = entry.tenant_id.clone().unwrap_or_default();
-    // The endpoint as it is now: deleted since, it has no URL to name.
+    // The endpoint as it is now: deleted since, it has no host to name. Only the host, as in the audit log: the
+    // notice may go to a third party (a chat hook), and receivers' URLs often carry tokens in the path or query.
     let endpoint = store.get_endpoint(&tenant_id, &entry.resource_id).await?;
     let data = json!({
         "endpoint_id": entry.resource_id,
-        "url": endpoint.as_ref().map(|e| e.url.as_str()),
+        "host": endpoint.as_ref().and_then(Endpoint::url_host),
         "reason": entry.details.get("reason"),
         "status_code": entry.details.get("status_code"),
         "delivery_id": entry.details.get("delivery_id"),
@@ -125,7 +129,7 @@ async fn disabled_event(store: &dyn Store, entry: &AuditEntry, now: Millis) -> S
         tenant_id,
         event_type: ENDPOINT_DISABLED_EVENT.into(),
         data,
-        idempotency_key: Some(format!("switchyard:{}", entry.id)),
+        idempotency_key: Some(format!("{RESERVED_KEY_PREFIX}{}", entry.id)),
         received_at: now,
     })
 }

@@ -432,7 +432,8 @@ async fn a_disabled_endpoint_is_announced_to_the_endpoints_that_subscribe() {
     let body: Value = serde_json::from_slice(&announced[0].body).unwrap();
     assert_eq!(body["type"], "switchyard.endpoint.disabled", "{body}");
     let data = &body["data"];
-    assert_eq!((&data["endpoint_id"], &data["url"]), (&json!(gone_id), &json!(gone.url("/hook"))), "{body}");
+    let host = json!("127.0.0.1");
+    assert_eq!((&data["endpoint_id"], &data["host"]), (&json!(gone_id), &host), "only the host: {body}");
     assert_eq!(data["status_code"], 410, "{body}");
     let endpoint = api.endpoint(&gone_id).await;
     assert_eq!(data["reason"], endpoint["status_reason"], "{body}");

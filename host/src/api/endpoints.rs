@@ -53,11 +53,6 @@ fn secret_source(provided: &Option<String>) -> &'static str {
     }
 }
 
-/// Only the host of a URL goes into the audit log: receivers often carry tokens in the path or query.
-fn url_host(url: &str) -> Value {
-    url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_string)).map_or(Value::Null, Value::String)
-}
-
 async fn load(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Endpoint> {
     state.store.get_endpoint(&caller.tenant_id, id).await?.ok_or(ApiError::NotFound("endpoint"))
 }
@@ -111,7 +106,7 @@ async fn create(
     let (plaintext, sealed) = new_secret(&state, &endpoint.id, provided);
     state.store.create_endpoint(&endpoint, &sealed).await?;
     let details = json!({
-        "host": url_host(&endpoint.url),
+        "host": endpoint.url_host(),
         "subscriptions": endpoint.subscriptions.len(),
         "signature_scheme": endpoint.signature_scheme,
         "plugins": plugin_names(&endpoint.plugins),
@@ -222,7 +217,7 @@ async fn update(
         if !state.store.update_endpoint(&endpoint).await? {
             return Err(ApiError::NotFound("endpoint"));
         }
-        let details = json!({ "fields": changed, "host": url_host(&endpoint.url) });
+        let details = json!({ "fields": changed, "host": endpoint.url_host() });
         audit::record(&state, &caller, "endpoint.updated", "endpoint", &endpoint.id, details).await;
     }
     Ok(Json(EndpointView::load(&state, endpoint).await?))

@@ -12,6 +12,7 @@ use super::endpoint_view::REDACTED;
 use crate::dispatch::send::is_reserved_header;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{EndpointPlugins, Subscription};
+use crate::notices;
 use crate::plugin::{self, PluginKind, PluginRegistry};
 use crate::routing;
 
@@ -209,6 +210,13 @@ pub fn idempotency_key(field: &str, key: &str) -> ApiResult<()> {
     }
     if key.chars().any(char::is_control) {
         return Err(ApiError::invalid(field, "must not contain control characters"));
+    }
+    // Switchyard's own events are keyed so: a tenant's event under one of those keys would stand in for it.
+    if key.starts_with(notices::RESERVED_KEY_PREFIX) {
+        return Err(ApiError::invalid(
+            field,
+            format!("keys starting with `{}` are Switchyard's own", notices::RESERVED_KEY_PREFIX),
+        ));
     }
     Ok(())
 }

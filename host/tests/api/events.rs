@@ -124,6 +124,14 @@ async fn an_idempotency_key_publishes_once() {
         .post("/api/v1/events", json!({ "type": "a.b", "data": {}, "idempotency_key": "" }))
         .await
         .expect_invalid("idempotency_key");
+    // Switchyard's notices are keyed `switchyard:<audit id>`: a tenant's event under such a key would stand in
+    // for one.
+    alice
+        .post("/api/v1/events", json!({ "type": "a.b", "data": {}, "idempotency_key": "switchyard:aud_1" }))
+        .await
+        .expect_invalid("idempotency_key");
+    let batch = json!({ "events": [{ "type": "a.b", "data": {} }, { "type": "a.b", "data": {}, "idempotency_key": "switchyard:x" }] });
+    alice.post("/api/v1/events/batch", batch).await.expect_invalid("events[1].idempotency_key");
     let long_header = alice
         .request(Method::POST, "/api/v1/events")
         .header("Idempotency-Key", long)
