@@ -17,15 +17,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ingest::Route;
 use crate::model::{first_id_at, new_id_at, now_millis, rfc3339, AuditEntry, Endpoint, Event, Millis};
-use crate::store::{Page, Store, StoreResult};
+use crate::store::{Page, Store, StoreResult, ENDPOINT_DISABLED, SERVER_ACTOR};
 use crate::writer::Ingest;
 
 /// The type of the event published when the server disables an endpoint.
 pub const ENDPOINT_DISABLED_EVENT: &str = "switchyard.endpoint.disabled";
-/// The audit action that records it (see `store::sql::dispatch`).
-const ENDPOINT_DISABLED_ACTION: &str = "endpoint.disabled";
-/// The actor of the entries the server writes itself; an operator's own changes are not announced.
-const SERVER_ACTOR: &str = "switchyard";
 
 /// The idempotency keys of Switchyard's own events: a publisher may not use them.
 pub const RESERVED_KEY_PREFIX: &str = "switchyard:";
@@ -76,7 +72,7 @@ impl Announcer {
     async fn announce(&mut self, store: &dyn Store, ingest: &Ingest, now: Millis) -> StoreResult<()> {
         let mut page = Page { cursor: Some(self.cursor.clone()), limit: BATCH };
         loop {
-            let entries = store.tenant_audit_after(ENDPOINT_DISABLED_ACTION, &page).await?;
+            let entries = store.tenant_audit_after(ENDPOINT_DISABLED, &page).await?;
             let new: Vec<&AuditEntry> =
                 entries.iter().filter(|e| e.actor == SERVER_ACTOR && !self.announced.contains(&e.id)).collect();
             let mut events = Vec::with_capacity(new.len());

@@ -404,6 +404,12 @@ pub struct EventTypeHour {
     pub counts: PublishedCounts,
 }
 
+/// Who the audit log names for what the server decided itself.
+pub const SERVER_ACTOR: &str = "switchyard";
+/// The audit action of an endpoint the server disabled, written in the transaction that disables it: what
+/// [`notices`](crate::notices) announces.
+pub const ENDPOINT_DISABLED: &str = "endpoint.disabled";
+
 /// A plugin's latest upload through the API, or its deletion.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginUpload {

@@ -19,6 +19,7 @@ use super::Dialect;
 use crate::model::{new_id, Attempt, AuditEntry, Delivery, Endpoint, EndpointSecret, Event, Millis, PreparedRequest};
 use crate::store::{
     secrets_by_endpoint, AttemptOutcome, DispatchJob, Dropped, JobEndpoint, JobEvent, StoreError, StoreResult,
+    ENDPOINT_DISABLED, SERVER_ACTOR,
 };
 
 /// Rows per multi-row statement: bounds the JSON text one statement carries.
@@ -491,10 +492,6 @@ pub(super) fn disabled_audit_entry(outcome: &AttemptOutcome, endpoint_id: &str, 
         at: attempt.started_at + attempt.duration_ms,
     }
 }
-
-/// Who the audit log names for what the server decided itself.
-pub(super) const SERVER_ACTOR: &str = "switchyard";
-pub(super) const ENDPOINT_DISABLED: &str = "endpoint.disabled";
 
 /// A prepared request as the three columns that store it.
 struct PreparedColumns {

@@ -18,15 +18,16 @@ use sqlx::Row;
 use super::cache::ReadCache;
 use super::dialect::{script_statements, Column, WriteConnection};
 use super::dispatch::{
-    attempt_rows, disabled_audit_entry, outcome_rows, update_from_outcomes, Preparation, ATTEMPT_ROWS,
-    ENDPOINT_DISABLED, OUTCOME_ROWS, SERVER_ACTOR,
+    attempt_rows, disabled_audit_entry, outcome_rows, update_from_outcomes, Preparation, ATTEMPT_ROWS, OUTCOME_ROWS,
 };
 use super::events::{delivery_rows, distinct_types, insert_deliveries_from, DELIVERY_ROWS};
 use super::query::{json_rows, Payloads};
 use super::rows::{ATTEMPT_COLUMNS, AUDIT_COLUMNS};
 use super::Dialect;
 use crate::model::{new_id, Event};
-use crate::store::{AttemptOutcome, NewDelivery, NewEvent, Published, StoreError, StoreResult};
+use crate::store::{
+    AttemptOutcome, NewDelivery, NewEvent, Published, StoreError, StoreResult, ENDPOINT_DISABLED, SERVER_ACTOR,
+};
 
 const EVENT_ROWS: &[(&str, Column)] = &[
     ("id", Column::Text),
