@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use axum::http::header::{CONNECTION, RETRY_AFTER};
+use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -115,9 +115,6 @@ impl IntoResponse for ApiError {
             // Whole seconds, rounded up: a client that waits that long is let in.
             let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
-            // Refused before its body was read, the request leaves the connection unusable: said so, a client
-            // opens a new one for its retry instead of failing on a closed one.
-            response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod dead_letters;
 pub mod deliveries;
+pub mod drain;
 pub mod endpoint_view;
 pub mod endpoints;
 pub mod event_types;
@@ -34,6 +35,7 @@ use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::Request;
 use axum::Router;
+use tower_http::map_request_body::MapRequestBodyLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tower_http::LatencyUnit;
 use tracing::{Level, Span};
@@ -79,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         // Must come after every route is added: it applies to the routes present when it is called.
         .method_not_allowed_fallback(method_not_allowed)
         .layer(metrics::CountRequestsLayer(state.metrics.clone()))
+        .layer(MapRequestBodyLayer::new(drain::drained_if_unread))
         .layer(trace)
         .with_state(state)
 }

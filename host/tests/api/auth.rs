@@ -268,9 +268,7 @@ async fn a_tenant_over_its_request_rate_is_told_when_to_come_back() {
     }
     // The key that may only publish draws on the same budget: it is the tenant that is limited.
     let event = json!({ "type": "order.created", "data": {} });
-    let refused = publisher.post("/api/v1/events", event.clone()).await;
-    refused.expect_error(429, "rate_limited", None);
-    assert_eq!(refused.header("connection"), Some("close"), "its body unread, the connection is not reused");
+    publisher.post("/api/v1/events", event.clone()).await.expect_error(429, "rate_limited", None);
     bob.get("/api/v1/endpoints").await.expect_status(200);
     as_admin.get("/api/v1/endpoints").await.expect_status(200);
 

@@ -5,6 +5,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::support::server::TestServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
 async fn health_probes() {
@@ -134,4 +135,48 @@ async fn pagination_walks_every_item_once_newest_first() {
     alice.get("/api/v1/audit-log?limit=0").await.expect_invalid("limit");
     alice.get("/api/v1/api-keys?cursor=x&extra=1").await.expect_invalid("extra");
     server.admin().get("/api/v1/tenants?limit=abc").await.expect_invalid("limit");
+}
+
+/// A request refused before its body is read (here a wrong key) still gets its answer, and its connection can be
+/// used again: the rest of the body is read and thrown away. Without that hyper closed the connection while the
+/// client was still sending a body larger than the socket's buffers, and the client got a reset, not a `401`.
+#[tokio::test]
+async fn a_request_refused_before_its_body_is_read_keeps_its_connection() {
+    let server = TestServer::start().await;
+    let address = server.base_url.trim_start_matches("http://").to_string();
+    let mut connection = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let body = format!(r#"{{"type": "a.b", "data": {{"pad": "{}"}}}}"#, "x".repeat(500_000));
+    let refused = format!(
+        "POST /api/v1/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sy_wrong\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (mut reader, mut writer) = connection.split();
+    let (sent, answer) = tokio::join!(writer.write_all(refused.as_bytes()), read_answer(&mut reader));
+    sent.expect("the whole body is taken");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(!answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+
+    writer.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let again = read_answer(&mut reader).await;
+    assert!(again.starts_with("HTTP/1.1 200"), "the same connection answers the next request: {again}");
+}
+
+/// One HTTP/1.1 answer's head and `content-length` body, as text.
+async fn read_answer(reader: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\r\n\r\n") {
+        assert_eq!(reader.read(&mut byte).await.expect("an answer, not a reset"), 1, "closed: {answer:?}");
+        answer.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).await.unwrap();
+    answer.extend(body);
+    String::from_utf8_lossy(&answer).into_owned()
 }
