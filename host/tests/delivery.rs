@@ -457,7 +457,8 @@ async fn a_disabled_endpoint_is_announced_to_the_endpoints_that_subscribe() {
 
     // An endpoint subscribed later gets the notice by replaying what it missed, as any event.
     let latecomer = Receiver::start().await;
-    let notices = json!({ "subscriptions": [{ "event_type": "switchyard.*" }] });
+    // (`switchyard.*` would replay the 410's dead letter's notice too.)
+    let notices = json!({ "subscriptions": [{ "event_type": "switchyard.endpoint.*" }] });
     let (latecomer_id, _) = endpoint_to(&api, &latecomer, notices).await;
     let since = json!({ "since": "2020-01-01T00:00:00Z" });
     let replay = format!("/api/v1/endpoints/{latecomer_id}/replay-missing");
@@ -468,6 +469,61 @@ async fn a_disabled_endpoint_is_announced_to_the_endpoints_that_subscribe() {
     let notice = json!({ "type": "switchyard.endpoint.disabled", "data": {} });
     let refused = api.expect(Method::POST, "/api/v1/events", Some(notice), 400).await;
     assert_eq!(refused["error"]["field"], "type", "{refused}");
+}
+
+/// 6c. A delivery an attempt dead-letters is announced: `switchyard.delivery.dead` goes to the endpoints that
+/// subscribe to it, once per dead-lettering (a requeued delivery that dies again is announced again), without the
+/// receiver's words; a notice that itself dies is not announced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_is_announced_to_the_endpoints_that_subscribe() {
+    let (_server, api) = setup().await;
+    let failing = Receiver::start().await;
+    failing.push([Reply::status(503).body("down"), Reply::status(503).body("down")]);
+    let mut orders = retry(&["1s"]);
+    orders["subscriptions"] = json!([{ "event_type": "order.*" }]);
+    let (failing_id, _) = endpoint_to(&api, &failing, orders).await;
+    let watcher = Receiver::start().await;
+    // The watcher refuses its first notice for good: that dead letter must not be announced in turn.
+    watcher.push([Reply::status(400)]);
+    let notices = json!({ "subscriptions": [{ "event_type": "switchyard.delivery.dead" }] });
+    let (watcher_id, watcher_secret) = endpoint_to(&api, &watcher, notices).await;
+    let everything = Receiver::start().await;
+    endpoint_to(&api, &everything, json!({ "subscriptions": [{ "event_type": "*" }] })).await;
+
+    let (event_id, deliveries) = publish(&api, "order.created", json!({ "order": 1 })).await;
+    assert_eq!(deliveries, 2, "the failing endpoint and the catch-all");
+    let delivery_id = str_field(&api.delivery_of(&event_id, &failing_id).await, "id").to_string();
+    assert_eq!(api.wait_status(&delivery_id, "dead", WAIT).await["attempts"], 2);
+    let announced = watcher.wait_for_requests(1, WAIT).await;
+    let body: Value = serde_json::from_slice(&announced[0].body).unwrap();
+    assert_eq!(body["type"], "switchyard.delivery.dead", "{body}");
+    let data = &body["data"];
+    let expected = json!({ "delivery_id": delivery_id, "event_id": event_id, "event_type": "order.created",
+        "endpoint_id": failing_id, "host": "127.0.0.1", "attempts": 2, "status_code": 503 });
+    for (field, value) in expected.as_object().unwrap() {
+        assert_eq!(&data[field], value, "{field}: {body}");
+    }
+    assert!(data["dead_at"].as_str().is_some_and(|at| at.ends_with('Z')), "{body}");
+    assert!(!String::from_utf8_lossy(&announced[0].body).contains("down"), "the receiver's answer stays out: {body}");
+    assert_verifies("standard", &watcher_secret, &announced[0], "the notice").await;
+
+    // The notice died at the watcher (400); nothing announces that.
+    let notice_delivery = api.delivery_of(str_field(&body, "id"), &watcher_id).await;
+    api.wait_status(str_field(&notice_delivery, "id"), "dead", WAIT).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(watcher.count(), 1, "announced once, and the dead notice not at all");
+    let listed = api.get("/api/v1/events?event_type=switchyard.delivery.dead").await;
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(1), "{listed:#}");
+    assert_eq!(everything.count(), 1, "the catch-all got the order only");
+
+    // Requeued and dead again: a second dead-lettering, a second notice, which the watcher accepts.
+    failing.push([Reply::status(503), Reply::status(503)]);
+    let requeue = json!({ "delivery_ids": [delivery_id] });
+    api.expect(Method::POST, "/api/v1/dead-letters/requeue", Some(requeue), 200).await;
+    let announced = watcher.wait_for_requests(2, WAIT).await;
+    let again: Value = serde_json::from_slice(&announced[1].body).unwrap();
+    assert_eq!((&again["data"]["delivery_id"], &again["data"]["attempts"]), (&json!(delivery_id), &json!(4)));
+    assert_ne!(again["id"], body["id"], "{again}");
 }
 
 /// 7. A 400 is final: dead after one attempt, the response body kept for diagnosis.

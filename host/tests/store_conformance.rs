@@ -18,8 +18,8 @@ use switchyard::model::{
     Subscription, Tenant,
 };
 use switchyard::store::{
-    AttemptCounts, AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EndpointHour,
-    EventFilter, EventTypeHour, Lease, NewDelivery, NewEvent, NewSecret, Page, PluginUpload, Published,
+    AttemptCounts, AttemptOutcome, AuditFilter, DeadAttempt, DeliveryFilter, DispatchJob, Dropped, EndpointFilter,
+    EndpointHour, EventFilter, EventTypeHour, Lease, NewDelivery, NewEvent, NewSecret, Page, PluginUpload, Published,
     PublishedCounts, RequeueSelector, Resend, SentTo, StatusBefore, Store, StoreError,
 };
 
@@ -110,6 +110,7 @@ conformance! {
     next_due_at_follows_waiting_deliveries_and_leases,
     audit_log_appends_and_pages,
     every_tenants_entries_of_an_action_are_read_after_a_cursor,
+    every_tenants_dead_lettering_attempts_are_read_after_a_cursor,
     database_refuses_to_change_history,
     other_tenants_see_nothing,
     prepared_requests_are_stored_once_and_claimed_with_the_delivery,
@@ -2197,6 +2198,57 @@ async fn every_tenants_entries_of_an_action_are_read_after_a_cursor(store: &dyn 
     let limited = store.tenant_audit_after(&action, &from(first_id_at("aud", T0 - 1), 2)).await.unwrap();
     assert_eq!(limited, expected[..2]);
     assert_eq!(store.tenant_audit_after(&action, &from(expected[2].id.clone(), 10)).await.unwrap(), []);
+}
+
+/// What the announcer of dead letters reads: every tenant's attempts that dead-lettered their delivery (`dead`, or
+/// `gone`: a 410), oldest first, after a cursor, with the delivery's event and endpoint; not those retried or
+/// delivered.
+async fn every_tenants_dead_lettering_attempts_are_read_after_a_cursor(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let ours = add_endpoint(store, &tenant).await;
+    let theirs = add_endpoint(store, &other).await;
+    let cases = [
+        (&tenant, &ours, "order.created", DeliveryStatus::Dead, "dead"),
+        (&other, &theirs, "user.deleted", DeliveryStatus::Dead, "gone"),
+        (&tenant, &ours, "order.paid", DeliveryStatus::Failed, "retry"),
+        (&tenant, &ours, "order.shipped", DeliveryStatus::Succeeded, "succeeded"),
+        (&tenant, &ours, "order.refunded", DeliveryStatus::Dead, "dead"),
+    ];
+    let mut published = Vec::new();
+    for (owner, endpoint, event_type, ..) in &cases {
+        published.push(publish(store, owner, event_type, &[endpoint], T0).await);
+    }
+    let jobs = claim(store, "node", T0).await;
+    assert_eq!(jobs.len(), cases.len());
+    let mut expected = Vec::new();
+    // Recorded newest first: the order read is the ids'.
+    for (i, ((_, endpoint, event_type, status, attempt_outcome), new)) in cases.iter().zip(&published).enumerate().rev()
+    {
+        let job = jobs.iter().find(|job| job.delivery.event_id == new.event.id).unwrap();
+        let mut recorded = outcome(&job.delivery, *status, T0 + i as Millis);
+        recorded.attempt.id = new_id_at("att", T0 + i as Millis);
+        recorded.attempt.outcome = attempt_outcome.to_string();
+        assert!(store.record_attempt("node", &recorded).await.unwrap());
+        if *status == DeliveryStatus::Dead {
+            expected.push(DeadAttempt {
+                attempt: recorded.attempt,
+                event_id: new.event.id.clone(),
+                event_type: event_type.to_string(),
+                endpoint_id: endpoint.id.clone(),
+            });
+        }
+    }
+    expected.reverse();
+
+    let from = |cursor: String, limit| Page { cursor: Some(cursor), limit };
+    let all = store.dead_attempts_after(&from(first_id_at("att", T0 - 1), 10)).await.unwrap();
+    assert_eq!(all, expected, "every tenant's, oldest first; not those retried or delivered");
+    let after_first = store.dead_attempts_after(&from(expected[0].attempt.id.clone(), 10)).await.unwrap();
+    assert_eq!(after_first, expected[1..]);
+    let limited = store.dead_attempts_after(&from(first_id_at("att", T0 - 1), 2)).await.unwrap();
+    assert_eq!(limited, expected[..2]);
+    assert_eq!(store.dead_attempts_after(&from(expected[2].attempt.id.clone(), 10)).await.unwrap(), []);
 }
 
 async fn database_refuses_to_change_history(store: &dyn Store, url: &str) {

@@ -13,9 +13,9 @@ use crate::model::{
 };
 use crate::secrets::SigningSecrets;
 use crate::store::{
-    AttemptCounts, AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EndpointHour,
-    EventFilter, EventTypeHour, NewEvent, NewSecret, Page, PluginUpload, Published, PublishedCounts, RequeueSelector,
-    Resend, SentTo, StatusBefore, Store, StoreError, StoreResult, TenantCounts,
+    AttemptCounts, AttemptOutcome, AuditFilter, DeadAttempt, DeliveryFilter, DispatchJob, Dropped, EndpointFilter,
+    EndpointHour, EventFilter, EventTypeHour, NewEvent, NewSecret, Page, PluginUpload, Published, PublishedCounts,
+    RequeueSelector, Resend, SentTo, StatusBefore, Store, StoreError, StoreResult, TenantCounts,
 };
 
 #[derive(Default)]
@@ -370,6 +370,9 @@ impl Store for FakeStore {
         unused()
     }
     async fn tenant_audit_after(&self, _: &str, _: &Page) -> StoreResult<Vec<AuditEntry>> {
+        unused()
+    }
+    async fn dead_attempts_after(&self, _: &Page) -> StoreResult<Vec<DeadAttempt>> {
         unused()
     }
 }

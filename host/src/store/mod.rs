@@ -410,6 +410,16 @@ pub const SERVER_ACTOR: &str = "switchyard";
 /// [`notices`](crate::notices) announces.
 pub const ENDPOINT_DISABLED: &str = "endpoint.disabled";
 
+/// An attempt that put its delivery in the dead-letter queue, with the delivery's event and endpoint: what a
+/// `switchyard.delivery.dead` notice names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadAttempt {
+    pub attempt: Attempt,
+    pub event_id: String,
+    pub event_type: String,
+    pub endpoint_id: String,
+}
+
 /// A plugin's latest upload through the API, or its deletion.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginUpload {
@@ -679,4 +689,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<AuditEntry>>;
     /// Every tenant's entries of `action`, oldest first (by id), after `page.cursor`.
     async fn tenant_audit_after(&self, action: &str, page: &Page) -> StoreResult<Vec<AuditEntry>>;
+    /// Every tenant's attempts that dead-lettered their delivery (outcome `dead` or `gone`), oldest first (by id),
+    /// after `page.cursor`.
+    async fn dead_attempts_after(&self, page: &Page) -> StoreResult<Vec<DeadAttempt>>;
 }

@@ -7,7 +7,7 @@ use super::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, LISTED_DELIVERY_COLUM
 use super::timed_ids::TimedIds;
 use super::Dialect;
 use crate::model::{new_id_at, Attempt, Delivery, DeliveryStatus, Millis};
-use crate::store::{DeliveryFilter, Resend, SentTo, StoreResult};
+use crate::store::{DeadAttempt, DeliveryFilter, Page, Resend, SentTo, StoreResult};
 
 /// The condition of the `deliveries_tenant_status` index, repeated by queries on the statuses it holds so that
 /// both databases use it (SQLite only uses a partial index whose condition appears in the query).
@@ -94,6 +94,31 @@ pub(super) async fn list_attempts(pool: &AnyPool, tenant_id: &str, delivery_id: 
     .fetch_all(pool)
     .await?;
     rows::all(&found, rows::attempt)
+}
+
+/// The condition of the `attempts_dead` index, which the query repeats so that SQLite uses it.
+const DEAD_ATTEMPT: &str = "outcome IN ('dead', 'gone')";
+
+pub(super) async fn dead_attempts_after(pool: &AnyPool, page: &Page) -> StoreResult<Vec<DeadAttempt>> {
+    // Walks `attempts_dead` from the cursor: only the attempts that dead-lettered, whatever else was attempted.
+    let columns: Vec<String> = ATTEMPT_COLUMNS.split(", ").map(|column| format!("a.{column}")).collect();
+    let found = sqlx::query(&format!(
+        "SELECT {}, d.event_id, d.event_type, d.endpoint_id FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
+         WHERE a.{DEAD_ATTEMPT} AND a.id > $1 ORDER BY a.id LIMIT $2",
+        columns.join(", ")
+    ))
+    .bind(page.cursor.as_deref().unwrap_or_default())
+    .bind(page.limit)
+    .fetch_all(pool)
+    .await?;
+    rows::all(&found, |row| {
+        Ok(DeadAttempt {
+            attempt: rows::attempt(row)?,
+            event_id: row.try_get("event_id")?,
+            event_type: row.try_get("event_type")?,
+            endpoint_id: row.try_get("endpoint_id")?,
+        })
+    })
 }
 
 pub(super) async fn retry_delivery(

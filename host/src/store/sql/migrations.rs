@@ -34,6 +34,7 @@ const SQLITE: &[EmbeddedMigration] = &[
     (10, "attempt time", include_str!("../../../../migrations/sqlite/0010_attempt_time.sql")),
     (11, "retried", include_str!("../../../../migrations/sqlite/0011_retried.sql")),
     (12, "event type hours", include_str!("../../../../migrations/sqlite/0012_event_type_hours.sql")),
+    (13, "dead attempts", include_str!("../../../../migrations/sqlite/0013_dead_attempts.sql")),
 ];
 const POSTGRES: &[EmbeddedMigration] = &[
     (1, "core", include_str!("../../../../migrations/postgres/0001_core.sql")),
@@ -52,6 +53,7 @@ const POSTGRES: &[EmbeddedMigration] = &[
     (10, "attempt time", include_str!("../../../../migrations/postgres/0010_attempt_time.sql")),
     (11, "retried", include_str!("../../../../migrations/postgres/0011_retried.sql")),
     (12, "event type hours", include_str!("../../../../migrations/postgres/0012_event_type_hours.sql")),
+    (13, "dead attempts", include_str!("../../../../migrations/postgres/0013_dead_attempts.sql")),
 ];
 
 #[derive(Debug)]

@@ -43,9 +43,9 @@ use crate::model::{
     Subscription, Tenant,
 };
 use crate::store::{
-    AttemptCounts, AttemptOutcome, AuditFilter, DeliveryFilter, DispatchJob, Dropped, EndpointFilter, EndpointHour,
-    EventFilter, EventTypeHour, NewEvent, NewSecret, Page, PluginUpload, Published, PublishedCounts, RequeueSelector,
-    Resend, SentTo, StatusBefore, Store, StoreError, StoreResult, TenantCounts,
+    AttemptCounts, AttemptOutcome, AuditFilter, DeadAttempt, DeliveryFilter, DispatchJob, Dropped, EndpointFilter,
+    EndpointHour, EventFilter, EventTypeHour, NewEvent, NewSecret, Page, PluginUpload, Published, PublishedCounts,
+    RequeueSelector, Resend, SentTo, StatusBefore, Store, StoreError, StoreResult, TenantCounts,
 };
 
 /// Dead letters requeued per transaction by a requeue that selects them by filter.
@@ -628,6 +628,10 @@ impl Store for SqlStore {
 
     async fn tenant_audit_after(&self, action: &str, page: &Page) -> StoreResult<Vec<AuditEntry>> {
         audit::tenant_audit_after(&self.reader, action, page).await
+    }
+
+    async fn dead_attempts_after(&self, page: &Page) -> StoreResult<Vec<DeadAttempt>> {
+        deliveries::dead_attempts_after(&self.reader, page).await
     }
 }
 
