@@ -37,7 +37,7 @@ impl GroupCommits {
         let dir = tempfile::tempdir().expect("temporary directory");
         let url = format!("sqlite://{}", dir.path().join("bench.db").display());
         let store = Arc::new(SqlStore::connect(&url).await.expect("SQLite store"));
-        let tenant = Tenant { id: new_id("ten"), name: "bench".into(), created_at: now_millis() };
+        let tenant = Tenant { id: new_id("ten"), name: "bench".into(), rate_limit: None, created_at: now_millis() };
         store.create_tenant(&tenant).await.expect("tenant");
         let mut endpoint_ids = Vec::new();
         for _ in 0..endpoints {

@@ -239,6 +239,9 @@ fn bad(setting: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError { setting, problem: problem.into() }
 }
 
+/// The highest tenant request rate limit, server-wide or a tenant's own: per second on each node.
+pub const MAX_TENANT_RATE_LIMIT: u32 = 1_000_000;
+
 /// The longest per-endpoint timeout; a lease must outlast it or a slow attempt could be taken over mid-flight.
 pub const MAX_ENDPOINT_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -320,11 +323,14 @@ impl Config {
         }
         let tenant_rate_limit = match over.tenant_rate_limit.or(under.tenant_rate_limit) {
             None => None,
-            Some(rate) => Some(
-                NonZeroU32::new(rate)
-                    .filter(|rate| rate.get() <= 1_000_000)
-                    .ok_or_else(|| bad("tenant_rate_limit", "must be between 1 and 1000000 requests per second"))?,
-            ),
+            Some(rate) => {
+                Some(NonZeroU32::new(rate).filter(|rate| rate.get() <= MAX_TENANT_RATE_LIMIT).ok_or_else(|| {
+                    bad(
+                        "tenant_rate_limit",
+                        format!("must be between 1 and {MAX_TENANT_RATE_LIMIT} requests per second"),
+                    )
+                })?)
+            }
         };
         let extra_root_certificates = match over.ca_file.or(under.ca_file) {
             Some(path) => root_certificates(&path)?,

@@ -176,6 +176,8 @@ string_enum!(
 pub struct Tenant {
     pub id: String,
     pub name: String,
+    /// The tenant's own request rate limit, per second on each node; None: the server's `tenant_rate_limit`.
+    pub rate_limit: Option<i64>,
     pub created_at: Millis,
 }
 

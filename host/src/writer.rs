@@ -397,7 +397,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("writer.db").display());
         let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&url).await.unwrap());
-        let tenant = Tenant { id: new_id("ten"), name: "t".into(), created_at: 0 };
+        let tenant = Tenant { id: new_id("ten"), name: "t".into(), rate_limit: None, created_at: 0 };
         store.create_tenant(&tenant).await.unwrap();
         let writer = Writer::default();
         let ingest = writer.ingest();

@@ -129,7 +129,7 @@ conformance! {
 // Fixtures
 
 async fn new_tenant(store: &dyn Store) -> Tenant {
-    let tenant = Tenant { id: new_id("ten"), name: "Acme".into(), created_at: T0 };
+    let tenant = Tenant { id: new_id("ten"), name: "Acme".into(), rate_limit: None, created_at: T0 };
     store.create_tenant(&tenant).await.unwrap();
     tenant
 }
@@ -384,7 +384,7 @@ async fn tenants_create_get_and_page(store: &dyn Store, _url: &str) {
         ids.push(new_tenant(store).await.id);
     }
     let first = store.get_tenant(&ids[0]).await.unwrap().unwrap();
-    assert_eq!(first, Tenant { id: ids[0].clone(), name: "Acme".into(), created_at: T0 });
+    assert_eq!(first, Tenant { id: ids[0].clone(), name: "Acme".into(), rate_limit: None, created_at: T0 });
     assert_eq!(store.get_tenant("ten_missing").await.unwrap(), None);
 
     let duplicate = store.create_tenant(&first).await;
@@ -394,7 +394,18 @@ async fn tenants_create_get_and_page(store: &dyn Store, _url: &str) {
         all_pages(2, |t: &Tenant| t.id.clone(), |page| async move { store.list_tenants(&page).await.unwrap() }).await;
     assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1]);
     let listed: Vec<String> = pages.concat().into_iter().map(|t| t.id).collect();
-    assert_eq!(listed, newest_first(ids));
+    assert_eq!(listed, newest_first(ids.clone()));
+
+    let limited = Tenant { name: "Acme Ltd".into(), rate_limit: Some(250), ..first.clone() };
+    assert!(store.update_tenant(&limited).await.unwrap());
+    assert_eq!(store.get_tenant(&ids[0]).await.unwrap(), Some(limited.clone()));
+    assert_eq!(store.get_tenant(&ids[1]).await.unwrap().unwrap().rate_limit, None, "the others keep the server's");
+    let created_limited = Tenant { id: new_id("ten"), rate_limit: Some(1_000_000), ..first.clone() };
+    store.create_tenant(&created_limited).await.unwrap();
+    assert_eq!(store.get_tenant(&created_limited.id).await.unwrap(), Some(created_limited));
+    assert!(store.update_tenant(&Tenant { rate_limit: None, ..limited.clone() }).await.unwrap());
+    assert_eq!(store.get_tenant(&ids[0]).await.unwrap().unwrap().rate_limit, None, "back to the server's");
+    assert!(!store.update_tenant(&Tenant { id: "ten_missing".into(), ..limited }).await.unwrap());
 }
 
 async fn api_keys_find_list_and_revoke(store: &dyn Store, _url: &str) {

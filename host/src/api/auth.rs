@@ -10,6 +10,7 @@
 //! this process's cache at once (other nodes sharing a PostgreSQL database stop accepting the key within
 //! [`KEY_CACHE_TTL`]).
 
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,11 +42,14 @@ pub const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
 /// Entries kept per cache; unknown keys are never cached, so guessing cannot fill it.
 const AUTH_CACHE_ENTRIES: u64 = 10_000;
 
-/// Tenant keys by hash, and tenants known to exist (for the admin key's `Switchyard-Tenant`).
+/// Tenant keys by hash, tenants known to exist (for the admin key's `Switchyard-Tenant`), and tenants' own rate
+/// limits.
 #[derive(Clone)]
 pub struct AuthCache {
     keys: moka::sync::Cache<String, ApiKey>,
     tenants: moka::sync::Cache<String, ()>,
+    /// Read again after [`KEY_CACHE_TTL`], so a limit changed on another node applies here within it.
+    rate_limits: moka::sync::Cache<String, Option<NonZeroU32>>,
     /// Counts revocations, so a key read from the database before one is not cached after it.
     revocations: Arc<AtomicU64>,
 }
@@ -55,6 +59,10 @@ impl Default for AuthCache {
         AuthCache {
             keys: moka::sync::Cache::builder().max_capacity(AUTH_CACHE_ENTRIES).time_to_live(KEY_CACHE_TTL).build(),
             tenants: moka::sync::Cache::builder().max_capacity(AUTH_CACHE_ENTRIES).build(),
+            rate_limits: moka::sync::Cache::builder()
+                .max_capacity(AUTH_CACHE_ENTRIES)
+                .time_to_live(KEY_CACHE_TTL)
+                .build(),
             revocations: Arc::default(),
         }
     }
@@ -90,6 +98,22 @@ impl AuthCache {
                 self.keys.invalidate(&hash);
             }
         }
+    }
+
+    /// The tenant's own request rate limit, if an operator gave it one.
+    async fn own_rate_limit(&self, state: &AppState, tenant_id: &str) -> ApiResult<Option<NonZeroU32>> {
+        if let Some(limit) = self.rate_limits.get(tenant_id) {
+            return Ok(limit);
+        }
+        let tenant = state.store.get_tenant(tenant_id).await?;
+        let limit = tenant.and_then(|t| t.rate_limit).and_then(|n| u32::try_from(n).ok()).and_then(NonZeroU32::new);
+        self.rate_limits.insert(tenant_id.to_string(), limit);
+        Ok(limit)
+    }
+
+    /// Forgets the tenant's rate limit: call it after changing it, so this node applies the new one at once.
+    pub fn forget_rate_limit(&self, tenant_id: &str) {
+        self.rate_limits.invalidate(tenant_id);
     }
 
     async fn tenant_exists(&self, state: &AppState, tenant_id: &str) -> ApiResult<bool> {
@@ -249,7 +273,11 @@ async fn caller(principal: Principal, parts: &Parts, state: &AppState, needed: K
             key.scope
         ))),
         Principal::Tenant(key) => {
-            state.tenant_limits.check(&key.tenant_id).map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+            let own_limit = state.auth_cache.own_rate_limit(state, &key.tenant_id).await?;
+            state
+                .tenant_limits
+                .check(&key.tenant_id, own_limit)
+                .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
             Ok(Caller { tenant_id: key.tenant_id, actor: key.id })
         }
     }

@@ -109,7 +109,7 @@ pub struct UpdateEndpoint {
     pub subscriptions: Option<IgnoredAny>,
 }
 
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(de: D) -> Result<Option<Option<T>>, D::Error> {
+pub fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(de: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(de).map(Some)
 }
 

@@ -172,6 +172,18 @@ pub fn rate_limit(per_second: i64) -> ApiResult<i64> {
     Ok(per_second)
 }
 
+/// A tenant's own request rate limit (`null`: the server's `tenant_rate_limit`).
+pub fn tenant_rate_limit(per_second: i64) -> ApiResult<i64> {
+    let max = i64::from(crate::config::MAX_TENANT_RATE_LIMIT);
+    if !(1..=max).contains(&per_second) {
+        return Err(ApiError::invalid(
+            "rate_limit",
+            format!("must be between 1 and {max} requests per second, or null for the server's tenant_rate_limit"),
+        ));
+    }
+    Ok(per_second)
+}
+
 pub fn timeout_secs(secs: i64) -> ApiResult<i64> {
     if !TIMEOUT_SECS.contains(&secs) {
         return Err(ApiError::invalid("timeout_secs", "must be between 1 and 300"));
@@ -445,6 +457,9 @@ mod tests {
         assert_eq!((rate_limit(1).unwrap(), rate_limit(MAX_RATE_LIMIT).unwrap()), (1, MAX_RATE_LIMIT));
         assert_eq!(field(rate_limit(0)), "rate_limit");
         assert_eq!(field(rate_limit(MAX_RATE_LIMIT + 1)), "rate_limit");
+        assert_eq!(tenant_rate_limit(1_000_000).unwrap(), 1_000_000);
+        assert_eq!(field(tenant_rate_limit(0)), "rate_limit");
+        assert_eq!(field(tenant_rate_limit(1_000_001)), "rate_limit");
         assert_eq!(field(timeout_secs(0)), "timeout_secs");
         assert_eq!(field(timeout_secs(301)), "timeout_secs");
         assert_eq!(field(name("name", "  ")), "name");

@@ -43,7 +43,7 @@ impl World {
         let store = Arc::new(SqlStore::connect(&format!("sqlite://{}/x.db", dir.path().display())).await.unwrap());
         let key = MasterKey::parse(&"ab".repeat(32)).unwrap();
         let now = now_millis();
-        let tenant = Tenant { id: new_id("ten"), name: "Acme".into(), created_at: now };
+        let tenant = Tenant { id: new_id("ten"), name: "Acme".into(), rate_limit: None, created_at: now };
         store.create_tenant(&tenant).await.unwrap();
         let endpoint = Endpoint {
             id: new_id("ep"),

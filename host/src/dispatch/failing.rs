@@ -247,7 +247,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let store = SqlStore::connect(&format!("sqlite://{}", dir.path().join("failing.db").display())).await.unwrap();
-        let tenant = Tenant { id: new_id("ten"), name: "Acme".into(), created_at: T0 };
+        let tenant = Tenant { id: new_id("ten"), name: "Acme".into(), rate_limit: None, created_at: T0 };
         store.create_tenant(&tenant).await.unwrap();
         let ep = Endpoint { id: new_id("ep"), tenant_id: tenant.id.clone(), ..endpoint("", T0) };
         let secret = NewSecret { id: new_id("sec"), ciphertext: vec![1, 2, 3], hint: "whsec_x".into() };

@@ -211,6 +211,9 @@ impl Store for FakeStore {
     async fn create_tenant(&self, _: &Tenant) -> StoreResult<()> {
         unused()
     }
+    async fn update_tenant(&self, _: &Tenant) -> StoreResult<bool> {
+        unused()
+    }
     async fn get_tenant(&self, _: &str) -> StoreResult<Option<Tenant>> {
         unused()
     }

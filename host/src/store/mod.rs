@@ -443,6 +443,8 @@ pub trait Store: Send + Sync + 'static {
 
     // Tenants and API keys.
     async fn create_tenant(&self, tenant: &Tenant) -> StoreResult<()>;
+    /// Replaces the tenant's name and rate limit. Returns whether it exists.
+    async fn update_tenant(&self, tenant: &Tenant) -> StoreResult<bool>;
     async fn get_tenant(&self, id: &str) -> StoreResult<Option<Tenant>>;
     async fn list_tenants(&self, page: &Page) -> StoreResult<Vec<Tenant>>;
     async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()>;

@@ -7,7 +7,7 @@ use futures_util::future::join_all;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::support::server::TestServer;
+use crate::support::server::{Client, TestServer};
 
 #[tokio::test]
 async fn missing_or_unknown_keys_are_401() {
@@ -275,4 +275,63 @@ async fn a_tenant_over_its_request_rate_is_told_when_to_come_back() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     publisher.post("/api/v1/events", event).await.expect_status(202);
     alice.get("/api/v1/endpoints").await.expect_error(429, "rate_limited", None);
+}
+
+/// An operator can give a tenant a request rate of its own, above the server's `tenant_rate_limit` or where the
+/// server sets none, and give it the server's again with `null`; the change applies on the node at once.
+#[tokio::test]
+async fn a_tenant_can_be_given_a_request_rate_of_its_own() {
+    let server = TestServer::start_with(|config| config.tenant_rate_limit = NonZeroU32::new(1)).await;
+    let alice = server.tenant("Alice").await;
+    let bob = server.tenant("Bob").await;
+    let admin = server.admin();
+    let alice_path = format!("/api/v1/tenants/{}", alice.tenant_id());
+    let patched = admin.patch(&alice_path, json!({ "rate_limit": 1000 })).await.expect_status(200);
+    assert_eq!((&patched.json["rate_limit"], patched.str("name").as_str()), (&json!(1000), "Alice"));
+    assert_eq!(admin.get(&alice_path).await.expect_status(200).json, patched.json);
+
+    assert_eq!(passed_of_twelve(&alice).await, 12, "Alice's own 1000 a second");
+    assert!((1..=2).contains(&passed_of_twelve(&bob).await), "Bob is held to the server's 1 a second");
+
+    let restored = admin.patch(&alice_path, json!({ "rate_limit": null })).await.expect_status(200);
+    assert_eq!(restored.json["rate_limit"], Value::Null);
+    assert!((1..=2).contains(&passed_of_twelve(&alice).await), "the server's limit again");
+    let audit = admin.for_tenant(alice.tenant_id()).get("/api/v1/audit-log?action=tenant.updated").await;
+    let entries = audit.expect_status(200).json["data"].as_array().unwrap().clone();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(entries[0]["details"]["fields"], json!(["rate_limit"]));
+    assert_eq!(entries[1]["details"]["rate_limit"], 1000);
+
+    // Set when the tenant is created, on a server that limits no one else.
+    let unlimited = TestServer::start().await;
+    let admin = unlimited.admin();
+    let carol = admin.post("/api/v1/tenants", json!({ "name": "Carol", "rate_limit": 1 })).await.expect_status(201);
+    assert_eq!(carol.json["rate_limit"], 1);
+    let key = admin.for_tenant(&carol.str("id")).post("/api/v1/api-keys", json!({ "name": "ops" })).await;
+    let carol = unlimited.anonymous().with_key(&key.expect_status(201).str("key"));
+    assert!((1..=2).contains(&passed_of_twelve(&carol).await), "Carol's own 1 a second");
+    let dave = unlimited.tenant("Dave").await;
+    assert_eq!(passed_of_twelve(&dave).await, 12, "no limit for the others");
+    assert_eq!(admin.get("/api/v1/tenants").await.json["data"][1]["rate_limit"], 1, "listed with it");
+
+    let dave_path = format!("/api/v1/tenants/{}", dave.tenant_id());
+    for (body, field) in [
+        (json!({ "rate_limit": 0 }), "rate_limit"),
+        (json!({ "rate_limit": 1_000_001 }), "rate_limit"),
+        (json!({ "rate_limit": "fast" }), "rate_limit"),
+        (json!({ "name": null }), "name"),
+        (json!({ "name": " " }), "name"),
+    ] {
+        admin.patch(&dave_path, body).await.expect_invalid(field);
+    }
+    admin.patch("/api/v1/tenants/ten_nope", json!({ "rate_limit": 5 })).await.expect_error(404, "not_found", None);
+    dave.patch(&dave_path, json!({ "rate_limit": 5 })).await.expect_error(403, "forbidden", None);
+    let created = admin.post("/api/v1/tenants", json!({ "name": "Erin", "rate_limit": -1 })).await;
+    created.expect_invalid("rate_limit");
+}
+
+/// How many of twelve requests sent at once pass.
+async fn passed_of_twelve(client: &Client) -> usize {
+    let answers = join_all((0..12).map(|_| client.get("/api/v1/endpoints"))).await;
+    answers.iter().filter(|a| a.status == 200).count()
 }

@@ -35,6 +35,7 @@ const SQLITE: &[EmbeddedMigration] = &[
     (11, "retried", include_str!("../../../../migrations/sqlite/0011_retried.sql")),
     (12, "event type hours", include_str!("../../../../migrations/sqlite/0012_event_type_hours.sql")),
     (13, "dead attempts", include_str!("../../../../migrations/sqlite/0013_dead_attempts.sql")),
+    (14, "tenant rate limit", include_str!("../../../../migrations/sqlite/0014_tenant_rate_limit.sql")),
 ];
 const POSTGRES: &[EmbeddedMigration] = &[
     (1, "core", include_str!("../../../../migrations/postgres/0001_core.sql")),
@@ -54,6 +55,7 @@ const POSTGRES: &[EmbeddedMigration] = &[
     (11, "retried", include_str!("../../../../migrations/postgres/0011_retried.sql")),
     (12, "event type hours", include_str!("../../../../migrations/postgres/0012_event_type_hours.sql")),
     (13, "dead attempts", include_str!("../../../../migrations/postgres/0013_dead_attempts.sql")),
+    (14, "tenant rate limit", include_str!("../../../../migrations/postgres/0014_tenant_rate_limit.sql")),
 ];
 
 #[derive(Debug)]

@@ -165,6 +165,10 @@ impl Store for SqlStore {
         tenants::create_tenant(&mut *self.writer.acquire().await?, tenant).await
     }
 
+    async fn update_tenant(&self, tenant: &Tenant) -> StoreResult<bool> {
+        tenants::update_tenant(&mut *self.writer.acquire().await?, tenant).await
+    }
+
     async fn get_tenant(&self, id: &str) -> StoreResult<Option<Tenant>> {
         tenants::get_tenant(&self.reader, id).await
     }

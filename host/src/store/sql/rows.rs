@@ -15,7 +15,7 @@ use crate::model::{
 };
 use crate::store::{StatusBefore, StoreError, StoreResult};
 
-pub(super) const TENANT_COLUMNS: &str = "id, name, created_at";
+pub(super) const TENANT_COLUMNS: &str = "id, name, rate_limit, created_at";
 pub(super) const API_KEY_COLUMNS: &str = "id, tenant_id, name, prefix, key_hash, scope, created_at, revoked_at";
 pub(super) const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, status, status_reason, timeout_ms, \
     headers, retry_schedule_ms, max_attempts, signature_scheme, metadata, plugins, rate_limit, created_at, updated_at";
@@ -38,7 +38,12 @@ pub(super) const ATTEMPT_COLUMNS: &str = "id, tenant_id, delivery_id, attempt_nu
 pub(super) const AUDIT_COLUMNS: &str = "id, tenant_id, actor, action, resource_type, resource_id, details, at";
 
 pub(super) fn tenant(row: &AnyRow) -> StoreResult<Tenant> {
-    Ok(Tenant { id: row.try_get("id")?, name: row.try_get("name")?, created_at: row.try_get("created_at")? })
+    Ok(Tenant {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        rate_limit: row.try_get("rate_limit")?,
+        created_at: row.try_get("created_at")?,
+    })
 }
 
 pub(super) fn api_key(row: &AnyRow) -> StoreResult<ApiKey> {

@@ -22,14 +22,25 @@ pub(super) async fn put_meta(connection: &mut AnyConnection, key: &str, value: &
 }
 
 pub(super) async fn create_tenant(connection: &mut AnyConnection, tenant: &Tenant) -> StoreResult<()> {
-    sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
+    sqlx::query(&format!("INSERT INTO tenants ({TENANT_COLUMNS}) VALUES ($1, $2, $3, $4)"))
         .bind(&tenant.id)
         .bind(&tenant.name)
+        .bind(tenant.rate_limit)
         .bind(tenant.created_at)
         .execute(&mut *connection)
         .await
         .map_err(conflict_on_unique(|| format!("tenant `{}` already exists", tenant.id)))?;
     Ok(())
+}
+
+pub(super) async fn update_tenant(connection: &mut AnyConnection, tenant: &Tenant) -> StoreResult<bool> {
+    let updated = sqlx::query("UPDATE tenants SET name = $2, rate_limit = $3 WHERE id = $1")
+        .bind(&tenant.id)
+        .bind(&tenant.name)
+        .bind(tenant.rate_limit)
+        .execute(&mut *connection)
+        .await?;
+    Ok(updated.rows_affected() > 0)
 }
 
 pub(super) async fn get_tenant(pool: &AnyPool, id: &str) -> StoreResult<Option<Tenant>> {
