@@ -9,7 +9,10 @@
 //! each, with the entry's id in the idempotency key: nodes that publish the same entry, or a node that publishes it
 //! again after a restart, store one event. An entry is read again for [`LATE_COMMITS`] after its id's time, since
 //! another node's transaction may commit an older id after a newer one was read; the ids published meanwhile are
-//! remembered so that they are not sent to the writer twice.
+//! remembered so that they are not sent to the writer twice. How far the nodes have announced is saved in the
+//! database every [`SAVE_EVERY`], so that a node starting reads back from there rather than a whole [`LOOKBACK`]:
+//! a day of dead letters, read and published again as idempotent repeats, held a PostgreSQL node's publishes up
+//! for seconds at each start.
 
 use std::collections::{BTreeSet, HashMap};
 use std::marker::PhantomData;
@@ -40,13 +43,15 @@ const LOOKBACK: Millis = 24 * 3_600_000;
 const LATE_COMMITS: Millis = 60_000;
 /// Entries read, and announced, at once: as many events as a batch publish takes.
 const BATCH: i64 = 100;
+/// How often a node saves its cursor: a start reads back about this much more than it must, and a save is a write.
+const SAVE_EVERY: Millis = 60_000;
 
 /// Publishes an event for every endpoint the server disabled and every delivery dead-lettered by an attempt, every
 /// `every` until `stop`.
 pub async fn keep_announcing(store: Arc<dyn Store>, ingest: Ingest, every: Duration, stop: CancellationToken) {
     let now = now_millis();
-    let mut disabled = Announcer::<DisabledEndpoints>::new(now);
-    let mut dead = Announcer::<DeadLetters>::new(now);
+    let mut disabled = Announcer::<DisabledEndpoints>::resume(store.as_ref(), now).await;
+    let mut dead = Announcer::<DeadLetters>::resume(store.as_ref(), now).await;
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
@@ -172,12 +177,48 @@ struct Announcer<O> {
     cursor: String,
     /// Entries after `cursor` announced already.
     announced: BTreeSet<String>,
+    /// When `cursor` was last saved, and what it was.
+    saved: Option<(Millis, String)>,
     outbox: PhantomData<O>,
 }
 
 impl<O: Outbox> Announcer<O> {
-    fn new(now: Millis) -> Self {
-        Announcer { cursor: first_id_at(O::ID_PREFIX, now - LOOKBACK), announced: BTreeSet::new(), outbox: PhantomData }
+    fn new(now: Millis, saved_cursor: Option<String>) -> Self {
+        let oldest = first_id_at(O::ID_PREFIX, now - LOOKBACK);
+        // A saved cursor is where some node had announced everything before, but never further back than a day.
+        let cursor = saved_cursor.filter(|saved| saved.starts_with(O::ID_PREFIX) && *saved > oldest);
+        let saved = cursor.clone().map(|cursor| (now, cursor));
+        Announcer { cursor: cursor.unwrap_or(oldest), announced: BTreeSet::new(), saved, outbox: PhantomData }
+    }
+
+    /// Starts from the cursor the nodes saved, or a [`LOOKBACK`] ago when there is none (or it cannot be read).
+    async fn resume(store: &dyn Store, now: Millis) -> Self {
+        let saved = match store.get_meta(&Self::meta_key()).await {
+            Ok(saved) => saved,
+            Err(error) => {
+                tracing::warn!(%error, "could not read where the notices were announced to; reading back a day");
+                None
+            }
+        };
+        Self::new(now, saved)
+    }
+
+    fn meta_key() -> String {
+        format!("notices.{}.cursor", O::ID_PREFIX)
+    }
+
+    /// Saves the cursor, at most every [`SAVE_EVERY`]. Several nodes save over each other's: an older cursor only
+    /// makes a start read a little more.
+    async fn save(&mut self, store: &dyn Store, now: Millis) -> StoreResult<()> {
+        let due = match &self.saved {
+            Some((at, cursor)) => *cursor != self.cursor && now - at >= SAVE_EVERY,
+            None => true,
+        };
+        if due {
+            store.put_meta(&Self::meta_key(), &self.cursor).await?;
+            self.saved = Some((now, self.cursor.clone()));
+        }
+        Ok(())
     }
 
     async fn announce(&mut self, store: &dyn Store, ingest: &Ingest, now: Millis) -> StoreResult<()> {
@@ -208,7 +249,7 @@ impl<O: Outbox> Announcer<O> {
             }
         }
         self.settle(now);
-        Ok(())
+        self.save(store, now).await
     }
 
     /// Entries minted [`LATE_COMMITS`] before `now` have committed by now, or never will: they need not be read
@@ -303,9 +344,51 @@ mod tests {
     }
 
     #[test]
+    fn a_start_reads_back_from_the_saved_cursor_but_never_further_than_a_day() {
+        let now = 1_800_000_000_000;
+        let recent = first_id_at("att", now - 5 * 60_000);
+        let resumed = Announcer::<DeadLetters>::new(now, Some(recent.clone()));
+        assert_eq!((resumed.cursor.as_str(), resumed.saved.map(|s| s.1)), (recent.as_str(), Some(recent.clone())));
+
+        let oldest = first_id_at("att", now - LOOKBACK);
+        let stale = first_id_at("att", now - 2 * LOOKBACK);
+        for saved in [None, Some(stale), Some(first_id_at("aud", now - 60_000)), Some(String::new())] {
+            let started = Announcer::<DeadLetters>::new(now, saved.clone());
+            assert_eq!(started.cursor, oldest, "{saved:?}");
+            assert_eq!(started.saved, None, "{saved:?}: saved at the first chance");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_cursor_is_saved_at_once_then_at_most_every_minute_and_resumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/n.db", dir.path().display());
+        let store = crate::store::sql::SqlStore::connect(&url).await.unwrap();
+        let now = 1_800_000_000_000;
+        let mut announcer = Announcer::<DeadLetters>::resume(&store, now).await;
+        let saved = || async { store.get_meta("notices.att.cursor").await.unwrap() };
+        announcer.save(&store, now).await.unwrap();
+        assert_eq!(saved().await, Some(first_id_at("att", now - LOOKBACK)), "at the first chance");
+
+        announcer.settle(now + 1_000);
+        announcer.save(&store, now + 1_000).await.unwrap();
+        assert_eq!(saved().await, Some(first_id_at("att", now - LOOKBACK)), "not again within a minute");
+        announcer.settle(now + SAVE_EVERY);
+        announcer.save(&store, now + SAVE_EVERY).await.unwrap();
+        let cursor = first_id_at("att", now + SAVE_EVERY - LATE_COMMITS);
+        assert_eq!(saved().await, Some(cursor.clone()));
+
+        let resumed = Announcer::<DeadLetters>::resume(&store, now + 2 * SAVE_EVERY).await;
+        assert_eq!(resumed.cursor, cursor, "a start reads back from the saved cursor");
+        let other = Announcer::<DisabledEndpoints>::resume(&store, now).await;
+        assert_eq!(other.cursor, first_id_at("aud", now - LOOKBACK), "each outbox has its own");
+        store.close().await;
+    }
+
+    #[test]
     fn entries_are_read_again_until_they_cannot_commit_any_more() {
         let start = 1_800_000_000_000;
-        let mut announcer = Announcer::<DisabledEndpoints>::new(start);
+        let mut announcer = Announcer::<DisabledEndpoints>::new(start, None);
         assert_eq!(announcer.cursor, first_id_at("aud", start - LOOKBACK), "a day back at first");
         let early = new_id_at("aud", start - 2 * LATE_COMMITS);
         let recent = new_id_at("aud", start - 1_000);
