@@ -237,8 +237,8 @@ impl<O: Outbox> Announcer<O> {
                 let data = O::data(entry, endpoints[endpoint_id].as_ref());
                 events.push(notice::<O>(tenant_id, O::id(entry), &data, now)?);
             }
-            // One group commit for the page: after a restart, a day of entries is announced again (each an
-            // idempotent repeat) in a few commits rather than one each.
+            // One group commit for the page: a start without a saved cursor announces a day of entries again
+            // (each an idempotent repeat) in a few commits rather than one each.
             if !events.is_empty() {
                 ingest.publish(events, Route::Subscriptions(Vec::new())).await?;
             }
