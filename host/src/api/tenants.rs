@@ -83,15 +83,21 @@ async fn update(
     ApiJson(body): ApiJson<UpdateTenant>,
 ) -> ApiResult<Json<TenantView>> {
     let mut tenant = state.store.get_tenant(&id).await?.ok_or(ApiError::NotFound("tenant"))?;
+    // Only what differs: the audit log then says what changed, and a limit sent again keeps the tenant's budget.
     let mut changed = Vec::new();
     if let Some(name) = not_null("name", body.name)? {
         validate::name("name", &name)?;
-        tenant.name = name;
-        changed.push("name");
+        if name != tenant.name {
+            tenant.name = name;
+            changed.push("name");
+        }
     }
     if let Some(limit) = body.rate_limit {
-        tenant.rate_limit = limit.map(validate::tenant_rate_limit).transpose()?;
-        changed.push("rate_limit");
+        let limit = limit.map(validate::tenant_rate_limit).transpose()?;
+        if limit != tenant.rate_limit {
+            tenant.rate_limit = limit;
+            changed.push("rate_limit");
+        }
     }
     if !changed.is_empty() {
         if !state.store.update_tenant(&tenant).await? {

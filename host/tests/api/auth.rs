@@ -293,6 +293,9 @@ async fn a_tenant_can_be_given_a_request_rate_of_its_own() {
     assert_eq!(passed_of_twelve(&alice).await, 12, "Alice's own 1000 a second");
     assert!((1..=2).contains(&passed_of_twelve(&bob).await), "Bob is held to the server's 1 a second");
 
+    // Sent again, or with the name it has: nothing changes, and nothing is recorded.
+    let same = json!({ "name": "Alice", "rate_limit": 1000 });
+    assert_eq!(admin.patch(&alice_path, same).await.expect_status(200).json, patched.json);
     let restored = admin.patch(&alice_path, json!({ "rate_limit": null })).await.expect_status(200);
     assert_eq!(restored.json["rate_limit"], Value::Null);
     assert!((1..=2).contains(&passed_of_twelve(&alice).await), "the server's limit again");
