@@ -76,7 +76,10 @@ impl Query {
     /// An integer in `range`, or `default` when absent.
     pub fn integer(&mut self, name: &str, range: RangeInclusive<i64>, default: i64) -> ApiResult<i64> {
         let Some(text) = self.take(name)? else { return Ok(default) };
-        text.parse::<i64>().ok().filter(|n| range.contains(n)).ok_or_else(|| {
+        // Digits only (and a minus sign, refused by the range): Rust's parse also takes a leading `+`.
+        let digits = text.strip_prefix('-').unwrap_or(&text);
+        let number = (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then(|| text.parse::<i64>());
+        number.and_then(Result::ok).filter(|n| range.contains(n)).ok_or_else(|| {
             ApiError::invalid(name, format!("must be an integer from {} to {}", range.start(), range.end()))
         })
     }
@@ -167,7 +170,9 @@ mod tests {
             PageParams { limit: 1000, cursor: Some("ep_1".into()) }
         );
         assert_eq!(Query::parse("limit=&cursor=").page().unwrap(), PageParams { limit: 50, cursor: None });
-        for bad in ["limit=0", "limit=1001", "limit=ten", "limit=-1", "limit=1&limit=2"] {
+        for bad in
+            ["limit=0", "limit=1001", "limit=ten", "limit=-1", "limit=1&limit=2", "limit=+5", "limit=-", "limit=5.0"]
+        {
             assert_eq!(field(Query::parse(bad).page()), "limit", "{bad}");
         }
         assert_eq!(field(Query::parse(&format!("cursor={}", "c".repeat(201))).page()), "cursor");
