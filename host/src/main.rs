@@ -23,10 +23,24 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // The message names the setting or resource at fault; a backtrace would only bury it.
-            eprintln!("switchyard: {error:#}");
+            eprintln!("switchyard: {}", describe(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once. Most of this crate's errors quote their source in their own message
+/// already, and anyhow's `{:#}` repeated it: a failed migration read "database: migration failed: X: migration
+/// failed: X: X".
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1).map(ToString::to_string) {
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 async fn serve() -> anyhow::Result<()> {
@@ -64,5 +78,20 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let quoted = anyhow::anyhow!("disk full")
+            .context("migration failed: disk full")
+            .context("database: migration failed: disk full");
+        assert_eq!(describe(&quoted), "database: migration failed: disk full");
+        let bare = anyhow::Error::new(std::io::Error::other("address in use")).context("cannot listen on 127.0.0.1:80");
+        assert_eq!(describe(&bare), "cannot listen on 127.0.0.1:80: address in use");
     }
 }
