@@ -122,11 +122,16 @@ impl Worker {
                 apply_retry_decision(&mut resolution, &mut error, asked.1, finished_at);
             }
         }
+        let duration_ms = i64::try_from(answer.duration.as_millis()).unwrap_or(i64::MAX);
         if sent {
             let failed = resolution.outcome != "succeeded";
-            if let Some(streak) = self.failing.observe(&endpoint, failed, finished_at) {
+            // Timed as the store records the attempt's end (the disabled endpoint's `updated_at`, the audit
+            // entry's time), so a streak reported as 2 s long spans 2 s of the recorded times. `finished_at` is a
+            // few milliseconds later: the request's preparation is not in its duration.
+            let recorded_end = started_at.saturating_add(duration_ms);
+            if let Some(streak) = self.failing.observe(&endpoint, failed, recorded_end) {
                 if resolution.disable_endpoint.is_none()
-                    && Box::pin(self.confirm_failing(&endpoint, &streak, finished_at)).await
+                    && Box::pin(self.confirm_failing(&endpoint, &streak, recorded_end)).await
                 {
                     resolution.disable_endpoint = Some(self.failing.reason(&streak));
                 }
@@ -138,7 +143,7 @@ impl Worker {
             delivery_id: delivery.id.clone(),
             attempt_number: delivery.attempts + 1,
             started_at,
-            duration_ms: i64::try_from(answer.duration.as_millis()).unwrap_or(i64::MAX),
+            duration_ms,
             status_code: answer.status.map(i64::from),
             response_body: answer.body.clone(),
             error,
