@@ -38,15 +38,12 @@ impl TenantLimits {
                 .map_err(|refused| refused.wait_time_from(limiter.clock().now()));
         };
         let mut own = self.own.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let budget = match own.get_mut(tenant_id) {
-            Some(budget) if budget.0 == rate => budget,
-            // New, or its limit changed: a fresh budget at the new rate.
-            _ => {
-                own.insert(tenant_id.to_string(), (rate, RateLimiter::direct(Quota::per_second(rate))));
-                own.get_mut(tenant_id).expect("just inserted")
-            }
-        };
-        budget.1.check().map_err(|refused| refused.wait_time_from(budget.1.clock().now()))
+        // New, or its limit changed: a fresh budget at the new rate.
+        if own.get(tenant_id).is_none_or(|(made_for, _)| *made_for != rate) {
+            own.insert(tenant_id.to_string(), (rate, RateLimiter::direct(Quota::per_second(rate))));
+        }
+        let budget = &own[tenant_id].1;
+        budget.check().map_err(|refused| refused.wait_time_from(budget.clock().now()))
     }
 }
 
