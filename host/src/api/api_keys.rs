@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::auth::{generate_key, hash_key, Caller, KEY_PREFIX_LEN, PUBLISH_KEY_PREFIX};
+use super::endpoint_view::present;
 use super::json::ApiJson;
 use super::pagination::{PageOf, Query};
 use super::{audit, validate, PathId};
@@ -30,11 +31,6 @@ struct CreateKey {
     /// and sent an unset variable would get the widest one.
     #[serde(default, deserialize_with = "present")]
     scope: Option<Option<String>>,
-}
-
-/// `Some(None)` for an explicit `null`, which `#[serde(default)]` alone reads like an absent field.
-fn present<'de, D: serde::Deserializer<'de>>(value: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(value).map(Some)
 }
 
 #[derive(Debug, Serialize)]

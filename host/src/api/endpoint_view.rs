@@ -109,6 +109,7 @@ pub struct UpdateEndpoint {
     pub subscriptions: Option<IgnoredAny>,
 }
 
+/// `Some(None)` for an explicit `null`, which `#[serde(default)]` alone reads like an absent field.
 pub fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(de: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(de).map(Some)
 }
