@@ -140,6 +140,13 @@ pub struct ServeArgs {
     /// whose certificates come from a private or corporate CA [default: none].
     #[arg(long, env = "SWITCHYARD_CA_FILE")]
     pub ca_file: Option<PathBuf>,
+
+    /// Networks outside the public internet that endpoints may deliver to, as CIDR blocks or addresses, e.g.
+    /// `10.20.0.0/16,fd00::/8`. Every other private, loopback, link-local (such as 169.254.169.254) or reserved
+    /// address is refused, whether a URL names it or a name resolves to it [default: none; dev mode adds
+    /// loopback].
+    #[arg(long, env = "SWITCHYARD_ALLOWED_PRIVATE_NETWORKS", value_delimiter = ',')]
+    pub allowed_private_networks: Option<Vec<String>>,
 }
 
 /// Validated settings the server runs with.
@@ -172,6 +179,8 @@ pub struct Config {
     pub filter_budget: Duration,
     /// Trusted for receivers' TLS besides the bundled public roots (`ca_file`).
     pub extra_root_certificates: Vec<reqwest::Certificate>,
+    /// Non-public networks deliveries may go to (see [`crate::destinations`]).
+    pub allowed_private_networks: Vec<ipnet::IpNet>,
 }
 
 impl std::fmt::Debug for Config {
@@ -199,6 +208,7 @@ impl std::fmt::Debug for Config {
             .field("plugins_dir", &self.plugins_dir)
             .field("plugin_limits", &self.plugin_limits)
             .field("extra_root_certificates", &self.extra_root_certificates.len())
+            .field("allowed_private_networks", &self.allowed_private_networks)
             .finish()
     }
 }
@@ -233,6 +243,14 @@ fn root_certificates(path: &Path) -> Result<Vec<reqwest::Certificate>, ConfigErr
         return Err(bad("ca_file", format!("{} holds no PEM certificate", path.display())));
     }
     Ok(certificates)
+}
+
+/// A CIDR block, or one address as a block of its own.
+fn network(text: &str) -> Result<ipnet::IpNet, ConfigError> {
+    let parsed = text.parse::<ipnet::IpNet>().or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+    parsed.map(|network| network.trunc()).map_err(|_| {
+        bad("allowed_private_networks", format!("`{text}` is not a network such as 10.20.0.0/16 or fd00::/8"))
+    })
 }
 
 fn bad(setting: &'static str, problem: impl Into<String>) -> ConfigError {
@@ -336,7 +354,15 @@ impl Config {
             Some(path) => root_certificates(&path)?,
             None => Vec::new(),
         };
+        let allowed_private_networks = over
+            .allowed_private_networks
+            .or(under.allowed_private_networks)
+            .unwrap_or_default()
+            .iter()
+            .map(|text| network(text.trim()))
+            .collect::<Result<_, _>>()?;
         let config = Config {
+            allowed_private_networks,
             plugins_dir,
             plugin_limits,
             filter_budget,
@@ -383,6 +409,11 @@ impl Config {
             ServeArgs::default(),
         )
         .expect("built-in defaults are valid")
+    }
+
+    /// Where deliveries may go: public addresses, the allowed networks, and loopback in dev mode.
+    pub fn destinations(&self) -> crate::destinations::Destinations {
+        crate::destinations::Destinations::new(self.allowed_private_networks.clone(), self.dev_mode)
     }
 
     pub fn is_sqlite(&self) -> bool {
@@ -497,6 +528,28 @@ mod tests {
             assert_eq!(dev(&[&format!("--dev={text}")]), Some(value), "{text}");
         }
         assert!(Cli::try_parse_from(["switchyard", "serve", "--dev=maybe"]).is_err());
+    }
+
+    #[test]
+    fn allowed_private_networks_come_from_a_list_or_a_comma_separated_flag() {
+        let file: ServeArgs = toml::from_str(r#"allowed_private_networks = ["10.20.0.0/16", "fd00::1"]"#).unwrap();
+        let config = Config::from_layers(ServeArgs::default(), file).unwrap();
+        let shown: Vec<String> = config.allowed_private_networks.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.20.0.0/16", "fd00::1/128"]);
+        assert!(config.destinations().check("10.20.3.4".parse().unwrap()).is_ok());
+        assert!(config.destinations().check("10.21.0.1".parse().unwrap()).is_err());
+
+        let cli =
+            Cli::try_parse_from(["switchyard", "serve", "--allowed-private-networks", "192.168.7.9/24, 127.0.0.1"]);
+        let Command::Serve(flags) = cli.unwrap().command;
+        let config = Config::from_layers(flags, ServeArgs::default()).unwrap();
+        let shown: Vec<String> = config.allowed_private_networks.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["192.168.7.0/24", "127.0.0.1/32"], "a block is cut to its network");
+
+        let wrong = ServeArgs { allowed_private_networks: Some(vec!["10.0.0.0/33".into()]), ..Default::default() };
+        let error = Config::from_layers(wrong, ServeArgs::default()).expect_err("refused");
+        assert_eq!(error.setting, "allowed_private_networks");
+        assert!(error.problem.contains("`10.0.0.0/33`"), "{}", error.problem);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod config;
+pub mod destinations;
 pub mod dispatch;
 pub mod error;
 pub mod filter_work;
@@ -67,6 +68,8 @@ pub struct SharedState {
     pub plugins: Arc<PluginRegistry>,
     /// Evaluates publishes' subscription filters before the writer, within `config.filter_budget`.
     pub filter_work: filter_work::FilterWork,
+    /// Where deliveries may go; the dispatcher's resolver holds the same rule.
+    pub destinations: Arc<destinations::Destinations>,
     /// Recently authenticated keys and known tenants.
     pub auth_cache: api::auth::AuthCache,
     /// Each tenant's request budget on this node (`tenant_rate_limit`).
@@ -140,10 +143,12 @@ pub async fn run(
     let metrics = Arc::new(Metrics::default());
     let hourly = Arc::new(hourly::HourlyTally::default());
     let writer = writer::Writer::new(metrics.clone(), hourly.clone());
+    let settings = dispatch::Settings::from_config(&config);
+    let destinations = settings.destinations.clone();
     let dispatcher = dispatch::Dispatcher::new(
         store.clone(),
         master_key.clone(),
-        dispatch::Settings::from_config(&config),
+        settings,
         node_id.clone(),
         dispatch_wakeup.clone(),
         plugins.clone(),
@@ -163,6 +168,7 @@ pub async fn run(
         metrics,
         replays: api::replay::Replays::default(),
         filter_work: filter_work::FilterWork::new(config.filter_budget),
+        destinations,
     }));
     let announcing_ingest = writer.ingest();
     let writer = writer.start(store.clone(), node_id, Some(dispatcher.handoff()));

@@ -62,7 +62,7 @@ async fn create(
     caller: Caller,
     ApiJson(body): ApiJson<CreateEndpoint>,
 ) -> ApiResult<(StatusCode, Json<EndpointView>)> {
-    validate::endpoint_url(&body.url, state.config.dev_mode)?;
+    validate::endpoint_url(&body.url, state.config.dev_mode, &state.destinations)?;
     let description = body.description.unwrap_or_default();
     validate::description("description", &description)?;
     let timeout_ms = validate::timeout_secs(body.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS))?;
@@ -156,7 +156,7 @@ async fn update(
     let mut endpoint = load(&state, &caller, &id).await?;
     let mut changed = Vec::new();
     if let Some(url) = not_null("url", body.url)? {
-        validate::endpoint_url(&url, state.config.dev_mode)?;
+        validate::endpoint_url(&url, state.config.dev_mode, &state.destinations)?;
         endpoint.url = url;
         changed.push("url");
     }

@@ -9,6 +9,7 @@ use axum::http::{HeaderName, HeaderValue};
 use url::{Host, Url};
 
 use super::endpoint_view::REDACTED;
+use crate::destinations::Destinations;
 use crate::dispatch::send::is_reserved_header;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{EndpointPlugins, Subscription};
@@ -49,8 +50,9 @@ pub fn event_type_filter(field: &str, name: &str) -> ApiResult<()> {
 }
 
 /// An endpoint URL: absolute https without credentials; plain http only in dev mode and only to loopback, so a
-/// production install never sends signed payloads in clear text.
-pub fn endpoint_url(text: &str, dev_mode: bool) -> ApiResult<()> {
+/// production install never sends signed payloads in clear text. A host that is a non-public address the server
+/// does not allow is refused here; a name is checked when a delivery connects (see [`crate::destinations`]).
+pub fn endpoint_url(text: &str, dev_mode: bool, destinations: &Destinations) -> ApiResult<()> {
     let invalid = |message: &str| Err(ApiError::invalid("url", message));
     if text.len() > MAX_URL_LEN {
         return invalid("must be at most 2048 characters");
@@ -65,12 +67,17 @@ pub fn endpoint_url(text: &str, dev_mode: bool) -> ApiResult<()> {
         return invalid("must have a host");
     };
     match url.scheme() {
-        "https" => Ok(()),
-        "http" if dev_mode && is_loopback(&host) => Ok(()),
-        "http" if dev_mode => invalid("http:// is only allowed to loopback hosts (localhost, 127.0.0.0/8, ::1)"),
-        "http" => invalid("must use https:// (http:// to loopback hosts is allowed only in dev mode)"),
-        _ => invalid("must be an https:// URL"),
+        "https" => {}
+        "http" if dev_mode && is_loopback(&host) => {}
+        "http" if dev_mode => {
+            return invalid("http:// is only allowed to loopback hosts (localhost, 127.0.0.0/8, ::1)")
+        }
+        "http" => return invalid("must use https:// (http:// to loopback hosts is allowed only in dev mode)"),
+        _ => return invalid("must be an https:// URL"),
     }
+    destinations
+        .check_host(&host)
+        .or_else(|refused| invalid(&format!("has a host Switchyard does not deliver to: {refused} (a server setting)")))
 }
 
 fn is_loopback(host: &Host<&str>) -> bool {
@@ -370,6 +377,11 @@ mod tests {
         }
     }
 
+    /// The rule as in dev mode or production without allowed networks.
+    fn endpoint_url(text: &str, dev_mode: bool) -> ApiResult<()> {
+        super::endpoint_url(text, dev_mode, &Destinations::new(Vec::new(), dev_mode))
+    }
+
     #[test]
     fn urls_must_be_https_without_credentials() {
         assert!(endpoint_url("https://example.com/hook?x=1", false).is_ok());
@@ -402,6 +414,25 @@ mod tests {
         for bad in ["http://128.0.0.1/", "http://[::2]/", "http://localhost.example.com/", "http://10.0.0.1/"] {
             assert_eq!(field(endpoint_url(bad, true)), "url", "{bad}");
         }
+    }
+
+    #[test]
+    fn hosts_outside_the_public_internet_need_an_allowed_network() {
+        let refused =
+            ["https://10.0.0.1/", "https://169.254.169.254/latest", "https://[fd00::1]/", "https://localhost/"];
+        for url in refused {
+            assert_eq!(field(endpoint_url(url, false)), "url", "{url}");
+        }
+        // Dev mode allows loopback only.
+        assert!(endpoint_url("https://localhost/", true).is_ok());
+        assert_eq!(field(endpoint_url("https://10.0.0.1/", true)), "url");
+        let allowed = Destinations::new(vec!["10.0.0.0/8".parse().unwrap()], false);
+        assert!(super::endpoint_url("https://10.0.0.1/", false, &allowed).is_ok());
+        assert_eq!(field(super::endpoint_url("https://169.254.169.254/", false, &allowed)), "url");
+        let Err(ApiError::Invalid { message, .. }) = endpoint_url("https://169.254.169.254/", false) else {
+            panic!("refused")
+        };
+        assert!(message.contains("169.254.169.254 is a link-local address"), "{message}");
     }
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

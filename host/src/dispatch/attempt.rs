@@ -13,12 +13,11 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use rand::Rng;
-use reqwest::Client;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::failing::{self, FailingEndpoints, Streak};
 use super::outcome::{self, FailureKind, Resolution, Verdict};
-use super::send::{self, Answer, RequestIdentity};
+use super::send::{self, Answer, Outbound, RequestIdentity};
 use super::Settings;
 use crate::model::{
     now_millis, Attempt, Delivery, DeliveryStatus, Endpoint, Millis, PluginBinding, PluginUse, PreparedRequest,
@@ -34,7 +33,7 @@ use crate::writer::Recorder;
 pub(super) struct Worker {
     pub store: Arc<dyn Store>,
     pub master_key: MasterKey,
-    pub client: Client,
+    pub outbound: Outbound,
     pub settings: Settings,
     pub node_id: String,
     pub plugins: Arc<PluginRegistry>,
@@ -97,7 +96,7 @@ impl Worker {
                 };
                 let headers = send::request_headers(&endpoint, Some(prepared), identity, signature);
                 sent = true;
-                send::send(&self.client, url.clone(), headers, body, send::request_timeout(&endpoint)).await
+                self.outbound.send(url.clone(), headers, body, send::request_timeout(&endpoint)).await
             }
         };
 

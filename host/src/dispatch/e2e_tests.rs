@@ -83,6 +83,7 @@ impl World {
             shutdown_grace,
             error_backoff: Duration::from_millis(100),
             extra_root_certificates: Vec::new(),
+            destinations: Arc::new(crate::destinations::Destinations::new(Vec::new(), true)),
         };
         let wakeup = Arc::new(Notify::new());
         let stop = CancellationToken::new();

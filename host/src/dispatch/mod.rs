@@ -38,6 +38,7 @@ use self::attempt::Worker;
 use self::endpoint_cap::{Admission, EndpointCaps, Ticket};
 use self::throttle::{Limit, Throttle, Turn};
 use crate::config::Config;
+use crate::destinations::Destinations;
 use crate::model::{now_millis, Millis};
 use crate::plugin::PluginRegistry;
 use crate::secrets::MasterKey;
@@ -72,6 +73,8 @@ pub struct Settings {
     pub error_backoff: Duration,
     /// Trusted for receivers' TLS besides the bundled public roots.
     pub extra_root_certificates: Vec<reqwest::Certificate>,
+    /// Where deliveries may go.
+    pub destinations: Arc<Destinations>,
 }
 
 impl Settings {
@@ -86,6 +89,7 @@ impl Settings {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             error_backoff: Duration::from_secs(1),
             extra_root_certificates: config.extra_root_certificates.clone(),
+            destinations: Arc::new(config.destinations()),
         }
     }
 }
@@ -265,7 +269,7 @@ impl Dispatcher {
         plugins: Arc<PluginRegistry>,
         recorder: Recorder,
     ) -> Self {
-        let client = send::http_client(&settings.extra_root_certificates);
+        let outbound = send::Outbound::new(&settings.extra_root_certificates, settings.destinations.clone());
         let slots = Arc::new(Semaphore::new(settings.concurrency));
         let (handed_tx, handed) = mpsc::unbounded_channel();
         Self {
@@ -273,7 +277,7 @@ impl Dispatcher {
                 failing: failing::FailingEndpoints::new(settings.disable_failing_after),
                 store,
                 master_key,
-                client,
+                outbound,
                 settings,
                 node_id,
                 plugins,

@@ -2,14 +2,19 @@
 //!
 //! Nothing here decides what an answer means (see `outcome`) or touches the store.
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER, USER_AGENT};
 use reqwest::{redirect, Client, Method, Request, Url};
+use url::Host;
 
 use super::outcome::{self, FailureKind, Verdict};
 use crate::config::{redact_url, MAX_ENDPOINT_TIMEOUT};
+use crate::destinations::{Destinations, Refused};
 use crate::model::{Endpoint, PreparedRequest};
 
 /// At most this much of a response body is read and kept: enough to debug a rejection, bounded so a receiver
@@ -20,22 +25,88 @@ pub const MAX_ERROR_CHARS: usize = 500;
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
-/// The one client every attempt shares, so connections to a receiver are kept alive and reused. Redirects are
-/// never followed: that would send signed payloads to a URL the tenant did not configure. Nor does the client
-/// retry on its own: every attempt is one request, recorded as such (a pooled connection the receiver had
-/// already closed is still replaced before anything is sent). Its retry layer would also copy every request's
-/// headers up front in case it retried. `extra_roots` are trusted beside the bundled public roots (`ca_file`).
-pub fn http_client(extra_roots: &[reqwest::Certificate]) -> Client {
-    let builder = Client::builder()
-        .redirect(redirect::Policy::none())
-        .retry(reqwest::retry::never().max_retries_per_request(0))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .tcp_keepalive(Duration::from_secs(60));
-    extra_roots
-        .iter()
-        .fold(builder, |builder, root| builder.add_root_certificate(root.clone()))
-        .build()
-        .expect("a client with static settings, bundled TLS roots and parsed extra roots builds")
+/// The one client every attempt shares, and where it may connect. The client keeps connections to a receiver
+/// alive and reuses them. Redirects are never followed: that would send signed payloads to a URL the tenant did
+/// not configure. Nor does the client retry on its own: every attempt is one request, recorded as such (a pooled
+/// connection the receiver had already closed is still replaced before anything is sent). Its retry layer would
+/// also copy every request's headers up front in case it retried. `extra_roots` are trusted beside the bundled
+/// public roots (`ca_file`).
+pub struct Outbound {
+    client: Client,
+    destinations: Arc<Destinations>,
+}
+
+impl Outbound {
+    pub fn new(extra_roots: &[reqwest::Certificate], destinations: Arc<Destinations>) -> Self {
+        let builder = Client::builder()
+            .redirect(redirect::Policy::none())
+            .retry(reqwest::retry::never().max_retries_per_request(0))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_keepalive(Duration::from_secs(60))
+            .dns_resolver(Arc::new(GuardedResolver { destinations: destinations.clone() }));
+        let client = extra_roots
+            .iter()
+            .fold(builder, |builder, root| builder.add_root_certificate(root.clone()))
+            .build()
+            .expect("a client with static settings, bundled TLS roots and parsed extra roots builds");
+        Self { client, destinations }
+    }
+
+    /// POSTs `body` and reads at most [`MAX_RESPONSE_BODY`] bytes of the answer. `timeout` bounds everything from
+    /// connecting to the last byte read. A URL whose host is a refused address is not sent: the client connects
+    /// to an address literal without asking the resolver.
+    pub async fn send(&self, url: Url, headers: HeaderMap, body: Bytes, timeout: Duration) -> Answer {
+        let literal = match url.host() {
+            Some(Host::Ipv4(address)) => Some(IpAddr::V4(address)),
+            Some(Host::Ipv6(address)) => Some(IpAddr::V6(address)),
+            _ => None,
+        };
+        if let Some(Err(refused)) = literal.map(|address| self.destinations.check(address)) {
+            let text = format!("connection refused by Switchyard: {refused}");
+            return Answer { failure: Some((FailureKind::Connect, text)), ..Answer::default() };
+        }
+        send(&self.client, url, headers, body, timeout).await
+    }
+}
+
+/// Resolves receivers' names as the system does, then keeps only the addresses deliveries may go to. Checking
+/// here, where the connection's addresses come from, rather than resolving once when the URL is saved, leaves a
+/// name no way to point somewhere else later (DNS rebinding).
+struct GuardedResolver {
+    destinations: Arc<Destinations>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("connection refused by Switchyard: `{name}` resolves only to addresses outside the public internet: {refused}")]
+struct RefusedName {
+    name: String,
+    refused: Refused,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let destinations = self.destinations.clone();
+        Box::pin(async move {
+            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            let mut refusal = None;
+            let allowed: Vec<SocketAddr> = resolved
+                .into_iter()
+                .filter(|address| match destinations.check(address.ip()) {
+                    Ok(()) => true,
+                    Err(refused) => {
+                        refusal.get_or_insert(refused);
+                        false
+                    }
+                })
+                .collect();
+            match refusal {
+                Some(refused) if allowed.is_empty() => {
+                    Err(Box::new(RefusedName { name: name.as_str().to_string(), refused }) as _)
+                }
+                _ => Ok(Box::new(allowed.into_iter()) as Addrs),
+            }
+        })
+    }
 }
 
 /// Headers Switchyard sets or that frame the request. A custom header by one of these names is dropped: it must
@@ -181,9 +252,7 @@ impl Answer {
     }
 }
 
-/// POSTs `body` and reads at most [`MAX_RESPONSE_BODY`] bytes of the answer. `timeout` bounds everything from
-/// connecting to the last byte read.
-pub async fn send(client: &Client, url: Url, headers: HeaderMap, body: Bytes, timeout: Duration) -> Answer {
+async fn send(client: &Client, url: Url, headers: HeaderMap, body: Bytes, timeout: Duration) -> Answer {
     let started = Instant::now();
     // The request is assembled here rather than through `RequestBuilder`, which would copy every header into a
     // map of its own, one insert at a time.
@@ -241,7 +310,9 @@ fn shown_location(location: &str) -> String {
 fn describe(error: reqwest::Error, timeout: Duration) -> (FailureKind, String) {
     // The URL may carry a token in its query string; it is on the endpoint already and stays out of the record.
     let error = error.without_url();
-    let (kind, text) = if error.is_timeout() {
+    let (kind, text) = if let Some(refused) = refused_name(&error) {
+        (FailureKind::Connect, refused.to_string())
+    } else if error.is_timeout() {
         (FailureKind::Timeout, format!("timed out after {} ms", timeout.as_millis()))
     } else if error.is_connect() {
         (FailureKind::Connect, format!("connection failed: {}", error_chain(&error)))
@@ -251,6 +322,11 @@ fn describe(error: reqwest::Error, timeout: Duration) -> (FailureKind, String) {
         (FailureKind::Other, format!("request failed: {}", error_chain(&error)))
     };
     (kind, truncate_chars(&text, MAX_ERROR_CHARS))
+}
+
+/// The resolver's refusal, if that is why the request failed: said alone, without the layers reqwest wraps it in.
+fn refused_name<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a RefusedName> {
+    std::iter::successors(Some(error), |error| error.source()).find_map(|error| error.downcast_ref::<RefusedName>())
 }
 
 /// The error with its causes, because reqwest's own message ("error sending request") hides the useful part.

@@ -49,8 +49,56 @@ async fn serve(router: Router) -> String {
     format!("http://{address}")
 }
 
+/// A sender that may reach loopback, where these tests' receivers run, as in dev mode.
+fn outbound() -> Outbound {
+    Outbound::new(&[], Arc::new(Destinations::new(Vec::new(), true)))
+}
+
 async fn post_to(url: &str, timeout: Duration) -> Answer {
-    send(&http_client(&[]), url.parse().unwrap(), HeaderMap::new(), Bytes::from_static(b"{}"), timeout).await
+    outbound().send(url.parse().unwrap(), HeaderMap::new(), Bytes::from_static(b"{}"), timeout).await
+}
+
+/// A receiver on loopback is out of reach without dev mode or an allowed network, whether the URL names its address
+/// (which the client would connect to without resolving) or a name that resolves to it; nothing reaches it.
+#[tokio::test]
+async fn refused_destinations_get_no_request() {
+    let reached = Arc::new(AtomicUsize::new(0));
+    let counter = reached.clone();
+    let base = serve(Router::new().route(
+        "/hook",
+        post(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { StatusCode::NO_CONTENT }
+        }),
+    ))
+    .await;
+    let port = base.rsplit(':').next().unwrap();
+    let production = Outbound::new(&[], Arc::new(Destinations::new(Vec::new(), false)));
+    for (url, named) in [
+        (format!("http://127.0.0.1:{port}/hook"), "127.0.0.1 is a loopback address"),
+        (format!("http://[::ffff:127.0.0.1]:{port}/hook"), "::ffff:127.0.0.1 is a loopback address"),
+        // A name goes through the resolver, which drops the addresses it may not connect to.
+        (format!("http://localhost:{port}/hook"), "`localhost` resolves only to addresses outside the public"),
+    ] {
+        let answer =
+            production.send(url.parse().unwrap(), HeaderMap::new(), Bytes::new(), Duration::from_secs(5)).await;
+        assert_eq!(answer.status, None, "{url}");
+        let (kind, text) = answer.failure.clone().expect("a failure");
+        assert_eq!(kind, FailureKind::Connect, "{url}");
+        assert!(text.starts_with("connection refused by Switchyard: ") && text.contains(named), "{url}: {text}");
+        assert!(text.contains("allowed_private_networks"), "{text}");
+        assert!(!text.contains("/hook"), "no URL in the record: {text}");
+        assert!(matches!(answer.verdict(SystemTime::now()), Verdict::Retry { .. }), "{url}");
+    }
+    assert_eq!(reached.load(Ordering::SeqCst), 0);
+
+    // The same receiver once its network is allowed, by name and by address.
+    let allowed = Outbound::new(&[], Arc::new(Destinations::new(vec!["127.0.0.0/8".parse().unwrap()], false)));
+    for url in [format!("http://localhost:{port}/hook"), format!("http://127.0.0.1:{port}/hook")] {
+        let answer = allowed.send(url.parse().unwrap(), HeaderMap::new(), Bytes::new(), Duration::from_secs(5)).await;
+        assert_eq!(answer.status, Some(204), "{url}: {:?}", answer.failure);
+    }
+    assert_eq!(reached.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
@@ -72,7 +120,7 @@ async fn request_carries_verifiable_signature_and_reserved_headers_win() {
     let headers = request_headers(&endpoint, None, identity, signature);
 
     let url = endpoint.url.parse().unwrap();
-    let answer = send(&http_client(&[]), url, headers, body.clone(), request_timeout(&endpoint)).await;
+    let answer = outbound().send(url, headers, body.clone(), request_timeout(&endpoint)).await;
     assert_eq!(answer.status, Some(200));
     assert_eq!(answer.body.as_deref(), Some("thanks"));
     assert!(answer.failure.is_none());

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::fake_store::{FakeState, FakeStore};
 use super::outcome::GONE_REASON;
 use super::{Handoff, Settings, UNDECRYPTABLE_SECRET};
+use crate::destinations::Destinations;
 use crate::hourly::HourlyTally;
 use crate::model::{
     Delivery, DeliveryStatus, Endpoint, EndpointSecret, EndpointStatus, Event, SecretStatus, SignatureScheme,
@@ -45,6 +46,8 @@ fn settings() -> Settings {
         shutdown_grace: Duration::from_secs(5),
         error_backoff: Duration::from_millis(50),
         extra_root_certificates: Vec::new(),
+        // The receivers run on loopback, as in dev mode.
+        destinations: Arc::new(Destinations::new(Vec::new(), true)),
     }
 }
 

@@ -158,7 +158,18 @@ async fn plain_http_needs_dev_mode_and_loopback() {
     let production = TestServer::start_with(|config| config.dev_mode = false).await;
     let bob = production.tenant("Bob").await;
     bob.post("/api/v1/endpoints", json!({ "url": "http://127.0.0.1/x" })).await.expect_invalid("url");
-    bob.post("/api/v1/endpoints", json!({ "url": "https://127.0.0.1/x" })).await.expect_status(201);
+    bob.post("/api/v1/endpoints", json!({ "url": "https://example.com/x" })).await.expect_status(201);
+    // Without dev mode loopback is no destination at all, unless the operator allows it; http stays dev-only.
+    bob.post("/api/v1/endpoints", json!({ "url": "https://127.0.0.1/x" })).await.expect_invalid("url");
+    let allowing = TestServer::start_with(|config| {
+        config.dev_mode = false;
+        config.allowed_private_networks = vec!["127.0.0.0/8".parse().expect("a network")];
+    })
+    .await;
+    let carol = allowing.tenant("Carol").await;
+    carol.post("/api/v1/endpoints", json!({ "url": "https://127.0.0.1/x" })).await.expect_status(201);
+    carol.post("/api/v1/endpoints", json!({ "url": "http://127.0.0.1/x" })).await.expect_invalid("url");
+    carol.post("/api/v1/endpoints", json!({ "url": "https://10.0.0.1/x" })).await.expect_invalid("url");
 }
 
 #[tokio::test]
