@@ -164,11 +164,13 @@ string_enum!(
 );
 
 string_enum!(
-    /// What a tenant key may do: `All` of the tenant's API, or only `Publish` events, for the services that
-    /// publish and should not be able to read payloads, change endpoints or see their secrets.
+    /// What a tenant key may do: `All` of the tenant's API; only `Publish` events, for the services that publish
+    /// and should not be able to read payloads, change endpoints or see their secrets; or only `Read` (every GET),
+    /// for auditors, support staff and monitoring that should see everything and change nothing.
     KeyScope {
         All => "all",
         Publish => "publish",
+        Read => "read",
     }
 );
 

@@ -424,7 +424,7 @@ async fn api_keys_find_list_and_revoke(store: &dyn Store, _url: &str) {
     };
     let first = key(&tenant, "hash-1");
     let second = ApiKey { scope: KeyScope::Publish, ..key(&tenant, "hash-2") };
-    let foreign = key(&other, "hash-3");
+    let foreign = ApiKey { scope: KeyScope::Read, ..key(&other, "hash-3") };
     for k in [&first, &second, &foreign] {
         store.create_api_key(k).await.unwrap();
     }
@@ -433,6 +433,7 @@ async fn api_keys_find_list_and_revoke(store: &dyn Store, _url: &str) {
 
     assert_eq!(store.find_api_key("hash-1").await.unwrap(), Some(first.clone()));
     assert_eq!(store.find_api_key("hash-2").await.unwrap(), Some(second.clone()), "with its scope");
+    assert_eq!(store.find_api_key("hash-3").await.unwrap(), Some(foreign.clone()), "a read key");
     assert_eq!(store.find_api_key("hash-unknown").await.unwrap(), None);
     assert_eq!(store.list_api_keys(&tenant.id, &page(10)).await.unwrap(), vec![second.clone(), first.clone()]);
     let pages = all_pages(

@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::auth::{generate_key, hash_key, Caller, KEY_PREFIX_LEN, PUBLISH_KEY_PREFIX};
+use super::auth::{generate_key, hash_key, key_prefix, Caller, KEY_PREFIX_LEN};
 use super::endpoint_view::present;
 use super::json::ApiJson;
 use super::pagination::{PageOf, Query};
@@ -15,9 +15,6 @@ use super::{audit, validate, PathId};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{new_id, now_millis, rfc3339, ApiKey, KeyScope};
 use crate::AppState;
-
-/// Tenant keys of scope `all` read `sy_<random>`.
-const TENANT_KEY_PREFIX: &str = "sy";
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api-keys", get(list).post(create)).route("/api-keys/{id}", delete(revoke))
@@ -69,14 +66,14 @@ async fn create(
     let scope = match body.scope {
         None => KeyScope::All,
         Some(None) => {
-            return Err(ApiError::invalid("scope", "must be \"all\" or \"publish\", not null; omit it for \"all\""))
+            return Err(ApiError::invalid(
+                "scope",
+                "must be \"all\", \"publish\" or \"read\", not null; omit it for \"all\"",
+            ))
         }
         Some(Some(text)) => text.parse().map_err(|message: String| ApiError::invalid("scope", message))?,
     };
-    let text = generate_key(match scope {
-        KeyScope::All => TENANT_KEY_PREFIX,
-        KeyScope::Publish => PUBLISH_KEY_PREFIX,
-    });
+    let text = generate_key(key_prefix(scope));
     let key = ApiKey {
         id: new_id("key"),
         tenant_id: caller.tenant_id.clone(),

@@ -18,7 +18,7 @@ use std::time::Duration;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rand::RngCore;
@@ -128,16 +128,25 @@ impl AuthCache {
     }
 }
 
-/// Keys of scope `publish` read `syp_…`.
-pub const PUBLISH_KEY_PREFIX: &str = "syp";
+/// What a new key's text starts with, before `_`: `sy` for scope `all`, `syp` for `publish`, `syr` for `read`.
+pub fn key_prefix(scope: KeyScope) -> &'static str {
+    match scope {
+        KeyScope::All => "sy",
+        KeyScope::Publish => "syp",
+        KeyScope::Read => "syr",
+    }
+}
 
-/// Hex SHA-256 of a key's text; for a `publish` key, of a label and the text. A node of a version before scopes
-/// (nodes sharing a PostgreSQL database are upgraded one by one) hashes such a key plainly, finds nothing, and
-/// refuses it, where reading its row without the scope would have opened the whole tenant API to it.
+/// Hex SHA-256 of a key's text; for a `publish` or `read` key, of a label naming its scope and the text. A node of
+/// a version before that scope (nodes sharing a PostgreSQL database are upgraded one by one) hashes such a key
+/// plainly, finds nothing, and refuses it, where reading its row without knowing the scope would have opened the
+/// whole tenant API to it.
 pub fn hash_key(key: &str) -> String {
     let mut hash = Sha256::new();
-    if key.strip_prefix(PUBLISH_KEY_PREFIX).is_some_and(|rest| rest.starts_with('_')) {
-        hash.update(b"switchyard publish key\0");
+    match key.split_once('_').map(|(prefix, _)| prefix) {
+        Some("syp") => hash.update(b"switchyard publish key\0"),
+        Some("syr") => hash.update(b"switchyard read key\0"),
+        _ => {}
     }
     hash.update(key.as_bytes());
     hex::encode(hash.finalize())
@@ -227,7 +236,17 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
         let principal = authenticate(parts, state).await?;
-        caller(principal, parts, state, KeyScope::All).await
+        caller(principal, parts, state, needed_for(&parts.method)).await
+    }
+}
+
+/// The scope a tenant route needs: `read` for a GET (or HEAD), which changes nothing and sends nothing; the whole
+/// API for the rest, including the POSTs that only answer, such as a simulation's signed request.
+fn needed_for(method: &Method) -> KeyScope {
+    if method == Method::GET || method == Method::HEAD {
+        KeyScope::Read
+    } else {
+        KeyScope::All
     }
 }
 
@@ -268,10 +287,12 @@ async fn caller(principal: Principal, parts: &Parts, state: &AppState, needed: K
         }
         // A tenant key naming another tenant learns nothing about whether that tenant exists.
         Principal::Tenant(key) if named.is_some_and(|t| t != key.tenant_id) => Err(ApiError::NotFound("tenant")),
-        Principal::Tenant(key) if !allows(key.scope, needed) => Err(ApiError::Forbidden(format!(
-            "this key's scope is `{}`: it may only publish events (POST /api/v1/events and /api/v1/events/batch)",
-            key.scope
-        ))),
+        Principal::Tenant(key) if !allows(key.scope, needed) => Err(ApiError::Forbidden(match key.scope {
+            KeyScope::Read => "this key's scope is `read`: it may only read (GET requests)".into(),
+            scope => format!(
+                "this key's scope is `{scope}`: it may only publish events (POST /api/v1/events and /api/v1/events/batch)"
+            ),
+        })),
         Principal::Tenant(key) => {
             let own_limit = state.auth_cache.own_rate_limit(state, &key.tenant_id).await?;
             state
@@ -301,7 +322,7 @@ impl FromRequestParts<AppState> for Reader {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
         match authenticate(parts, state).await? {
             Principal::Admin if named_tenant(parts).is_none_or(str::is_empty) => Ok(Reader::Server),
-            principal => Ok(Reader::Tenant(caller(principal, parts, state, KeyScope::All).await?)),
+            principal => Ok(Reader::Tenant(caller(principal, parts, state, needed_for(&parts.method)).await?)),
         }
     }
 }
@@ -336,11 +357,21 @@ mod tests {
     }
 
     #[test]
-    fn a_publish_key_opens_only_publishing() {
-        assert!(allows(KeyScope::All, KeyScope::All));
-        assert!(allows(KeyScope::All, KeyScope::Publish));
+    fn a_publish_key_opens_only_publishing_and_a_read_key_only_reading() {
+        for needed in [KeyScope::All, KeyScope::Publish, KeyScope::Read] {
+            assert!(allows(KeyScope::All, needed));
+        }
         assert!(allows(KeyScope::Publish, KeyScope::Publish));
         assert!(!allows(KeyScope::Publish, KeyScope::All));
+        assert!(!allows(KeyScope::Publish, KeyScope::Read));
+        assert!(allows(KeyScope::Read, KeyScope::Read));
+        assert!(!allows(KeyScope::Read, KeyScope::All));
+        assert!(!allows(KeyScope::Read, KeyScope::Publish));
+        assert_eq!(needed_for(&Method::GET), KeyScope::Read);
+        assert_eq!(needed_for(&Method::HEAD), KeyScope::Read);
+        for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS] {
+            assert_eq!(needed_for(&method), KeyScope::All, "{method}");
+        }
     }
 
     #[test]
@@ -349,11 +380,19 @@ mod tests {
     }
 
     #[test]
-    fn a_publish_key_is_not_hashed_as_the_versions_before_scopes_hash() {
-        let key = generate_key(PUBLISH_KEY_PREFIX);
-        assert!(key.starts_with("syp_"));
-        assert_ne!(hash_key(&key), hex::encode(Sha256::digest(key.as_bytes())));
-        assert_eq!(hash_key(&key), hash_key(&key.clone()));
+    fn narrow_keys_are_not_hashed_as_the_versions_before_their_scope_hash() {
+        let publish = generate_key(key_prefix(KeyScope::Publish));
+        let read = generate_key(key_prefix(KeyScope::Read));
+        assert!(publish.starts_with("syp_") && read.starts_with("syr_"));
+        for key in [&publish, &read] {
+            assert_ne!(hash_key(key), hex::encode(Sha256::digest(key.as_bytes())), "{key}");
+            assert_eq!(hash_key(key), hash_key(&key.clone()));
+        }
+        // Labelled by its own scope, not the other narrow one's.
+        assert_ne!(
+            hex::encode(Sha256::digest([&b"switchyard publish key\0"[..], read.as_bytes()].concat())),
+            hash_key(&read)
+        );
         let full = generate_key("sy");
         assert_eq!(hash_key(&full), hex::encode(Sha256::digest(full.as_bytes())), "keys made before keep working");
     }

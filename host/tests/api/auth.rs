@@ -170,18 +170,47 @@ async fn a_publish_key_only_publishes() {
     assert_eq!(stored.json["data"], json!({ "n": 1 }));
 
     // Every route but publishing, with a body it would accept from a full key where it takes one.
-    let endpoint_path = format!("/api/v1/endpoints/{}", endpoint.str("id"));
     let event_id = published.str("id");
-    let delivery = alice.get(&format!("/api/v1/deliveries?event_id={event_id}")).await.expect_status(200);
+    let routes = tenant_routes(&alice, &endpoint.str("id"), &event_id, &created.str("id")).await;
+    for (method, path, body) in routes {
+        let mut request = checkout.request(method.clone(), &path);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let refused = checkout.send(request).await;
+        assert_eq!(refused.status, 403, "{method} {path}: {}", refused.text);
+        refused.expect_error(403, "forbidden", None);
+    }
+    alice.get(&format!("/api/v1/endpoints/{}", endpoint.str("id"))).await.expect_status(200);
+    // Its tenant is still its own: naming another is a 404 as for any key.
+    let bob = server.tenant("Bob").await;
+    let elsewhere = checkout
+        .request(Method::POST, "/api/v1/events")
+        .header("Switchyard-Tenant", bob.tenant_id())
+        .json(&json!({ "type": "order.paid", "data": {} }));
+    checkout.send(elsewhere).await.expect_error(404, "not_found", None);
+
+    let audit = alice.get("/api/v1/audit-log?action=api_key.created").await.expect_status(200);
+    assert_eq!(audit.json["data"][0]["details"]["scope"], "publish", "{}", audit.text);
+    alice.post("/api/v1/api-keys", json!({ "name": "x", "scope": "write" })).await.expect_invalid("scope");
+    alice.post("/api/v1/api-keys", json!({ "name": "x", "scope": null })).await.expect_invalid("scope");
+}
+
+/// Every tenant and admin route but publishing, each with a body a full key could send. Looks up a delivery of
+/// `event_id` with `owner`.
+async fn tenant_routes(
+    owner: &Client,
+    endpoint_id: &str,
+    event_id: &str,
+    key_id: &str,
+) -> Vec<(Method, String, Option<Value>)> {
+    let endpoint_path = format!("/api/v1/endpoints/{endpoint_id}");
+    let delivery = owner.get(&format!("/api/v1/deliveries?event_id={event_id}")).await.expect_status(200);
     let delivery_id = delivery.json["data"][0]["id"].as_str().unwrap().to_string();
-    let routes: Vec<(Method, String, Option<Value>)> = vec![
+    vec![
         (Method::GET, "/api/v1/events".into(), None),
         (Method::GET, format!("/api/v1/events/{event_id}"), None),
-        (
-            Method::POST,
-            format!("/api/v1/events/{event_id}/deliveries"),
-            Some(json!({ "endpoint_ids": [endpoint.str("id")] })),
-        ),
+        (Method::POST, format!("/api/v1/events/{event_id}/deliveries"), Some(json!({ "endpoint_ids": [endpoint_id] }))),
         (Method::GET, "/api/v1/event-types".into(), None),
         (Method::POST, "/api/v1/event-types".into(), Some(json!({ "name": "order.refunded" }))),
         (Method::GET, "/api/v1/endpoints".into(), None),
@@ -203,36 +232,72 @@ async fn a_publish_key_only_publishes() {
         (Method::POST, "/api/v1/dead-letters/requeue".into(), Some(json!({}))),
         (Method::GET, "/api/v1/api-keys".into(), None),
         (Method::POST, "/api/v1/api-keys".into(), Some(json!({ "name": "mine" }))),
-        (Method::DELETE, format!("/api/v1/api-keys/{}", created.str("id")), None),
+        (Method::DELETE, format!("/api/v1/api-keys/{key_id}"), None),
         (Method::GET, "/api/v1/audit-log".into(), None),
         (Method::GET, "/api/v1/stats".into(), None),
+        (Method::GET, "/api/v1/stats/event-types".into(), None),
         (Method::GET, "/api/v1/tenants".into(), None),
         (Method::GET, "/api/v1/plugins".into(), None),
         (Method::PUT, "/api/v1/plugins/mine".into(), None),
         (Method::GET, "/metrics".into(), None),
-    ];
+    ]
+}
+
+/// A `read` key gets what a full key gets on every GET, and a 403 on everything else: publishing, every change,
+/// the POSTs that only answer (a simulation's real signature), and the admin's routes. Nothing it tries changes
+/// anything.
+#[tokio::test]
+async fn a_read_key_reads_everything_and_changes_nothing() {
+    let server = TestServer::start().await;
+    let alice = server.tenant("Alice").await;
+    let endpoint = alice.create_endpoint(json!({})).await.expect_status(201);
+    let created =
+        alice.post("/api/v1/api-keys", json!({ "name": "auditor", "scope": "read" })).await.expect_status(201);
+    assert_eq!(created.json["scope"], "read");
+    assert!(created.str("key").starts_with("syr_"), "{}", created.text);
+    let event = json!({ "type": "order.paid", "data": { "n": 1 } });
+    let published = alice.post("/api/v1/events", event.clone()).await.expect_status(202);
+    let endpoint_path = format!("/api/v1/endpoints/{}", endpoint.str("id"));
+    let before = alice.get(&endpoint_path).await.expect_status(200);
+    let audit_before = alice.get("/api/v1/audit-log").await.expect_status(200);
+
+    let auditor = server.anonymous().with_key(&created.str("key"));
+    let mut routes = tenant_routes(&alice, &endpoint.str("id"), &published.str("id"), &created.str("id")).await;
+    routes.push((Method::POST, "/api/v1/events".into(), Some(event)));
+    routes.push((
+        Method::POST,
+        "/api/v1/events/batch".into(),
+        Some(json!({ "events": [{ "type": "a.b", "data": {} }] })),
+    ));
+    let mut read = 0;
     for (method, path, body) in routes {
-        let mut request = checkout.request(method.clone(), &path);
+        let mut request = auditor.request(method.clone(), &path);
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let refused = checkout.send(request).await;
-        assert_eq!(refused.status, 403, "{method} {path}: {}", refused.text);
-        refused.expect_error(403, "forbidden", None);
+        let answer = auditor.send(request).await;
+        if method == Method::GET {
+            let full = alice.get(&path).await;
+            assert_eq!(answer.status, full.status, "GET {path}: {} against {}", answer.text, full.text);
+            read += usize::from(answer.status == 200);
+        } else {
+            assert_eq!(answer.status, 403, "{method} {path}: {}", answer.text);
+            answer.expect_error(403, "forbidden", None);
+            // The admin's routes say they need the admin key; the tenant's say what this key may do.
+            let admin_route = path.contains("/tenants") || path.contains("/plugins") || path == "/metrics";
+            assert!(admin_route || answer.text.contains("scope is `read`"), "{method} {path}: {}", answer.text);
+        }
     }
-    alice.get(&endpoint_path).await.expect_status(200);
-    // Its tenant is still its own: naming another is a 404 as for any key.
-    let bob = server.tenant("Bob").await;
-    let elsewhere = checkout
-        .request(Method::POST, "/api/v1/events")
-        .header("Switchyard-Tenant", bob.tenant_id())
-        .json(&json!({ "type": "order.paid", "data": {} }));
-    checkout.send(elsewhere).await.expect_error(404, "not_found", None);
+    assert!(read >= 12, "{read} GETs answered");
+    let events = auditor.get("/api/v1/events").await.expect_status(200);
+    assert_eq!(events.json["data"][0]["data"], json!({ "n": 1 }), "it reads payloads: {}", events.text);
 
-    let audit = alice.get("/api/v1/audit-log?action=api_key.created").await.expect_status(200);
-    assert_eq!(audit.json["data"][0]["details"]["scope"], "publish", "{}", audit.text);
-    alice.post("/api/v1/api-keys", json!({ "name": "x", "scope": "read" })).await.expect_invalid("scope");
-    alice.post("/api/v1/api-keys", json!({ "name": "x", "scope": null })).await.expect_invalid("scope");
+    assert_eq!(alice.get(&endpoint_path).await.expect_status(200).json, before.json, "the endpoint is unchanged");
+    assert_eq!(alice.get("/api/v1/audit-log").await.expect_status(200).json, audit_before.json, "nothing recorded");
+    let events = alice.get("/api/v1/events").await.expect_status(200);
+    assert_eq!(events.json["data"].as_array().map(Vec::len), Some(1), "nothing published: {}", events.text);
+    let keys = alice.get("/api/v1/api-keys").await.expect_status(200);
+    assert_eq!(keys.json["data"].as_array().map(Vec::len), Some(2), "no key made: {}", keys.text);
 }
 
 #[tokio::test]

@@ -36,6 +36,7 @@ const SQLITE: &[EmbeddedMigration] = &[
     (12, "event type hours", include_str!("../../../../migrations/sqlite/0012_event_type_hours.sql")),
     (13, "dead attempts", include_str!("../../../../migrations/sqlite/0013_dead_attempts.sql")),
     (14, "tenant rate limit", include_str!("../../../../migrations/sqlite/0014_tenant_rate_limit.sql")),
+    (15, "read keys", include_str!("../../../../migrations/sqlite/0015_read_keys.sql")),
 ];
 const POSTGRES: &[EmbeddedMigration] = &[
     (1, "core", include_str!("../../../../migrations/postgres/0001_core.sql")),
@@ -56,6 +57,7 @@ const POSTGRES: &[EmbeddedMigration] = &[
     (12, "event type hours", include_str!("../../../../migrations/postgres/0012_event_type_hours.sql")),
     (13, "dead attempts", include_str!("../../../../migrations/postgres/0013_dead_attempts.sql")),
     (14, "tenant rate limit", include_str!("../../../../migrations/postgres/0014_tenant_rate_limit.sql")),
+    (15, "read keys", include_str!("../../../../migrations/postgres/0015_read_keys.sql")),
 ];
 
 #[derive(Debug)]
@@ -142,6 +144,45 @@ mod tests {
         let store = super::super::SqlStore::connect(&url).await.unwrap();
         let key = store.find_api_key("hash-of-an-old-key").await.unwrap().expect("the old key is still found");
         assert_eq!((key.tenant_id.as_str(), key.scope), ("ten_old", KeyScope::All));
+    }
+
+    /// The table rebuild that admits `read` keys keeps every key as it was: scope, revocation, hash.
+    #[tokio::test]
+    async fn keys_keep_their_scope_and_revocation_across_the_rebuild_for_read_keys() {
+        use sqlx::Connection;
+
+        use crate::model::KeyScope;
+        use crate::store::Store;
+
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("old.db").display());
+        let mut connection = sqlx::AnyConnection::connect(&format!("{url}?mode=rwc")).await.unwrap();
+        let before_read = &SQLITE[..14];
+        assert_eq!(before_read.last().map(|m| m.0), Some(14));
+        Migrator::new(Embedded(before_read)).await.unwrap().run_direct(&mut connection).await.unwrap();
+        for statement in [
+            "INSERT INTO tenants (id, name, created_at) VALUES ('ten_old', 'Old', 1)",
+            "INSERT INTO api_keys (id, tenant_id, name, prefix, key_hash, created_at, scope) \
+             VALUES ('key_pub', 'ten_old', 'checkout', 'syp_abc', 'hash-pub', 2, 'publish')",
+            "INSERT INTO api_keys (id, tenant_id, name, prefix, key_hash, created_at, revoked_at) \
+             VALUES ('key_gone', 'ten_old', 'old ci', 'sy_abcd', 'hash-gone', 3, 4)",
+        ] {
+            sqlx::query(statement).execute(&mut connection).await.unwrap();
+        }
+        connection.close().await.unwrap();
+
+        let store = super::super::SqlStore::connect(&url).await.unwrap();
+        let publish = store.find_api_key("hash-pub").await.unwrap().expect("the publish key");
+        assert_eq!((publish.id.as_str(), publish.scope, publish.created_at), ("key_pub", KeyScope::Publish, 2));
+        assert_eq!(store.find_api_key("hash-gone").await.unwrap(), None, "still revoked");
+        let page = store.list_api_keys("ten_old", &crate::store::Page { cursor: None, limit: 10 }).await.unwrap();
+        let revoked = page.iter().find(|key| key.id == "key_gone").expect("the revoked key is listed");
+        assert_eq!(
+            (revoked.scope, revoked.revoked_at, revoked.key_hash.as_str()),
+            (KeyScope::All, Some(4), "hash-gone")
+        );
+        assert_eq!(page.len(), 2);
     }
 
     #[test]
