@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderName, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use clap::Parser;
@@ -49,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn receive(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let header = |name: HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let (id, signature) = (header(WEBHOOK_ID), header(WEBHOOK_SIGNATURE));
     let Ok(timestamp) = header(WEBHOOK_TIMESTAMP).parse::<i64>() else {
         println!("rejected: no webhook-timestamp");

@@ -50,6 +50,7 @@ fn endpoint(i: usize, event_type: &str, filter: Option<&str>) -> Endpoint {
         max_attempts: None,
         rate_limit: None,
         signature_scheme: SignatureScheme::Standard,
+        signature_header: None,
         metadata: BTreeMap::new(),
         plugins: Default::default(),
         subscriptions: vec![Subscription { event_type: event_type.into(), filter: filter.map(Into::into) }],
@@ -165,9 +166,10 @@ fn signing(c: &mut Criterion) {
         })
     });
     let shared = SigningSecrets::new(sealed.clone());
+    let owner = endpoint(1, "*", None);
     group.bench_function("signer shared by the batch", |b| {
         b.iter(|| {
-            let signer = black_box(&shared).signer(&master_key, "ep_0001", SignatureScheme::Standard).expect("opens");
+            let signer = black_box(&shared).signer(&master_key, &owner).expect("opens");
             signer.headers("dlv_1", 1_795_000_000, body.as_bytes())
         })
     });

@@ -54,6 +54,7 @@ impl GroupCommits {
                 max_attempts: None,
                 rate_limit: None,
                 signature_scheme: SignatureScheme::Standard,
+                signature_header: None,
                 metadata: BTreeMap::new(),
                 plugins: Default::default(),
                 subscriptions: vec![Subscription { event_type: "bench.*".into(), filter: None }],

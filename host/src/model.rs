@@ -136,10 +136,31 @@ string_enum!(EndpointStatus {
     Disabled => "disabled",
 });
 
-string_enum!(SignatureScheme {
-    Standard => "standard",
-    Stripe => "stripe",
-});
+string_enum!(
+    /// How deliveries are signed (see [`crate::signing`]). `Hmac` is for receivers that already verify a plain
+    /// HMAC-SHA256 of the body in a header of their own, as many home-grown systems do.
+    SignatureScheme {
+        Standard => "standard",
+        Stripe => "stripe",
+        Hmac => "hmac",
+    }
+);
+
+/// Where the `hmac` scheme puts its signature: the header's name, and text the hex digest follows
+/// (`sha256=` for GitHub-style receivers). None on an endpoint: [`SignatureHeader::default`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureHeader {
+    pub name: String,
+    #[serde(default)]
+    pub prefix: String,
+}
+
+impl Default for SignatureHeader {
+    fn default() -> Self {
+        SignatureHeader { name: "x-webhook-signature".into(), prefix: String::new() }
+    }
+}
 
 string_enum!(
     /// `Retiring` secrets still sign until `expires_at`, so receivers can roll over without dropping events.
@@ -225,6 +246,8 @@ pub struct Endpoint {
     /// The most requests per second this node sends the endpoint; `None` for no limit.
     pub rate_limit: Option<i64>,
     pub signature_scheme: SignatureScheme,
+    /// Where `hmac` signs; None for its default, and for the other schemes, which do not use it.
+    pub signature_header: Option<SignatureHeader>,
     pub metadata: BTreeMap<String, String>,
     pub subscriptions: Vec<Subscription>,
     pub plugins: EndpointPlugins,

@@ -497,6 +497,7 @@ pub(crate) mod tests {
             max_attempts: None,
             rate_limit: None,
             signature_scheme: SignatureScheme::Standard,
+            signature_header: None,
             metadata: BTreeMap::new(),
             plugins: Default::default(),
             subscriptions: subscriptions

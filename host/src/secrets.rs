@@ -15,7 +15,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use rand::RngCore;
 
-use crate::model::{EndpointSecret, SecretStatus, SignatureScheme};
+use crate::model::{Endpoint, EndpointSecret, SecretStatus, SignatureScheme};
 use crate::signing::Signer;
 
 const NONCE_LEN: usize = 12;
@@ -181,6 +181,8 @@ pub struct SigningSecrets {
     /// One per scheme, so a signer always matches the scheme it is asked for; a batch normally needs one.
     standard: OnceLock<Signer>,
     stripe: OnceLock<Signer>,
+    /// The jobs sharing these secrets share their endpoint's row too, and with it where `hmac` signs.
+    hmac: OnceLock<Signer>,
 }
 
 impl SigningSecrets {
@@ -194,16 +196,18 @@ impl SigningSecrets {
 
     /// The signer for these secrets as [`signing_keys`] unseals them with `key`, which must be this process's
     /// one master key. A failure is not kept: every attempt it fails reports it, as the first did.
-    pub fn signer(&self, key: &MasterKey, endpoint_id: &str, scheme: SignatureScheme) -> Result<&Signer, &'static str> {
+    pub fn signer(&self, key: &MasterKey, endpoint: &Endpoint) -> Result<&Signer, &'static str> {
+        let scheme = endpoint.signature_scheme;
         let signer = match scheme {
             SignatureScheme::Standard => &self.standard,
             SignatureScheme::Stripe => &self.stripe,
+            SignatureScheme::Hmac => &self.hmac,
         };
         if let Some(ready) = signer.get() {
             return Ok(ready);
         }
-        let keys = signing_keys(key, endpoint_id, &self.sealed)?;
-        Ok(signer.get_or_init(|| Signer::new(scheme, &keys)))
+        let keys = signing_keys(key, &endpoint.id, &self.sealed)?;
+        Ok(signer.get_or_init(|| Signer::new(scheme, &keys).with_header(endpoint.signature_header.as_ref())))
     }
 }
 
@@ -242,7 +246,7 @@ mod tests {
 
     #[test]
     fn signing_secrets_unseal_once_per_scheme_and_keep_no_failure() {
-        use crate::signing::signature_headers;
+        use crate::model::SignatureHeader;
         let plain = generate_signing_secret();
         let sealed = EndpointSecret {
             id: "sec_1".into(),
@@ -256,21 +260,30 @@ mod tests {
             expires_at: None,
         };
         let shared = SigningSecrets::new(vec![sealed.clone()]);
-        for scheme in [SignatureScheme::Standard, SignatureScheme::Stripe] {
-            let signer = shared.signer(&key(), "ep_1", scheme).unwrap();
-            assert!(std::ptr::eq(signer, shared.signer(&key(), "ep_1", scheme).unwrap()));
+        let github = SignatureHeader { name: "x-hub-signature-256".into(), prefix: "sha256=".into() };
+        let mut endpoint = crate::dispatch::send::tests::endpoint("https://example.com/", &[]);
+        endpoint.signature_header = Some(github.clone());
+        for &scheme in SignatureScheme::ALL {
+            endpoint.signature_scheme = scheme;
+            let signer = shared.signer(&key(), &endpoint).unwrap();
+            assert!(std::ptr::eq(signer, shared.signer(&key(), &endpoint).unwrap()));
             assert_eq!(
                 signer.headers("msg_1", 1_700_000_000, b"{}"),
-                signature_headers(scheme, std::slice::from_ref(&plain), "msg_1", 1_700_000_000, b"{}")
+                Signer::new(scheme, std::slice::from_ref(&plain)).with_header(Some(&github)).headers(
+                    "msg_1",
+                    1_700_000_000,
+                    b"{}"
+                )
             );
         }
 
+        endpoint.signature_scheme = SignatureScheme::Standard;
         let wrong_key = MasterKey::parse(&"cd".repeat(32)).unwrap();
         let fresh = SigningSecrets::new(vec![sealed]);
-        assert_eq!(fresh.signer(&wrong_key, "ep_1", SignatureScheme::Standard).unwrap_err(), UNDECRYPTABLE_SECRET);
-        assert!(fresh.signer(&key(), "ep_1", SignatureScheme::Standard).is_ok());
+        assert_eq!(fresh.signer(&wrong_key, &endpoint).unwrap_err(), UNDECRYPTABLE_SECRET);
+        assert!(fresh.signer(&key(), &endpoint).is_ok());
         let none = SigningSecrets::default();
-        assert_eq!(none.signer(&key(), "ep_1", SignatureScheme::Standard).unwrap_err(), NO_SIGNING_SECRET);
+        assert_eq!(none.signer(&key(), &endpoint).unwrap_err(), NO_SIGNING_SECRET);
     }
 
     #[test]

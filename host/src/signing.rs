@@ -8,8 +8,14 @@
 //!   keyed by the whole secret text as Stripe's own verifiers do, so receivers can reuse
 //!   `stripe.Webhook.construct_event` and friends unchanged.
 //!
+//! - [`SignatureScheme::Hmac`] is the plain form many home-grown systems use: the hex HMAC-SHA256 of the body,
+//!   keyed by the secret's text, in one header the endpoint names (`X-Webhook-Signature` unless it says otherwise),
+//!   after an optional prefix (`sha256=` for GitHub-style receivers). It signs no timestamp, so a receiver cannot
+//!   tell a replay; it is for receivers that already verify this way and should not have to change.
+//!
 //! While a rotated-out secret is in its grace period, every signing secret contributes one signature, so a
-//! receiver still holding the old secret keeps verifying.
+//! receiver still holding the old secret keeps verifying. The `hmac` scheme's one header holds one signature,
+//! by the active secret: its receivers switch secrets when the rotation happens.
 
 use std::fmt;
 
@@ -18,16 +24,17 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::model::SignatureScheme;
+use reqwest::header::HeaderName;
+
+use crate::model::{SignatureHeader, SignatureScheme};
 use crate::secrets::SECRET_PREFIX;
 
 type HmacSha256 = Hmac<Sha256>;
 
-pub const WEBHOOK_ID: &str = "webhook-id";
-pub const WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
-pub const WEBHOOK_SIGNATURE: &str = "webhook-signature";
-/// Lower-case because header names are case-insensitive and `http` stores them lower-case anyway.
-pub const SWITCHYARD_SIGNATURE: &str = "switchyard-signature";
+pub const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+pub const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+pub const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+pub const SWITCHYARD_SIGNATURE: HeaderName = HeaderName::from_static("switchyard-signature");
 
 /// The signature headers for one attempt. `secrets` are plaintext `whsec_…` strings (active first, then retiring
 /// ones); `timestamp_secs` is the time of this attempt, not of the event, because receivers reject stale
@@ -38,7 +45,7 @@ pub fn signature_headers(
     msg_id: &str,
     timestamp_secs: i64,
     body: &[u8],
-) -> Vec<(&'static str, String)> {
+) -> Vec<(HeaderName, String)> {
     Signer::new(scheme, secrets).headers(msg_id, timestamp_secs, body)
 }
 
@@ -50,6 +57,8 @@ pub struct Signer {
     scheme: SignatureScheme,
     /// One per secret, in signing order.
     keys: Vec<HmacSha256>,
+    /// Where the `hmac` scheme's signature goes, and what precedes it.
+    hmac_header: (HeaderName, String),
 }
 
 impl fmt::Debug for Signer {
@@ -62,13 +71,25 @@ impl Signer {
     pub fn new(scheme: SignatureScheme, secrets: &[impl AsRef<str>]) -> Self {
         let key = |secret: &str| match scheme {
             SignatureScheme::Standard => keyed(&standard_key(secret)),
-            SignatureScheme::Stripe => keyed(secret.as_bytes()),
+            SignatureScheme::Stripe | SignatureScheme::Hmac => keyed(secret.as_bytes()),
         };
-        Signer { scheme, keys: secrets.iter().map(|secret| key(secret.as_ref())).collect() }
+        let keys = secrets.iter().map(|secret| key(secret.as_ref())).collect();
+        Signer { scheme, keys, hmac_header: (HeaderName::from_static("x-webhook-signature"), String::new()) }
+    }
+
+    /// Puts the `hmac` scheme's signature where `header` says (None: the default). The API validates the name; one
+    /// that does not parse leaves the default in place rather than failing every attempt.
+    pub fn with_header(mut self, header: Option<&SignatureHeader>) -> Self {
+        if let Some(header) = header {
+            if let Ok(name) = HeaderName::try_from(header.name.as_str()) {
+                self.hmac_header = (name, header.prefix.clone());
+            }
+        }
+        self
     }
 
     /// See [`signature_headers`].
-    pub fn headers(&self, msg_id: &str, timestamp_secs: i64, body: &[u8]) -> Vec<(&'static str, String)> {
+    pub fn headers(&self, msg_id: &str, timestamp_secs: i64, body: &[u8]) -> Vec<(HeaderName, String)> {
         let timestamp = timestamp_secs.to_string();
         match self.scheme {
             SignatureScheme::Standard => {
@@ -98,8 +119,25 @@ impl Signer {
                 }
                 vec![(SWITCHYARD_SIGNATURE, value)]
             }
+            SignatureScheme::Hmac => {
+                let Some(key) = self.keys.first() else { return Vec::new() };
+                let (name, prefix) = &self.hmac_header;
+                let mut mac = key.clone();
+                mac.update(body);
+                vec![(name.clone(), format!("{prefix}{}", hex::encode(mac.finalize().into_bytes())))]
+            }
         }
     }
+}
+
+/// Checks an `hmac` signature value (the header's, prefix included) against one secret, in constant time.
+pub fn verify_hmac(secret: &str, prefix: &str, header: &str, body: &[u8]) -> bool {
+    let Some(candidate) = header.strip_prefix(prefix).and_then(|digest| hex::decode(digest).ok()) else {
+        return false;
+    };
+    let mut mac = keyed(secret.as_bytes());
+    mac.update(body);
+    mac.verify_slice(&candidate).is_ok()
 }
 
 /// Checks a `webhook-signature` header value against one secret, in constant time. Only the signature: whether
@@ -178,7 +216,7 @@ mod tests {
     const SPEC_TS: i64 = 1614265330;
     const SPEC_BODY: &[u8] = br#"{"test": 2432232314}"#;
 
-    fn header<'a>(headers: &'a [(&'static str, String)], name: &str) -> Option<&'a str> {
+    fn header(headers: &[(HeaderName, String)], name: HeaderName) -> Option<&str> {
         headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
     }
 
@@ -246,7 +284,7 @@ mod tests {
     #[test]
     fn a_signer_signs_each_message_as_one_off_signing_does() {
         let secrets = [SPEC_SECRET.to_string(), "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".to_string()];
-        for scheme in [SignatureScheme::Standard, SignatureScheme::Stripe] {
+        for &scheme in SignatureScheme::ALL {
             let signer = Signer::new(scheme, &secrets);
             for (id, timestamp, body) in [(SPEC_ID, SPEC_TS, SPEC_BODY), ("msg_2", SPEC_TS + 7, &b"{}"[..])] {
                 assert_eq!(
@@ -256,6 +294,48 @@ mod tests {
             }
             assert!(!format!("{signer:?}").contains("whsec"));
         }
+    }
+
+    #[test]
+    fn hmac_matches_githubs_documented_example() {
+        // GitHub's "Validating webhook deliveries": this secret and payload give this X-Hub-Signature-256.
+        let github = SignatureHeader { name: "X-Hub-Signature-256".into(), prefix: "sha256=".into() };
+        let secret = ["It's a Secret to Everybody"];
+        let headers = Signer::new(SignatureScheme::Hmac, &secret).with_header(Some(&github)).headers(
+            SPEC_ID,
+            SPEC_TS,
+            b"Hello, World!",
+        );
+        let expected = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert_eq!(headers, [(HeaderName::from_static("x-hub-signature-256"), expected.to_string())]);
+        assert!(verify_hmac(secret[0], "sha256=", expected, b"Hello, World!"));
+        assert!(!verify_hmac(secret[0], "sha256=", expected, b"Hello, World?"));
+        assert!(!verify_hmac("another secret", "sha256=", expected, b"Hello, World!"));
+        assert!(!verify_hmac(secret[0], "", expected, b"Hello, World!"), "the prefix is part of the value");
+    }
+
+    #[test]
+    fn hmac_signs_the_body_alone_with_the_active_secret_in_the_default_header() {
+        // hmac.new(b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", b'{"test": 2432232314}', hashlib.sha256).hexdigest()
+        let expected = "80ec8a89ce3cd22133a1066caecb4d04fea7467657c8514d717ec42c38a5c94c";
+        let retiring = "an older secret".to_string();
+        for id_and_time in [(SPEC_ID, SPEC_TS), ("msg_other", SPEC_TS + 60)] {
+            let headers = signature_headers(
+                SignatureScheme::Hmac,
+                &[SPEC_SECRET.into(), retiring.clone()],
+                id_and_time.0,
+                id_and_time.1,
+                SPEC_BODY,
+            );
+            assert_eq!(headers, [(HeaderName::from_static("x-webhook-signature"), expected.to_string())]);
+        }
+        assert!(signature_headers(SignatureScheme::Hmac, &[], SPEC_ID, SPEC_TS, SPEC_BODY).is_empty());
+        // A name that does not parse (the API refuses one) keeps the default rather than failing.
+        let broken = SignatureHeader { name: "bad name".into(), prefix: String::new() };
+        let headers = Signer::new(SignatureScheme::Hmac, &[SPEC_SECRET])
+            .with_header(Some(&broken))
+            .headers(SPEC_ID, SPEC_TS, SPEC_BODY);
+        assert_eq!(headers[0].0, "x-webhook-signature");
     }
 
     #[test]

@@ -1276,3 +1276,93 @@ async fn private_destinations_are_refused_unless_their_network_is_allowed() {
     }
     assert_eq!(receiver.count(), 4);
 }
+
+/// The HMAC-SHA256 of the body, in hex: what a receiver of the `hmac` scheme computes, done here with the `hmac`
+/// crate rather than Switchyard's signer.
+fn body_hmac(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// 27. The `hmac` scheme signs as home-grown receivers verify: the hex HMAC-SHA256 of the body keyed by the secret
+/// they already hold, in the header they read (GitHub's here, `sha256=` first) or `X-Webhook-Signature`. A custom
+/// header of that name cannot replace it; a rotation signs with the new secret from then on; another scheme
+/// takes neither a header setting nor a secret that is not `whsec_`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hmac_scheme_signs_the_body_where_the_receiver_reads_it() {
+    let (_server, api) = setup().await;
+    let github_style = Receiver::start().await;
+    let plain = Receiver::start().await;
+    let github_secret = "It's a Secret to Everybody";
+    let created = api
+        .expect(
+            Method::POST,
+            "/api/v1/endpoints",
+            Some(json!({
+                "url": github_style.url("/hook"),
+                "signature_scheme": "hmac",
+                "signature_header": { "name": "X-Hub-Signature-256", "prefix": "sha256=" },
+                "secret": github_secret,
+                "headers": { "x-hub-signature-256": "sha256=forged" },
+            })),
+            201,
+        )
+        .await;
+    let (github_id, shown) = (str_field(&created, "id").to_string(), str_field(&created, "secret"));
+    assert_eq!(shown, github_secret, "the secret it brought is the one it keys with");
+    let (_, plain_secret) = endpoint_to(&api, &plain, json!({ "signature_scheme": "hmac" })).await;
+    let shown = api.endpoint(&github_id).await;
+    assert_eq!(shown["signature_header"], json!({ "name": "X-Hub-Signature-256", "prefix": "sha256=" }), "{shown}");
+
+    publish(&api, "invoice.paid", json!({ "amount": 27 })).await;
+    let request = &github_style.wait_for_requests(1, WAIT).await[0];
+    // Repeated headers would be joined: the value is ours alone, not the custom header's beside it.
+    let expected = format!("sha256={}", body_hmac(github_secret, &request.body));
+    assert_eq!(request.header("x-hub-signature-256"), Some(expected.as_str()));
+    assert_eq!(request.header("webhook-signature"), None, "no Standard Webhooks signature beside it");
+    let request = &plain.wait_for_requests(1, WAIT).await[0];
+    assert_eq!(request.header("x-webhook-signature"), Some(body_hmac(&plain_secret, &request.body).as_str()));
+
+    // After a rotation the one header carries the new secret's signature.
+    let rotate = format!("/api/v1/endpoints/{github_id}/rotate-secret");
+    let new_secret = "the next shared secret";
+    let rotated = api.expect(Method::POST, &rotate, Some(json!({ "secret": new_secret })), 200).await;
+    assert_eq!(rotated["secret"], new_secret);
+    publish(&api, "invoice.paid", json!({ "amount": 28 })).await;
+    let request = &github_style.wait_for_requests(2, WAIT).await[1];
+    let expected = format!("sha256={}", body_hmac(new_secret, &request.body));
+    assert_eq!(request.header("x-hub-signature-256"), Some(expected.as_str()));
+
+    // A simulation shows the signature a delivery would carry, in its header, not redacted like a credential.
+    let simulate = format!("/api/v1/endpoints/{github_id}/simulate");
+    let simulated = api.expect(Method::POST, &simulate, Some(json!({ "type": "invoice.paid", "data": {} })), 200).await;
+    let body = simulated["request"]["body"].as_str().expect("a text body");
+    let expected = format!("sha256={}", body_hmac(new_secret, body.as_bytes()));
+    assert_eq!(simulated["request"]["headers"]["x-hub-signature-256"], expected.as_str(), "{simulated}");
+
+    // Leaving the scheme needs a `whsec_` secret first, and drops its header setting.
+    let path = format!("/api/v1/endpoints/{github_id}");
+    let to_standard = json!({ "signature_scheme": "standard" });
+    let refused = api.expect(Method::PATCH, &path, Some(to_standard.clone()), 400).await;
+    assert_eq!(refused["error"]["field"], "signature_scheme", "{refused}");
+    assert!(!refused.to_string().contains(new_secret), "the secret is not repeated: {refused}");
+    let rotated = api.expect(Method::POST, &rotate, Some(json!({ "grace_period": "0s" })), 200).await;
+    assert!(str_field(&rotated, "secret").starts_with("whsec_"));
+    let standard = api.expect(Method::PATCH, &path, Some(to_standard), 200).await;
+    assert!(standard.get("signature_header").is_none(), "{standard}");
+    let refused = [
+        json!({ "url": "https://example.com/a", "signature_scheme": "stripe", "signature_header": { "name": "x-sig" } }),
+        json!({ "url": "https://example.com/a", "signature_header": { "name": "x-sig" } }),
+        json!({ "url": "https://example.com/a", "secret": github_secret }),
+        json!({ "url": "https://example.com/a", "signature_scheme": "hmac", "secret": "short" }),
+        json!({ "url": "https://example.com/a", "signature_scheme": "hmac", "signature_header": { "name": "webhook-id" } }),
+    ];
+    for body in refused {
+        let answer = api.expect(Method::POST, "/api/v1/endpoints", Some(body.clone()), 400).await;
+        let field = answer["error"]["field"].as_str().unwrap_or_default();
+        assert!(field.starts_with("signature_header") || field == "secret", "{body}: {answer}");
+    }
+    api.expect(Method::PATCH, &path, Some(json!({ "signature_header": { "name": "x-sig" } })), 400).await;
+}

@@ -14,8 +14,8 @@ use serde_json::json;
 use serde_json::value::RawValue;
 use switchyard::model::{
     first_id_at, new_id, new_id_at, ApiKey, Attempt, AuditEntry, Delivery, DeliveryStatus, Endpoint, EndpointPlugins,
-    EndpointStatus, Event, KeyScope, Millis, PluginBinding, PluginUse, PreparedRequest, SecretStatus, SignatureScheme,
-    Subscription, Tenant,
+    EndpointStatus, Event, KeyScope, Millis, PluginBinding, PluginUse, PreparedRequest, SecretStatus, SignatureHeader,
+    SignatureScheme, Subscription, Tenant,
 };
 use switchyard::store::{
     AttemptCounts, AttemptOutcome, AuditFilter, DeadAttempt, DeliveryFilter, DispatchJob, Dropped, EndpointFilter,
@@ -148,6 +148,7 @@ fn endpoint_of(tenant: &Tenant) -> Endpoint {
         max_attempts: Some(3),
         rate_limit: Some(40),
         signature_scheme: SignatureScheme::Standard,
+        signature_header: None,
         metadata: BTreeMap::from([("owner".into(), "ops".into())]),
         plugins: Default::default(),
         subscriptions: vec![
@@ -496,7 +497,8 @@ async fn endpoint_create_get_update_and_status(store: &dyn Store, _url: &str) {
         retry_schedule_ms: None,
         max_attempts: Some(7),
         rate_limit: Some(25),
-        signature_scheme: SignatureScheme::Stripe,
+        signature_scheme: SignatureScheme::Hmac,
+        signature_header: Some(SignatureHeader { name: "X-Hub-Signature-256".into(), prefix: "sha256=".into() }),
         metadata: BTreeMap::new(),
         plugins: Default::default(),
         subscriptions: vec![Subscription { event_type: "invoice.paid".into(), filter: None }],

@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{
     now_millis, rfc3339, Endpoint, EndpointSecret, EndpointStatus, Millis, PluginBinding, SecretStatus,
-    SignatureScheme, Subscription,
+    SignatureHeader, SignatureScheme, Subscription,
 };
 use crate::AppState;
 
@@ -40,6 +40,9 @@ pub struct CreateEndpoint {
     pub rate_limit: Option<i64>,
     #[serde(default)]
     pub signature_scheme: Option<SignatureScheme>,
+    /// Where the `hmac` scheme signs; absent or `null` for its default.
+    #[serde(default)]
+    pub signature_header: Option<SignatureHeader>,
     #[serde(default)]
     pub metadata: Option<BTreeMap<String, String>>,
     #[serde(default)]
@@ -67,12 +70,21 @@ impl std::fmt::Debug for ProvidedSecret {
 }
 
 impl ProvidedSecret {
-    /// The secret, once it has the form of one (see [`crate::secrets::is_signing_secret`]).
-    pub fn validated(self, field: &str) -> ApiResult<String> {
-        if crate::secrets::is_signing_secret(&self.0) {
-            Ok(self.0)
-        } else {
-            Err(ApiError::invalid(field, "must be `whsec_` followed by the base64 of 24 to 64 bytes"))
+    /// The secret, once it has the form of one for `scheme`: `whsec_` and base64 for the schemes whose receivers'
+    /// libraries expect that (see [`crate::secrets::is_signing_secret`]); for `hmac`, the text the receiver already
+    /// keys its HMAC with, 8 to 500 printable ASCII characters.
+    pub fn validated(self, field: &str, scheme: SignatureScheme) -> ApiResult<String> {
+        match scheme {
+            SignatureScheme::Hmac
+                if (8..=500).contains(&self.0.len()) && self.0.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) =>
+            {
+                Ok(self.0)
+            }
+            SignatureScheme::Hmac => {
+                Err(ApiError::invalid(field, "must be 8 to 500 printable ASCII characters for the hmac scheme"))
+            }
+            _ if crate::secrets::is_signing_secret(&self.0) => Ok(self.0),
+            _ => Err(ApiError::invalid(field, "must be `whsec_` followed by the base64 of 24 to 64 bytes")),
         }
     }
 }
@@ -96,6 +108,8 @@ pub struct UpdateEndpoint {
     pub rate_limit: Option<Option<i64>>,
     #[serde(default, deserialize_with = "present")]
     pub signature_scheme: Option<Option<SignatureScheme>>,
+    #[serde(default, deserialize_with = "present")]
+    pub signature_header: Option<Option<SignatureHeader>>,
     #[serde(default, deserialize_with = "present")]
     pub metadata: Option<Option<BTreeMap<String, String>>>,
     #[serde(default, deserialize_with = "present")]
@@ -204,6 +218,9 @@ pub struct EndpointView {
     retry: Option<RetryView>,
     rate_limit: Option<i64>,
     signature_scheme: SignatureScheme,
+    /// Where the `hmac` scheme signs, defaults filled in; absent for the other schemes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signature_header: Option<SignatureHeader>,
     metadata: BTreeMap<String, String>,
     subscriptions: Vec<Subscription>,
     filter: Option<PluginBinding>,
@@ -239,6 +256,8 @@ impl EndpointView {
             retry,
             rate_limit: e.rate_limit,
             signature_scheme: e.signature_scheme,
+            signature_header: (e.signature_scheme == SignatureScheme::Hmac)
+                .then(|| e.signature_header.unwrap_or_default()),
             metadata: e.metadata,
             subscriptions: e.subscriptions,
             filter: e.plugins.filter,

@@ -15,7 +15,7 @@ use super::pagination::{PageOf, Query};
 use super::{audit, validate, PathId};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{new_id, now_millis, Endpoint, EndpointPlugins, EndpointStatus, SignatureScheme, Subscription};
-use crate::secrets::{generate_signing_secret, secret_aad, secret_hint};
+use crate::secrets::{generate_signing_secret, is_signing_secret, secret_aad, secret_hint, signing_keys};
 use crate::store::{EndpointFilter, NewSecret};
 use crate::AppState;
 
@@ -80,7 +80,9 @@ async fn create(
     validate::subscriptions(&subscriptions)?;
     let plugins = EndpointPlugins { filter: body.filter, transform: body.transform, retry_policy: body.retry_policy };
     validate::plugin_bindings(&plugins, &state.plugins)?;
-    let provided = body.secret.map(|secret| secret.validated("secret")).transpose()?;
+    let signature_scheme = body.signature_scheme.unwrap_or(SignatureScheme::Standard);
+    validate::signature_header(signature_scheme, body.signature_header.as_ref())?;
+    let provided = body.secret.map(|secret| secret.validated("secret", signature_scheme)).transpose()?;
 
     let now = now_millis();
     let endpoint = Endpoint {
@@ -95,7 +97,8 @@ async fn create(
         retry_schedule_ms,
         max_attempts,
         rate_limit,
-        signature_scheme: body.signature_scheme.unwrap_or(SignatureScheme::Standard),
+        signature_scheme,
+        signature_header: body.signature_header,
         metadata,
         subscriptions,
         plugins,
@@ -187,8 +190,19 @@ async fn update(
         changed.push("rate_limit");
     }
     if let Some(scheme) = not_null("signature_scheme", body.signature_scheme)? {
+        if endpoint.signature_scheme == SignatureScheme::Hmac && scheme != SignatureScheme::Hmac {
+            active_secret_fits(&state, &endpoint, scheme).await?;
+        }
         endpoint.signature_scheme = scheme;
         changed.push("signature_scheme");
+    }
+    // `null` puts the `hmac` signature back in its default header; another scheme keeps none.
+    if let Some(header) = body.signature_header {
+        validate::signature_header(endpoint.signature_scheme, header.as_ref())?;
+        endpoint.signature_header = header;
+        changed.push("signature_header");
+    } else if endpoint.signature_scheme != SignatureScheme::Hmac {
+        endpoint.signature_header = None;
     }
     if let Some(metadata) = not_null::<BTreeMap<_, _>>("metadata", body.metadata)? {
         validate::metadata(&metadata)?;
@@ -261,6 +275,25 @@ async fn activate(State(state): State<AppState>, caller: Caller, PathId(id): Pat
     Ok(Json(view))
 }
 
+/// Leaving `hmac`, whose secrets may be any text, for a scheme whose receivers' libraries expect `whsec_`: the
+/// active secret must have that form, or every delivery would carry a signature no such library verifies.
+async fn active_secret_fits(state: &AppState, endpoint: &Endpoint, scheme: SignatureScheme) -> ApiResult<()> {
+    let sealed = state.store.signing_secrets(&endpoint.id, now_millis()).await?;
+    let keys = signing_keys(&state.master_key, &endpoint.id, &sealed)
+        .map_err(|problem| ApiError::Unavailable(problem.to_string()))?;
+    if keys.first().is_some_and(|active| is_signing_secret(active)) {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        "signature_scheme",
+        format!(
+            "`{scheme}` needs a `whsec_` secret and this endpoint's active secret is not one: rotate the secret \
+             (POST /api/v1/endpoints/{}/rotate-secret makes one), then change the scheme",
+            endpoint.id
+        ),
+    ))
+}
+
 async fn rotate_secret(
     State(state): State<AppState>,
     caller: Caller,
@@ -271,8 +304,8 @@ async fn rotate_secret(
         Some(text) => validate::grace_period(text)?,
         None => state.config.secret_grace,
     };
-    let provided = body.secret.map(|secret| secret.validated("secret")).transpose()?;
     let endpoint = load(&state, &caller, &id).await?;
+    let provided = body.secret.map(|secret| secret.validated("secret", endpoint.signature_scheme)).transpose()?;
     let now = now_millis();
     let retire_until = now.saturating_add(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
     let secret_source = secret_source(&provided);

@@ -130,14 +130,18 @@ async fn signed_request(
     let keys = secrets::signing_keys(&state.master_key, &endpoint.id, &sealed)
         .map_err(|problem| ApiError::Unavailable(problem.to_string()))?;
     let body = prepared.body.clone().unwrap_or_else(|| event.envelope().into_bytes());
-    let signature =
-        signing::signature_headers(endpoint.signature_scheme, &keys, &event.id, now.div_euclid(1000), &body);
+    let signature = signing::Signer::new(endpoint.signature_scheme, &keys)
+        .with_header(endpoint.signature_header.as_ref())
+        .headers(&event.id, now.div_euclid(1000), &body);
     let identity = send::RequestIdentity { event_id: &event.id, event_type: &event.event_type, attempt: None };
+    let signed: Vec<_> = signature.iter().map(|(name, _)| name.clone()).collect();
     let headers = send::request_headers(endpoint, Some(prepared), identity, signature)
         .iter()
         .map(|(name, value)| {
-            // Switchyard's own headers (the signatures) are shown; they are what a simulation is for.
-            let value = if is_credential_header(name.as_str()) && !send::is_reserved_header(name.as_str()) {
+            // Switchyard's own headers (the signatures, in the header an `hmac` endpoint names too) are shown; they
+            // are what a simulation is for.
+            let ours = send::is_reserved_header(name.as_str()) || signed.contains(name);
+            let value = if is_credential_header(name.as_str()) && !ours {
                 REDACTED.to_string()
             } else {
                 String::from_utf8_lossy(value.as_bytes()).into_owned()

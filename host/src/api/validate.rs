@@ -12,7 +12,7 @@ use super::endpoint_view::REDACTED;
 use crate::destinations::Destinations;
 use crate::dispatch::send::is_reserved_header;
 use crate::error::{ApiError, ApiResult};
-use crate::model::{EndpointPlugins, Subscription};
+use crate::model::{EndpointPlugins, SignatureHeader, SignatureScheme, Subscription};
 use crate::notices;
 use crate::plugin::{self, PluginKind, PluginRegistry};
 use crate::routing;
@@ -86,6 +86,29 @@ fn is_loopback(host: &Host<&str>) -> bool {
         Host::Ipv4(ip) => ip.octets()[0] == 127,
         Host::Ipv6(ip) => *ip == Ipv6Addr::LOCALHOST,
     }
+}
+
+/// Where the `hmac` scheme signs: a header name Switchyard does not set itself, and a short visible-ASCII prefix.
+/// Only that scheme uses it, so another scheme with one is refused rather than left to surprise later.
+pub fn signature_header(scheme: SignatureScheme, header: Option<&SignatureHeader>) -> ApiResult<()> {
+    let Some(header) = header else { return Ok(()) };
+    if scheme != SignatureScheme::Hmac {
+        return Err(ApiError::invalid("signature_header", "is only used with signature_scheme `hmac`"));
+    }
+    let field = "signature_header.name";
+    if header.name.is_empty() || header.name.len() > 100 || HeaderName::from_bytes(header.name.as_bytes()).is_err() {
+        return Err(ApiError::invalid(field, "must be an HTTP header name of at most 100 characters"));
+    }
+    if is_reserved_header(&header.name) {
+        return Err(ApiError::invalid(field, "is a header Switchyard sets itself or one that frames the request"));
+    }
+    if header.prefix.len() > 32 || !header.prefix.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::invalid(
+            "signature_header.prefix",
+            "must be at most 32 visible ASCII characters (no spaces)",
+        ));
+    }
+    Ok(())
 }
 
 /// Custom headers sent with every delivery to the endpoint.
@@ -413,6 +436,26 @@ mod tests {
         }
         for bad in ["http://128.0.0.1/", "http://[::2]/", "http://localhost.example.com/", "http://10.0.0.1/"] {
             assert_eq!(field(endpoint_url(bad, true)), "url", "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_signature_header_is_for_the_hmac_scheme_and_names_a_header_of_its_own() {
+        let header = |name: &str, prefix: &str| SignatureHeader { name: name.into(), prefix: prefix.into() };
+        let hmac = SignatureScheme::Hmac;
+        assert!(signature_header(hmac, None).is_ok());
+        assert!(signature_header(SignatureScheme::Standard, None).is_ok());
+        assert!(signature_header(hmac, Some(&header("X-Hub-Signature-256", "sha256="))).is_ok());
+        assert!(signature_header(hmac, Some(&header("X-Signature", ""))).is_ok());
+        let with_stripe = signature_header(SignatureScheme::Stripe, Some(&header("X-Signature", "")));
+        assert_eq!(field(with_stripe), "signature_header");
+        for name in
+            ["", "bad name", "x:y", &"x".repeat(101), "webhook-signature", "Content-Type", "switchyard-x", "host"]
+        {
+            assert_eq!(field(signature_header(hmac, Some(&header(name, "")))), "signature_header.name", "{name}");
+        }
+        for prefix in ["sha256 =", &"p".repeat(33), "é"] {
+            assert_eq!(field(signature_header(hmac, Some(&header("x-sig", prefix)))), "signature_header.prefix");
         }
     }
 

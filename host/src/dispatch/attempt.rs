@@ -75,7 +75,7 @@ impl Worker {
                 Preparation::Failed { prepared, error } => (Err((prepared, error)), false),
             },
         };
-        let signer = signing_secrets.signer(&self.master_key, &endpoint.id, endpoint.signature_scheme);
+        let signer = signing_secrets.signer(&self.master_key, &endpoint);
         // Whether the receiver had its say: a plugin or a local problem that stopped the request is no failure of
         // the endpoint's.
         let mut sent = false;

@@ -58,6 +58,7 @@ impl World {
             max_attempts: Some(max_attempts),
             rate_limit: None,
             signature_scheme: SignatureScheme::Standard,
+            signature_header: None,
             metadata: BTreeMap::new(),
             plugins: Default::default(),
             subscriptions: vec![Subscription { event_type: "*".into(), filter: None }],

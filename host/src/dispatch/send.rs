@@ -156,7 +156,7 @@ pub fn request_headers(
     endpoint: &Endpoint,
     prepared: Option<&PreparedRequest>,
     identity: RequestIdentity<'_>,
-    signature: Vec<(&'static str, String)>,
+    signature: Vec<(HeaderName, String)>,
 ) -> HeaderMap {
     let transform_headers = prepared.map(|p| p.headers.as_slice()).unwrap_or_default();
     // Sized up front, with room for the `accept` reqwest adds: grown one insert at a time, the map was
@@ -195,7 +195,7 @@ pub fn request_headers(
     for (name, value) in signature {
         // Signature values are ids, digits, base64 and hex; `try_from` only guards against an odd event id.
         if let Ok(value) = HeaderValue::try_from(value) {
-            headers.insert(HeaderName::from_static(name), value);
+            headers.insert(name, value);
         }
     }
     headers

@@ -34,6 +34,7 @@ pub(crate) fn endpoint(url: &str, headers: &[(&str, &str)]) -> Endpoint {
         max_attempts: None,
         rate_limit: None,
         signature_scheme: SignatureScheme::Standard,
+        signature_header: None,
         metadata: BTreeMap::new(),
         plugins: Default::default(),
         subscriptions: Vec::new(),

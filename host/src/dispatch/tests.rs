@@ -112,6 +112,7 @@ fn job(n: usize, url: &str, schedule: Option<Vec<i64>>, max_attempts: Option<i64
         max_attempts,
         rate_limit: None,
         signature_scheme: SignatureScheme::Standard,
+        signature_header: None,
         metadata: BTreeMap::new(),
         plugins: Default::default(),
         subscriptions: Vec::new(),

@@ -124,7 +124,7 @@ async fn every_validation_rule_names_its_field() {
         (json!({ "retry": { "schedule": ["1m"], "max_attempts": 51 } }), "retry.max_attempts"),
         (json!({ "retry": { "max_attempts": 3 } }), "retry.schedule"),
         (json!({ "retry": { "schedule": ["1m"], "jitter": true } }), "retry.jitter"),
-        (json!({ "signature_scheme": "hmac" }), "signature_scheme"),
+        (json!({ "signature_scheme": "hmac-sha512" }), "signature_scheme"),
         (json!({ "metadata": too_much_metadata }), "metadata"),
         (json!({ "metadata": { "k": 1 } }), "metadata.k"),
         (json!({ "subscriptions": [] }), "subscriptions"),

@@ -19,9 +19,11 @@ pub(super) async fn create_endpoint(
     secret: &NewSecret,
 ) -> StoreResult<()> {
     let mut tx = connection.begin().await?;
-    // Placeholders in `bind_settings` order: the settings, then the status, then the times.
+    // Placeholders in `bind_settings` order: the settings, then the status, then the times; `signature_header`, the
+    // last setting bound, is the last column.
     let insert = format!(
-        "INSERT INTO endpoints ({ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $13, $14, $5, $6, $7, $8, $9, $10, $11, $12, $15, $16)"
+        "INSERT INTO endpoints ({ENDPOINT_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $14, $15, $5, $6, $7, $8, $9, $10, $11, $12, $16, $17, $13)"
     );
     bind_settings(sqlx::query(&insert).bind(&endpoint.id).bind(&endpoint.tenant_id), endpoint)?
         .bind(endpoint.status.as_str())
@@ -65,7 +67,8 @@ fn bind_settings<'q>(
         .bind(endpoint.signature_scheme.as_str())
         .bind(to_json("metadata", &endpoint.metadata)?)
         .bind(to_json("plugins", &endpoint.plugins)?)
-        .bind(endpoint.rate_limit))
+        .bind(endpoint.rate_limit)
+        .bind(endpoint.signature_header.as_ref().map(|header| to_json("signature_header", header)).transpose()?))
 }
 
 // Reads of endpoints with their subscriptions take two statements; a transaction gives both one snapshot, so a
@@ -136,8 +139,8 @@ pub(super) async fn update_endpoint(connection: &mut AnyConnection, endpoint: &E
     // PATCH's read and this write must not be undone by it.
     let update = sqlx::query(
         "UPDATE endpoints SET url = $3, description = $4, timeout_ms = $5, headers = $6, retry_schedule_ms = $7, \
-         max_attempts = $8, signature_scheme = $9, metadata = $10, plugins = $11, rate_limit = $12, updated_at = $13 \
-         WHERE tenant_id = $1 AND id = $2",
+         max_attempts = $8, signature_scheme = $9, metadata = $10, plugins = $11, rate_limit = $12, \
+         signature_header = $13, updated_at = $14 WHERE tenant_id = $1 AND id = $2",
     );
     let updated = bind_settings(update.bind(&endpoint.tenant_id).bind(&endpoint.id), endpoint)?
         .bind(endpoint.updated_at)

@@ -37,6 +37,7 @@ const SQLITE: &[EmbeddedMigration] = &[
     (13, "dead attempts", include_str!("../../../../migrations/sqlite/0013_dead_attempts.sql")),
     (14, "tenant rate limit", include_str!("../../../../migrations/sqlite/0014_tenant_rate_limit.sql")),
     (15, "read keys", include_str!("../../../../migrations/sqlite/0015_read_keys.sql")),
+    (16, "hmac signature", include_str!("../../../../migrations/sqlite/0016_hmac_signature.sql")),
 ];
 const POSTGRES: &[EmbeddedMigration] = &[
     (1, "core", include_str!("../../../../migrations/postgres/0001_core.sql")),
@@ -58,6 +59,7 @@ const POSTGRES: &[EmbeddedMigration] = &[
     (13, "dead attempts", include_str!("../../../../migrations/postgres/0013_dead_attempts.sql")),
     (14, "tenant rate limit", include_str!("../../../../migrations/postgres/0014_tenant_rate_limit.sql")),
     (15, "read keys", include_str!("../../../../migrations/postgres/0015_read_keys.sql")),
+    (16, "hmac signature", include_str!("../../../../migrations/postgres/0016_hmac_signature.sql")),
 ];
 
 #[derive(Debug)]

@@ -18,7 +18,8 @@ use crate::store::{StatusBefore, StoreError, StoreResult};
 pub(super) const TENANT_COLUMNS: &str = "id, name, rate_limit, created_at";
 pub(super) const API_KEY_COLUMNS: &str = "id, tenant_id, name, prefix, key_hash, scope, created_at, revoked_at";
 pub(super) const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, status, status_reason, timeout_ms, \
-    headers, retry_schedule_ms, max_attempts, signature_scheme, metadata, plugins, rate_limit, created_at, updated_at";
+    headers, retry_schedule_ms, max_attempts, signature_scheme, metadata, plugins, rate_limit, created_at, updated_at, \
+    signature_header";
 pub(super) const SUBSCRIPTION_COLUMNS: &str = "endpoint_id, event_type, filter";
 pub(super) const SECRET_COLUMNS: &str =
     "id, endpoint_id, tenant_id, version, status, ciphertext, hint, created_at, expires_at";
@@ -67,6 +68,7 @@ pub(super) fn status_before(row: &AnyRow) -> StoreResult<StatusBefore> {
 /// An endpoint row; its subscriptions live in another table and are passed in.
 pub(super) fn endpoint(row: &AnyRow, subscriptions: Vec<Subscription>) -> StoreResult<Endpoint> {
     let retry_schedule_ms: Option<String> = row.try_get("retry_schedule_ms")?;
+    let signature_header: Option<String> = row.try_get("signature_header")?;
     Ok(Endpoint {
         id: row.try_get("id")?,
         tenant_id: row.try_get("tenant_id")?,
@@ -80,6 +82,7 @@ pub(super) fn endpoint(row: &AnyRow, subscriptions: Vec<Subscription>) -> StoreR
         max_attempts: row.try_get("max_attempts")?,
         rate_limit: row.try_get("rate_limit")?,
         signature_scheme: parse(row, "signature_scheme")?,
+        signature_header: signature_header.map(|text| from_json("signature_header", &text)).transpose()?,
         metadata: json::<BTreeMap<String, String>>(row, "metadata")?,
         subscriptions,
         plugins: json(row, "plugins")?,
