@@ -359,7 +359,10 @@ impl Config {
             .or(under.allowed_private_networks)
             .unwrap_or_default()
             .iter()
-            .map(|text| network(text.trim()))
+            .map(|text| text.trim())
+            // An empty variable, or a trailing comma, lists nothing rather than a network without a name.
+            .filter(|text| !text.is_empty())
+            .map(network)
             .collect::<Result<_, _>>()?;
         let config = Config {
             allowed_private_networks,
@@ -546,6 +549,12 @@ mod tests {
         let shown: Vec<String> = config.allowed_private_networks.iter().map(ToString::to_string).collect();
         assert_eq!(shown, ["192.168.7.0/24", "127.0.0.1/32"], "a block is cut to its network");
 
+        let empty = ServeArgs {
+            allowed_private_networks: Some(vec!["".into(), "10.0.0.0/8 ".into(), " ".into()]),
+            ..Default::default()
+        };
+        let config = Config::from_layers(empty, ServeArgs::default()).unwrap();
+        assert_eq!(config.allowed_private_networks.len(), 1, "blank entries list nothing");
         let wrong = ServeArgs { allowed_private_networks: Some(vec!["10.0.0.0/33".into()]), ..Default::default() };
         let error = Config::from_layers(wrong, ServeArgs::default()).expect_err("refused");
         assert_eq!(error.setting, "allowed_private_networks");

@@ -16,6 +16,8 @@ use url::Host;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Destinations {
     allowed: Vec<IpNet>,
+    /// Dev mode: plain `http://` may be sent (to an address allowed like any other).
+    plain_http: bool,
 }
 
 /// Why an address may not be delivered to, for the API's answer and the attempt's record.
@@ -32,7 +34,13 @@ impl Destinations {
         if dev_mode {
             allowed.extend(["127.0.0.0/8", "::1/128"].map(|loopback| loopback.parse::<IpNet>().expect("a network")));
         }
-        Self { allowed }
+        Self { allowed, plain_http: dev_mode }
+    }
+
+    /// Whether a delivery may go out in clear text. The API takes `http://` URLs only in dev mode; an endpoint saved
+    /// then keeps its URL when the server later runs without it, and must not be sent signed payloads unencrypted.
+    pub fn allows_plain_http(&self) -> bool {
+        self.plain_http
     }
 
     /// Every address allowed: for tests of other things and for tools that never deliver to tenants' URLs.
@@ -42,13 +50,14 @@ impl Destinations {
 
     pub fn check(&self, address: IpAddr) -> Result<(), Refused> {
         let Some(kind) = non_public_kind(address) else { return Ok(()) };
-        // An IPv6 address that carries an IPv4 one is allowed by the network of either.
-        let carried = match address {
-            IpAddr::V6(v6) => carried_ipv4(v6).map(IpAddr::V4),
+        // An IPv4-mapped address is the IPv4 host itself, allowed by its network. NAT64 and 6to4 addresses reach a
+        // gateway, not the host they name: only their own IPv6 network allows them.
+        let mapped = match address {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
             IpAddr::V4(_) => None,
         };
         let allowed = |address: IpAddr| self.allowed.iter().any(|network| network.contains(&address));
-        if allowed(address) || carried.is_some_and(allowed) {
+        if allowed(address) || mapped.is_some_and(allowed) {
             Ok(())
         } else {
             Err(Refused { address, kind })
@@ -70,6 +79,16 @@ impl Destinations {
 fn is_localhost(name: &str) -> bool {
     let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
     name == "localhost" || name.ends_with(".localhost")
+}
+
+/// Whether a URL's host is this machine by every resolver: `localhost` (and its subdomains, RFC 6761) or a
+/// loopback address, IPv4-mapped included.
+pub fn is_loopback_host(host: &Host<&str>) -> bool {
+    match host {
+        Host::Domain(name) => is_localhost(name),
+        Host::Ipv4(address) => address.is_loopback(),
+        Host::Ipv6(address) => address.is_loopback() || address.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+    }
 }
 
 /// The kind of special-purpose range (IANA's registries) an address is in, or None for a public address. An
@@ -228,10 +247,34 @@ mod tests {
         for address in ["127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.1"] {
             assert_eq!(destinations.check(ip(address)), Ok(()), "{address}");
         }
-        for address in ["10.0.0.1", "169.254.169.254", "::2", "fe80::1"] {
+        // Gateways that would carry the packets elsewhere are not the loopback interface.
+        for address in ["10.0.0.1", "169.254.169.254", "::2", "fe80::1", "64:ff9b::7f00:1", "2002:7f00:1::"] {
             assert!(destinations.check(ip(address)).is_err(), "{address}");
         }
+        assert!(destinations.allows_plain_http());
+        let production = Destinations::new(vec!["127.0.0.0/8".parse().unwrap()], false);
+        assert!(production.check(ip("127.0.0.1")).is_ok() && !production.allows_plain_http());
+        assert!(production.check(ip("::ffff:127.0.0.1")).is_ok(), "the same host");
+        assert!(production.check(ip("64:ff9b::7f00:1")).is_err(), "a NAT64 gateway's address");
         assert!(Destinations::new(Vec::new(), false).check(ip("127.0.0.1")).is_err());
+    }
+
+    #[test]
+    fn loopback_hosts_are_told_by_name_or_address() {
+        for url in [
+            "http://localhost/",
+            "http://LOCALHOST./",
+            "http://a.localhost/",
+            "http://127.9.0.1/",
+            "http://[::1]/",
+            "http://[::ffff:127.0.0.1]/",
+        ] {
+            assert!(is_loopback_host(&url::Url::parse(url).unwrap().host().unwrap()), "{url}");
+        }
+        for url in ["http://localhost.example.com/", "http://128.0.0.1/", "http://[::2]/", "http://[64:ff9b::7f00:1]/"]
+        {
+            assert!(!is_loopback_host(&url::Url::parse(url).unwrap().host().unwrap()), "{url}");
+        }
     }
 
     #[test]

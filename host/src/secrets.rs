@@ -131,9 +131,17 @@ pub fn is_signing_secret(secret: &str) -> bool {
     key.is_some_and(|key| (24..=64).contains(&key.len()))
 }
 
-/// What a list response may show of a secret: the prefix and four characters.
+/// What a list response may show of a secret, stored in clear beside it: four characters after the `whsec_`
+/// prefix, four of the 24 or more random bytes' base64. A secret of another form (the `hmac` scheme's, which a
+/// receiver brings and may be as short as 8 characters) shows its first four only when it has at least 24, so the
+/// hint never gives away much of one.
 pub fn secret_hint(secret: &str) -> String {
-    let shown: String = secret.chars().take(SECRET_PREFIX.len() + 4).collect();
+    let shown = match secret.strip_prefix(SECRET_PREFIX) {
+        Some(_) => SECRET_PREFIX.len() + 4,
+        None if secret.chars().count() >= 24 => 4,
+        None => 0,
+    };
+    let shown: String = secret.chars().take(shown).collect();
     format!("{shown}…")
 }
 
@@ -321,6 +329,14 @@ mod tests {
         assert!(hint.len() < secret.len());
         assert!(secret.starts_with(hint.trim_end_matches('…')));
         assert_ne!(generate_signing_secret(), secret);
+    }
+
+    #[test]
+    fn a_brought_secret_shows_little_or_nothing_in_its_hint() {
+        assert_eq!(secret_hint("12345678"), "…");
+        assert_eq!(secret_hint("an hmac secret of 23 ch"), "…");
+        assert_eq!(secret_hint("an hmac secret of 24 cha"), "an h…");
+        assert_eq!(secret_hint("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="), "whsec_AAAA…");
     }
 
     #[test]

@@ -1208,27 +1208,32 @@ async fn a_slow_receiver_does_not_hold_up_other_endpoints() {
     assert_eq!(slow.count(), SLOW_EVENTS, "each delivered once");
 }
 
-/// 26. Deliveries go to public addresses only, unless the operator allows a network (dev mode allows loopback).
-/// Endpoints saved in dev mode on loopback, by address and by a name that resolves there, are refused once the
-/// server runs without dev mode: each attempt says why and nothing reaches the receiver. The API refuses such a
-/// URL outright. Once `allowed_private_networks` includes loopback, the same deliveries go through.
+/// 26. Deliveries go to public addresses only, unless the operator allows a network (dev mode allows loopback),
+/// and in clear text only in dev mode. Endpoints saved in dev mode on loopback are refused once the server runs
+/// without it: each attempt says why and nothing reaches a receiver. The API refuses such a URL outright. Once
+/// `allowed_private_networks` includes loopback, the https endpoint is delivered to; the http ones stay refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_destinations_are_refused_unless_their_network_is_allowed() {
     let receiver = Receiver::start().await;
+    let tls = tls_receiver::TlsReceiver::start().await;
     let by_address = receiver.url("/hook");
     let by_name = by_address.replacen("127.0.0.1", "localhost", 1);
     assert_ne!(by_address, by_name);
+    let trusting = |config: &mut switchyard::config::Config| {
+        config.extra_root_certificates =
+            reqwest::Certificate::from_pem_bundle(tls_receiver::CA_PEM).expect("the test CA");
+    };
 
-    let dev = Server::start().await;
+    let dev = Server::start_configured(tempfile::tempdir().expect("data dir"), trusting).await;
     let api = Api::new_tenant(&dev.base_url, "destinations").await;
     let mut endpoint_ids = Vec::new();
-    for url in [&by_address, &by_name] {
+    for url in [&by_address, &by_name, &tls.url] {
         let endpoint =
             api.create_endpoint(json!({ "url": url, "retry": { "schedule": ["1s"], "max_attempts": 1 } })).await;
         endpoint_ids.push(str_field(&endpoint, "id").to_string());
     }
     let (event_id, deliveries) = publish(&api, "order.placed", json!({ "n": 26 })).await;
-    assert_eq!(deliveries, 2);
+    assert_eq!(deliveries, 3);
     let mut delivery_ids = Vec::new();
     for endpoint_id in &endpoint_ids {
         delivery_ids.push(str_field(&api.delivery_of(&event_id, endpoint_id).await, "id").to_string());
@@ -1236,23 +1241,32 @@ async fn private_destinations_are_refused_unless_their_network_is_allowed() {
     for id in &delivery_ids {
         api.wait_status(id, "succeeded", WAIT).await;
     }
-    assert_eq!(receiver.count(), 2);
+    assert_eq!((receiver.count(), tls.count()), (2, 1));
     let (_, dir) = dev.stop(WAIT).await;
 
-    let production = Server::start_configured(dir, |config| config.dev_mode = false).await;
+    let production = Server::start_configured(dir, |config| {
+        trusting(config);
+        config.dev_mode = false;
+    })
+    .await;
     let api = api.at(&production.base_url);
-    for id in &delivery_ids {
-        api.expect(Method::POST, &format!("/api/v1/deliveries/{id}/retry"), None, 202).await;
-    }
-    for id in &delivery_ids {
+    let retry_all = |api: Api, ids: Vec<String>| async move {
+        for id in &ids {
+            api.expect(Method::POST, &format!("/api/v1/deliveries/{id}/retry"), None, 202).await;
+        }
+    };
+    retry_all(api.at(&production.base_url), delivery_ids.clone()).await;
+    let reasons =
+        ["127.0.0.1 is a loopback address", "http:// is sent only in dev mode", "127.0.0.1 is a loopback address"];
+    for (id, reason) in delivery_ids.iter().zip(reasons) {
         let refused = api
             .wait_delivery(id, "a second, refused attempt", WAIT, |d| d["attempts"] == 2 && d["status"] == "dead")
             .await;
         let error = str_field(&refused, "last_error");
-        assert!(error.contains("refused by Switchyard") && error.contains("loopback address"), "{error}");
-        assert!(error.contains("allowed_private_networks"), "{error}");
+        assert!(error.starts_with("connection refused by Switchyard: ") && error.contains(reason), "{error}");
+        assert!(!error.contains("/hook"), "{error}");
     }
-    assert_eq!(receiver.count(), 2, "nothing reached the receiver");
+    assert_eq!((receiver.count(), tls.count()), (2, 1), "nothing reached a receiver");
     for url in ["https://169.254.169.254/latest/meta-data", "https://10.0.0.7/hook", "https://localhost/hook"] {
         let answer = api.expect(Method::POST, "/api/v1/endpoints", Some(json!({ "url": url })), 400).await;
         assert_eq!(answer["error"]["field"], "url", "{answer}");
@@ -1262,19 +1276,22 @@ async fn private_destinations_are_refused_unless_their_network_is_allowed() {
     let (_, dir) = production.stop(WAIT).await;
 
     let allowing = Server::start_configured(dir, |config| {
+        trusting(config);
         config.dev_mode = false;
         config.allowed_private_networks = vec!["127.0.0.0/8".parse().expect("a network")];
     })
     .await;
+    retry_all(api.at(&allowing.base_url), delivery_ids.clone()).await;
     let api = api.at(&allowing.base_url);
-    for id in &delivery_ids {
-        api.expect(Method::POST, &format!("/api/v1/deliveries/{id}/retry"), None, 202).await;
+    api.wait_delivery(&delivery_ids[2], "delivered over https", WAIT, |d| {
+        d["attempts"] == 3 && d["status"] == "succeeded"
+    })
+    .await;
+    for id in &delivery_ids[..2] {
+        let refused = api.wait_delivery(id, "a third, refused attempt", WAIT, |d| d["attempts"] == 3).await;
+        assert!(str_field(&refused, "last_error").contains("http:// is sent only in dev mode"), "{refused:#}");
     }
-    for id in &delivery_ids {
-        api.wait_delivery(id, "a third attempt, delivered", WAIT, |d| d["attempts"] == 3 && d["status"] == "succeeded")
-            .await;
-    }
-    assert_eq!(receiver.count(), 4);
+    assert_eq!((receiver.count(), tls.count()), (2, 2));
 }
 
 /// The HMAC-SHA256 of the body, in hex: what a receiver of the `hmac` scheme computes, done here with the `hmac`

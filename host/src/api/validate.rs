@@ -2,14 +2,13 @@
 //! durations and names. Each failure names the field with the same path a client used in its JSON body.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use axum::http::{HeaderName, HeaderValue};
-use url::{Host, Url};
+use url::Url;
 
 use super::endpoint_view::REDACTED;
-use crate::destinations::Destinations;
+use crate::destinations::{is_loopback_host, Destinations};
 use crate::dispatch::send::is_reserved_header;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{EndpointPlugins, SignatureHeader, SignatureScheme, Subscription};
@@ -68,7 +67,7 @@ pub fn endpoint_url(text: &str, dev_mode: bool, destinations: &Destinations) -> 
     };
     match url.scheme() {
         "https" => {}
-        "http" if dev_mode && is_loopback(&host) => {}
+        "http" if dev_mode && is_loopback_host(&host) => {}
         "http" if dev_mode => {
             return invalid("http:// is only allowed to loopback hosts (localhost, 127.0.0.0/8, ::1)")
         }
@@ -78,14 +77,6 @@ pub fn endpoint_url(text: &str, dev_mode: bool, destinations: &Destinations) -> 
     destinations
         .check_host(&host)
         .or_else(|refused| invalid(&format!("has a host Switchyard does not deliver to: {refused} (a server setting)")))
-}
-
-fn is_loopback(host: &Host<&str>) -> bool {
-    match host {
-        Host::Domain(name) => name.eq_ignore_ascii_case("localhost"),
-        Host::Ipv4(ip) => ip.octets()[0] == 127,
-        Host::Ipv6(ip) => *ip == Ipv6Addr::LOCALHOST,
-    }
 }
 
 /// Where the `hmac` scheme signs: a header name Switchyard does not set itself, and a short visible-ASCII prefix.

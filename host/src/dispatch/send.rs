@@ -53,15 +53,22 @@ impl Outbound {
     }
 
     /// POSTs `body` and reads at most [`MAX_RESPONSE_BODY`] bytes of the answer. `timeout` bounds everything from
-    /// connecting to the last byte read. A URL whose host is a refused address is not sent: the client connects
-    /// to an address literal without asking the resolver.
+    /// connecting to the last byte read. A URL whose host is a refused address is not sent (the client connects to
+    /// an address literal without asking the resolver), nor a plain `http://` one outside dev mode.
     pub async fn send(&self, url: Url, headers: HeaderMap, body: Bytes, timeout: Duration) -> Answer {
         let literal = match url.host() {
             Some(Host::Ipv4(address)) => Some(IpAddr::V4(address)),
             Some(Host::Ipv6(address)) => Some(IpAddr::V6(address)),
             _ => None,
         };
-        if let Some(Err(refused)) = literal.map(|address| self.destinations.check(address)) {
+        let refused = match literal.map(|address| self.destinations.check(address)) {
+            Some(Err(refused)) => Some(refused.to_string()),
+            _ if url.scheme() != "https" && !self.destinations.allows_plain_http() => {
+                Some("http:// is sent only in dev mode; give the endpoint an https:// URL".to_string())
+            }
+            _ => None,
+        };
+        if let Some(refused) = refused {
             let text = format!("connection refused by Switchyard: {refused}");
             return Answer { failure: Some((FailureKind::Connect, text)), ..Answer::default() };
         }
