@@ -104,6 +104,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_SECRET_GRACE")]
     pub secret_grace: Option<String>,
 
+    /// Delays between attempts for endpoints without a schedule of their own, e.g. `30s,5m,1h` (three retries,
+    /// then the dead-letter queue); 1 to 20 delays of 1s to 7d [default: 1m,5m,15m,1h,6h,24h].
+    #[arg(long, env = "SWITCHYARD_RETRY_SCHEDULE", value_delimiter = ',')]
+    pub retry_schedule: Option<Vec<String>>,
+
     /// Disables an endpoint whose every attempt has failed for this long (and at least 10 of them), as a 410
     /// disables it; `0s` never disables one for failing [default: 5d].
     #[arg(long, env = "SWITCHYARD_DISABLE_FAILING_AFTER")]
@@ -166,6 +171,8 @@ pub struct Config {
     pub max_retry_after: Duration,
     pub poll_interval: Duration,
     pub secret_grace: Duration,
+    /// Delays in ms between attempts for endpoints without a schedule of their own (`retry_schedule`).
+    pub retry_schedule_ms: Vec<i64>,
     /// None: endpoints are never disabled for failing.
     pub disable_failing_after: Option<Duration>,
     /// How often the attempts' and publishes' hourly counts are written (see [`crate::hourly`]).
@@ -202,6 +209,7 @@ impl std::fmt::Debug for Config {
             .field("poll_interval", &self.poll_interval)
             .field("secret_grace", &self.secret_grace)
             .field("filter_budget", &self.filter_budget)
+            .field("retry_schedule_ms", &self.retry_schedule_ms)
             .field("disable_failing_after", &self.disable_failing_after)
             .field("stats_interval", &self.stats_interval)
             .field("tenant_rate_limit", &self.tenant_rate_limit)
@@ -364,7 +372,15 @@ impl Config {
             .filter(|text| !text.is_empty())
             .map(network)
             .collect::<Result<_, _>>()?;
+        let retry_schedule_ms = match over.retry_schedule.or(under.retry_schedule) {
+            Some(texts) => crate::retry::parse_schedule(&texts).map_err(|(step, problem)| {
+                let step = step.map(|step| format!("delay {} ", step + 1)).unwrap_or_default();
+                bad("retry_schedule", format!("{step}{problem}"))
+            })?,
+            None => crate::retry::DEFAULT_SCHEDULE_MS.to_vec(),
+        };
         let config = Config {
+            retry_schedule_ms,
             allowed_private_networks,
             plugins_dir,
             plugin_limits,
@@ -559,6 +575,26 @@ mod tests {
         let error = Config::from_layers(wrong, ServeArgs::default()).expect_err("refused");
         assert_eq!(error.setting, "allowed_private_networks");
         assert!(error.problem.contains("`10.0.0.0/33`"), "{}", error.problem);
+    }
+
+    #[test]
+    fn the_retry_schedule_is_the_built_in_one_unless_set() {
+        let config = Config::from_layers(ServeArgs::default(), ServeArgs::default()).unwrap();
+        assert_eq!(config.retry_schedule_ms, crate::retry::DEFAULT_SCHEDULE_MS);
+        let file: ServeArgs = toml::from_str(r#"retry_schedule = ["30s", "5m", "1h"]"#).unwrap();
+        let config = Config::from_layers(ServeArgs::default(), file).unwrap();
+        assert_eq!(config.retry_schedule_ms, [30_000, 300_000, 3_600_000]);
+        let cli = Cli::try_parse_from(["switchyard", "serve", "--retry-schedule", "10s,1m"]).unwrap();
+        let Command::Serve(flags) = cli.command;
+        assert_eq!(Config::from_layers(flags, ServeArgs::default()).unwrap().retry_schedule_ms, [10_000, 60_000]);
+        for (texts, problem) in [(vec![], "must hold 1 to 20 delays"), (vec!["1m", "later"], "delay 2 `later` is not")]
+        {
+            let wrong =
+                ServeArgs { retry_schedule: Some(texts.iter().map(|t| t.to_string()).collect()), ..Default::default() };
+            let error = Config::from_layers(wrong, ServeArgs::default()).expect_err("refused");
+            assert_eq!(error.setting, "retry_schedule");
+            assert!(error.problem.starts_with(problem), "{}", error.problem);
+        }
     }
 
     #[test]

@@ -9,8 +9,38 @@ use std::time::Duration;
 
 use crate::model::{Delivery, Endpoint};
 
-/// Delays after the 1st, 2nd, … failed attempt: 1 min, 5 min, 15 min, 1 h, 6 h, 24 h; then dead letter.
+/// Delays after the 1st, 2nd, … failed attempt: 1 min, 5 min, 15 min, 1 h, 6 h, 24 h; then dead letter. The
+/// server's `retry_schedule` replaces it.
 pub const DEFAULT_SCHEDULE_MS: &[i64] = &[60_000, 300_000, 900_000, 3_600_000, 21_600_000, 86_400_000];
+
+/// A schedule holds 1 to this many delays, each between these bounds, whether an endpoint's or the server's.
+pub const MAX_SCHEDULE_STEPS: usize = 20;
+const MIN_DELAY: Duration = Duration::from_secs(1);
+const MAX_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Why a schedule as written (`["1m", "5m"]`) is not one: the 0-based step at fault (None: the list as a whole)
+/// and the problem.
+pub type ScheduleError = (Option<usize>, String);
+
+/// A schedule as written, in milliseconds: 1 to [`MAX_SCHEDULE_STEPS`] delays of 1 s to 7 d each.
+pub fn parse_schedule(texts: &[impl AsRef<str>]) -> Result<Vec<i64>, ScheduleError> {
+    if texts.is_empty() || texts.len() > MAX_SCHEDULE_STEPS {
+        return Err((None, format!("must hold 1 to {MAX_SCHEDULE_STEPS} delays")));
+    }
+    texts
+        .iter()
+        .enumerate()
+        .map(|(step, text)| {
+            let text = text.as_ref().trim();
+            let delay = humantime::parse_duration(text)
+                .map_err(|_| (Some(step), format!("`{text}` is not a duration such as 30s, 5m or 1h")))?;
+            if !(MIN_DELAY..=MAX_DELAY).contains(&delay) {
+                return Err((Some(step), "must be between 1s and 7d".to_string()));
+            }
+            Ok(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
+        })
+        .collect()
+}
 
 /// Scheduled delays are spread by up to this fraction either way, so deliveries that failed together (a
 /// receiver outage) do not all come back in the same instant.
@@ -31,8 +61,9 @@ impl<'a> RetryPolicy<'a> {
         Self { schedule, max_attempts }
     }
 
-    pub fn for_endpoint(endpoint: &'a Endpoint) -> Self {
-        Self::new(endpoint.retry_schedule_ms.as_deref(), endpoint.max_attempts)
+    /// The endpoint's schedule, or `server_schedule` (the server's `retry_schedule`) when it has none.
+    pub fn for_endpoint(endpoint: &'a Endpoint, server_schedule: &'a [i64]) -> Self {
+        Self::new(Some(endpoint.retry_schedule_ms.as_deref().unwrap_or(server_schedule)), endpoint.max_attempts)
     }
 
     pub fn max_attempts(&self) -> i64 {
@@ -104,6 +135,34 @@ mod tests {
         // The 7th attempt (index 6) was the last: dead letter.
         assert_eq!(next_delay(&policy, 6, 0.0, None, HOUR), None);
         assert_eq!(next_delay(&policy, 50, 0.0, None, HOUR), None);
+    }
+
+    #[test]
+    fn an_endpoint_without_a_schedule_follows_the_servers() {
+        let server = [1_000, 2_000, 3_000];
+        let mut endpoint = crate::dispatch::send::tests::endpoint("https://example.com/", &[]);
+        let policy = RetryPolicy::for_endpoint(&endpoint, &server);
+        assert_eq!(policy.max_attempts(), 4);
+        assert_eq!(next_delay(&policy, 1, 0.0, None, HOUR), Some(ms(2_000)));
+        endpoint.max_attempts = Some(2);
+        assert_eq!(RetryPolicy::for_endpoint(&endpoint, &server).max_attempts(), 2, "its own attempt count holds");
+        endpoint.retry_schedule_ms = Some(vec![500]);
+        endpoint.max_attempts = None;
+        let own = RetryPolicy::for_endpoint(&endpoint, &server);
+        assert_eq!((own.max_attempts(), next_delay(&own, 0, 0.0, None, HOUR)), (2, Some(ms(500))));
+    }
+
+    #[test]
+    fn schedules_are_parsed_with_their_bounds() {
+        assert_eq!(parse_schedule(&["1s", " 5m", "1h 30m", "7d"]), Ok(vec![1_000, 300_000, 5_400_000, 604_800_000]));
+        assert_eq!(parse_schedule(&[] as &[&str]).unwrap_err().0, None);
+        assert_eq!(parse_schedule(&vec!["1m"; 21]).unwrap_err().0, None);
+        assert_eq!(
+            parse_schedule(&["1m", "soon"]).unwrap_err(),
+            (Some(1), "`soon` is not a duration such as 30s, 5m or 1h".into())
+        );
+        assert_eq!(parse_schedule(&["500ms"]).unwrap_err(), (Some(0), "must be between 1s and 7d".into()));
+        assert_eq!(parse_schedule(&["8d"]).unwrap_err().0, Some(0));
     }
 
     #[test]

@@ -1383,3 +1383,24 @@ async fn the_hmac_scheme_signs_the_body_where_the_receiver_reads_it() {
     }
     api.expect(Method::PATCH, &path, Some(json!({ "signature_header": { "name": "x-sig" } })), 400).await;
 }
+
+/// 28. An endpoint without a schedule of its own follows the server's `retry_schedule`: here one retry after about
+/// a second, then the dead-letter queue, where the built-in schedule would wait a minute and try six more times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_without_a_schedule_follow_the_servers() {
+    let server = Server::start_configured(tempfile::tempdir().expect("data dir"), |config| {
+        config.retry_schedule_ms = vec![1_000];
+    })
+    .await;
+    let api = Api::new_tenant(&server.base_url, "server-schedule").await;
+    let receiver = Receiver::start().await;
+    receiver.set_default(Reply::status(503));
+    let (endpoint_id, _) = endpoint_to(&api, &receiver, json!({})).await;
+    assert_eq!(api.endpoint(&endpoint_id).await["retry"], Value::Null, "no schedule of its own");
+    let (_, delivery_id) = publish_to(&api, &endpoint_id, "invoice.paid", json!({ "n": 28 })).await;
+    let dead = api.wait_status(&delivery_id, "dead", WAIT).await;
+    assert_eq!(outcomes(&dead), ["retry", "dead"], "{dead:#}");
+    let requests = receiver.wait_for_requests(2, WAIT).await;
+    let gap = requests[1].received_at - requests[0].received_at;
+    assert!(gap >= Duration::from_millis(750) && gap < Duration::from_secs(5), "retried after {gap:?}");
+}

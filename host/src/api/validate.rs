@@ -14,7 +14,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::model::{EndpointPlugins, SignatureHeader, SignatureScheme, Subscription};
 use crate::notices;
 use crate::plugin::{self, PluginKind, PluginRegistry};
-use crate::routing;
+use crate::{retry, routing};
 
 pub const MAX_URL_LEN: usize = 2048;
 pub const MAX_HEADERS: usize = 20;
@@ -30,10 +30,7 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
 /// which stops at 128 levels; real payloads stay far from either.
 pub const MAX_DATA_DEPTH: usize = 64;
 pub const TIMEOUT_SECS: std::ops::RangeInclusive<i64> = 1..=300;
-pub const MAX_RETRY_STEPS: usize = 20;
 pub const MAX_ATTEMPTS: std::ops::RangeInclusive<i64> = 1..=50;
-const MIN_RETRY_DELAY: Duration = Duration::from_secs(1);
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const MAX_GRACE_PERIOD: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// An event type used to filter a listing or a requeue. It names one type exactly: a pattern, which would
@@ -144,18 +141,10 @@ pub fn headers(headers: &BTreeMap<String, String>) -> ApiResult<()> {
 
 /// A retry override: the delays as milliseconds, and `max_attempts` if given.
 pub fn retry(schedule: &[String], max_attempts: Option<i64>) -> ApiResult<(Vec<i64>, Option<i64>)> {
-    if schedule.is_empty() || schedule.len() > MAX_RETRY_STEPS {
-        return Err(ApiError::invalid("retry.schedule", format!("must hold 1 to {MAX_RETRY_STEPS} delays")));
-    }
-    let mut delays = Vec::with_capacity(schedule.len());
-    for (i, text) in schedule.iter().enumerate() {
-        let field = format!("retry.schedule[{i}]");
-        let delay = duration(&field, text)?;
-        if !(MIN_RETRY_DELAY..=MAX_RETRY_DELAY).contains(&delay) {
-            return Err(ApiError::invalid(field, "must be between 1s and 7d"));
-        }
-        delays.push(delay.as_millis() as i64);
-    }
+    let delays = retry::parse_schedule(schedule).map_err(|(step, problem)| match step {
+        Some(step) => ApiError::invalid(format!("retry.schedule[{step}]"), problem),
+        None => ApiError::invalid("retry.schedule", problem),
+    })?;
     if let Some(n) = max_attempts {
         if !MAX_ATTEMPTS.contains(&n) {
             return Err(ApiError::invalid("retry.max_attempts", "must be between 1 and 50"));

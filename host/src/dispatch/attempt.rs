@@ -101,7 +101,7 @@ impl Worker {
         };
 
         let finished_at = now_millis();
-        let policy = RetryPolicy::for_endpoint(&endpoint);
+        let policy = RetryPolicy::for_endpoint(&endpoint, &self.settings.retry_schedule_ms);
         let verdict = answer.verdict(SystemTime::now());
         let mut resolution = outcome::resolve(
             verdict,

@@ -85,6 +85,7 @@ impl World {
             error_backoff: Duration::from_millis(100),
             extra_root_certificates: Vec::new(),
             destinations: Arc::new(crate::destinations::Destinations::new(Vec::new(), true)),
+            retry_schedule_ms: crate::retry::DEFAULT_SCHEDULE_MS.to_vec(),
         };
         let wakeup = Arc::new(Notify::new());
         let stop = CancellationToken::new();

@@ -75,6 +75,8 @@ pub struct Settings {
     pub extra_root_certificates: Vec<reqwest::Certificate>,
     /// Where deliveries may go.
     pub destinations: Arc<Destinations>,
+    /// Delays between attempts for endpoints without a schedule of their own.
+    pub retry_schedule_ms: Vec<i64>,
 }
 
 impl Settings {
@@ -90,6 +92,7 @@ impl Settings {
             error_backoff: Duration::from_secs(1),
             extra_root_certificates: config.extra_root_certificates.clone(),
             destinations: Arc::new(config.destinations()),
+            retry_schedule_ms: config.retry_schedule_ms.clone(),
         }
     }
 }

@@ -48,6 +48,7 @@ fn settings() -> Settings {
         extra_root_certificates: Vec::new(),
         // The receivers run on loopback, as in dev mode.
         destinations: Arc::new(Destinations::new(Vec::new(), true)),
+        retry_schedule_ms: crate::retry::DEFAULT_SCHEDULE_MS.to_vec(),
     }
 }
 
