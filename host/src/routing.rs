@@ -98,6 +98,20 @@ impl Pattern<'_> {
     }
 }
 
+/// Every subscription pattern that selects `event_type` by its type: the type itself, each `prefix.*` above it,
+/// and `*` unless the type is one of Switchyard's own. For finding the endpoints subscribed to a type; their
+/// JSONPath filters may still turn a given event away.
+pub fn patterns_matching(event_type: &str) -> Vec<String> {
+    let mut patterns = vec![event_type.to_string()];
+    for (at, _) in event_type.match_indices('.') {
+        patterns.push(format!("{}*", &event_type[..=at]));
+    }
+    if !is_reserved_event_type(event_type) {
+        patterns.push("*".to_string());
+    }
+    patterns
+}
+
 fn parse_filter(filter: &str) -> Result<JpQuery, String> {
     if filter.len() > MAX_FILTER_LEN {
         return Err(format!("must be at most {MAX_FILTER_LEN} characters"));
@@ -471,6 +485,40 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::model::{EndpointStatus, SignatureScheme};
+
+    #[test]
+    fn the_patterns_matching_a_type_are_those_that_select_it() {
+        assert_eq!(
+            patterns_matching("payment.card.captured"),
+            ["payment.card.captured", "payment.*", "payment.card.*", "*"]
+        );
+        assert_eq!(
+            patterns_matching("switchyard.delivery.dead"),
+            ["switchyard.delivery.dead", "switchyard.*", "switchyard.delivery.*"]
+        );
+        let candidates = [
+            "*",
+            "payment.*",
+            "payment.card.*",
+            "payment.card.captured",
+            "pay.*",
+            "payment.card.captured.*",
+            "payments.*",
+            "payment.cards.*",
+            "switchyard.*",
+            "switchyard.delivery.*",
+            "invoice.paid",
+        ];
+        for event_type in ["payment.card.captured", "switchyard.delivery.dead", "invoice.paid"] {
+            let mut selecting: Vec<&str> =
+                candidates.into_iter().filter(|pattern| parse_pattern(pattern).unwrap().matches(event_type)).collect();
+            let mut listed = patterns_matching(event_type);
+            listed.retain(|pattern| candidates.contains(&pattern.as_str()));
+            selecting.sort_unstable();
+            listed.sort_unstable();
+            assert_eq!(listed, selecting, "{event_type}");
+        }
+    }
 
     pub(crate) fn event(event_type: &str, data: &str) -> Event {
         Event {

@@ -75,6 +75,7 @@ conformance! {
     api_keys_find_list_and_revoke,
     endpoint_create_get_update_and_status,
     endpoints_list_by_status_in_disjoint_pages,
+    endpoints_are_listed_by_the_event_types_they_subscribe_to,
     subscriptions_are_replaced_in_order,
     deleting_an_endpoint_dead_letters_its_unfinished_deliveries,
     active_endpoints_exclude_paused_and_disabled,
@@ -582,7 +583,7 @@ async fn endpoints_list_by_status_in_disjoint_pages(store: &dyn Store, _url: &st
     );
     assert!(listed.iter().all(|e| e.subscriptions == endpoints[0].subscriptions), "listings carry subscriptions");
 
-    let with_status = |status| EndpointFilter { status: Some(status) };
+    let with_status = |status| EndpointFilter { status: Some(status), ..EndpointFilter::default() };
     let paused = store.list_endpoints(&tenant.id, &with_status(EndpointStatus::Paused), &page(10)).await.unwrap();
     assert_eq!(
         paused.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
@@ -597,6 +598,60 @@ async fn endpoints_list_by_status_in_disjoint_pages(store: &dyn Store, _url: &st
         .unwrap()
         .is_empty());
     assert_eq!(store.list_endpoints(&other.id, &no_filter, &page(10)).await.unwrap().len(), 1);
+}
+
+/// Listing by event type finds the endpoints with a subscription whose pattern selects it: the type itself, a
+/// prefix above it, or `*` (never for Switchyard's own types); filters aside, and another tenant's not at all.
+async fn endpoints_are_listed_by_the_event_types_they_subscribe_to(store: &dyn Store, _url: &str) {
+    let tenant = new_tenant(store).await;
+    let other = new_tenant(store).await;
+    let subscribed = |patterns: &[&str]| {
+        patterns.iter().map(|pattern| Subscription { event_type: (*pattern).into(), filter: None }).collect()
+    };
+    let mut ids = BTreeMap::new();
+    for (name, patterns) in [
+        ("exact", vec!["payment.card.captured"]),
+        ("prefix", vec!["invoice.paid", "payment.*"]),
+        ("deeper", vec!["payment.card.*"]),
+        ("all", vec!["*"]),
+        ("filtered", vec!["payment.card.captured"]),
+        ("elsewhere", vec!["payments.*", "payment.cards.*", "payment.card.captured.*"]),
+        ("notices", vec!["switchyard.*"]),
+    ] {
+        let mut endpoint = Endpoint { subscriptions: subscribed(&patterns), ..endpoint_of(&tenant) };
+        if name == "filtered" {
+            endpoint.subscriptions[0].filter = Some("$[?@.data.amount > 100]".into());
+        }
+        store.create_endpoint(&endpoint, &new_secret("whsec_v1")).await.unwrap();
+        ids.insert(name, endpoint.id);
+    }
+    let foreign = Endpoint { subscriptions: subscribed(&["*"]), ..endpoint_of(&other) };
+    store.create_endpoint(&foreign, &new_secret("whsec_v1")).await.unwrap();
+
+    let (ids, tenant_id) = (&ids, tenant.id.as_str());
+    let listed = |event_type: &str| {
+        let filter = EndpointFilter { event_type: Some(event_type.into()), ..EndpointFilter::default() };
+        async move {
+            let found = store.list_endpoints(tenant_id, &filter, &page(100)).await.unwrap();
+            let mut names: Vec<&str> =
+                ids.iter().filter(|(_, id)| found.iter().any(|e| &e.id == *id)).map(|(name, _)| *name).collect();
+            names.sort_unstable();
+            assert_eq!(found.len(), names.len(), "only this tenant's endpoints");
+            names
+        }
+    };
+    assert_eq!(listed("payment.card.captured").await, ["all", "deeper", "exact", "filtered", "prefix"]);
+    assert_eq!(listed("payment.refunded").await, ["all", "prefix"]);
+    assert_eq!(listed("invoice.paid").await, ["all", "prefix"]);
+    assert_eq!(listed("switchyard.delivery.dead").await, ["notices"]);
+    assert_eq!(listed("order.created").await, ["all"]);
+    // Paged like any listing, newest first.
+    let filter = EndpointFilter { event_type: Some("payment.card.captured".into()), ..EndpointFilter::default() };
+    let first = store.list_endpoints(tenant_id, &filter, &page(2)).await.unwrap();
+    assert_eq!(
+        first.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        [ids["filtered"].as_str(), ids["all"].as_str()]
+    );
 }
 
 async fn subscriptions_are_replaced_in_order(store: &dyn Store, _url: &str) {

@@ -126,7 +126,7 @@ async fn list(
     caller: Caller,
     mut query: Query,
 ) -> ApiResult<Json<PageOf<EndpointView>>> {
-    let filter = EndpointFilter { status: query.parsed("status")? };
+    let filter = EndpointFilter { status: query.parsed("status")?, event_type: query.event_type("event_type")? };
     let page = query.page()?;
     query.finish()?;
     let rows = state.store.list_endpoints(&caller.tenant_id, &filter, &page.store_page()).await?;

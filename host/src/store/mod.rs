@@ -74,6 +74,8 @@ pub struct Page {
 #[derive(Debug, Clone, Default)]
 pub struct EndpointFilter {
     pub status: Option<EndpointStatus>,
+    /// Only endpoints with a subscription whose pattern selects this event type (by type; filters aside).
+    pub event_type: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]

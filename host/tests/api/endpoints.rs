@@ -291,6 +291,32 @@ async fn pause_activate_and_status_filter() {
     alice.post("/api/v1/endpoints/ep_unknown/activate", json!({})).await.expect_error(404, "not_found", None);
 }
 
+/// "Who gets `invoice.paid`?": endpoints listed by the type their subscriptions select, beside the status filter;
+/// a pattern in the query is refused, as it names no one type.
+#[tokio::test]
+async fn endpoints_are_listed_by_the_event_type_they_would_receive() {
+    let (_server, alice) = setup().await;
+    let subscribed = |patterns: &[&str]| {
+        let subscriptions: Vec<_> = patterns.iter().map(|pattern| json!({ "event_type": pattern })).collect();
+        json!({ "subscriptions": subscriptions })
+    };
+    let invoices = alice.create_endpoint(subscribed(&["invoice.*"])).await.expect_status(201).str("id");
+    let payments = alice.create_endpoint(subscribed(&["payment.succeeded"])).await.expect_status(201).str("id");
+    let everything = alice.create_endpoint(json!({})).await.expect_status(201).str("id");
+    alice.post(&format!("/api/v1/endpoints/{everything}/pause"), json!({})).await.expect_status(200);
+    let ids = |answer: crate::support::server::Answer| -> Vec<String> {
+        answer.json["data"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_string()).collect()
+    };
+    let listed = alice.get("/api/v1/endpoints?event_type=invoice.paid").await.expect_status(200);
+    assert_eq!(ids(listed), [everything.as_str(), invoices.as_str()]);
+    let listed = alice.get("/api/v1/endpoints?event_type=payment.succeeded&status=active").await;
+    assert_eq!(ids(listed.expect_status(200)), [payments.as_str()]);
+    let listed = alice.get("/api/v1/endpoints?event_type=switchyard.delivery.dead").await;
+    assert!(ids(listed.expect_status(200)).is_empty(), "`*` does not take Switchyard's own events");
+    alice.get("/api/v1/endpoints?event_type=invoice.*").await.expect_invalid("event_type");
+    alice.get("/api/v1/endpoints?event_type=Invoice%20Paid").await.expect_invalid("event_type");
+}
+
 #[tokio::test]
 async fn rotation_returns_the_new_secret_once_and_retires_the_old() {
     let (_server, alice) = setup().await;

@@ -97,9 +97,23 @@ pub(super) async fn list_endpoints(
 ) -> StoreResult<Vec<Endpoint>> {
     let mut tx = pool.begin().await?;
     let mut sql = SqlBuilder::new(format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints"));
-    sql.compare("tenant_id", "=", tenant_id)
-        .compare_if("status", "=", filter.status.map(EndpointStatus::as_str))
-        .keyset_page("id", Order::Descending, page);
+    sql.compare("tenant_id", "=", tenant_id).compare_if("status", "=", filter.status.map(EndpointStatus::as_str));
+    if let Some(event_type) = &filter.event_type {
+        // Each endpoint's subscriptions are found by the primary key's leading column; the patterns that would
+        // select the type are few (one per segment, and `*`), so no pattern is evaluated in SQL.
+        sql.condition().push(
+            "EXISTS (SELECT 1 FROM subscriptions WHERE subscriptions.endpoint_id = endpoints.id AND \
+             subscriptions.event_type IN (",
+        );
+        for (n, pattern) in crate::routing::patterns_matching(event_type).into_iter().enumerate() {
+            if n > 0 {
+                sql.push(", ");
+            }
+            sql.push_bind(Some(pattern));
+        }
+        sql.push("))");
+    }
+    sql.keyset_page("id", Order::Descending, page);
     let found = sql.query().fetch_all(&mut *tx).await?;
     let endpoints = with_subscriptions(&mut tx, Some(tenant_id), found).await?;
     tx.commit().await?;
