@@ -46,6 +46,12 @@ const LATENCY_BUCKETS: [f64; 18] = [
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    /// "active", "paused" or "disabled".
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     /// "succeeded", "retry", "dead" or "gone", as the attempt is recorded (counted when it ends, before its record
     /// is committed).
@@ -94,6 +100,8 @@ pub struct Metrics {
     deliveries_dropped: Counter,
     attempts_in_flight: Gauge,
     due_lag: Gauge<f64, AtomicU64>,
+    waiting_deliveries: Gauge<f64, AtomicU64>,
+    endpoints: Family<StatusLabels, Gauge<f64, AtomicU64>>,
     commit_duration: Histogram,
     request_duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
     plugin_calls: Family<PluginCallLabels, Histogram, fn() -> Histogram>,
@@ -112,6 +120,8 @@ impl Default for Metrics {
             deliveries_dropped: Counter::default(),
             attempts_in_flight: Gauge::default(),
             due_lag: Gauge::default(),
+            waiting_deliveries: Gauge::default(),
+            endpoints: Family::default(),
             commit_duration: seconds_histogram(),
             request_duration: Family::new_with_constructor(seconds_histogram),
             plugin_calls: Family::new_with_constructor(plugin_call_histogram),
@@ -158,6 +168,16 @@ impl Default for Metrics {
             "How long the delivery due first has waited past its time (0 when none has): the backlog, read at scrape",
             Unit::Seconds,
             metrics.due_lag.clone(),
+        );
+        registry.register(
+            "deliveries_waiting",
+            "Deliveries waiting for an attempt, every tenant's (up to a million), read at scrape",
+            metrics.waiting_deliveries.clone(),
+        );
+        registry.register(
+            "endpoints",
+            "Endpoints by status, every tenant's, read at scrape",
+            metrics.endpoints.clone(),
         );
         registry.register_with_unit(
             "group_commit_duration",
@@ -214,6 +234,18 @@ impl Metrics {
     /// rather than a stale figure.
     pub fn set_due_lag(&self, lag: Option<Duration>) {
         self.due_lag.set(lag.map_or(f64::NAN, |lag| lag.as_secs_f64()));
+    }
+
+    /// Read from the store when scraped, like the lag; `None` when it could not be read, shown as NaN.
+    pub fn set_server_counts(&self, counts: Option<&crate::store::ServerCounts>) {
+        let waiting = counts.map_or(f64::NAN, |counts| counts.waiting_deliveries as f64);
+        self.waiting_deliveries.set(waiting);
+        for &status in crate::model::EndpointStatus::ALL {
+            let count = counts
+                .and_then(|counts| counts.endpoints.iter().find(|(s, _)| *s == status))
+                .map_or(f64::NAN, |(_, n)| *n as f64);
+            self.endpoints.get_or_create(&StatusLabels { status: status.as_str() }).set(count);
+        }
     }
 
     pub fn committed(&self, took: Duration) {

@@ -1042,6 +1042,15 @@ async fn metrics_show_how_long_due_deliveries_have_waited() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let waited = lag().await;
     assert!((0.9..30.0).contains(&waited), "two deliveries wait behind the first: lag {waited}");
+    // The backlog counted, and the endpoints by status, read from the database like the lag.
+    let text = harness::scrape_metrics(&server.base_url).await;
+    let value = |name: &str| {
+        let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} in {text}"));
+        line.rsplit(' ').next().unwrap().parse::<f64>().unwrap()
+    };
+    assert_eq!(value("switchyard_deliveries_waiting "), 2.0, "two wait behind the first");
+    assert_eq!(value("switchyard_endpoints{status=\"active\"} "), 1.0);
+    assert_eq!(value("switchyard_endpoints{status=\"disabled\"} "), 0.0);
 }
 
 /// 23. An endpoint whose every attempt fails for `disable_failing_after` (and at least ten times) is disabled, as

@@ -776,6 +776,16 @@ async fn tenant_counts_by_status_stop_at_the_limit(store: &dyn Store, _url: &str
     let nobody = store.tenant_counts("ten_unknown", 100).await.unwrap();
     assert!(nobody.deliveries.iter().all(|(_, n)| *n == 0));
     assert!(nobody.endpoints.iter().all(|(_, n)| *n == 0));
+
+    // The server's, for `/metrics`: both tenants' waiting deliveries (3 pending and a failed one of the first, a
+    // failed one of the other), and every endpoint.
+    let server = store.server_counts(100).await.unwrap();
+    assert_eq!(server.waiting_deliveries, 5);
+    assert_eq!(
+        server.endpoints,
+        [(EndpointStatus::Active, 3), (EndpointStatus::Paused, 1), (EndpointStatus::Disabled, 1)]
+    );
+    assert_eq!(store.server_counts(2).await.unwrap().waiting_deliveries, 2, "counted up to the limit");
 }
 
 async fn endpoint_hours_add_up_by_tenant_and_endpoint_and_age_out(store: &dyn Store, _url: &str) {

@@ -23,6 +23,10 @@ use crate::metrics::Metrics;
 use crate::model::now_millis;
 use crate::AppState;
 
+/// Waiting deliveries are counted up to this many, so a scrape during a vast backlog reads a bounded part of its
+/// index: far past any alert's threshold, and the lag tells how far behind the dispatcher is.
+const WAITING_COUNTED_UP_TO: u64 = 1_000_000;
+
 pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(render))
 }
@@ -37,6 +41,13 @@ async fn render(State(state): State<AppState>, _: MetricsReader) -> impl IntoRes
         Err(e) => {
             tracing::warn!(error = %e, "metrics: could not read the earliest due delivery");
             state.metrics.set_due_lag(None);
+        }
+    }
+    match state.store.server_counts(WAITING_COUNTED_UP_TO).await {
+        Ok(counts) => state.metrics.set_server_counts(Some(&counts)),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: could not count waiting deliveries and endpoints");
+            state.metrics.set_server_counts(None);
         }
     }
     // The OpenMetrics text format (counters end in `_total`, the text in `# EOF`), which Prometheus reads.

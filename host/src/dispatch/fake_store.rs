@@ -15,7 +15,7 @@ use crate::secrets::SigningSecrets;
 use crate::store::{
     AttemptCounts, AttemptOutcome, AuditFilter, DeadAttempt, DeliveryFilter, DispatchJob, Dropped, EndpointFilter,
     EndpointHour, EventFilter, EventTypeHour, NewEvent, NewSecret, Page, PluginUpload, Published, PublishedCounts,
-    RequeueSelector, Resend, SentTo, StatusBefore, Store, StoreError, StoreResult, TenantCounts,
+    RequeueSelector, Resend, SentTo, ServerCounts, StatusBefore, Store, StoreError, StoreResult, TenantCounts,
 };
 
 #[derive(Default)]
@@ -337,6 +337,9 @@ impl Store for FakeStore {
         unused()
     }
     async fn tenant_counts(&self, _: &str, _: u64) -> StoreResult<TenantCounts> {
+        unused()
+    }
+    async fn server_counts(&self, _: u64) -> StoreResult<ServerCounts> {
         unused()
     }
     async fn add_endpoint_hours(&self, hours: &[EndpointHour]) -> StoreResult<()> {

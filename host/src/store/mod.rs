@@ -305,6 +305,15 @@ pub struct TenantCounts {
     pub endpoints: Vec<(EndpointStatus, u64)>,
 }
 
+/// See [`Store::server_counts`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerCounts {
+    /// `pending` and `failed` deliveries, of paused and disabled endpoints too, at most the limit asked for.
+    pub waiting_deliveries: u64,
+    /// Every [`EndpointStatus`], in [`EndpointStatus::ALL`] order.
+    pub endpoints: Vec<(EndpointStatus, u64)>,
+}
+
 /// What attempts did in some span of time: how many there were and how many failed, and how many deliveries they
 /// finished, delivered or dead. Deliveries dead-lettered without an attempt (their endpoint deleted) are not in it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -542,6 +551,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<Delivery>>;
     /// See [`TenantCounts`]; each delivery count is at most `limit`.
     async fn tenant_counts(&self, tenant_id: &str, limit: u64) -> StoreResult<TenantCounts>;
+    /// Every tenant's deliveries waiting for an attempt (`pending` or `failed`), counted up to `limit`, and
+    /// endpoints by status: what `/metrics` reads at each scrape.
+    async fn server_counts(&self, limit: u64) -> StoreResult<ServerCounts>;
     /// Adds each row's counts to those its endpoint's hour has already (none: zero).
     async fn add_endpoint_hours(&self, hours: &[EndpointHour]) -> StoreResult<()>;
     /// The tenant's counts in each hour that starts at or after `since` and has any, summed over its endpoints

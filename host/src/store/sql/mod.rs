@@ -45,7 +45,7 @@ use crate::model::{
 use crate::store::{
     AttemptCounts, AttemptOutcome, AuditFilter, DeadAttempt, DeliveryFilter, DispatchJob, Dropped, EndpointFilter,
     EndpointHour, EventFilter, EventTypeHour, NewEvent, NewSecret, Page, PluginUpload, Published, PublishedCounts,
-    RequeueSelector, Resend, SentTo, StatusBefore, Store, StoreError, StoreResult, TenantCounts,
+    RequeueSelector, Resend, SentTo, ServerCounts, StatusBefore, Store, StoreError, StoreResult, TenantCounts,
 };
 
 /// Dead letters requeued per transaction by a requeue that selects them by filter.
@@ -385,6 +385,10 @@ impl Store for SqlStore {
 
     async fn tenant_counts(&self, tenant_id: &str, limit: u64) -> StoreResult<TenantCounts> {
         counts::tenant_counts(&self.reader, tenant_id, limit).await
+    }
+
+    async fn server_counts(&self, limit: u64) -> StoreResult<ServerCounts> {
+        counts::server_counts(&self.reader, limit).await
     }
 
     async fn add_endpoint_hours(&self, hours: &[EndpointHour]) -> StoreResult<()> {
