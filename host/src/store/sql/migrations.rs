@@ -118,32 +118,42 @@ mod tests {
         assert_lists_every_file("postgres", POSTGRES);
     }
 
-    /// A key made before scopes (migration 8) keeps the full access it had: an upgrade must not lock out every
-    /// service using one, nor turn it into something else.
-    #[tokio::test]
-    async fn a_key_from_before_scopes_keeps_its_full_access() {
+    /// A SQLite database migrated up to `version` with `rows` inserted, then opened by the store, which applies
+    /// the migrations after it: an upgrade from that version.
+    async fn upgraded_from(version: i64, rows: &[&str]) -> (tempfile::TempDir, super::super::SqlStore) {
         use sqlx::Connection;
-
-        use crate::model::KeyScope;
-        use crate::store::Store;
 
         sqlx::any::install_default_drivers();
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("old.db").display());
         let mut connection = sqlx::AnyConnection::connect(&format!("{url}?mode=rwc")).await.unwrap();
-        let before_scopes = &SQLITE[..7];
-        assert_eq!(before_scopes.last().map(|m| m.0), Some(7));
-        Migrator::new(Embedded(before_scopes)).await.unwrap().run_direct(&mut connection).await.unwrap();
-        for statement in [
-            "INSERT INTO tenants (id, name, created_at) VALUES ('ten_old', 'Old', 1)",
-            "INSERT INTO api_keys (id, tenant_id, name, prefix, key_hash, created_at) \
-             VALUES ('key_old', 'ten_old', 'ci', 'sy_abcd', 'hash-of-an-old-key', 1)",
-        ] {
+        let before = &SQLITE[..usize::try_from(version).unwrap()];
+        assert_eq!(before.last().map(|m| m.0), Some(version));
+        Migrator::new(Embedded(before)).await.unwrap().run_direct(&mut connection).await.unwrap();
+        for statement in rows {
             sqlx::query(statement).execute(&mut connection).await.unwrap();
         }
         connection.close().await.unwrap();
-
         let store = super::super::SqlStore::connect(&url).await.unwrap();
+        (dir, store)
+    }
+
+    /// A key made before scopes (migration 8) keeps the full access it had: an upgrade must not lock out every
+    /// service using one, nor turn it into something else.
+    #[tokio::test]
+    async fn a_key_from_before_scopes_keeps_its_full_access() {
+        use crate::model::KeyScope;
+        use crate::store::Store;
+
+        let (_dir, store) = upgraded_from(
+            7,
+            &[
+                "INSERT INTO tenants (id, name, created_at) VALUES ('ten_old', 'Old', 1)",
+                "INSERT INTO api_keys (id, tenant_id, name, prefix, key_hash, created_at) \
+                 VALUES ('key_old', 'ten_old', 'ci', 'sy_abcd', 'hash-of-an-old-key', 1)",
+            ],
+        )
+        .await;
         let key = store.find_api_key("hash-of-an-old-key").await.unwrap().expect("the old key is still found");
         assert_eq!((key.tenant_id.as_str(), key.scope), ("ten_old", KeyScope::All));
     }
@@ -151,30 +161,20 @@ mod tests {
     /// The table rebuild that admits `read` keys keeps every key as it was: scope, revocation, hash.
     #[tokio::test]
     async fn keys_keep_their_scope_and_revocation_across_the_rebuild_for_read_keys() {
-        use sqlx::Connection;
-
         use crate::model::KeyScope;
         use crate::store::Store;
 
-        sqlx::any::install_default_drivers();
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("old.db").display());
-        let mut connection = sqlx::AnyConnection::connect(&format!("{url}?mode=rwc")).await.unwrap();
-        let before_read = &SQLITE[..14];
-        assert_eq!(before_read.last().map(|m| m.0), Some(14));
-        Migrator::new(Embedded(before_read)).await.unwrap().run_direct(&mut connection).await.unwrap();
-        for statement in [
-            "INSERT INTO tenants (id, name, created_at) VALUES ('ten_old', 'Old', 1)",
-            "INSERT INTO api_keys (id, tenant_id, name, prefix, key_hash, created_at, scope) \
-             VALUES ('key_pub', 'ten_old', 'checkout', 'syp_abc', 'hash-pub', 2, 'publish')",
-            "INSERT INTO api_keys (id, tenant_id, name, prefix, key_hash, created_at, revoked_at) \
-             VALUES ('key_gone', 'ten_old', 'old ci', 'sy_abcd', 'hash-gone', 3, 4)",
-        ] {
-            sqlx::query(statement).execute(&mut connection).await.unwrap();
-        }
-        connection.close().await.unwrap();
-
-        let store = super::super::SqlStore::connect(&url).await.unwrap();
+        let (_dir, store) = upgraded_from(
+            14,
+            &[
+                "INSERT INTO tenants (id, name, created_at) VALUES ('ten_old', 'Old', 1)",
+                "INSERT INTO api_keys (id, tenant_id, name, prefix, key_hash, created_at, scope) \
+                 VALUES ('key_pub', 'ten_old', 'checkout', 'syp_abc', 'hash-pub', 2, 'publish')",
+                "INSERT INTO api_keys (id, tenant_id, name, prefix, key_hash, created_at, revoked_at) \
+                 VALUES ('key_gone', 'ten_old', 'old ci', 'sy_abcd', 'hash-gone', 3, 4)",
+            ],
+        )
+        .await;
         let publish = store.find_api_key("hash-pub").await.unwrap().expect("the publish key");
         assert_eq!((publish.id.as_str(), publish.scope, publish.created_at), ("key_pub", KeyScope::Publish, 2));
         assert_eq!(store.find_api_key("hash-gone").await.unwrap(), None, "still revoked");
