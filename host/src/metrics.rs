@@ -171,7 +171,7 @@ impl Default for Metrics {
         );
         registry.register(
             "deliveries_waiting",
-            "Deliveries waiting for an attempt, every tenant's (up to a million), read at scrape",
+            "Deliveries waiting for an attempt, every tenant's (up to 100,000), read at scrape",
             metrics.waiting_deliveries.clone(),
         );
         registry.register(

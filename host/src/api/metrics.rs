@@ -24,8 +24,9 @@ use crate::model::now_millis;
 use crate::AppState;
 
 /// Waiting deliveries are counted up to this many, so a scrape during a vast backlog reads a bounded part of its
-/// index: far past any alert's threshold, and the lag tells how far behind the dispatcher is.
-const WAITING_COUNTED_UP_TO: u64 = 1_000_000;
+/// index (a drill: 66 ms for 150,000 on SQLite, 0.7–1 s for a million): far past any alert's threshold, and the
+/// lag tells how far behind the dispatcher is.
+const WAITING_COUNTED_UP_TO: u64 = 100_000;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(render))
