@@ -62,7 +62,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<String>,
 
-    /// Development mode: allows plain http:// endpoint URLs on loopback addresses. Takes true/false, 1/0,
+    /// Development mode: allows endpoints on loopback addresses, over plain http:// too. Takes true/false, 1/0,
     /// yes/no or on/off, as environment variables are usually written.
     #[arg(
         long,
