@@ -407,13 +407,20 @@ pub(super) async fn events_missed_by(
     ids: TimedIds,
     page: &Page,
 ) -> StoreResult<Vec<Event>> {
+    let sql = missed_by(tenant_id, endpoint_id, filter, ids, page);
+    rows::all(&sql.query().fetch_all(pool).await?, rows::event)
+}
+
+/// The page of the tenant's events without a delivery to the endpoint. Asked of each event's own deliveries (as
+/// [`super::deliveries::SEND_EVENT_TO`] explains): PostgreSQL without statistics would otherwise read all of the
+/// endpoint's deliveries again for each event, or for each page.
+fn missed_by(tenant_id: &str, endpoint_id: &str, filter: &EventFilter, ids: TimedIds, page: &Page) -> SqlBuilder {
     let (mut sql, range) = filtered(tenant_id, filter, ids);
     sql.condition()
-        .push("NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.event_id = events.id AND d.endpoint_id = ")
         .push_bind(endpoint_id)
-        .push(")");
+        .push(" NOT IN (SELECT d.endpoint_id FROM deliveries AS d WHERE d.event_id = events.id)");
     sql.keyset_page_within("id", Order::Ascending, page, &range);
-    rows::all(&sql.query().fetch_all(pool).await?, rows::event)
+    sql
 }
 
 /// Events by id, in any order; used to complete claimed deliveries.
@@ -472,5 +479,53 @@ mod tests {
         .unwrap();
         assert_eq!(TimedIds::of(&store.reader, "events", "evt").await.unwrap(), TimedIds::Legacy);
         store.close().await;
+    }
+
+    /// A replay into an endpoint with a long history must not read that history once per event or per page.
+    /// PostgreSQL plans without statistics until its tables are first analysed (after a bulk load, or always
+    /// with autovacuum off), and then judges an endpoint's index entries as cheap as an event's. Asked as "is
+    /// this endpoint among the event's deliveries", only the event's entries can answer.
+    #[tokio::test]
+    async fn missed_events_are_found_by_the_events_own_deliveries_without_statistics() {
+        let test_name = "missed_events_are_found_by_the_events_own_deliveries_without_statistics";
+        let Some(db) = super::super::store_pg::PostgresTestDatabase::create(test_name).await else { return };
+        let store = SqlStore::connect(&db.url).await.unwrap();
+        let mut connection = store.reader.acquire().await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO events (id, tenant_id, event_type, data, received_at, deliveries) \
+             SELECT 'evt_' || lpad(n::text, 22, '0'), 'ten_a', 'a.b', '{}', n, 1 FROM generate_series(1, 3000) AS n; \
+             INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, event_type, status, attempts, \
+             schedule_offset, created_at, updated_at) \
+             SELECT 'dlv_' || lpad(n::text, 22, '0'), 'ten_a', 'evt_' || lpad(n::text, 22, '0'), 'ep_a', 'a.b', \
+             'succeeded', 1, 0, n, n FROM generate_series(1, 2000) AS n; \
+             SET plan_cache_mode = force_generic_plan",
+        )
+        .execute(&mut *connection)
+        .await
+        .unwrap();
+
+        let page = Page { cursor: Some(format!("evt_{:022}", 1500)), limit: 500 };
+        let replay_page = missed_by("ten_a", "ep_a", &EventFilter::default(), TimedIds::Timed, &page);
+        let mut send = SqlBuilder::new(super::super::deliveries::SEND_EVENT_TO);
+        for value in ["dlv_x", "ten_a", "evt_0000000000000000002500", "ep_a"] {
+            send.bind(value);
+        }
+        send.bind(1_i64);
+        for (name, statement) in [("the replay's page", replay_page), ("the replay's insert", send)] {
+            let plan: Vec<String> = statement
+                .prefixed("EXPLAIN")
+                .query()
+                .fetch_all(&mut *connection)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.try_get::<String, _>(0).unwrap())
+                .collect();
+            assert!(plan.iter().any(|line| line.contains("deliveries_event")), "{name}: {plan:#?}");
+            assert!(!plan.iter().any(|line| line.contains("deliveries_endpoint")), "{name}: {plan:#?}");
+        }
+        drop(connection);
+        store.close().await;
+        db.drop_database().await;
     }
 }

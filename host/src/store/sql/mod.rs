@@ -27,6 +27,10 @@ mod tenants;
 mod timed_ids;
 mod wal_vfs;
 
+#[cfg(test)]
+#[path = "../../../tests/support/store_pg.rs"]
+mod store_pg;
+
 use std::ops::Range;
 use std::sync::Arc;
 

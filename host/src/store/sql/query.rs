@@ -183,11 +183,13 @@ impl SqlBuilder {
     /// The same statement under `EXPLAIN QUERY PLAN` (SQLite), for tests of which indexes it uses.
     #[cfg(test)]
     pub(super) fn explained(&self) -> Self {
-        SqlBuilder {
-            sql: format!("EXPLAIN QUERY PLAN {}", self.sql),
-            values: self.values.clone(),
-            ..Default::default()
-        }
+        self.prefixed("EXPLAIN QUERY PLAN")
+    }
+
+    /// The same statement after `prefix` (PostgreSQL's `EXPLAIN`, say), with the same values.
+    #[cfg(test)]
+    pub(super) fn prefixed(&self, prefix: &str) -> Self {
+        SqlBuilder { sql: format!("{prefix} {}", self.sql), values: self.values.clone(), ..Default::default() }
     }
 
     pub(super) fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {
