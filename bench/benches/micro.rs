@@ -127,26 +127,28 @@ fn signing(c: &mut Criterion) {
     let mut group = c.benchmark_group("signature_headers");
     group.bench_function("standard, 1 secret", |b| {
         b.iter(|| {
-            signature_headers(SignatureScheme::Standard, black_box(&one), "dlv_1", 1_795_000_000, body.as_bytes())
+            signature_headers(SignatureScheme::Standard, black_box(&one), "dlv_1", 1_795_000_000_000, body.as_bytes())
         })
     });
     group.bench_function("standard, 2 secrets (rotation)", |b| {
         b.iter(|| {
-            signature_headers(SignatureScheme::Standard, black_box(&two), "dlv_1", 1_795_000_000, body.as_bytes())
+            signature_headers(SignatureScheme::Standard, black_box(&two), "dlv_1", 1_795_000_000_000, body.as_bytes())
         })
     });
     group.bench_function("stripe, 1 secret", |b| {
-        b.iter(|| signature_headers(SignatureScheme::Stripe, black_box(&one), "dlv_1", 1_795_000_000, body.as_bytes()))
+        b.iter(|| {
+            signature_headers(SignatureScheme::Stripe, black_box(&one), "dlv_1", 1_795_000_000_000, body.as_bytes())
+        })
     });
     let signer = Signer::new(SignatureScheme::Standard, &one);
     group.bench_function("standard, 1 secret, keys set up once", |b| {
-        b.iter(|| black_box(&signer).headers("dlv_1", 1_795_000_000, body.as_bytes()))
+        b.iter(|| black_box(&signer).headers("dlv_1", 1_795_000_000_000, body.as_bytes()))
     });
     // The `hmac` scheme in a header of the endpoint's naming, as a GitHub-style receiver reads it.
-    let github = SignatureHeader { name: "X-Hub-Signature-256".into(), prefix: "sha256=".into() };
+    let github = SignatureHeader { name: "X-Hub-Signature-256".into(), prefix: "sha256=".into(), timestamp: None };
     let hmac = Signer::new(SignatureScheme::Hmac, &one).with_header(Some(&github));
     group.bench_function("hmac, 1 secret, keys set up once", |b| {
-        b.iter(|| black_box(&hmac).headers("dlv_1", 1_795_000_000, body.as_bytes()))
+        b.iter(|| black_box(&hmac).headers("dlv_1", 1_795_000_000_000, body.as_bytes()))
     });
     group.finish();
 
@@ -168,7 +170,7 @@ fn signing(c: &mut Criterion) {
     group.bench_function("unsealed and keyed per request", |b| {
         b.iter(|| {
             let keys = signing_keys(&master_key, "ep_0001", black_box(&sealed)).expect("opens");
-            signature_headers(SignatureScheme::Standard, &keys, "dlv_1", 1_795_000_000, body.as_bytes())
+            signature_headers(SignatureScheme::Standard, &keys, "dlv_1", 1_795_000_000_000, body.as_bytes())
         })
     });
     let shared = SigningSecrets::new(sealed.clone());
@@ -176,7 +178,7 @@ fn signing(c: &mut Criterion) {
     group.bench_function("signer shared by the batch", |b| {
         b.iter(|| {
             let signer = black_box(&shared).signer(&master_key, &owner).expect("opens");
-            signer.headers("dlv_1", 1_795_000_000, body.as_bytes())
+            signer.headers("dlv_1", 1_795_000_000_000, body.as_bytes())
         })
     });
     group.finish();

@@ -146,21 +146,39 @@ string_enum!(
     }
 );
 
-/// Where the `hmac` scheme puts its signature: the header's name, and text the hex digest follows
-/// (`sha256=` for GitHub-style receivers). None on an endpoint: [`SignatureHeader::default`].
+/// Where the `hmac` and `stripe` schemes put their signature, for receivers that already read it elsewhere: the
+/// header's name; for `hmac`, text the hex digest follows (`sha256=` for GitHub-style receivers); for `stripe`, the
+/// unit of its `t=` timestamp (milliseconds, as receivers written against `Date.now()` expect). None on an endpoint:
+/// [`SignatureHeader::default_for`] its scheme.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignatureHeader {
     pub name: String,
     #[serde(default)]
     pub prefix: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<TimestampUnit>,
 }
 
-impl Default for SignatureHeader {
-    fn default() -> Self {
-        SignatureHeader { name: "x-webhook-signature".into(), prefix: String::new() }
+impl SignatureHeader {
+    /// Where `scheme` signs when the endpoint names no header; None for a scheme whose headers are fixed.
+    pub fn default_for(scheme: SignatureScheme) -> Option<SignatureHeader> {
+        let (name, timestamp) = match scheme {
+            SignatureScheme::Standard => return None,
+            SignatureScheme::Stripe => ("switchyard-signature", Some(TimestampUnit::Seconds)),
+            SignatureScheme::Hmac => ("x-webhook-signature", None),
+        };
+        Some(SignatureHeader { name: name.into(), prefix: String::new(), timestamp })
     }
 }
+
+string_enum!(
+    /// The unit of the `stripe` scheme's `t=` timestamp.
+    TimestampUnit {
+        Seconds => "seconds",
+        Milliseconds => "milliseconds",
+    }
+);
 
 string_enum!(
     /// `Retiring` secrets still sign until `expires_at`, so receivers can roll over without dropping events.

@@ -268,7 +268,7 @@ mod tests {
             expires_at: None,
         };
         let shared = SigningSecrets::new(vec![sealed.clone()]);
-        let github = SignatureHeader { name: "x-hub-signature-256".into(), prefix: "sha256=".into() };
+        let github = SignatureHeader { name: "x-hub-signature-256".into(), prefix: "sha256=".into(), timestamp: None };
         let mut endpoint = crate::dispatch::send::tests::endpoint("https://example.com/", &[]);
         endpoint.signature_header = Some(github.clone());
         for &scheme in SignatureScheme::ALL {
@@ -276,10 +276,10 @@ mod tests {
             let signer = shared.signer(&key(), &endpoint).unwrap();
             assert!(std::ptr::eq(signer, shared.signer(&key(), &endpoint).unwrap()));
             assert_eq!(
-                signer.headers("msg_1", 1_700_000_000, b"{}"),
+                signer.headers("msg_1", 1_700_000_000_000, b"{}"),
                 Signer::new(scheme, std::slice::from_ref(&plain)).with_header(Some(&github)).headers(
                     "msg_1",
-                    1_700_000_000,
+                    1_700_000_000_000,
                     b"{}"
                 )
             );

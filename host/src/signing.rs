@@ -6,7 +6,9 @@
 //!   `whsec_…` secret, so any Standard Webhooks library verifies it.
 //! - [`SignatureScheme::Stripe`] mimics Stripe's `Stripe-Signature` format (`t=…,v1=<hex>`) over `"{t}.{body}"`,
 //!   keyed by the whole secret text as Stripe's own verifiers do, so receivers can reuse
-//!   `stripe.Webhook.construct_event` and friends unchanged.
+//!   `stripe.Webhook.construct_event` and friends unchanged. It goes in `Switchyard-Signature` unless the endpoint
+//!   names another header, and its `t` may be in milliseconds: receivers of home-grown "Stripe-compatible"
+//!   systems read `t=<Date.now()>` from a header of their own.
 //!
 //! - [`SignatureScheme::Hmac`] is the plain form many home-grown systems use: the hex HMAC-SHA256 of the body,
 //!   keyed by the secret's text, in one header the endpoint names (`X-Webhook-Signature` unless it says otherwise),
@@ -26,7 +28,7 @@ use sha2::Sha256;
 
 use reqwest::header::HeaderName;
 
-use crate::model::{SignatureHeader, SignatureScheme};
+use crate::model::{SignatureHeader, SignatureScheme, TimestampUnit};
 use crate::secrets::SECRET_PREFIX;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -37,16 +39,16 @@ pub const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signa
 pub const SWITCHYARD_SIGNATURE: HeaderName = HeaderName::from_static("switchyard-signature");
 
 /// The signature headers for one attempt. `secrets` are plaintext `whsec_…` strings (active first, then retiring
-/// ones); `timestamp_secs` is the time of this attempt, not of the event, because receivers reject stale
+/// ones); `timestamp_ms` is the time of this attempt, not of the event, because receivers reject stale
 /// timestamps. With no secret the signature header itself is left out rather than sent empty.
 pub fn signature_headers(
     scheme: SignatureScheme,
     secrets: &[String],
     msg_id: &str,
-    timestamp_secs: i64,
+    timestamp_ms: i64,
     body: &[u8],
 ) -> Vec<(HeaderName, String)> {
-    Signer::new(scheme, secrets).headers(msg_id, timestamp_secs, body)
+    Signer::new(scheme, secrets).headers(msg_id, timestamp_ms, body)
 }
 
 /// Secrets with their HMAC keys set up for one scheme, for signing many requests. Setting up a key costs two
@@ -57,8 +59,12 @@ pub struct Signer {
     scheme: SignatureScheme,
     /// One per secret, in signing order.
     keys: Vec<HmacSha256>,
-    /// Where the `hmac` scheme's signature goes, and what precedes it.
-    hmac_header: (HeaderName, String),
+    /// Where the `hmac` and `stripe` schemes put their signature.
+    header: HeaderName,
+    /// What precedes the `hmac` scheme's digest.
+    prefix: String,
+    /// Whether the `stripe` scheme's `t` is in milliseconds.
+    millis: bool,
 }
 
 impl fmt::Debug for Signer {
@@ -74,23 +80,26 @@ impl Signer {
             SignatureScheme::Stripe | SignatureScheme::Hmac => keyed(secret.as_bytes()),
         };
         let keys = secrets.iter().map(|secret| key(secret.as_ref())).collect();
-        Signer { scheme, keys, hmac_header: (HeaderName::from_static("x-webhook-signature"), String::new()) }
+        let signer = Signer { scheme, keys, header: SWITCHYARD_SIGNATURE, prefix: String::new(), millis: false };
+        signer.with_header(SignatureHeader::default_for(scheme).as_ref())
     }
 
-    /// Puts the `hmac` scheme's signature where `header` says (None: the default). The API validates the name; one
-    /// that does not parse leaves the default in place rather than failing every attempt.
+    /// Puts the `hmac` or `stripe` scheme's signature where `header` says (None: the scheme's default). The API
+    /// validates it; a name that does not parse leaves the default in place rather than failing every attempt.
     pub fn with_header(mut self, header: Option<&SignatureHeader>) -> Self {
         if let Some(header) = header {
             if let Ok(name) = HeaderName::try_from(header.name.as_str()) {
-                self.hmac_header = (name, header.prefix.clone());
+                self.header = name;
+                self.prefix.clone_from(&header.prefix);
+                self.millis = header.timestamp == Some(TimestampUnit::Milliseconds);
             }
         }
         self
     }
 
     /// See [`signature_headers`].
-    pub fn headers(&self, msg_id: &str, timestamp_secs: i64, body: &[u8]) -> Vec<(HeaderName, String)> {
-        let timestamp = timestamp_secs.to_string();
+    pub fn headers(&self, msg_id: &str, timestamp_ms: i64, body: &[u8]) -> Vec<(HeaderName, String)> {
+        let timestamp_secs = timestamp_ms.div_euclid(1000);
         match self.scheme {
             SignatureScheme::Standard => {
                 let mut signatures = String::new();
@@ -99,10 +108,11 @@ impl Signer {
                         signatures.push(' ');
                     }
                     signatures.push_str("v1,");
-                    let mac = standard_message(key.clone(), msg_id, &timestamp, body);
+                    let mac = standard_message(key.clone(), msg_id, &timestamp_secs.to_string(), body);
                     STANDARD.encode_string(mac.finalize().into_bytes(), &mut signatures);
                 }
-                let mut headers = vec![(WEBHOOK_ID, msg_id.to_string()), (WEBHOOK_TIMESTAMP, timestamp)];
+                let mut headers =
+                    vec![(WEBHOOK_ID, msg_id.to_string()), (WEBHOOK_TIMESTAMP, timestamp_secs.to_string())];
                 if !signatures.is_empty() {
                     headers.push((WEBHOOK_SIGNATURE, signatures));
                 }
@@ -112,19 +122,19 @@ impl Signer {
                 if self.keys.is_empty() {
                     return Vec::new();
                 }
+                let timestamp = if self.millis { timestamp_ms } else { timestamp_secs }.to_string();
                 let mut value = format!("t={timestamp}");
                 for key in &self.keys {
                     value.push_str(",v1=");
                     value.push_str(&hex::encode(stripe_message(key.clone(), &timestamp, body).finalize().into_bytes()));
                 }
-                vec![(SWITCHYARD_SIGNATURE, value)]
+                vec![(self.header.clone(), value)]
             }
             SignatureScheme::Hmac => {
                 let Some(key) = self.keys.first() else { return Vec::new() };
-                let (name, prefix) = &self.hmac_header;
                 let mut mac = key.clone();
                 mac.update(body);
-                vec![(name.clone(), format!("{prefix}{}", hex::encode(mac.finalize().into_bytes())))]
+                vec![(self.header.clone(), format!("{}{}", self.prefix, hex::encode(mac.finalize().into_bytes())))]
             }
         }
     }
@@ -150,8 +160,9 @@ pub fn verify_standard(secret: &str, msg_id: &str, timestamp_secs: i64, body: &[
         .any(|candidate| standard_mac(secret, msg_id, timestamp_secs, body).verify_slice(&candidate).is_ok())
 }
 
-/// Checks a `Switchyard-Signature` header value (`t=…,v1=…[,v1=…]`) against one secret, in constant time.
-/// Returns the signed timestamp when one `v1` matches, so the caller can apply its own freshness rule.
+/// Checks a `stripe` scheme header value (`t=…,v1=…[,v1=…]`) against one secret, in constant time. Returns the
+/// signed timestamp, in the unit it was signed in, when one `v1` matches, so the caller can apply its own
+/// freshness rule.
 pub fn verify_stripe(secret: &str, header: &str, body: &[u8]) -> Option<i64> {
     let mut timestamp = None;
     let mut candidates = Vec::new();
@@ -214,6 +225,7 @@ mod tests {
     const SPEC_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     const SPEC_ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
     const SPEC_TS: i64 = 1614265330;
+    const SPEC_MS: i64 = SPEC_TS * 1000 + 123;
     const SPEC_BODY: &[u8] = br#"{"test": 2432232314}"#;
 
     fn header(headers: &[(HeaderName, String)], name: HeaderName) -> Option<&str> {
@@ -223,7 +235,7 @@ mod tests {
     #[test]
     fn standard_matches_the_standard_webhooks_spec_vector() {
         let headers =
-            signature_headers(SignatureScheme::Standard, &[SPEC_SECRET.to_string()], SPEC_ID, SPEC_TS, SPEC_BODY);
+            signature_headers(SignatureScheme::Standard, &[SPEC_SECRET.to_string()], SPEC_ID, SPEC_MS, SPEC_BODY);
         assert_eq!(header(&headers, WEBHOOK_ID), Some(SPEC_ID));
         assert_eq!(header(&headers, WEBHOOK_TIMESTAMP), Some("1614265330"));
         assert_eq!(header(&headers, WEBHOOK_SIGNATURE), Some("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="));
@@ -236,7 +248,7 @@ mod tests {
             SignatureScheme::Standard,
             &[SPEC_SECRET.into(), second.clone()],
             SPEC_ID,
-            SPEC_TS,
+            SPEC_MS,
             SPEC_BODY,
         );
         let value = header(&headers, WEBHOOK_SIGNATURE).unwrap();
@@ -261,7 +273,7 @@ mod tests {
             SignatureScheme::Stripe,
             &[SPEC_SECRET.into(), second.clone()],
             SPEC_ID,
-            SPEC_TS,
+            SPEC_MS,
             SPEC_BODY,
         );
         assert_eq!(headers.len(), 1);
@@ -282,11 +294,38 @@ mod tests {
     }
 
     #[test]
+    fn stripe_signs_milliseconds_in_a_header_the_endpoint_names() {
+        // hmac.new(b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", b'1614265330123.{"test": 2432232314}',
+        //          hashlib.sha256).hexdigest(), as a receiver reading `t=<Date.now()>` computes it.
+        let expected = "t=1614265330123,v1=c29b7a4feff7191ee68a473cd75189622479fda0a46ea2c702973e953c2b6f6a";
+        let molam = SignatureHeader {
+            name: "Molam-Signature".into(),
+            prefix: String::new(),
+            timestamp: Some(TimestampUnit::Milliseconds),
+        };
+        let headers = Signer::new(SignatureScheme::Stripe, &[SPEC_SECRET])
+            .with_header(Some(&molam))
+            .headers(SPEC_ID, SPEC_MS, SPEC_BODY);
+        assert_eq!(headers, [(HeaderName::from_static("molam-signature"), expected.to_string())]);
+        assert_eq!(verify_stripe(SPEC_SECRET, expected, SPEC_BODY), Some(SPEC_MS));
+
+        // Seconds in a header of its own name: the digest of the seconds, as before.
+        let seconds = SignatureHeader { timestamp: Some(TimestampUnit::Seconds), ..molam.clone() };
+        let headers = Signer::new(SignatureScheme::Stripe, &[SPEC_SECRET])
+            .with_header(Some(&seconds))
+            .headers(SPEC_ID, SPEC_MS, SPEC_BODY);
+        let default = signature_headers(SignatureScheme::Stripe, &[SPEC_SECRET.into()], SPEC_ID, SPEC_MS, SPEC_BODY);
+        assert_eq!(headers[0].0, "molam-signature");
+        assert_eq!(headers[0].1, default[0].1);
+        assert_eq!(default[0].0, SWITCHYARD_SIGNATURE);
+    }
+
+    #[test]
     fn a_signer_signs_each_message_as_one_off_signing_does() {
         let secrets = [SPEC_SECRET.to_string(), "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".to_string()];
         for &scheme in SignatureScheme::ALL {
             let signer = Signer::new(scheme, &secrets);
-            for (id, timestamp, body) in [(SPEC_ID, SPEC_TS, SPEC_BODY), ("msg_2", SPEC_TS + 7, &b"{}"[..])] {
+            for (id, timestamp, body) in [(SPEC_ID, SPEC_MS, SPEC_BODY), ("msg_2", SPEC_MS + 7_000, &b"{}"[..])] {
                 assert_eq!(
                     signer.headers(id, timestamp, body),
                     signature_headers(scheme, &secrets, id, timestamp, body)
@@ -299,11 +338,11 @@ mod tests {
     #[test]
     fn hmac_matches_githubs_documented_example() {
         // GitHub's "Validating webhook deliveries": this secret and payload give this X-Hub-Signature-256.
-        let github = SignatureHeader { name: "X-Hub-Signature-256".into(), prefix: "sha256=".into() };
+        let github = SignatureHeader { name: "X-Hub-Signature-256".into(), prefix: "sha256=".into(), timestamp: None };
         let secret = ["It's a Secret to Everybody"];
         let headers = Signer::new(SignatureScheme::Hmac, &secret).with_header(Some(&github)).headers(
             SPEC_ID,
-            SPEC_TS,
+            SPEC_MS,
             b"Hello, World!",
         );
         let expected = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
@@ -319,7 +358,7 @@ mod tests {
         // hmac.new(b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", b'{"test": 2432232314}', hashlib.sha256).hexdigest()
         let expected = "80ec8a89ce3cd22133a1066caecb4d04fea7467657c8514d717ec42c38a5c94c";
         let retiring = "an older secret".to_string();
-        for id_and_time in [(SPEC_ID, SPEC_TS), ("msg_other", SPEC_TS + 60)] {
+        for id_and_time in [(SPEC_ID, SPEC_MS), ("msg_other", SPEC_MS + 60_000)] {
             let headers = signature_headers(
                 SignatureScheme::Hmac,
                 &[SPEC_SECRET.into(), retiring.clone()],
@@ -329,21 +368,21 @@ mod tests {
             );
             assert_eq!(headers, [(HeaderName::from_static("x-webhook-signature"), expected.to_string())]);
         }
-        assert!(signature_headers(SignatureScheme::Hmac, &[], SPEC_ID, SPEC_TS, SPEC_BODY).is_empty());
+        assert!(signature_headers(SignatureScheme::Hmac, &[], SPEC_ID, SPEC_MS, SPEC_BODY).is_empty());
         // A name that does not parse (the API refuses one) keeps the default rather than failing.
-        let broken = SignatureHeader { name: "bad name".into(), prefix: String::new() };
+        let broken = SignatureHeader { name: "bad name".into(), prefix: String::new(), timestamp: None };
         let headers = Signer::new(SignatureScheme::Hmac, &[SPEC_SECRET])
             .with_header(Some(&broken))
-            .headers(SPEC_ID, SPEC_TS, SPEC_BODY);
+            .headers(SPEC_ID, SPEC_MS, SPEC_BODY);
         assert_eq!(headers[0].0, "x-webhook-signature");
     }
 
     #[test]
     fn no_secret_means_no_signature_header() {
-        let standard = signature_headers(SignatureScheme::Standard, &[], SPEC_ID, SPEC_TS, SPEC_BODY);
+        let standard = signature_headers(SignatureScheme::Standard, &[], SPEC_ID, SPEC_MS, SPEC_BODY);
         assert_eq!(header(&standard, WEBHOOK_SIGNATURE), None);
         assert_eq!(header(&standard, WEBHOOK_ID), Some(SPEC_ID));
-        assert!(signature_headers(SignatureScheme::Stripe, &[], SPEC_ID, SPEC_TS, SPEC_BODY).is_empty());
+        assert!(signature_headers(SignatureScheme::Stripe, &[], SPEC_ID, SPEC_MS, SPEC_BODY).is_empty());
     }
 
     #[test]
@@ -361,7 +400,7 @@ mod tests {
     fn a_secret_that_is_not_base64_still_signs_deterministically() {
         let odd = "whsec_not base64!".to_string();
         let sign =
-            || signature_headers(SignatureScheme::Standard, std::slice::from_ref(&odd), SPEC_ID, SPEC_TS, SPEC_BODY);
+            || signature_headers(SignatureScheme::Standard, std::slice::from_ref(&odd), SPEC_ID, SPEC_MS, SPEC_BODY);
         let a = header(&sign(), WEBHOOK_SIGNATURE).unwrap().to_string();
         assert_eq!(Some(a.as_str()), header(&sign(), WEBHOOK_SIGNATURE));
         assert!(verify_standard(&odd, SPEC_ID, SPEC_TS, SPEC_BODY, &a));

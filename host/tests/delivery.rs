@@ -1379,8 +1379,10 @@ async fn the_hmac_scheme_signs_the_body_where_the_receiver_reads_it() {
     let standard = api.expect(Method::PATCH, &path, Some(to_standard), 200).await;
     assert!(standard.get("signature_header").is_none(), "{standard}");
     let refused = [
-        json!({ "url": "https://example.com/a", "signature_scheme": "stripe", "signature_header": { "name": "x-sig" } }),
+        json!({ "url": "https://example.com/a", "signature_scheme": "stripe", "signature_header": { "name": "x-sig", "prefix": "sha256=" } }),
+        json!({ "url": "https://example.com/a", "signature_scheme": "hmac", "signature_header": { "name": "x-sig", "timestamp": "seconds" } }),
         json!({ "url": "https://example.com/a", "signature_header": { "name": "x-sig" } }),
+        json!({ "url": "https://example.com/a", "signature_scheme": "hmac", "signature_header": { "name": "Authorization" } }),
         json!({ "url": "https://example.com/a", "secret": github_secret }),
         json!({ "url": "https://example.com/a", "signature_scheme": "hmac", "secret": "short" }),
         json!({ "url": "https://example.com/a", "signature_scheme": "hmac", "signature_header": { "name": "webhook-id" } }),
@@ -1412,4 +1414,57 @@ async fn endpoints_without_a_schedule_follow_the_servers() {
     let requests = receiver.wait_for_requests(2, WAIT).await;
     let gap = requests[1].received_at - requests[0].received_at;
     assert!(gap >= Duration::from_millis(750) && gap < Duration::from_secs(5), "retried after {gap:?}");
+}
+
+/// 29. The `stripe` scheme signs as home-grown "Stripe-compatible" receivers verify: `t=<milliseconds>,v1=<hex>`
+/// over `"{t}.{body}"` in a header of their own (brique 45's `Molam-Signature`, the wallet's `X-Webhook-Signature`),
+/// checked here with the `hmac` crate and a five-minute window as their verifiers do. While a rotated-out secret
+/// is in its grace period the active one signs first, which receivers reading only the first `v1` need.
+#[tokio::test]
+async fn the_stripe_scheme_signs_milliseconds_in_the_receivers_header() {
+    let (_server, api) = setup().await;
+    let receiver = Receiver::start().await;
+    let header = json!({ "name": "Molam-Signature", "timestamp": "milliseconds" });
+    let extra = json!({ "signature_scheme": "stripe", "signature_header": header });
+    let (endpoint_id, secret) = endpoint_to(&api, &receiver, extra).await;
+    assert_eq!(
+        api.endpoint(&endpoint_id).await["signature_header"],
+        json!({ "name": "Molam-Signature", "prefix": "", "timestamp": "milliseconds" })
+    );
+
+    let verify = |request: &Recorded, secret: &str| -> Vec<bool> {
+        let value = request.header("molam-signature").unwrap_or_else(|| panic!("no signature: {request:?}"));
+        let mut parts = value.split(',');
+        let t = parts.next().and_then(|t| t.strip_prefix("t=")).expect("t= first");
+        let sent_at_ms: i64 = t.parse().expect("a number");
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        assert!((now_ms - sent_at_ms).abs() < 5 * 60 * 1000, "{t} is milliseconds near {now_ms}");
+        let message = [t.as_bytes(), b".", &request.body].concat();
+        parts.map(|v1| v1.strip_prefix("v1=").expect("v1=") == body_hmac(secret, &message)).collect()
+    };
+    publish(&api, "invoice.paid", json!({ "amount": 29 })).await;
+    let request = &receiver.wait_for_requests(1, WAIT).await[0];
+    assert_eq!(verify(request, &secret), [true]);
+    assert_eq!(request.header("switchyard-signature"), None, "only the header it names");
+
+    let rotate = format!("/api/v1/endpoints/{endpoint_id}/rotate-secret");
+    let rotated = api.expect(Method::POST, &rotate, Some(json!({ "grace_period": "1h" })), 200).await;
+    let new_secret = str_field(&rotated, "secret").to_string();
+    publish(&api, "invoice.paid", json!({ "amount": 30 })).await;
+    let request = &receiver.wait_for_requests(2, WAIT).await[1];
+    assert_eq!(verify(request, &new_secret), [true, false], "the active secret signs first");
+    assert_eq!(verify(request, &secret), [false, true], "the retiring one after it");
+
+    // Back to the scheme's defaults: seconds in `Switchyard-Signature`, as Stripe's libraries read them.
+    let path = format!("/api/v1/endpoints/{endpoint_id}");
+    let reset = api.expect(Method::PATCH, &path, Some(json!({ "signature_header": null })), 200).await;
+    assert_eq!(
+        reset["signature_header"],
+        json!({ "name": "switchyard-signature", "prefix": "", "timestamp": "seconds" })
+    );
+    publish(&api, "invoice.paid", json!({ "amount": 31 })).await;
+    let request = &receiver.wait_for_requests(3, WAIT).await[2];
+    let value = request.header("switchyard-signature").expect("the default header");
+    let t: i64 = value.split(',').next().and_then(|t| t.strip_prefix("t=")).and_then(|t| t.parse().ok()).expect("t=");
+    assert!((chrono::Utc::now().timestamp() - t).abs() < 5 * 60, "{t} is seconds");
 }

@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use switchyard::model::{
     first_id_at, new_id, new_id_at, ApiKey, Attempt, AuditEntry, Delivery, DeliveryStatus, Endpoint, EndpointPlugins,
     EndpointStatus, Event, KeyScope, Millis, PluginBinding, PluginUse, PreparedRequest, SecretStatus, SignatureHeader,
-    SignatureScheme, Subscription, Tenant,
+    SignatureScheme, Subscription, Tenant, TimestampUnit,
 };
 use switchyard::store::{
     AttemptCounts, AttemptOutcome, AuditFilter, DeadAttempt, DeliveryFilter, DispatchJob, Dropped, EndpointFilter,
@@ -499,7 +499,11 @@ async fn endpoint_create_get_update_and_status(store: &dyn Store, _url: &str) {
         max_attempts: Some(7),
         rate_limit: Some(25),
         signature_scheme: SignatureScheme::Hmac,
-        signature_header: Some(SignatureHeader { name: "X-Hub-Signature-256".into(), prefix: "sha256=".into() }),
+        signature_header: Some(SignatureHeader {
+            name: "X-Hub-Signature-256".into(),
+            prefix: "sha256=".into(),
+            timestamp: None,
+        }),
         metadata: BTreeMap::new(),
         plugins: Default::default(),
         subscriptions: vec![Subscription { event_type: "invoice.paid".into(), filter: None }],
@@ -513,6 +517,17 @@ async fn endpoint_create_get_update_and_status(store: &dyn Store, _url: &str) {
         Some(status_kept.clone()),
         "an update changes the settings, never the status"
     );
+    // The `stripe` scheme's header keeps its timestamp unit.
+    let molam = SignatureHeader {
+        name: "Molam-Signature".into(),
+        prefix: String::new(),
+        timestamp: Some(TimestampUnit::Milliseconds),
+    };
+    let stripe =
+        Endpoint { signature_scheme: SignatureScheme::Stripe, signature_header: Some(molam), ..status_kept.clone() };
+    assert!(store.update_endpoint(&stripe).await.unwrap());
+    assert_eq!(store.get_endpoint(&tenant.id, &endpoint.id).await.unwrap(), Some(stripe));
+    assert!(store.update_endpoint(&status_kept).await.unwrap());
     let updated = status_kept;
     let hijack = Endpoint { tenant_id: other.id.clone(), url: "https://attacker.example".into(), ..updated.clone() };
     assert!(!store.update_endpoint(&hijack).await.unwrap(), "an endpoint of another tenant");

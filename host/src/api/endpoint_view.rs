@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{
     now_millis, rfc3339, Endpoint, EndpointSecret, EndpointStatus, Millis, PluginBinding, SecretStatus,
-    SignatureHeader, SignatureScheme, Subscription,
+    SignatureHeader, SignatureScheme, Subscription, TimestampUnit,
 };
 use crate::AppState;
 
@@ -40,7 +40,7 @@ pub struct CreateEndpoint {
     pub rate_limit: Option<i64>,
     #[serde(default)]
     pub signature_scheme: Option<SignatureScheme>,
-    /// Where the `hmac` scheme signs; absent or `null` for its default.
+    /// Where the `hmac` or `stripe` scheme signs; absent or `null` for its default.
     #[serde(default)]
     pub signature_header: Option<SignatureHeader>,
     #[serde(default)]
@@ -218,7 +218,7 @@ pub struct EndpointView {
     retry: Option<RetryView>,
     rate_limit: Option<i64>,
     signature_scheme: SignatureScheme,
-    /// Where the `hmac` scheme signs, defaults filled in; absent for the other schemes.
+    /// Where the `hmac` or `stripe` scheme signs, defaults filled in; absent for `standard`.
     #[serde(skip_serializing_if = "Option::is_none")]
     signature_header: Option<SignatureHeader>,
     metadata: BTreeMap<String, String>,
@@ -232,6 +232,16 @@ pub struct EndpointView {
     /// The plaintext signing secret: only in the responses to create and rotate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+}
+
+/// Where the endpoint's scheme signs, as a receiver must read it: the stored header or the scheme's default, with
+/// the `stripe` scheme's timestamp unit spelled out.
+fn shown_signature_header(scheme: SignatureScheme, stored: Option<SignatureHeader>) -> Option<SignatureHeader> {
+    let mut header = stored.or_else(|| SignatureHeader::default_for(scheme))?;
+    if scheme == SignatureScheme::Stripe {
+        header.timestamp.get_or_insert(TimestampUnit::Seconds);
+    }
+    Some(header)
 }
 
 /// A schedule in the same `humantime` notation clients send (`90s` comes back as `1m 30s`).
@@ -256,8 +266,7 @@ impl EndpointView {
             retry,
             rate_limit: e.rate_limit,
             signature_scheme: e.signature_scheme,
-            signature_header: (e.signature_scheme == SignatureScheme::Hmac)
-                .then(|| e.signature_header.unwrap_or_default()),
+            signature_header: shown_signature_header(e.signature_scheme, e.signature_header),
             metadata: e.metadata,
             subscriptions: e.subscriptions,
             filter: e.plugins.filter,

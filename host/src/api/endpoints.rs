@@ -189,19 +189,22 @@ async fn update(
         endpoint.rate_limit = limit.map(validate::rate_limit).transpose()?;
         changed.push("rate_limit");
     }
+    let mut scheme_changed = false;
     if let Some(scheme) = not_null("signature_scheme", body.signature_scheme)? {
         if endpoint.signature_scheme == SignatureScheme::Hmac && scheme != SignatureScheme::Hmac {
             active_secret_fits(&state, &endpoint, scheme).await?;
         }
+        scheme_changed = scheme != endpoint.signature_scheme;
         endpoint.signature_scheme = scheme;
         changed.push("signature_scheme");
     }
-    // `null` puts the `hmac` signature back in its default header; another scheme keeps none.
+    // `null` puts the signature back in the scheme's default header. A header set for another scheme does not
+    // carry over: its prefix or timestamp unit would not fit, and its receiver reads the other scheme's format.
     if let Some(header) = body.signature_header {
         validate::signature_header(endpoint.signature_scheme, header.as_ref())?;
         endpoint.signature_header = header;
         changed.push("signature_header");
-    } else if endpoint.signature_scheme != SignatureScheme::Hmac {
+    } else if scheme_changed {
         endpoint.signature_header = None;
     }
     if let Some(metadata) = not_null::<BTreeMap<_, _>>("metadata", body.metadata)? {

@@ -132,7 +132,7 @@ async fn signed_request(
     let body = prepared.body.clone().unwrap_or_else(|| event.envelope().into_bytes());
     let signature = signing::Signer::new(endpoint.signature_scheme, &keys)
         .with_header(endpoint.signature_header.as_ref())
-        .headers(&event.id, now.div_euclid(1000), &body);
+        .headers(&event.id, now, &body);
     let identity = send::RequestIdentity { event_id: &event.id, event_type: &event.event_type, attempt: None };
     let signed: Vec<_> = signature.iter().map(|(name, _)| name.clone()).collect();
     let headers = send::request_headers(endpoint, Some(prepared), identity, signature)

@@ -76,12 +76,16 @@ pub fn endpoint_url(text: &str, dev_mode: bool, destinations: &Destinations) -> 
         .or_else(|refused| invalid(&format!("has a host Switchyard does not deliver to: {refused} (a server setting)")))
 }
 
-/// Where the `hmac` scheme signs: a header name Switchyard does not set itself, and a short visible-ASCII prefix.
-/// Only that scheme uses it, so another scheme with one is refused rather than left to surprise later.
+/// Where the `hmac` or `stripe` scheme signs: a header name Switchyard does not set itself, and what only one of
+/// them uses (a short visible-ASCII prefix for `hmac`, a timestamp unit for `stripe`). A setting the scheme would
+/// ignore is refused rather than left to surprise later.
 pub fn signature_header(scheme: SignatureScheme, header: Option<&SignatureHeader>) -> ApiResult<()> {
     let Some(header) = header else { return Ok(()) };
-    if scheme != SignatureScheme::Hmac {
-        return Err(ApiError::invalid("signature_header", "is only used with signature_scheme `hmac`"));
+    if scheme == SignatureScheme::Standard {
+        return Err(ApiError::invalid(
+            "signature_header",
+            "is only used with signature_scheme `hmac` or `stripe` (Standard Webhooks fixes its headers)",
+        ));
     }
     let field = "signature_header.name";
     if header.name.is_empty() || header.name.len() > 100 || HeaderName::from_bytes(header.name.as_bytes()).is_err() {
@@ -90,11 +94,25 @@ pub fn signature_header(scheme: SignatureScheme, header: Option<&SignatureHeader
     if is_reserved_header(&header.name) {
         return Err(ApiError::invalid(field, "is a header Switchyard sets itself or one that frames the request"));
     }
+    // The signature would replace the receiver's credentials or what it answers in.
+    if ["authorization", "cookie", "accept", "accept-encoding"].iter().any(|n| header.name.eq_ignore_ascii_case(n)) {
+        return Err(ApiError::invalid(field, "is a header the request needs for itself; name one of your own"));
+    }
+    let prefix = "signature_header.prefix";
+    match scheme {
+        SignatureScheme::Stripe if !header.prefix.is_empty() => {
+            return Err(ApiError::invalid(prefix, "is only used with signature_scheme `hmac`"));
+        }
+        SignatureScheme::Hmac if header.timestamp.is_some() => {
+            return Err(ApiError::invalid(
+                "signature_header.timestamp",
+                "is only used with signature_scheme `stripe` (`hmac` signs no timestamp)",
+            ));
+        }
+        _ => {}
+    }
     if header.prefix.len() > 32 || !header.prefix.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::invalid(
-            "signature_header.prefix",
-            "must be at most 32 visible ASCII characters (no spaces)",
-        ));
+        return Err(ApiError::invalid(prefix, "must be at most 32 visible ASCII characters (no spaces)"));
     }
     Ok(())
 }
@@ -356,6 +374,7 @@ pub fn json_depth(text: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::TimestampUnit;
 
     #[test]
     fn json_depth_counts_nesting_outside_strings() {
@@ -420,19 +439,38 @@ mod tests {
     }
 
     #[test]
-    fn a_signature_header_is_for_the_hmac_scheme_and_names_a_header_of_its_own() {
-        let header = |name: &str, prefix: &str| SignatureHeader { name: name.into(), prefix: prefix.into() };
-        let hmac = SignatureScheme::Hmac;
+    fn a_signature_header_names_a_header_of_its_own_and_only_what_its_scheme_uses() {
+        let header =
+            |name: &str, prefix: &str| SignatureHeader { name: name.into(), prefix: prefix.into(), timestamp: None };
+        let (hmac, stripe) = (SignatureScheme::Hmac, SignatureScheme::Stripe);
         assert!(signature_header(hmac, None).is_ok());
         assert!(signature_header(SignatureScheme::Standard, None).is_ok());
         assert!(signature_header(hmac, Some(&header("X-Hub-Signature-256", "sha256="))).is_ok());
         assert!(signature_header(hmac, Some(&header("X-Signature", ""))).is_ok());
-        let with_stripe = signature_header(SignatureScheme::Stripe, Some(&header("X-Signature", "")));
-        assert_eq!(field(with_stripe), "signature_header");
-        for name in
-            ["", "bad name", "x:y", &"x".repeat(101), "webhook-signature", "Content-Type", "switchyard-x", "host"]
-        {
-            assert_eq!(field(signature_header(hmac, Some(&header(name, "")))), "signature_header.name", "{name}");
+        assert!(signature_header(stripe, Some(&header("X-Signature", ""))).is_ok());
+        let in_millis =
+            SignatureHeader { timestamp: Some(TimestampUnit::Milliseconds), ..header("Molam-Signature", "") };
+        assert!(signature_header(stripe, Some(&in_millis)).is_ok());
+        let with_standard = signature_header(SignatureScheme::Standard, Some(&header("X-Signature", "")));
+        assert_eq!(field(with_standard), "signature_header");
+        assert_eq!(field(signature_header(hmac, Some(&in_millis))), "signature_header.timestamp");
+        assert_eq!(field(signature_header(stripe, Some(&header("X-Signature", "sha256=")))), "signature_header.prefix");
+        for name in [
+            "",
+            "bad name",
+            "x:y",
+            &"x".repeat(101),
+            "webhook-signature",
+            "Content-Type",
+            "switchyard-x",
+            "host",
+            "Authorization",
+            "accept",
+            "Cookie",
+        ] {
+            for scheme in [hmac, stripe] {
+                assert_eq!(field(signature_header(scheme, Some(&header(name, "")))), "signature_header.name", "{name}");
+            }
         }
         for prefix in ["sha256 =", &"p".repeat(33), "é"] {
             assert_eq!(field(signature_header(hmac, Some(&header("x-sig", prefix)))), "signature_header.prefix");

@@ -88,7 +88,7 @@ impl Worker {
                     Some(transformed) => Bytes::from(transformed.clone()),
                     None => event.envelope.clone(),
                 };
-                let signature = signer.headers(&event.id, started_at.div_euclid(1000), &body);
+                let signature = signer.headers(&event.id, started_at, &body);
                 let identity = RequestIdentity {
                     event_id: &event.id,
                     event_type: &event.event_type,

@@ -119,7 +119,7 @@ async fn request_carries_verifiable_signature_and_reserved_headers_win() {
     );
     let body = Bytes::from_static(br#"{"id":"evt_1","type":"a.b","data":{}}"#);
     let signature =
-        signing::signature_headers(SignatureScheme::Standard, &[SECRET.into()], "evt_1", 1_700_000_000, &body);
+        signing::signature_headers(SignatureScheme::Standard, &[SECRET.into()], "evt_1", 1_700_000_000_000, &body);
     let identity = RequestIdentity { event_id: "evt_1", event_type: "a.b", attempt: Some(("dlv_1", 3)) };
     let headers = request_headers(&endpoint, None, identity, signature);
 
