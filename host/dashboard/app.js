@@ -466,7 +466,11 @@ function parseSubscriptions(text) {
 }
 
 const FORM_FIELDS = { url: ['URL', 'endpoint-url'], description: ['Description', 'endpoint-description'] };
-const KEY_FIELDS = { name: ['Name', 'key-name'], scope: ['Scope', 'key-scope'] };
+const KEY_FIELDS = {
+  name: ['Name', 'key-name'],
+  scope: ['Scope', 'key-scope'],
+  allowed_networks: ['Networks', 'key-networks'],
+};
 
 // The API names fields by their JSON path (`subscriptions[2].filter`); the form has labels and lines.
 function formError(error, lines, fields = FORM_FIELDS) {
@@ -728,6 +732,7 @@ function keyRow(key) {
     el('td', {}, key.name),
     el('td', { class: 'mono whole' }, `${key.prefix}…`),
     el('td', { class: 'whole' }, key.scope),
+    el('td', { class: 'mono' }, key.allowed_networks?.length ? key.allowed_networks.join(' ') : 'anywhere'),
     el('td', { class: 'whole' }, time(key.created_at)),
     el('td', { class: 'whole' }, key.revoked_at ? time(key.revoked_at) : '—'),
     el('td', {}, revoke),
@@ -738,6 +743,8 @@ const keys = new PagedTable($('key-rows'), $('keys-more'), '/api-keys', keyRow);
 
 async function createKey() {
   const body = { name: $('key-name').value.trim(), scope: $('key-scope').value };
+  const networks = $('key-networks').value.split(/[\s,]+/).filter(Boolean);
+  if (networks.length) body.allowed_networks = networks;
   const start = here();
   let created;
   try {

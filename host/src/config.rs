@@ -152,6 +152,17 @@ pub struct ServeArgs {
     /// loopback].
     #[arg(long, env = "SWITCHYARD_ALLOWED_PRIVATE_NETWORKS", value_delimiter = ',')]
     pub allowed_private_networks: Option<Vec<String>>,
+
+    /// Where the admin key may be used from, as CIDR blocks or addresses, e.g. `10.0.0.0/8,192.0.2.7`; a request
+    /// with it from anywhere else gets 403 [default: anywhere].
+    #[arg(long, env = "SWITCHYARD_ADMIN_ALLOWED_NETWORKS", value_delimiter = ',')]
+    pub admin_allowed_networks: Option<Vec<String>>,
+
+    /// Reverse proxies in front of Switchyard, as CIDR blocks or addresses: a request from one is taken to come
+    /// from the address it names in `X-Forwarded-For`, for the keys' allowed networks [default: none, the
+    /// connection's address counts].
+    #[arg(long, env = "SWITCHYARD_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// Validated settings the server runs with.
@@ -188,6 +199,10 @@ pub struct Config {
     pub extra_root_certificates: Vec<reqwest::Certificate>,
     /// Non-public networks deliveries may go to (see [`crate::destinations`]).
     pub allowed_private_networks: Vec<ipnet::IpNet>,
+    /// Where the admin key may be used from; empty: anywhere.
+    pub admin_allowed_networks: Vec<ipnet::IpNet>,
+    /// Proxies whose `X-Forwarded-For` names the client (see [`crate::api::auth`]).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl std::fmt::Debug for Config {
@@ -217,6 +232,8 @@ impl std::fmt::Debug for Config {
             .field("plugin_limits", &self.plugin_limits)
             .field("extra_root_certificates", &self.extra_root_certificates.len())
             .field("allowed_private_networks", &self.allowed_private_networks)
+            .field("admin_allowed_networks", &self.admin_allowed_networks)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
 }
@@ -254,11 +271,22 @@ fn root_certificates(path: &Path) -> Result<Vec<reqwest::Certificate>, ConfigErr
 }
 
 /// A CIDR block, or one address as a block of its own.
-fn network(text: &str) -> Result<ipnet::IpNet, ConfigError> {
+pub fn parse_network(text: &str) -> Option<ipnet::IpNet> {
     let parsed = text.parse::<ipnet::IpNet>().or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
-    parsed.map(|network| network.trunc()).map_err(|_| {
-        bad("allowed_private_networks", format!("`{text}` is not a network such as 10.20.0.0/16 or fd00::/8"))
-    })
+    parsed.ok().map(|network| network.trunc())
+}
+
+/// The networks a setting lists. An empty variable, or a trailing comma, lists nothing rather than a network
+/// without a name.
+fn networks(setting: &'static str, texts: Option<Vec<String>>) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    let texts = texts.unwrap_or_default();
+    let listed = texts.iter().map(|text| text.trim()).filter(|text| !text.is_empty());
+    listed
+        .map(|text| {
+            parse_network(text)
+                .ok_or_else(|| bad(setting, format!("`{text}` is not a network such as 10.20.0.0/16 or fd00::/8")))
+        })
+        .collect()
 }
 
 fn bad(setting: &'static str, problem: impl Into<String>) -> ConfigError {
@@ -362,16 +390,11 @@ impl Config {
             Some(path) => root_certificates(&path)?,
             None => Vec::new(),
         };
-        let allowed_private_networks = over
-            .allowed_private_networks
-            .or(under.allowed_private_networks)
-            .unwrap_or_default()
-            .iter()
-            .map(|text| text.trim())
-            // An empty variable, or a trailing comma, lists nothing rather than a network without a name.
-            .filter(|text| !text.is_empty())
-            .map(network)
-            .collect::<Result<_, _>>()?;
+        let allowed_private_networks =
+            networks("allowed_private_networks", over.allowed_private_networks.or(under.allowed_private_networks))?;
+        let admin_allowed_networks =
+            networks("admin_allowed_networks", over.admin_allowed_networks.or(under.admin_allowed_networks))?;
+        let trusted_proxies = networks("trusted_proxies", over.trusted_proxies.or(under.trusted_proxies))?;
         let retry_schedule_ms = match over.retry_schedule.or(under.retry_schedule) {
             Some(texts) => crate::retry::parse_schedule(&texts).map_err(|(step, problem)| {
                 let step = step.map(|step| format!("delay {} ", step + 1)).unwrap_or_default();
@@ -382,6 +405,8 @@ impl Config {
         let config = Config {
             retry_schedule_ms,
             allowed_private_networks,
+            admin_allowed_networks,
+            trusted_proxies,
             plugins_dir,
             plugin_limits,
             filter_budget,
@@ -575,6 +600,24 @@ mod tests {
         let error = Config::from_layers(wrong, ServeArgs::default()).expect_err("refused");
         assert_eq!(error.setting, "allowed_private_networks");
         assert!(error.problem.contains("`10.0.0.0/33`"), "{}", error.problem);
+    }
+
+    #[test]
+    fn the_admin_keys_networks_and_trusted_proxies_are_lists_of_networks() {
+        let file: ServeArgs = toml::from_str(
+            "admin_allowed_networks = [\"10.0.0.0/8\"]\ntrusted_proxies = [\"192.0.2.1\", \"fd00::/8\"]",
+        )
+        .unwrap();
+        let config = Config::from_layers(ServeArgs::default(), file).unwrap();
+        let shown = |networks: &[ipnet::IpNet]| networks.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(shown(&config.admin_allowed_networks), ["10.0.0.0/8"]);
+        assert_eq!(shown(&config.trusted_proxies), ["192.0.2.1/32", "fd00::/8"]);
+        let defaults = Config::from_layers(ServeArgs::default(), ServeArgs::default()).unwrap();
+        assert!(defaults.admin_allowed_networks.is_empty() && defaults.trusted_proxies.is_empty());
+        let wrong = ServeArgs { trusted_proxies: Some(vec!["proxy.internal".into()]), ..Default::default() };
+        assert_eq!(Config::from_layers(wrong, ServeArgs::default()).unwrap_err().setting, "trusted_proxies");
+        let wrong = ServeArgs { admin_allowed_networks: Some(vec!["10.0.0.0/40".into()]), ..Default::default() };
+        assert_eq!(Config::from_layers(wrong, ServeArgs::default()).unwrap_err().setting, "admin_allowed_networks");
     }
 
     #[test]

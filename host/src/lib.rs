@@ -25,6 +25,7 @@ pub mod store;
 pub mod writer;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -188,7 +189,8 @@ pub async fn run(
     tracing::info!(address = %listener.local_addr()?, database = %config::redact_url(&config.database_url),
     "switchyard listening");
     let stop_on_signal = stop.clone();
-    let served = axum::serve(listener, api::router(state))
+    // The connection's address, for keys allowed only from some networks.
+    let served = axum::serve(listener, api::router(state).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: no new requests or claims; finishing deliveries in flight");

@@ -232,6 +232,8 @@ pub struct ApiKey {
     /// SHA-256 of the whole key; the key itself is never stored.
     pub key_hash: String,
     pub scope: KeyScope,
+    /// Where requests with the key may come from; empty: anywhere.
+    pub allowed_networks: Vec<ipnet::IpNet>,
     pub created_at: Millis,
     pub revoked_at: Option<Millis>,
 }

@@ -421,11 +421,13 @@ async fn api_keys_find_list_and_revoke(store: &dyn Store, _url: &str) {
         prefix: "sy_live_ab".into(),
         key_hash: hash.into(),
         scope: KeyScope::All,
+        allowed_networks: Vec::new(),
         created_at: T0,
         revoked_at: None,
     };
     let first = key(&tenant, "hash-1");
-    let second = ApiKey { scope: KeyScope::Publish, ..key(&tenant, "hash-2") };
+    let networks = vec!["203.0.113.0/24".parse().unwrap(), "2001:db8::/32".parse().unwrap()];
+    let second = ApiKey { scope: KeyScope::Publish, allowed_networks: networks, ..key(&tenant, "hash-2") };
     let foreign = ApiKey { scope: KeyScope::Read, ..key(&other, "hash-3") };
     for k in [&first, &second, &foreign] {
         store.create_api_key(k).await.unwrap();
@@ -434,7 +436,7 @@ async fn api_keys_find_list_and_revoke(store: &dyn Store, _url: &str) {
     assert!(matches!(same_hash, Err(StoreError::Conflict(_))), "{same_hash:?}");
 
     assert_eq!(store.find_api_key("hash-1").await.unwrap(), Some(first.clone()));
-    assert_eq!(store.find_api_key("hash-2").await.unwrap(), Some(second.clone()), "with its scope");
+    assert_eq!(store.find_api_key("hash-2").await.unwrap(), Some(second.clone()), "with its scope and networks");
     assert_eq!(store.find_api_key("hash-3").await.unwrap(), Some(foreign.clone()), "a read key");
     assert_eq!(store.find_api_key("hash-unknown").await.unwrap(), None);
     assert_eq!(store.list_api_keys(&tenant.id, &page(10)).await.unwrap(), vec![second.clone(), first.clone()]);
@@ -2395,6 +2397,7 @@ async fn other_tenants_see_nothing(store: &dyn Store, _url: &str) {
         prefix: "sy_".into(),
         key_hash: new_id("hash"),
         scope: KeyScope::All,
+        allowed_networks: Vec::new(),
         created_at: T0,
         revoked_at: None,
     };

@@ -303,6 +303,22 @@ try {
   await page.click('#secret-done');
   check((await page.locator('#secret-value').textContent()) === '', 'the key stays on the page');
 
+  step = 'a key limited to networks lists them, and a network that does not parse is named';
+  await page.fill('#key-name', 'office-reports');
+  await page.selectOption('#key-scope', 'read');
+  await page.fill('#key-networks', '203.0.113.0/24, office');
+  await page.click('#key-form button[type=submit]');
+  await page.locator('#error', { hasText: 'Networks: ' }).waitFor();
+  check(await page.locator('#key-networks').evaluate((box) => box === document.activeElement), 'the networks have no focus');
+  await page.fill('#key-networks', '203.0.113.0/24 2001:db8::7');
+  await page.click('#key-form button[type=submit]');
+  await page.locator('#secret-once', { hasText: 'scope read' }).waitFor();
+  await page.click('#secret-done');
+  const office = page.locator('#key-rows tr', { hasText: 'office-reports' });
+  await office.waitFor();
+  check((await office.textContent()).includes('203.0.113.0/24 2001:db8::7/128'), 'the networks are not listed');
+  check((await billing.textContent()).includes('anywhere'), 'a key without networks does not say anywhere');
+
   step = 'the key is revoked';
   page.once('dialog', (dialog) => dialog.accept());
   await billing.locator('button', { hasText: 'Revoke' }).click();

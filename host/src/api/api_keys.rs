@@ -4,14 +4,16 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::auth::{generate_key, hash_key, key_prefix, Caller, KEY_PREFIX_LEN};
+use super::auth::{generate_key, hash_key, key_prefix, networked_key_hash, Caller, KEY_PREFIX_LEN};
 use super::endpoint_view::present;
 use super::json::ApiJson;
 use super::pagination::{PageOf, Query};
 use super::{audit, validate, PathId};
+use crate::config::parse_network;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{new_id, now_millis, rfc3339, ApiKey, KeyScope};
 use crate::AppState;
@@ -28,7 +30,13 @@ struct CreateKey {
     /// and sent an unset variable would get the widest one.
     #[serde(default, deserialize_with = "present")]
     scope: Option<Option<String>>,
+    /// Where the key may be used from, as CIDR blocks or addresses; absent or empty: anywhere.
+    #[serde(default)]
+    allowed_networks: Vec<String>,
 }
+
+/// More than enough for a company's egress ranges; a longer list is a mistake, and each request checks it.
+const MAX_ALLOWED_NETWORKS: usize = 100;
 
 #[derive(Debug, Serialize)]
 pub struct KeyView {
@@ -36,6 +44,7 @@ pub struct KeyView {
     name: String,
     prefix: String,
     scope: KeyScope,
+    allowed_networks: Vec<IpNet>,
     created_at: String,
     revoked_at: Option<String>,
     /// Present only in the creation response.
@@ -50,6 +59,7 @@ impl From<ApiKey> for KeyView {
             name: k.name,
             prefix: k.prefix,
             scope: k.scope,
+            allowed_networks: k.allowed_networks,
             created_at: rfc3339(k.created_at),
             revoked_at: k.revoked_at.map(rfc3339),
             key: None,
@@ -73,23 +83,50 @@ async fn create(
         }
         Some(Some(text)) => text.parse().map_err(|message: String| ApiError::invalid("scope", message))?,
     };
+    let allowed_networks = allowed_networks(&body.allowed_networks)?;
     let text = generate_key(key_prefix(scope));
+    let key_hash = match allowed_networks.is_empty() {
+        true => hash_key(&text),
+        false => networked_key_hash(&hash_key(&text)),
+    };
     let key = ApiKey {
         id: new_id("key"),
         tenant_id: caller.tenant_id.clone(),
         name: body.name,
         prefix: text.chars().take(KEY_PREFIX_LEN).collect(),
-        key_hash: hash_key(&text),
+        key_hash,
         scope,
+        allowed_networks,
         created_at: now_millis(),
         revoked_at: None,
     };
     state.store.create_api_key(&key).await?;
-    let details = json!({ "name": key.name, "prefix": key.prefix, "scope": key.scope });
+    let details =
+        json!({ "name": key.name, "prefix": key.prefix, "scope": key.scope, "allowed_networks": key.allowed_networks });
     audit::record(&state, &caller, "api_key.created", "api_key", &key.id, details).await;
     let mut view = KeyView::from(key);
     view.key = Some(text);
     Ok((StatusCode::CREATED, Json(view)))
+}
+
+fn allowed_networks(texts: &[String]) -> ApiResult<Vec<IpNet>> {
+    let field = "allowed_networks";
+    if texts.len() > MAX_ALLOWED_NETWORKS {
+        return Err(ApiError::invalid(field, format!("at most {MAX_ALLOWED_NETWORKS} networks are allowed")));
+    }
+    let mut networks: Vec<IpNet> = Vec::with_capacity(texts.len());
+    for text in texts {
+        let network = parse_network(text.trim()).ok_or_else(|| {
+            ApiError::invalid(
+                field,
+                format!("`{text}` is not a network such as 203.0.113.0/24, 2001:db8::/32 or 192.0.2.7"),
+            )
+        })?;
+        if !networks.contains(&network) {
+            networks.push(network);
+        }
+    }
+    Ok(networks)
 }
 
 async fn list(State(state): State<AppState>, caller: Caller, mut query: Query) -> ApiResult<Json<PageOf<KeyView>>> {

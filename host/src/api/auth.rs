@@ -10,17 +10,19 @@
 //! this process's cache at once (other nodes sharing a PostgreSQL database stop accepting the key within
 //! [`KEY_CACHE_TTL`]).
 
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use ipnet::IpNet;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -29,6 +31,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::model::{ApiKey, KeyScope};
 use crate::AppState;
 
+/// Where a trusted proxy says whom it forwards for.
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
 /// The header through which the admin key says which tenant it acts for.
 pub const TENANT_HEADER: &str = "Switchyard-Tenant";
 /// What an admin action is recorded as in the audit log.
@@ -80,7 +84,11 @@ impl AuthCache {
             return Ok(Some(key));
         }
         let read_at = self.revocations.load(Ordering::Acquire);
-        let found = state.store.find_api_key(&hash).await?.filter(|key| key.revoked_at.is_none());
+        let found = match state.store.find_api_key(&hash).await? {
+            Some(key) => Some(key),
+            None => state.store.find_api_key(&networked_key_hash(&hash)).await?,
+        };
+        let found = found.filter(|key| key.revoked_at.is_none());
         if let Some(key) = &found {
             self.remember(hash, key.clone(), read_at);
         }
@@ -152,6 +160,55 @@ pub fn hash_key(key: &str) -> String {
     hex::encode(hash.finalize())
 }
 
+/// What a key with allowed networks is stored under: its [`hash_key`], labelled again. A node of a version that
+/// does not read `allowed_networks` looks the plain hash up, finds nothing and refuses the key, rather than
+/// accepting it from anywhere.
+pub fn networked_key_hash(plain_hash: &str) -> String {
+    let mut hash = Sha256::new();
+    hash.update(b"switchyard key with allowed networks\0");
+    hash.update(plain_hash.as_bytes());
+    hex::encode(hash.finalize())
+}
+
+/// The address a request comes from: the connection's, or, when that is a trusted proxy (`trusted_proxies`), the
+/// nearest address in `X-Forwarded-For` that is not one (each proxy appends the address it heard from, so the
+/// entries to the left of the last untrusted one are whatever the client chose to send). None when it cannot be
+/// told: no connection address (a request not from the listener), or an entry that is not an address.
+fn client_address(parts: &Parts, trusted_proxies: &[IpNet]) -> Option<IpAddr> {
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip().to_canonical();
+    let trusted = |address: &IpAddr| trusted_proxies.iter().any(|network| network.contains(address));
+    let mut client = peer;
+    if !trusted(&client) {
+        return Some(client);
+    }
+    for value in parts.headers.get_all(X_FORWARDED_FOR).iter().rev() {
+        for hop in value.to_str().ok()?.split(',').rev() {
+            let hop = hop.trim();
+            let address = hop.parse::<IpAddr>().or_else(|_| hop.parse::<SocketAddr>().map(|a| a.ip())).ok()?;
+            client = address.to_canonical();
+            if !trusted(&client) {
+                return Some(client);
+            }
+        }
+    }
+    // Every hop is a proxy of ours: the farthest one is where the request entered.
+    Some(client)
+}
+
+/// Refuses a request from outside `networks` (empty: from anywhere) with a `403` that names its address.
+fn check_networks(networks: &[IpNet], parts: &Parts, state: &AppState, whose: &str) -> ApiResult<()> {
+    if networks.is_empty() {
+        return Ok(());
+    }
+    match client_address(parts, &state.config.trusted_proxies) {
+        Some(address) if networks.iter().any(|network| network.contains(&address)) => Ok(()),
+        Some(address) => Err(ApiError::Forbidden(format!("{whose} may not be used from {address}"))),
+        None => Err(ApiError::Forbidden(format!(
+            "{whose} may only be used from its allowed networks, and this request's address cannot be told"
+        ))),
+    }
+}
+
 /// A new key: `<prefix>_` followed by 32 random bytes in unpadded base64url, so it survives URLs, shells and
 /// config files unquoted.
 pub fn generate_key(prefix: &str) -> String {
@@ -183,10 +240,14 @@ async fn authenticate(parts: &Parts, state: &AppState) -> ApiResult<Principal> {
     let hash = hash_key(token);
     // Constant time: the admin key must not be guessable byte by byte from response timings.
     if bool::from(hash.as_bytes().ct_eq(state.admin_key_hash.as_bytes())) {
+        check_networks(&state.config.admin_allowed_networks, parts, state, "the admin key")?;
         return Ok(Principal::Admin);
     }
     match state.auth_cache.find_key(state, hash).await? {
-        Some(key) => Ok(Principal::Tenant(key)),
+        Some(key) => {
+            check_networks(&key.allowed_networks, parts, state, "this key")?;
+            Ok(Principal::Tenant(key))
+        }
         None => Err(ApiError::Unauthorized),
     }
 }
@@ -345,6 +406,7 @@ mod tests {
             prefix: "sy_abcdefg".into(),
             key_hash: "h".into(),
             scope: KeyScope::All,
+            allowed_networks: Vec::new(),
             created_at: 0,
             revoked_at: None,
         };
@@ -405,6 +467,48 @@ mod tests {
         assert_ne!(generate_key("sy"), key);
         assert!(generate_key("sy_admin").starts_with("sy_admin_"));
         assert!(key.len() > KEY_PREFIX_LEN);
+    }
+
+    fn request_from(peer: &str, forwarded_for: &[&str]) -> Parts {
+        let mut request = axum::http::Request::builder();
+        for value in forwarded_for {
+            request = request.header(X_FORWARDED_FOR, *value);
+        }
+        let (mut parts, ()) = request.body(()).unwrap().into_parts();
+        parts.extensions.insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        parts
+    }
+
+    #[test]
+    fn the_client_is_the_nearest_address_no_trusted_proxy_holds() {
+        let proxies: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()];
+        let client = |peer: &str, forwarded_for: &[&str]| {
+            client_address(&request_from(peer, forwarded_for), &proxies).map(|address| address.to_string())
+        };
+        let client = |peer, forwarded_for| client(peer, forwarded_for).unwrap_or_else(|| "unknown".into());
+        // Not from a proxy: the header is the client's own say, and ignored.
+        assert_eq!(client("198.51.100.7:5000", &["203.0.113.9"]), "198.51.100.7");
+        // From a proxy: the last entry it did not add itself, past any proxy of ours.
+        assert_eq!(client("10.0.0.2:5000", &["203.0.113.9"]), "203.0.113.9");
+        assert_eq!(client("10.0.0.2:5000", &["192.0.2.66, 203.0.113.9, 10.1.1.1"]), "203.0.113.9");
+        assert_eq!(client("10.0.0.2:5000", &["192.0.2.66, 203.0.113.9", "10.1.1.1"]), "203.0.113.9");
+        assert_eq!(client("10.0.0.2:5000", &["[2001:db8::5]:443", "10.1.1.1:80"]), "2001:db8::5");
+        assert_eq!(client("[::ffff:10.0.0.2]:5000", &["::ffff:203.0.113.9"]), "203.0.113.9");
+        // Only proxies: the farthest; none named: the proxy itself.
+        assert_eq!(client("10.0.0.2:5000", &["10.3.3.3, 10.1.1.1"]), "10.3.3.3");
+        assert_eq!(client("[fd00::2]:5000", &[]), "fd00::2");
+        // What cannot be read makes the address unknown, not the proxy's.
+        assert_eq!(client("10.0.0.2:5000", &["203.0.113.9, unknown"]), "unknown");
+        assert_eq!(client_address(&axum::http::Request::new(()).into_parts().0, &proxies), None);
+    }
+
+    #[test]
+    fn a_key_with_networks_is_stored_under_a_hash_older_versions_do_not_look_up() {
+        let key = generate_key(key_prefix(KeyScope::Publish));
+        let plain = hash_key(&key);
+        assert_ne!(networked_key_hash(&plain), plain);
+        assert_eq!(networked_key_hash(&plain), networked_key_hash(&hash_key(&key)));
+        assert_ne!(networked_key_hash(&plain), networked_key_hash(&hash_key(&generate_key("sy"))));
     }
 
     fn with_auth(value: &str) -> HeaderMap {

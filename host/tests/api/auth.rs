@@ -196,6 +196,89 @@ async fn a_publish_key_only_publishes() {
     alice.post("/api/v1/api-keys", json!({ "name": "x", "scope": null })).await.expect_invalid("scope");
 }
 
+/// A key may be limited to the networks a service runs in: from anywhere else it is refused with a `403` that
+/// says from where, whatever its scope. The tests' requests come from 127.0.0.1.
+#[tokio::test]
+async fn a_key_with_allowed_networks_is_refused_from_anywhere_else() {
+    let server = TestServer::start().await;
+    let alice = server.tenant("Alice").await;
+    let body = json!({ "name": "office", "allowed_networks": ["203.0.113.0/24", "2001:db8::1"] });
+    let elsewhere = alice.post("/api/v1/api-keys", body).await.expect_status(201);
+    assert_eq!(elsewhere.json["allowed_networks"], json!(["203.0.113.0/24", "2001:db8::1/128"]), "{}", elsewhere.text);
+    let refused = alice.with_key(&elsewhere.str("key")).get("/api/v1/endpoints").await;
+    refused.expect_error(403, "forbidden", None);
+    assert!(refused.text.contains("may not be used from 127.0.0.1"), "{}", refused.text);
+    let publisher = json!({ "name": "checkout", "scope": "publish", "allowed_networks": ["198.51.100.0/24"] });
+    let publisher = alice.post("/api/v1/api-keys", publisher).await.expect_status(201);
+    let event = json!({ "type": "order.paid", "data": {} });
+    alice.with_key(&publisher.str("key")).post("/api/v1/events", event.clone()).await.expect_error(
+        403,
+        "forbidden",
+        None,
+    );
+
+    let here = alice.post("/api/v1/api-keys", json!({ "name": "ci", "allowed_networks": ["127.0.0.0/8"] })).await;
+    let here = alice.with_key(&here.expect_status(201).str("key"));
+    here.get("/api/v1/endpoints").await.expect_status(200);
+    here.post("/api/v1/events", event).await.expect_status(202);
+    // A key is listed with its networks, and one made without any may be used from anywhere.
+    let listed = alice.get("/api/v1/api-keys").await.expect_status(200);
+    let networks: Vec<&Value> =
+        listed.json["data"].as_array().unwrap().iter().map(|k| &k["allowed_networks"]).collect();
+    assert!(networks.contains(&&json!(["127.0.0.0/8"])) && networks.contains(&&json!([])), "{}", listed.text);
+    let audit = alice.get("/api/v1/audit-log?action=api_key.created").await.expect_status(200);
+    assert!(audit.text.contains("198.51.100.0/24"), "{}", audit.text);
+
+    for bad in [json!(["10.0.0.0/33"]), json!(["office"]), json!("10.0.0.0/8"), json!(vec!["10.0.0.1"; 101])] {
+        let body = json!({ "name": "x", "allowed_networks": bad });
+        alice.post("/api/v1/api-keys", body).await.expect_invalid("allowed_networks");
+    }
+}
+
+/// Behind a trusted proxy the client is the address the proxy names in `X-Forwarded-For`, for tenant keys and for
+/// the admin key's own `admin_allowed_networks`; a client not behind it cannot name itself another address.
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_address_is_checked() {
+    let server = TestServer::start_with(|config| {
+        config.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        config.admin_allowed_networks = vec!["192.0.2.0/24".parse().unwrap()];
+    })
+    .await;
+    let admin = server.admin();
+    let from = |client: &Client, address: &str| {
+        client.request(Method::GET, "/api/v1/tenants").header("x-forwarded-for", address)
+    };
+    admin.send(admin.request(Method::GET, "/api/v1/tenants")).await.expect_error(403, "forbidden", None);
+    let refused = admin.send(from(&admin, "203.0.113.9")).await;
+    refused.expect_error(403, "forbidden", None);
+    assert!(refused.text.contains("the admin key may not be used from 203.0.113.9"), "{}", refused.text);
+    admin.send(from(&admin, "192.0.2.10")).await.expect_status(200);
+    // A client's own entries come before the proxy's: the proxy's last one counts.
+    admin.send(from(&admin, "192.0.2.10, 203.0.113.9")).await.expect_error(403, "forbidden", None);
+    admin.send(from(&admin, "not an address")).await.expect_error(403, "forbidden", None);
+
+    let tenant = admin
+        .send(
+            admin
+                .request(Method::POST, "/api/v1/tenants")
+                .header("x-forwarded-for", "192.0.2.10")
+                .json(&json!({ "name": "Alice" })),
+        )
+        .await;
+    let alice_id = tenant.expect_status(201).str("id");
+    let body = json!({ "name": "office", "allowed_networks": ["203.0.113.0/24"] });
+    let create = admin
+        .request(Method::POST, "/api/v1/api-keys")
+        .header("x-forwarded-for", "192.0.2.10")
+        .header("Switchyard-Tenant", &alice_id)
+        .json(&body);
+    let office = server.anonymous().with_key(&admin.send(create).await.expect_status(201).str("key"));
+    let endpoints = |address: &str| office.request(Method::GET, "/api/v1/endpoints").header("x-forwarded-for", address);
+    office.send(endpoints("203.0.113.77")).await.expect_status(200);
+    office.send(endpoints("198.51.100.1")).await.expect_error(403, "forbidden", None);
+    office.send(office.request(Method::GET, "/api/v1/endpoints")).await.expect_error(403, "forbidden", None);
+}
+
 /// Every tenant and admin route but publishing, each with a body a full key could send. Looks up a delivery of
 /// `event_id` with `owner`.
 async fn tenant_routes(

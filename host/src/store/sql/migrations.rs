@@ -38,6 +38,7 @@ const SQLITE: &[EmbeddedMigration] = &[
     (14, "tenant rate limit", include_str!("../../../../migrations/sqlite/0014_tenant_rate_limit.sql")),
     (15, "read keys", include_str!("../../../../migrations/sqlite/0015_read_keys.sql")),
     (16, "hmac signature", include_str!("../../../../migrations/sqlite/0016_hmac_signature.sql")),
+    (17, "key networks", include_str!("../../../../migrations/sqlite/0017_key_networks.sql")),
 ];
 const POSTGRES: &[EmbeddedMigration] = &[
     (1, "core", include_str!("../../../../migrations/postgres/0001_core.sql")),
@@ -60,6 +61,7 @@ const POSTGRES: &[EmbeddedMigration] = &[
     (14, "tenant rate limit", include_str!("../../../../migrations/postgres/0014_tenant_rate_limit.sql")),
     (15, "read keys", include_str!("../../../../migrations/postgres/0015_read_keys.sql")),
     (16, "hmac signature", include_str!("../../../../migrations/postgres/0016_hmac_signature.sql")),
+    (17, "key networks", include_str!("../../../../migrations/postgres/0017_key_networks.sql")),
 ];
 
 #[derive(Debug)]
@@ -185,6 +187,7 @@ mod tests {
             (KeyScope::All, Some(4), "hash-gone")
         );
         assert_eq!(page.len(), 2);
+        assert!(page.iter().all(|key| key.allowed_networks.is_empty()), "keys made before are usable from anywhere");
     }
 
     #[test]

@@ -16,7 +16,8 @@ use crate::model::{
 use crate::store::{StatusBefore, StoreError, StoreResult};
 
 pub(super) const TENANT_COLUMNS: &str = "id, name, rate_limit, created_at";
-pub(super) const API_KEY_COLUMNS: &str = "id, tenant_id, name, prefix, key_hash, scope, created_at, revoked_at";
+pub(super) const API_KEY_COLUMNS: &str =
+    "id, tenant_id, name, prefix, key_hash, scope, created_at, revoked_at, allowed_networks";
 pub(super) const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, status, status_reason, timeout_ms, \
     headers, retry_schedule_ms, max_attempts, signature_scheme, metadata, plugins, rate_limit, created_at, updated_at, \
     signature_header";
@@ -55,6 +56,10 @@ pub(super) fn api_key(row: &AnyRow) -> StoreResult<ApiKey> {
         prefix: row.try_get("prefix")?,
         key_hash: row.try_get("key_hash")?,
         scope: parse(row, "scope")?,
+        allowed_networks: match row.try_get::<Option<String>, _>("allowed_networks")? {
+            Some(text) => from_json::<Vec<ipnet::IpNet>>("allowed_networks", &text)?,
+            None => Vec::new(),
+        },
         created_at: row.try_get("created_at")?,
         revoked_at: row.try_get("revoked_at")?,
     })

@@ -3,7 +3,7 @@
 use sqlx::{AnyConnection, AnyPool, Row};
 
 use super::query::{conflict_on_unique, Order, SqlBuilder};
-use super::rows::{self, API_KEY_COLUMNS, TENANT_COLUMNS};
+use super::rows::{self, to_json, API_KEY_COLUMNS, TENANT_COLUMNS};
 use crate::model::{ApiKey, Millis, Tenant};
 use crate::store::{Page, StoreResult};
 
@@ -58,7 +58,9 @@ pub(super) async fn list_tenants(pool: &AnyPool, page: &Page) -> StoreResult<Vec
 }
 
 pub(super) async fn create_api_key(connection: &mut AnyConnection, key: &ApiKey) -> StoreResult<()> {
-    sqlx::query(&format!("INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
+    let networks =
+        (!key.allowed_networks.is_empty()).then(|| to_json("allowed_networks", &key.allowed_networks)).transpose()?;
+    sqlx::query(&format!("INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"))
         .bind(&key.id)
         .bind(&key.tenant_id)
         .bind(&key.name)
@@ -67,6 +69,7 @@ pub(super) async fn create_api_key(connection: &mut AnyConnection, key: &ApiKey)
         .bind(key.scope.as_str())
         .bind(key.created_at)
         .bind(key.revoked_at)
+        .bind(networks)
         .execute(&mut *connection)
         .await
         .map_err(conflict_on_unique(|| format!("API key `{}` or a key with the same hash already exists", key.id)))?;
