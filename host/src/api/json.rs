@@ -113,7 +113,16 @@ pub fn parse_slice<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
         return Err(ApiError::Invalid { field: None, message: "the body must be a JSON object".into() });
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(path_error)?;
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        // serde_json reports a value of the wrong type for an enum (`"signature_scheme": 1`) as a syntax error,
+        // "expected value"; in a document that parses, it is the field's fault, not the JSON's.
+        let parses = || serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok();
+        if err.inner().is_syntax() && err.path().to_string() != "." && parses() {
+            ApiError::Invalid { field: Some(err.path().to_string()), message: "has the wrong type".into() }
+        } else {
+            path_error(err)
+        }
+    })?;
     de.end().map_err(|e| ApiError::Invalid { field: None, message: format!("malformed JSON: {e}") })?;
     Ok(value)
 }
@@ -163,10 +172,20 @@ mod tests {
     }
 
     #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    #[allow(dead_code)]
+    enum Mode {
+        Fast,
+        Slow,
+    }
+
+    #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     #[allow(dead_code)]
     struct Doc {
         url: String,
+        #[serde(default)]
+        mode: Option<Mode>,
         #[serde(default)]
         subscriptions: Vec<Item>,
         #[serde(default)]
@@ -189,6 +208,12 @@ mod tests {
         assert!(!message.contains("line"), "{message}");
         assert_eq!(error_of(r#"{"url":"u","headers":{"X-A":1}}"#).0.as_deref(), Some("headers.X-A"));
         assert_eq!(error_of(r#"{"url":7}"#).0.as_deref(), Some("url"));
+        // serde_json calls these syntax errors; the document parses, so they are the field's.
+        for mode in ["1", "true", "[]", "1.5"] {
+            let json = format!(r#"{{"url":"u","mode":{mode}}}"#);
+            assert_eq!(error_of(&json), (Some("mode".to_string()), "has the wrong type".to_string()), "{json}");
+        }
+        assert_eq!(error_of(r#"{"url":"u","mode":"medium"}"#).0.as_deref(), Some("mode"));
     }
 
     #[test]
