@@ -270,10 +270,17 @@ fn root_certificates(path: &Path) -> Result<Vec<reqwest::Certificate>, ConfigErr
     Ok(certificates)
 }
 
-/// A CIDR block, or one address as a block of its own.
+/// A CIDR block, or one address as a block of its own. An IPv4-mapped IPv6 block (`::ffff:10.0.0.0/104`) is its
+/// IPv4 block: addresses are compared in their IPv4 form, which the mapped one would never match.
 pub fn parse_network(text: &str) -> Option<ipnet::IpNet> {
     let parsed = text.parse::<ipnet::IpNet>().or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
-    parsed.ok().map(|network| network.trunc())
+    let network = parsed.ok()?.trunc();
+    if let ipnet::IpNet::V6(v6) = network {
+        if let (Some(v4), Some(prefix)) = (v6.addr().to_ipv4_mapped(), v6.prefix_len().checked_sub(96)) {
+            return ipnet::Ipv4Net::new(v4, prefix).ok().map(ipnet::IpNet::V4);
+        }
+    }
+    Some(network)
 }
 
 /// The networks a setting lists. An empty variable, or a trailing comma, lists nothing rather than a network
@@ -616,6 +623,13 @@ mod tests {
         assert!(defaults.admin_allowed_networks.is_empty() && defaults.trusted_proxies.is_empty());
         let wrong = ServeArgs { trusted_proxies: Some(vec!["proxy.internal".into()]), ..Default::default() };
         assert_eq!(Config::from_layers(wrong, ServeArgs::default()).unwrap_err().setting, "trusted_proxies");
+        // Addresses are compared in their IPv4 form, so a mapped block is its IPv4 block.
+        let mapped = |text: &str| parse_network(text).map(|network| network.to_string());
+        assert_eq!(mapped("::ffff:10.1.1.1").as_deref(), Some("10.1.1.1/32"));
+        assert_eq!(mapped("::ffff:10.0.0.0/104").as_deref(), Some("10.0.0.0/8"));
+        assert_eq!(mapped("::ffff:0:0/96").as_deref(), Some("0.0.0.0/0"));
+        assert_eq!(mapped("::/0").as_deref(), Some("::/0"));
+        assert_eq!(mapped("2001:db8::1").as_deref(), Some("2001:db8::1/128"));
         let wrong = ServeArgs { admin_allowed_networks: Some(vec!["10.0.0.0/40".into()]), ..Default::default() };
         assert_eq!(Config::from_layers(wrong, ServeArgs::default()).unwrap_err().setting, "admin_allowed_networks");
     }

@@ -84,6 +84,7 @@ async fn create(
         Some(Some(text)) => text.parse().map_err(|message: String| ApiError::invalid("scope", message))?,
     };
     let allowed_networks = allowed_networks(&body.allowed_networks)?;
+    within_callers_networks(&caller, &allowed_networks)?;
     let text = generate_key(key_prefix(scope));
     let key_hash = match allowed_networks.is_empty() {
         true => hash_key(&text),
@@ -109,6 +110,23 @@ async fn create(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
+/// A key limited to networks makes keys limited to them too, or whoever took it inside once would make one that
+/// works from anywhere.
+fn within_callers_networks(caller: &Caller, networks: &[IpNet]) -> ApiResult<()> {
+    if caller.allowed_networks.is_empty() {
+        return Ok(());
+    }
+    let within = |network: &IpNet| caller.allowed_networks.iter().any(|own| own.contains(network));
+    if networks.is_empty() || !networks.iter().all(within) {
+        let own: Vec<String> = caller.allowed_networks.iter().map(ToString::to_string).collect();
+        return Err(ApiError::invalid(
+            "allowed_networks",
+            format!("the key making this one is limited to {}: list networks within them", own.join(", ")),
+        ));
+    }
+    Ok(())
+}
+
 fn allowed_networks(texts: &[String]) -> ApiResult<Vec<IpNet>> {
     let field = "allowed_networks";
     if texts.len() > MAX_ALLOWED_NETWORKS {
@@ -117,9 +135,12 @@ fn allowed_networks(texts: &[String]) -> ApiResult<Vec<IpNet>> {
     let mut networks: Vec<IpNet> = Vec::with_capacity(texts.len());
     for text in texts {
         let network = parse_network(text.trim()).ok_or_else(|| {
+            // Not repeated whole: it may be any size.
+            let shown: String = text.chars().take(50).collect();
+            let cut = if shown.len() < text.len() { "…" } else { "" };
             ApiError::invalid(
                 field,
-                format!("`{text}` is not a network such as 203.0.113.0/24, 2001:db8::/32 or 192.0.2.7"),
+                format!("`{shown}{cut}` is not a network such as 203.0.113.0/24, 2001:db8::/32 or 192.0.2.7"),
             )
         })?;
         if !networks.contains(&network) {

@@ -290,6 +290,8 @@ pub struct Caller {
     pub tenant_id: String,
     /// `admin` or the id of the tenant key used.
     pub actor: String,
+    /// The networks the key used is limited to; empty for the admin key and keys usable from anywhere.
+    pub allowed_networks: Vec<IpNet>,
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -344,7 +346,7 @@ async fn caller(principal: Principal, parts: &Parts, state: &AppState, needed: K
             if !state.auth_cache.tenant_exists(state, tenant_id).await? {
                 return Err(ApiError::NotFound("tenant"));
             }
-            Ok(Caller { tenant_id: tenant_id.to_string(), actor: ADMIN_ACTOR.to_string() })
+            Ok(Caller { tenant_id: tenant_id.to_string(), actor: ADMIN_ACTOR.to_string(), allowed_networks: Vec::new() })
         }
         // A tenant key naming another tenant learns nothing about whether that tenant exists.
         Principal::Tenant(key) if named.is_some_and(|t| t != key.tenant_id) => Err(ApiError::NotFound("tenant")),
@@ -360,7 +362,7 @@ async fn caller(principal: Principal, parts: &Parts, state: &AppState, needed: K
                 .tenant_limits
                 .check(&key.tenant_id, own_limit)
                 .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
-            Ok(Caller { tenant_id: key.tenant_id, actor: key.id })
+            Ok(Caller { tenant_id: key.tenant_id, actor: key.id, allowed_networks: key.allowed_networks })
         }
     }
 }

@@ -390,7 +390,7 @@ mod tests {
     use crate::api::json::parse_slice;
 
     fn caller() -> Caller {
-        Caller { tenant_id: "ten_1".into(), actor: "admin".into() }
+        Caller { tenant_id: "ten_1".into(), actor: "admin".into(), allowed_networks: Vec::new() }
     }
 
     fn field_of(err: ApiError) -> Option<String> {

@@ -221,6 +221,16 @@ async fn a_key_with_allowed_networks_is_refused_from_anywhere_else() {
     let here = alice.with_key(&here.expect_status(201).str("key"));
     here.get("/api/v1/endpoints").await.expect_status(200);
     here.post("/api/v1/events", event).await.expect_status(202);
+    // It makes keys only within its own networks, or a key taken inside once would make one usable anywhere.
+    for wider in [json!([]), json!(["10.0.0.0/8"]), json!(["127.0.0.0/7"]), json!(["127.0.0.1", "0.0.0.0/0"])] {
+        let body = json!({ "name": "wider", "allowed_networks": wider });
+        here.post("/api/v1/api-keys", body).await.expect_invalid("allowed_networks");
+    }
+    // An IPv4-mapped entry is its IPv4 network, which the client's address is compared with.
+    let mapped = json!({ "name": "narrower", "allowed_networks": ["::ffff:127.0.0.1"] });
+    let narrower = here.post("/api/v1/api-keys", mapped).await.expect_status(201);
+    assert_eq!(narrower.json["allowed_networks"], json!(["127.0.0.1/32"]));
+    alice.with_key(&narrower.str("key")).get("/api/v1/endpoints").await.expect_status(200);
     // A key is listed with its networks, and one made without any may be used from anywhere.
     let listed = alice.get("/api/v1/api-keys").await.expect_status(200);
     let networks: Vec<&Value> =
@@ -233,6 +243,10 @@ async fn a_key_with_allowed_networks_is_refused_from_anywhere_else() {
         let body = json!({ "name": "x", "allowed_networks": bad });
         alice.post("/api/v1/api-keys", body).await.expect_invalid("allowed_networks");
     }
+    let huge = json!({ "name": "x", "allowed_networks": ["1".repeat(100_000)] });
+    let refused = alice.post("/api/v1/api-keys", huge).await;
+    refused.expect_invalid("allowed_networks");
+    assert!(refused.text.len() < 300, "the entry is not repeated whole: {} bytes", refused.text.len());
 }
 
 /// Behind a trusted proxy the client is the address the proxy names in `X-Forwarded-For`, for tenant keys and for
