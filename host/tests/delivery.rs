@@ -1331,7 +1331,7 @@ async fn the_hmac_scheme_signs_the_body_where_the_receiver_reads_it() {
                 "signature_scheme": "hmac",
                 "signature_header": { "name": "X-Hub-Signature-256", "prefix": "sha256=" },
                 "secret": github_secret,
-                "headers": { "x-hub-signature-256": "sha256=forged" },
+                "headers": { "x-team": "billing" },
             })),
             201,
         )
@@ -1342,9 +1342,25 @@ async fn the_hmac_scheme_signs_the_body_where_the_receiver_reads_it() {
     let shown = api.endpoint(&github_id).await;
     assert_eq!(shown["signature_header"], json!({ "name": "X-Hub-Signature-256", "prefix": "sha256=" }), "{shown}");
 
+    // A custom header by the signature's name would never be sent: refused, on create and on change.
+    let clash = json!({
+        "url": github_style.url("/other"),
+        "signature_scheme": "hmac",
+        "signature_header": { "name": "X-Hub-Signature-256", "prefix": "sha256=" },
+        "headers": { "x-hub-signature-256": "sha256=forged" },
+    });
+    let refused = api.expect(Method::POST, "/api/v1/endpoints", Some(clash), 400).await;
+    assert_eq!(refused["error"]["field"], "headers.x-hub-signature-256", "{refused}");
+    let forged = json!({ "headers": { "X-Hub-Signature-256": "sha256=forged" } });
+    let refused = api.expect(Method::PATCH, &format!("/api/v1/endpoints/{github_id}"), Some(forged), 400).await;
+    assert_eq!(refused["error"]["field"], "headers.X-Hub-Signature-256", "{refused}");
+    let plain_clash =
+        json!({ "url": plain.url("/x"), "signature_scheme": "hmac", "headers": { "X-Webhook-Signature": "x" } });
+    api.expect(Method::POST, "/api/v1/endpoints", Some(plain_clash), 400).await;
+
     publish(&api, "invoice.paid", json!({ "amount": 27 })).await;
     let request = &github_style.wait_for_requests(1, WAIT).await[0];
-    // Repeated headers would be joined: the value is ours alone, not the custom header's beside it.
+    assert_eq!(request.header("x-team"), Some("billing"));
     let expected = format!("sha256={}", body_hmac(github_secret, &request.body));
     assert_eq!(request.header("x-hub-signature-256"), Some(expected.as_str()));
     assert_eq!(request.header("webhook-signature"), None, "no Standard Webhooks signature beside it");

@@ -82,6 +82,7 @@ async fn create(
     validate::plugin_bindings(&plugins, &state.plugins)?;
     let signature_scheme = body.signature_scheme.unwrap_or(SignatureScheme::Standard);
     validate::signature_header(signature_scheme, body.signature_header.as_ref())?;
+    validate::headers_beside_signature(signature_scheme, body.signature_header.as_ref(), &headers)?;
     let provided = body.secret.map(|secret| secret.validated("secret", signature_scheme)).transpose()?;
 
     let now = now_millis();
@@ -204,8 +205,15 @@ async fn update(
         validate::signature_header(endpoint.signature_scheme, header.as_ref())?;
         endpoint.signature_header = header;
         changed.push("signature_header");
-    } else if scheme_changed {
-        endpoint.signature_header = None;
+    } else if scheme_changed && endpoint.signature_header.take().is_some() {
+        changed.push("signature_header");
+    }
+    if changed.iter().any(|field| ["headers", "signature_scheme", "signature_header"].contains(field)) {
+        validate::headers_beside_signature(
+            endpoint.signature_scheme,
+            endpoint.signature_header.as_ref(),
+            &endpoint.headers,
+        )?;
     }
     if let Some(metadata) = not_null::<BTreeMap<_, _>>("metadata", body.metadata)? {
         validate::metadata(&metadata)?;

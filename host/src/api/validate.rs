@@ -94,8 +94,7 @@ pub fn signature_header(scheme: SignatureScheme, header: Option<&SignatureHeader
     if is_reserved_header(&header.name) {
         return Err(ApiError::invalid(field, "is a header Switchyard sets itself or one that frames the request"));
     }
-    // The signature would replace the receiver's credentials or what it answers in.
-    if ["authorization", "cookie", "accept", "accept-encoding"].iter().any(|n| header.name.eq_ignore_ascii_case(n)) {
+    if HTTP_MEANINGS.iter().any(|name| header.name.eq_ignore_ascii_case(name)) {
         return Err(ApiError::invalid(field, "is a header the request needs for itself; name one of your own"));
     }
     let prefix = "signature_header.prefix";
@@ -115,6 +114,57 @@ pub fn signature_header(scheme: SignatureScheme, header: Option<&SignatureHeader
         return Err(ApiError::invalid(prefix, "must be at most 32 visible ASCII characters (no spaces)"));
     }
     Ok(())
+}
+
+/// Headers HTTP, proxies or the receiver's framework give a meaning of their own: a signature in one would replace
+/// the receiver's credentials, change how the body or the answer is read, or pose as the client's address.
+const HTTP_MEANINGS: &[&str] = &[
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "content-encoding",
+    "content-language",
+    "content-location",
+    "content-range",
+    "range",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "if-range",
+    "cache-control",
+    "pragma",
+    "date",
+    "origin",
+    "referer",
+    "forwarded",
+    "via",
+    "max-forwards",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "x-http-method-override",
+];
+
+/// A custom header by the name the signature goes in would be dropped at every delivery, the signature taking its
+/// place: refused, rather than stored and silently never sent.
+pub fn headers_beside_signature(
+    scheme: SignatureScheme,
+    header: Option<&SignatureHeader>,
+    headers: &BTreeMap<String, String>,
+) -> ApiResult<()> {
+    let Some(signature) = header.cloned().or_else(|| SignatureHeader::default_for(scheme)) else { return Ok(()) };
+    match headers.keys().find(|name| name.eq_ignore_ascii_case(&signature.name)) {
+        Some(name) => Err(ApiError::invalid(
+            format!("headers.{name}"),
+            "is the header the signature goes in (signature_header); a value of your own would never be sent",
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Custom headers sent with every delivery to the endpoint.
