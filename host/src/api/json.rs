@@ -116,9 +116,12 @@ pub fn parse_slice<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         // serde_json reports a value of the wrong type for an enum (`"signature_scheme": 1`) as a syntax error,
         // "expected value"; in a document that parses, it is the field's fault, not the JSON's.
-        let parses = || serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok();
-        if err.inner().is_syntax() && err.path().to_string() != "." && parses() {
-            ApiError::Invalid { field: Some(err.path().to_string()), message: "has the wrong type".into() }
+        // (serde_json skips an ignored string without checking its UTF-8, so that is checked too.)
+        let parses =
+            || std::str::from_utf8(bytes).is_ok() && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok();
+        let path = err.path().to_string();
+        if err.inner().is_syntax() && path != "." && !path.contains('?') && parses() {
+            ApiError::Invalid { field: Some(path), message: "has the wrong type".into() }
         } else {
             path_error(err)
         }
@@ -214,6 +217,14 @@ mod tests {
             assert_eq!(error_of(&json), (Some("mode".to_string()), "has the wrong type".to_string()), "{json}");
         }
         assert_eq!(error_of(r#"{"url":"u","mode":"medium"}"#).0.as_deref(), Some("mode"));
+        // A key that is not UTF-8 is the JSON's fault.
+        let bad_key = [&b"{\"url\":\"u\",\""[..], &[0xff], &b"\":1}"[..]].concat();
+        match parse_slice::<Doc>(&bad_key) {
+            Err(ApiError::Invalid { field: None, message }) => {
+                assert!(message.starts_with("malformed JSON"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
