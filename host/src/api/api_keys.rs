@@ -86,10 +86,7 @@ async fn create(
     let allowed_networks = allowed_networks(&body.allowed_networks)?;
     within_callers_networks(&caller, &allowed_networks)?;
     let text = generate_key(key_prefix(scope));
-    let key_hash = match allowed_networks.is_empty() {
-        true => hash_key(&text),
-        false => networked_key_hash(&hash_key(&text)),
-    };
+    let key_hash = if allowed_networks.is_empty() { hash_key(&text) } else { networked_key_hash(&hash_key(&text)) };
     let key = ApiKey {
         id: new_id("key"),
         tenant_id: caller.tenant_id.clone(),
