@@ -114,6 +114,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_DISABLE_FAILING_AFTER")]
     pub disable_failing_after: Option<String>,
 
+    /// Disables an endpoint once this many attempts to it in a row have failed, however quickly (a circuit
+    /// breaker), besides `disable_failing_after`; `0` never [default: 0].
+    #[arg(long, env = "SWITCHYARD_DISABLE_FAILING_ATTEMPTS")]
+    pub disable_failing_attempts: Option<u32>,
+
     /// How often a node adds the attempts it recorded and the events it stored to the hourly counts that
     /// `GET /stats` reads its success rate from, e.g. `5s`; what a crash loses of those counts [default: 5s].
     #[arg(long, env = "SWITCHYARD_STATS_INTERVAL")]
@@ -184,8 +189,10 @@ pub struct Config {
     pub secret_grace: Duration,
     /// Delays in ms between attempts for endpoints without a schedule of their own (`retry_schedule`).
     pub retry_schedule_ms: Vec<i64>,
-    /// None: endpoints are never disabled for failing.
+    /// None: endpoints are never disabled for failing for a time.
     pub disable_failing_after: Option<Duration>,
+    /// None: endpoints are never disabled for a number of failures in a row.
+    pub disable_failing_attempts: Option<u32>,
     /// How often the attempts' and publishes' hourly counts are written (see [`crate::hourly`]).
     pub stats_interval: Duration,
     /// Requests per second a tenant's keys may make to this node (see [`crate::api::limits`]); None:
@@ -226,6 +233,7 @@ impl std::fmt::Debug for Config {
             .field("filter_budget", &self.filter_budget)
             .field("retry_schedule_ms", &self.retry_schedule_ms)
             .field("disable_failing_after", &self.disable_failing_after)
+            .field("disable_failing_attempts", &self.disable_failing_attempts)
             .field("stats_interval", &self.stats_interval)
             .field("tenant_rate_limit", &self.tenant_rate_limit)
             .field("plugins_dir", &self.plugins_dir)
@@ -439,6 +447,10 @@ impl Config {
                 "5d",
             )?)
             .filter(|after| !after.is_zero()),
+            disable_failing_attempts: over
+                .disable_failing_attempts
+                .or(under.disable_failing_attempts)
+                .filter(|&attempts| attempts > 0),
             stats_interval: duration("stats_interval", over.stats_interval.or(under.stats_interval), "5s")?,
         };
         if config.poll_interval.is_zero() {
@@ -531,6 +543,11 @@ mod tests {
         let day = ServeArgs { disable_failing_after: Some("1day".into()), ..Default::default() };
         let config = Config::from_layers(day, ServeArgs::default()).unwrap();
         assert_eq!(config.disable_failing_after, Some(Duration::from_secs(24 * 3600)));
+        assert_eq!(config.disable_failing_attempts, None, "no count unless set");
+        let file: ServeArgs = toml::from_str("disable_failing_attempts = 25").unwrap();
+        assert_eq!(Config::from_layers(ServeArgs::default(), file).unwrap().disable_failing_attempts, Some(25));
+        let zero = ServeArgs { disable_failing_attempts: Some(0), ..Default::default() };
+        assert_eq!(Config::from_layers(zero, ServeArgs::default()).unwrap().disable_failing_attempts, None);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Switchyard's own events about a tenant's endpoints and deliveries, published into the tenant's stream so that
 //! its other endpoints can subscribe to them:
 //! - `switchyard.endpoint.disabled` when the server disables an endpoint (a receiver's `410`, or every attempt
-//!   failing for `disable_failing_after`);
+//!   failing for `disable_failing_after`, or `disable_failing_attempts` of them in a row);
 //! - `switchyard.delivery.dead` when an attempt puts a delivery in the dead-letter queue.
 //!
 //! What the server already writes in the same transaction is the outbox: the disabling's audit entry, and the

@@ -1484,3 +1484,37 @@ async fn the_stripe_scheme_signs_milliseconds_in_the_receivers_header() {
     let t: i64 = value.split(',').next().and_then(|t| t.strip_prefix("t=")).and_then(|t| t.parse().ok()).expect("t=");
     assert!((chrono::Utc::now().timestamp() - t).abs() < 5 * 60, "{t} is seconds");
 }
+
+/// 30. With `disable_failing_attempts`, an endpoint is disabled once that many attempts in a row have failed,
+/// however quickly (a circuit breaker), and its delivery waits rather than dying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_is_disabled_after_failures_in_a_row() {
+    let server = Server::start_configured(tempfile::tempdir().expect("data dir"), |config| {
+        config.disable_failing_after = None;
+        config.disable_failing_attempts = Some(3);
+    })
+    .await;
+    let api = Api::new_tenant(&server.base_url, "breaker").await;
+    let receiver = Receiver::start().await;
+    receiver.set_default(Reply::status(503));
+    let retry = json!({ "retry": { "schedule": ["1s"], "max_attempts": 50 } });
+    let (endpoint_id, _) = endpoint_to(&api, &receiver, retry).await;
+    let (_, delivery_id) = publish_to(&api, &endpoint_id, "order.created", json!({ "n": 30 })).await;
+
+    let deadline = Instant::now() + WAIT;
+    let mut endpoint = api.endpoint(&endpoint_id).await;
+    while endpoint["status"] == "active" && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        endpoint = api.endpoint(&endpoint_id).await;
+    }
+    assert_eq!(endpoint["status"], "disabled", "{endpoint:#}");
+    let reason = str_field(&endpoint, "status_reason");
+    assert!(reason.starts_with("3 attempts in a row failed, since "), "{endpoint:#}");
+    let entry = &disabled_audit(&api, &endpoint_id).await["data"][0];
+    assert_eq!(entry["details"]["reason"], reason, "{entry:#}");
+    let held = receiver.count();
+    assert!(held >= 3, "disabled after {held} attempts");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(receiver.count(), held, "attempts went on after the endpoint was disabled");
+    assert_eq!(api.delivery(&delivery_id).await["status"], "failed", "held, not dead");
+}

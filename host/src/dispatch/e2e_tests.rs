@@ -81,6 +81,7 @@ impl World {
             poll_interval: Duration::from_millis(100),
             max_retry_after: Duration::from_secs(3600),
             disable_failing_after: None,
+            disable_failing_attempts: None,
             shutdown_grace,
             error_backoff: Duration::from_millis(100),
             extra_root_certificates: Vec::new(),

@@ -1,5 +1,6 @@
 //! Endpoints whose every attempt fails. After `after` of nothing but failures (and at least [`MIN_FAILURES`] of
-//! them) the endpoint is disabled, the way a `410` disables it: its deliveries stop taking attempts (they wait,
+//! them), or after `attempts` failures in a row however quickly (a circuit breaker, when the operator sets one),
+//! the endpoint is disabled, the way a `410` disables it: its deliveries stop taking attempts (they wait,
 //! not dead, and go out when the endpoint is activated again) and the tenant sees why in `status_reason` and
 //! the audit log. An endpoint gone for good otherwise takes every retry of every delivery for days, each holding
 //! a slot for its whole timeout when the receiver does not answer.
@@ -20,8 +21,12 @@ use crate::store::{DeliveryFilter, Page, Store, StoreResult};
 /// little about a receiver.
 pub const MIN_FAILURES: u32 = 10;
 
-/// How often streaks no attempt has added to for `after` are dropped (deleted and quiet endpoints).
+/// How often streaks no attempt has added to for a quiet spell are dropped (deleted and quiet endpoints).
 const PRUNE_EVERY: Millis = 60_000;
+
+/// Failures further apart than this are not one outage, when no `after` says otherwise: counted in a row, they
+/// start again.
+const QUIET_SPELL: Millis = 24 * 3600 * 1000;
 
 /// How long after asking the database about a streak it is asked again: every attempt in flight to a dead
 /// endpoint fails at about the same time, and the question reads the endpoint's deliveries.
@@ -44,8 +49,10 @@ impl Streak {
 }
 
 pub struct FailingEndpoints {
-    /// None: endpoints are never disabled for failing.
+    /// None: endpoints are never disabled for failing a while.
     after: Option<Millis>,
+    /// None: endpoints are never disabled for a number of failures in a row.
+    attempts: Option<u32>,
     state: Mutex<State>,
 }
 
@@ -56,9 +63,20 @@ struct State {
 }
 
 impl FailingEndpoints {
-    pub fn new(after: Option<Duration>) -> Self {
+    pub fn new(after: Option<Duration>, attempts: Option<u32>) -> Self {
         let after = after.filter(|d| !d.is_zero()).map(|d| Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX));
-        Self { after, state: Mutex::default() }
+        Self { after, attempts: attempts.filter(|&n| n > 0), state: Mutex::default() }
+    }
+
+    /// A failure this long after the last one starts a new streak.
+    fn quiet_spell(&self) -> Millis {
+        self.after.unwrap_or(QUIET_SPELL)
+    }
+
+    /// Whether `streak` has failed for the whole allowance.
+    fn failed_long_enough(&self, streak: &Streak) -> bool {
+        self.after
+            .is_some_and(|after| streak.failures >= MIN_FAILURES && streak.last.saturating_sub(streak.since) >= after)
     }
 
     /// Takes the result of an attempt that reached the point of sending (a plugin or a local problem is not the
@@ -66,7 +84,10 @@ impl FailingEndpoints {
     /// failure at least a minute later until [`restart`](Self::restart) or a success: a disable that was not
     /// written (a lost lease, say) is tried again soon rather than a whole allowance later.
     pub fn observe(&self, endpoint: &Endpoint, failed: bool, now: Millis) -> Option<Streak> {
-        let after = self.after?;
+        if self.after.is_none() && self.attempts.is_none() {
+            return None;
+        }
+        let quiet = self.quiet_spell();
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if !failed {
             // Nearly always nothing is failing, and a success then costs no hashing.
@@ -76,7 +97,7 @@ impl FailingEndpoints {
             return None;
         }
         if now.saturating_sub(state.last_prune) >= PRUNE_EVERY {
-            state.streaks.retain(|_, streak| now.saturating_sub(streak.last) < after);
+            state.streaks.retain(|_, streak| now.saturating_sub(streak.last) < quiet);
             state.last_prune = now;
         }
         let streak = match state.streaks.get_mut(&endpoint.id) {
@@ -85,12 +106,13 @@ impl FailingEndpoints {
         };
         // A change to the endpoint (activated again, its URL fixed) gives it a fresh start, and so does a quiet
         // spell as long as the whole allowance: failures that far apart are not one outage.
-        if endpoint.updated_at > streak.since || now.saturating_sub(streak.last) >= after {
+        if endpoint.updated_at > streak.since || now.saturating_sub(streak.last) >= quiet {
             *streak = Streak::fresh(now);
         }
         streak.failures += 1;
         streak.last = now;
-        let long_enough = streak.failures >= MIN_FAILURES && now.saturating_sub(streak.since) >= after;
+        let long_enough =
+            self.failed_long_enough(streak) || self.attempts.is_some_and(|attempts| streak.failures >= attempts);
         let asked_lately = streak.asked.is_some_and(|asked| now.saturating_sub(asked) < ASK_AGAIN_AFTER);
         if !long_enough || asked_lately {
             return None;
@@ -110,9 +132,14 @@ impl FailingEndpoints {
 
     /// The endpoint's `status_reason` for a streak [`observe`](Self::observe) returned.
     pub fn reason(&self, streak: &Streak) -> String {
-        let after = u64::try_from(self.after.unwrap_or(0)).unwrap_or(u64::MAX);
-        let span = humantime::format_duration(Duration::from_millis(after));
-        format!("every attempt failed for {span}: {} attempts since {}", streak.failures, rfc3339(streak.since))
+        let (failures, since) = (streak.failures, rfc3339(streak.since));
+        match self.after.filter(|_| self.failed_long_enough(streak)) {
+            Some(after) => {
+                let span = humantime::format_duration(Duration::from_millis(u64::try_from(after).unwrap_or(u64::MAX)));
+                format!("every attempt failed for {span}: {failures} attempts since {since}")
+            }
+            None => format!("{failures} attempts in a row failed, since {since}"),
+        }
     }
 
     #[cfg(test)]
@@ -155,7 +182,48 @@ mod tests {
     }
 
     fn failing(after: Duration) -> FailingEndpoints {
-        FailingEndpoints::new(Some(after))
+        FailingEndpoints::new(Some(after), None)
+    }
+
+    #[test]
+    fn a_count_in_a_row_disables_however_quickly_and_a_success_resets_it() {
+        let failing = FailingEndpoints::new(None, Some(5));
+        let ep = endpoint("ep_a", T0 - 1);
+        for i in 0..4 {
+            assert_eq!(failing.observe(&ep, true, T0 + i), None, "failure {i}");
+        }
+        let streak = failing.observe(&ep, true, T0 + 4).expect("the fifth failure in a row");
+        assert_eq!(failing.reason(&streak), format!("5 attempts in a row failed, since {}", rfc3339(T0)));
+
+        let other = endpoint("ep_b", T0 - 1);
+        for i in 0..4 {
+            assert_eq!(failing.observe(&other, true, T0 + i), None);
+        }
+        assert_eq!(failing.observe(&other, false, T0 + 5), None);
+        for i in 6..10 {
+            assert_eq!(failing.observe(&other, true, T0 + i), None, "a success started the count again");
+        }
+        assert!(failing.observe(&other, true, T0 + 10).is_some());
+
+        // A day without attempts starts it again too, when no allowance says how long an outage lasts.
+        let quiet = endpoint("ep_c", T0 - 1);
+        for i in 0..4 {
+            assert_eq!(failing.observe(&quiet, true, T0 + i), None);
+        }
+        assert_eq!(failing.observe(&quiet, true, T0 + QUIET_SPELL + 10), None);
+
+        // Beside an allowance, whichever comes first; the reason says which.
+        let both = FailingEndpoints::new(Some(Duration::from_secs(3600)), Some(50));
+        for i in 0..11 {
+            assert_eq!(both.observe(&ep, true, T0 + i * MINUTE), None);
+        }
+        let by_time = both.observe(&ep, true, T0 + 60 * MINUTE).expect("an hour");
+        assert!(
+            both.reason(&by_time).starts_with("every attempt failed for 1h: 12 attempts"),
+            "{}",
+            both.reason(&by_time)
+        );
+        assert_eq!(FailingEndpoints::new(None, Some(0)).observe(&ep, true, T0), None, "0 is no limit");
     }
 
     #[test]
@@ -304,7 +372,7 @@ mod tests {
     #[test]
     fn without_an_allowance_nothing_is_tracked() {
         for off in [None, Some(Duration::ZERO)] {
-            let failing = FailingEndpoints::new(off);
+            let failing = FailingEndpoints::new(off, None);
             for i in 0..100 {
                 assert_eq!(failing.observe(&endpoint("ep_a", T0 - 1), true, T0 + i * 24 * 60 * MINUTE), None);
             }

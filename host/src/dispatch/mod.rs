@@ -68,6 +68,8 @@ pub struct Settings {
     pub max_retry_after: Duration,
     /// How long an endpoint may fail every attempt before it is disabled (see `failing`); None: never.
     pub disable_failing_after: Option<Duration>,
+    /// How many attempts in a row may fail before the endpoint is disabled; None: no such limit.
+    pub disable_failing_attempts: Option<u32>,
     pub shutdown_grace: Duration,
     /// Pause after a store error before asking again.
     pub error_backoff: Duration,
@@ -88,6 +90,7 @@ impl Settings {
             poll_interval: config.poll_interval,
             max_retry_after: config.max_retry_after,
             disable_failing_after: config.disable_failing_after,
+            disable_failing_attempts: config.disable_failing_attempts,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             error_backoff: Duration::from_secs(1),
             extra_root_certificates: config.extra_root_certificates.clone(),
@@ -277,7 +280,10 @@ impl Dispatcher {
         let (handed_tx, handed) = mpsc::unbounded_channel();
         Self {
             worker: Arc::new(Worker {
-                failing: failing::FailingEndpoints::new(settings.disable_failing_after),
+                failing: failing::FailingEndpoints::new(
+                    settings.disable_failing_after,
+                    settings.disable_failing_attempts,
+                ),
                 store,
                 master_key,
                 outbound,

@@ -43,6 +43,7 @@ fn settings() -> Settings {
         poll_interval: Duration::from_millis(50),
         max_retry_after: Duration::from_secs(3600),
         disable_failing_after: None,
+        disable_failing_attempts: None,
         shutdown_grace: Duration::from_secs(5),
         error_backoff: Duration::from_millis(50),
         extra_root_certificates: Vec::new(),
