@@ -24,28 +24,52 @@ pub const MIN_FAILURES: u32 = 10;
 /// How often streaks no attempt has added to for a quiet spell are dropped (deleted and quiet endpoints).
 const PRUNE_EVERY: Millis = 60_000;
 
-/// Failures further apart than this are not one outage, when no `after` says otherwise: counted in a row, they
-/// start again.
-const QUIET_SPELL: Millis = 24 * 3600 * 1000;
+/// Failures in a row further apart than this are not one outage: the count starts again. Longer than any retry
+/// delay a schedule may have (7 days), so a delivery retried on its schedule stays in the row.
+const ROW_QUIET_SPELL: Millis = 8 * 24 * 3600 * 1000;
 
 /// How long after asking the database about a streak it is asked again: every attempt in flight to a dead
 /// endpoint fails at about the same time, and the question reads the endpoint's deliveries.
 const ASK_AGAIN_AFTER: Millis = 60_000;
 
-/// An unbroken run of failed attempts to one endpoint, as this node saw them.
+/// Failed attempts to one endpoint since `since`, as this node saw them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Streak {
-    pub since: Millis,
+struct Run {
+    since: Millis,
+    failures: u32,
+}
+
+impl Run {
+    fn fresh(now: Millis) -> Self {
+        Self { since: now, failures: 0 }
+    }
+}
+
+/// What this node knows of an endpoint whose attempts fail: the run the time allowance judges, which a quiet
+/// spell as long as the allowance ends (failures that far apart are not one outage), and the run in a row, which
+/// only a success, a change to the endpoint or [`ROW_QUIET_SPELL`] ends.
+#[derive(Debug, Clone, Copy)]
+struct Tracked {
+    timed: Run,
+    in_a_row: Run,
     last: Millis,
-    pub failures: u32,
-    /// When [`FailingEndpoints::observe`] last handed this streak out to be checked.
+    /// When [`FailingEndpoints::observe`] last handed a streak out to be checked.
     asked: Option<Millis>,
 }
 
-impl Streak {
+impl Tracked {
     fn fresh(now: Millis) -> Self {
-        Self { since: now, last: now, failures: 0, asked: None }
+        Self { timed: Run::fresh(now), in_a_row: Run::fresh(now), last: now, asked: None }
     }
+}
+
+/// A run of failures long enough to disable the endpoint: since when, how many, and by which rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Streak {
+    pub since: Millis,
+    pub failures: u32,
+    /// Disabled for `disable_failing_attempts` failures in a row rather than for the time allowance.
+    in_a_row: bool,
 }
 
 pub struct FailingEndpoints {
@@ -58,7 +82,7 @@ pub struct FailingEndpoints {
 
 #[derive(Default)]
 struct State {
-    streaks: HashMap<String, Streak>,
+    streaks: HashMap<String, Tracked>,
     last_prune: Millis,
 }
 
@@ -68,15 +92,10 @@ impl FailingEndpoints {
         Self { after, attempts: attempts.filter(|&n| n > 0), state: Mutex::default() }
     }
 
-    /// A failure this long after the last one starts a new streak.
-    fn quiet_spell(&self) -> Millis {
-        self.after.unwrap_or(QUIET_SPELL)
-    }
-
-    /// Whether `streak` has failed for the whole allowance.
-    fn failed_long_enough(&self, streak: &Streak) -> bool {
-        self.after
-            .is_some_and(|after| streak.failures >= MIN_FAILURES && streak.last.saturating_sub(streak.since) >= after)
+    /// How long an endpoint's failures are remembered without another.
+    fn remembered(&self) -> Millis {
+        let row = if self.attempts.is_some() { ROW_QUIET_SPELL } else { 0 };
+        self.after.unwrap_or(0).max(row)
     }
 
     /// Takes the result of an attempt that reached the point of sending (a plugin or a local problem is not the
@@ -87,7 +106,6 @@ impl FailingEndpoints {
         if self.after.is_none() && self.attempts.is_none() {
             return None;
         }
-        let quiet = self.quiet_spell();
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if !failed {
             // Nearly always nothing is failing, and a success then costs no hashing.
@@ -96,48 +114,65 @@ impl FailingEndpoints {
             }
             return None;
         }
+        let remembered = self.remembered();
         if now.saturating_sub(state.last_prune) >= PRUNE_EVERY {
-            state.streaks.retain(|_, streak| now.saturating_sub(streak.last) < quiet);
+            state.streaks.retain(|_, tracked| now.saturating_sub(tracked.last) < remembered);
             state.last_prune = now;
         }
-        let streak = match state.streaks.get_mut(&endpoint.id) {
-            Some(streak) => streak,
-            None => state.streaks.entry(endpoint.id.clone()).or_insert(Streak::fresh(now)),
+        let tracked = match state.streaks.get_mut(&endpoint.id) {
+            Some(tracked) => tracked,
+            None => state.streaks.entry(endpoint.id.clone()).or_insert(Tracked::fresh(now)),
         };
-        // A change to the endpoint (activated again, its URL fixed) gives it a fresh start, and so does a quiet
-        // spell as long as the whole allowance: failures that far apart are not one outage.
-        if endpoint.updated_at > streak.since || now.saturating_sub(streak.last) >= quiet {
-            *streak = Streak::fresh(now);
+        // A change to the endpoint (activated again, its URL fixed) gives it a fresh start.
+        let gap = now.saturating_sub(tracked.last);
+        if endpoint.updated_at > tracked.timed.since || self.after.is_some_and(|after| gap >= after) {
+            tracked.timed = Run::fresh(now);
         }
-        streak.failures += 1;
-        streak.last = now;
-        let long_enough =
-            self.failed_long_enough(streak) || self.attempts.is_some_and(|attempts| streak.failures >= attempts);
-        let asked_lately = streak.asked.is_some_and(|asked| now.saturating_sub(asked) < ASK_AGAIN_AFTER);
-        if !long_enough || asked_lately {
+        if endpoint.updated_at > tracked.in_a_row.since || gap >= ROW_QUIET_SPELL {
+            tracked.in_a_row = Run::fresh(now);
+        }
+        tracked.timed.failures += 1;
+        tracked.in_a_row.failures += 1;
+        tracked.last = now;
+        let timed = tracked.timed;
+        let streak = if self.failed_long_enough(timed, now) {
+            Streak { since: timed.since, failures: timed.failures, in_a_row: false }
+        } else if self.attempts.is_some_and(|attempts| tracked.in_a_row.failures >= attempts) {
+            Streak { since: tracked.in_a_row.since, failures: tracked.in_a_row.failures, in_a_row: true }
+        } else {
+            return None;
+        };
+        if tracked.asked.is_some_and(|asked| now.saturating_sub(asked) < ASK_AGAIN_AFTER) {
             return None;
         }
-        streak.asked = Some(now);
-        Some(*streak)
+        tracked.asked = Some(now);
+        Some(streak)
+    }
+
+    /// Whether `run` has failed for the whole allowance, at `now`.
+    fn failed_long_enough(&self, run: Run, now: Millis) -> bool {
+        self.after.is_some_and(|after| run.failures >= MIN_FAILURES && now.saturating_sub(run.since) >= after)
     }
 
     /// Starts the endpoint's count again from `now`: the database showed the streak broken (a success on
     /// another node, a change to the endpoint).
     pub fn restart(&self, endpoint_id: &str, now: Millis) {
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(streak) = state.streaks.get_mut(endpoint_id) {
-            *streak = Streak { failures: 1, ..Streak::fresh(now) };
+        if let Some(tracked) = state.streaks.get_mut(endpoint_id) {
+            let run = Run { since: now, failures: 1 };
+            *tracked = Tracked { timed: run, in_a_row: run, ..Tracked::fresh(now) };
         }
     }
 
     /// The endpoint's `status_reason` for a streak [`observe`](Self::observe) returned.
     pub fn reason(&self, streak: &Streak) -> String {
         let (failures, since) = (streak.failures, rfc3339(streak.since));
-        match self.after.filter(|_| self.failed_long_enough(streak)) {
+        match self.after.filter(|_| !streak.in_a_row) {
             Some(after) => {
                 let span = humantime::format_duration(Duration::from_millis(u64::try_from(after).unwrap_or(u64::MAX)));
                 format!("every attempt failed for {span}: {failures} attempts since {since}")
             }
+            None if failures == 1 => format!("an attempt failed, at {since}"),
             None => format!("{failures} attempts in a row failed, since {since}"),
         }
     }
@@ -205,12 +240,29 @@ mod tests {
         }
         assert!(failing.observe(&other, true, T0 + 10).is_some());
 
-        // A day without attempts starts it again too, when no allowance says how long an outage lasts.
-        let quiet = endpoint("ep_c", T0 - 1);
+        // Retries days apart stay in the row; longer than any retry delay, and the count starts again.
+        let slow = endpoint("ep_c", T0 - 1);
+        let days = |n: i64| T0 + n * 24 * 60 * MINUTE;
+        for n in 0..4 {
+            assert_eq!(failing.observe(&slow, true, days(n * 7)), None);
+        }
+        assert!(failing.observe(&slow, true, days(28)).is_some(), "five failures a week apart are in a row");
+        let quiet = endpoint("ep_d", T0 - 1);
         for i in 0..4 {
             assert_eq!(failing.observe(&quiet, true, T0 + i), None);
         }
-        assert_eq!(failing.observe(&quiet, true, T0 + QUIET_SPELL + 10), None);
+        assert_eq!(failing.observe(&quiet, true, T0 + 3 + ROW_QUIET_SPELL), None, "more than a week later");
+
+        // A time allowance shorter than the retries' gaps restarts its own run, not the count in a row.
+        let short = FailingEndpoints::new(Some(Duration::from_secs(3)), Some(5));
+        for i in 0..4 {
+            assert_eq!(short.observe(&ep, true, T0 + i * 4_000), None);
+        }
+        let streak = short.observe(&ep, true, T0 + 16_000).expect("five in a row, four seconds apart");
+        assert_eq!(short.reason(&streak), format!("5 attempts in a row failed, since {}", rfc3339(T0)));
+        let single = FailingEndpoints::new(None, Some(1));
+        let once = single.observe(&ep, true, T0).expect("one failure");
+        assert_eq!(single.reason(&once), format!("an attempt failed, at {}", rfc3339(T0)));
 
         // Beside an allowance, whichever comes first; the reason says which.
         let both = FailingEndpoints::new(Some(Duration::from_secs(3600)), Some(50));
