@@ -291,6 +291,15 @@ pub fn parse_network(text: &str) -> Option<ipnet::IpNet> {
     Some(network)
 }
 
+/// A network entry as an error message quotes it: at most 50 characters, as it may be any size.
+pub fn shown_entry(text: &str) -> String {
+    let mut shown: String = text.chars().take(50).collect();
+    if shown.len() < text.len() {
+        shown.push('…');
+    }
+    shown
+}
+
 /// The networks a setting lists. An empty variable, or a trailing comma, lists nothing rather than a network
 /// without a name.
 fn networks(setting: &'static str, texts: Option<Vec<String>>) -> Result<Vec<ipnet::IpNet>, ConfigError> {
@@ -298,8 +307,9 @@ fn networks(setting: &'static str, texts: Option<Vec<String>>) -> Result<Vec<ipn
     let listed = texts.iter().map(|text| text.trim()).filter(|text| !text.is_empty());
     listed
         .map(|text| {
-            parse_network(text)
-                .ok_or_else(|| bad(setting, format!("`{text}` is not a network such as 10.20.0.0/16 or fd00::/8")))
+            parse_network(text).ok_or_else(|| {
+                bad(setting, format!("`{}` is not a network such as 10.20.0.0/16 or fd00::/8", shown_entry(text)))
+            })
         })
         .collect()
 }
@@ -638,6 +648,9 @@ mod tests {
         assert_eq!(shown(&config.trusted_proxies), ["192.0.2.1/32", "fd00::/8"]);
         let defaults = Config::from_layers(ServeArgs::default(), ServeArgs::default()).unwrap();
         assert!(defaults.admin_allowed_networks.is_empty() && defaults.trusted_proxies.is_empty());
+        let huge = ServeArgs { trusted_proxies: Some(vec!["1".repeat(20_000)]), ..Default::default() };
+        let error = Config::from_layers(huge, ServeArgs::default()).unwrap_err();
+        assert!(error.problem.len() < 150, "the entry is quoted, not repeated: {}", error.problem);
         let wrong = ServeArgs { trusted_proxies: Some(vec!["proxy.internal".into()]), ..Default::default() };
         assert_eq!(Config::from_layers(wrong, ServeArgs::default()).unwrap_err().setting, "trusted_proxies");
         // Addresses are compared in their IPv4 form, so a mapped block is its IPv4 block.

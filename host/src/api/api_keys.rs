@@ -13,7 +13,7 @@ use super::endpoint_view::present;
 use super::json::ApiJson;
 use super::pagination::{PageOf, Query};
 use super::{audit, validate, PathId};
-use crate::config::parse_network;
+use crate::config::{parse_network, shown_entry};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{new_id, now_millis, rfc3339, ApiKey, KeyScope};
 use crate::AppState;
@@ -132,12 +132,9 @@ fn allowed_networks(texts: &[String]) -> ApiResult<Vec<IpNet>> {
     let mut networks: Vec<IpNet> = Vec::with_capacity(texts.len());
     for text in texts {
         let network = parse_network(text.trim()).ok_or_else(|| {
-            // Not repeated whole: it may be any size.
-            let shown: String = text.chars().take(50).collect();
-            let cut = if shown.len() < text.len() { "…" } else { "" };
             ApiError::invalid(
                 field,
-                format!("`{shown}{cut}` is not a network such as 203.0.113.0/24, 2001:db8::/32 or 192.0.2.7"),
+                format!("`{}` is not a network such as 203.0.113.0/24, 2001:db8::/32 or 192.0.2.7", shown_entry(text)),
             )
         })?;
         if !networks.contains(&network) {
