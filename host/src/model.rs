@@ -98,9 +98,18 @@ fn base36(value: u128) -> [u8; 22] {
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
+        // Read from a string alone: serde would also take `{"hmac": null}` for `hmac`, and answer `1` with an error
+        // serde_json calls a syntax error.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[serde(rename_all = "snake_case")]
+        #[serde(rename_all = "snake_case", try_from = "String")]
         pub enum $name { $($variant),+ }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(text: String) -> Result<Self, String> {
+                text.parse()
+            }
+        }
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
@@ -611,5 +620,19 @@ mod tests {
             assert_eq!(status.as_str().parse::<DeliveryStatus>().unwrap(), *status);
         }
         assert!("nope".parse::<EndpointStatus>().unwrap_err().contains("active, paused, disabled"));
+    }
+
+    #[test]
+    fn enums_are_read_from_their_strings_alone() {
+        for status in DeliveryStatus::ALL {
+            let json = serde_json::to_string(status).unwrap();
+            assert_eq!(json, format!("\"{}\"", status.as_str()));
+            assert_eq!(serde_json::from_str::<DeliveryStatus>(&json).unwrap(), *status);
+        }
+        for not_a_string in [r#"{"hmac": null}"#, "1", "true", r#"["hmac"]"#, "null"] {
+            assert!(serde_json::from_str::<SignatureScheme>(not_a_string).is_err(), "{not_a_string}");
+        }
+        let unknown = serde_json::from_str::<SignatureScheme>(r#""hmac-sha512""#).unwrap_err().to_string();
+        assert!(unknown.contains("expected one of: standard, stripe, hmac"), "{unknown}");
     }
 }
