@@ -64,6 +64,18 @@ async fn publish_to(api: &Api, endpoint_id: &str, event_type: &str, data: Value)
 
 /// The `endpoint.disabled` audit entries of an endpoint, once there is one: the server writes it just after the
 /// commit that disabled the endpoint.
+/// The endpoint once the server has disabled it; fails after [`WAIT`].
+async fn wait_until_disabled(api: &Api, endpoint_id: &str) -> Value {
+    let deadline = Instant::now() + WAIT;
+    let mut endpoint = api.endpoint(endpoint_id).await;
+    while endpoint["status"] == "active" && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        endpoint = api.endpoint(endpoint_id).await;
+    }
+    assert_eq!(endpoint["status"], "disabled", "{endpoint:#}");
+    endpoint
+}
+
 async fn disabled_audit(api: &Api, endpoint_id: &str) -> Value {
     let audit = format!("/api/v1/audit-log?action=endpoint.disabled&resource_id={endpoint_id}");
     let deadline = Instant::now() + WAIT;
@@ -1069,13 +1081,7 @@ async fn an_endpoint_failing_every_attempt_is_disabled_and_its_deliveries_wait()
         deliveries.push(publish_to(&api, &endpoint_id, "order.created", json!({ "n": n })).await.1);
     }
 
-    let deadline = Instant::now() + WAIT;
-    let mut endpoint = api.endpoint(&endpoint_id).await;
-    while endpoint["status"] == "active" && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        endpoint = api.endpoint(&endpoint_id).await;
-    }
-    assert_eq!(endpoint["status"], "disabled", "{endpoint:#}");
+    let endpoint = wait_until_disabled(&api, &endpoint_id).await;
     let reason = endpoint["status_reason"].as_str().unwrap_or_default();
     // "every attempt failed for 2s: 17 attempts since 2026-…Z": not sooner than two seconds nor ten attempts.
     let (failures, since) = reason
@@ -1501,13 +1507,7 @@ async fn an_endpoint_is_disabled_after_failures_in_a_row() {
     let (endpoint_id, _) = endpoint_to(&api, &receiver, retry).await;
     let (_, delivery_id) = publish_to(&api, &endpoint_id, "order.created", json!({ "n": 30 })).await;
 
-    let deadline = Instant::now() + WAIT;
-    let mut endpoint = api.endpoint(&endpoint_id).await;
-    while endpoint["status"] == "active" && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        endpoint = api.endpoint(&endpoint_id).await;
-    }
-    assert_eq!(endpoint["status"], "disabled", "{endpoint:#}");
+    let endpoint = wait_until_disabled(&api, &endpoint_id).await;
     let reason = str_field(&endpoint, "status_reason");
     assert!(reason.starts_with("3 attempts in a row failed, since "), "{endpoint:#}");
     let entry = &disabled_audit(&api, &endpoint_id).await["data"][0];
