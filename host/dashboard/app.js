@@ -726,17 +726,42 @@ function keyRow(key) {
     `Revoke the key ${key.name}`,
   );
   revoke.disabled = Boolean(key.revoked_at);
+  const move = actionButton(
+    'Networks',
+    async () => {
+      const current = (key.allowed_networks ?? []).join(' ');
+      const typed = window.prompt(
+        `Networks the key "${isolate(key.name)}" may be used from (CIDR blocks or addresses, separated by spaces):`,
+        current,
+      );
+      if (typed === null) return;
+      const start = here();
+      const changed = await api('PATCH', `/api-keys/${encodeURIComponent(key.id)}`, {
+        allowed_networks: typed.split(/[\s,]+/).filter(Boolean),
+      });
+      if (session !== start.session) return;
+      showNotice(`Key "${isolate(changed.name)}"${elsewhere(start)} now works from ${networksOf(changed)}.`);
+      const row = $('key-rows').querySelector(`tr[data-id="${CSS.escape(key.id)}"]`);
+      if (stillOn(start, 'keys') && row) row.replaceWith(keyRow(changed));
+    },
+    `Change the networks of the key ${key.name}`,
+  );
+  move.disabled = Boolean(key.revoked_at);
   return el(
     'tr',
     { 'data-id': key.id },
     el('td', {}, key.name),
     el('td', { class: 'mono whole' }, `${key.prefix}…`),
     el('td', { class: 'whole' }, key.scope),
-    el('td', { class: 'mono' }, key.allowed_networks?.length ? key.allowed_networks.join(' ') : 'anywhere'),
+    el('td', { class: 'mono' }, networksOf(key)),
     el('td', { class: 'whole' }, time(key.created_at)),
     el('td', { class: 'whole' }, key.revoked_at ? time(key.revoked_at) : '—'),
-    el('td', {}, revoke),
+    el('td', { class: 'whole' }, move, ' ', revoke),
   );
+}
+
+function networksOf(key) {
+  return key.allowed_networks?.length ? key.allowed_networks.join(' ') : 'anywhere';
 }
 
 const keys = new PagedTable($('key-rows'), $('keys-more'), '/api-keys', keyRow);

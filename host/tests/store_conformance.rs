@@ -449,12 +449,42 @@ async fn api_keys_find_list_and_revoke(store: &dyn Store, _url: &str) {
     assert_eq!(pages, vec![vec![second.clone()], vec![first.clone()]]);
     assert_eq!(store.list_api_keys(&other.id, &page(10)).await.unwrap(), vec![foreign]);
 
+    assert_eq!(store.get_api_key(&tenant.id, &second.id).await.unwrap(), Some(second.clone()));
+    assert_eq!(store.get_api_key(&other.id, &second.id).await.unwrap(), None, "another tenant's key");
+    let limited = ApiKey {
+        name: "office".into(),
+        key_hash: "hash-1-networked".into(),
+        allowed_networks: vec!["198.51.100.7/32".parse().unwrap()],
+        ..first.clone()
+    };
+    assert!(store.update_api_key(&first, &limited).await.unwrap());
+    assert_eq!(store.find_api_key("hash-1").await.unwrap(), None, "the old hash is gone");
+    assert_eq!(store.find_api_key("hash-1-networked").await.unwrap(), Some(limited.clone()));
+    let stale = ApiKey { name: "renamed".into(), ..first.clone() };
+    assert!(!store.update_api_key(&first, &stale).await.unwrap(), "a change made on a stale read");
+    let elsewhere = ApiKey { tenant_id: other.id.clone(), ..limited.clone() };
+    assert!(!store.update_api_key(&elsewhere, &elsewhere).await.unwrap(), "another tenant's key");
+    let taken = store.update_api_key(&limited, &ApiKey { key_hash: "hash-2".into(), ..limited.clone() }).await;
+    assert!(matches!(taken, Err(StoreError::Conflict(_))), "{taken:?}");
+    let moved =
+        ApiKey { name: "ci".into(), allowed_networks: vec!["2001:db8::/48".parse().unwrap()], ..limited.clone() };
+    let other_networks = ApiKey { name: "office".into(), ..moved.clone() };
+    assert!(!store.update_api_key(&other_networks, &moved).await.unwrap(), "the stored networks differ");
+    assert_eq!(store.get_api_key(&tenant.id, &first.id).await.unwrap(), Some(limited.clone()));
+    assert!(store.update_api_key(&limited, &moved).await.unwrap());
+    assert_eq!(store.get_api_key(&tenant.id, &first.id).await.unwrap(), Some(moved.clone()));
+    let first = moved;
+
     assert!(!store.revoke_api_key(&other.id, &first.id, T0 + 5).await.unwrap(), "another tenant's key");
     assert!(store.revoke_api_key(&tenant.id, &first.id, T0 + 5).await.unwrap());
     assert!(!store.revoke_api_key(&tenant.id, &first.id, T0 + 6).await.unwrap(), "already revoked");
-    assert_eq!(store.find_api_key("hash-1").await.unwrap(), None);
+    assert_eq!(store.find_api_key(&first.key_hash).await.unwrap(), None);
+    let renamed = ApiKey { name: "back".into(), ..first.clone() };
+    assert!(!store.update_api_key(&first, &renamed).await.unwrap(), "revoked");
+    let revoked = ApiKey { revoked_at: Some(T0 + 5), ..first };
+    assert_eq!(store.get_api_key(&tenant.id, &revoked.id).await.unwrap(), Some(revoked.clone()));
     let listed = store.list_api_keys(&tenant.id, &page(10)).await.unwrap();
-    assert_eq!(listed, vec![second, ApiKey { revoked_at: Some(T0 + 5), ..first }]);
+    assert_eq!(listed, vec![second, revoked]);
 }
 
 async fn endpoint_create_get_update_and_status(store: &dyn Store, _url: &str) {
@@ -2448,6 +2478,9 @@ async fn other_tenants_see_nothing(store: &dyn Store, _url: &str) {
     assert_eq!(store.requeue_dead(them, &matching, T0, Resend::SameRequest).await.unwrap(), 0);
     assert!(store.list_api_keys(them, &all).await.unwrap().is_empty());
     assert!(!store.revoke_api_key(them, &key.id, T0).await.unwrap());
+    assert_eq!(store.get_api_key(them, &key.id).await.unwrap(), None);
+    let theirs = ApiKey { tenant_id: them.to_string(), ..key.clone() };
+    assert!(!store.update_api_key(&theirs, &theirs).await.unwrap());
     assert!(store.list_audit(Some(them), &AuditFilter::default(), &all).await.unwrap().is_empty());
 
     assert_eq!(store.get_endpoint(&owner.id, &endpoint.id).await.unwrap(), Some(endpoint_before));

@@ -319,11 +319,23 @@ try {
   check((await office.textContent()).includes('203.0.113.0/24 2001:db8::7/128'), 'the networks are not listed');
   check((await billing.textContent()).includes('anywhere'), 'a key without networks does not say anywhere');
 
+  step = "a key's networks change in place, and a bad one is named";
+  page.once('dialog', (dialog) => dialog.accept('198.51.100.0/24 nowhere'));
+  await office.locator('button', { hasText: 'Networks' }).click();
+  await page.locator('#error', { hasText: 'nowhere' }).waitFor();
+  page.once('dialog', (dialog) => dialog.accept('198.51.100.0/24'));
+  await office.locator('button', { hasText: 'Networks' }).click();
+  await page.locator('#notice', { hasText: 'now works from 198.51.100.0/24' }).waitFor();
+  await page.locator('#key-rows tr', { hasText: 'office-reports' }).filter({ hasText: '198.51.100.0/24' }).waitFor();
+  check(!(await office.textContent()).includes('2001:db8::7'), 'the old networks are still listed');
+
   step = 'the key is revoked';
   page.once('dialog', (dialog) => dialog.accept());
   await billing.locator('button', { hasText: 'Revoke' }).click();
   await page.locator('#notice', { hasText: 'revoked' }).waitFor();
-  await page.locator('#key-rows tr', { hasText: 'billing-service' }).locator('button:disabled').waitFor();
+  await page.locator('#key-rows tr', { hasText: 'billing-service' }).locator('button:disabled', { hasText: 'Revoke' }).waitFor();
+  const moveRevoked = page.locator('#key-rows tr', { hasText: 'billing-service' }).locator('button', { hasText: 'Networks' });
+  check(await moveRevoked.isDisabled(), "a revoked key's networks can still be changed");
   await fitsTheWindow();
 
   step = 'the audit log shows the actions, and filters them';

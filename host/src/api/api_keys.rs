@@ -2,14 +2,14 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
+use axum::routing::get;
 use axum::{Json, Router};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::auth::{generate_key, hash_key, key_prefix, networked_key_hash, Caller, KEY_PREFIX_LEN};
-use super::endpoint_view::present;
+use super::auth::{covers, generate_key, hash_key, key_prefix, networked_key_hash, Caller, KEY_PREFIX_LEN};
+use super::endpoint_view::{not_null, present};
 use super::json::ApiJson;
 use super::pagination::{PageOf, Query};
 use super::{audit, validate, PathId};
@@ -19,7 +19,9 @@ use crate::model::{new_id, now_millis, rfc3339, ApiKey, KeyScope};
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api-keys", get(list).post(create)).route("/api-keys/{id}", delete(revoke))
+    Router::new()
+        .route("/api-keys", get(list).post(create))
+        .route("/api-keys/{id}", get(show).patch(change).delete(revoke))
 }
 
 #[derive(Debug, Deserialize)]
@@ -33,6 +35,16 @@ struct CreateKey {
     /// Where the key may be used from, as CIDR blocks or addresses; absent or empty: anywhere.
     #[serde(default)]
     allowed_networks: Vec<String>,
+}
+
+/// A key's name and networks may change; its scope may not (it is part of the key's text and hash).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangeKey {
+    #[serde(default, deserialize_with = "present")]
+    name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    allowed_networks: Option<Option<Vec<String>>>,
 }
 
 /// More than enough for a company's egress ranges; a longer list is a mistake, and each request checks it.
@@ -113,7 +125,7 @@ fn within_callers_networks(caller: &Caller, networks: &[IpNet]) -> ApiResult<()>
     if caller.allowed_networks.is_empty() {
         return Ok(());
     }
-    let within = |network: &IpNet| caller.allowed_networks.iter().any(|own| own.contains(network));
+    let within = |network: &IpNet| caller.allowed_networks.iter().any(|own| covers(own, network));
     if networks.is_empty() || !networks.iter().all(within) {
         let own: Vec<String> = caller.allowed_networks.iter().map(ToString::to_string).collect();
         return Err(ApiError::invalid(
@@ -149,6 +161,65 @@ async fn list(State(state): State<AppState>, caller: Caller, mut query: Query) -
     query.finish()?;
     let rows = state.store.list_api_keys(&caller.tenant_id, &page.store_page()).await?;
     Ok(Json(page.respond(rows, |k| &k.id, KeyView::from)))
+}
+
+async fn show(State(state): State<AppState>, caller: Caller, PathId(id): PathId) -> ApiResult<Json<KeyView>> {
+    let key = state.store.get_api_key(&caller.tenant_id, &id).await?.ok_or(ApiError::NotFound("API key"))?;
+    Ok(Json(KeyView::from(key)))
+}
+
+/// Renames a key or moves it to other networks, without handing its users a new key. A key usable from anywhere
+/// that gets networks moves to the labelled hash ([`networked_key_hash`]) so older nodes refuse it from then on;
+/// that cannot be undone without the key's text, so a key once limited stays limited (`[]` is refused).
+async fn change(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathId(id): PathId,
+    ApiJson(body): ApiJson<ChangeKey>,
+) -> ApiResult<Json<KeyView>> {
+    let before = state.store.get_api_key(&caller.tenant_id, &id).await?.ok_or(ApiError::NotFound("API key"))?;
+    let mut key = before.clone();
+    if key.revoked_at.is_some() {
+        return Err(ApiError::Conflict(format!("API key `{id}` is revoked; make a new one")));
+    }
+    let mut changed = Vec::new();
+    if let Some(name) = not_null("name", body.name)? {
+        validate::name("name", &name)?;
+        if name != key.name {
+            key.name = name;
+            changed.push("name");
+        }
+    }
+    if let Some(texts) = not_null("allowed_networks", body.allowed_networks)? {
+        let networks = allowed_networks(&texts)?;
+        if networks.is_empty() && !key.allowed_networks.is_empty() {
+            return Err(ApiError::invalid(
+                "allowed_networks",
+                "a key limited to networks stays limited: list the networks it may be used from, or make a new \
+                 key usable from anywhere and revoke this one",
+            ));
+        }
+        within_callers_networks(&caller, &networks)?;
+        if networks != key.allowed_networks {
+            if key.allowed_networks.is_empty() {
+                key.key_hash = networked_key_hash(&key.key_hash);
+            }
+            key.allowed_networks = networks;
+            changed.push("allowed_networks");
+        }
+    }
+    if !changed.is_empty() {
+        if !state.store.update_api_key(&before, &key).await? {
+            return Err(ApiError::Conflict(format!(
+                "API key `{id}` was revoked or changed while this change was made; read it again and retry"
+            )));
+        }
+        // Cached keys carry their networks and hash.
+        state.auth_cache.forget_keys();
+        let details = json!({ "fields": changed, "name": key.name, "allowed_networks": key.allowed_networks });
+        audit::record(&state, &caller, "api_key.updated", "api_key", &key.id, details).await;
+    }
+    Ok(Json(KeyView::from(key)))
 }
 
 async fn revoke(State(state): State<AppState>, caller: Caller, PathId(id): PathId) -> ApiResult<StatusCode> {

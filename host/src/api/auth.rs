@@ -22,7 +22,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv6Net};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -201,11 +201,21 @@ fn check_networks(networks: &[IpNet], parts: &Parts, state: &AppState, whose: &s
         return Ok(());
     }
     match client_address(parts, &state.config.trusted_proxies) {
-        Some(address) if networks.iter().any(|network| network.contains(&address)) => Ok(()),
+        Some(address) if networks.iter().any(|network| covers(network, &IpNet::from(address))) => Ok(()),
         Some(address) => Err(ApiError::Forbidden(format!("{whose} may not be used from {address}"))),
         None => Err(ApiError::Forbidden(format!(
             "{whose} may only be used from its allowed networks, and this request's address cannot be told"
         ))),
+    }
+}
+
+/// Whether `outer` holds all of `inner`. Addresses and blocks are kept in their IPv4 form, so an IPv6 block that
+/// holds the IPv4-mapped range (`::/0`, which an operator reads as "everywhere") holds IPv4 ones through it.
+pub fn covers(outer: &IpNet, inner: &IpNet) -> bool {
+    match (outer, inner) {
+        (IpNet::V6(outer), IpNet::V4(inner)) => Ipv6Net::new(inner.addr().to_ipv6_mapped(), inner.prefix_len() + 96)
+            .is_ok_and(|mapped| outer.contains(&mapped)),
+        _ => outer.contains(inner),
     }
 }
 
@@ -502,6 +512,22 @@ mod tests {
         // What cannot be read makes the address unknown, not the proxy's.
         assert_eq!(client("10.0.0.2:5000", &["203.0.113.9, unknown"]), "unknown");
         assert_eq!(client_address(&axum::http::Request::new(()).into_parts().0, &proxies), None);
+    }
+
+    #[test]
+    fn an_ipv6_block_holding_the_mapped_range_covers_ipv4() {
+        let net = |text: &str| crate::config::parse_network(text).unwrap();
+        assert!(covers(&net("::/0"), &net("203.0.113.9")));
+        assert!(covers(&net("::/0"), &net("0.0.0.0/0")));
+        assert!(covers(&net("::/64"), &net("10.0.0.0/8")));
+        assert!(covers(&net("0.0.0.0/0"), &net("10.0.0.0/8")));
+        assert!(covers(&net("10.0.0.0/8"), &net("10.1.2.3")));
+        assert!(!covers(&net("10.0.0.0/8"), &net("11.0.0.1")));
+        // Blocks beside the mapped range hold no IPv4 address, and no IPv4 block holds an IPv6 one.
+        assert!(!covers(&net("2001:db8::/32"), &net("203.0.113.9")));
+        assert!(!covers(&net("::1/128"), &net("0.0.0.1")));
+        assert!(!covers(&net("0.0.0.0/0"), &net("::1")));
+        assert!(!covers(&net("::/96"), &net("0.0.0.0/0")), "the IPv4-compatible range is not the mapped one");
     }
 
     #[test]

@@ -226,6 +226,12 @@ impl Store for FakeStore {
     async fn list_api_keys(&self, _: &str, _: &Page) -> StoreResult<Vec<ApiKey>> {
         unused()
     }
+    async fn get_api_key(&self, _: &str, _: &str) -> StoreResult<Option<ApiKey>> {
+        unused()
+    }
+    async fn update_api_key(&self, _: &ApiKey, _: &ApiKey) -> StoreResult<bool> {
+        unused()
+    }
     async fn revoke_api_key(&self, _: &str, _: &str, _: Millis) -> StoreResult<bool> {
         unused()
     }

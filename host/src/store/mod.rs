@@ -460,6 +460,11 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tenants(&self, page: &Page) -> StoreResult<Vec<Tenant>>;
     async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()>;
     async fn list_api_keys(&self, tenant_id: &str, page: &Page) -> StoreResult<Vec<ApiKey>>;
+    /// The tenant's key by id, revoked or not.
+    async fn get_api_key(&self, tenant_id: &str, id: &str) -> StoreResult<Option<ApiKey>>;
+    /// Replaces a live key's name, hash and networks with `after`'s, if they are still `before`'s. Returns false
+    /// when no live key of that tenant has the id, or when another change came first.
+    async fn update_api_key(&self, before: &ApiKey, after: &ApiKey) -> StoreResult<bool>;
     /// Returns false when no live key of that tenant has this id.
     async fn revoke_api_key(&self, tenant_id: &str, id: &str, at: Millis) -> StoreResult<bool>;
     /// A key that is not revoked, by the SHA-256 of its text.

@@ -249,6 +249,62 @@ async fn a_key_with_allowed_networks_is_refused_from_anywhere_else() {
     assert!(refused.text.len() < 300, "the entry is not repeated whole: {} bytes", refused.text.len());
 }
 
+/// A key's networks can change without handing its users a new key: it is refused or accepted at once by the
+/// new list. Once limited it stays limited, and a limited key moves keys only within its own networks.
+#[tokio::test]
+async fn a_keys_networks_change_without_a_new_key() {
+    let server = TestServer::start().await;
+    let alice = server.tenant("Alice").await;
+    let created = alice.post("/api/v1/api-keys", json!({ "name": "ci" })).await.expect_status(201);
+    let ci = alice.with_key(&created.str("key"));
+    let ci_path = format!("/api/v1/api-keys/{}", created.str("id"));
+    ci.get("/api/v1/endpoints").await.expect_status(200);
+
+    let moved = alice.patch(&ci_path, json!({ "allowed_networks": ["203.0.113.0/24"] })).await.expect_status(200);
+    assert_eq!(moved.json["allowed_networks"], json!(["203.0.113.0/24"]), "{}", moved.text);
+    assert_eq!(moved.json["name"], "ci");
+    assert!(moved.json.get("key").is_none(), "the key's text is never shown again: {}", moved.text);
+    let refused = ci.get("/api/v1/endpoints").await;
+    refused.expect_error(403, "forbidden", None);
+    assert!(refused.text.contains("may not be used from 127.0.0.1"), "{}", refused.text);
+    let shown = alice.get(&ci_path).await.expect_status(200);
+    assert_eq!(shown.json, moved.json);
+
+    let body = json!({ "name": "office", "allowed_networks": ["127.0.0.0/8", "2001:db8::/32"] });
+    let back = alice.patch(&ci_path, body).await.expect_status(200);
+    assert_eq!(back.json["name"], "office");
+    ci.get("/api/v1/endpoints").await.expect_status(200);
+    alice.patch(&ci_path, json!({ "allowed_networks": [] })).await.expect_invalid("allowed_networks");
+    alice.patch(&ci_path, json!({ "allowed_networks": null })).await.expect_invalid("allowed_networks");
+    alice.patch(&ci_path, json!({ "allowed_networks": ["10.0.0.0/33"] })).await.expect_invalid("allowed_networks");
+    alice.patch(&ci_path, json!({ "name": null })).await.expect_invalid("name");
+    alice.patch(&ci_path, json!({ "name": "" })).await.expect_invalid("name");
+    alice.patch(&ci_path, json!({ "scope": "read" })).await.expect_status(400);
+
+    // Now limited, it may narrow another key into its own networks, but not send it elsewhere.
+    let other = alice.post("/api/v1/api-keys", json!({ "name": "deploy" })).await.expect_status(201);
+    let other_path = format!("/api/v1/api-keys/{}", other.str("id"));
+    ci.patch(&other_path, json!({ "allowed_networks": ["10.0.0.0/8"] })).await.expect_invalid("allowed_networks");
+    ci.patch(&other_path, json!({ "name": "deploy 2" })).await.expect_status(200);
+    ci.patch(&other_path, json!({ "allowed_networks": ["127.0.0.1"] })).await.expect_status(200);
+    alice.with_key(&other.str("key")).get("/api/v1/endpoints").await.expect_status(200);
+    // `::/0` holds every IPv4 address through the mapped range, as an operator reading it expects.
+    alice.patch(&other_path, json!({ "allowed_networks": ["::/0"] })).await.expect_status(200);
+    alice.with_key(&other.str("key")).get("/api/v1/endpoints").await.expect_status(200);
+
+    let audit = alice.get("/api/v1/audit-log?action=api_key.updated").await.expect_status(200);
+    let entries = audit.json["data"].as_array().unwrap();
+    assert_eq!(entries.len(), 5, "{}", audit.text);
+    assert!(audit.text.contains("203.0.113.0/24") && audit.text.contains("::/0"), "{}", audit.text);
+
+    let bob = server.tenant("Bob").await;
+    bob.get(&ci_path).await.expect_status(404);
+    bob.patch(&ci_path, json!({ "name": "mine" })).await.expect_status(404);
+    alice.delete(&other_path).await.expect_status(204);
+    alice.patch(&other_path, json!({ "name": "again" })).await.expect_error(409, "conflict", None);
+    alice.get(&other_path).await.expect_status(200);
+}
+
 /// Behind a trusted proxy the client is the address the proxy names in `X-Forwarded-For`, for tenant keys and for
 /// the admin key's own `admin_allowed_networks`; a client not behind it cannot name itself another address.
 #[tokio::test]
@@ -329,6 +385,8 @@ async fn tenant_routes(
         (Method::POST, "/api/v1/dead-letters/requeue".into(), Some(json!({}))),
         (Method::GET, "/api/v1/api-keys".into(), None),
         (Method::POST, "/api/v1/api-keys".into(), Some(json!({ "name": "mine" }))),
+        (Method::GET, format!("/api/v1/api-keys/{key_id}"), None),
+        (Method::PATCH, format!("/api/v1/api-keys/{key_id}"), Some(json!({ "name": "renamed" }))),
         (Method::DELETE, format!("/api/v1/api-keys/{key_id}"), None),
         (Method::GET, "/api/v1/audit-log".into(), None),
         (Method::GET, "/api/v1/stats".into(), None),

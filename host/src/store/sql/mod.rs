@@ -189,6 +189,14 @@ impl Store for SqlStore {
         tenants::list_api_keys(&self.reader, tenant_id, page).await
     }
 
+    async fn get_api_key(&self, tenant_id: &str, id: &str) -> StoreResult<Option<ApiKey>> {
+        tenants::get_api_key(&self.reader, tenant_id, id).await
+    }
+
+    async fn update_api_key(&self, before: &ApiKey, after: &ApiKey) -> StoreResult<bool> {
+        tenants::update_api_key(&mut *self.writer.acquire().await?, before, after).await
+    }
+
     async fn revoke_api_key(&self, tenant_id: &str, id: &str, at: Millis) -> StoreResult<bool> {
         tenants::revoke_api_key(&mut *self.writer.acquire().await?, tenant_id, id, at).await
     }

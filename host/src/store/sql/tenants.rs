@@ -57,9 +57,13 @@ pub(super) async fn list_tenants(pool: &AnyPool, page: &Page) -> StoreResult<Vec
     rows::all(&sql.query().fetch_all(pool).await?, rows::tenant)
 }
 
+/// A key's networks as stored: NULL when it may be used from anywhere, as for every key made before them.
+fn stored_networks(key: &ApiKey) -> StoreResult<Option<String>> {
+    (!key.allowed_networks.is_empty()).then(|| to_json("allowed_networks", &key.allowed_networks)).transpose()
+}
+
 pub(super) async fn create_api_key(connection: &mut AnyConnection, key: &ApiKey) -> StoreResult<()> {
-    let networks =
-        (!key.allowed_networks.is_empty()).then(|| to_json("allowed_networks", &key.allowed_networks)).transpose()?;
+    let networks = stored_networks(key)?;
     sqlx::query(&format!("INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"))
         .bind(&key.id)
         .bind(&key.tenant_id)
@@ -80,6 +84,40 @@ pub(super) async fn list_api_keys(pool: &AnyPool, tenant_id: &str, page: &Page) 
     let mut sql = SqlBuilder::new(format!("SELECT {API_KEY_COLUMNS} FROM api_keys"));
     sql.compare("tenant_id", "=", tenant_id).keyset_page("id", Order::Descending, page);
     rows::all(&sql.query().fetch_all(pool).await?, rows::api_key)
+}
+
+pub(super) async fn get_api_key(pool: &AnyPool, tenant_id: &str, id: &str) -> StoreResult<Option<ApiKey>> {
+    let row = sqlx::query(&format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 AND id = $2"))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(rows::api_key).transpose()
+}
+
+pub(super) async fn update_api_key(
+    connection: &mut AnyConnection,
+    before: &ApiKey,
+    after: &ApiKey,
+) -> StoreResult<bool> {
+    // Compared whole, so a change made on a stale read cannot undo a narrowing that came first.
+    let result = sqlx::query(
+        "UPDATE api_keys SET name = $3, key_hash = $4, allowed_networks = $5 \
+         WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL \
+         AND name = $6 AND key_hash = $7 AND COALESCE(allowed_networks, '') = COALESCE($8, '')",
+    )
+    .bind(&after.tenant_id)
+    .bind(&after.id)
+    .bind(&after.name)
+    .bind(&after.key_hash)
+    .bind(stored_networks(after)?)
+    .bind(&before.name)
+    .bind(&before.key_hash)
+    .bind(stored_networks(before)?)
+    .execute(&mut *connection)
+    .await
+    .map_err(conflict_on_unique(|| format!("another API key has the hash of `{}`", after.id)))?;
+    Ok(result.rows_affected() > 0)
 }
 
 pub(super) async fn revoke_api_key(
