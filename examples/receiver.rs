@@ -1,6 +1,6 @@
-//! A webhook receiver for trying Switchyard out: it verifies each delivery's Standard Webhooks signature, rejects
-//! stale timestamps, prints the event and answers 204 — or, with `--fail N`, answers 503 to the first N requests
-//! so you can watch retries.
+//! A webhook receiver for trying Switchyard out: it verifies each delivery's Standard Webhooks signature (with the
+//! endpoint's `whsec_…` secret, or the `whpk_…` public key of an asymmetric one), rejects stale timestamps, prints
+//! the event and answers 204 — or, with `--fail N`, answers 503 to the first N requests so you can watch retries.
 //!
 //!     cargo run -p switchyard --example receiver -- --secret whsec_… [--listen 127.0.0.1:9000] [--fail 2]
 
@@ -15,14 +15,17 @@ use axum::http::{HeaderMap, HeaderName, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use clap::Parser;
-use switchyard::signing::{verify_standard, WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP};
+use switchyard::signing::{
+    verify_standard, verify_standard_asymmetric, WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP,
+};
 
 /// Receivers should refuse signatures older than this, so a captured request cannot be replayed later.
 const TOLERANCE_SECS: i64 = 300;
 
 #[derive(Parser)]
 struct Args {
-    /// The endpoint's signing secret (`whsec_…`), as shown when the endpoint was created.
+    /// The endpoint's signing secret (`whsec_…`), as shown when the endpoint was created, or the public key
+    /// (`whpk_…`) of an asymmetric one.
     #[arg(long, env = "WEBHOOK_SECRET")]
     secret: String,
     #[arg(long, default_value = "127.0.0.1:9000")]
@@ -59,7 +62,12 @@ async fn receive(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body
         println!("rejected {id}: timestamp outside the {TOLERANCE_SECS} s tolerance");
         return StatusCode::BAD_REQUEST;
     }
-    if !verify_standard(&receiver.secret, id, timestamp, &body, signature) {
+    let verified = if receiver.secret.starts_with("whpk_") {
+        verify_standard_asymmetric(&receiver.secret, id, timestamp, &body, signature)
+    } else {
+        verify_standard(&receiver.secret, id, timestamp, &body, signature)
+    };
+    if !verified {
         println!("rejected {id}: bad signature");
         return StatusCode::UNAUTHORIZED;
     }

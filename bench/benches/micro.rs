@@ -145,10 +145,20 @@ fn signing(c: &mut Criterion) {
         b.iter(|| black_box(&signer).headers("dlv_1", 1_795_000_000_000, body.as_bytes()))
     });
     // The `hmac` scheme in a header of the endpoint's naming, as a GitHub-style receiver reads it.
-    let github = SignatureHeader { name: "X-Hub-Signature-256".into(), prefix: "sha256=".into(), timestamp: None };
-    let hmac = Signer::new(SignatureScheme::Hmac, &one).with_header(Some(&github));
+    let github = SignatureHeader {
+        name: "X-Hub-Signature-256".into(),
+        prefix: "sha256=".into(),
+        timestamp: None,
+        key_id: false,
+    };
+    let hmac = Signer::new(SignatureScheme::Hmac, &one).with_header(Some(&github), &[]);
     group.bench_function("hmac, 1 secret, keys set up once", |b| {
         b.iter(|| black_box(&hmac).headers("dlv_1", 1_795_000_000_000, body.as_bytes()))
+    });
+    // Standard Webhooks' `v1a`: an Ed25519 signature, against the `v1` HMAC beside it.
+    let ed25519 = Signer::new(SignatureScheme::Standard, &["whsk_nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A="]);
+    group.bench_function("standard, ed25519 key, keys set up once", |b| {
+        b.iter(|| black_box(&ed25519).headers("dlv_1", 1_795_000_000_000, body.as_bytes()))
     });
     group.finish();
 

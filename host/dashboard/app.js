@@ -366,6 +366,11 @@ function showOnce(owner, label, value) {
 
 function showSecret(endpoint, tenant) {
   const of = isolate(endpoint.url) + (tenant ? ` (tenant ${isolate(tenantLabel(tenant))})` : '');
+  if (endpoint.public_key) {
+    const label = `The public key of ${of}'s new Ed25519 signing key: give it to the receiver, which verifies each delivery's v1a signature with it. It is not secret; the private key never leaves Switchyard.`;
+    showOnce(endpoint.id, label, endpoint.public_key);
+    return;
+  }
   const label = `The signing secret of ${of}, shown only now: give it to the receiver, which verifies each delivery's signature with it.`;
   showOnce(endpoint.id, label, endpoint.secret);
 }
@@ -496,6 +501,7 @@ async function createEndpoint() {
   if (description) body.description = description;
   const parsed = parseSubscriptions($('endpoint-subscriptions').value);
   if (parsed.length) body.subscriptions = parsed.map((p) => p.subscription);
+  if ($('endpoint-signing').value === 'asymmetric') body.asymmetric = true;
   const start = here();
   $('endpoint-cancel').disabled = true;
   let created;

@@ -157,7 +157,8 @@ string_enum!(
 
 /// Where the `hmac` and `stripe` schemes put their signature, for receivers that already read it elsewhere: the
 /// header's name; for `hmac`, text the hex digest follows (`sha256=` for GitHub-style receivers); for `stripe`, the
-/// unit of its `t=` timestamp (milliseconds, as receivers written against `Date.now()` expect). None on an endpoint:
+/// unit of its `t=` timestamp (milliseconds, as receivers written against `Date.now()` expect) and whether each
+/// signature names its secret's version (`kid=`). None on an endpoint:
 /// [`SignatureHeader::default_for`] its scheme.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -167,6 +168,13 @@ pub struct SignatureHeader {
     pub prefix: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<TimestampUnit>,
+    /// For `stripe`: `kid=<secret version>` after each signature, for receivers that pick the secret by it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub key_id: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 impl SignatureHeader {
@@ -177,7 +185,7 @@ impl SignatureHeader {
             SignatureScheme::Stripe => ("switchyard-signature", Some(TimestampUnit::Seconds)),
             SignatureScheme::Hmac => ("x-webhook-signature", None),
         };
-        Some(SignatureHeader { name: name.into(), prefix: String::new(), timestamp })
+        Some(SignatureHeader { name: name.into(), prefix: String::new(), timestamp, key_id: false })
     }
 }
 

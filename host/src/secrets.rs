@@ -20,6 +20,10 @@ use crate::signing::Signer;
 
 const NONCE_LEN: usize = 12;
 pub const SECRET_PREFIX: &str = "whsec_";
+/// An Ed25519 private key, Standard Webhooks' asymmetric secret: it signs `v1a` signatures and never leaves
+/// Switchyard; receivers get its [`PUBLIC_KEY_PREFIX`] form.
+pub const PRIVATE_KEY_PREFIX: &str = "whsk_";
+pub const PUBLIC_KEY_PREFIX: &str = "whpk_";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -124,6 +128,41 @@ pub fn generate_signing_secret() -> String {
     format!("{SECRET_PREFIX}{}", STANDARD.encode(bytes))
 }
 
+/// A new Ed25519 private key, `whsk_<base64 of a 32-byte seed>`.
+pub fn generate_private_key() -> String {
+    let mut seed = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut seed);
+    format!("{PRIVATE_KEY_PREFIX}{}", STANDARD.encode(seed))
+}
+
+/// The signing key of a `whsk_` secret: the base64 of a 32-byte seed, or of 64 bytes, the seed then its public
+/// key (libsodium's form, in which keys brought from elsewhere may come), whose public half must match.
+pub fn private_key(secret: &str) -> Option<ed25519_dalek::SigningKey> {
+    let bytes = STANDARD.decode(secret.strip_prefix(PRIVATE_KEY_PREFIX)?).ok()?;
+    let seed: [u8; 32] = bytes.get(..32)?.try_into().ok()?;
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    match bytes.len() {
+        32 => Some(key),
+        64 if bytes[32..] == key.verifying_key().to_bytes() => Some(key),
+        _ => None,
+    }
+}
+
+/// What receivers verify a `whsk_` secret's signatures with: `whpk_<base64 of the 32-byte public key>`.
+pub fn public_key(key: &ed25519_dalek::SigningKey) -> String {
+    format!("{PUBLIC_KEY_PREFIX}{}", STANDARD.encode(key.verifying_key().to_bytes()))
+}
+
+/// Whether a stored hint is an Ed25519 key's public key, which [`secret_hint`] stores for one.
+pub fn is_public_key(hint: &str) -> bool {
+    hint.starts_with(PUBLIC_KEY_PREFIX)
+}
+
+/// Whether `secret` is an Ed25519 private key rather than a text keying an HMAC.
+pub fn is_private_key(secret: &str) -> bool {
+    secret.starts_with(PRIVATE_KEY_PREFIX)
+}
+
 /// Whether `secret` can be an endpoint's signing secret: `whsec_` and the standard base64 of 24 to 64 bytes, the
 /// Standard Webhooks form. Secrets brought from Svix or Stripe have it, so receivers keep theirs when they move.
 pub fn is_signing_secret(secret: &str) -> bool {
@@ -134,8 +173,12 @@ pub fn is_signing_secret(secret: &str) -> bool {
 /// What a list response may show of a secret, stored in clear beside it: four characters after the `whsec_`
 /// prefix, four of the 24 or more random bytes' base64. A secret of another form (the `hmac` scheme's, which a
 /// receiver brings and may be as short as 8 characters) shows its first four only when it has at least 24, so the
-/// hint never gives away much of one.
+/// hint never gives away much of one. A `whsk_` private key's hint is its public key.
 pub fn secret_hint(secret: &str) -> String {
+    // A private key is shown by its public key, whole: receivers need it, and it gives nothing away.
+    if let Some(key) = private_key(secret) {
+        return public_key(&key);
+    }
     let shown = match secret.strip_prefix(SECRET_PREFIX) {
         Some(_) => SECRET_PREFIX.len() + 4,
         None if secret.chars().count() >= 24 => 4,
@@ -151,6 +194,18 @@ pub fn secret_hint(secret: &str) -> String {
 pub const UNDECRYPTABLE_SECRET: &str = "signing secret could not be decrypted";
 pub const NO_SIGNING_SECRET: &str = "endpoint has no signing secret";
 
+/// The secrets that sign, in the order they sign: the active one, then retiring ones, newest first.
+fn signing_order(sealed: &[EndpointSecret]) -> Vec<&EndpointSecret> {
+    let mut sealed: Vec<&EndpointSecret> = sealed.iter().filter(|s| s.status != SecretStatus::Revoked).collect();
+    sealed.sort_by_key(|s| (s.status != SecretStatus::Active, std::cmp::Reverse(s.version)));
+    sealed
+}
+
+/// The versions of the secrets [`signing_keys`] returns, in its order, for a signature that names them.
+pub fn signing_versions(sealed: &[EndpointSecret]) -> Vec<i64> {
+    signing_order(sealed).iter().map(|secret| secret.version).collect()
+}
+
 /// The `whsec_…` texts that sign now, from the secrets the store says are live: the active secret first, then
 /// retiring ones, newest first.
 pub fn signing_keys(
@@ -158,12 +213,11 @@ pub fn signing_keys(
     endpoint_id: &str,
     sealed: &[EndpointSecret],
 ) -> Result<Vec<String>, &'static str> {
-    let mut sealed: Vec<&EndpointSecret> = sealed.iter().filter(|s| s.status != SecretStatus::Revoked).collect();
+    let sealed = signing_order(sealed);
     if sealed.is_empty() {
         // Sending unsigned would only be rejected by the receiver, or worse, accepted.
         return Err(NO_SIGNING_SECRET);
     }
-    sealed.sort_by_key(|s| (s.status != SecretStatus::Active, std::cmp::Reverse(s.version)));
     sealed
         .iter()
         .map(|secret| {
@@ -215,7 +269,8 @@ impl SigningSecrets {
             return Ok(ready);
         }
         let keys = signing_keys(key, &endpoint.id, &self.sealed)?;
-        Ok(signer.get_or_init(|| Signer::new(scheme, &keys).with_header(endpoint.signature_header.as_ref())))
+        let versions = signing_versions(&self.sealed);
+        Ok(signer.get_or_init(|| Signer::new(scheme, &keys).with_header(endpoint.signature_header.as_ref(), &versions)))
     }
 }
 
@@ -268,7 +323,12 @@ mod tests {
             expires_at: None,
         };
         let shared = SigningSecrets::new(vec![sealed.clone()]);
-        let github = SignatureHeader { name: "x-hub-signature-256".into(), prefix: "sha256=".into(), timestamp: None };
+        let github = SignatureHeader {
+            name: "x-hub-signature-256".into(),
+            prefix: "sha256=".into(),
+            timestamp: None,
+            key_id: false,
+        };
         let mut endpoint = crate::dispatch::send::tests::endpoint("https://example.com/", &[]);
         endpoint.signature_header = Some(github.clone());
         for &scheme in SignatureScheme::ALL {
@@ -277,7 +337,7 @@ mod tests {
             assert!(std::ptr::eq(signer, shared.signer(&key(), &endpoint).unwrap()));
             assert_eq!(
                 signer.headers("msg_1", 1_700_000_000_000, b"{}"),
-                Signer::new(scheme, std::slice::from_ref(&plain)).with_header(Some(&github)).headers(
+                Signer::new(scheme, std::slice::from_ref(&plain)).with_header(Some(&github), &[]).headers(
                     "msg_1",
                     1_700_000_000_000,
                     b"{}"
@@ -292,6 +352,65 @@ mod tests {
         assert!(fresh.signer(&key(), &endpoint).is_ok());
         let none = SigningSecrets::default();
         assert_eq!(none.signer(&key(), &endpoint).unwrap_err(), NO_SIGNING_SECRET);
+    }
+
+    /// The versions a `kid=` names are those of the secrets in the order they sign, whatever order the store
+    /// gave them in; a revoked one neither signs nor is named.
+    #[test]
+    fn versions_follow_the_order_secrets_sign_in() {
+        let secret = |version: i64, status: SecretStatus| {
+            let text = format!("whsec_{}", STANDARD.encode([version as u8; 24]));
+            let id = format!("sec_{version}");
+            let ciphertext = key().seal(text.as_bytes(), &secret_aad("ep_1", &id));
+            let secret = EndpointSecret {
+                id,
+                endpoint_id: "ep_1".into(),
+                tenant_id: "ten_1".into(),
+                version,
+                status,
+                ciphertext,
+                hint: secret_hint(&text),
+                created_at: 0,
+                expires_at: None,
+            };
+            (secret, text)
+        };
+        let stored = [
+            secret(1, SecretStatus::Retiring),
+            secret(4, SecretStatus::Revoked),
+            secret(3, SecretStatus::Active),
+            secret(2, SecretStatus::Retiring),
+        ];
+        let sealed: Vec<EndpointSecret> = stored.iter().map(|(secret, _)| secret.clone()).collect();
+        assert_eq!(signing_versions(&sealed), [3, 2, 1]);
+        let texts = [&stored[2].1, &stored[3].1, &stored[0].1].map(String::clone);
+        assert_eq!(signing_keys(&key(), "ep_1", &sealed).unwrap(), texts);
+    }
+
+    #[test]
+    fn private_keys_are_seeds_or_seeds_with_their_public_key() {
+        // RFC 8032's first test key.
+        let seed = hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60").unwrap();
+        let public = hex::decode("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a").unwrap();
+        let key = private_key(&format!("whsk_{}", STANDARD.encode(&seed))).expect("a seed");
+        assert_eq!(public_key(&key), format!("whpk_{}", STANDARD.encode(&public)));
+        let pair = [seed.clone(), public.clone()].concat();
+        assert!(private_key(&format!("whsk_{}", STANDARD.encode(&pair))).is_some(), "libsodium's 64 bytes");
+        let mismatched = [seed.clone(), seed.clone()].concat();
+        assert!(private_key(&format!("whsk_{}", STANDARD.encode(mismatched))).is_none());
+        for bad in ["whsk_", "whsk_!!", &format!("whsk_{}", STANDARD.encode(&seed[..31])), "whsec_abc"] {
+            assert!(private_key(bad).is_none(), "{bad}");
+        }
+
+        let generated = generate_private_key();
+        assert!(is_private_key(&generated) && !is_signing_secret(&generated));
+        let key = private_key(&generated).expect("a generated key parses");
+        assert_ne!(generated, generate_private_key());
+        // Its hint is its public key, whole; nothing of the private key.
+        let hint = secret_hint(&generated);
+        assert_eq!(hint, public_key(&key));
+        assert!(is_public_key(&hint) && !is_public_key(&secret_hint(&generate_signing_secret())));
+        assert!(!hint.contains(&generated["whsk_".len()..][..8]));
     }
 
     #[test]

@@ -15,21 +15,27 @@
 //!   after an optional prefix (`sha256=` for GitHub-style receivers). It signs no timestamp, so a receiver cannot
 //!   tell a replay; it is for receivers that already verify this way and should not have to change.
 //!
+//! A `standard` endpoint's secret may instead be an Ed25519 private key (`whsk_…`): it signs
+//! `v1a,<base64>` over the same `"{id}.{timestamp}.{body}"`, Standard Webhooks' asymmetric form, which receivers
+//! verify with the public key (`whpk_…`), so a leaked verifier cannot forge deliveries. The two kinds may sign
+//! side by side in one header while one is rotated out for the other.
+//!
 //! While a rotated-out secret is in its grace period, every signing secret contributes one signature, so a
 //! receiver still holding the old secret keeps verifying. The `hmac` scheme's one header holds one signature,
 //! by the active secret: its receivers switch secrets when the rotation happens.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use ed25519_dalek::Signer as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use reqwest::header::HeaderName;
 
 use crate::model::{SignatureHeader, SignatureScheme, TimestampUnit};
-use crate::secrets::SECRET_PREFIX;
+use crate::secrets::{is_private_key, private_key, PUBLIC_KEY_PREFIX, SECRET_PREFIX};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -57,14 +63,20 @@ pub fn signature_headers(
 #[derive(Clone)]
 pub struct Signer {
     scheme: SignatureScheme,
-    /// One per secret, in signing order.
-    keys: Vec<HmacSha256>,
+    /// One per secret that can sign in this scheme, in signing order.
+    keys: Vec<Key>,
+    /// Where each key's secret stood among those given to [`Signer::new`], to name its version.
+    positions: Vec<usize>,
+    /// How many secrets were given.
+    given: usize,
     /// Where the `hmac` and `stripe` schemes put their signature.
     header: HeaderName,
     /// What precedes the `hmac` scheme's digest.
     prefix: String,
     /// Whether the `stripe` scheme's `t` is in milliseconds.
     millis: bool,
+    /// The `stripe` scheme's `kid=` after each signature: the version of its secret, one per key. Empty: none.
+    key_ids: Vec<i64>,
 }
 
 impl fmt::Debug for Signer {
@@ -76,22 +88,41 @@ impl fmt::Debug for Signer {
 impl Signer {
     pub fn new(scheme: SignatureScheme, secrets: &[impl AsRef<str>]) -> Self {
         let key = |secret: &str| match scheme {
-            SignatureScheme::Standard => keyed(&standard_key(secret)),
-            SignatureScheme::Stripe | SignatureScheme::Hmac => keyed(secret.as_bytes()),
+            SignatureScheme::Standard if is_private_key(secret) => private_key(secret).map(Key::Ed25519),
+            SignatureScheme::Standard => Some(Key::Hmac(keyed(&standard_key(secret)))),
+            // A private key left in its grace period from the standard scheme has no HMAC form: it signs nothing.
+            SignatureScheme::Stripe | SignatureScheme::Hmac if is_private_key(secret) => None,
+            SignatureScheme::Stripe | SignatureScheme::Hmac => Some(Key::Hmac(keyed(secret.as_bytes()))),
         };
-        let keys = secrets.iter().map(|secret| key(secret.as_ref())).collect();
-        let signer = Signer { scheme, keys, header: SWITCHYARD_SIGNATURE, prefix: String::new(), millis: false };
-        signer.with_header(SignatureHeader::default_for(scheme).as_ref())
+        let (positions, keys) =
+            secrets.iter().enumerate().filter_map(|(position, secret)| Some((position, key(secret.as_ref())?))).unzip();
+        let signer = Signer {
+            scheme,
+            keys,
+            positions,
+            given: secrets.len(),
+            header: SWITCHYARD_SIGNATURE,
+            prefix: String::new(),
+            millis: false,
+            key_ids: Vec::new(),
+        };
+        signer.with_header(SignatureHeader::default_for(scheme).as_ref(), &[])
     }
 
     /// Puts the `hmac` or `stripe` scheme's signature where `header` says (None: the scheme's default). The API
     /// validates it; a name that does not parse leaves the default in place rather than failing every attempt.
-    pub fn with_header(mut self, header: Option<&SignatureHeader>) -> Self {
+    /// `versions` are the secrets' versions, in the order given to [`Signer::new`], for a header that names them
+    /// (`kid=`); a list that does not match the secrets one for one names none rather than the wrong ones.
+    pub fn with_header(mut self, header: Option<&SignatureHeader>, versions: &[i64]) -> Self {
         if let Some(header) = header {
             if let Ok(name) = HeaderName::try_from(header.name.as_str()) {
                 self.header = name;
                 self.prefix.clone_from(&header.prefix);
                 self.millis = header.timestamp == Some(TimestampUnit::Milliseconds);
+                self.key_ids.clear();
+                if header.key_id && versions.len() == self.given {
+                    self.key_ids.extend(self.positions.iter().map(|&position| versions[position]));
+                }
             }
         }
         self
@@ -103,13 +134,23 @@ impl Signer {
         match self.scheme {
             SignatureScheme::Standard => {
                 let mut signatures = String::new();
+                let timestamp = timestamp_secs.to_string();
                 for key in &self.keys {
                     if !signatures.is_empty() {
                         signatures.push(' ');
                     }
-                    signatures.push_str("v1,");
-                    let mac = standard_message(key.clone(), msg_id, &timestamp_secs.to_string(), body);
-                    STANDARD.encode_string(mac.finalize().into_bytes(), &mut signatures);
+                    match key {
+                        Key::Hmac(key) => {
+                            signatures.push_str("v1,");
+                            let mac = standard_message(key.clone(), msg_id, &timestamp, body);
+                            STANDARD.encode_string(mac.finalize().into_bytes(), &mut signatures);
+                        }
+                        Key::Ed25519(key) => {
+                            signatures.push_str("v1a,");
+                            let content = [msg_id.as_bytes(), b".", timestamp.as_bytes(), b".", body].concat();
+                            STANDARD.encode_string(key.sign(&content).to_bytes(), &mut signatures);
+                        }
+                    }
                 }
                 let mut headers =
                     vec![(WEBHOOK_ID, msg_id.to_string()), (WEBHOOK_TIMESTAMP, timestamp_secs.to_string())];
@@ -124,20 +165,66 @@ impl Signer {
                 }
                 let timestamp = if self.millis { timestamp_ms } else { timestamp_secs }.to_string();
                 let mut value = format!("t={timestamp}");
-                for key in &self.keys {
+                for (index, key) in self.hmac_keys().enumerate() {
                     value.push_str(",v1=");
                     value.push_str(&hex::encode(stripe_message(key.clone(), &timestamp, body).finalize().into_bytes()));
+                    // Right after its signature: a parser keeping the first or the last `v1` and `kid` pairs
+                    // them as signed.
+                    if let Some(version) = self.key_ids.get(index) {
+                        write!(value, ",kid={version}").expect("writing to a String cannot fail");
+                    }
                 }
                 vec![(self.header.clone(), value)]
             }
             SignatureScheme::Hmac => {
-                let Some(key) = self.keys.first() else { return Vec::new() };
+                let Some(key) = self.hmac_keys().next() else { return Vec::new() };
                 let mut mac = key.clone();
                 mac.update(body);
                 vec![(self.header.clone(), format!("{}{}", self.prefix, hex::encode(mac.finalize().into_bytes())))]
             }
         }
     }
+}
+
+/// One secret, set up for what it signs.
+#[derive(Clone)]
+enum Key {
+    Hmac(HmacSha256),
+    /// Standard Webhooks' `v1a`.
+    Ed25519(ed25519_dalek::SigningKey),
+}
+
+impl Signer {
+    /// The keys of the HMAC schemes, which [`Signer::new`] gives no other kind.
+    fn hmac_keys(&self) -> impl Iterator<Item = &HmacSha256> {
+        self.keys.iter().filter_map(|key| match key {
+            Key::Hmac(mac) => Some(mac),
+            Key::Ed25519(_) => None,
+        })
+    }
+}
+
+/// Checks a Standard Webhooks `v1a` (Ed25519) signature header against one public key (`whpk_…`).
+pub fn verify_standard_asymmetric(
+    public_key: &str,
+    msg_id: &str,
+    timestamp_secs: i64,
+    body: &[u8],
+    header: &str,
+) -> bool {
+    let key = public_key
+        .strip_prefix(PUBLIC_KEY_PREFIX)
+        .and_then(|text| STANDARD.decode(text).ok())
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .and_then(|bytes| ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok());
+    let Some(key) = key else { return false };
+    let content = [msg_id.as_bytes(), b".", timestamp_secs.to_string().as_bytes(), b".", body].concat();
+    header
+        .split(' ')
+        .filter_map(|entry| entry.strip_prefix("v1a,"))
+        .filter_map(|signature| STANDARD.decode(signature).ok())
+        .filter_map(|bytes| ed25519_dalek::Signature::from_slice(&bytes).ok())
+        .any(|signature| key.verify_strict(&content, &signature).is_ok())
 }
 
 /// Checks an `hmac` signature value (the header's, prefix included) against one secret, in constant time.
@@ -302,9 +389,10 @@ mod tests {
             name: "Molam-Signature".into(),
             prefix: String::new(),
             timestamp: Some(TimestampUnit::Milliseconds),
+            key_id: false,
         };
         let headers = Signer::new(SignatureScheme::Stripe, &[SPEC_SECRET])
-            .with_header(Some(&molam))
+            .with_header(Some(&molam), &[])
             .headers(SPEC_ID, SPEC_MS, SPEC_BODY);
         assert_eq!(headers, [(HeaderName::from_static("molam-signature"), expected.to_string())]);
         assert_eq!(verify_stripe(SPEC_SECRET, expected, SPEC_BODY), Some(SPEC_MS));
@@ -312,12 +400,97 @@ mod tests {
         // Seconds in a header of its own name: the digest of the seconds, as before.
         let seconds = SignatureHeader { timestamp: Some(TimestampUnit::Seconds), ..molam.clone() };
         let headers = Signer::new(SignatureScheme::Stripe, &[SPEC_SECRET])
-            .with_header(Some(&seconds))
+            .with_header(Some(&seconds), &[])
             .headers(SPEC_ID, SPEC_MS, SPEC_BODY);
         let default = signature_headers(SignatureScheme::Stripe, &[SPEC_SECRET.into()], SPEC_ID, SPEC_MS, SPEC_BODY);
         assert_eq!(headers[0].0, "molam-signature");
         assert_eq!(headers[0].1, default[0].1);
         assert_eq!(default[0].0, SWITCHYARD_SIGNATURE);
+    }
+
+    /// RFC 8032's first test key, signing the spec's message as Standard Webhooks' `v1a`; the expected value was
+    /// computed with Python's `cryptography` (`Ed25519PrivateKey.from_private_bytes(seed).sign(...)`).
+    const RFC8032_KEY: &str = "whsk_nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A=";
+    const RFC8032_PUBLIC: &str = "whpk_11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+    const RFC8032_V1A: &str =
+        "v1a,fldxM4gAKugP6nnt1hdz3sgGfZ6d99nzrMFnZOELIxbzEHoVmAb2ADpkJK7zgPePmPsle0zV9jSeGlHFG2NVAw==";
+
+    #[test]
+    fn an_ed25519_key_signs_v1a_as_an_independent_implementation_does() {
+        let headers =
+            signature_headers(SignatureScheme::Standard, &[RFC8032_KEY.into()], SPEC_ID, SPEC_TS * 1000, SPEC_BODY);
+        let value = header(&headers, WEBHOOK_SIGNATURE).unwrap();
+        assert_eq!(value, RFC8032_V1A);
+        assert!(verify_standard_asymmetric(RFC8032_PUBLIC, SPEC_ID, SPEC_TS, SPEC_BODY, value));
+        assert!(!verify_standard_asymmetric(RFC8032_PUBLIC, SPEC_ID, SPEC_TS + 1, SPEC_BODY, value));
+        assert!(!verify_standard_asymmetric(RFC8032_PUBLIC, SPEC_ID, SPEC_TS, b"{}", value));
+        assert!(!verify_standard_asymmetric("whpk_AAAA", SPEC_ID, SPEC_TS, SPEC_BODY, value));
+        assert!(!verify_standard(SPEC_SECRET, SPEC_ID, SPEC_TS, SPEC_BODY, value), "a v1a is not a v1");
+    }
+
+    /// While a shared secret is rotated out for a key (or back), both sign in the one header, each in its own
+    /// form, so receivers of either kind keep verifying; the HMAC schemes skip a key, which has no HMAC form.
+    #[test]
+    fn keys_and_shared_secrets_sign_side_by_side() {
+        let secrets = [RFC8032_KEY.to_string(), SPEC_SECRET.to_string()];
+        let headers = signature_headers(SignatureScheme::Standard, &secrets, SPEC_ID, SPEC_TS * 1000, SPEC_BODY);
+        let value = header(&headers, WEBHOOK_SIGNATURE).unwrap();
+        assert!(value.starts_with(&format!("{RFC8032_V1A} v1,")), "{value}");
+        assert!(verify_standard(SPEC_SECRET, SPEC_ID, SPEC_TS, SPEC_BODY, value));
+        assert!(verify_standard_asymmetric(RFC8032_PUBLIC, SPEC_ID, SPEC_TS, SPEC_BODY, value));
+
+        let stripe = signature_headers(SignatureScheme::Stripe, &secrets, SPEC_ID, SPEC_TS * 1000, SPEC_BODY);
+        let alone = signature_headers(SignatureScheme::Stripe, &secrets[1..], SPEC_ID, SPEC_TS * 1000, SPEC_BODY);
+        assert_eq!(stripe, alone);
+        let naming =
+            SignatureHeader { name: "Molam-Signature".into(), prefix: String::new(), timestamp: None, key_id: true };
+        let named = Signer::new(SignatureScheme::Stripe, &secrets).with_header(Some(&naming), &[2, 1]).headers(
+            SPEC_ID,
+            SPEC_TS * 1000,
+            SPEC_BODY,
+        );
+        assert!(named[0].1.ends_with(",kid=1"), "the shared secret's own version: {}", named[0].1);
+        let hmac = Signer::new(SignatureScheme::Hmac, &secrets).headers(SPEC_ID, SPEC_TS * 1000, SPEC_BODY);
+        assert_eq!(hmac, Signer::new(SignatureScheme::Hmac, &secrets[1..]).headers(SPEC_ID, SPEC_TS * 1000, SPEC_BODY));
+        let only_key = signature_headers(SignatureScheme::Hmac, &secrets[..1], SPEC_ID, SPEC_TS * 1000, SPEC_BODY);
+        assert!(only_key.is_empty(), "{only_key:?}");
+    }
+
+    /// brique 45's `t=<ms>,v1=<hex>,kid=<n>`: each signature followed by its secret's version, so a receiver that
+    /// keeps the first or the last pair of a rotation's two still gets a matching one.
+    #[test]
+    fn stripe_names_each_signatures_secret_version_when_asked() {
+        let molam = SignatureHeader {
+            name: "Molam-Signature".into(),
+            prefix: String::new(),
+            timestamp: Some(TimestampUnit::Milliseconds),
+            key_id: true,
+        };
+        let (old, new) = ("whsec_old", "whsec_new");
+        let signed = |secrets: &[&str], versions: &[i64]| {
+            let headers = Signer::new(SignatureScheme::Stripe, secrets)
+                .with_header(Some(&molam), versions)
+                .headers(SPEC_ID, SPEC_MS, SPEC_BODY);
+            headers[0].1.clone()
+        };
+        let digest = |secret: &str| {
+            let alone = Signer::new(SignatureScheme::Stripe, &[secret])
+                .with_header(Some(&SignatureHeader { key_id: false, ..molam.clone() }), &[])
+                .headers(SPEC_ID, SPEC_MS, SPEC_BODY);
+            alone[0].1.rsplit_once("v1=").unwrap().1.to_string()
+        };
+        assert_eq!(
+            signed(&[new, old], &[3, 2]),
+            format!("t={SPEC_MS},v1={},kid=3,v1={},kid=2", digest(new), digest(old))
+        );
+        assert_eq!(verify_stripe(new, &signed(&[new, old], &[3, 2]), SPEC_BODY), Some(SPEC_MS));
+        // Versions that do not match the secrets one for one name none rather than a wrong one.
+        assert_eq!(signed(&[new, old], &[3]), format!("t={SPEC_MS},v1={},v1={}", digest(new), digest(old)));
+        // Without `key_id`, versions given change nothing.
+        let plain = Signer::new(SignatureScheme::Stripe, &[new])
+            .with_header(Some(&SignatureHeader { key_id: false, ..molam.clone() }), &[3])
+            .headers(SPEC_ID, SPEC_MS, SPEC_BODY);
+        assert!(!plain[0].1.contains("kid="), "{}", plain[0].1);
     }
 
     #[test]
@@ -338,9 +511,14 @@ mod tests {
     #[test]
     fn hmac_matches_githubs_documented_example() {
         // GitHub's "Validating webhook deliveries": this secret and payload give this X-Hub-Signature-256.
-        let github = SignatureHeader { name: "X-Hub-Signature-256".into(), prefix: "sha256=".into(), timestamp: None };
+        let github = SignatureHeader {
+            name: "X-Hub-Signature-256".into(),
+            prefix: "sha256=".into(),
+            timestamp: None,
+            key_id: false,
+        };
         let secret = ["It's a Secret to Everybody"];
-        let headers = Signer::new(SignatureScheme::Hmac, &secret).with_header(Some(&github)).headers(
+        let headers = Signer::new(SignatureScheme::Hmac, &secret).with_header(Some(&github), &[]).headers(
             SPEC_ID,
             SPEC_MS,
             b"Hello, World!",
@@ -370,9 +548,9 @@ mod tests {
         }
         assert!(signature_headers(SignatureScheme::Hmac, &[], SPEC_ID, SPEC_MS, SPEC_BODY).is_empty());
         // A name that does not parse (the API refuses one) keeps the default rather than failing.
-        let broken = SignatureHeader { name: "bad name".into(), prefix: String::new(), timestamp: None };
+        let broken = SignatureHeader { name: "bad name".into(), prefix: String::new(), timestamp: None, key_id: false };
         let headers = Signer::new(SignatureScheme::Hmac, &[SPEC_SECRET])
-            .with_header(Some(&broken))
+            .with_header(Some(&broken), &[])
             .headers(SPEC_ID, SPEC_MS, SPEC_BODY);
         assert_eq!(headers[0].0, "x-webhook-signature");
     }

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use harness::{outcomes, str_field, Api, Server, ADMIN_KEY};
 use receiver::{Receiver, Reply};
@@ -124,9 +124,24 @@ async fn an_operator_requeues_dead_letters_and_pauses_an_endpoint_in_the_dashboa
         .collect();
     assert_eq!(
         by_admin,
-        ["endpoint.deleted", "endpoint.secret_rotated", "endpoint.created", "endpoint.paused", "endpoint.tested"],
+        [
+            "endpoint.deleted",
+            "endpoint.deleted",
+            "endpoint.secret_rotated",
+            "endpoint.created",
+            "endpoint.secret_rotated",
+            "endpoint.created",
+            "endpoint.paused",
+            "endpoint.tested"
+        ],
         "newest first: {changes:#}"
     );
+    let created = api.get("/api/v1/audit-log?action=endpoint.created").await;
+    let asymmetric: Vec<&Value> =
+        created["data"].as_array().unwrap().iter().map(|e| &e["details"]["asymmetric"]).collect();
+    assert_eq!(asymmetric[..2], [&json!(true), &json!(false)], "the dashboard's Ed25519 endpoint: {created:#}");
+    let key_changes = api.get("/api/v1/audit-log?action=api_key.updated").await;
+    assert_eq!(key_changes["data"][0]["details"]["allowed_networks"], json!(["198.51.100.0/24"]), "{key_changes:#}");
     let keys = api.get("/api/v1/api-keys").await;
     let billing = keys["data"]
         .as_array()

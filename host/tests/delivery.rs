@@ -1477,15 +1477,28 @@ async fn the_stripe_scheme_signs_milliseconds_in_the_receivers_header() {
     assert_eq!(verify(request, &new_secret), [true, false], "the active secret signs first");
     assert_eq!(verify(request, &secret), [false, true], "the retiring one after it");
 
-    // Back to the scheme's defaults: seconds in `Switchyard-Signature`, as Stripe's libraries read them.
+    // With `key_id`, each signature is followed by its secret's version, as brique 45's `kid=`.
     let path = format!("/api/v1/endpoints/{endpoint_id}");
+    let naming = json!({ "name": "Molam-Signature", "timestamp": "milliseconds", "key_id": true });
+    let changed = api.expect(Method::PATCH, &path, Some(json!({ "signature_header": naming })), 200).await;
+    assert_eq!(changed["signature_header"]["key_id"], true, "{changed:#}");
+    publish(&api, "invoice.paid", json!({ "amount": 32 })).await;
+    let request = &receiver.wait_for_requests(3, WAIT).await[2];
+    let value = request.header("molam-signature").expect("the signature");
+    let (t, pairs) = value.split_once(',').expect("t= and signatures");
+    let t = t.strip_prefix("t=").expect("t= first");
+    let message = [t.as_bytes(), b".", &request.body].concat();
+    let expected = format!("v1={},kid=2,v1={},kid=1", body_hmac(&new_secret, &message), body_hmac(&secret, &message));
+    assert_eq!(pairs, expected, "each signature, then its secret's version");
+
+    // Back to the scheme's defaults: seconds in `Switchyard-Signature`, as Stripe's libraries read them.
     let reset = api.expect(Method::PATCH, &path, Some(json!({ "signature_header": null })), 200).await;
     assert_eq!(
         reset["signature_header"],
         json!({ "name": "switchyard-signature", "prefix": "", "timestamp": "seconds" })
     );
     publish(&api, "invoice.paid", json!({ "amount": 31 })).await;
-    let request = &receiver.wait_for_requests(3, WAIT).await[2];
+    let request = &receiver.wait_for_requests(4, WAIT).await[3];
     let value = request.header("switchyard-signature").expect("the default header");
     let t: i64 = value.split(',').next().and_then(|t| t.strip_prefix("t=")).and_then(|t| t.parse().ok()).expect("t=");
     assert!((chrono::Utc::now().timestamp() - t).abs() < 5 * 60, "{t} is seconds");
@@ -1517,4 +1530,42 @@ async fn an_endpoint_is_disabled_after_failures_in_a_row() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(receiver.count(), held, "attempts went on after the endpoint was disabled");
     assert_eq!(api.delivery(&delivery_id).await["status"], "failed", "held, not dead");
+}
+
+/// 31. Standard Webhooks' asymmetric signatures: an endpoint rotates from its shared secret to an Ed25519 key.
+/// During the grace period both sign, each checked by its own kind of verifier (`standardwebhooks` for `v1`,
+/// `cryptography` for `v1a`); after the next rotation the new key alone.
+#[tokio::test]
+async fn an_endpoint_moves_from_a_shared_secret_to_an_ed25519_key() {
+    let (_server, api) = setup().await;
+    let receiver = Receiver::start().await;
+    let (endpoint_id, secret) = endpoint_to(&api, &receiver, json!({})).await;
+    let rotate = format!("/api/v1/endpoints/{endpoint_id}/rotate-secret");
+    let to_key = json!({ "asymmetric": true, "grace_period": "1h" });
+    let rotated = api.expect(Method::POST, &rotate, Some(to_key), 200).await;
+    let public_key = str_field(&rotated, "public_key").to_string();
+
+    publish(&api, "invoice.paid", json!({ "amount": 1 })).await;
+    let request = &receiver.wait_for_requests(1, WAIT).await[0];
+    let header = request.header("webhook-signature").expect("signed");
+    let kinds: Vec<&str> = header.split(' ').filter_map(|entry| entry.split(',').next()).collect();
+    assert_eq!(kinds, ["v1a", "v1"], "the active key first, then the retiring secret: {header}");
+    assert_verifies("standard-asymmetric", &public_key, request, "the new key").await;
+    assert_verifies("standard", &secret, request, "the shared secret in its grace period").await;
+    let id = request.header("webhook-id").expect("webhook-id");
+    let timestamp: i64 = request.header("webhook-timestamp").and_then(|t| t.parse().ok()).expect("a timestamp");
+    assert!(switchyard::signing::verify_standard_asymmetric(&public_key, id, timestamp, &request.body, header));
+    assert_rejected("standard-asymmetric", &public_key, &with_body(request, "{}"), "another body").await;
+
+    // The next rotation, with no grace period, keeps the kind: the new key alone signs.
+    let again = api.expect(Method::POST, &rotate, Some(json!({ "grace_period": "0s" })), 200).await;
+    let newer = str_field(&again, "public_key").to_string();
+    assert_ne!(newer, public_key);
+    publish(&api, "invoice.paid", json!({ "amount": 2 })).await;
+    let request = &receiver.wait_for_requests(2, WAIT).await[1];
+    let header = request.header("webhook-signature").expect("signed");
+    assert!(header.starts_with("v1a,") && !header.contains(' '), "{header}");
+    assert_verifies("standard-asymmetric", &newer, request, "the newer key").await;
+    assert_rejected("standard-asymmetric", &public_key, request, "the key rotated out").await;
+    assert_rejected("standard", &secret, request, "the shared secret rotated out").await;
 }

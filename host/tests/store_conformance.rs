@@ -535,6 +535,7 @@ async fn endpoint_create_get_update_and_status(store: &dyn Store, _url: &str) {
             name: "X-Hub-Signature-256".into(),
             prefix: "sha256=".into(),
             timestamp: None,
+            key_id: false,
         }),
         metadata: BTreeMap::new(),
         plugins: Default::default(),
@@ -549,11 +550,12 @@ async fn endpoint_create_get_update_and_status(store: &dyn Store, _url: &str) {
         Some(status_kept.clone()),
         "an update changes the settings, never the status"
     );
-    // The `stripe` scheme's header keeps its timestamp unit.
+    // The `stripe` scheme's header keeps its timestamp unit and whether it names the secret's version.
     let molam = SignatureHeader {
         name: "Molam-Signature".into(),
         prefix: String::new(),
         timestamp: Some(TimestampUnit::Milliseconds),
+        key_id: true,
     };
     let stripe =
         Endpoint { signature_scheme: SignatureScheme::Stripe, signature_header: Some(molam), ..status_kept.clone() };

@@ -274,6 +274,28 @@ try {
   const rotated = await page.locator('#secret-value').textContent();
   check(rotated.startsWith('whsec_') && rotated !== firstSecret, 'no new secret shown');
 
+  step = 'an endpoint signing with an Ed25519 key shows its public key, at creation and rotation';
+  const keyedUrl = `${endpointUrl}/keyed`;
+  await page.click('#secret-done');
+  await page.click('#new-endpoint');
+  await page.fill('#endpoint-url', keyedUrl);
+  await page.selectOption('#endpoint-signing', 'asymmetric');
+  await page.click('#endpoint-form button[type=submit]');
+  await page.locator('#secret-label', { hasText: 'public key' }).waitFor();
+  const publicKey = await page.locator('#secret-value').textContent();
+  check(/^whpk_[A-Za-z0-9+/]{43}=$/.test(publicKey), `public key: ${publicKey}`);
+  const keyed = page.locator('#endpoint-rows tr', { hasText: keyedUrl });
+  page.once('dialog', (dialog) => dialog.accept());
+  await keyed.locator('button', { hasText: 'Rotate secret' }).click();
+  await page.waitForFunction((old) => {
+    const shown = document.querySelector('#secret-value').textContent;
+    return shown.startsWith('whpk_') && shown !== old;
+  }, publicKey);
+  await page.click('#secret-done');
+  page.once('dialog', (dialog) => dialog.accept());
+  await keyed.locator('button', { hasText: 'Delete' }).click();
+  await page.locator('#notice', { hasText: 'deleted' }).waitFor();
+
   step = 'the new endpoint is deleted';
   page.once('dialog', (dialog) => dialog.accept());
   await second.locator('button', { hasText: 'Delete' }).click();
@@ -343,9 +365,10 @@ try {
   await page.locator('#audit-rows tr', { hasText: 'api_key.revoked' }).waitFor();
   await page.fill('#audit-action', 'endpoint.deleted');
   await page.click('#audit-filter button[type=submit]');
+  // The two endpoints made in the dashboard were deleted.
   await page.waitForFunction(() => {
     const shown = [...document.querySelectorAll('#audit-rows tr')];
-    return shown.length === 1 && shown[0].textContent.includes('endpoint.deleted');
+    return shown.length === 2 && shown.every((row) => row.textContent.includes('endpoint.deleted'));
   });
 
   step = "the admin reads the server's own audit entries";

@@ -56,6 +56,9 @@ pub struct CreateEndpoint {
     /// A signing secret to use instead of a generated one (a receiver keeping the secret it has).
     #[serde(default)]
     pub secret: Option<ProvidedSecret>,
+    /// `true`: sign with a generated Ed25519 key (Standard Webhooks' `v1a`) rather than a shared secret.
+    #[serde(default)]
+    pub asymmetric: Option<bool>,
 }
 
 /// A signing secret a request brings. Its `Debug` shows nothing of it, so no log of the request can.
@@ -71,10 +74,22 @@ impl std::fmt::Debug for ProvidedSecret {
 
 impl ProvidedSecret {
     /// The secret, once it has the form of one for `scheme`: `whsec_` and base64 for the schemes whose receivers'
-    /// libraries expect that (see [`crate::secrets::is_signing_secret`]); for `hmac`, the text the receiver already
-    /// keys its HMAC with, 8 to 500 printable ASCII characters.
+    /// libraries expect that (see [`crate::secrets::is_signing_secret`]), or for `standard` an Ed25519 private key
+    /// (`whsk_`, see [`crate::secrets::private_key`]); for `hmac`, the text the receiver already keys its HMAC with,
+    /// 8 to 500 printable ASCII characters.
     pub fn validated(self, field: &str, scheme: SignatureScheme) -> ApiResult<String> {
+        let private = crate::secrets::is_private_key(&self.0);
         match scheme {
+            SignatureScheme::Standard if private && crate::secrets::private_key(&self.0).is_some() => Ok(self.0),
+            SignatureScheme::Standard if private => Err(ApiError::invalid(
+                field,
+                "must be `whsk_` followed by the base64 of a 32-byte Ed25519 seed (or of the 64-byte seed and \
+                 public key)",
+            )),
+            _ if private => Err(ApiError::invalid(
+                field,
+                "is an Ed25519 private key (`whsk_`), which only the `standard` scheme signs with",
+            )),
             SignatureScheme::Hmac
                 if (8..=500).contains(&self.0.len()) && self.0.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) =>
             {
@@ -145,6 +160,9 @@ pub struct RotateBody {
     /// The new secret, instead of a generated one.
     #[serde(default)]
     pub secret: Option<ProvidedSecret>,
+    /// Whether to generate an Ed25519 key or a shared secret; absent: the kind of the active secret.
+    #[serde(default)]
+    pub asymmetric: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,6 +205,9 @@ pub struct SecretView {
     version: i64,
     status: SecretStatus,
     hint: String,
+    /// An Ed25519 key's public key (`whpk_…`), whole: what receivers verify its signatures with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_key: Option<String>,
     created_at: String,
     expires_at: Option<String>,
 }
@@ -196,10 +217,19 @@ impl SecretView {
     /// records it at the endpoint's next rotation.
     fn at(s: EndpointSecret, now: Millis) -> Self {
         let grace_over = s.status == SecretStatus::Retiring && !s.signs_at(now);
+        // An Ed25519 key's stored hint is its public key (see `secrets::secret_hint`).
+        let public_key = crate::secrets::is_public_key(&s.hint).then(|| s.hint.clone());
+        let hint = match &public_key {
+            Some(key) => {
+                format!("{}…", key.chars().take(crate::secrets::PUBLIC_KEY_PREFIX.len() + 4).collect::<String>())
+            }
+            None => s.hint,
+        };
         Self {
             version: s.version,
             status: if grace_over { SecretStatus::Revoked } else { s.status },
-            hint: s.hint,
+            hint,
+            public_key,
             created_at: rfc3339(s.created_at),
             expires_at: s.expires_at.map(rfc3339),
         }
@@ -229,9 +259,12 @@ pub struct EndpointView {
     secrets: Vec<SecretView>,
     created_at: String,
     updated_at: String,
-    /// The plaintext signing secret: only in the responses to create and rotate.
+    /// The plaintext signing secret: only in the responses to create and rotate, and never an Ed25519 key's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+    /// A new Ed25519 key's public key, in the responses to create and rotate instead of `secret`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
 }
 
 /// Where the endpoint's scheme signs, as a receiver must read it: the stored header or the scheme's default, with
@@ -276,6 +309,7 @@ impl EndpointView {
             created_at: rfc3339(e.created_at),
             updated_at: rfc3339(e.updated_at),
             secret: None,
+            public_key: None,
         }
     }
 

@@ -14,8 +14,13 @@ use super::json::{ApiJson, OptionalJson};
 use super::pagination::{PageOf, Query};
 use super::{audit, validate, PathId};
 use crate::error::{ApiError, ApiResult};
-use crate::model::{new_id, now_millis, Endpoint, EndpointPlugins, EndpointStatus, SignatureScheme, Subscription};
-use crate::secrets::{generate_signing_secret, is_signing_secret, secret_aad, secret_hint, signing_keys};
+use crate::model::{
+    new_id, now_millis, Endpoint, EndpointPlugins, EndpointStatus, SecretStatus, SignatureScheme, Subscription,
+};
+use crate::secrets::{
+    generate_private_key, generate_signing_secret, is_private_key, is_public_key, is_signing_secret, private_key,
+    public_key, secret_aad, secret_hint, signing_keys,
+};
 use crate::store::{EndpointFilter, NewSecret};
 use crate::AppState;
 
@@ -31,10 +36,11 @@ pub fn router() -> Router<AppState> {
         .route("/endpoints/{id}/subscriptions", put(replace_subscriptions))
 }
 
-/// A fresh secret sealed for `endpoint_id`: the plaintext (to show once) and what the store keeps.
-/// The endpoint's next secret, sealed: the one the request brings, or a generated one.
-fn new_secret(state: &AppState, endpoint_id: &str, provided: Option<String>) -> (String, NewSecret) {
-    let plaintext = provided.unwrap_or_else(generate_signing_secret);
+/// The endpoint's next secret, sealed: the one the request brings, or a generated one (an Ed25519 key when
+/// `private_key`). Returns the plaintext too, for [`show_new_secret`].
+fn new_secret(state: &AppState, endpoint_id: &str, provided: Option<String>, private_key: bool) -> (String, NewSecret) {
+    let plaintext =
+        provided.unwrap_or_else(|| if private_key { generate_private_key() } else { generate_signing_secret() });
     let id = new_id("sec");
     let sealed = NewSecret {
         ciphertext: state.master_key.seal(plaintext.as_bytes(), &secret_aad(endpoint_id, &id)),
@@ -42,6 +48,43 @@ fn new_secret(state: &AppState, endpoint_id: &str, provided: Option<String>) -> 
         hint: secret_hint(&plaintext),
     };
     (plaintext, sealed)
+}
+
+/// Shows a new secret in a create or rotate response: a shared secret once, as its receivers need it; an Ed25519
+/// key by its public key alone, as the private one never leaves Switchyard.
+fn show_new_secret(view: &mut EndpointView, plaintext: String) {
+    match private_key(&plaintext) {
+        Some(key) => view.public_key = Some(public_key(&key)),
+        None => view.secret = Some(plaintext),
+    }
+}
+
+/// Whether the endpoint's next secret is an Ed25519 key: as `asymmetric` asks, or as the brought secret is, or
+/// else `otherwise` (the active secret's kind, at a rotation).
+fn wants_private_key(
+    asymmetric: Option<bool>,
+    provided: Option<&str>,
+    scheme: SignatureScheme,
+    otherwise: bool,
+) -> ApiResult<bool> {
+    let brought = provided.map(is_private_key);
+    match (asymmetric, brought) {
+        (Some(true), _) if scheme != SignatureScheme::Standard => Err(ApiError::invalid(
+            "asymmetric",
+            format!("only the `standard` scheme signs with an Ed25519 key (`v1a`); this endpoint's is `{scheme}`"),
+        )),
+        (Some(asked), Some(brought)) if asked != brought => Err(ApiError::invalid(
+            "asymmetric",
+            if brought {
+                "is false, and the secret given is an Ed25519 key (`whsk_`)"
+            } else {
+                "is true, and the secret given is a shared secret, not an Ed25519 key (`whsk_`)"
+            },
+        )),
+        (Some(asked), _) => Ok(asked),
+        (None, Some(brought)) => Ok(brought),
+        (None, None) => Ok(otherwise && scheme == SignatureScheme::Standard),
+    }
 }
 
 /// For the audit log: whether the secret was brought or made, never the secret.
@@ -84,6 +127,7 @@ async fn create(
     validate::signature_header(signature_scheme, body.signature_header.as_ref())?;
     validate::headers_beside_signature(signature_scheme, body.signature_header.as_ref(), &headers)?;
     let provided = body.secret.map(|secret| secret.validated("secret", signature_scheme)).transpose()?;
+    let asymmetric = wants_private_key(body.asymmetric, provided.as_deref(), signature_scheme, false)?;
 
     let now = now_millis();
     let endpoint = Endpoint {
@@ -107,7 +151,7 @@ async fn create(
         updated_at: now,
     };
     let secret_source = secret_source(&provided);
-    let (plaintext, sealed) = new_secret(&state, &endpoint.id, provided);
+    let (plaintext, sealed) = new_secret(&state, &endpoint.id, provided, asymmetric);
     state.store.create_endpoint(&endpoint, &sealed).await?;
     let details = json!({
         "host": endpoint.url_host(),
@@ -115,10 +159,11 @@ async fn create(
         "signature_scheme": endpoint.signature_scheme,
         "plugins": plugin_names(&endpoint.plugins),
         "secret": secret_source,
+        "asymmetric": asymmetric,
     });
     audit::record(&state, &caller, "endpoint.created", "endpoint", &endpoint.id, details).await;
     let mut view = EndpointView::load(&state, endpoint).await?;
-    view.secret = Some(plaintext);
+    show_new_secret(&mut view, plaintext);
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -192,7 +237,7 @@ async fn update(
     }
     let mut scheme_changed = false;
     if let Some(scheme) = not_null("signature_scheme", body.signature_scheme)? {
-        if endpoint.signature_scheme == SignatureScheme::Hmac && scheme != SignatureScheme::Hmac {
+        if scheme != endpoint.signature_scheme {
             active_secret_fits(&state, &endpoint, scheme).await?;
         }
         scheme_changed = scheme != endpoint.signature_scheme;
@@ -286,23 +331,29 @@ async fn activate(State(state): State<AppState>, caller: Caller, PathId(id): Pat
     Ok(Json(view))
 }
 
-/// Leaving `hmac`, whose secrets may be any text, for a scheme whose receivers' libraries expect `whsec_`: the
-/// active secret must have that form, or every delivery would carry a signature no such library verifies.
+/// A scheme signs with the active secret only if it has that scheme's form: `whsec_` for the schemes whose
+/// receivers' libraries expect it (or an Ed25519 key for `standard`), and for `hmac` anything but an Ed25519 key,
+/// which has no HMAC form. Otherwise every delivery would carry a signature no receiver verifies, or none.
 async fn active_secret_fits(state: &AppState, endpoint: &Endpoint, scheme: SignatureScheme) -> ApiResult<()> {
     let sealed = state.store.signing_secrets(&endpoint.id, now_millis()).await?;
     let keys = signing_keys(&state.master_key, &endpoint.id, &sealed)
         .map_err(|problem| ApiError::Unavailable(problem.to_string()))?;
-    if keys.first().is_some_and(|active| is_signing_secret(active)) {
-        return Ok(());
-    }
-    Err(ApiError::invalid(
-        "signature_scheme",
-        format!(
-            "`{scheme}` needs a `whsec_` secret and this endpoint's active secret is not one: rotate the secret \
-             (POST /api/v1/endpoints/{}/rotate-secret makes one), then change the scheme",
-            endpoint.id
+    let Some(active) = keys.first() else { return Ok(()) };
+    let rotate = format!("POST /api/v1/endpoints/{}/rotate-secret", endpoint.id);
+    let problem = match scheme {
+        SignatureScheme::Standard if is_signing_secret(active) || private_key(active).is_some() => return Ok(()),
+        SignatureScheme::Stripe if is_signing_secret(active) => return Ok(()),
+        SignatureScheme::Hmac if !is_private_key(active) => return Ok(()),
+        _ if is_private_key(active) => format!(
+            "`{scheme}` signs with a shared secret and this endpoint's active secret is an Ed25519 key: rotate to a \
+             shared one ({rotate} with {{\"asymmetric\": false}}), then change the scheme"
         ),
-    ))
+        _ => format!(
+            "`{scheme}` needs a `whsec_` secret and this endpoint's active secret is not one: rotate the secret \
+             ({rotate} makes one), then change the scheme"
+        ),
+    };
+    Err(ApiError::invalid("signature_scheme", problem))
 }
 
 async fn rotate_secret(
@@ -317,19 +368,27 @@ async fn rotate_secret(
     };
     let endpoint = load(&state, &caller, &id).await?;
     let provided = body.secret.map(|secret| secret.validated("secret", endpoint.signature_scheme)).transpose()?;
+    let secrets = state.store.list_secrets(&caller.tenant_id, &id).await?;
+    let active_is_key = secrets.iter().any(|s| s.status == SecretStatus::Active && is_public_key(&s.hint));
+    let asymmetric = wants_private_key(body.asymmetric, provided.as_deref(), endpoint.signature_scheme, active_is_key)?;
     let now = now_millis();
     let retire_until = now.saturating_add(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
     let secret_source = secret_source(&provided);
-    let (plaintext, sealed) = new_secret(&state, &id, provided);
+    let (plaintext, sealed) = new_secret(&state, &id, provided, asymmetric);
     let stored = state
         .store
         .rotate_secret(&caller.tenant_id, &id, &sealed, retire_until, now)
         .await?
         .ok_or(ApiError::NotFound("endpoint"))?;
-    let details = json!({ "version": stored.version, "grace_period_secs": grace.as_secs(), "secret": secret_source });
+    let details = json!({
+        "version": stored.version,
+        "grace_period_secs": grace.as_secs(),
+        "secret": secret_source,
+        "asymmetric": asymmetric,
+    });
     audit::record(&state, &caller, "endpoint.secret_rotated", "endpoint", &id, details).await;
     let mut view = EndpointView::load(&state, endpoint).await?;
-    view.secret = Some(plaintext);
+    show_new_secret(&mut view, plaintext);
     Ok(Json(view))
 }
 

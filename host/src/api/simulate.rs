@@ -131,7 +131,7 @@ async fn signed_request(
         .map_err(|problem| ApiError::Unavailable(problem.to_string()))?;
     let body = prepared.body.clone().unwrap_or_else(|| event.envelope().into_bytes());
     let signature = signing::Signer::new(endpoint.signature_scheme, &keys)
-        .with_header(endpoint.signature_header.as_ref())
+        .with_header(endpoint.signature_header.as_ref(), &secrets::signing_versions(&sealed))
         .headers(&event.id, now, &body);
     let identity = send::RequestIdentity { event_id: &event.id, event_type: &event.event_type, attempt: None };
     let signed: Vec<_> = signature.iter().map(|(name, _)| name.clone()).collect();

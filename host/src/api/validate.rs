@@ -108,6 +108,12 @@ pub fn signature_header(scheme: SignatureScheme, header: Option<&SignatureHeader
                 "is only used with signature_scheme `stripe` (`hmac` signs no timestamp)",
             ));
         }
+        SignatureScheme::Hmac if header.key_id => {
+            return Err(ApiError::invalid(
+                "signature_header.key_id",
+                "is only used with signature_scheme `stripe` (`hmac` sends one bare digest)",
+            ));
+        }
         _ => {}
     }
     if header.prefix.len() > 32 || !header.prefix.bytes().all(|b| b.is_ascii_graphic()) {
@@ -490,8 +496,12 @@ mod tests {
 
     #[test]
     fn a_signature_header_names_a_header_of_its_own_and_only_what_its_scheme_uses() {
-        let header =
-            |name: &str, prefix: &str| SignatureHeader { name: name.into(), prefix: prefix.into(), timestamp: None };
+        let header = |name: &str, prefix: &str| SignatureHeader {
+            name: name.into(),
+            prefix: prefix.into(),
+            timestamp: None,
+            key_id: false,
+        };
         let (hmac, stripe) = (SignatureScheme::Hmac, SignatureScheme::Stripe);
         assert!(signature_header(hmac, None).is_ok());
         assert!(signature_header(SignatureScheme::Standard, None).is_ok());
@@ -505,6 +515,10 @@ mod tests {
         assert_eq!(field(with_standard), "signature_header");
         assert_eq!(field(signature_header(hmac, Some(&in_millis))), "signature_header.timestamp");
         assert_eq!(field(signature_header(stripe, Some(&header("X-Signature", "sha256=")))), "signature_header.prefix");
+        let naming_versions = SignatureHeader { key_id: true, ..in_millis.clone() };
+        assert!(signature_header(stripe, Some(&naming_versions)).is_ok());
+        let hmac_naming_versions = SignatureHeader { key_id: true, ..header("X-Signature", "") };
+        assert_eq!(field(signature_header(hmac, Some(&hmac_naming_versions))), "signature_header.key_id");
         for name in [
             "",
             "bad name",

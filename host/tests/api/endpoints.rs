@@ -368,6 +368,65 @@ async fn rotation_returns_the_new_secret_once_and_retires_the_old() {
     alice.post("/api/v1/endpoints/ep_unknown/rotate-secret", json!({})).await.expect_error(404, "not_found", None);
 }
 
+/// An endpoint may sign with an Ed25519 key (Standard Webhooks' `v1a`): made or brought, shown only by its
+/// public key, kept by rotations, and only with the `standard` scheme, which alone signs with one.
+#[tokio::test]
+async fn an_ed25519_key_is_shown_by_its_public_key_and_only_signs_standard() {
+    let (_server, alice) = setup().await;
+    let created = alice.create_endpoint(json!({ "asymmetric": true })).await.expect_status(201);
+    assert!(created.json.get("secret").is_none(), "the private key never leaves: {}", created.text);
+    let public_key = created.str("public_key");
+    assert!(public_key.starts_with("whpk_") && public_key.len() == 49, "{public_key}");
+    assert_eq!(created.json["secrets"][0]["public_key"], json!(public_key));
+    assert!(!created.text.contains("whsk_"), "{}", created.text);
+    let id = created.str("id");
+    let path = format!("/api/v1/endpoints/{id}");
+    let shown = alice.get(&path).await.expect_status(200);
+    assert_eq!(shown.json["secrets"][0]["public_key"], json!(public_key));
+    assert!(shown.json.get("public_key").is_none(), "only create and rotate answer with it: {}", shown.text);
+
+    // A rotation keeps the active secret's kind unless told otherwise.
+    let rotate = format!("{path}/rotate-secret");
+    let rotated = alice.post(&rotate, json!({ "grace_period": "1h" })).await.expect_status(200);
+    assert_ne!(rotated.str("public_key"), public_key);
+    let keys: Vec<&Value> = rotated.json["secrets"].as_array().unwrap().iter().map(|s| &s["public_key"]).collect();
+    assert_eq!(keys[1], &json!(public_key), "the old key, retiring, still listed with its public key");
+    // The HMAC schemes cannot sign with it: a scheme change waits for a shared secret.
+    let to_stripe = alice.patch(&path, json!({ "signature_scheme": "stripe" })).await;
+    to_stripe.expect_invalid("signature_scheme");
+    let message = to_stripe.json["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(r#"{"asymmetric": false}"#), "{message}");
+    alice.patch(&path, json!({ "signature_scheme": "hmac" })).await.expect_invalid("signature_scheme");
+    let shared = alice.post(&rotate, json!({ "asymmetric": false })).await.expect_status(200);
+    assert!(shared.str("secret").starts_with("whsec_") && shared.json.get("public_key").is_none());
+    alice.patch(&path, json!({ "signature_scheme": "stripe" })).await.expect_status(200);
+    alice.post(&rotate, json!({ "asymmetric": true })).await.expect_invalid("asymmetric");
+    let log = alice.get(&format!("/api/v1/audit-log?action=endpoint.secret_rotated&resource_id={id}")).await;
+    let flags: Vec<&Value> = log.json["data"].as_array().unwrap().iter().map(|e| &e["details"]["asymmetric"]).collect();
+    assert_eq!(flags, [&json!(false), &json!(true)], "{}", log.text);
+
+    // A key brought along: a 32-byte seed or libsodium's 64 bytes; never echoed.
+    let seed = "whsk_nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A=";
+    let brought = alice.create_endpoint(json!({ "secret": seed })).await.expect_status(201);
+    assert_eq!(brought.str("public_key"), "whpk_11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=");
+    assert!(!brought.text.contains(seed), "{}", brought.text);
+    for bad in ["whsk_c2hvcnQ=", "whsk_not base64!!"] {
+        let refused = alice.create_endpoint(json!({ "secret": bad })).await;
+        refused.expect_invalid("secret");
+        assert!(!refused.text.contains(bad), "{}", refused.text);
+    }
+    for scheme in ["stripe", "hmac"] {
+        alice.create_endpoint(json!({ "secret": seed, "signature_scheme": scheme })).await.expect_invalid("secret");
+        let asked = json!({ "asymmetric": true, "signature_scheme": scheme });
+        alice.create_endpoint(asked).await.expect_invalid("asymmetric");
+    }
+    let contradicted = json!({ "secret": seed, "asymmetric": false });
+    alice.create_endpoint(contradicted).await.expect_invalid("asymmetric");
+    let contradicted = json!({ "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "asymmetric": true });
+    alice.create_endpoint(contradicted).await.expect_invalid("asymmetric");
+    alice.create_endpoint(json!({ "asymmetric": "yes" })).await.expect_invalid("asymmetric");
+}
+
 #[tokio::test]
 async fn concurrent_rotations_leave_only_secrets_that_can_sign() {
     let (server, alice) = setup().await;

@@ -1,4 +1,5 @@
-//! Signature checks with the reference Python libraries (`standardwebhooks`, `stripe`), through
+//! Signature checks with the reference Python libraries (`standardwebhooks`, `stripe`, `cryptography` for
+//! Ed25519), through
 //! `tests/python/verify_signature.py`.
 //!
 //! The interpreter comes from `SWITCHYARD_TEST_PYTHON` (a virtualenv with `tests/python/requirements.txt`
@@ -53,13 +54,13 @@ fn find() -> Result<Verifier, String> {
         }
     };
     let output = std::process::Command::new(&python)
-        .args(["-c", "import standardwebhooks.webhooks, stripe"])
+        .args(["-c", "import standardwebhooks.webhooks, stripe, cryptography"])
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("{PYTHON_ENV}={}: cannot run it: {e}", python.display()))?;
     if !output.status.success() {
         return Err(format!(
-            "{PYTHON_ENV}={} cannot import standardwebhooks and stripe: {}",
+            "{PYTHON_ENV}={} cannot import standardwebhooks, stripe and cryptography: {}",
             python.display(),
             String::from_utf8_lossy(&output.stderr).trim()
         ));
@@ -69,7 +70,7 @@ fn find() -> Result<Verifier, String> {
 
 impl Verifier {
     /// Asks the reference library whether `body` with `headers` (lower-cased names, as received) verifies under
-    /// `secret`. `scheme` is `"standard"` or `"stripe"`. `Err` carries the library's rejection message.
+    /// `secret`. `scheme` is `"standard"`, `"standard-asymmetric"` (`secret`: the `whpk_` public key) or `"stripe"`. `Err` carries the library's rejection message.
     pub async fn verify(
         &self,
         scheme: &str,
