@@ -8,7 +8,7 @@ use sqlx::{Any, AnyConnection, AnyPool, Connection, Row};
 
 use super::deliveries::{IN_FLIGHT, STATUS_INDEXED};
 use super::query::{conflict_on_unique, Order, SqlBuilder, MAX_LIST};
-use super::rows::{self, to_json, ENDPOINT_COLUMNS, SUBSCRIPTION_COLUMNS};
+use super::rows::{self, stored_signature_header, to_json, ENDPOINT_COLUMNS, SUBSCRIPTION_COLUMNS};
 use super::Dialect;
 use crate::model::{Endpoint, EndpointPlugins, EndpointStatus, Millis, Subscription};
 use crate::store::{EndpointFilter, NewSecret, Page, StatusBefore, StoreResult};
@@ -19,11 +19,11 @@ pub(super) async fn create_endpoint(
     secret: &NewSecret,
 ) -> StoreResult<()> {
     let mut tx = connection.begin().await?;
-    // Placeholders in `bind_settings` order: the settings, then the status, then the times; `signature_header`, the
-    // last setting bound, is the last column.
+    // Placeholders in `bind_settings` order: the settings, then the status, then the times; `signature_header` and
+    // `signature_key_id`, the last settings bound, are the last columns.
     let insert = format!(
         "INSERT INTO endpoints ({ENDPOINT_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $14, $15, $5, $6, $7, $8, $9, $10, $11, $12, $16, $17, $13)"
+         VALUES ($1, $2, $3, $4, $15, $16, $5, $6, $7, $8, $9, $10, $11, $12, $17, $18, $13, $14)"
     );
     bind_settings(sqlx::query(&insert).bind(&endpoint.id).bind(&endpoint.tenant_id), endpoint)?
         .bind(endpoint.status.as_str())
@@ -68,7 +68,8 @@ fn bind_settings<'q>(
         .bind(to_json("metadata", &endpoint.metadata)?)
         .bind(to_json("plugins", &endpoint.plugins)?)
         .bind(endpoint.rate_limit)
-        .bind(endpoint.signature_header.as_ref().map(|header| to_json("signature_header", header)).transpose()?))
+        .bind(endpoint.signature_header.as_ref().map(stored_signature_header).transpose()?)
+        .bind(i64::from(endpoint.signature_header.as_ref().is_some_and(|header| header.key_id))))
 }
 
 // Reads of endpoints with their subscriptions take two statements; a transaction gives both one snapshot, so a
@@ -154,7 +155,7 @@ pub(super) async fn update_endpoint(connection: &mut AnyConnection, endpoint: &E
     let update = sqlx::query(
         "UPDATE endpoints SET url = $3, description = $4, timeout_ms = $5, headers = $6, retry_schedule_ms = $7, \
          max_attempts = $8, signature_scheme = $9, metadata = $10, plugins = $11, rate_limit = $12, \
-         signature_header = $13, updated_at = $14 WHERE tenant_id = $1 AND id = $2",
+         signature_header = $13, signature_key_id = $14, updated_at = $15 WHERE tenant_id = $1 AND id = $2",
     );
     let updated = bind_settings(update.bind(&endpoint.tenant_id).bind(&endpoint.id), endpoint)?
         .bind(endpoint.updated_at)

@@ -39,6 +39,7 @@ const SQLITE: &[EmbeddedMigration] = &[
     (15, "read keys", include_str!("../../../../migrations/sqlite/0015_read_keys.sql")),
     (16, "hmac signature", include_str!("../../../../migrations/sqlite/0016_hmac_signature.sql")),
     (17, "key networks", include_str!("../../../../migrations/sqlite/0017_key_networks.sql")),
+    (18, "signature key id", include_str!("../../../../migrations/sqlite/0018_signature_key_id.sql")),
 ];
 const POSTGRES: &[EmbeddedMigration] = &[
     (1, "core", include_str!("../../../../migrations/postgres/0001_core.sql")),
@@ -62,6 +63,7 @@ const POSTGRES: &[EmbeddedMigration] = &[
     (15, "read keys", include_str!("../../../../migrations/postgres/0015_read_keys.sql")),
     (16, "hmac signature", include_str!("../../../../migrations/postgres/0016_hmac_signature.sql")),
     (17, "key networks", include_str!("../../../../migrations/postgres/0017_key_networks.sql")),
+    (18, "signature key id", include_str!("../../../../migrations/postgres/0018_signature_key_id.sql")),
 ];
 
 #[derive(Debug)]
@@ -188,6 +190,45 @@ mod tests {
         );
         assert_eq!(page.len(), 2);
         assert!(page.iter().all(|key| key.allowed_networks.is_empty()), "keys made before are usable from anywhere");
+    }
+
+    /// `key_id` lives in a column of its own, so the `signature_header` JSON keeps the shape older nodes read
+    /// strictly; and this version reads JSON a newer one wrote with fields it does not know.
+    #[tokio::test]
+    async fn signature_headers_are_stored_in_a_shape_older_nodes_read() {
+        use crate::model::{SignatureHeader, SignatureScheme, TimestampUnit};
+        use crate::store::Store;
+
+        let (_dir, store) =
+            upgraded_from(17, &["INSERT INTO tenants (id, name, created_at) VALUES ('ten_1', 'Old', 1)"]).await;
+        let header = SignatureHeader {
+            name: "Molam-Signature".into(),
+            prefix: String::new(),
+            timestamp: Some(TimestampUnit::Milliseconds),
+            key_id: true,
+        };
+        let mut endpoint = crate::dispatch::send::tests::endpoint("https://example.com/", &[]);
+        endpoint.signature_scheme = SignatureScheme::Stripe;
+        endpoint.signature_header = Some(header.clone());
+        let secret = crate::store::NewSecret { id: "sec_1".into(), ciphertext: vec![1], hint: "whsec_x…".into() };
+        store.create_endpoint(&endpoint, &secret).await.unwrap();
+        let stored: String = sqlx::query_scalar("SELECT signature_header FROM endpoints WHERE id = 'ep_1'")
+            .fetch_one(&store.reader)
+            .await
+            .unwrap();
+        assert_eq!(stored, r#"{"name":"Molam-Signature","prefix":"","timestamp":"milliseconds"}"#);
+        let read = store.get_endpoint("ten_1", "ep_1").await.unwrap().unwrap();
+        assert_eq!(read.signature_header, Some(header.clone()));
+
+        let newer = r#"{"name":"Molam-Signature","prefix":"","timestamp":"seconds","encoding":"base64"}"#;
+        sqlx::query("UPDATE endpoints SET signature_header = $1, signature_key_id = 0 WHERE id = 'ep_1'")
+            .bind(newer)
+            .execute(&mut *store.writer.acquire().await.unwrap())
+            .await
+            .unwrap();
+        let read = store.get_endpoint("ten_1", "ep_1").await.unwrap().unwrap();
+        let expected = SignatureHeader { timestamp: Some(TimestampUnit::Seconds), key_id: false, ..header };
+        assert_eq!(read.signature_header, Some(expected));
     }
 
     #[test]

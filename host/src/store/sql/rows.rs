@@ -10,8 +10,8 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::model::{
-    ApiKey, Attempt, AuditEntry, Delivery, Endpoint, EndpointSecret, Event, EventType, PreparedRequest, Subscription,
-    Tenant,
+    ApiKey, Attempt, AuditEntry, Delivery, Endpoint, EndpointSecret, Event, EventType, PreparedRequest,
+    SignatureHeader, Subscription, Tenant, TimestampUnit,
 };
 use crate::store::{StatusBefore, StoreError, StoreResult};
 
@@ -20,7 +20,7 @@ pub(super) const API_KEY_COLUMNS: &str =
     "id, tenant_id, name, prefix, key_hash, scope, created_at, revoked_at, allowed_networks";
 pub(super) const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, status, status_reason, timeout_ms, \
     headers, retry_schedule_ms, max_attempts, signature_scheme, metadata, plugins, rate_limit, created_at, updated_at, \
-    signature_header";
+    signature_header, signature_key_id";
 pub(super) const SUBSCRIPTION_COLUMNS: &str = "endpoint_id, event_type, filter";
 pub(super) const SECRET_COLUMNS: &str =
     "id, endpoint_id, tenant_id, version, status, ciphertext, hint, created_at, expires_at";
@@ -70,6 +70,22 @@ pub(super) fn status_before(row: &AnyRow) -> StoreResult<StatusBefore> {
     Ok(StatusBefore { status: parse(row, "status")?, reason: row.try_get("status_reason")? })
 }
 
+/// `signature_header` as stored, read without refusing fields this version does not know: a newer node may
+/// write some, and one endpoint's setting must not make every claim holding a delivery to it fail here.
+#[derive(serde::Deserialize)]
+struct StoredSignatureHeader {
+    name: String,
+    #[serde(default)]
+    prefix: String,
+    #[serde(default)]
+    timestamp: Option<TimestampUnit>,
+}
+
+/// What `signature_header` stores: all but `key_id`, which has a column of its own (see migration 0018).
+pub(super) fn stored_signature_header(header: &SignatureHeader) -> StoreResult<String> {
+    to_json("signature_header", &SignatureHeader { key_id: false, ..header.clone() })
+}
+
 /// An endpoint row; its subscriptions live in another table and are passed in.
 pub(super) fn endpoint(row: &AnyRow, subscriptions: Vec<Subscription>) -> StoreResult<Endpoint> {
     let retry_schedule_ms: Option<String> = row.try_get("retry_schedule_ms")?;
@@ -87,7 +103,14 @@ pub(super) fn endpoint(row: &AnyRow, subscriptions: Vec<Subscription>) -> StoreR
         max_attempts: row.try_get("max_attempts")?,
         rate_limit: row.try_get("rate_limit")?,
         signature_scheme: parse(row, "signature_scheme")?,
-        signature_header: signature_header.map(|text| from_json("signature_header", &text)).transpose()?,
+        signature_header: match signature_header {
+            Some(text) => {
+                let stored: StoredSignatureHeader = from_json("signature_header", &text)?;
+                let key_id = row.try_get::<i64, _>("signature_key_id")? != 0;
+                Some(SignatureHeader { name: stored.name, prefix: stored.prefix, timestamp: stored.timestamp, key_id })
+            }
+            None => None,
+        },
         metadata: json::<BTreeMap<String, String>>(row, "metadata")?,
         subscriptions,
         plugins: json(row, "plugins")?,
