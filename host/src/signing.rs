@@ -152,8 +152,7 @@ impl Signer {
                         }
                     }
                 }
-                let mut headers =
-                    vec![(WEBHOOK_ID, msg_id.to_string()), (WEBHOOK_TIMESTAMP, timestamp_secs.to_string())];
+                let mut headers = vec![(WEBHOOK_ID, msg_id.to_string()), (WEBHOOK_TIMESTAMP, timestamp)];
                 if !signatures.is_empty() {
                     headers.push((WEBHOOK_SIGNATURE, signatures));
                 }
