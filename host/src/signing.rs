@@ -35,7 +35,7 @@ use sha2::Sha256;
 use reqwest::header::HeaderName;
 
 use crate::model::{SignatureHeader, SignatureScheme, TimestampUnit};
-use crate::secrets::{is_private_key, private_key, PUBLIC_KEY_PREFIX, SECRET_PREFIX};
+use crate::secrets::{private_key, PUBLIC_KEY_PREFIX, SECRET_PREFIX};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -87,12 +87,14 @@ impl fmt::Debug for Signer {
 
 impl Signer {
     pub fn new(scheme: SignatureScheme, secrets: &[impl AsRef<str>]) -> Self {
-        let key = |secret: &str| match scheme {
-            SignatureScheme::Standard if is_private_key(secret) => private_key(secret).map(Key::Ed25519),
-            SignatureScheme::Standard => Some(Key::Hmac(keyed(&standard_key(secret)))),
-            // A private key left in its grace period from the standard scheme has no HMAC form: it signs nothing.
-            SignatureScheme::Stripe | SignatureScheme::Hmac if is_private_key(secret) => None,
-            SignatureScheme::Stripe | SignatureScheme::Hmac => Some(Key::Hmac(keyed(secret.as_bytes()))),
+        // A key is told by parsing as one, not by its prefix alone: an `hmac` secret brought before keys existed
+        // may be any text, `whsk_…` included, and must keep signing.
+        let key = |secret: &str| match (scheme, private_key(secret)) {
+            (SignatureScheme::Standard, Some(key)) => Some(Key::Ed25519(key)),
+            // A key left in its grace period from the standard scheme has no HMAC form: it signs nothing.
+            (SignatureScheme::Stripe | SignatureScheme::Hmac, Some(_)) => None,
+            (SignatureScheme::Standard, None) => Some(Key::Hmac(keyed(&standard_key(secret)))),
+            (SignatureScheme::Stripe | SignatureScheme::Hmac, None) => Some(Key::Hmac(keyed(secret.as_bytes()))),
         };
         let (positions, keys) =
             secrets.iter().enumerate().filter_map(|(position, secret)| Some((position, key(secret.as_ref())?))).unzip();
@@ -453,6 +455,11 @@ mod tests {
         assert_eq!(hmac, Signer::new(SignatureScheme::Hmac, &secrets[1..]).headers(SPEC_ID, SPEC_TS * 1000, SPEC_BODY));
         let only_key = signature_headers(SignatureScheme::Hmac, &secrets[..1], SPEC_ID, SPEC_TS * 1000, SPEC_BODY);
         assert!(only_key.is_empty(), "{only_key:?}");
+        // An `hmac` secret brought before keys existed may start like one and still be text: it keeps signing.
+        let legacy = ["whsk_legacy-hmac-secret-12345".to_string()];
+        let signed = signature_headers(SignatureScheme::Hmac, &legacy, SPEC_ID, SPEC_TS * 1000, SPEC_BODY);
+        assert_eq!(signed.len(), 1, "{signed:?}");
+        assert!(verify_hmac(&legacy[0], "", &signed[0].1, SPEC_BODY));
     }
 
     /// brique 45's `t=<ms>,v1=<hex>,kid=<n>`: each signature followed by its secret's version, so a receiver that

@@ -86,9 +86,10 @@ impl ProvidedSecret {
                 "must be `whsk_` followed by the base64 of a 32-byte Ed25519 seed (or of the 64-byte seed and \
                  public key)",
             )),
+            // Refused by the prefix, even for text that is not a key, so no new secret is ambiguous.
             _ if private => Err(ApiError::invalid(
                 field,
-                "is an Ed25519 private key (`whsk_`), which only the `standard` scheme signs with",
+                "starts with `whsk_`, the prefix of Ed25519 private keys, which only the `standard` scheme signs with",
             )),
             SignatureScheme::Hmac
                 if (8..=500).contains(&self.0.len()) && self.0.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) =>

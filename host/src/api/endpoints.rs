@@ -343,8 +343,8 @@ async fn active_secret_fits(state: &AppState, endpoint: &Endpoint, scheme: Signa
     let problem = match scheme {
         SignatureScheme::Standard if is_signing_secret(active) || private_key(active).is_some() => return Ok(()),
         SignatureScheme::Stripe if is_signing_secret(active) => return Ok(()),
-        SignatureScheme::Hmac if !is_private_key(active) => return Ok(()),
-        _ if is_private_key(active) => format!(
+        SignatureScheme::Hmac if private_key(active).is_none() => return Ok(()),
+        _ if private_key(active).is_some() => format!(
             "`{scheme}` signs with a shared secret and this endpoint's active secret is an Ed25519 key: rotate to a \
              shared one ({rotate} with {{\"asymmetric\": false}}), then change the scheme"
         ),

@@ -415,6 +415,9 @@ async fn an_ed25519_key_is_shown_by_its_public_key_and_only_signs_standard() {
         refused.expect_invalid("secret");
         assert!(!refused.text.contains(bad), "{}", refused.text);
     }
+    // `whsk_` is refused with the HMAC schemes even on text that is no key, so no new secret is ambiguous.
+    let text = json!({ "secret": "whsk_my-hmac-secret-12345", "signature_scheme": "hmac" });
+    alice.create_endpoint(text).await.expect_invalid("secret");
     for scheme in ["stripe", "hmac"] {
         alice.create_endpoint(json!({ "secret": seed, "signature_scheme": scheme })).await.expect_invalid("secret");
         let asked = json!({ "asymmetric": true, "signature_scheme": scheme });
