@@ -163,6 +163,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_ADMIN_ALLOWED_NETWORKS", value_delimiter = ',')]
     pub admin_allowed_networks: Option<Vec<String>>,
 
+    /// Where the metrics token (`metrics_token`) may be used from, as CIDR blocks or addresses; a scrape with it
+    /// from anywhere else gets 403 [default: anywhere].
+    #[arg(long, env = "SWITCHYARD_METRICS_ALLOWED_NETWORKS", value_delimiter = ',')]
+    pub metrics_allowed_networks: Option<Vec<String>>,
+
     /// Reverse proxies in front of Switchyard, as CIDR blocks or addresses: a request from one is taken to come
     /// from the address it names in `X-Forwarded-For`, for the keys' allowed networks [default: none, the
     /// connection's address counts].
@@ -208,6 +213,8 @@ pub struct Config {
     pub allowed_private_networks: Vec<ipnet::IpNet>,
     /// Where the admin key may be used from; empty: anywhere.
     pub admin_allowed_networks: Vec<ipnet::IpNet>,
+    /// Where the metrics token may be used from; empty: anywhere.
+    pub metrics_allowed_networks: Vec<ipnet::IpNet>,
     /// Proxies whose `X-Forwarded-For` names the client (see [`crate::api::auth`]).
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
@@ -241,6 +248,7 @@ impl std::fmt::Debug for Config {
             .field("extra_root_certificates", &self.extra_root_certificates.len())
             .field("allowed_private_networks", &self.allowed_private_networks)
             .field("admin_allowed_networks", &self.admin_allowed_networks)
+            .field("metrics_allowed_networks", &self.metrics_allowed_networks)
             .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
@@ -419,6 +427,8 @@ impl Config {
             networks("allowed_private_networks", over.allowed_private_networks.or(under.allowed_private_networks))?;
         let admin_allowed_networks =
             networks("admin_allowed_networks", over.admin_allowed_networks.or(under.admin_allowed_networks))?;
+        let metrics_allowed_networks =
+            networks("metrics_allowed_networks", over.metrics_allowed_networks.or(under.metrics_allowed_networks))?;
         let trusted_proxies = networks("trusted_proxies", over.trusted_proxies.or(under.trusted_proxies))?;
         let retry_schedule_ms = match over.retry_schedule.or(under.retry_schedule) {
             Some(texts) => crate::retry::parse_schedule(&texts).map_err(|(step, problem)| {
@@ -431,6 +441,7 @@ impl Config {
             retry_schedule_ms,
             allowed_private_networks,
             admin_allowed_networks,
+            metrics_allowed_networks,
             trusted_proxies,
             plugins_dir,
             plugin_limits,
@@ -662,6 +673,11 @@ mod tests {
         assert_eq!(mapped("2001:db8::1").as_deref(), Some("2001:db8::1/128"));
         let wrong = ServeArgs { admin_allowed_networks: Some(vec!["10.0.0.0/40".into()]), ..Default::default() };
         assert_eq!(Config::from_layers(wrong, ServeArgs::default()).unwrap_err().setting, "admin_allowed_networks");
+        let scrapers = ServeArgs { metrics_allowed_networks: Some(vec!["10.9.0.0/16".into()]), ..Default::default() };
+        let config = Config::from_layers(scrapers, ServeArgs::default()).unwrap();
+        assert_eq!(shown(&config.metrics_allowed_networks), ["10.9.0.0/16"]);
+        let wrong = ServeArgs { metrics_allowed_networks: Some(vec!["scraper".into()]), ..Default::default() };
+        assert_eq!(Config::from_layers(wrong, ServeArgs::default()).unwrap_err().setting, "metrics_allowed_networks");
     }
 
     #[test]

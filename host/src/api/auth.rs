@@ -262,7 +262,8 @@ async fn authenticate(parts: &Parts, state: &AppState) -> ApiResult<Principal> {
     }
 }
 
-/// Whoever may read `/metrics`: the metrics token (`metrics_token`), which opens nothing else, or the admin key.
+/// Whoever may read `/metrics`: the metrics token (`metrics_token`, from `metrics_allowed_networks` when set),
+/// which opens nothing else, or the admin key.
 #[derive(Debug, Clone, Copy)]
 pub struct MetricsReader;
 
@@ -272,6 +273,7 @@ impl FromRequestParts<AppState> for MetricsReader {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
         if let (Some(token), Some(expected)) = (bearer_token(&parts.headers), &state.metrics_token_hash) {
             if bool::from(hash_key(token).as_bytes().ct_eq(expected.as_bytes())) {
+                check_networks(&state.config.metrics_allowed_networks, parts, state, "the metrics token")?;
                 return Ok(MetricsReader);
             }
         }

@@ -31,6 +31,28 @@ async fn metrics_are_read_with_the_metrics_token_or_the_admin_key() {
     server.tenant("Alice").await.get("/metrics").await.expect_error(403, "forbidden", None);
 }
 
+/// With `metrics_allowed_networks`, the metrics token is refused from anywhere else, as the admin key is with its
+/// own networks; the tests' requests come from 127.0.0.1.
+#[tokio::test]
+async fn the_metrics_token_may_be_limited_to_networks() {
+    const TOKEN: &str = "prometheus-scrape-token-0123";
+    let elsewhere = TestServer::start_with(|config| {
+        config.metrics_token = Some(TOKEN.into());
+        config.metrics_allowed_networks = vec!["10.9.0.0/16".parse().unwrap()];
+    })
+    .await;
+    let refused = elsewhere.anonymous().with_key(TOKEN).get("/metrics").await;
+    refused.expect_error(403, "forbidden", None);
+    assert!(refused.text.contains("the metrics token may not be used from 127.0.0.1"), "{}", refused.text);
+    elsewhere.admin().get("/metrics").await.expect_status(200);
+    let here = TestServer::start_with(|config| {
+        config.metrics_token = Some(TOKEN.into());
+        config.metrics_allowed_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    here.anonymous().with_key(TOKEN).get("/metrics").await.expect_status(200);
+}
+
 /// The dashboard is served without a key (it asks for one) and may run only its own files.
 #[tokio::test]
 async fn the_dashboard_is_served_under_a_strict_content_security_policy() {
