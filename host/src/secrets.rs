@@ -158,7 +158,8 @@ pub fn is_public_key(hint: &str) -> bool {
     hint.starts_with(PUBLIC_KEY_PREFIX)
 }
 
-/// Whether `secret` is an Ed25519 private key rather than a text keying an HMAC.
+/// Whether `secret` starts the way Ed25519 private keys are written (`whsk_`). Only [`private_key`] tells whether
+/// it is one: an `hmac` secret brought before keys existed may be any text.
 pub fn is_private_key(secret: &str) -> bool {
     secret.starts_with(PRIVATE_KEY_PREFIX)
 }
