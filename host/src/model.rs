@@ -398,6 +398,9 @@ impl EndpointSecret {
 pub struct EventType {
     pub name: String,
     pub description: String,
+    /// The JSON Schema an event's `data` must match, as JSON text; checked on publish (see
+    /// [`event_schemas`](crate::event_schemas)).
+    pub schema: Option<String>,
     pub created_at: Millis,
 }
 

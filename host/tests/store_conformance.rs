@@ -14,8 +14,8 @@ use serde_json::json;
 use serde_json::value::RawValue;
 use switchyard::model::{
     first_id_at, new_id, new_id_at, ApiKey, Attempt, AuditEntry, Delivery, DeliveryStatus, Endpoint, EndpointPlugins,
-    EndpointStatus, Event, KeyScope, Millis, PluginBinding, PluginUse, PreparedRequest, SecretStatus, SignatureHeader,
-    SignatureScheme, Subscription, Tenant, TimestampUnit,
+    EndpointStatus, Event, EventType, KeyScope, Millis, PluginBinding, PluginUse, PreparedRequest, SecretStatus,
+    SignatureHeader, SignatureScheme, Subscription, Tenant, TimestampUnit,
 };
 use switchyard::store::{
     AttemptCounts, AttemptOutcome, AuditFilter, DeadAttempt, DeliveryFilter, DispatchJob, Dropped, EndpointFilter,
@@ -1061,22 +1061,25 @@ async fn event_types_upsert_and_page_by_name(store: &dyn Store, _url: &str) {
     let tenant = new_tenant(store).await;
     let tenant_id = tenant.id.as_str();
     let other = new_tenant(store).await;
-    let (created, was_created) =
-        store.register_event_type(&tenant.id, "order.created", "An order was placed", T0).await.unwrap();
+    let (created, was_created) = store
+        .register_event_type(&tenant.id, &event_type("order.created", "An order was placed", None, T0))
+        .await
+        .unwrap();
     assert_eq!(
         (created.name.as_str(), created.description.as_str(), created.created_at, was_created),
         ("order.created", "An order was placed", T0, true)
     );
     let (updated, was_created) =
-        store.register_event_type(&tenant.id, "order.created", "Placed", T0 + 5).await.unwrap();
+        store.register_event_type(&tenant.id, &event_type("order.created", "Placed", None, T0 + 5)).await.unwrap();
     assert_eq!((updated.description.as_str(), updated.created_at), ("Placed", T0), "an upsert keeps created_at");
     assert!(!was_created, "the second registration updates");
     // Within the same millisecond too: what the store did is reported, not guessed from the timestamp.
-    let (again, was_created) = store.register_event_type(&tenant.id, "order.created", "Placed", T0).await.unwrap();
+    let (again, was_created) =
+        store.register_event_type(&tenant.id, &event_type("order.created", "Placed", None, T0)).await.unwrap();
     assert_eq!((again.created_at, was_created), (T0, false));
-    store.register_event_type(&tenant.id, "invoice.paid", "", T0 + 1).await.unwrap();
-    store.register_event_type(&tenant.id, "account.closed", "", T0 + 2).await.unwrap();
-    store.register_event_type(&other.id, "zzz.other", "", T0).await.unwrap();
+    store.register_event_type(&tenant.id, &event_type("invoice.paid", "", None, T0 + 1)).await.unwrap();
+    store.register_event_type(&tenant.id, &event_type("account.closed", "", None, T0 + 2)).await.unwrap();
+    store.register_event_type(&other.id, &event_type("zzz.other", "", None, T0)).await.unwrap();
 
     // Publishing registers unknown types and leaves known ones alone; Switchyard's own (test events) are not
     // registered, through either way of publishing.
@@ -1089,7 +1092,7 @@ async fn event_types_upsert_and_page_by_name(store: &dyn Store, _url: &str) {
 
     let pages = all_pages(
         2,
-        |t: &switchyard::model::EventType| t.name.clone(),
+        |t: &EventType| t.name.clone(),
         |page| async move { store.list_event_types(tenant_id, &page).await.unwrap() },
     )
     .await;
@@ -1107,6 +1110,35 @@ async fn event_types_upsert_and_page_by_name(store: &dyn Store, _url: &str) {
     assert_eq!(pages.len(), 2);
     let others = store.list_event_types(&other.id, &page(10)).await.unwrap();
     assert_eq!(others.into_iter().map(|t| t.name).collect::<Vec<_>>(), ["zzz.other"]);
+
+    // Schemas: kept as given, replaced (or removed) by the next registration, listed per tenant by name.
+    assert!(store.event_type_schemas(tenant_id).await.unwrap().is_empty());
+    let schema = r#"{ "type": "object",  "required": ["id"] }"#;
+    let (with_schema, _) =
+        store.register_event_type(tenant_id, &event_type("invoice.paid", "Paid", Some(schema), T0 + 90)).await.unwrap();
+    assert_eq!((with_schema.schema.as_deref(), with_schema.created_at), (Some(schema), T0 + 1));
+    store.register_event_type(tenant_id, &event_type("account.closed", "", Some("true"), T0)).await.unwrap();
+    store.register_event_type(&other.id, &event_type("zzz.other", "", Some("false"), T0)).await.unwrap();
+    assert_eq!(
+        store.event_type_schemas(tenant_id).await.unwrap(),
+        [("account.closed".to_string(), "true".to_string()), ("invoice.paid".to_string(), schema.to_string())]
+    );
+    let fetched = store.get_event_type(tenant_id, "invoice.paid").await.unwrap().unwrap();
+    assert_eq!(fetched, with_schema);
+    assert_eq!(store.get_event_type(tenant_id, "zzz.other").await.unwrap(), None, "another tenant's type");
+    assert_eq!(store.get_event_type(tenant_id, "no.such").await.unwrap(), None);
+    let (cleared, created) =
+        store.register_event_type(tenant_id, &event_type("account.closed", "Closed", None, T0)).await.unwrap();
+    assert_eq!((cleared.schema, cleared.description.as_str(), created), (None, "Closed", false));
+    assert_eq!(store.event_type_schemas(tenant_id).await.unwrap().len(), 1);
+    // Publishing a type that has a schema leaves it alone.
+    publish(store, &tenant, "invoice.paid", &[&endpoint], T0 + 100).await;
+    let after = store.get_event_type(tenant_id, "invoice.paid").await.unwrap().unwrap();
+    assert_eq!(after.schema.as_deref(), Some(schema));
+}
+
+fn event_type(name: &str, description: &str, schema: Option<&str>, created_at: Millis) -> EventType {
+    EventType { name: name.into(), description: description.into(), schema: schema.map(Into::into), created_at }
 }
 
 async fn publish_stores_events_with_their_deliveries(store: &dyn Store, _url: &str) {
@@ -2418,7 +2450,7 @@ async fn other_tenants_see_nothing(store: &dyn Store, _url: &str) {
     let owner = new_tenant(store).await;
     let intruder = new_tenant(store).await;
     let endpoint = add_endpoint(store, &owner).await;
-    store.register_event_type(&owner.id, "order.created", "", T0).await.unwrap();
+    store.register_event_type(&owner.id, &event_type("order.created", "", None, T0)).await.unwrap();
     let new = publish(store, &owner, "order.created", &[&endpoint], T0).await;
     let leased = claim(store, "node", T0).await.remove(0).delivery;
     store.record_attempt("node", &outcome(&leased, DeliveryStatus::Dead, T0)).await.unwrap();

@@ -288,10 +288,16 @@ impl Store for FakeStore {
     ) -> StoreResult<Option<EndpointSecret>> {
         unused()
     }
-    async fn register_event_type(&self, _: &str, _: &str, _: &str, _: Millis) -> StoreResult<(EventType, bool)> {
+    async fn register_event_type(&self, _: &str, _: &EventType) -> StoreResult<(EventType, bool)> {
+        unused()
+    }
+    async fn get_event_type(&self, _: &str, _: &str) -> StoreResult<Option<EventType>> {
         unused()
     }
     async fn list_event_types(&self, _: &str, _: &Page) -> StoreResult<Vec<EventType>> {
+        unused()
+    }
+    async fn event_type_schemas(&self, _: &str) -> StoreResult<Vec<(String, String)>> {
         unused()
     }
     async fn publish(&self, _: &[NewEvent]) -> StoreResult<Vec<Published>> {

@@ -523,15 +523,13 @@ pub trait Store: Send + Sync + 'static {
     async fn signing_secrets_of(&self, endpoint_ids: &[String], at: Millis) -> StoreResult<Vec<EndpointSecret>>;
 
     // Event types.
-    /// Creates the type or updates its description; returns the stored row and whether this call created it.
-    async fn register_event_type(
-        &self,
-        tenant_id: &str,
-        name: &str,
-        description: &str,
-        at: Millis,
-    ) -> StoreResult<(EventType, bool)>;
+    /// Creates the type (`created_at` from `wanted`) or replaces the stored one's description and schema;
+    /// returns the stored row and whether this call created it.
+    async fn register_event_type(&self, tenant_id: &str, wanted: &EventType) -> StoreResult<(EventType, bool)>;
+    async fn get_event_type(&self, tenant_id: &str, name: &str) -> StoreResult<Option<EventType>>;
     async fn list_event_types(&self, tenant_id: &str, page: &Page) -> StoreResult<Vec<EventType>>;
+    /// `(name, schema)` of each of the tenant's event types that has a schema, in name order.
+    async fn event_type_schemas(&self, tenant_id: &str) -> StoreResult<Vec<(String, String)>>;
 
     // Events.
     /// Stores each event and its deliveries in one transaction, registering unknown event types (not Switchyard's

@@ -14,44 +14,65 @@ use crate::model::{Event, EventType, Millis};
 use crate::routing::is_reserved_event_type;
 use crate::store::{EventFilter, NewDelivery, NewEvent, Page, Published, StoreError, StoreResult};
 
-/// Inserts the type, or updates the description of the stored one: whichever happened is reported, as two
-/// registrations within a millisecond cannot be told apart by their `created_at`.
+/// Inserts the type, or replaces the description and schema of the stored one: whichever happened is reported, as
+/// two registrations within a millisecond cannot be told apart by their `created_at`.
 pub(super) async fn register_event_type(
     connection: &mut AnyConnection,
     tenant_id: &str,
-    name: &str,
-    description: &str,
-    at: Millis,
+    wanted: &EventType,
 ) -> StoreResult<(EventType, bool)> {
     // Event types are only deleted with their tenant, so the update finds the row the insert stopped at; the
     // second round is for a row that vanished in between all the same.
     for _ in 0..2 {
         let inserted = sqlx::query(&format!(
-            "INSERT INTO event_types (tenant_id, name, description, created_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (tenant_id, name) DO NOTHING RETURNING {EVENT_TYPE_COLUMNS}"
+            "INSERT INTO event_types (tenant_id, name, description, json_schema, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, name) DO NOTHING RETURNING {EVENT_TYPE_COLUMNS}"
         ))
         .bind(tenant_id)
-        .bind(name)
-        .bind(description)
-        .bind(at)
+        .bind(&wanted.name)
+        .bind(&wanted.description)
+        .bind(wanted.schema.as_deref())
+        .bind(wanted.created_at)
         .fetch_optional(&mut *connection)
         .await?;
         if let Some(row) = inserted {
             return Ok((rows::event_type(&row)?, true));
         }
         let updated = sqlx::query(&format!(
-            "UPDATE event_types SET description = $3 WHERE tenant_id = $1 AND name = $2 RETURNING {EVENT_TYPE_COLUMNS}"
+            "UPDATE event_types SET description = $3, json_schema = $4 WHERE tenant_id = $1 AND name = $2 \
+             RETURNING {EVENT_TYPE_COLUMNS}"
         ))
         .bind(tenant_id)
-        .bind(name)
-        .bind(description)
+        .bind(&wanted.name)
+        .bind(&wanted.description)
+        .bind(wanted.schema.as_deref())
         .fetch_optional(&mut *connection)
         .await?;
         if let Some(row) = updated {
             return Ok((rows::event_type(&row)?, false));
         }
     }
-    Err(StoreError::Conflict(format!("event type {name} changed while being registered")))
+    Err(StoreError::Conflict(format!("event type {} changed while being registered", wanted.name)))
+}
+
+pub(super) async fn get_event_type(pool: &AnyPool, tenant_id: &str, name: &str) -> StoreResult<Option<EventType>> {
+    let found =
+        sqlx::query(&format!("SELECT {EVENT_TYPE_COLUMNS} FROM event_types WHERE tenant_id = $1 AND name = $2"))
+            .bind(tenant_id)
+            .bind(name)
+            .fetch_optional(pool)
+            .await?;
+    found.as_ref().map(rows::event_type).transpose()
+}
+
+pub(super) async fn event_type_schemas(pool: &AnyPool, tenant_id: &str) -> StoreResult<Vec<(String, String)>> {
+    let found = sqlx::query(
+        "SELECT name, json_schema FROM event_types WHERE tenant_id = $1 AND json_schema IS NOT NULL ORDER BY name",
+    )
+    .bind(tenant_id)
+    .fetch_all(pool)
+    .await?;
+    found.iter().map(|row| Ok((row.try_get("name")?, row.try_get("json_schema")?))).collect()
 }
 
 pub(super) async fn list_event_types(pool: &AnyPool, tenant_id: &str, page: &Page) -> StoreResult<Vec<EventType>> {

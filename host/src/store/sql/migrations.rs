@@ -40,6 +40,7 @@ const SQLITE: &[EmbeddedMigration] = &[
     (16, "hmac signature", include_str!("../../../../migrations/sqlite/0016_hmac_signature.sql")),
     (17, "key networks", include_str!("../../../../migrations/sqlite/0017_key_networks.sql")),
     (18, "signature key id", include_str!("../../../../migrations/sqlite/0018_signature_key_id.sql")),
+    (19, "event type schemas", include_str!("../../../../migrations/sqlite/0019_event_type_schemas.sql")),
 ];
 const POSTGRES: &[EmbeddedMigration] = &[
     (1, "core", include_str!("../../../../migrations/postgres/0001_core.sql")),
@@ -64,6 +65,7 @@ const POSTGRES: &[EmbeddedMigration] = &[
     (16, "hmac signature", include_str!("../../../../migrations/postgres/0016_hmac_signature.sql")),
     (17, "key networks", include_str!("../../../../migrations/postgres/0017_key_networks.sql")),
     (18, "signature key id", include_str!("../../../../migrations/postgres/0018_signature_key_id.sql")),
+    (19, "event type schemas", include_str!("../../../../migrations/postgres/0019_event_type_schemas.sql")),
 ];
 
 #[derive(Debug)]

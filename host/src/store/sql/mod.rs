@@ -341,21 +341,22 @@ impl Store for SqlStore {
         Ok(found)
     }
 
-    async fn register_event_type(
-        &self,
-        tenant_id: &str,
-        name: &str,
-        description: &str,
-        at: Millis,
-    ) -> StoreResult<(EventType, bool)> {
-        let registered =
-            events::register_event_type(&mut *self.writer.acquire().await?, tenant_id, name, description, at).await?;
-        self.cache.event_type_committed(tenant_id, name);
+    async fn register_event_type(&self, tenant_id: &str, wanted: &EventType) -> StoreResult<(EventType, bool)> {
+        let registered = events::register_event_type(&mut *self.writer.acquire().await?, tenant_id, wanted).await?;
+        self.cache.event_type_committed(tenant_id, &wanted.name);
         Ok(registered)
+    }
+
+    async fn get_event_type(&self, tenant_id: &str, name: &str) -> StoreResult<Option<EventType>> {
+        events::get_event_type(&self.reader, tenant_id, name).await
     }
 
     async fn list_event_types(&self, tenant_id: &str, page: &Page) -> StoreResult<Vec<EventType>> {
         events::list_event_types(&self.reader, tenant_id, page).await
+    }
+
+    async fn event_type_schemas(&self, tenant_id: &str) -> StoreResult<Vec<(String, String)>> {
+        events::event_type_schemas(&self.reader, tenant_id).await
     }
 
     async fn publish(&self, new_events: &[NewEvent]) -> StoreResult<Vec<Published>> {

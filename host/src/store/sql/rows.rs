@@ -24,7 +24,7 @@ pub(super) const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, stat
 pub(super) const SUBSCRIPTION_COLUMNS: &str = "endpoint_id, event_type, filter";
 pub(super) const SECRET_COLUMNS: &str =
     "id, endpoint_id, tenant_id, version, status, ciphertext, hint, created_at, expires_at";
-pub(super) const EVENT_TYPE_COLUMNS: &str = "name, description, created_at";
+pub(super) const EVENT_TYPE_COLUMNS: &str = "name, description, json_schema, created_at";
 pub(super) const EVENT_COLUMNS: &str = "id, tenant_id, event_type, data, idempotency_key, received_at";
 pub(super) const DELIVERY_COLUMNS: &str = "id, tenant_id, event_id, endpoint_id, event_type, status, attempts, \
     schedule_offset, next_attempt_at, lease_owner, lease_expires_at, last_status_code, last_error, plugin_versions, \
@@ -145,6 +145,7 @@ pub(super) fn event_type(row: &AnyRow) -> StoreResult<EventType> {
     Ok(EventType {
         name: row.try_get("name")?,
         description: row.try_get("description")?,
+        schema: row.try_get("json_schema")?,
         created_at: row.try_get("created_at")?,
     })
 }
