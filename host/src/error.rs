@@ -29,6 +29,9 @@ pub enum ApiError {
     /// An idempotency key the tenant already used, sent with another event: repeating the request cannot help.
     #[error("{message}")]
     KeyReused { field: String, message: String },
+    /// An event's `data` that its type's JSON Schema refuses: well formed, but not what the tenant said it sends.
+    #[error("{message}")]
+    SchemaMismatch { field: String, message: String },
     /// The path exists but not with this method; axum adds the `Allow` header.
     #[error("method not allowed on this route")]
     MethodNotAllowed,
@@ -62,6 +65,7 @@ impl ApiError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::KeyReused { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
+            Self::SchemaMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "schema_mismatch"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
@@ -97,7 +101,9 @@ impl ApiError {
             Self::Invalid { field, message } | Self::PayloadTooLarge { field, message } => {
                 (message.clone(), field.clone())
             }
-            Self::KeyReused { field, message } => (message.clone(), Some(field.clone())),
+            Self::KeyReused { field, message } | Self::SchemaMismatch { field, message } => {
+                (message.clone(), Some(field.clone()))
+            }
             other => (other.to_string(), None),
         };
         json!({ "code": code, "message": message, "field": field })

@@ -9,6 +9,7 @@ pub mod config;
 pub mod destinations;
 pub mod dispatch;
 pub mod error;
+pub mod event_schemas;
 pub mod filter_work;
 pub mod hourly;
 pub mod ingest;
@@ -73,6 +74,8 @@ pub struct SharedState {
     pub destinations: Arc<destinations::Destinations>,
     /// Recently authenticated keys and known tenants.
     pub auth_cache: api::auth::AuthCache,
+    /// Each publishing tenant's event type schemas, compiled.
+    pub event_schemas: event_schemas::EventSchemas,
     /// Each tenant's request budget on this node (`tenant_rate_limit`).
     pub tenant_limits: api::limits::TenantLimits,
     /// Served at `/metrics`.
@@ -165,6 +168,7 @@ pub async fn run(
         ingest: writer.ingest(),
         plugins,
         auth_cache: api::auth::AuthCache::default(),
+        event_schemas: event_schemas::EventSchemas::default(),
         tenant_limits: api::limits::TenantLimits::new(config.tenant_rate_limit),
         metrics,
         replays: api::replay::Replays::default(),

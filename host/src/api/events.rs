@@ -21,7 +21,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::ingest::Route;
 use crate::model::{new_id_and_time, rfc3339, Event};
 use crate::store::{EventFilter, Published};
-use crate::{routing, AppState};
+use crate::{event_schemas, routing, AppState};
 
 const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 const REPLAYED_HEADER: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -124,6 +124,26 @@ pub(super) fn check_data(data: &RawValue, field: &str, max_payload: usize) -> Ap
             field,
             format!("must not nest arrays and objects more than {} levels deep", validate::MAX_DATA_DEPTH),
         ));
+    }
+    Ok(())
+}
+
+/// Refuses the first event whose `data` its type's JSON Schema does not accept (`422`, `field(index)` named).
+pub(super) async fn check_schemas(
+    state: &AppState,
+    tenant_id: &str,
+    events: &[Event],
+    field: impl Fn(usize) -> String,
+) -> ApiResult<()> {
+    let schemas = state.event_schemas.of_tenant(&*state.store, tenant_id).await?;
+    if schemas.is_empty() {
+        return Ok(());
+    }
+    for (i, event) in events.iter().enumerate() {
+        if let Some(schema) = schemas.get(&event.event_type) {
+            event_schemas::check(schema, &event.data)
+                .map_err(|message| ApiError::SchemaMismatch { field: field(i), message })?;
+        }
     }
     Ok(())
 }
@@ -269,6 +289,7 @@ async fn publish(
         (None, None) => (None, ""),
     };
     let event = to_event(body, "", key, &caller, state.config.max_payload_bytes)?;
+    check_schemas(&state, &caller.tenant_id, std::slice::from_ref(&event), |_| "data".into()).await?;
     let sent = event.idempotency_key.is_some().then(|| event.clone());
     let route =
         subscriptions_route(&state, &caller.tenant_id, std::slice::from_ref(&event), None, |_| "data".into()).await?;
@@ -316,6 +337,7 @@ async fn publish_batch(
         }
         events.push(to_event(item, &format!("events[{i}]."), key, &caller, state.config.max_payload_bytes)?);
     }
+    check_schemas(&state, &caller.tenant_id, &events, |i| format!("events[{i}].data")).await?;
     let earlier = check_reused_keys(&state, &caller, &events).await?;
     // Keys first used by a request that commits between that check and this batch's.
     let racing: Vec<(usize, Event)> = events

@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::audit;
 use super::auth::Caller;
 use super::endpoint_view::{is_credential_header, REDACTED};
-use super::events::{body_limit, to_event, PublishBody};
+use super::events::{body_limit, check_schemas, to_event, PublishBody};
 use super::json::parse_body;
 use super::plugins::LogView;
 use super::PathId;
@@ -67,6 +67,7 @@ async fn simulate(
     let endpoint = state.store.get_endpoint(&caller.tenant_id, &id).await?.ok_or(ApiError::NotFound("endpoint"))?;
     let now = now_millis();
     let event = to_event(body, "", None, &caller, state.config.max_payload_bytes)?;
+    check_schemas(&state, &caller.tenant_id, std::slice::from_ref(&event), |_| "data".into()).await?;
     let endpoints = std::slice::from_ref(&endpoint);
     let verdicts =
         state.filter_work.verdicts(&caller.tenant_id, endpoints, std::slice::from_ref(&event)).await.map_err(

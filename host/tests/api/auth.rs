@@ -365,6 +365,7 @@ async fn tenant_routes(
         (Method::GET, format!("/api/v1/events/{event_id}"), None),
         (Method::POST, format!("/api/v1/events/{event_id}/deliveries"), Some(json!({ "endpoint_ids": [endpoint_id] }))),
         (Method::GET, "/api/v1/event-types".into(), None),
+        (Method::GET, "/api/v1/event-types/order.paid".into(), None),
         (Method::POST, "/api/v1/event-types".into(), Some(json!({ "name": "order.refunded" }))),
         (Method::GET, "/api/v1/endpoints".into(), None),
         (Method::POST, "/api/v1/endpoints".into(), Some(json!({ "url": "https://example.com/hook" }))),

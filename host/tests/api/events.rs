@@ -386,7 +386,7 @@ async fn event_types_register_and_update() {
         .post("/api/v1/event-types", json!({ "name": "a.b", "description": "d".repeat(1001) }))
         .await
         .expect_invalid("description");
-    alice.post("/api/v1/event-types", json!({ "name": "a.b", "schema": {} })).await.expect_invalid("schema");
+    alice.post("/api/v1/event-types", json!({ "name": "a.b", "color": "red" })).await.expect_invalid("color");
     // Ordered by name, the cursor being the name.
     let first = alice.get("/api/v1/event-types?limit=1").await.expect_status(200);
     assert_eq!(first.json["data"][0]["name"], "account.closed");
@@ -398,6 +398,87 @@ async fn event_types_register_and_update() {
         .map(|t| t["name"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(names, ["account.closed", "invoice.paid"]);
+    let one = alice.get("/api/v1/event-types/invoice.paid").await.expect_status(200);
+    assert_eq!((one.json["description"].as_str(), one.json["schema"].is_null()), (Some("Settled"), true));
+    alice.get("/api/v1/event-types/invoice.refunded").await.expect_error(404, "not_found", None);
+}
+
+/// An event type's JSON Schema: kept as written, checked on every publish of the type (one, a batch, a
+/// simulation), replaced or removed by the next registration, and the tenant's own.
+#[tokio::test]
+async fn event_type_schemas_refuse_data_that_does_not_match() {
+    let (server, alice, payments, _) = setup().await;
+    let schema = r#"{"type": "object", "required": ["amount"], "properties": {"amount": {"type": "integer"}}}"#;
+    let body = format!(r#"{{"name": "payment.succeeded", "description": "Paid", "schema": {schema}}}"#);
+    let created = alice.send_raw(Method::POST, "/api/v1/event-types", body).await.expect_status(201);
+    assert!(created.text.contains(schema), "the schema is given back as written: {}", created.text);
+    let fetched = alice.get("/api/v1/event-types/payment.succeeded").await.expect_status(200);
+    assert_eq!(fetched.json["schema"]["required"], json!(["amount"]));
+    let listed = alice.all_pages("/api/v1/event-types", 10).await;
+    assert_eq!(listed[0]["schema"], fetched.json["schema"]);
+
+    // Applied to the next publish, on this node.
+    let good = json!({ "type": "payment.succeeded", "data": { "amount": 12 } });
+    alice.post("/api/v1/events", good.clone()).await.expect_status(202);
+    let card = "4111111111111111";
+    let bad = json!({ "type": "payment.succeeded", "data": { "amount": card }, "idempotency_key": "k1" });
+    let refused = alice.post("/api/v1/events", bad.clone()).await;
+    refused.expect_error(422, "schema_mismatch", Some("data"));
+    let message = refused.json["error"]["message"].as_str().unwrap();
+    assert!(message.contains("at /amount: value is not of type \"integer\""), "{message}");
+    assert!(!message.contains(card), "the data's values are not repeated: {message}");
+    alice.post("/api/v1/events", json!({ "type": "payment.succeeded", "data": {} })).await.expect_error(
+        422,
+        "schema_mismatch",
+        Some("data"),
+    );
+    // Other types are not checked.
+    alice
+        .post("/api/v1/events", json!({ "type": "payment.failed", "data": { "amount": "x" } }))
+        .await
+        .expect_status(202);
+
+    // A batch is refused whole, naming the event.
+    let batch = json!({ "events": [good.clone(), { "type": "payment.succeeded", "data": { "amount": 1.5 } }] });
+    alice.post("/api/v1/events/batch", batch).await.expect_error(422, "schema_mismatch", Some("events[1].data"));
+    let simulated = alice.post(&format!("/api/v1/endpoints/{payments}/simulate"), bad.clone()).await;
+    simulated.expect_error(422, "schema_mismatch", Some("data"));
+    // Nothing refused was stored: two events went through.
+    let stored = alice.all_pages("/api/v1/events?event_type=payment.succeeded", 10).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(alice.all_pages("/api/v1/events", 10).await.len(), 2);
+
+    // Another tenant's events of the same type are not checked against Alice's schema.
+    let bob = server.tenant("Bob").await;
+    bob.post("/api/v1/events", bad.clone()).await.expect_status(202);
+
+    // Registering again without a schema removes it; with another one replaces it.
+    alice.post("/api/v1/event-types", json!({ "name": "payment.succeeded" })).await.expect_status(200);
+    alice.post("/api/v1/events", bad.clone()).await.expect_status(202);
+    let strings = json!({ "name": "payment.succeeded", "schema": { "additionalProperties": { "type": "string" } } });
+    alice.post("/api/v1/event-types", strings).await.expect_status(200);
+    let numbers = json!({ "type": "payment.succeeded", "data": { "a": 1, "b": 2, "c": 3, "d": 4 } });
+    let refused = alice.post("/api/v1/events", numbers).await;
+    refused.expect_error(422, "schema_mismatch", Some("data"));
+    assert!(refused.json["error"]["message"].as_str().unwrap().ends_with("(and 1 more)"), "{}", refused.text);
+
+    // Schemas that cannot check anything are refused when registered.
+    let too_big = json!({ "description": "x".repeat(70_000) });
+    for bad_schema in [
+        json!([]),
+        json!("object"),
+        json!({ "type": "integr" }),
+        json!({ "$ref": "https://example.com/s.json" }),
+        too_big,
+    ] {
+        let refused = alice.post("/api/v1/event-types", json!({ "name": "order.paid", "schema": bad_schema })).await;
+        refused.expect_invalid("schema");
+    }
+    alice.get("/api/v1/event-types/order.paid").await.expect_error(404, "not_found", None);
+
+    let audit = alice.all_pages("/api/v1/audit-log?action=event_type.updated", 10).await;
+    let schemas: Vec<&Value> = audit.iter().map(|entry| &entry["details"]["schema"]).collect();
+    assert_eq!(schemas, [&json!(true), &json!(false)], "newest first");
 }
 
 /// A tenant's costly filters are paid by its own publishes, not by the writer every tenant's publishes go
