@@ -706,6 +706,71 @@ async function requeue(selector) {
   else showNotice(done);
 }
 
+// ---- Event types
+
+const EVENT_TYPE_FIELDS = {
+  name: ['Name', 'event-type-name'],
+  description: ['Description', 'event-type-description'],
+  schema: ['JSON Schema', 'event-type-schema'],
+};
+
+function eventTypeRow(type) {
+  const edit = actionButton(
+    'Edit',
+    async () => {
+      $('event-type-name').value = type.name;
+      $('event-type-description').value = type.description;
+      $('event-type-schema').value = type.schema === null ? '' : JSON.stringify(type.schema, null, 2);
+      $('event-type-schema').focus();
+    },
+    `Edit the event type ${type.name}`,
+  );
+  const schema = type.schema === null
+    ? '—'
+    : el('details', {}, el('summary', {}, 'JSON Schema'), el('pre', { class: 'mono' }, JSON.stringify(type.schema, null, 2)));
+  return el(
+    'tr',
+    { 'data-name': type.name },
+    el('td', { class: 'mono' }, type.name),
+    el('td', {}, type.description || '—'),
+    el('td', {}, schema),
+    el('td', { class: 'whole' }, time(type.created_at)),
+    el('td', { class: 'whole' }, edit),
+  );
+}
+
+const eventTypes = new PagedTable($('event-type-list'), $('event-type-list-more'), '/event-types', eventTypeRow);
+
+async function saveEventType() {
+  const body = { name: $('event-type-name').value.trim(), description: $('event-type-description').value.trim() };
+  const text = $('event-type-schema').value.trim();
+  if (text) {
+    try {
+      body.schema = JSON.parse(text);
+    } catch (error) {
+      $('event-type-schema').focus();
+      throw new Error(`JSON Schema: not JSON: ${error.message}`);
+    }
+  }
+  const start = here();
+  let saved;
+  try {
+    saved = await api('POST', '/event-types', body);
+  } catch (error) {
+    if (session !== start.session) return;
+    throw formError(error, [], EVENT_TYPE_FIELDS);
+  }
+  if (session !== start.session) return;
+  if (session.tenant === start.tenant) $('event-type-form').reset();
+  const schema = saved.schema === null ? 'no schema' : 'a schema';
+  showNotice(`Event type ${saved.name}${elsewhere(start)} saved, with ${schema}.`);
+  // In place when listed: a reload would lose the operator's place in a long list.
+  const row = $('event-type-list').querySelector(`tr[data-name="${CSS.escape(saved.name)}"]`);
+  if (!stillOn(start, 'event-types')) return;
+  if (row) row.replaceWith(eventTypeRow(saved));
+  else await eventTypes.reload();
+}
+
 // ---- API keys
 
 function keyRow(key) {
@@ -855,6 +920,7 @@ const VIEWS = {
   endpoints: () => endpoints.reload(),
   deliveries: () => deliveries.reload(deliveryFilter()),
   'dead-letters': () => deadLetters.reload(),
+  'event-types': () => eventTypes.reload(),
   keys: () => keys.reload(),
   audit: () => auditLog.reload(auditFilter(), auditSource()),
   plugins: loadPlugins,
@@ -979,6 +1045,7 @@ function signOut(message) {
   epoch += 1;
   tenantNames = new Map();
   $('key-form').reset();
+  $('event-type-form').reset();
   $('audit-filter').reset();
   clearInterval(overviewTimer);
   overviewTimer = null;
@@ -1023,6 +1090,7 @@ $('tenant').addEventListener('change', async () => {
   epoch += 1;
   clearShown();
   $('key-form').reset();
+  $('event-type-form').reset();
   $('audit-filter').reset();
   try {
     await loadEndpointUrls();
@@ -1079,6 +1147,11 @@ $('secret-done').addEventListener('click', () => {
   hideSecret();
   if (!$('view-endpoints').hidden) $('new-endpoint').focus();
   else if (!$('view-keys').hidden) $('key-name').focus();
+});
+
+$('event-type-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  whileDisabled($('event-type-form').querySelector('button[type=submit]'), saveEventType);
 });
 
 $('key-form').addEventListener('submit', (event) => {

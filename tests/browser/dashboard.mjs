@@ -360,6 +360,56 @@ try {
   check(await moveRevoked.isDisabled(), "a revoked key's networks can still be changed");
   await fitsTheWindow();
 
+  step = 'every id on the page is used once';
+  const repeatedIds = await page.evaluate(() => {
+    const ids = [...document.querySelectorAll('[id]')].map((element) => element.id);
+    return ids.filter((id, i) => ids.indexOf(id) !== i);
+  });
+  check(repeatedIds.length === 0, `repeated: ${repeatedIds.join(', ')}`);
+
+  step = 'an event type gets a schema; what is not JSON, or not a schema, is named';
+  await page.click('nav button[data-view=event-types]');
+  const orderCreated = page.locator('#event-type-list tr', { hasText: 'order.created' });
+  await orderCreated.waitFor();
+  check((await orderCreated.textContent()).includes('—'), 'a published type shows a schema');
+  await orderCreated.locator('button', { hasText: 'Edit' }).click();
+  check((await page.inputValue('#event-type-name')) === 'order.created', 'Edit does not fill the name');
+  await page.fill('#event-type-schema', '{"type": "object",');
+  await page.click('#event-type-form button[type=submit]');
+  await page.locator('#error', { hasText: 'JSON Schema: not JSON' }).waitFor();
+  await page.fill('#event-type-schema', '{"type": "integr"}');
+  await page.click('#event-type-form button[type=submit]');
+  await page.locator('#error', { hasText: 'JSON Schema: is not a valid JSON Schema' }).waitFor();
+  check(await page.locator('#event-type-schema').evaluate((box) => box === document.activeElement), 'the schema has no focus');
+  await page.fill('#event-type-description', 'An order was placed');
+  await page.fill('#event-type-schema', '{"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}');
+  await page.click('#event-type-form button[type=submit]');
+  await page.locator('#notice', { hasText: 'order.created saved, with a schema' }).waitFor();
+  await page.locator('#event-type-list tr', { hasText: 'order.created' }).filter({ hasText: 'An order was placed' }).waitFor();
+  check((await page.inputValue('#event-type-schema')) === '', 'the form keeps the saved schema');
+  await orderCreated.locator('summary', { hasText: 'JSON Schema' }).click();
+  check((await orderCreated.locator('pre').textContent()).includes('"required": [\n    "n"\n  ]'), 'the schema is not shown');
+
+  step = 'a publish that does not match the schema is refused';
+  const refusedPublish = await page.evaluate(async (key) => {
+    const answer = await fetch('/api/v1/events', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ type: 'order.created', data: { n: 'seven' } }),
+    });
+    return [answer.status, (await answer.json()).error];
+  }, publishKey);
+  check(refusedPublish[0] === 422 && refusedPublish[1].code === 'schema_mismatch', JSON.stringify(refusedPublish));
+
+  step = 'an emptied schema is removed';
+  await orderCreated.locator('button', { hasText: 'Edit' }).click();
+  check((await page.inputValue('#event-type-schema')).includes('"integer"'), 'Edit does not fill the schema');
+  await page.fill('#event-type-schema', '');
+  await page.click('#event-type-form button[type=submit]');
+  await page.locator('#notice', { hasText: 'order.created saved, with no schema' }).waitFor();
+  await page.locator('#event-type-list tr', { hasText: 'order.created' }).filter({ hasNot: page.locator('details') }).waitFor();
+  await fitsTheWindow();
+
   step = 'the audit log shows the actions, and filters them';
   await page.click('nav button[data-view=audit]');
   await page.locator('#audit-rows tr', { hasText: 'api_key.revoked' }).waitFor();
