@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the router's per-delivery CPU work: subscription matching (type patterns and JSONPath
-//! filters), signature generation (and an attempt's whole signing cost from a sealed secret), the retry delay,
+//! filters), signature generation (and an attempt's whole signing cost from a sealed secret), event type schema
+//! checks, the retry delay,
 //! and the WebAssembly plugins (`plugin/…`: a filter, a transform and a retry policy call, each in a fresh
 //! sandbox; an endpoint's filter + transform as a delivery runs them; and the hot-swap time from a new component
 //! file landing in the plugins directory to the registry serving it).
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
+use switchyard::event_schemas;
 use switchyard::filter_work::FilterWork;
 use switchyard::hourly::HourlyTally;
 use switchyard::model::{
@@ -191,6 +193,39 @@ fn signing(c: &mut Criterion) {
             signer.headers("dlv_1", 1_795_000_000_000, body.as_bytes())
         })
     });
+    group.finish();
+}
+
+/// An event type's JSON Schema checked against a ~1 KB payment: what a publish of a type with a schema pays, the
+/// payload read into a tree included.
+fn schemas(c: &mut Criterion) {
+    let schema = serde_json::json!({
+        "type": "object",
+        "required": ["amount", "currency", "customer", "items"],
+        "properties": {
+            "amount": {"type": "integer", "minimum": 0},
+            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            "customer": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}},
+            "items": {"type": "array", "maxItems": 100, "items": {
+                "type": "object", "required": ["sku", "qty"],
+                "properties": {"sku": {"type": "string"}, "qty": {"type": "integer", "minimum": 1}}
+            }}
+        }
+    });
+    let validator = event_schemas::compile(&schema).expect("the schema compiles");
+    let payload = RawValue::from_string(payload_1k()).expect("valid JSON");
+    assert_eq!(event_schemas::check(&validator, &payload), Ok(()));
+    let bad = RawValue::from_string(payload_1k().replace(r#""amount":1234"#, r#""amount":"1234""#)).unwrap();
+    assert!(event_schemas::check(&validator, &bad).is_err());
+
+    let mut group = c.benchmark_group("event_schemas");
+    group.bench_function("check a 1 KB payload that matches", |b| {
+        b.iter(|| event_schemas::check(black_box(&validator), black_box(&payload)))
+    });
+    group.bench_function("check a 1 KB payload that does not match", |b| {
+        b.iter(|| event_schemas::check(black_box(&validator), black_box(&bad)))
+    });
+    group.bench_function("compile the schema", |b| b.iter(|| event_schemas::compile(black_box(&schema))));
     group.finish();
 }
 
@@ -614,5 +649,5 @@ fn hotswap(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, routing, signing, retry, ids, limits, hourly, plugins, hotswap);
+criterion_group!(benches, routing, signing, schemas, retry, ids, limits, hourly, plugins, hotswap);
 criterion_main!(benches);
