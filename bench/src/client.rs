@@ -87,6 +87,33 @@ impl Api {
         Ok(endpoint["id"].as_str().context("endpoint without id")?.to_string())
     }
 
+    /// Gives the bench's event type a JSON Schema its events match (`--event-schema`): every publish is checked.
+    pub async fn register_event_schema(&self) -> anyhow::Result<()> {
+        let schema = json!({
+            "type": "object",
+            "required": ["sent_at_ns", "seq", "parity", "amount", "currency"],
+            "properties": {
+                "sent_at_ns": {"type": "integer", "minimum": 0},
+                "seq": {"type": "integer", "minimum": 0},
+                "parity": {"enum": [0, 1]},
+                "amount": {"type": "integer", "minimum": 0},
+                "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+                "padding": {"type": "string"}
+            },
+            "additionalProperties": false
+        });
+        let body = json!({"name": EVENT_TYPE, "description": "The bench's events", "schema": schema});
+        let response = self.request(reqwest::Method::POST, "/event-types").json(&body).send().await?;
+        if !response.status().is_success() {
+            bail!(
+                "registering the event type's schema: {} {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
     /// Installs (or replaces) plugin `name` through the admin API; returns the sha256 of the version it loaded.
     pub async fn upload_plugin(&self, name: &str, component: Vec<u8>) -> anyhow::Result<String> {
         let response = self

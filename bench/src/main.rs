@@ -107,6 +107,9 @@ struct Cli {
     /// `relay-serve`: where to post each body (once per occurrence).
     #[arg(long, hide = true)]
     relay_target: Vec<String>,
+    /// Give the bench's event type a JSON Schema that its events match, so that every publish is checked against it.
+    #[arg(long)]
+    event_schema: bool,
     /// Also print each result as one JSON line.
     #[arg(long)]
     json: bool,
@@ -162,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
         timeout: cli.timeout_secs,
         payload_bytes: cli.payload_bytes,
         relay: cli.relay,
+        event_schema: cli.event_schema,
     };
     let runs: Vec<(Scenario, Database)> = match cli.scenario {
         Which::Single => vec![(Scenario::Single, cli.database)],

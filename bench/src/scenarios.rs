@@ -60,6 +60,8 @@ pub struct Params {
     pub payload_bytes: usize,
     /// Also measure a relay that stores nothing, where the scenario allows (see [`Scenario::relays`]).
     pub relay: bool,
+    /// Register a JSON Schema for the bench's event type before publishing.
+    pub event_schema: bool,
 }
 
 impl Scenario {
@@ -203,6 +205,9 @@ pub async fn run(scenario: Scenario, params: &Params) -> anyhow::Result<Outcome>
         uploaded.push((name, api.upload_plugin(name, component).await?));
     }
     let endpoint_ids = create_endpoints(scenario, &api, &receiver).await?;
+    if params.event_schema {
+        api.register_event_schema().await?;
+    }
 
     let cpu_before = router.cpu_seconds()?;
     let machine_before = MachineCpu::now()?;
