@@ -1,8 +1,11 @@
 //! Event types' JSON Schemas: checked when they are registered, and against each published event's `data`.
 //!
-//! Publishing asks for its tenant's schemas on every request, so they are kept per tenant, compiled, for
-//! [`SCHEMAS_TTL`]: a tenant without schemas costs one cache lookup an event. A registration through this node
-//! applies to its next publish; one through another node sharing the database within the TTL.
+//! Publishing asks for its tenant's schemas on every request. Each node keeps, per tenant and for
+//! [`SCHEMAS_TTL`], which of its types have a schema and that schema's digest (a tenant without schemas costs one
+//! cache lookup a request), and compiled schemas by digest, compiled when an event of their type is first checked.
+//! So a refresh reads names and digests, never the schemas' text again, and a tenant with many schemas pays to
+//! compile only those it publishes. A registration through this node applies to its next publish; one through
+//! another node sharing the database within the TTL.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,28 +17,35 @@ use moka::sync::Cache;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::model::schema_digest;
 use crate::store::sql::ACTIVE_ENDPOINTS_TTL;
 use crate::store::{Store, StoreResult};
 
 /// As long as another node's endpoint changes take to apply here.
 pub const SCHEMAS_TTL: Duration = ACTIVE_ENDPOINTS_TTL;
-/// Largest schema, as compact JSON text: schemas are compiled on every node, and kept by each.
+/// Largest schema, as the JSON text sent: schemas are compiled on every node, and kept by each.
 pub const MAX_SCHEMA_BYTES: usize = 64 << 10;
 /// Violations a refusal lists; the rest are counted.
 const ERRORS_SHOWN: usize = 3;
 const TENANTS: u64 = 10_000;
-/// Total bytes of schema text whose compiled form is kept across refreshes of their tenants.
+/// Total bytes of schema text whose compiled form is kept.
 const COMPILED_BYTES: u64 = 64 << 20;
 
-/// A tenant's compiled schemas by event type.
-pub type TenantSchemas = HashMap<String, Arc<Validator>>;
+/// Which of a tenant's event types have a schema: its digest, by type name.
+pub type TenantSchemas = HashMap<String, String>;
+
+/// A compiled schema, and the size of the text it came from (what the cache weighs it by).
+struct Compiled {
+    validator: Option<Arc<Validator>>,
+    text_bytes: usize,
+}
 
 pub struct EventSchemas {
     tenants: Cache<String, Arc<TenantSchemas>>,
     /// Bumped by every registration through this node: a read that began before it may hold what it replaced.
     generation: AtomicU64,
-    /// Compiled schemas by their text, so a tenant's refresh compiles only what changed.
-    compiled: Cache<String, Arc<Validator>>,
+    /// By digest; `validator` is None for a stored schema this version cannot compile.
+    compiled: Cache<String, Arc<Compiled>>,
 }
 
 impl Default for EventSchemas {
@@ -45,56 +55,61 @@ impl Default for EventSchemas {
             generation: AtomicU64::new(0),
             compiled: Cache::builder()
                 .max_capacity(COMPILED_BYTES)
-                .weigher(|text: &String, _| u32::try_from(text.len()).unwrap_or(u32::MAX))
+                .weigher(|_, compiled: &Arc<Compiled>| u32::try_from(compiled.text_bytes).unwrap_or(u32::MAX))
                 .build(),
         }
     }
 }
 
 impl EventSchemas {
-    /// The tenant's schemas, read from `store` when not cached.
+    /// Which of the tenant's types have a schema, read from `store` when not cached.
     pub async fn of_tenant(&self, store: &dyn Store, tenant_id: &str) -> StoreResult<Arc<TenantSchemas>> {
         if let Some(cached) = self.tenants.get(tenant_id) {
             return Ok(cached);
         }
         let read_at = self.generation.load(Ordering::Acquire);
-        let mut schemas = TenantSchemas::new();
-        for (name, text) in store.event_type_schemas(tenant_id).await? {
-            if let Some(validator) = self.compiled(&name, text) {
-                schemas.insert(name, validator);
-            }
-        }
-        let schemas = Arc::new(schemas);
+        let schemas: Arc<TenantSchemas> = Arc::new(store.event_type_schemas(tenant_id).await?.into_iter().collect());
         if self.generation.load(Ordering::Acquire) == read_at {
             self.tenants.insert(tenant_id.to_string(), schemas.clone());
         }
         Ok(schemas)
     }
 
-    /// Call once a registration that may have changed a schema of the tenant has committed.
-    pub fn changed(&self, tenant_id: &str) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.tenants.invalidate(tenant_id);
-    }
-
-    /// The compiled form of a stored schema. None for one this version cannot compile (stored by another): its
-    /// events are let through rather than refused for a fault that is not theirs.
-    fn compiled(&self, event_type: &str, text: String) -> Option<Arc<Validator>> {
-        if let Some(validator) = self.compiled.get(&text) {
-            return Some(validator);
+    /// The compiled schema of `event_type`, listed in [`EventSchemas::of_tenant`] with `digest`; its text is read
+    /// from `store` the first time the digest is met. None for a type whose schema is gone by then, or that this
+    /// version cannot compile (stored by another): its events are let through rather than refused for a fault
+    /// that is not theirs.
+    pub async fn validator(
+        &self,
+        store: &dyn Store,
+        tenant_id: &str,
+        event_type: &str,
+        digest: &str,
+    ) -> StoreResult<Option<Arc<Validator>>> {
+        if let Some(compiled) = self.compiled.get(digest) {
+            return Ok(compiled.validator.clone());
         }
-        let compiled = serde_json::from_str(&text).map_err(|e| e.to_string()).and_then(|schema| compile(&schema));
-        match compiled {
-            Ok(validator) => {
-                let validator = Arc::new(validator);
-                self.compiled.insert(text, validator.clone());
-                Some(validator)
-            }
+        let Some(text) = store.get_event_type(tenant_id, event_type).await?.and_then(|t| t.schema) else {
+            return Ok(None);
+        };
+        let validator = match serde_json::from_str(&text).map_err(|e| e.to_string()).and_then(|schema| compile(&schema))
+        {
+            Ok(validator) => Some(Arc::new(validator)),
             Err(problem) => {
                 tracing::warn!(event_type, problem, "a stored event type schema does not compile; not checking it");
                 None
             }
-        }
+        };
+        // Kept under the digest of the text read, which may be newer than the one listed.
+        let compiled = Compiled { validator: validator.clone(), text_bytes: text.len() };
+        self.compiled.insert(schema_digest(&text), Arc::new(compiled));
+        Ok(validator)
+    }
+
+    /// Call once a registration that may have changed a schema of the tenant has committed.
+    pub fn changed(&self, tenant_id: &str) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.tenants.invalidate(tenant_id);
     }
 }
 
@@ -203,6 +218,26 @@ mod tests {
         let draft7 = compile(&json!({"$schema": "http://json-schema.org/draft-07/schema#", "maxProperties": 1}));
         assert!(check(&draft7.unwrap(), &raw(json!({"a": 1, "b": 2}))).is_err());
         assert_eq!(check(&compile(&json!(true)).unwrap(), &raw(json!({"x": 1}))), Ok(()));
+        // References that lead back to themselves are not followed forever, when compiled or checking.
+        for looping in [
+            json!({"$ref": "#"}),
+            json!({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}),
+        ] {
+            if let Ok(validator) = compile(&looping) {
+                let _ = check(&validator, &raw(json!({"a": {"b": [1, {"c": 2}]}})));
+            }
+        }
+        // A tree: recursion through the data, as deep as the data goes.
+        let tree = compile(&json!({
+            "type": "object", "properties": {"children": {"type": "array", "items": {"$ref": "#"}}}
+        }))
+        .unwrap();
+        let mut deep = json!({"children": []});
+        for _ in 0..60 {
+            deep = json!({"children": [deep]});
+        }
+        assert_eq!(check(&tree, &raw(deep)), Ok(()));
+        assert!(check(&tree, &raw(json!({"children": [{"children": 3}]}))).is_err());
         assert!(check(&compile(&json!(false)).unwrap(), &raw(json!({}))).is_err());
     }
 }

@@ -9,6 +9,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
 
 use crate::same_json::same_json;
 
@@ -392,6 +393,11 @@ impl EndpointSecret {
             SecretStatus::Revoked => false,
         }
     }
+}
+
+/// The SHA-256 (hex) of an event type schema's text: what names its compiled form on every node.
+pub fn schema_digest(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use serde_json::json;
 use serde_json::value::RawValue;
 use switchyard::model::{
-    first_id_at, new_id, new_id_at, ApiKey, Attempt, AuditEntry, Delivery, DeliveryStatus, Endpoint, EndpointPlugins,
-    EndpointStatus, Event, EventType, KeyScope, Millis, PluginBinding, PluginUse, PreparedRequest, SecretStatus,
-    SignatureHeader, SignatureScheme, Subscription, Tenant, TimestampUnit,
+    first_id_at, new_id, new_id_at, schema_digest, ApiKey, Attempt, AuditEntry, Delivery, DeliveryStatus, Endpoint,
+    EndpointPlugins, EndpointStatus, Event, EventType, KeyScope, Millis, PluginBinding, PluginUse, PreparedRequest,
+    SecretStatus, SignatureHeader, SignatureScheme, Subscription, Tenant, TimestampUnit,
 };
 use switchyard::store::{
     AttemptCounts, AttemptOutcome, AuditFilter, DeadAttempt, DeliveryFilter, DispatchJob, Dropped, EndpointFilter,
@@ -1119,10 +1119,12 @@ async fn event_types_upsert_and_page_by_name(store: &dyn Store, _url: &str) {
     assert_eq!((with_schema.schema.as_deref(), with_schema.created_at), (Some(schema), T0 + 1));
     store.register_event_type(tenant_id, &event_type("account.closed", "", Some("true"), T0)).await.unwrap();
     store.register_event_type(&other.id, &event_type("zzz.other", "", Some("false"), T0)).await.unwrap();
+    // Listed by digest: the SHA-256 of the text as stored.
     assert_eq!(
         store.event_type_schemas(tenant_id).await.unwrap(),
-        [("account.closed".to_string(), "true".to_string()), ("invoice.paid".to_string(), schema.to_string())]
+        [("account.closed".to_string(), schema_digest("true")), ("invoice.paid".to_string(), schema_digest(schema))]
     );
+    assert_eq!(schema_digest("true"), "b5bea41b6c623f7c09f1bf24dcae58ebab3c0cdd90ad966bc43a45b44867e12b");
     let fetched = store.get_event_type(tenant_id, "invoice.paid").await.unwrap().unwrap();
     assert_eq!(fetched, with_schema);
     assert_eq!(store.get_event_type(tenant_id, "zzz.other").await.unwrap(), None, "another tenant's type");

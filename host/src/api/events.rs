@@ -140,8 +140,10 @@ pub(super) async fn check_schemas(
         return Ok(());
     }
     for (i, event) in events.iter().enumerate() {
-        if let Some(schema) = schemas.get(&event.event_type) {
-            event_schemas::check(schema, &event.data)
+        let Some(digest) = schemas.get(&event.event_type) else { continue };
+        let schema = state.event_schemas.validator(&*state.store, tenant_id, &event.event_type, digest).await?;
+        if let Some(schema) = schema {
+            event_schemas::check(&schema, &event.data)
                 .map_err(|message| ApiError::SchemaMismatch { field: field(i), message })?;
         }
     }

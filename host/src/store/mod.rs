@@ -528,7 +528,8 @@ pub trait Store: Send + Sync + 'static {
     async fn register_event_type(&self, tenant_id: &str, wanted: &EventType) -> StoreResult<(EventType, bool)>;
     async fn get_event_type(&self, tenant_id: &str, name: &str) -> StoreResult<Option<EventType>>;
     async fn list_event_types(&self, tenant_id: &str, page: &Page) -> StoreResult<Vec<EventType>>;
-    /// `(name, schema)` of each of the tenant's event types that has a schema, in name order.
+    /// `(name, SHA-256 of the schema's text)` (see [`schema_digest`](crate::model::schema_digest)) of each of the
+    /// tenant's event types that has a schema, in name order.
     async fn event_type_schemas(&self, tenant_id: &str) -> StoreResult<Vec<(String, String)>>;
 
     // Events.

@@ -10,7 +10,7 @@ use super::query::{conflict_on_unique, json_rows, KeyRange, Order, Payloads, Sql
 use super::rows::{self, EVENT_COLUMNS, EVENT_TYPE_COLUMNS};
 use super::timed_ids::TimedIds;
 use super::Dialect;
-use crate::model::{Event, EventType, Millis};
+use crate::model::{schema_digest, Event, EventType, Millis};
 use crate::routing::is_reserved_event_type;
 use crate::store::{EventFilter, NewDelivery, NewEvent, Page, Published, StoreError, StoreResult};
 
@@ -21,17 +21,19 @@ pub(super) async fn register_event_type(
     tenant_id: &str,
     wanted: &EventType,
 ) -> StoreResult<(EventType, bool)> {
+    let digest = wanted.schema.as_deref().map(schema_digest);
     // Event types are only deleted with their tenant, so the update finds the row the insert stopped at; the
     // second round is for a row that vanished in between all the same.
     for _ in 0..2 {
         let inserted = sqlx::query(&format!(
-            "INSERT INTO event_types (tenant_id, name, description, json_schema, created_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, name) DO NOTHING RETURNING {EVENT_TYPE_COLUMNS}"
+            "INSERT INTO event_types (tenant_id, name, description, json_schema, json_schema_sha256, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, name) DO NOTHING RETURNING {EVENT_TYPE_COLUMNS}"
         ))
         .bind(tenant_id)
         .bind(&wanted.name)
         .bind(&wanted.description)
         .bind(wanted.schema.as_deref())
+        .bind(digest.as_deref())
         .bind(wanted.created_at)
         .fetch_optional(&mut *connection)
         .await?;
@@ -39,13 +41,14 @@ pub(super) async fn register_event_type(
             return Ok((rows::event_type(&row)?, true));
         }
         let updated = sqlx::query(&format!(
-            "UPDATE event_types SET description = $3, json_schema = $4 WHERE tenant_id = $1 AND name = $2 \
-             RETURNING {EVENT_TYPE_COLUMNS}"
+            "UPDATE event_types SET description = $3, json_schema = $4, json_schema_sha256 = $5 \
+             WHERE tenant_id = $1 AND name = $2 RETURNING {EVENT_TYPE_COLUMNS}"
         ))
         .bind(tenant_id)
         .bind(&wanted.name)
         .bind(&wanted.description)
         .bind(wanted.schema.as_deref())
+        .bind(digest.as_deref())
         .fetch_optional(&mut *connection)
         .await?;
         if let Some(row) = updated {
@@ -65,14 +68,17 @@ pub(super) async fn get_event_type(pool: &AnyPool, tenant_id: &str, name: &str) 
     found.as_ref().map(rows::event_type).transpose()
 }
 
+/// `(name, digest)` of the tenant's types that have a schema. A digest missing beside its schema (the row edited
+/// by hand) reads as `""`, which names no compiled schema, so its text is read whenever it is needed.
 pub(super) async fn event_type_schemas(pool: &AnyPool, tenant_id: &str) -> StoreResult<Vec<(String, String)>> {
     let found = sqlx::query(
-        "SELECT name, json_schema FROM event_types WHERE tenant_id = $1 AND json_schema IS NOT NULL ORDER BY name",
+        "SELECT name, COALESCE(json_schema_sha256, '') AS digest FROM event_types \
+         WHERE tenant_id = $1 AND json_schema IS NOT NULL ORDER BY name",
     )
     .bind(tenant_id)
     .fetch_all(pool)
     .await?;
-    found.iter().map(|row| Ok((row.try_get("name")?, row.try_get("json_schema")?))).collect()
+    found.iter().map(|row| Ok((row.try_get("name")?, row.try_get("digest")?))).collect()
 }
 
 pub(super) async fn list_event_types(pool: &AnyPool, tenant_id: &str, page: &Page) -> StoreResult<Vec<EventType>> {
