@@ -92,6 +92,9 @@ impl RouterProcess {
             .env("SWITCHYARD_DATA_DIR", data_dir.path())
             .env("SWITCHYARD_ADMIN_KEY", ADMIN_KEY)
             .env("SWITCHYARD_DEV", "true")
+            // Publishes then look up their tenant's schemas, as on a server that allows them (`--event-schema`
+            // registers one); builds without schemas ignore the variable.
+            .env("SWITCHYARD_EVENT_TYPE_SCHEMAS", "true")
             .env("SWITCHYARD_DISPATCH_CONCURRENCY", options.dispatch_concurrency.to_string())
             // The default log level, as a user runs it (per request and per delivery lines are at debug).
             .env_remove("SWITCHYARD_LOG")

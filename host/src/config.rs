@@ -73,6 +73,18 @@ pub struct ServeArgs {
     )]
     pub dev: Option<bool>,
 
+    /// Let tenants give event types a JSON Schema that publishes must match. Off by default: a schema can be
+    /// written so that checking an event against it takes exponential time, so turn it on only where the tenants
+    /// registering schemas are trusted. Takes true/false, 1/0, yes/no or on/off.
+    #[arg(
+        long,
+        env = "SWITCHYARD_EVENT_TYPE_SCHEMAS",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub event_type_schemas: Option<bool>,
+
     /// Largest accepted event payload in bytes [default: 1048576].
     #[arg(long, env = "SWITCHYARD_MAX_PAYLOAD_BYTES")]
     pub max_payload_bytes: Option<usize>,
@@ -185,6 +197,8 @@ pub struct Config {
     pub metrics_token: Option<String>,
     pub master_key: Option<String>,
     pub dev_mode: bool,
+    /// Whether event types may have JSON Schemas, and publishes are checked against them.
+    pub event_type_schemas: bool,
     pub max_payload_bytes: usize,
     pub dispatch_concurrency: usize,
     pub endpoint_concurrency: usize,
@@ -230,6 +244,7 @@ impl std::fmt::Debug for Config {
             .field("metrics_token", &self.metrics_token.as_ref().map(|_| "<set>"))
             .field("master_key", &self.master_key.as_ref().map(|_| "<set>"))
             .field("dev_mode", &self.dev_mode)
+            .field("event_type_schemas", &self.event_type_schemas)
             .field("max_payload_bytes", &self.max_payload_bytes)
             .field("dispatch_concurrency", &self.dispatch_concurrency)
             .field("endpoint_concurrency", &self.endpoint_concurrency)
@@ -455,6 +470,7 @@ impl Config {
             metrics_token,
             master_key,
             dev_mode: over.dev.or(under.dev).unwrap_or(false),
+            event_type_schemas: over.event_type_schemas.or(under.event_type_schemas).unwrap_or(false),
             max_payload_bytes,
             dispatch_concurrency,
             endpoint_concurrency,
@@ -617,6 +633,18 @@ mod tests {
             assert_eq!(dev(&[&format!("--dev={text}")]), Some(value), "{text}");
         }
         assert!(Cli::try_parse_from(["switchyard", "serve", "--dev=maybe"]).is_err());
+    }
+
+    #[test]
+    fn event_type_schemas_are_off_unless_turned_on() {
+        assert!(!Config::from_layers(ServeArgs::default(), ServeArgs::default()).unwrap().event_type_schemas);
+        let file = || toml::from_str::<ServeArgs>("event_type_schemas = true").unwrap();
+        assert!(Config::from_layers(ServeArgs::default(), file()).unwrap().event_type_schemas);
+        let off = ServeArgs { event_type_schemas: Some(false), ..Default::default() };
+        assert!(!Config::from_layers(off, file()).unwrap().event_type_schemas, "the flag or variable wins");
+        let cli = Cli::try_parse_from(["switchyard", "serve", "--event-type-schemas"]).unwrap();
+        let Command::Serve(serve) = cli.command;
+        assert_eq!(serve.event_type_schemas, Some(true));
     }
 
     #[test]

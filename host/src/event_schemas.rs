@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jsonschema::Validator;
 use moka::sync::Cache;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::api::validate::MAX_DATA_DEPTH;
 use crate::model::schema_digest;
 use crate::store::sql::ACTIVE_ENDPOINTS_TTL;
 use crate::store::{Store, StoreResult};
@@ -36,7 +36,7 @@ pub type TenantSchemas = HashMap<String, String>;
 
 /// A compiled schema, and the size of the text it came from (what the cache weighs it by).
 struct Compiled {
-    validator: Option<Arc<Validator>>,
+    validator: Option<Arc<Schema>>,
     text_bytes: usize,
 }
 
@@ -85,7 +85,7 @@ impl EventSchemas {
         tenant_id: &str,
         event_type: &str,
         digest: &str,
-    ) -> StoreResult<Option<Arc<Validator>>> {
+    ) -> StoreResult<Option<Arc<Schema>>> {
         if let Some(compiled) = self.compiled.get(digest) {
             return Ok(compiled.validator.clone());
         }
@@ -113,29 +113,113 @@ impl EventSchemas {
     }
 }
 
+/// A compiled schema.
+#[derive(Debug)]
+pub struct Schema {
+    validator: jsonschema::Validator,
+    /// Whether a refusal lists the violations (see [`LISTED_REACH`]).
+    listed: bool,
+}
+
 /// Compiles a schema given at registration: a JSON object (or `true`/`false`) in any draft the `$schema` keyword
-/// names, 2020-12 when it names none. A `$ref` may only point inside the schema: nothing is fetched.
-pub fn compile(schema: &Value) -> Result<Validator, String> {
+/// names, 2020-12 when it names none. A `$ref` may only point inside the schema: nothing is fetched. `pattern`s
+/// are the `regex` crate's, which matches in linear time: a pattern needing backtracking (a backreference, a
+/// lookaround) is refused rather than left to take exponential time on a publisher's string.
+pub fn compile(schema: &Value) -> Result<Schema, String> {
     if !(schema.is_object() || schema.is_boolean()) {
         return Err("must be a JSON Schema: an object, or true or false".into());
     }
-    jsonschema::validator_for(schema).map_err(|e| format!("is not a valid JSON Schema: {e}"))
+    let reach = reach(schema, MAX_REACH);
+    if reach > MAX_REACH {
+        return Err(format!(
+            "branches too much to check events against it in reasonable time: following its `$ref`s (recursion \
+             unfolded {MAX_UNFOLD} times, as deep as data may nest) reaches more than {MAX_REACH} subschemas"
+        ));
+    }
+    let validator = jsonschema::options()
+        .with_pattern_options(jsonschema::PatternOptions::regex())
+        .build(schema)
+        .map_err(|e| format!("is not a valid JSON Schema: {}", shortened(&e.to_string())))?;
+    Ok(Schema { validator, listed: reach <= LISTED_REACH })
+}
+
+/// Most JSON values a schema may reach, its `$ref`s followed (see [`reach`]). Checking an event visits at most
+/// that many subschemas for each place in the data: the limit keeps out schemas whose checks take exponential
+/// time, such as nested `anyOf`s whose branches share a `$ref` (1.4 KB of them took 38 s and 11 GB to refuse one
+/// event), while a schema of [`MAX_SCHEMA_BYTES`] without `$ref`s, or one recursing once per level, stays far
+/// below it.
+const MAX_REACH: usize = 1_000_000;
+/// Reach up to which a refusal lists the violations: listing keeps every failed branch's errors.
+const LISTED_REACH: usize = 100_000;
+/// How often [`reach`] follows a `$ref` back into a schema it is within: data nests at most this deep.
+const MAX_UNFOLD: usize = MAX_DATA_DEPTH;
+/// Most `$ref`s [`reach`] follows one inside another, so that its recursion stays well within a thread's stack.
+const MAX_REF_CHAIN: usize = 1_000;
+/// Longest violation, or place, shown: a key of `data` may be as long as `data`.
+const MAX_SHOWN_CHARS: usize = 200;
+
+/// How many JSON values walking `schema` visits, up to `limit` + 1, following every `$ref` (and `$dynamicRef`,
+/// `$recursiveRef`) to a place within it (`#…`), and one back into a schema it is already within at most
+/// [`MAX_UNFOLD`] times. Keyword meanings are ignored: two references to one schema under different properties
+/// count twice though no data reaches both, so this overestimates what a check costs, never underestimates it.
+fn reach(schema: &Value, limit: usize) -> usize {
+    fn walk<'a>(root: &'a Value, node: &'a Value, within: &mut Vec<*const Value>, left: &mut usize) -> bool {
+        if *left == 0 {
+            return true;
+        }
+        *left -= 1;
+        match node {
+            Value::Object(members) => members.iter().any(|(key, value)| {
+                let target = matches!(key.as_str(), "$ref" | "$dynamicRef" | "$recursiveRef")
+                    .then(|| value.as_str().and_then(|reference| reference.strip_prefix('#')))
+                    .flatten()
+                    .and_then(|pointer| if pointer.is_empty() { Some(root) } else { root.pointer(pointer) });
+                let Some(target) = target else { return walk(root, value, within, left) };
+                // A chain this long counts as beyond the limit: the walk recurses once per reference.
+                if within.len() >= MAX_REF_CHAIN {
+                    *left = 0;
+                    return true;
+                }
+                let target_id = target as *const Value;
+                if within.iter().filter(|&&id| id == target_id).count() >= MAX_UNFOLD {
+                    return false;
+                }
+                within.push(target_id);
+                let beyond = walk(root, target, within, left);
+                within.pop();
+                beyond
+            }),
+            Value::Array(items) => items.iter().any(|item| walk(root, item, within, left)),
+            _ => false,
+        }
+    }
+    let mut left = limit + 1;
+    walk(schema, schema, &mut Vec::new(), &mut left);
+    limit + 1 - left
 }
 
 /// Checks an event's `data` against its type's schema. On failure, says where and why for the first few
-/// violations, naming places in `data` by JSON Pointer; `data`'s values are not repeated.
-pub fn check(validator: &Validator, data: &RawValue) -> Result<(), String> {
-    let instance: Value = serde_json::from_str(data.get()).map_err(|e| format!("cannot be read: {e}"))?;
-    if validator.is_valid(&instance) {
+/// violations, naming places in `data` by JSON Pointer; `data`'s values are not repeated (its keys may be, where
+/// a place or an unexpected property is named). Runs as long as the schema makes it: see
+/// [`check_off_the_runtime`].
+pub fn check(schema: &Schema, data: &RawValue) -> Result<(), String> {
+    let instance: Value = serde_json::from_str(data.get())
+        .map_err(|e| format!("cannot be checked against its event type's schema: {e}"))?;
+    if schema.validator.is_valid(&instance) {
         return Ok(());
+    }
+    if !schema.listed {
+        return Err("does not match its event type's schema (the violations are not listed: the schema branches \
+                    too much for that)"
+            .into());
     }
     let mut shown = Vec::new();
     let mut more = 0usize;
-    for error in validator.iter_errors(&instance) {
+    for error in schema.validator.iter_errors(&instance) {
         if shown.len() < ERRORS_SHOWN {
             let at = error.instance_path().as_str();
-            let at = if at.is_empty() { "the top level".to_string() } else { at.to_string() };
-            shown.push(format!("at {at}: {}", error.masked()));
+            let at = if at.is_empty() { "the top level".to_string() } else { shortened(at) };
+            shown.push(format!("at {at}: {}", shortened(&error.masked().to_string())));
         } else {
             more += 1;
         }
@@ -145,6 +229,21 @@ pub fn check(validator: &Validator, data: &RawValue) -> Result<(), String> {
         message.push_str(&format!(" (and {more} more)"));
     }
     Err(message)
+}
+
+/// [`check`] on a blocking thread: a schema can make a check take long, and the runtime's few threads serve every
+/// tenant's requests.
+pub async fn check_off_the_runtime(schema: Arc<Schema>, data: Box<RawValue>) -> Result<(), String> {
+    tokio::task::spawn_blocking(move || check(&schema, &data))
+        .await
+        .unwrap_or_else(|e| Err(format!("could not be checked against its event type's schema: {e}")))
+}
+
+fn shortened(text: &str) -> String {
+    match text.char_indices().nth(MAX_SHOWN_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -157,7 +256,7 @@ mod tests {
         RawValue::from_string(value.to_string()).unwrap()
     }
 
-    fn payment_schema() -> Validator {
+    fn payment_schema() -> Schema {
         compile(&json!({
             "type": "object",
             "required": ["amount", "currency"],
@@ -191,6 +290,72 @@ mod tests {
         let missing = check(&schema, &raw(json!({}))).unwrap_err();
         assert!(missing.contains("at the top level: "), "{missing}");
         assert!(missing.contains("\"amount\" is a required property"), "{missing}");
+    }
+
+    #[test]
+    fn patterns_match_in_linear_time_and_backtracking_ones_are_refused() {
+        let nested = compile(&json!({"properties": {"s": {"type": "string", "pattern": "^(a+)+$"}}})).unwrap();
+        let long = format!("{}!", "a".repeat(200_000));
+        let started = std::time::Instant::now();
+        assert!(check(&nested, &raw(json!({"s": long}))).is_err());
+        assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+        for pattern in [r"^(a+)+\1$", "(?=a)b", "(?<!a)b"] {
+            let refused = compile(&json!({"pattern": pattern})).unwrap_err();
+            assert!(refused.starts_with("is not a valid JSON Schema"), "{pattern}: {refused}");
+        }
+    }
+
+    /// Nested `anyOf`s whose branches all lead to the same failing schema: telling valid from invalid visits
+    /// every path, and listing the violations would keep every failed branch's errors (gigabytes at 22 levels).
+    fn compile_branching(levels: usize) -> Result<Schema, String> {
+        let mut defs = serde_json::Map::new();
+        for i in 0..levels {
+            let next = json!({"$ref": format!("#/$defs/a{}", i + 1)});
+            defs.insert(format!("a{i}"), json!({"anyOf": [next.clone(), next]}));
+        }
+        defs.insert(format!("a{levels}"), json!(false));
+        compile(&json!({"$defs": defs, "$ref": "#/$defs/a0"}))
+    }
+
+    fn branching_schema(levels: usize) -> Schema {
+        compile_branching(levels).unwrap()
+    }
+
+    #[test]
+    fn violations_are_not_listed_when_the_schema_branches_too_much() {
+        let small = check(&branching_schema(4), &raw(json!({"x": 1}))).unwrap_err();
+        assert!(small.contains("at the top level"), "{small}");
+        // 2^15 paths: under the limit, checked, but not listed.
+        let listed_not = check(&branching_schema(15), &raw(json!({"x": 1}))).unwrap_err();
+        assert!(listed_not.contains("the violations are not listed"), "{listed_not}");
+        // 2^30 paths (11 s for one check): refused when registered, in no time.
+        let started = std::time::Instant::now();
+        let refused = compile_branching(30).unwrap_err();
+        assert!(refused.starts_with("branches too much"), "{refused}");
+        assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+        // Two recursive branches per level of data: 2^64 paths through 64 levels of nested arrays.
+        let branch = json!({"type": "array", "items": {"$ref": "#"}});
+        assert!(compile(&json!({"anyOf": [branch.clone(), branch]})).unwrap_err().starts_with("branches too much"));
+        // A cycle of 800 references, unfolded: refused, not a stack overflow.
+        let cycle: serde_json::Map<String, Value> =
+            (0..800).map(|i| (format!("a{i}"), json!({"$ref": format!("#/$defs/a{}", (i + 1) % 800)}))).collect();
+        assert!(compile(&json!({"$defs": cycle, "$ref": "#/$defs/a0"})).unwrap_err().starts_with("branches too much"));
+        // A recursive schema is walked once around each cycle, and a big plain one is listed.
+        assert!(compile(&json!({"properties": {"children": {"items": {"$ref": "#"}}}})).unwrap().listed);
+        let wide: serde_json::Map<String, Value> =
+            (0..2_000).map(|i| (format!("field_{i}"), json!({"type": "integer", "minimum": 0}))).collect();
+        assert!(compile(&json!({"properties": wide})).unwrap().listed);
+    }
+
+    #[test]
+    fn long_places_and_violations_are_shortened() {
+        let key = "k".repeat(5_000);
+        let closed = compile(&json!({"properties": {"a": {}}, "additionalProperties": false})).unwrap();
+        let problem = check(&closed, &raw(json!({ key.clone(): 1 }))).unwrap_err();
+        assert!(problem.len() < 1_000, "{} chars", problem.len());
+        assert!(problem.contains('…'), "{problem}");
+        let out_of_range = check(&closed, &RawValue::from_string(r#"{"n": 1e999}"#.into()).unwrap()).unwrap_err();
+        assert!(out_of_range.starts_with("cannot be checked against its event type's schema"), "{out_of_range}");
     }
 
     #[test]

@@ -63,7 +63,8 @@ fn browser() -> Option<Browser> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_requeues_dead_letters_and_pauses_an_endpoint_in_the_dashboard() {
     let Some(browser) = browser() else { return };
-    let server = Server::start().await;
+    let data_dir = tempfile::tempdir().expect("create a temporary data directory");
+    let server = Server::start_configured(data_dir, |config| config.event_type_schemas = true).await;
     let api = Api::new_tenant(&server.base_url, "Acme").await;
     let receiver = Receiver::start().await;
     receiver.set_default(Reply::status(400).body("no such order"));

@@ -57,6 +57,12 @@ async fn register(
     routing::validate_publishable_event_type(&body.name).map_err(|message| ApiError::invalid("name", message))?;
     let description = body.description.unwrap_or_default();
     validate::description("description", &description)?;
+    if body.schema.is_some() && !state.config.event_type_schemas {
+        return Err(ApiError::invalid(
+            "schema",
+            "event type schemas are off on this server (the operator turns them on with `event_type_schemas`)",
+        ));
+    }
     let schema = body.schema.map(|schema| checked_schema(&schema)).transpose()?;
     let wanted = EventType { name: body.name, description, schema, created_at: now_millis() };
     let registered = state.store.register_event_type(&caller.tenant_id, &wanted).await;

@@ -135,6 +135,9 @@ pub(super) async fn check_schemas(
     events: &[Event],
     field: impl Fn(usize) -> String,
 ) -> ApiResult<()> {
+    if !state.config.event_type_schemas {
+        return Ok(());
+    }
     let schemas = state.event_schemas.of_tenant(&*state.store, tenant_id).await?;
     if schemas.is_empty() {
         return Ok(());
@@ -143,7 +146,8 @@ pub(super) async fn check_schemas(
         let Some(digest) = schemas.get(&event.event_type) else { continue };
         let schema = state.event_schemas.validator(&*state.store, tenant_id, &event.event_type, digest).await?;
         if let Some(schema) = schema {
-            event_schemas::check(&schema, &event.data)
+            event_schemas::check_off_the_runtime(schema, event.data.clone())
+                .await
                 .map_err(|message| ApiError::SchemaMismatch { field: field(i), message })?;
         }
     }

@@ -401,13 +401,21 @@ async fn event_types_register_and_update() {
     let one = alice.get("/api/v1/event-types/invoice.paid").await.expect_status(200);
     assert_eq!((one.json["description"].as_str(), one.json["schema"].is_null()), (Some("Settled"), true));
     alice.get("/api/v1/event-types/invoice.refunded").await.expect_error(404, "not_found", None);
+    // Schemas are the operator's to turn on (`event_type_schemas`).
+    let refused = alice.post("/api/v1/event-types", json!({ "name": "invoice.paid", "schema": true })).await;
+    refused.expect_invalid("schema");
+    assert!(refused.json["error"]["message"].as_str().unwrap().contains("event_type_schemas"), "{}", refused.text);
 }
 
 /// An event type's JSON Schema: kept as written, checked on every publish of the type (one, a batch, a
 /// simulation), replaced or removed by the next registration, and the tenant's own.
 #[tokio::test]
 async fn event_type_schemas_refuse_data_that_does_not_match() {
-    let (server, alice, payments, _) = setup().await;
+    let server = TestServer::start_with(|config| config.event_type_schemas = true).await;
+    let alice = server.tenant("Alice").await;
+    let payments = alice.create_endpoint(json!({ "subscriptions": [{ "event_type": "payment.*" }] })).await;
+    let payments = payments.expect_status(201).str("id");
+    alice.create_endpoint(json!({})).await.expect_status(201);
     let schema = r#"{"type": "object", "required": ["amount"], "properties": {"amount": {"type": "integer"}}}"#;
     let body = format!(r#"{{"name": "payment.succeeded", "description": "Paid", "schema": {schema}}}"#);
     let created = alice.send_raw(Method::POST, "/api/v1/event-types", body).await.expect_status(201);
