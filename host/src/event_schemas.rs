@@ -117,8 +117,9 @@ impl EventSchemas {
 #[derive(Debug)]
 pub struct Schema {
     validator: jsonschema::Validator,
-    /// Whether a refusal lists the violations (see [`LISTED_REACH`]).
-    listed: bool,
+    /// What following its `$ref`s reaches (see [`reach`]): a bound on the subschemas a check visits for each place
+    /// in the data.
+    reach: usize,
 }
 
 /// Compiles a schema given at registration: a JSON object (or `true`/`false`) in any draft the `$schema` keyword
@@ -140,7 +141,7 @@ pub fn compile(schema: &Value) -> Result<Schema, String> {
         .with_pattern_options(jsonschema::PatternOptions::regex())
         .build(schema)
         .map_err(|e| format!("is not a valid JSON Schema: {}", shortened(&e.to_string())))?;
-    Ok(Schema { validator, listed: reach <= LISTED_REACH })
+    Ok(Schema { validator, reach })
 }
 
 /// Most JSON values a schema may reach, its `$ref`s followed (see [`reach`]). Checking an event visits at most
@@ -201,14 +202,14 @@ fn reach(schema: &Value, limit: usize) -> usize {
 /// Checks an event's `data` against its type's schema. On failure, says where and why for the first few
 /// violations, naming places in `data` by JSON Pointer; `data`'s values are not repeated (its keys may be, where
 /// a place or an unexpected property is named). Runs as long as the schema makes it: see
-/// [`check_off_the_runtime`].
+/// [`check_where_it_fits`].
 pub fn check(schema: &Schema, data: &RawValue) -> Result<(), String> {
     let instance: Value = serde_json::from_str(data.get())
         .map_err(|e| format!("cannot be checked against its event type's schema: {e}"))?;
     if schema.validator.is_valid(&instance) {
         return Ok(());
     }
-    if !schema.listed {
+    if schema.reach > LISTED_REACH {
         return Err("does not match its event type's schema (the violations are not listed: the schema branches \
                     too much for that)"
             .into());
@@ -231,9 +232,17 @@ pub fn check(schema: &Schema, data: &RawValue) -> Result<(), String> {
     Err(message)
 }
 
-/// [`check`] on a blocking thread: a schema can make a check take long, and the runtime's few threads serve every
-/// tenant's requests.
-pub async fn check_off_the_runtime(schema: Arc<Schema>, data: Box<RawValue>) -> Result<(), String> {
+/// Up to this much work (the schema's [`reach`] times the data's bytes) a check runs in the request's task:
+/// microseconds for a usual schema and event. More runs on a blocking thread, as the runtime's few threads serve
+/// every tenant's requests; the hand-over costs tens of microseconds, more than a usual check.
+const INLINE_WORK: usize = 1 << 20;
+
+/// [`check`], on a blocking thread when the schema and the data could make it long.
+pub async fn check_where_it_fits(schema: &Arc<Schema>, data: &RawValue) -> Result<(), String> {
+    if schema.reach.saturating_mul(data.get().len()) <= INLINE_WORK {
+        return check(schema, data);
+    }
+    let (schema, data) = (schema.clone(), data.to_owned());
     tokio::task::spawn_blocking(move || check(&schema, &data))
         .await
         .unwrap_or_else(|e| Err(format!("could not be checked against its event type's schema: {e}")))
@@ -340,11 +349,11 @@ mod tests {
         let cycle: serde_json::Map<String, Value> =
             (0..800).map(|i| (format!("a{i}"), json!({"$ref": format!("#/$defs/a{}", (i + 1) % 800)}))).collect();
         assert!(compile(&json!({"$defs": cycle, "$ref": "#/$defs/a0"})).unwrap_err().starts_with("branches too much"));
-        // A recursive schema is walked once around each cycle, and a big plain one is listed.
-        assert!(compile(&json!({"properties": {"children": {"items": {"$ref": "#"}}}})).unwrap().listed);
+        // A schema recursing once per level of data, and a big plain one, are listed.
+        assert!(compile(&json!({"properties": {"children": {"items": {"$ref": "#"}}}})).unwrap().reach <= LISTED_REACH);
         let wide: serde_json::Map<String, Value> =
             (0..2_000).map(|i| (format!("field_{i}"), json!({"type": "integer", "minimum": 0}))).collect();
-        assert!(compile(&json!({"properties": wide})).unwrap().listed);
+        assert!(compile(&json!({"properties": wide})).unwrap().reach <= LISTED_REACH);
     }
 
     #[test]
@@ -356,6 +365,19 @@ mod tests {
         assert!(problem.contains('…'), "{problem}");
         let out_of_range = check(&closed, &RawValue::from_string(r#"{"n": 1e999}"#.into()).unwrap()).unwrap_err();
         assert!(out_of_range.starts_with("cannot be checked against its event type's schema"), "{out_of_range}");
+    }
+
+    #[tokio::test]
+    async fn checks_too_big_for_the_request_task_give_the_same_answers() {
+        let schema = Arc::new(payment_schema());
+        let small = raw(json!({"amount": "5", "currency": "EUR"}));
+        let big = raw(json!({"amount": "5", "currency": "EUR", "note": "x".repeat(INLINE_WORK)}));
+        assert!(schema.reach.saturating_mul(small.get().len()) <= INLINE_WORK);
+        assert!(schema.reach.saturating_mul(big.get().len()) > INLINE_WORK);
+        assert_eq!(check_where_it_fits(&schema, &small).await, check(&schema, &small));
+        let answer = check_where_it_fits(&schema, &big).await.unwrap_err();
+        assert_eq!(answer, check(&schema, &big).unwrap_err());
+        assert!(answer.contains("at /amount"), "{answer}");
     }
 
     #[test]

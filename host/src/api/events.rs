@@ -146,7 +146,7 @@ pub(super) async fn check_schemas(
         let Some(digest) = schemas.get(&event.event_type) else { continue };
         let schema = state.event_schemas.validator(&*state.store, tenant_id, &event.event_type, digest).await?;
         if let Some(schema) = schema {
-            event_schemas::check_off_the_runtime(schema, event.data.clone())
+            event_schemas::check_where_it_fits(&schema, &event.data)
                 .await
                 .map_err(|message| ApiError::SchemaMismatch { field: field(i), message })?;
         }
