@@ -468,7 +468,8 @@ async fn event_type_schemas_refuse_data_that_does_not_match() {
     let numbers = json!({ "type": "payment.succeeded", "data": { "a": 1, "b": 2, "c": 3, "d": 4 } });
     let refused = alice.post("/api/v1/events", numbers).await;
     refused.expect_error(422, "schema_mismatch", Some("data"));
-    assert!(refused.json["error"]["message"].as_str().unwrap().ends_with("(and 1 more)"), "{}", refused.text);
+    let message = refused.json["error"]["message"].as_str().unwrap();
+    assert_eq!(message.matches("at /").count(), 1, "the first violation is named: {message}");
 
     // Schemas that cannot check anything are refused when registered.
     let too_big = json!({ "description": "x".repeat(70_000) });
