@@ -118,8 +118,9 @@ pub struct Schema {
     /// What following its `$ref`s reaches (see [`reach`]): a bound on the subschemas a check visits for each place
     /// in the data.
     reach: usize,
-    /// Whether it has a `pattern` or `patternProperties`.
-    patterns: bool,
+    /// Its `pattern`s' and `patternProperties`' summed [`pattern_weight`]: matching a string costs about that times
+    /// the string's length.
+    patterns: usize,
 }
 
 /// Compiles a schema given at registration: a JSON object (or `true`/`false`) in any draft the `$schema` keyword
@@ -130,6 +131,7 @@ pub fn compile(schema: &Value) -> Result<Schema, String> {
     if !(schema.is_object() || schema.is_boolean()) {
         return Err("must be a JSON Schema: an object, or true or false".into());
     }
+    references_are_pointers(schema)?;
     let reach = reach(schema, MAX_REACH);
     if reach > MAX_REACH {
         return Err(format!(
@@ -141,7 +143,7 @@ pub fn compile(schema: &Value) -> Result<Schema, String> {
         .with_pattern_options(jsonschema::PatternOptions::regex())
         .build(schema)
         .map_err(|e| format!("is not a valid JSON Schema: {}", shortened(&e.to_string())))?;
-    Ok(Schema { validator, reach, patterns: has_patterns(schema) })
+    Ok(Schema { validator, reach, patterns: patterns_weight(schema) })
 }
 
 /// Most JSON values a schema may reach, its `$ref`s followed (see [`reach`]). Checking an event visits at most
@@ -161,14 +163,85 @@ const MAX_REF_CHAIN: usize = 1_000;
 /// Longest violation, or place, shown: a key of `data` may be as long as `data`.
 const MAX_SHOWN_CHARS: usize = 200;
 
-fn has_patterns(schema: &Value) -> bool {
+/// The summed [`pattern_weight`] of every `pattern` and `patternProperties` key in `schema`.
+fn patterns_weight(schema: &Value) -> usize {
     match schema {
-        Value::Object(members) => members.iter().any(|(key, value)| {
-            (key == "pattern" && value.is_string()) || key == "patternProperties" || has_patterns(value)
+        Value::Object(members) => members.iter().fold(0, |sum: usize, (key, value)| {
+            let own = match (key.as_str(), value) {
+                ("pattern", Value::String(pattern)) => pattern_weight(pattern),
+                ("patternProperties", Value::Object(patterns)) => {
+                    patterns.keys().map(|pattern| pattern_weight(pattern)).fold(0, usize::saturating_add)
+                }
+                _ => 0,
+            };
+            sum.saturating_add(own).saturating_add(patterns_weight(value))
         }),
-        Value::Array(items) => items.iter().any(has_patterns),
-        _ => false,
+        Value::Array(items) => items.iter().map(patterns_weight).fold(0, usize::saturating_add),
+        _ => 0,
     }
+}
+
+/// About how many states matching `pattern` keeps: a repetition counts its body as often as it may repeat
+/// (`a[ab]{1000}c` weighs 1,002), so weight times the string's length bounds the matching's work.
+fn pattern_weight(pattern: &str) -> usize {
+    use regex_syntax::hir::{Hir, HirKind};
+    fn weight(hir: &Hir) -> usize {
+        match hir.kind() {
+            HirKind::Empty | HirKind::Look(_) | HirKind::Class(_) => 1,
+            HirKind::Literal(literal) => literal.0.len().max(1),
+            HirKind::Repetition(repetition) => {
+                let times = repetition.max.unwrap_or(repetition.min).max(1);
+                weight(&repetition.sub).saturating_mul(usize::try_from(times).unwrap_or(usize::MAX))
+            }
+            HirKind::Capture(capture) => weight(&capture.sub),
+            HirKind::Concat(parts) | HirKind::Alternation(parts) => {
+                parts.iter().map(weight).fold(0, usize::saturating_add)
+            }
+        }
+    }
+    // One that does not parse here is refused when the schema compiles.
+    regex_syntax::Parser::new().parse(pattern).map_or(1, |hir| weight(&hir))
+}
+
+/// Refuses references [`reach`] could not follow, so that it never underestimates: every `$ref`, `$dynamicRef`
+/// and `$recursiveRef` must be `#` or `#/…`, a JSON Pointer into the schema as written (no `%` escapes), and no
+/// subschema may set its own base with `$id` (nor, under draft 4, `id`), which would make such a pointer mean
+/// another place. Anchors and relative URIs are refused with them.
+fn references_are_pointers(schema: &Value) -> Result<(), String> {
+    let draft4 = schema.get("$schema").and_then(Value::as_str).is_some_and(|uri| uri.contains("draft-04"));
+    fn walk(root: &Value, node: &Value, draft4: bool) -> Result<(), String> {
+        match node {
+            Value::Object(members) => {
+                for (key, value) in members {
+                    if matches!(key.as_str(), "$ref" | "$dynamicRef" | "$recursiveRef") {
+                        let resolves =
+                            value.as_str().and_then(|reference| reference.strip_prefix('#')).is_some_and(|pointer| {
+                                pointer.is_empty()
+                                    || (pointer.starts_with('/')
+                                        && !pointer.contains('%')
+                                        && root.pointer(pointer).is_some())
+                            });
+                        if !resolves {
+                            return Err(format!(
+                                "`{key}`: {}: only `#` or a JSON Pointer to a place in this schema (`#/$defs/…`) may be \
+                                 referenced",
+                                shortened(&value.to_string())
+                            ));
+                        }
+                    }
+                    let sets_base = key == "$id" || (draft4 && key == "id");
+                    if sets_base && value.is_string() && !std::ptr::eq(node, root) {
+                        return Err(format!("`{key}` may only be set at the top level of the schema"));
+                    }
+                    walk(root, value, draft4)?;
+                }
+                Ok(())
+            }
+            Value::Array(items) => items.iter().try_for_each(|item| walk(root, item, draft4)),
+            _ => Ok(()),
+        }
+    }
+    walk(schema, schema, draft4)
 }
 
 /// How many JSON values walking `schema` visits, up to `limit` + 1, following every `$ref` (and `$dynamicRef`,
@@ -239,14 +312,11 @@ pub fn check(schema: &Schema, data: &RawValue) -> Result<(), String> {
 /// microseconds for a usual schema and event. More runs on a blocking thread, as the runtime's few threads serve
 /// every tenant's requests; the hand-over costs tens of microseconds, more than a usual check.
 const INLINE_WORK: usize = 1 << 20;
-/// Most data a check of a schema with `pattern`s runs in the request's task: a pattern's cost grows with its
-/// compiled size times the string's length, which [`reach`] does not see (`a[ab]{1000}c` on a 350 KB key: 4.5 s).
-const INLINE_PATTERN_BYTES: usize = 16 << 10;
-
-/// [`check`], on a blocking thread when the schema and the data could make it long.
+/// [`check`], on a blocking thread when the schema and the data could make it long: by the subschemas it visits,
+/// or by its patterns, whose cost [`reach`] does not see (`a[ab]{1000}c` on a 350 KB key: 4.5 s).
 pub async fn check_where_it_fits(schema: &Arc<Schema>, data: &RawValue) -> Result<(), String> {
     let bytes = data.get().len();
-    if schema.reach.saturating_mul(bytes) <= INLINE_WORK && (!schema.patterns || bytes <= INLINE_PATTERN_BYTES) {
+    if schema.reach.saturating_mul(bytes) <= INLINE_WORK && schema.patterns.saturating_mul(bytes) <= INLINE_WORK {
         return check(schema, data);
     }
     let (schema, data) = (schema.clone(), data.to_owned());
@@ -352,6 +422,17 @@ mod tests {
         // Two recursive branches per level of data: 2^64 paths through 64 levels of nested arrays.
         let branch = json!({"type": "array", "items": {"$ref": "#"}});
         assert!(compile(&json!({"anyOf": [branch.clone(), branch]})).unwrap_err().starts_with("branches too much"));
+        // References the walk could not follow are refused, so it never underestimates.
+        let anchored = json!({"$defs": {"a": {"$anchor": "a", "type": "string"}}, "$ref": "#a"});
+        assert!(compile(&anchored).unwrap_err().starts_with("`$ref`"));
+        assert!(compile(&json!({"$defs": {"a": true}, "$ref": "#/%24defs/a"})).unwrap_err().starts_with("`$ref`"));
+        let relative = json!({"$id": "https://x.example/root", "$defs": {"a": {"$id": "a.json"}}, "$ref": "a.json"});
+        assert!(compile(&relative).is_err());
+        let relative_alone = json!({"$id": "https://x.example/root", "$ref": "other.json"});
+        assert!(compile(&relative_alone).unwrap_err().starts_with("`$ref`"));
+        let nested_base = json!({"$defs": {"a": {"$id": "a.json", "$ref": "#/$defs/b", "$defs": {"b": true}}}});
+        assert!(compile(&nested_base).unwrap_err().contains("only be set at the top level"));
+        assert!(compile(&json!({"$id": "https://x.example/root", "$defs": {"a": true}, "$ref": "#/$defs/a"})).is_ok());
         // A cycle of 800 references, unfolded: refused, not a stack overflow.
         let cycle: serde_json::Map<String, Value> =
             (0..800).map(|i| (format!("a{i}"), json!({"$ref": format!("#/$defs/a{}", (i + 1) % 800)}))).collect();
@@ -379,7 +460,9 @@ mod tests {
         let schema = Arc::new(payment_schema());
         let small = raw(json!({"amount": "5", "currency": "EUR"}));
         let big = raw(json!({"amount": "5", "currency": "EUR", "note": "x".repeat(INLINE_WORK)}));
-        assert!(schema.patterns && !compile(&json!({"type": "object"})).unwrap().patterns);
+        assert_eq!((schema.patterns, compile(&json!({"type": "object"})).unwrap().patterns), (5, 0));
+        assert_eq!(pattern_weight("a[ab]{1000}c"), 1_002);
+        assert_eq!(patterns_weight(&json!({"patternProperties": {"^x": {}, "^y": {"pattern": "z{3}"}}})), 7);
         assert!(schema.reach.saturating_mul(small.get().len()) <= INLINE_WORK);
         assert!(schema.reach.saturating_mul(big.get().len()) > INLINE_WORK);
         assert_eq!(check_where_it_fits(&schema, &small).await, check(&schema, &small));
