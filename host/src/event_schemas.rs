@@ -34,7 +34,7 @@ pub type TenantSchemas = HashMap<String, String>;
 
 /// A compiled schema, and the size of the text it came from (what the cache weighs it by).
 struct Compiled {
-    validator: Option<Arc<Schema>>,
+    schema: Option<Arc<Schema>>,
     text_bytes: usize,
 }
 
@@ -42,7 +42,7 @@ pub struct EventSchemas {
     tenants: Cache<String, Arc<TenantSchemas>>,
     /// Bumped by every registration through this node: a read that began before it may hold what it replaced.
     generation: AtomicU64,
-    /// By digest; `validator` is None for a stored schema this version cannot compile.
+    /// By digest; `schema` is None for a stored schema this version cannot compile.
     compiled: Cache<String, Arc<Compiled>>,
 }
 
@@ -85,7 +85,7 @@ impl EventSchemas {
         digest: &str,
     ) -> StoreResult<Option<Arc<Schema>>> {
         if let Some(compiled) = self.compiled.get(digest) {
-            return Ok(compiled.validator.clone());
+            return Ok(compiled.schema.clone());
         }
         let Some(text) = store.get_event_type(tenant_id, event_type).await?.and_then(|t| t.schema) else {
             return Ok(None);
@@ -99,7 +99,7 @@ impl EventSchemas {
             }
         };
         // Kept under the digest of the text read, which may be newer than the one listed.
-        let compiled = Compiled { validator: validator.clone(), text_bytes: text.len() };
+        let compiled = Compiled { schema: validator.clone(), text_bytes: text.len() };
         self.compiled.insert(schema_digest(&text), Arc::new(compiled));
         Ok(validator)
     }
